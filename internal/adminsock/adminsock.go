@@ -1,0 +1,155 @@
+// Package adminsock is the local control channel of a running sallyport
+// process: a unix socket (mode 0600, directory 0700) that answers one JSON
+// request per connection. The server uses it for `server status` and
+// `server kick`, the client for `status` and `down`.
+package adminsock
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Request is what a command-line tool sends.
+type Request struct {
+	Cmd    string `json:"cmd"`
+	Device string `json:"device,omitempty"`
+}
+
+// Response carries either Data or Error.
+type Response struct {
+	OK    bool            `json:"ok"`
+	Error string          `json:"error,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// Handler answers one request; the returned value is encoded as Data.
+type Handler func(ctx context.Context, req Request) (any, error)
+
+// maxRequest bounds what a peer may send; requests are tiny.
+const maxRequest = 4096
+
+// Server listens on a unix socket until Close.
+type Server struct {
+	ln      net.Listener
+	path    string
+	handler Handler
+	log     *slog.Logger
+	wg      sync.WaitGroup
+	once    sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+// Listen creates the socket at path (replacing a stale one left by a crashed
+// process, but refusing to steal one that still answers) and serves h.
+func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("admin socket %s: another sallyport process is listening there", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{ln: ln, path: path, handler: h, log: log, ctx: ctx, cancel: cancel}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serve(c)
+		}()
+	}
+}
+
+func (s *Server) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	var req Request
+	var resp Response
+	if err := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req); err != nil {
+		resp.Error = "bad request: " + err.Error()
+	} else if v, err := s.handler(s.ctx, req); err != nil {
+		resp.Error = err.Error()
+	} else {
+		data, err := json.Marshal(v)
+		if err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.OK, resp.Data = true, data
+		}
+	}
+	if err := json.NewEncoder(c).Encode(resp); err != nil && s.log != nil {
+		s.log.Debug("admin reply failed", "err", err)
+	}
+}
+
+// Close stops listening, waits for requests in flight and removes the
+// socket file. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		s.ln.Close()
+		s.wg.Wait()
+		_ = os.Remove(s.path)
+	})
+	return nil
+}
+
+// Call sends req to the socket at path and decodes the reply's data into out
+// (which may be nil).
+func Call(path string, req Request, out any) error {
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("admin socket %s does not exist: is sallyport running?", path)
+		}
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return fmt.Errorf("admin socket %s: send: %w", path, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(io.LimitReader(c, 16<<20)).Decode(&resp); err != nil {
+		return fmt.Errorf("admin socket %s: read reply: %w", path, err)
+	}
+	if !resp.OK {
+		return errors.New(resp.Error)
+	}
+	if out != nil && len(resp.Data) > 0 {
+		if err := json.Unmarshal(resp.Data, out); err != nil {
+			return fmt.Errorf("admin socket %s: decode reply: %w", path, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,57 @@
+package adminsock
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "a.sock")
+	before := runtime.NumGoroutine()
+	s, err := Listen(path, func(ctx context.Context, r Request) (any, error) {
+		switch r.Cmd {
+		case "echo":
+			return map[string]string{"device": r.Device}, nil
+		default:
+			return nil, errors.New("unknown command " + r.Cmd)
+		}
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi, err)
+	}
+	if _, err := Listen(path, nil, nil); err == nil || !strings.Contains(err.Error(), "another") {
+		t.Fatalf("second listener on live socket: %v", err)
+	}
+	var out map[string]string
+	if err := Call(path, Request{Cmd: "echo", Device: "alice"}, &out); err != nil || out["device"] != "alice" {
+		t.Fatalf("echo: %v %v", out, err)
+	}
+	if err := Call(path, Request{Cmd: "nope"}, nil); err == nil || !strings.Contains(err.Error(), "unknown command nope") {
+		t.Fatalf("unknown: %v", err)
+	}
+	s.Close()
+	s.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+	if err := Call(path, Request{Cmd: "echo"}, nil); err == nil || !strings.Contains(err.Error(), "is sallyport running") {
+		t.Fatalf("call to missing socket: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("goroutines leaked: %d > %d", n, before)
+	}
+}
