@@ -1,0 +1,35 @@
+package tunnel
+
+// Batch is a set of packet buffers for one Device.Read or Reader.ReadBatch
+// and the sizes of the packets in them. Packets sit at Headroom in each
+// buffer. A Batch is reused for every batch of a relay direction; nothing is
+// allocated per packet.
+type Batch struct {
+	Bufs  [][]byte // n buffers of bufSize bytes each
+	Sizes []int    // packet length in Bufs[i] (at offset Headroom)
+	N     int      // packets currently held
+}
+
+// NewBatch allocates n buffers of bufSize bytes from one slab. Each buffer
+// is capped to its own bytes, so an append to one can never spill into its
+// neighbour. n and bufSize below 1 are raised to 1.
+func NewBatch(n, bufSize int) *Batch {
+	n = max(n, 1)
+	bufSize = max(bufSize, 1)
+	slab := make([]byte, n*bufSize)
+	b := &Batch{Bufs: make([][]byte, n), Sizes: make([]int, n)}
+	for i := range b.Bufs {
+		b.Bufs[i] = slab[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+	}
+	return b
+}
+
+// Packets returns the N packets held, as subslices of Bufs at offset. It
+// allocates the result; it is for tests and slow paths.
+func (b *Batch) Packets(offset int) [][]byte {
+	out := make([][]byte, b.N)
+	for i := range out {
+		out[i] = b.Bufs[i][offset : offset+b.Sizes[i]]
+	}
+	return out
+}

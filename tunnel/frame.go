@@ -1,0 +1,388 @@
+/* Frame codec: the sallyport wire protocol inside one TLS stream.
+ *
+ * A session is one TLS 1.3 connection (ALPN "sallyport/1") carrying a stream
+ * of frames, each a 4-byte header [type:1][length:3, big-endian] and a
+ * payload of length bytes:
+ *
+ *   Data      0x01  one IP packet (never empty)
+ *   Hello     0x10  client -> server, JSON Hello (first frame of a session)
+ *   Config    0x11  server -> client, JSON Config (answer to Hello)
+ *   Keepalive 0x12  empty
+ *   Close     0x13  JSON CloseMsg, sent before an orderly shutdown
+ *
+ * Any other type is a protocol error, as is a length above MaxPayload; the
+ * length is checked before anything is read or allocated for it.
+ *
+ * Sending (TUN -> TLS): a relay goroutine reads a batch of packets from the
+ * Device into pooled buffers that keep Headroom bytes free in front of each
+ * packet, then hands the whole batch to Writer.WriteBatch, which frames every
+ * packet into one bufio.Writer and flushes once, so TLS sees one large write
+ * (few, full records) per batch instead of one record per packet. Control
+ * frames (keepalive, close) take the same mutex and flush at once.
+ *
+ * Receiving (TLS -> TUN): a relay goroutine calls Reader.ReadBatch, which
+ * decodes frames in place out of one large bufio.Reader (Peek/Discard, no
+ * per-frame allocation), copies data payloads into the caller's batch buffers
+ * at the device offset, passes control frames to a callback, and keeps
+ * gathering while more frames are already buffered (and the batch has room).
+ * The caller then makes one Device.Write of the whole batch, which is what
+ * lets the Linux TUN driver coalesce TCP segments (GRO) on the way in.
+ *
+ * Neither direction allocates or sends on a channel per packet.
+ */
+
+// Package tunnel is the sallyport data plane shared by the gateway and the
+// client: the framed wire protocol inside TLS, the control messages, batched
+// TUN devices and the netlink helpers that configure them.
+package tunnel
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// ALPN is the TLS application protocol both ends must negotiate.
+const ALPN = "sallyport/1"
+
+// ProtocolVersion is the version this implementation speaks in Hello/Config.
+const ProtocolVersion = 1
+
+// HeaderLen is the size of a frame header: type (1 byte) + length (3 bytes).
+const HeaderLen = 4
+
+// Headroom is the offset at which packets sit in device buffers. It leaves
+// room for a frame header (HeaderLen) and for the 10-byte virtio-net header
+// the Linux TUN driver writes in front of packets when offloads are on.
+const Headroom = 16
+
+// MaxPacket is the largest IP packet a data frame carries.
+const MaxPacket = 65535
+
+// GSOHeaderRoom is reserved in MaxPayload for a future virtio-net (GSO)
+// header carried in front of a super-packet.
+const GSOHeaderRoom = 16
+
+// MaxPayload bounds the length field of every frame. A larger length is a
+// protocol error detected before the payload is read.
+const MaxPayload = MaxPacket + GSOHeaderRoom
+
+// MinReadBuffer is the smallest buffer a Reader uses: one whole maximal frame
+// must fit so that it can be decoded in place.
+const MinReadBuffer = HeaderLen + MaxPayload
+
+// DefaultBufferSize is a good bufSize for NewReader and NewWriter: large
+// enough for a full batch of MTU-sized packets in one TLS write.
+const DefaultBufferSize = 256 << 10
+
+// Frame types.
+const (
+	FrameData      byte = 0x01
+	FrameHello     byte = 0x10
+	FrameConfig    byte = 0x11
+	FrameKeepalive byte = 0x12
+	FrameClose     byte = 0x13
+)
+
+// ErrProtocol is wrapped by every error caused by bytes the peer sent that
+// violate the wire protocol (unknown type, bad length, truncated frame, bad
+// control message).
+var ErrProtocol = errors.New("sallyport protocol error")
+
+// FrameName returns a short name for a frame type, for logs.
+func FrameName(typ byte) string {
+	switch typ {
+	case FrameData:
+		return "data"
+	case FrameHello:
+		return "hello"
+	case FrameConfig:
+		return "config"
+	case FrameKeepalive:
+		return "keepalive"
+	case FrameClose:
+		return "close"
+	}
+	return fmt.Sprintf("unknown(0x%02x)", typ)
+}
+
+// checkFrame validates a frame type and payload length against the protocol.
+func checkFrame(typ byte, n int) error {
+	if n < 0 || n > MaxPayload {
+		return fmt.Errorf("%w: %s frame length %d exceeds maximum %d", ErrProtocol, FrameName(typ), n, MaxPayload)
+	}
+	switch typ {
+	case FrameData:
+		if n == 0 {
+			return fmt.Errorf("%w: empty data frame", ErrProtocol)
+		}
+	case FrameKeepalive:
+		if n != 0 {
+			return fmt.Errorf("%w: keepalive frame with %d-byte payload", ErrProtocol, n)
+		}
+	case FrameHello, FrameConfig, FrameClose:
+	default:
+		return fmt.Errorf("%w: unknown frame type 0x%02x", ErrProtocol, typ)
+	}
+	return nil
+}
+
+func putHeader(h []byte, typ byte, n int) {
+	_ = h[3]
+	h[0] = typ
+	h[1] = byte(n >> 16)
+	h[2] = byte(n >> 8)
+	h[3] = byte(n)
+}
+
+// AppendFrame appends one encoded frame to dst. It is meant for tests and
+// tools; the relay uses Writer.
+func AppendFrame(dst []byte, typ byte, payload []byte) ([]byte, error) {
+	if err := checkFrame(typ, len(payload)); err != nil {
+		return dst, err
+	}
+	var h [HeaderLen]byte
+	putHeader(h[:], typ, len(payload))
+	dst = append(dst, h[:]...)
+	return append(dst, payload...), nil
+}
+
+// Writer encodes frames onto a stream. It is safe for concurrent use: each
+// call writes whole frames under a mutex and ends with one flush.
+type Writer struct {
+	mu  sync.Mutex
+	bw  *bufio.Writer
+	hdr [HeaderLen]byte
+}
+
+// NewWriter returns a Writer buffering up to bufSize bytes (at least
+// MinReadBuffer) before writing to w.
+func NewWriter(w io.Writer, bufSize int) *Writer {
+	if bufSize < MinReadBuffer {
+		bufSize = MinReadBuffer
+	}
+	return &Writer{bw: bufio.NewWriterSize(w, bufSize)}
+}
+
+// WriteBatch writes bufs[i][offset:offset+sizes[i]] for i < n as data frames
+// and flushes once. The whole batch is validated first, so a bad entry
+// (empty, too large, out of range) writes nothing. bufs are not modified.
+func (w *Writer) WriteBatch(bufs [][]byte, sizes []int, n int, offset int) error {
+	if n < 0 || n > len(bufs) || n > len(sizes) || offset < 0 {
+		return fmt.Errorf("write batch: n=%d offset=%d out of range (bufs %d, sizes %d)", n, offset, len(bufs), len(sizes))
+	}
+	for i := 0; i < n; i++ {
+		s := sizes[i]
+		if s <= 0 || s > MaxPayload || offset+s > len(bufs[i]) {
+			return fmt.Errorf("write batch: packet %d: size %d at offset %d does not fit buffer of %d (max %d)", i, s, offset, len(bufs[i]), MaxPayload)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := 0; i < n; i++ {
+		putHeader(w.hdr[:], FrameData, sizes[i])
+		if _, err := w.bw.Write(w.hdr[:]); err != nil {
+			return fmt.Errorf("write data frame: %w", err)
+		}
+		if _, err := w.bw.Write(bufs[i][offset : offset+sizes[i]]); err != nil {
+			return fmt.Errorf("write data frame: %w", err)
+		}
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("flush data frames: %w", err)
+	}
+	return nil
+}
+
+// WriteControl writes one frame of any valid type (normally a control type)
+// and flushes.
+func (w *Writer) WriteControl(typ byte, payload []byte) error {
+	if err := checkFrame(typ, len(payload)); err != nil {
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	putHeader(w.hdr[:], typ, len(payload))
+	if _, err := w.bw.Write(w.hdr[:]); err != nil {
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+	}
+	if _, err := w.bw.Write(payload); err != nil {
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("flush %s frame: %w", FrameName(typ), err)
+	}
+	return nil
+}
+
+// WriteHello encodes h and writes it as a Hello frame.
+func (w *Writer) WriteHello(h Hello) error {
+	b, err := EncodeHello(h)
+	if err != nil {
+		return err
+	}
+	return w.WriteControl(FrameHello, b)
+}
+
+// WriteConfig encodes c and writes it as a Config frame.
+func (w *Writer) WriteConfig(c Config) error {
+	b, err := EncodeConfig(c)
+	if err != nil {
+		return err
+	}
+	return w.WriteControl(FrameConfig, b)
+}
+
+// WriteClose writes a Close frame carrying reason.
+func (w *Writer) WriteClose(reason string) error {
+	b, err := EncodeClose(CloseMsg{Reason: reason})
+	if err != nil {
+		return err
+	}
+	return w.WriteControl(FrameClose, b)
+}
+
+// WriteKeepalive writes an empty Keepalive frame.
+func (w *Writer) WriteKeepalive() error {
+	return w.WriteControl(FrameKeepalive, nil)
+}
+
+// Reader decodes frames from a stream in place. It is for one goroutine.
+// After the first error every later call returns the same error.
+type Reader struct {
+	br      *bufio.Reader
+	pending int // bytes of the last returned frame still to discard
+	err     error
+}
+
+// NewReader returns a Reader over r with a buffer of bufSize bytes (raised
+// to MinReadBuffer when smaller, so a maximal frame fits).
+func NewReader(r io.Reader, bufSize int) *Reader {
+	if bufSize < MinReadBuffer {
+		bufSize = MinReadBuffer
+	}
+	return &Reader{br: bufio.NewReaderSize(r, bufSize)}
+}
+
+func (r *Reader) release() {
+	if r.pending > 0 {
+		// The bytes were peeked, so Discard cannot fail.
+		r.br.Discard(r.pending)
+		r.pending = 0
+	}
+}
+
+// Buffered returns the number of bytes already read from the stream and not
+// yet returned as frames (excluding the frame last returned by Next).
+func (r *Reader) Buffered() int {
+	return r.br.Buffered() - r.pending
+}
+
+// Next returns the next frame. payload aliases the Reader's buffer and is
+// valid only until the next call on r. At a clean end of stream (between
+// frames) it returns io.EOF; a stream ending inside a frame yields an error
+// wrapping ErrProtocol and io.ErrUnexpectedEOF.
+func (r *Reader) Next() (typ byte, payload []byte, err error) {
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	r.release()
+	typ, payload, err = r.next()
+	if err != nil {
+		r.err = err
+	}
+	return typ, payload, err
+}
+
+func (r *Reader) next() (byte, []byte, error) {
+	h, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		if err == io.EOF {
+			if len(h) == 0 {
+				return 0, nil, io.EOF
+			}
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, fmt.Errorf("read frame header: %w", truncated(err))
+	}
+	typ := h[0]
+	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	if err := checkFrame(typ, n); err != nil {
+		return 0, nil, err
+	}
+	f, err := r.br.Peek(HeaderLen + n)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, fmt.Errorf("read %s frame of %d bytes: %w", FrameName(typ), n, truncated(err))
+	}
+	r.pending = HeaderLen + n
+	return typ, f[HeaderLen:], nil
+}
+
+// truncated marks a short read as a protocol violation while keeping the
+// underlying error visible to errors.Is.
+func truncated(err error) error {
+	if err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("%w: truncated frame: %w", ErrProtocol, err)
+	}
+	return err
+}
+
+// ReadBatch reads frames until it has at least one data packet and then
+// keeps gathering while more bytes are already buffered and bufs has room.
+// Each data payload is copied to bufs[i][offset:] and its length stored in
+// sizes[i]; control frames are passed to control (payload valid only during
+// the call; a nil control ignores them). It returns the number of packets
+// gathered. An error that occurs after some packets were gathered is held
+// back: those packets are returned with a nil error and the error comes on
+// the next call. A packet larger than len(bufs[i])-offset is an error.
+func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(typ byte, payload []byte) error) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	limit := min(len(bufs), len(sizes))
+	if limit == 0 || offset < 0 {
+		return 0, fmt.Errorf("read batch: no room (bufs %d, sizes %d, offset %d)", len(bufs), len(sizes), offset)
+	}
+	n := 0
+	for n < limit {
+		if n > 0 {
+			r.release()
+			if r.br.Buffered() == 0 {
+				break
+			}
+		}
+		typ, p, err := r.Next()
+		if err != nil {
+			return r.fail(n, err)
+		}
+		if typ != FrameData {
+			if control != nil {
+				if err := control(typ, p); err != nil {
+					return r.fail(n, err)
+				}
+			}
+			continue
+		}
+		if offset > len(bufs[n]) || len(p) > len(bufs[n])-offset {
+			return r.fail(n, fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", len(p), len(bufs[n]), offset))
+		}
+		sizes[n] = copy(bufs[n][offset:], p)
+		n++
+	}
+	return n, nil
+}
+
+// fail records err as sticky and returns it now, or after the n packets
+// already gathered.
+func (r *Reader) fail(n int, err error) (int, error) {
+	r.err = err
+	if n > 0 {
+		return n, nil
+	}
+	return 0, err
+}

@@ -1,0 +1,354 @@
+package tunnel
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Limits on control messages. Unknown JSON fields are ignored (so newer
+// peers can add some), but every known field is bounded and validated.
+const (
+	MaxCaps          = 64   // capabilities in Hello/Config
+	MaxCapLen        = 64   // bytes per capability name
+	MaxSoftwareLen   = 256  // Hello.Software
+	MaxRoutes        = 4096 // Config.Routes
+	MaxDNS           = 16   // Config.DNS
+	MaxSearchDomains = 32   // Config.SearchDomains
+	MaxReasonLen     = 1024 // CloseMsg.Reason
+	MinMTU           = 576
+	MaxMTU           = 65535
+	MaxKeepalive     = time.Hour
+	MaxTimeout       = 24 * time.Hour
+)
+
+// Hello is the client's first frame: protocol version and capabilities.
+type Hello struct {
+	Version  int      `json:"version"`
+	Caps     []string `json:"caps,omitempty"`
+	Software string   `json:"software,omitempty"`
+}
+
+// Config is the server's answer to Hello: the device's tunnel settings.
+// Keepalive and Timeout are encoded as Go duration strings ("25s"); a JSON
+// number is accepted as seconds.
+type Config struct {
+	Version       int            `json:"version"`
+	Caps          []string       `json:"caps,omitempty"`
+	Address       netip.Prefix   `json:"address"` // device address with pool prefix length, e.g. 10.8.0.2/24
+	Gateway       netip.Addr     `json:"gateway"` // gateway's tunnel address; may be zero
+	Routes        []netip.Prefix `json:"routes,omitempty"`
+	DNS           []netip.Addr   `json:"dns,omitempty"`
+	SearchDomains []string       `json:"search_domains,omitempty"`
+	MTU           int            `json:"mtu"`
+	Keepalive     time.Duration  `json:"keepalive"` // send a keepalive after this much idle time; 0 = never
+	Timeout       time.Duration  `json:"timeout"`   // drop the peer after this much silence; 0 = never
+}
+
+// CloseMsg is the payload of a Close frame.
+type CloseMsg struct {
+	Reason string `json:"reason"`
+}
+
+// HasCap reports whether caps contains c.
+func HasCap(caps []string, c string) bool {
+	for _, x := range caps {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// configAlias has Config's fields without its methods.
+type configAlias Config
+
+// MarshalJSON encodes durations as strings.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		configAlias
+		Keepalive string `json:"keepalive"`
+		Timeout   string `json:"timeout"`
+	}{configAlias(c), c.Keepalive.String(), c.Timeout.String()})
+}
+
+// UnmarshalJSON decodes durations given as strings or as seconds.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var v struct {
+		configAlias
+		Keepalive json.RawMessage `json:"keepalive"`
+		Timeout   json.RawMessage `json:"timeout"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	ka, err := parseDuration(v.Keepalive)
+	if err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	to, err := parseDuration(v.Timeout)
+	if err != nil {
+		return fmt.Errorf("timeout: %w", err)
+	}
+	*c = Config(v.configAlias)
+	c.Keepalive, c.Timeout = ka, to
+	return nil
+}
+
+func parseDuration(raw json.RawMessage) (time.Duration, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, err
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, err
+		}
+		return d, nil
+	}
+	secs, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a duration string or number of seconds: %.32q", raw)
+	}
+	if secs < 0 || secs > MaxTimeout.Seconds() {
+		return 0, fmt.Errorf("%v seconds out of range", secs)
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// EncodeHello validates h and returns its JSON encoding.
+func EncodeHello(h Hello) ([]byte, error) {
+	if err := h.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(h)
+}
+
+// DecodeHello parses and validates a Hello payload.
+func DecodeHello(b []byte) (Hello, error) {
+	var h Hello
+	if err := decodeJSON("hello", b, &h); err != nil {
+		return Hello{}, err
+	}
+	if err := h.Validate(); err != nil {
+		return Hello{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if len(h.Caps) == 0 {
+		h.Caps = nil
+	}
+	return h, nil
+}
+
+// Validate checks h's fields against the protocol limits.
+func (h Hello) Validate() error {
+	if h.Version < 1 {
+		return fmt.Errorf("hello: version %d invalid", h.Version)
+	}
+	if err := validateCaps(h.Caps); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	if len(h.Software) > MaxSoftwareLen || !printable(h.Software) {
+		return fmt.Errorf("hello: software %.64q invalid (printable ASCII, at most %d bytes)", h.Software, MaxSoftwareLen)
+	}
+	return nil
+}
+
+// EncodeConfig validates c and returns its JSON encoding.
+func EncodeConfig(c Config) ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(c)
+}
+
+// DecodeConfig parses and validates a Config payload. Routes are returned
+// in canonical (masked) form.
+func DecodeConfig(b []byte) (Config, error) {
+	var c Config
+	if err := decodeJSON("config", b, &c); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	for i, r := range c.Routes {
+		c.Routes[i] = r.Masked()
+	}
+	// Empty lists decode as nil so decode(encode(c)) == c.
+	if len(c.Caps) == 0 {
+		c.Caps = nil
+	}
+	if len(c.Routes) == 0 {
+		c.Routes = nil
+	}
+	if len(c.DNS) == 0 {
+		c.DNS = nil
+	}
+	if len(c.SearchDomains) == 0 {
+		c.SearchDomains = nil
+	}
+	return c, nil
+}
+
+// Validate checks c's fields: version, a usable unicast address, gateway of
+// the same family, bounded lists of valid routes/resolvers/search domains,
+// MTU in MinMTU..MaxMTU (1280.. for IPv6) and sane keepalive/timeout.
+func (c Config) Validate() error {
+	if c.Version < 1 {
+		return fmt.Errorf("config: version %d invalid", c.Version)
+	}
+	if err := validateCaps(c.Caps); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	a := c.Address.Addr()
+	if !c.Address.IsValid() || a.Zone() != "" || c.Address.Bits() == 0 {
+		return fmt.Errorf("config: address %q invalid", c.Address)
+	}
+	if !a.IsGlobalUnicast() && !a.IsPrivate() {
+		return fmt.Errorf("config: address %s is not a unicast address", c.Address)
+	}
+	if c.Gateway.IsValid() {
+		if c.Gateway.Is4() != a.Is4() || c.Gateway.Zone() != "" {
+			return fmt.Errorf("config: gateway %s does not match address family of %s", c.Gateway, c.Address)
+		}
+		if c.Gateway == a {
+			return fmt.Errorf("config: gateway %s equals device address", c.Gateway)
+		}
+	}
+	if len(c.Routes) > MaxRoutes {
+		return fmt.Errorf("config: %d routes exceed maximum %d", len(c.Routes), MaxRoutes)
+	}
+	for _, r := range c.Routes {
+		if !r.IsValid() || r.Addr().Zone() != "" {
+			return fmt.Errorf("config: route %q invalid", r)
+		}
+	}
+	if len(c.DNS) > MaxDNS {
+		return fmt.Errorf("config: %d DNS servers exceed maximum %d", len(c.DNS), MaxDNS)
+	}
+	for _, d := range c.DNS {
+		if !d.IsValid() || d.IsUnspecified() || d.IsMulticast() {
+			return fmt.Errorf("config: DNS server %q invalid", d)
+		}
+	}
+	if len(c.SearchDomains) > MaxSearchDomains {
+		return fmt.Errorf("config: %d search domains exceed maximum %d", len(c.SearchDomains), MaxSearchDomains)
+	}
+	for _, d := range c.SearchDomains {
+		if !validDomain(d) {
+			return fmt.Errorf("config: search domain %.64q invalid", d)
+		}
+	}
+	minMTU := MinMTU
+	if a.Is6() {
+		minMTU = 1280
+	}
+	if c.MTU < minMTU || c.MTU > MaxMTU {
+		return fmt.Errorf("config: MTU %d out of range %d..%d", c.MTU, minMTU, MaxMTU)
+	}
+	if c.Keepalive < 0 || c.Keepalive > MaxKeepalive {
+		return fmt.Errorf("config: keepalive %v out of range 0..%v", c.Keepalive, MaxKeepalive)
+	}
+	if c.Timeout < 0 || c.Timeout > MaxTimeout {
+		return fmt.Errorf("config: timeout %v out of range 0..%v", c.Timeout, MaxTimeout)
+	}
+	if c.Timeout > 0 && c.Keepalive > 0 && c.Timeout <= c.Keepalive {
+		return fmt.Errorf("config: timeout %v must exceed keepalive %v", c.Timeout, c.Keepalive)
+	}
+	return nil
+}
+
+// EncodeClose returns the JSON encoding of m (reason truncated to
+// MaxReasonLen bytes).
+func EncodeClose(m CloseMsg) ([]byte, error) {
+	if len(m.Reason) > MaxReasonLen {
+		m.Reason = m.Reason[:MaxReasonLen]
+	}
+	return json.Marshal(m)
+}
+
+// DecodeClose parses a Close payload. An empty payload is a Close with no
+// reason.
+func DecodeClose(b []byte) (CloseMsg, error) {
+	var m CloseMsg
+	if len(bytes.TrimSpace(b)) == 0 {
+		return m, nil
+	}
+	if err := decodeJSON("close", b, &m); err != nil {
+		return CloseMsg{}, err
+	}
+	if len(m.Reason) > MaxReasonLen {
+		return CloseMsg{}, fmt.Errorf("%w: close reason of %d bytes exceeds %d", ErrProtocol, len(m.Reason), MaxReasonLen)
+	}
+	return m, nil
+}
+
+func decodeJSON(what string, b []byte, v any) error {
+	if len(b) > MaxPayload {
+		return fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrProtocol, what, len(b), MaxPayload)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: decode %s: %w", ErrProtocol, what, err)
+	}
+	return nil
+}
+
+func validateCaps(caps []string) error {
+	if len(caps) > MaxCaps {
+		return fmt.Errorf("%d capabilities exceed maximum %d", len(caps), MaxCaps)
+	}
+	for _, c := range caps {
+		if c == "" || len(c) > MaxCapLen || !printable(c) {
+			return fmt.Errorf("capability %.64q invalid", c)
+		}
+	}
+	return nil
+}
+
+// printable reports whether s is printable ASCII (space through '~').
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// validDomain accepts DNS names: 1..253 bytes of labels of 1..63
+// letters, digits, '-' or '_', separated by dots (one trailing dot allowed).
+func validDomain(s string) bool {
+	if len(s) > 0 && s[len(s)-1] == '.' {
+		s = s[:len(s)-1]
+	}
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case ch == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+			continue
+		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9', ch == '-', ch == '_':
+		default:
+			return false
+		}
+		label++
+		if label > 63 {
+			return false
+		}
+	}
+	return label > 0
+}
