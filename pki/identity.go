@@ -1,0 +1,116 @@
+package pki
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// OIDUserID is the subject attribute (LDAP "UID", RFC 4519) that records the
+// user a device certificate belongs to.
+var OIDUserID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
+
+// Identity is what a verified certificate says about its holder.
+type Identity struct {
+	Device      string    // subject CN
+	User        string    // subject UID attribute, "" if absent
+	Groups      []string  // subject OUs
+	Orgs        []string  // subject O
+	Subject     string    // cert.Subject.String()
+	Issuer      string    // cert.Issuer.String()
+	Serial      string    // FormatSerial(cert.SerialNumber)
+	Fingerprint string    // Fingerprint(cert)
+	DNSNames    []string  // DNS SANs
+	Emails      []string  // email SANs
+	URIs        []string  // URI SANs
+	NotBefore   time.Time // start of validity
+	NotAfter    time.Time // end of validity
+}
+
+// IdentityOf extracts the identity of a (verified) leaf certificate. A nil
+// certificate yields the zero Identity.
+func IdentityOf(cert *x509.Certificate) Identity {
+	if cert == nil {
+		return Identity{}
+	}
+	id := Identity{
+		Device:      cert.Subject.CommonName,
+		User:        UserOf(cert),
+		Groups:      clone(cert.Subject.OrganizationalUnit),
+		Orgs:        clone(cert.Subject.Organization),
+		Subject:     cert.Subject.String(),
+		Issuer:      cert.Issuer.String(),
+		Serial:      FormatSerial(cert.SerialNumber),
+		Fingerprint: Fingerprint(cert),
+		DNSNames:    clone(cert.DNSNames),
+		Emails:      clone(cert.EmailAddresses),
+		NotBefore:   cert.NotBefore,
+		NotAfter:    cert.NotAfter,
+	}
+	for _, u := range cert.URIs {
+		id.URIs = append(id.URIs, u.String())
+	}
+	return id
+}
+
+// UserOf returns the first UID attribute of the certificate's subject, or "".
+func UserOf(cert *x509.Certificate) string {
+	for _, atv := range cert.Subject.Names {
+		if atv.Type.Equal(OIDUserID) {
+			if s, ok := atv.Value.(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+func clone(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return append([]string(nil), s...)
+}
+
+// Fingerprint is the lowercase hex SHA-256 of the certificate's DER, without
+// colons. A nil certificate yields "".
+func Fingerprint(cert *x509.Certificate) string {
+	if cert == nil {
+		return ""
+	}
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// NormalizeFingerprint turns a SHA-256 fingerprint in any common spelling
+// (colons or spaces between bytes, any case, an optional "sha256:" or openssl
+// "SHA256 Fingerprint=" prefix) into the canonical form of [Fingerprint].
+func NormalizeFingerprint(s string) (string, error) {
+	t := strings.TrimSpace(s)
+	low := strings.ToLower(t)
+	for _, p := range []string{"sha256 fingerprint=", "sha256:", "sha256="} {
+		if strings.HasPrefix(low, p) {
+			low = low[len(p):]
+			break
+		}
+	}
+	var b strings.Builder
+	for i := 0; i < len(low); i++ {
+		c := low[i]
+		switch {
+		case c == ':' || c == ' ' || c == '-':
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+			b.WriteByte(c)
+		default:
+			return "", fmt.Errorf("fingerprint %q: unexpected character %q", s, c)
+		}
+	}
+	if b.Len() != sha256.Size*2 {
+		return "", fmt.Errorf("fingerprint %q: want %d hex digits (SHA-256), got %d", s, sha256.Size*2, b.Len())
+	}
+	return b.String(), nil
+}
