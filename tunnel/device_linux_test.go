@@ -1,0 +1,318 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// inNetns runs fn on a locked OS thread inside a fresh, anonymous network
+// namespace, so nothing here touches the host's interfaces. The namespace
+// (and any TUN left in it) disappears when its last reference goes: the
+// handle is closed and the thread returns to the original namespace. If
+// returning fails the thread stays locked and is destroyed with the
+// goroutine.
+func inNetns(t *testing.T, fn func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and TUN devices")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			t.Errorf("get netns: %v", err)
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.New() // also switches this thread into it
+		if err != nil {
+			t.Errorf("new netns: %v", err)
+			return
+		}
+		defer func() {
+			ns.Close()
+			if err := netns.Set(orig); err != nil {
+				t.Errorf("restore netns: %v", err)
+				return // thread stays locked and dies with the goroutine
+			}
+			runtime.UnlockOSThread()
+		}()
+		fn()
+	}()
+	<-done
+}
+
+// checkGoroutines fails t if more goroutines than before remain after a
+// grace period (the drivers' listener goroutines end shortly after Close).
+func checkGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Errorf("goroutines leaked: %d > %d\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testDevName() string { return fmt.Sprintf("sptest%d", os.Getpid()%10000) }
+
+func TestOpenDeviceErrors(t *testing.T) {
+	tests := []struct {
+		name, dev, driver string
+		mtu               int
+	}{
+		{"unknown driver", "sp0", "tap", 1400},
+		{"empty name", "", "", 1400},
+		{"long name", "abcdefghijklmnop", "", 1400},
+		{"mtu low", "sp0", "", 100},
+		{"mtu high", "sp0", "", 70000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if d, err := OpenDevice(tt.dev, tt.driver, tt.mtu); err == nil {
+				d.Close()
+				t.Fatal("no error")
+			}
+		})
+	}
+}
+
+// udp4 builds an IPv4/UDP packet (UDP checksum 0 = none) at b[off:] and
+// returns its length.
+func udp4(b []byte, off int, src, dst netip.Addr, sport, dport uint16, payload []byte) int {
+	p := b[off:]
+	n := 20 + 8 + len(payload)
+	clear(p[:28])
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(n))
+	p[8] = 64
+	p[9] = 17
+	s4, d4 := src.As4(), dst.As4()
+	copy(p[12:16], s4[:])
+	copy(p[16:20], d4[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(p[20:], sport)
+	binary.BigEndian.PutUint16(p[22:], dport)
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return n
+}
+
+// TestDeviceIO opens each driver in a private namespace, configures it with
+// the netlink helpers, reads a UDP packet the kernel routes into it, writes
+// a reply back and checks the socket gets it, then checks Close unblocks a
+// pending Read and is idempotent.
+func TestDeviceIO(t *testing.T) {
+	defer checkGoroutines(t, runtime.NumGoroutine())
+	for _, driver := range []string{DriverWireguard, DriverWater} {
+		t.Run(driver, func(t *testing.T) {
+			inNetns(t, func() { testDeviceIO(t, driver) })
+		})
+	}
+}
+
+func testDeviceIO(t *testing.T, driver string) {
+	name := testDevName()
+	d, err := OpenDevice(name, driver, 1420)
+	if err != nil {
+		t.Errorf("open: %v", err)
+		return
+	}
+	defer d.Close()
+	if d.Name() != name || d.MTU() != 1420 || d.BatchSize() < 1 {
+		t.Errorf("name %q mtu %d batch %d", d.Name(), d.MTU(), d.BatchSize())
+	}
+	if driver == DriverWater && d.BatchSize() != 1 {
+		t.Errorf("water batch size %d", d.BatchSize())
+	}
+	local := netip.MustParsePrefix("10.99.0.1/24")
+	peer := netip.MustParseAddr("10.99.0.2")
+	if err := LinkUp(name, 1400); err != nil {
+		t.Error(err)
+		return
+	}
+	if d.MTU() != 1400 {
+		t.Errorf("MTU after LinkUp = %d", d.MTU())
+	}
+	if err := SetAddress(name, local); err != nil {
+		t.Error(err)
+		return
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(local.Addr().AsSlice()), Port: 0})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer conn.Close()
+	lport := uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	if _, err := conn.WriteToUDP([]byte("ping"), &net.UDPAddr{IP: net.IP(peer.AsSlice()), Port: 9999}); err != nil {
+		t.Error(err)
+		return
+	}
+
+	b := NewBatch(max(d.BatchSize(), 8), Headroom+65535)
+	found := false
+	deadline := time.Now().Add(5 * time.Second)
+	for !found && time.Now().Before(deadline) {
+		n, err := d.Read(b.Bufs, b.Sizes, Headroom)
+		if err != nil {
+			t.Errorf("read: %v", err)
+			return
+		}
+		for i := range n {
+			p := b.Bufs[i][Headroom : Headroom+b.Sizes[i]]
+			if len(p) >= 32 && p[0]>>4 == 4 && p[9] == 17 && netip.AddrFrom4([4]byte(p[16:20])) == peer &&
+				binary.BigEndian.Uint16(p[22:]) == 9999 && string(p[28:32]) == "ping" {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Error("UDP packet not read from the device")
+		return
+	}
+
+	// Reply through Write, twice in one batch.
+	w := NewBatch(2, Headroom+128)
+	for i := range 2 {
+		w.Sizes[i] = udp4(w.Bufs[i], Headroom, peer, local.Addr(), 9999, lport, []byte(fmt.Sprintf("pong%d", i)))
+	}
+	bufs := [][]byte{w.Bufs[0][:Headroom+w.Sizes[0]], w.Bufs[1][:Headroom+w.Sizes[1]]}
+	if n, err := d.Write(bufs, Headroom); err != nil || n != 2 {
+		t.Errorf("write: n=%d err=%v", n, err)
+		return
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := map[string]bool{}
+	buf := make([]byte, 64)
+	for range 2 {
+		n, _, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			t.Errorf("socket read: %v", err)
+			return
+		}
+		got[string(buf[:n])] = true
+	}
+	if !got["pong0"] || !got["pong1"] {
+		t.Errorf("socket got %v", got)
+	}
+
+	// Close unblocks a pending Read and is idempotent.
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := d.Read(b.Bufs, b.Sizes, Headroom); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := d.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("read after close: %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Close did not unblock Read")
+	}
+	if _, err := d.Write(bufs, Headroom); err == nil {
+		t.Error("write after close succeeded")
+	}
+}
+
+func TestNetlinkHelpers(t *testing.T) {
+	inNetns(t, func() {
+		name := testDevName()
+		d, err := OpenDevice(name, DriverWireguard, 1400)
+		if err != nil {
+			t.Errorf("open: %v", err)
+			return
+		}
+		defer d.Close()
+		if err := LinkUp(name, 0); err != nil {
+			t.Error(err)
+			return
+		}
+		a1, a2 := netip.MustParsePrefix("10.98.0.2/24"), netip.MustParsePrefix("10.97.0.2/16")
+		steps := []struct {
+			name string
+			fn   func() error
+		}{
+			{"set address", func() error { return SetAddress(name, a1) }},
+			{"set address again", func() error { return SetAddress(name, a1) }},
+			{"replace route", func() error { return ReplaceRoute(name, netip.MustParsePrefix("192.168.77.0/24")) }},
+			{"replace route again", func() error { return ReplaceRoute(name, netip.MustParsePrefix("192.168.77.0/24")) }},
+			{"non-canonical route", func() error { return ReplaceRoute(name, netip.MustParsePrefix("172.16.5.9/16")) }},
+			{"default route", func() error { return ReplaceRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
+			{"change address", func() error { return SetAddress(name, a2) }},
+			{"delete route", func() error { return DeleteRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
+			{"delete missing route", func() error { return DeleteRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
+			{"delete on missing link", func() error { return DeleteRoute("nosuchlink0", netip.MustParsePrefix("10.0.0.0/8")) }},
+		}
+		for _, s := range steps {
+			if err := s.fn(); err != nil {
+				t.Errorf("%s: %v", s.name, err)
+				return
+			}
+		}
+		routes, err := LinkRoutes(name)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var v4 []string
+		for _, r := range routes {
+			if r.Addr().Is4() {
+				v4 = append(v4, r.String())
+			}
+		}
+		slices.Sort(v4)
+		want := []string{"10.97.0.0/16", "172.16.0.0/16", "192.168.77.0/24"}
+		if !slices.Equal(v4, want) {
+			t.Errorf("routes %v, want %v", v4, want)
+		}
+		// Errors name the link.
+		for _, err := range []error{
+			LinkUp("nosuchlink0", 0),
+			SetAddress("nosuchlink0", a1),
+			ReplaceRoute("nosuchlink0", a1),
+			SetAddress(name, netip.Prefix{}),
+		} {
+			if err == nil {
+				t.Error("no error for missing link / bad prefix")
+			}
+		}
+		if _, err := LinkRoutes("nosuchlink0"); err == nil {
+			t.Error("LinkRoutes on missing link: no error")
+		}
+	})
+}
