@@ -45,6 +45,17 @@ func requireRoot(t *testing.T) string {
 	return requireBin(t)
 }
 
+// requireNetns skips t unless namespaces can be made (root and `ip`).
+func requireNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("e2e tests need root (network namespaces); run as root")
+	}
+	if !haveIP() {
+		t.Skip("e2e tests need iproute2's `ip` command")
+	}
+}
+
 // requireBin fails t when the sallyport binary could not be built.
 func requireBin(t *testing.T) string {
 	t.Helper()

@@ -129,7 +129,7 @@ func helperPing(dst string, count int, wait time.Duration) error {
 	defer c.Close()
 	ip := net.ParseIP(dst)
 	id := uint16(os.Getpid())
-	got := map[uint16]bool{}
+	replies := make(chan uint16, 64)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -139,12 +139,26 @@ func helperPing(dst string, count int, wait time.Duration) error {
 			if err != nil {
 				return
 			}
-			// Type 0 = echo reply; payload after the 8-byte header.
+			// Type 0 = echo reply; identifier and sequence follow the checksum.
 			if n >= 8 && buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id && from.String() == ip.String() {
-				got[binary.BigEndian.Uint16(buf[6:])] = true
+				select {
+				case replies <- binary.BigEndian.Uint16(buf[6:]):
+				default:
+				}
 			}
 		}
 	}()
+	got := map[uint16]bool{}
+	drain := func(until time.Time) {
+		for len(got) < count {
+			select {
+			case seq := <-replies:
+				got[seq] = true
+			case <-time.After(time.Until(until)):
+				return
+			}
+		}
+	}
 	for seq := 1; seq <= count; seq++ {
 		msg := make([]byte, 8+56)
 		msg[0] = 8
@@ -155,9 +169,11 @@ func helperPing(dst string, count int, wait time.Duration) error {
 		if _, err := c.WriteTo(msg, &net.IPAddr{IP: ip}); err != nil {
 			fmt.Printf("send_error=%s\n", strings.ReplaceAll(err.Error(), " ", "_"))
 		}
-		time.Sleep(200 * time.Millisecond)
+		if seq < count {
+			drain(time.Now().Add(200 * time.Millisecond))
+		}
 	}
-	time.Sleep(wait)
+	drain(time.Now().Add(wait))
 	c.Close()
 	<-done
 	fmt.Printf("sent=%d received=%d\n", count, len(got))
