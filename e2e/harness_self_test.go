@@ -14,6 +14,13 @@ func TestHarness(t *testing.T) {
 	requireNetns(t)
 	t.Parallel()
 	tp := newTopo(t, true)
+	// The leftover check must not see the topology itself as a leftover.
+	if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
+		t.Fatalf("fresh laptop reports leftovers: %q", bad)
+	}
+	if bad := leftovers(tp.GW, "sp0", false); len(bad) > 0 {
+		t.Fatalf("fresh gateway reports leftovers: %q", bad)
+	}
 	if got := tp.ping(tp.GW, lanHost, 2); got != 2 {
 		t.Fatalf("gateway -> LAN ping: %d/2", got)
 	}

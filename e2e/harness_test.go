@@ -707,8 +707,9 @@ func linkExists(ns, dev string) bool {
 }
 
 // leftovers describes tunnel state still present in ns: the TUN link, any
-// address in the tunnel pool, and any route (any table) to the LAN or pool.
-func leftovers(ns, dev string) []string {
+// address in the tunnel pool, and any route (any table) to the pool or via
+// dev, and with lan also any route to the LAN (pushed routes on a laptop).
+func leftovers(ns, dev string, lan bool) []string {
 	var bad []string
 	if linkExists(ns, dev) {
 		bad = append(bad, "link "+dev+" exists")
@@ -722,7 +723,7 @@ func leftovers(ns, dev string) []string {
 	}
 	if out, err := tryRun("ip", "-n", ns, "-4", "route", "show", "table", "all"); err == nil {
 		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, "198.19.77.") || strings.Contains(l, "10.213.0.") || strings.Contains(l, "dev "+dev+" ") {
+			if (lan && strings.Contains(l, "198.19.77.")) || strings.Contains(l, "10.213.0.") || strings.Contains(l, "dev "+dev+" ") {
 				bad = append(bad, "route: "+strings.TrimSpace(l))
 			}
 		}

@@ -470,7 +470,7 @@ func TestCleanExit(t *testing.T) {
 				if code := lap.Proc.ExitCode(); code != 0 {
 					t.Errorf("client exit code %d after down", code)
 				}
-				if bad := leftovers(tp.Lap, "sp0"); len(bad) > 0 {
+				if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
 					t.Errorf("left behind after down:\n%s", strings.Join(bad, "\n"))
 				}
 			})
@@ -486,7 +486,7 @@ func TestCleanExit(t *testing.T) {
 				if code := lap.Proc.ExitCode(); code != 0 {
 					t.Errorf("client exit code %d after SIGTERM", code)
 				}
-				if bad := leftovers(tp.Lap, "sp0"); len(bad) > 0 {
+				if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
 					t.Errorf("left behind after SIGTERM:\n%s", strings.Join(bad, "\n"))
 				}
 			})
@@ -501,7 +501,7 @@ func TestCleanExit(t *testing.T) {
 				if code := gw.Proc.ExitCode(); code != 0 {
 					t.Errorf("server exit code %d after SIGTERM", code)
 				}
-				if bad := leftovers(tp.GW, "sp0"); len(bad) > 0 {
+				if bad := leftovers(tp.GW, "sp0", false); len(bad) > 0 {
 					t.Errorf("left behind on gateway after SIGTERM:\n%s", strings.Join(bad, "\n"))
 				}
 			})
