@@ -1,0 +1,446 @@
+// Package client is the laptop side of sallyport: it dials the gateway,
+// verifies it against the configured CA only, applies the configuration the
+// gateway pushes (address, MTU, routes, DNS) to a TUN device, relays packets,
+// and reconnects with backoff when the gateway goes away. On exit it removes
+// everything it set up.
+package client
+
+// The laptop data plane.
+//
+//   laptop -> gateway: routineReadTUN (one, lives as long as the client)
+//     Device.Read fills a batch (BatchSize packets, Headroom in front).
+//     While a session is up the whole batch goes to Writer.WriteBatch: one
+//     frame per packet into a 256 KiB buffered writer, one flush (one large
+//     TLS write) per batch. With no session the batch is dropped, so nothing
+//     queues up while reconnecting and nothing leaks outside the tunnel: the
+//     TUN and its routes stay in place until the client exits.
+//
+//   gateway -> laptop: routineReadStream (one per session)
+//     Reader.ReadBatch decodes frames in place and copies each packet into
+//     the batch, gathering until the stream has nothing buffered; then one
+//     Device.Write, so wireguard/tun can coalesce TCP segments (GRO).
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/adminsock"
+	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+const streamBufSize = 256 << 10
+
+// Client is one laptop connection manager. Create it with New, run it with
+// Run.
+type Client struct {
+	cfg *Config
+	log *slog.Logger
+	mat *material
+
+	dev     tunnel.Device
+	net     *netState
+	cur     atomic.Pointer[conn] // the live session, nil while reconnecting
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	started time.Time
+
+	mu        sync.Mutex // guards the fields below (status)
+	server    string
+	pushed    tunnel.Config
+	since     time.Time
+	connected bool
+	lastError string
+
+	bytesIn, bytesOut     atomic.Uint64
+	packetsIn, packetsOut atomic.Uint64
+	droppedOffline        atomic.Uint64
+}
+
+// conn is one TLS session with the gateway.
+type conn struct {
+	tls      *tls.Conn
+	w        *tunnel.Writer
+	r        *tunnel.Reader
+	lastRecv atomic.Int64
+	v6       bool // the gateway gave us an IPv6 address
+}
+
+// New loads the TLS material named by cfg.
+func New(cfg *Config, log *slog.Logger) (*Client, error) {
+	mat, err := cfg.loadMaterial()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat}
+	if left := time.Until(mat.leaf.NotAfter); left < 14*24*time.Hour {
+		c.log.Warn("device certificate expires soon; ask your admin for a new one", "not_after", mat.leaf.NotAfter.Format(time.RFC3339),
+			"days_left", int(left.Hours()/24))
+	}
+	return c, nil
+}
+
+// Run brings the tunnel up and keeps it up until ctx is cancelled or `down`
+// is requested, then removes the TUN device, routes, addresses and DNS
+// settings it made. ready is called once the first session is up.
+func (c *Client) Run(ctx context.Context, ready func()) error {
+	ctx, c.stop = context.WithCancel(ctx)
+	defer c.stop()
+	c.started = time.Now()
+	admin, err := adminsock.Listen(c.cfg.Admin.Socket, c.handleAdmin, c.log)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+
+	dev, err := tunnel.OpenDevice(c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, 1500)
+	if err != nil {
+		return fmt.Errorf("open TUN %s (driver %s): %w", c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, err)
+	}
+	c.dev = dev
+	c.net = &netState{dev: dev.Name(), log: c.log}
+	defer func() {
+		c.net.teardown()
+		dev.Close()
+		c.wg.Wait()
+		c.log.Info("tunnel down; routes, addresses and TUN removed")
+	}()
+	c.wg.Add(1)
+	go c.routineReadTUN()
+
+	backoff := c.cfg.Reconnect.MinDelay
+	first := true
+	for ctx.Err() == nil {
+		err := c.session(ctx, func() {
+			backoff = c.cfg.Reconnect.MinDelay
+			if first && ready != nil {
+				ready()
+			}
+			first = false
+		})
+		if ctx.Err() != nil {
+			break
+		}
+		c.mu.Lock()
+		c.connected = false
+		if err != nil {
+			c.lastError = err.Error()
+		}
+		c.mu.Unlock()
+		// Exponential backoff with full jitter in [backoff/2, backoff].
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("disconnected from gateway; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, c.cfg.Reconnect.MaxDelay)
+	}
+	if cur := c.cur.Swap(nil); cur != nil {
+		if msg, err := json.Marshal(tunnel.CloseMsg{Reason: "client shutdown"}); err == nil {
+			_ = cur.tls.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = cur.w.WriteControl(tunnel.FrameClose, msg)
+		}
+		cur.tls.Close()
+	}
+	return nil
+}
+
+// Down asks a running Run to stop.
+func (c *Client) Down() {
+	if c.stop != nil {
+		c.stop()
+	}
+}
+
+// dial tries each configured gateway in order.
+func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
+	var errs []error
+	for _, addr := range c.cfg.Servers {
+		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1}
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		tunnel.TuneTCP(raw)
+		tc := tls.Client(raw, c.tlsConfig())
+		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			errs = append(errs, fmt.Errorf("%s: TLS handshake: %w", addr, err))
+			continue
+		}
+		if tc.ConnectionState().NegotiatedProtocol != tunnel.ALPN {
+			tc.Close()
+			errs = append(errs, fmt.Errorf("%s: gateway does not speak %s", addr, tunnel.ALPN))
+			continue
+		}
+		return tc, addr, nil
+	}
+	return nil, "", errors.Join(errs...)
+}
+
+// tlsConfig trusts only the configured CA, checks the server name and the
+// serverAuth EKU (crypto/tls does both), and the optional pin.
+func (c *Client) tlsConfig() *tls.Config {
+	conf := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		RootCAs:      c.mat.roots,
+		ServerName:   c.mat.srvName,
+		Certificates: []tls.Certificate{c.mat.cert},
+		NextProtos:   []string{tunnel.ALPN},
+	}
+	tunnel.TLSDefaults(conf)
+	if c.mat.pin != "" {
+		conf.VerifyConnection = func(cs tls.ConnectionState) error {
+			if got := pki.Fingerprint(cs.PeerCertificates[0]); got != c.mat.pin {
+				return fmt.Errorf("gateway certificate fingerprint %s does not match tls.pin_sha256 %s", got, c.mat.pin)
+			}
+			return nil
+		}
+	}
+	return conf
+}
+
+// session runs one connection: hello, config, relay until it fails.
+func (c *Client) session(ctx context.Context, up func()) error {
+	tc, addr, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	cn := &conn{tls: tc, w: tunnel.NewWriter(tc, streamBufSize), r: tunnel.NewReader(tc, streamBufSize)}
+	_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
+	hello, _ := json.Marshal(tunnel.Hello{Version: tunnel.ProtocolVersion, Software: "sallyport"})
+	if err := cn.w.WriteControl(tunnel.FrameHello, hello); err != nil {
+		return fmt.Errorf("%s: send hello: %w", addr, err)
+	}
+	typ, payload, err := cn.r.Next()
+	if err != nil {
+		return fmt.Errorf("%s: read config: %w", addr, err)
+	}
+	if typ == tunnel.FrameClose {
+		var m tunnel.CloseMsg
+		_ = json.Unmarshal(payload, &m)
+		return fmt.Errorf("%s: gateway refused the session: %s", addr, m.Reason)
+	}
+	if typ != tunnel.FrameConfig {
+		return fmt.Errorf("%s: first frame is type %#x, want config", addr, typ)
+	}
+	pc, err := tunnel.DecodeConfig(payload)
+	if err != nil {
+		return fmt.Errorf("%s: bad config from gateway: %w", addr, err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	if err := c.net.apply(pc, c.cfg.Servers); err != nil {
+		return fmt.Errorf("apply pushed config: %w", err)
+	}
+	cn.v6 = pc.Address.Addr().Is6()
+	cn.lastRecv.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
+	c.mu.Unlock()
+	c.cur.Store(cn)
+	defer c.cur.CompareAndSwap(cn, nil)
+	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU,
+		"cert_days_left", int(time.Until(c.mat.leaf.NotAfter).Hours()/24))
+	up()
+
+	// Keepalives and the silent-gateway timeout run beside the reader.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.routineTimers(sctx, cn, pc)
+	}()
+	err = c.readStream(cn)
+	cancel()
+	tc.Close()
+	wg.Wait()
+	return err
+}
+
+// routineTimers sends keepalives and closes a session whose gateway went
+// silent (which unblocks readStream).
+func (c *Client) routineTimers(ctx context.Context, cn *conn, pc tunnel.Config) {
+	tick := time.NewTicker(pc.Keepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if idle := now.Sub(time.Unix(0, cn.lastRecv.Load())); idle > pc.Timeout {
+				c.log.Warn("gateway silent; dropping the session", "idle", idle.Round(time.Second).String())
+				cn.tls.Close()
+				return
+			}
+			if err := cn.w.WriteControl(tunnel.FrameKeepalive, nil); err != nil {
+				cn.tls.Close()
+				return
+			}
+		}
+	}
+}
+
+var errGatewayClosed = errors.New("gateway closed the session")
+
+// readStream relays gateway -> TUN until the stream fails.
+func (c *Client) readStream(cn *conn) error {
+	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	var closeReason string
+	onControl := func(typ byte, payload []byte) error {
+		switch typ {
+		case tunnel.FrameKeepalive:
+			return nil
+		case tunnel.FrameClose:
+			var m tunnel.CloseMsg
+			_ = json.Unmarshal(payload, &m)
+			closeReason = m.Reason
+			return errGatewayClosed
+		}
+		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
+	}
+	for {
+		n, err := cn.r.ReadBatch(b.Bufs, b.Sizes, tunnel.Headroom, onControl)
+		cn.lastRecv.Store(time.Now().UnixNano())
+		if n > 0 {
+			var bytes uint64
+			for i := 0; i < n; i++ {
+				bytes += uint64(b.Sizes[i])
+			}
+			c.bytesIn.Add(bytes)
+			c.packetsIn.Add(uint64(n))
+			if _, werr := c.dev.Write(b.Bufs[:n], tunnel.Headroom); werr != nil {
+				c.log.Debug("write TUN failed", "err", werr, "packets", n)
+			}
+		}
+		if err != nil {
+			if errors.Is(err, errGatewayClosed) {
+				return fmt.Errorf("%w: %s", errGatewayClosed, closeReason)
+			}
+			if errors.Is(err, io.EOF) {
+				return errors.New("gateway closed the connection")
+			}
+			return err
+		}
+	}
+}
+
+// routineReadTUN relays TUN -> gateway for the client's whole life.
+func (c *Client) routineReadTUN() {
+	defer c.wg.Done()
+	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	failures := 0
+	for {
+		n, err := c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || c.net.closing.Load() {
+				return
+			}
+			failures++
+			c.log.Warn("read TUN failed", "err", err, "consecutive", failures)
+			if failures > 10 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		failures = 0
+		cn := c.cur.Load()
+		if cn == nil {
+			c.droppedOffline.Add(uint64(n))
+			continue
+		}
+		// Without an IPv6 tunnel address the kernel's IPv6 chatter (router
+		// solicitations, MLD) has nowhere to go: drop it here.
+		keep := 0
+		var bytes uint64
+		for i := 0; i < n; i++ {
+			pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
+			if len(pkt) == 0 || (pkt[0]>>4 == 6 && !cn.v6) {
+				continue
+			}
+			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
+			b.Sizes[keep] = b.Sizes[i]
+			bytes += uint64(len(pkt))
+			keep++
+		}
+		if keep == 0 {
+			continue
+		}
+		if err := cn.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom); err != nil {
+			cn.tls.Close() // the reader notices and the session reconnects
+			continue
+		}
+		c.bytesOut.Add(bytes)
+		c.packetsOut.Add(uint64(keep))
+	}
+}
+
+// Status is the answer to `sallyport status`.
+type Status struct {
+	Connected    bool      `json:"connected"`
+	Server       string    `json:"server"`
+	Address      string    `json:"address"`
+	Routes       []string  `json:"routes"`
+	DNS          []string  `json:"dns"`
+	Since        time.Time `json:"since"`
+	BytesIn      uint64    `json:"bytes_in"`
+	BytesOut     uint64    `json:"bytes_out"`
+	PacketsIn    uint64    `json:"packets_in"`
+	PacketsOut   uint64    `json:"packets_out"`
+	Device       string    `json:"device"`
+	CertNotAfter time.Time `json:"cert_not_after"`
+	CertDaysLeft int       `json:"cert_days_left"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+// Status reports the tunnel's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Status{
+		Connected: c.connected, Server: c.server, Since: c.since, LastError: c.lastError,
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
+		Device: pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,
+		CertDaysLeft: int(time.Until(c.mat.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
+	}
+	if c.pushed.Address.IsValid() {
+		st.Address = c.pushed.Address.String()
+	}
+	for _, r := range c.pushed.Routes {
+		st.Routes = append(st.Routes, r.String())
+	}
+	for _, d := range c.pushed.DNS {
+		st.DNS = append(st.DNS, d.String())
+	}
+	return st
+}
+
+func (c *Client) handleAdmin(_ context.Context, req adminsock.Request) (any, error) {
+	switch req.Cmd {
+	case "status":
+		return c.Status(), nil
+	case "down":
+		c.log.Info("down requested over the admin socket")
+		c.Down()
+		return map[string]bool{"down": true}, nil
+	}
+	return nil, fmt.Errorf("unknown command %q", req.Cmd)
+}

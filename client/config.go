@@ -1,0 +1,191 @@
+package client
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/tomlconf"
+	"github.com/sallyport/sallyport/pki"
+)
+
+// Config is the laptop configuration (client.toml); configs/client.toml
+// documents every key. `sallyport pki bundle` writes one with the CA,
+// certificate and key inline.
+type Config struct {
+	Server     string          `toml:"server"`
+	Servers    []string        `toml:"servers"`
+	ServerName string          `toml:"server_name"`
+	TLS        TLSConfig       `toml:"tls"`
+	Tunnel     TunnelConfig    `toml:"tunnel"`
+	Admin      AdminConfig     `toml:"admin"`
+	Reconnect  ReconnectConfig `toml:"reconnect"`
+
+	// Path is the file the config was loaded from.
+	Path string `toml:"-"`
+}
+
+// TLSConfig names the trust anchor and the device's identity, as files or
+// inline PEM.
+type TLSConfig struct {
+	CA        string `toml:"ca"`
+	CAPEM     string `toml:"ca_pem"`
+	Cert      string `toml:"cert"`
+	CertPEM   string `toml:"cert_pem"`
+	Key       string `toml:"key"`
+	KeyPEM    string `toml:"key_pem"`
+	PinSHA256 string `toml:"pin_sha256"`
+}
+
+// TunnelConfig is the laptop's TUN device.
+type TunnelConfig struct {
+	Device string `toml:"device"`
+	Driver string `toml:"driver"`
+}
+
+// AdminConfig is the local control socket used by `status` and `down`.
+type AdminConfig struct {
+	Socket string `toml:"socket"`
+}
+
+// ReconnectConfig bounds the exponential backoff between attempts.
+type ReconnectConfig struct {
+	MinDelay time.Duration `toml:"min_delay"`
+	MaxDelay time.Duration `toml:"max_delay"`
+}
+
+// LoadConfig reads, defaults and validates client.toml.
+func LoadConfig(path string) (*Config, error) {
+	var c Config
+	if err := tomlconf.Load(path, &c); err != nil {
+		return nil, err
+	}
+	c.Path = path
+	c.TLS.CA = tomlconf.Resolve(path, c.TLS.CA)
+	c.TLS.Cert = tomlconf.Resolve(path, c.TLS.Cert)
+	c.TLS.Key = tomlconf.Resolve(path, c.TLS.Key)
+	if err := c.normalize(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// DefaultSocket is the admin socket of the client using TUN device dev.
+func DefaultSocket(dev string) string { return "/run/sallyport/client-" + dev + ".sock" }
+
+func (c *Config) normalize() error {
+	if c.Server != "" && len(c.Servers) > 0 {
+		return errors.New("give \"server\" or \"servers\", not both")
+	}
+	if c.Server != "" {
+		c.Servers = []string{c.Server}
+	}
+	if len(c.Servers) == 0 {
+		return errors.New("key \"server\" is required (host:port of the gateway)")
+	}
+	for _, s := range c.Servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fmt.Errorf("key \"server\": %q: %w", s, err)
+		}
+	}
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(c.Servers[0])
+	}
+	for _, p := range []struct{ key, file, inline string }{
+		{"tls.ca", c.TLS.CA, c.TLS.CAPEM}, {"tls.cert", c.TLS.Cert, c.TLS.CertPEM}, {"tls.key", c.TLS.Key, c.TLS.KeyPEM},
+	} {
+		if (p.file == "") == (p.inline == "") {
+			return fmt.Errorf("give exactly one of %q or %q", p.key, p.key+"_pem")
+		}
+	}
+	if c.TLS.PinSHA256 != "" {
+		n, err := pki.NormalizeFingerprint(c.TLS.PinSHA256)
+		if err != nil {
+			return fmt.Errorf("key \"tls.pin_sha256\": %w", err)
+		}
+		c.TLS.PinSHA256 = n
+	}
+	if c.Tunnel.Device == "" {
+		c.Tunnel.Device = "sp0"
+	}
+	if len(c.Tunnel.Device) > 15 {
+		return fmt.Errorf("key \"tunnel.device\": interface name %q longer than 15 bytes", c.Tunnel.Device)
+	}
+	if c.Tunnel.Driver == "" {
+		c.Tunnel.Driver = "wireguard"
+	}
+	if c.Tunnel.Driver != "wireguard" && c.Tunnel.Driver != "water" {
+		return fmt.Errorf("key \"tunnel.driver\": %q is not \"wireguard\" or \"water\"", c.Tunnel.Driver)
+	}
+	if c.Admin.Socket == "" {
+		c.Admin.Socket = DefaultSocket(c.Tunnel.Device)
+	}
+	if c.Reconnect.MinDelay == 0 {
+		c.Reconnect.MinDelay = 500 * time.Millisecond
+	}
+	if c.Reconnect.MaxDelay == 0 {
+		c.Reconnect.MaxDelay = 30 * time.Second
+	}
+	if c.Reconnect.MinDelay <= 0 || c.Reconnect.MaxDelay < c.Reconnect.MinDelay {
+		return errors.New("keys \"reconnect.min_delay\"/\"reconnect.max_delay\": need 0 < min_delay <= max_delay")
+	}
+	return nil
+}
+
+// material is the loaded TLS identity and trust anchors.
+type material struct {
+	cert    tls.Certificate
+	leaf    *x509.Certificate
+	roots   *x509.CertPool
+	pin     string
+	srvName string
+}
+
+func readPEM(file, inline, what string) ([]byte, error) {
+	if inline != "" {
+		return []byte(strings.TrimSpace(inline) + "\n"), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", what, file, err)
+	}
+	return b, nil
+}
+
+func (c *Config) loadMaterial() (*material, error) {
+	caPEM, err := readPEM(c.TLS.CA, c.TLS.CAPEM, "tls.ca")
+	if err != nil {
+		return nil, err
+	}
+	cas, err := pki.ParseCertificatesPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("parse tls.ca: %w", err)
+	}
+	certPEM, err := readPEM(c.TLS.Cert, c.TLS.CertPEM, "tls.cert")
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readPEM(c.TLS.Key, c.TLS.KeyPEM, "tls.key")
+	if err != nil {
+		return nil, err
+	}
+	// The device key, in its own file or inline in the config, must not be
+	// readable by anyone but its owner (like OpenSSH's key check).
+	keyFile := c.TLS.Key
+	if keyFile == "" {
+		keyFile = c.Path
+	}
+	if fi, err := os.Stat(keyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("device key in %s is readable by group or others (mode %v): run chmod 600 %s", keyFile, fi.Mode().Perm(), keyFile)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load device certificate and key: %w", err)
+	}
+	return &material{cert: cert, leaf: cert.Leaf, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName}, nil
+}

@@ -1,0 +1,55 @@
+package client
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigParses(t *testing.T) {
+	c, err := LoadConfig("../configs/client.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Servers) != 1 || c.ServerName != "vpn.example.com" || c.Tunnel.Device != "sp0" || c.Admin.Socket == "" {
+		t.Fatalf("unexpected example config: %+v", c)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := "server = \"gw.test:8443\"\n[tls]\nca = \"ca.crt\"\ncert = \"d.crt\"\nkey = \"d.key\"\n"
+	tests := []struct{ name, text, want string }{
+		{"ok", base, ""},
+		{"no server", strings.Replace(base, `server = "gw.test:8443"`, "", 1), `"server" is required`},
+		{"server without port", strings.Replace(base, "gw.test:8443", "gw.test", 1), `"server"`},
+		{"both server and servers", base[:0] + "servers = [\"a:1\"]\n" + base, "not both"},
+		{"ca twice", strings.Replace(base, "[tls]\n", "[tls]\nca_pem = \"x\"\n", 1), `exactly one of "tls.ca"`},
+		{"no key", strings.Replace(base, "key = \"d.key\"\n", "", 1), `"tls.key"`},
+		{"bad pin", base + "pin_sha256 = \"zz\"\n", "pin_sha256"},
+		{"unknown", base + "[tunnel]\ndriverr = \"x\"\n", `unknown key "tunnel.driverr"`},
+		{"bad driver", base + "[tunnel]\ndriver = \"tap\"\n", `"tap"`},
+		{"backoff", base + "[reconnect]\nmin_delay = \"10s\"\nmax_delay = \"1s\"\n", "min_delay <= max_delay"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "client.toml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(path)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("sp0") {
+					t.Fatalf("defaults: %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,157 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/adminsock"
+)
+
+// Status is the answer to `sallyport server status`.
+type Status struct {
+	Started   time.Time       `json:"started"`
+	Listen    string          `json:"listen"`
+	Device    string          `json:"device"`
+	Address   string          `json:"address"`
+	NoSession uint64          `json:"dropped_no_session"`
+	Sessions  []SessionStatus `json:"sessions"`
+}
+
+// SessionStatus describes one live device session.
+type SessionStatus struct {
+	Device       string     `json:"device"`
+	User         string     `json:"user"`
+	Groups       []string   `json:"groups"`
+	Issuer       string     `json:"issuer"`
+	Serial       string     `json:"serial"`
+	Address      string     `json:"address"`
+	Remote       string     `json:"remote"`
+	Policies     []string   `json:"policies"`
+	Since        time.Time  `json:"since"`
+	BytesIn      uint64     `json:"bytes_in"`
+	BytesOut     uint64     `json:"bytes_out"`
+	PacketsIn    uint64     `json:"packets_in"`
+	PacketsOut   uint64     `json:"packets_out"`
+	Flows        int        `json:"flows"`
+	CertNotAfter time.Time  `json:"cert_not_after"`
+	Dropped      DropStatus `json:"dropped"`
+}
+
+// DropStatus counts a session's dropped packets by reason.
+type DropStatus struct {
+	Spoofed   uint64 `json:"spoofed"`
+	Policy    uint64 `json:"policy"`
+	NoFlow    uint64 `json:"no_flow"`
+	QueueFull uint64 `json:"queue_full"`
+	Malformed uint64 `json:"malformed"`
+}
+
+// Status reports the gateway and its sessions, sorted by device.
+func (s *Server) Status() Status {
+	cfg := s.cfg.Load()
+	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.Gateway().String(), NoSession: s.noRoute.Load()}
+	if s.dev != nil {
+		st.Device = s.dev.Name()
+	}
+	for _, ss := range s.sessions() {
+		st.Sessions = append(st.Sessions, ss.status())
+	}
+	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Device < st.Sessions[j].Device })
+	if st.Sessions == nil {
+		st.Sessions = []SessionStatus{}
+	}
+	return st
+}
+
+// Kick ends every session of the named device (CN); it reports how many.
+func (s *Server) Kick(device string) int {
+	n := 0
+	for _, ss := range s.sessions() {
+		if ss.id.Device == device {
+			ss.close("kicked", nil)
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Server) handleAdmin(_ context.Context, req adminsock.Request) (any, error) {
+	switch req.Cmd {
+	case "status":
+		return s.Status(), nil
+	case "kick":
+		if req.Device == "" {
+			return nil, fmt.Errorf("kick: no device named")
+		}
+		if s.Kick(req.Device) == 0 {
+			return nil, fmt.Errorf("kick: no session for device %q", req.Device)
+		}
+		return map[string]string{"kicked": req.Device}, nil
+	case "reload":
+		s.Reload("admin")
+		return map[string]bool{"reloaded": true}, nil
+	}
+	return nil, fmt.Errorf("unknown command %q", req.Cmd)
+}
+
+// fileStamp identifies a version of a watched file.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ino  uint64
+	err  bool
+}
+
+func stampOf(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{err: true}
+	}
+	return fileStamp{mod: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
+}
+
+// watchInterval is how often the config, CA and CRL files are checked, well
+// inside the one second within which a revocation must reach live sessions.
+const watchInterval = 250 * time.Millisecond
+
+// routineWatch reloads when server.toml, the client CA or the CRL changes
+// (written in place or replaced by rename), and re-checks certificate
+// validity of live sessions.
+func (s *Server) routineWatch(ctx context.Context) {
+	defer s.wg.Done()
+	files := func() []string {
+		c := s.cfg.Load()
+		out := []string{c.Path, c.TLS.ClientCA}
+		if c.TLS.CRL != "" {
+			out = append(out, c.TLS.CRL)
+		}
+		return out
+	}
+	seen := map[string]fileStamp{}
+	for _, f := range files() {
+		seen[f] = stampOf(f)
+	}
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		changed := ""
+		for _, f := range files() {
+			st := stampOf(f)
+			if st != seen[f] {
+				seen[f] = st
+				changed = f
+			}
+		}
+		if changed != "" {
+			s.Reload("file changed: " + changed)
+		}
+	}
+}

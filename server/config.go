@@ -1,0 +1,178 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/tomlconf"
+	"github.com/sallyport/sallyport/server/policy"
+)
+
+// Config is the gateway configuration (server.toml). configs/server.toml
+// documents every key and marks which ones a reload applies.
+type Config struct {
+	Listen   string          `toml:"listen"`
+	TLS      TLSConfig       `toml:"tls"`
+	Tunnel   TunnelConfig    `toml:"tunnel"`
+	Admin    AdminConfig     `toml:"admin"`
+	Policies []policy.Policy `toml:"policy"`
+	Devices  []DeviceConfig  `toml:"device"`
+
+	// Path is the file the config was loaded from ("" when built in code).
+	Path string `toml:"-"`
+}
+
+// TLSConfig holds the gateway's certificate and what it trusts.
+type TLSConfig struct {
+	Cert              string        `toml:"cert"`
+	Key               string        `toml:"key"`
+	ClientCA          string        `toml:"client_ca"`
+	CRL               string        `toml:"crl"`
+	HandshakeTimeout  time.Duration `toml:"handshake_timeout"`
+	AllowFingerprints []string      `toml:"allow_fingerprints"`
+	AllowSubjects     []string      `toml:"allow_subjects"`
+}
+
+// TunnelConfig describes the gateway's TUN device and the address pool.
+type TunnelConfig struct {
+	Device    string        `toml:"device"`
+	IPv4Pool  string        `toml:"ipv4_pool"`
+	Driver    string        `toml:"driver"`
+	MTU       int           `toml:"mtu"`
+	Keepalive time.Duration `toml:"keepalive"`
+	Timeout   time.Duration `toml:"timeout"`
+}
+
+// AdminConfig is the local control socket.
+type AdminConfig struct {
+	Socket string `toml:"socket"`
+}
+
+// DeviceConfig pins a device, by certificate CN or fingerprint, to a static
+// tunnel address.
+type DeviceConfig struct {
+	CN          string `toml:"cn"`
+	Fingerprint string `toml:"fingerprint"`
+	IPv4        string `toml:"ipv4"`
+}
+
+// Defaults for keys left out of server.toml.
+const (
+	DefaultListen           = "0.0.0.0:443"
+	DefaultDevice           = "sp0"
+	DefaultDriver           = "wireguard"
+	DefaultMTU              = 1500
+	DefaultKeepalive        = 10 * time.Second
+	DefaultTimeout          = 35 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultAdminSocket      = "/run/sallyport/server.sock"
+)
+
+// LoadConfig reads, defaults and validates server.toml. Relative file names
+// are taken relative to the config file's directory.
+func LoadConfig(path string) (*Config, error) {
+	var c Config
+	if err := tomlconf.Load(path, &c); err != nil {
+		return nil, err
+	}
+	c.Path = path
+	c.TLS.Cert = tomlconf.Resolve(path, c.TLS.Cert)
+	c.TLS.Key = tomlconf.Resolve(path, c.TLS.Key)
+	c.TLS.ClientCA = tomlconf.Resolve(path, c.TLS.ClientCA)
+	c.TLS.CRL = tomlconf.Resolve(path, c.TLS.CRL)
+	if err := c.normalize(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// normalize fills defaults and checks every key that can be checked without
+// reading other files.
+func (c *Config) normalize() error {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("key \"listen\": %w", err)
+	}
+	for key, v := range map[string]string{"tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key, "tls.client_ca": c.TLS.ClientCA} {
+		if v == "" {
+			return fmt.Errorf("key %q is required", key)
+		}
+	}
+	if c.TLS.HandshakeTimeout == 0 {
+		c.TLS.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.TLS.HandshakeTimeout < 0 {
+		return errors.New("key \"tls.handshake_timeout\" must be positive")
+	}
+	t := &c.Tunnel
+	if t.Device == "" {
+		t.Device = DefaultDevice
+	}
+	if len(t.Device) > 15 {
+		return fmt.Errorf("key \"tunnel.device\": interface name %q longer than 15 bytes", t.Device)
+	}
+	if t.Driver == "" {
+		t.Driver = DefaultDriver
+	}
+	if t.Driver != "wireguard" && t.Driver != "water" {
+		return fmt.Errorf("key \"tunnel.driver\": %q is not \"wireguard\" or \"water\"", t.Driver)
+	}
+	if t.IPv4Pool == "" {
+		return errors.New("key \"tunnel.ipv4_pool\" is required")
+	}
+	if _, err := c.Pool(); err != nil {
+		return err
+	}
+	if t.MTU == 0 {
+		t.MTU = DefaultMTU
+	}
+	if t.MTU < 576 || t.MTU > 65535 {
+		return fmt.Errorf("key \"tunnel.mtu\": %d is outside 576..65535", t.MTU)
+	}
+	if t.Keepalive == 0 {
+		t.Keepalive = DefaultKeepalive
+	}
+	if t.Timeout == 0 {
+		t.Timeout = DefaultTimeout
+	}
+	if t.Keepalive < time.Second || t.Timeout < 2*t.Keepalive {
+		return fmt.Errorf("keys \"tunnel.keepalive\" (%v) and \"tunnel.timeout\" (%v): keepalive must be >= 1s and timeout >= 2 x keepalive", t.Keepalive, t.Timeout)
+	}
+	if c.Admin.Socket == "" {
+		c.Admin.Socket = DefaultAdminSocket
+	}
+	if len(c.Policies) == 0 {
+		return errors.New("no [[policy]] tables: every device would be refused")
+	}
+	pool, _ := c.Pool()
+	for i, d := range c.Devices {
+		if (d.CN == "") == (d.Fingerprint == "") {
+			return fmt.Errorf("[[device]] #%d: give exactly one of \"cn\" or \"fingerprint\"", i+1)
+		}
+		a, err := netip.ParseAddr(d.IPv4)
+		if err != nil || !a.Is4() {
+			return fmt.Errorf("[[device]] #%d: key \"ipv4\": %q is not an IPv4 address", i+1, d.IPv4)
+		}
+		if !pool.Contains(a) || a == pool.Addr().Next() || a == pool.Masked().Addr() {
+			return fmt.Errorf("[[device]] #%d: key \"ipv4\": %s is not a usable address of tunnel.ipv4_pool %s", i+1, a, pool)
+		}
+	}
+	return nil
+}
+
+// Pool returns the parsed tunnel.ipv4_pool, masked.
+func (c *Config) Pool() (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(c.Tunnel.IPv4Pool)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv4_pool\": %q is not an IPv4 CIDR", c.Tunnel.IPv4Pool)
+	}
+	if p.Bits() > 30 {
+		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv4_pool\": %s is too small (need /30 or larger)", p)
+	}
+	return p.Masked(), nil
+}

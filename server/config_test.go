@@ -1,0 +1,80 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigParses(t *testing.T) {
+	c, err := LoadConfig("../configs/server.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tunnel.Device != "sp0" || c.Tunnel.MTU != 1500 || c.Tunnel.Keepalive != 10*time.Second || len(c.Policies) != 2 {
+		t.Fatalf("unexpected example config: %+v", c)
+	}
+	if !filepath.IsAbs(c.TLS.ClientCA) && !strings.HasPrefix(c.TLS.ClientCA, "../configs/") {
+		t.Fatalf("client_ca not resolved relative to the config: %s", c.TLS.ClientCA)
+	}
+}
+
+const minimal = `
+listen = "127.0.0.1:8443"
+[tls]
+cert = "s.crt"
+key = "s.key"
+client_ca = "ca.crt"
+[tunnel]
+ipv4_pool = "10.9.0.0/24"
+[[policy]]
+name = "all"
+match = { cn = ["*"] }
+allow = ["10.0.0.0/8"]
+`
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, text, want string
+	}{
+		{"minimal ok", minimal, ""},
+		{"unknown key", minimal + "\n[tunnel2]\nx = 1\n", `unknown key "tunnel2"`},
+		{"typo in table", strings.Replace(minimal, "ipv4_pool", "ipv4_poool", 1), `unknown key "tunnel.ipv4_poool"`},
+		{"missing cert", strings.Replace(minimal, `cert = "s.crt"`, "", 1), `"tls.cert" is required`},
+		{"bad pool", strings.Replace(minimal, "10.9.0.0/24", "10.9.0.0", 1), `tunnel.ipv4_pool`},
+		{"tiny pool", strings.Replace(minimal, "10.9.0.0/24", "10.9.0.0/31", 1), `too small`},
+		{"bad driver", minimal + "", ""},
+		{"bad listen", strings.Replace(minimal, "127.0.0.1:8443", "nowhere", 1), `"listen"`},
+		{"no policy", strings.Split(minimal, "[[policy]]")[0], "no [[policy]]"},
+		{"static outside pool", minimal + "[[device]]\ncn = \"a\"\nipv4 = \"10.10.0.5\"\n", "not a usable address"},
+		{"static is gateway", minimal + "[[device]]\ncn = \"a\"\nipv4 = \"10.9.0.1\"\n", "not a usable address"},
+		{"static both keys", minimal + "[[device]]\ncn = \"a\"\nfingerprint = \"ab\"\nipv4 = \"10.9.0.5\"\n", "exactly one"},
+		{"keepalive vs timeout", strings.Replace(minimal, `ipv4_pool`, "keepalive = \"10s\"\ntimeout = \"15s\"\nipv4_pool", 1), "timeout >= 2 x keepalive"},
+		{"mtu", strings.Replace(minimal, `ipv4_pool`, "mtu = 100\nipv4_pool", 1), "576..65535"},
+		{"long device", strings.Replace(minimal, `ipv4_pool`, "device = \"averyveryverylongname\"\nipv4_pool", 1), "longer than 15"},
+		{"driver", strings.Replace(minimal, `ipv4_pool`, "driver = \"tap\"\nipv4_pool", 1), `"tap" is not`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "server.toml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := LoadConfig(path)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				if c.TLS.Cert != filepath.Join(filepath.Dir(path), "s.crt") || c.Admin.Socket != DefaultAdminSocket || c.Tunnel.Driver != "wireguard" {
+					t.Fatalf("defaults/resolution wrong: %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("error = %v; want it to mention %q and the file", err, tt.want)
+			}
+		})
+	}
+}

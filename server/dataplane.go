@@ -1,0 +1,275 @@
+package server
+
+// The gateway data plane.
+//
+// One TUN device is shared by all sessions; each session is one TLS stream.
+//
+//   device -> LAN: routineReadStream (one per session)
+//     Reader.ReadBatch decodes frames in place from a 256 KiB buffered reader
+//     and copies each packet into a pooled buffer with Headroom in front,
+//     gathering until the stream has nothing buffered. Each packet is then
+//     checked: source must be the session's address (else dropped:spoofed),
+//     destination must be allowed by the device's grant (the flow is then
+//     recorded in the session's conntrack) or be a reply to a flow the
+//     destination device opened (else dropped:policy). Passing packets are
+//     compacted to the front of the batch and written with ONE
+//     Device.Write, which lets wireguard/tun coalesce TCP segments (GRO).
+//
+//   LAN -> device: routineReadTUN (one for the gateway)
+//     Device.Read fills a pooled batch (BatchSize packets, Headroom in front).
+//     Each packet's destination picks its session through a copy-on-write
+//     map (no lock per packet); packets move into that session's outgoing
+//     batch by swapping buffer slices, never by copying bytes. Each outgoing
+//     batch is offered to its session's queue (sessionQueueLen batches) with
+//     a non-blocking send: a full queue drops the batch (dropped:queue_full)
+//     rather than delaying every other device.
+//
+//   routineWriteStream (one per session)
+//     Takes a batch off the queue, lets through only replies to flows the
+//     device opened or flows another device opened to it under its own
+//     policy (else dropped:no_flow), writes every packet as a frame into the
+//     buffered writer and flushes once per batch (one large TLS write).
+//
+// Buffers come from sync.Pools of whole batches; nothing on these paths
+// allocates per packet.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/server/conntrack"
+	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/packet"
+)
+
+// tunBatches hands out batches for TUN reads: BatchSize packets of up to
+// Headroom+MTU bytes (wireguard/tun splits GSO reads into MTU-sized
+// segments). Stream reads use a larger per-session batch instead, because
+// coalescing (GRO) on Device.Write grows the first packet of a flow in place
+// up to 64 KiB.
+type batchPool struct {
+	count, size int
+	p           sync.Pool
+}
+
+func (bp *batchPool) get() *tunnel.Batch {
+	if b, ok := bp.p.Get().(*tunnel.Batch); ok {
+		b.N = 0
+		return b
+	}
+	return tunnel.NewBatch(bp.count, bp.size)
+}
+
+func (bp *batchPool) put(b *tunnel.Batch) { bp.p.Put(b) }
+
+// routineReadTUN reads packets from the shared TUN and hands each session
+// the packets addressed to it, a batch at a time.
+func (s *Server) routineReadTUN(ctx interface{ Err() error }) {
+	defer s.wg.Done()
+	type pending struct {
+		ss *session
+		b  *tunnel.Batch
+	}
+	out := make([]pending, 0, 8)
+	in := s.tunBatches.get()
+	defer s.tunBatches.put(in)
+	failures := 0
+	for {
+		n, err := s.dev.Read(in.Bufs, in.Sizes, tunnel.Headroom)
+		if err != nil {
+			if ctx.Err() != nil || s.draining.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+				return
+			}
+			// Per-read errors (a packet the driver could not split) skip
+			// that read; a device that keeps failing is slowed, not spun.
+			failures++
+			s.log.Warn("read TUN failed", "err", err, "consecutive", failures)
+			if failures > 10 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		failures = 0
+		byAddr := *s.byAddr.Load()
+		var last netip.Addr
+		var lastSS *session
+		for i := 0; i < n; i++ {
+			pkt := in.Bufs[i][tunnel.Headroom : tunnel.Headroom+in.Sizes[i]]
+			dst, ok := packet.Dst(pkt)
+			if !ok {
+				continue
+			}
+			ss := lastSS
+			if dst != last || ss == nil {
+				ss = byAddr[dst]
+				last, lastSS = dst, ss
+			}
+			if ss == nil {
+				s.noRoute.Add(1)
+				continue
+			}
+			j := 0
+			for j < len(out) && out[j].ss != ss {
+				j++
+			}
+			if j == len(out) {
+				out = append(out, pending{ss, s.tunBatches.get()})
+			}
+			ob := out[j].b
+			ob.Bufs[ob.N], in.Bufs[i] = in.Bufs[i], ob.Bufs[ob.N]
+			ob.Sizes[ob.N] = in.Sizes[i]
+			ob.N++
+			if ob.N == len(ob.Bufs) { // full: ship it now
+				s.offer(ss, ob)
+				out[j].b = s.tunBatches.get()
+			}
+		}
+		for j := range out {
+			if out[j].b.N > 0 {
+				s.offer(out[j].ss, out[j].b)
+			} else {
+				s.tunBatches.put(out[j].b)
+			}
+			out[j] = pending{}
+		}
+		out = out[:0]
+	}
+}
+
+// offer queues b for ss without blocking.
+func (s *Server) offer(ss *session, b *tunnel.Batch) {
+	select {
+	case <-ss.done:
+		s.tunBatches.put(b)
+	case ss.queue <- b:
+	default:
+		ss.drops.queueFull.Add(uint64(b.N))
+		s.tunBatches.put(b)
+	}
+}
+
+// routineReadStream decodes the device's frames, filters the packets and
+// writes them to the TUN in batches.
+func (ss *session) routineReadStream() {
+	b := tunnel.NewBatch(ss.srv.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	var info packet.Info
+	for {
+		n, err := ss.r.ReadBatch(b.Bufs, b.Sizes, tunnel.Headroom, ss.onControl)
+		if n > 0 {
+			ss.lastRecv.Store(time.Now().UnixNano())
+			ss.forwardBatch(b, n, &info)
+		}
+		if err != nil {
+			var pc *peerClosed
+			switch {
+			case errors.As(err, &pc):
+				ss.close("peer-closed", nil)
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+				ss.close("peer-closed", nil)
+			default:
+				ss.close("error", err)
+			}
+			return
+		}
+		if n == 0 {
+			ss.lastRecv.Store(time.Now().UnixNano()) // control frames only
+		}
+	}
+}
+
+// forwardBatch filters the first n packets of b (device -> network) and
+// writes the survivors to the TUN with one call.
+func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
+	g := ss.grant.Load()
+	now := time.Now()
+	var bytes uint64
+	keep := 0
+	for i := 0; i < n; i++ {
+		pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
+		bytes += uint64(len(pkt))
+		if err := packet.Parse(pkt, info); err != nil {
+			ss.drops.malformed.Add(1)
+			continue
+		}
+		if info.Src != ss.addr {
+			ss.drops.spoofed.Add(1)
+			continue
+		}
+		flow := conntrack.FlowOf(info)
+		if g.Allows(info) {
+			if !ss.flows.Has(flow, now) && !ss.flows.Add(flow, now) {
+				ss.drops.policy.Add(1) // flow table full
+				continue
+			}
+		} else if !ss.srv.openedBy(info.Dst, flow.Reverse(), now) {
+			ss.drops.policy.Add(1)
+			continue
+		}
+		b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
+		b.Sizes[keep] = b.Sizes[i]
+		keep++
+	}
+	ss.bytesIn.Add(bytes)
+	ss.packetsIn.Add(uint64(n))
+	if keep == 0 {
+		return
+	}
+	if _, err := ss.srv.dev.Write(b.Bufs[:keep], tunnel.Headroom); err != nil && !ss.srv.draining.Load() {
+		ss.log.Debug("write TUN failed", "err", err, "packets", keep)
+	}
+}
+
+// openedBy reports whether the device session holding addr opened flow.
+func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) bool {
+	other := (*s.byAddr.Load())[addr]
+	return other != nil && other.flows.Has(flow, now)
+}
+
+// routineWriteStream sends the batches the TUN reader queued for this
+// device, one flush per batch.
+func (ss *session) routineWriteStream() {
+	var info packet.Info
+	for {
+		var b *tunnel.Batch
+		select {
+		case <-ss.done:
+			return
+		case b = <-ss.queue:
+		}
+		now := time.Now()
+		keep := 0
+		var bytes uint64
+		for i := 0; i < b.N; i++ {
+			pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
+			if err := packet.Parse(pkt, &info); err != nil {
+				ss.drops.malformed.Add(1)
+				continue
+			}
+			flow := conntrack.FlowOf(&info)
+			if !ss.flows.Has(flow.Reverse(), now) && !ss.srv.openedBy(info.Src, flow, now) {
+				ss.drops.noFlow.Add(1)
+				continue
+			}
+			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
+			b.Sizes[keep] = b.Sizes[i]
+			bytes += uint64(len(pkt))
+			keep++
+		}
+		var err error
+		if keep > 0 {
+			err = ss.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom)
+		}
+		ss.srv.tunBatches.put(b)
+		if err != nil {
+			ss.close("error", err)
+			return
+		}
+		ss.bytesOut.Add(bytes)
+		ss.packetsOut.Add(uint64(keep))
+	}
+}

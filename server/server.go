@@ -1,0 +1,286 @@
+// Package server is the sallyport gateway: it accepts mutual-TLS connections
+// from devices, checks each certificate against the CA, CRL, allowlists and
+// policies, assigns a tunnel address, and relays packets between each device
+// session and one shared TUN interface, enforcing the device's policy on
+// every packet (see dataplane.go).
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/adminsock"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// Server is one running gateway. Create it with New, run it with Run.
+type Server struct {
+	log *slog.Logger
+
+	cfgMu sync.Mutex // serializes reloads
+	cfg   atomic.Pointer[Config]
+	trust atomic.Pointer[trust]
+
+	pool       *addrPool
+	dev        tunnel.Device
+	tunBatches batchPool
+
+	sessMu   sync.Mutex
+	byKey    map[string]*session                     // device key -> live session
+	byAddr   atomic.Pointer[map[netip.Addr]*session] // copy-on-write, read per packet
+	noRoute  atomic.Uint64                           // TUN packets for no session
+	wg       sync.WaitGroup                          // accept loop, handshakes, sessions, TUN reader
+	ln       net.Listener
+	admin    *adminsock.Server
+	started  time.Time
+	draining atomic.Bool
+}
+
+// New loads everything the server needs from cfg but opens nothing yet.
+func New(cfg *Config, log *slog.Logger) (*Server, error) {
+	t, err := loadTrust(cfg)
+	if err != nil {
+		return nil, err
+	}
+	prefix, _ := cfg.Pool()
+	s := &Server{log: log, pool: newAddrPool(prefix), byKey: map[string]*session{}}
+	s.cfg.Store(cfg)
+	s.trust.Store(t)
+	s.pool.SetStatic(t.staticAddrs())
+	empty := map[netip.Addr]*session{}
+	s.byAddr.Store(&empty)
+	return s, nil
+}
+
+// Run opens the TUN device, the listener and the admin socket, then serves
+// until ctx is cancelled (SIGTERM), when it tells every device, closes the
+// sessions and removes what it set up. ready, if not nil, is called once
+// the gateway accepts connections (systemd notify).
+func (s *Server) Run(ctx context.Context, ready func()) error {
+	cfg := s.cfg.Load()
+	s.started = time.Now()
+	s.checkForwarding()
+
+	dev, err := tunnel.OpenDevice(cfg.Tunnel.Device, cfg.Tunnel.Driver, cfg.Tunnel.MTU)
+	if err != nil {
+		return fmt.Errorf("open TUN %s (driver %s): %w", cfg.Tunnel.Device, cfg.Tunnel.Driver, err)
+	}
+	s.dev = dev
+	defer dev.Close()
+	s.tunBatches = batchPool{count: dev.BatchSize(), size: tunnel.Headroom + cfg.Tunnel.MTU}
+	if err := tunnel.SetAddress(dev.Name(), s.pool.Gateway()); err != nil {
+		return fmt.Errorf("set address on %s: %w", dev.Name(), err)
+	}
+	if err := tunnel.LinkUp(dev.Name(), cfg.Tunnel.MTU); err != nil {
+		return fmt.Errorf("bring up %s: %w", dev.Name(), err)
+	}
+
+	lc := net.ListenConfig{}
+	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	s.ln = ln
+	s.admin, err = adminsock.Listen(cfg.Admin.Socket, s.handleAdmin, s.log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer s.admin.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.wg.Add(3)
+	go s.routineReadTUN(ctx)
+	go s.routineAccept(ctx)
+	go s.routineWatch(ctx)
+	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver,
+		"address", s.pool.Gateway().String(), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies))
+	if ready != nil {
+		ready()
+	}
+
+	<-ctx.Done()
+	s.draining.Store(true)
+	s.log.Info("gateway shutting down")
+	ln.Close()
+	s.closeAll("shutdown")
+	dev.Close() // unblocks the TUN reader
+	s.wg.Wait()
+	s.log.Info("gateway stopped")
+	return nil
+}
+
+// checkForwarding warns when the kernel will not route tunnel traffic.
+func (s *Server) checkForwarding() {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		s.log.Warn("IPv4 forwarding is off: devices will reach only the gateway itself",
+			"fix", "sysctl -w net.ipv4.ip_forward=1 (persist in /etc/sysctl.d/99-sallyport.conf)")
+	}
+}
+
+// Reload re-reads the config, CA, CRL and policies; on success it re-checks
+// every live session. A bad new config is logged and the old one kept.
+func (s *Server) Reload(why string) {
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	old := s.cfg.Load()
+	cfg, err := LoadConfig(old.Path)
+	if err != nil {
+		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
+		return
+	}
+	t, err := loadTrust(cfg)
+	if err != nil {
+		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
+		return
+	}
+	for _, k := range restartOnly(old, cfg) {
+		s.log.Warn("config key changed but only applies after a restart", "key", k)
+	}
+	// Keys that need a restart keep their running values.
+	cfg.Listen, cfg.Tunnel, cfg.Admin = old.Listen, old.Tunnel, old.Admin
+	s.cfg.Store(cfg)
+	s.trust.Store(t)
+	s.pool.SetStatic(t.staticAddrs())
+	s.log.Info("configuration reloaded", "trigger", why, "policies", len(cfg.Policies))
+	s.recheckSessions(t)
+}
+
+func restartOnly(a, b *Config) []string {
+	var out []string
+	if a.Listen != b.Listen {
+		out = append(out, "listen")
+	}
+	if a.Tunnel != b.Tunnel {
+		out = append(out, "tunnel")
+	}
+	if a.Admin != b.Admin {
+		out = append(out, "admin.socket")
+	}
+	return out
+}
+
+// recheckSessions applies t to every live session: devices that no longer
+// pass are disconnected with the reason, the rest get the new grant.
+func (s *Server) recheckSessions(t *trust) {
+	now := time.Now()
+	for _, ss := range s.sessions() {
+		_, g, err := t.check(ss.chain, now)
+		if err != nil {
+			ss.close(classify(err).reason, err)
+			continue
+		}
+		ss.setGrant(g)
+	}
+}
+
+// tlsConfig builds the handshake configuration from the current trust.
+func (s *Server) tlsConfig() *tls.Config {
+	base := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		NextProtos: []string{tunnel.ALPN},
+	}
+	tunnel.TLSDefaults(base)
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		t := s.trust.Load()
+		c := base.Clone()
+		c.GetConfigForClient = nil
+		c.Certificates = []tls.Certificate{t.cert}
+		c.ClientCAs = t.caPool
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.VerifiedChains) == 0 {
+				return &refusal{reasonNoCert, "-", errors.New("no verified client certificate")}
+			}
+			_, _, err := t.check(cs.VerifiedChains[0], time.Now())
+			return err
+		}
+		return c, nil
+	}
+	return base
+}
+
+func (s *Server) routineAccept(ctx context.Context) {
+	defer s.wg.Done()
+	conf := s.tlsConfig()
+	var backoff time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Error("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handshake(ctx, c, conf)
+		}()
+	}
+}
+
+// handshake runs TLS and the sallyport hello/config exchange under one
+// deadline, then hands the connection to a new session.
+func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) {
+	cfg := s.cfg.Load()
+	remote := raw.RemoteAddr().String()
+	tunnel.TuneTCP(raw)
+	_ = raw.SetDeadline(time.Now().Add(cfg.TLS.HandshakeTimeout))
+	conn := tls.Server(raw, conf)
+	hctx, cancel := context.WithTimeout(ctx, cfg.TLS.HandshakeTimeout)
+	err := conn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		r := classify(err)
+		s.log.Warn("handshake refused", "remote", remote, "reason", r.reason, "device", r.device, "error", err.Error())
+		conn.Close()
+		return
+	}
+	cs := conn.ConnectionState()
+	if cs.NegotiatedProtocol != tunnel.ALPN {
+		s.log.Warn("handshake refused", "remote", remote, "reason", reasonHandshake, "device", certName(cs.PeerCertificates[0]),
+			"error", fmt.Sprintf("client did not offer ALPN %q", tunnel.ALPN))
+		conn.Close()
+		return
+	}
+	t := s.trust.Load()
+	id, grant, err := t.check(cs.VerifiedChains[0], time.Now())
+	if err != nil { // reload between handshake and here
+		r := classify(err)
+		s.log.Warn("handshake refused", "remote", remote, "reason", r.reason, "device", r.device, "error", err.Error())
+		conn.Close()
+		return
+	}
+	if s.draining.Load() {
+		conn.Close()
+		return
+	}
+	ss, err := s.newSession(conn, cs.VerifiedChains[0], id, grant, t, remote)
+	if err != nil {
+		s.log.Warn("session refused", "remote", remote, "device", id.Device, "user", id.User, "error", err.Error())
+		conn.Close()
+		return
+	}
+	ss.run(ctx)
+}

@@ -1,0 +1,296 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/server/conntrack"
+	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/packet"
+)
+
+// Sizes of the per-session stream buffers and of the queue of batches from
+// the TUN reader. The queue is short on purpose: a slow device loses packets
+// (counted as queue_full) instead of building latency for everyone.
+const (
+	streamBufSize   = 256 << 10
+	sessionQueueLen = 4
+	conntrackMax    = 16384
+	maxHelloWait    = 10 * time.Second
+)
+
+// dropCounters count packets dropped for one session, by reason.
+type dropCounters struct {
+	spoofed, policy, noFlow, queueFull, malformed atomic.Uint64
+}
+
+// session is one device's connection. It owns three goroutines:
+// routineReadStream (device -> TUN), routineWriteStream (TUN -> device) and
+// routineTimers (keepalive, idle timeout, certificate expiry); close ends
+// all three.
+type session struct {
+	srv    *Server
+	log    *slog.Logger
+	key    string // issuer + CN: one session per device
+	id     pki.Identity
+	chain  []*x509.Certificate
+	conn   *tls.Conn
+	addr   netip.Addr
+	remote string
+	since  time.Time
+	grant  atomic.Pointer[policy.Grant]
+	flows  *conntrack.Table
+
+	w     *tunnel.Writer
+	r     *tunnel.Reader
+	queue chan *tunnel.Batch
+
+	lastRecv              atomic.Int64 // unix nanos of the last frame from the device
+	bytesIn, bytesOut     atomic.Uint64
+	packetsIn, packetsOut atomic.Uint64
+	drops                 dropCounters
+	closeOnce             sync.Once
+	done                  chan struct{}
+	reason                atomic.Pointer[string]
+}
+
+func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
+
+// newSession reads the device's hello, assigns its address, replaces any
+// older session of the same device and pushes the device's configuration.
+func (s *Server) newSession(conn *tls.Conn, chain []*x509.Certificate, id pki.Identity, g *policy.Grant, t *trust, remote string) (*session, error) {
+	cfg := s.cfg.Load()
+	ss := &session{
+		srv: s, key: deviceKey(id), id: id, chain: chain, conn: conn, remote: remote,
+		since: time.Now(), flows: conntrack.New(conntrackMax),
+		w:     tunnel.NewWriter(conn, streamBufSize),
+		r:     tunnel.NewReader(conn, streamBufSize),
+		queue: make(chan *tunnel.Batch, sessionQueueLen),
+		done:  make(chan struct{}),
+	}
+	ss.log = s.log.With("device", id.Device, "user", id.User, "remote", remote)
+	ss.grant.Store(g)
+	ss.lastRecv.Store(time.Now().UnixNano())
+
+	typ, payload, err := ss.r.Next()
+	if err != nil {
+		return nil, fmt.Errorf("read hello: %w", err)
+	}
+	if typ != tunnel.FrameHello {
+		return nil, fmt.Errorf("first frame is type %#x, want hello", typ)
+	}
+	hello, err := tunnel.DecodeHello(payload)
+	if err != nil {
+		return nil, fmt.Errorf("decode hello: %w", err)
+	}
+	if hello.Version != tunnel.ProtocolVersion {
+		return nil, fmt.Errorf("client speaks protocol version %d, gateway %d", hello.Version, tunnel.ProtocolVersion)
+	}
+
+	addr, err := s.pool.Acquire(ss.key, t.staticFor(id))
+	if err != nil {
+		return nil, fmt.Errorf("assign address: %w", err)
+	}
+	ss.addr = addr
+	s.register(ss)
+
+	pc := tunnel.Config{
+		Version:       tunnel.ProtocolVersion,
+		Address:       netip.PrefixFrom(addr, s.pool.prefix.Bits()),
+		Gateway:       s.pool.gateway,
+		Routes:        g.Routes,
+		DNS:           g.DNS,
+		SearchDomains: g.SearchDomains,
+		MTU:           cfg.Tunnel.MTU,
+		Keepalive:     cfg.Tunnel.Keepalive,
+		Timeout:       cfg.Tunnel.Timeout,
+	}
+	b, err := json.Marshal(pc)
+	if err == nil {
+		err = ss.w.WriteControl(tunnel.FrameConfig, b)
+	}
+	if err != nil {
+		ss.close("error", fmt.Errorf("push config: %w", err))
+		return nil, fmt.Errorf("push config: %w", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	ss.log.Info("session up", "address", addr.String(), "policies", g.Names, "serial", id.Serial,
+		"fingerprint", id.Fingerprint, "expires", id.NotAfter.Format(time.RFC3339), "software", hello.Software)
+	return ss, nil
+}
+
+// register makes ss the device's one session and publishes its address to
+// the TUN dispatcher. An older session of the same device is replaced.
+func (s *Server) register(ss *session) {
+	s.sessMu.Lock()
+	old := s.byKey[ss.key]
+	s.byKey[ss.key] = ss
+	m := maps.Clone(*s.byAddr.Load())
+	m[ss.addr] = ss
+	s.byAddr.Store(&m)
+	s.sessMu.Unlock()
+	if old != nil {
+		old.log.Info("session replaced by a new connection of the same device", "new_remote", ss.remote)
+		old.close("replaced", nil)
+	}
+}
+
+// unregister removes ss if it is still the device's current session.
+func (s *Server) unregister(ss *session) {
+	s.sessMu.Lock()
+	if s.byKey[ss.key] == ss {
+		delete(s.byKey, ss.key)
+	}
+	if cur := *s.byAddr.Load(); cur[ss.addr] == ss {
+		m := maps.Clone(cur)
+		delete(m, ss.addr)
+		s.byAddr.Store(&m)
+		s.pool.Release(ss.key, ss.addr)
+	}
+	s.sessMu.Unlock()
+}
+
+func (s *Server) sessions() []*session {
+	s.sessMu.Lock()
+	defer s.sessMu.Unlock()
+	out := make([]*session, 0, len(s.byKey))
+	for _, ss := range s.byKey {
+		out = append(out, ss)
+	}
+	return out
+}
+
+func (s *Server) closeAll(reason string) {
+	for _, ss := range s.sessions() {
+		ss.close(reason, nil)
+	}
+}
+
+// setGrant applies a reloaded policy to the live session and forgets flows
+// the new policy no longer allows.
+func (ss *session) setGrant(g *policy.Grant) {
+	ss.grant.Store(g)
+	pruned := ss.flows.Prune(func(f conntrack.Flow) bool {
+		return g.Allows(&packet.Info{Proto: f.Proto, Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort})
+	})
+	if pruned > 0 {
+		ss.log.Info("policy reloaded, flows no longer allowed dropped", "flows", pruned, "policies", g.Names)
+	}
+}
+
+// run starts the session's goroutines and returns when all have ended.
+func (ss *session) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); ss.routineReadStream() }()
+	go func() { defer wg.Done(); ss.routineWriteStream() }()
+	go func() { defer wg.Done(); ss.routineTimers(ctx) }()
+	wg.Wait()
+	for {
+		select {
+		case b := <-ss.queue:
+			ss.srv.tunBatches.put(b)
+		default:
+			return
+		}
+	}
+}
+
+// close ends the session once: it tells the device why (best effort),
+// closes the stream and unregisters. Safe to call from any goroutine.
+func (ss *session) close(reason string, err error) {
+	ss.closeOnce.Do(func() {
+		ss.reason.Store(&reason)
+		ss.srv.unregister(ss)
+		close(ss.done)
+		if reason != "peer-closed" && reason != "error" {
+			if msg, e := json.Marshal(tunnel.CloseMsg{Reason: reason}); e == nil {
+				_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = ss.w.WriteControl(tunnel.FrameClose, msg)
+			}
+		}
+		_ = ss.conn.Close()
+		attrs := []any{"reason", reason, "address", ss.addr.String(), "duration", time.Since(ss.since).Round(time.Second).String(),
+			"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load()}
+		if err != nil {
+			attrs = append(attrs, "error", err.Error())
+		}
+		ss.log.Info("session closed", attrs...)
+	})
+}
+
+// routineTimers sends keepalives, drops a silent device and ends the
+// session when the device certificate expires.
+func (ss *session) routineTimers(ctx context.Context) {
+	cfg := ss.srv.cfg.Load()
+	tick := time.NewTicker(cfg.Tunnel.Keepalive)
+	defer tick.Stop()
+	expiry := time.NewTimer(time.Until(ss.id.NotAfter))
+	defer expiry.Stop()
+	for {
+		select {
+		case <-ss.done:
+			return
+		case <-ctx.Done():
+			ss.close("shutdown", nil)
+			return
+		case <-expiry.C:
+			ss.close("expired", fmt.Errorf("certificate expired at %s", ss.id.NotAfter.Format(time.RFC3339)))
+			return
+		case now := <-tick.C:
+			if idle := now.Sub(time.Unix(0, ss.lastRecv.Load())); idle > cfg.Tunnel.Timeout {
+				ss.close("timeout", fmt.Errorf("nothing received for %s", idle.Round(time.Second)))
+				return
+			}
+			if err := ss.w.WriteControl(tunnel.FrameKeepalive, nil); err != nil {
+				ss.close("error", fmt.Errorf("send keepalive: %w", err))
+				return
+			}
+		}
+	}
+}
+
+// onControl handles control frames from the device.
+func (ss *session) onControl(typ byte, payload []byte) error {
+	switch typ {
+	case tunnel.FrameKeepalive:
+		return nil
+	case tunnel.FrameClose:
+		var m tunnel.CloseMsg
+		_ = json.Unmarshal(payload, &m)
+		return &peerClosed{m.Reason}
+	default:
+		return fmt.Errorf("unexpected control frame %#x from device", typ)
+	}
+}
+
+type peerClosed struct{ reason string }
+
+func (p *peerClosed) Error() string { return "device closed the session: " + p.reason }
+
+// status is one row of `sallyport server status`.
+func (ss *session) status() SessionStatus {
+	g := ss.grant.Load()
+	return SessionStatus{
+		Device: ss.id.Device, User: ss.id.User, Groups: ss.id.Groups, Issuer: ss.id.Issuer,
+		Serial: ss.id.Serial, Address: ss.addr.String(), Remote: ss.remote, Policies: g.Names,
+		Since: ss.since, BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
+		PacketsIn: ss.packetsIn.Load(), PacketsOut: ss.packetsOut.Load(), Flows: ss.flows.Len(),
+		CertNotAfter: ss.id.NotAfter,
+		Dropped: DropStatus{
+			Spoofed: ss.drops.spoofed.Load(), Policy: ss.drops.policy.Load(), NoFlow: ss.drops.noFlow.Load(),
+			QueueFull: ss.drops.queueFull.Load(), Malformed: ss.drops.malformed.Load(),
+		},
+	}
+}
