@@ -1,0 +1,475 @@
+// Package policy maps a device certificate's identity to the network access
+// it is granted: which destinations, protocols and ports its packets may
+// reach, and which routes and DNS settings are pushed to it.
+//
+// Policies come from the server config's [[policy]] tables. Compile checks
+// and compiles them once; Set.Lookup finds every policy whose match selects
+// an identity and returns their union as an immutable Grant, whose Allows
+// method is the per-packet filter (no allocation).
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/tunnel/packet"
+)
+
+// Match selects identities. Every key that is given must match (AND);
+// within a key, any one value matching any of the identity's values is
+// enough (OR). A key given with no values is an error, as is a Match with
+// no keys (write cn = ["*"] to select every device).
+//
+// cn, ou, o, user, san_dns, san_email, san_uri and issuer match a value
+// equal to them or, as path.Match globs ("*" does not cross "/", "\"
+// escapes), matching them; san_dns and san_email compare case
+// insensitively. issuer matches the issuer's full distinguished name as
+// printed by Go ("CN=Sallyport CA,O=Acme") or just its CN value.
+// fingerprint (SHA-256 of the certificate) and serial are compared exactly
+// after normalisation, so any common spelling works (colons, case, 0x, d:
+// for decimal serials; see pki.NormalizeFingerprint and pki.ParseSerial).
+type Match struct {
+	CN          []string `toml:"cn"`
+	OU          []string `toml:"ou"`
+	O           []string `toml:"o"`
+	User        []string `toml:"user"`
+	SANDNS      []string `toml:"san_dns"`
+	SANEmail    []string `toml:"san_email"`
+	SANURI      []string `toml:"san_uri"`
+	Issuer      []string `toml:"issuer"`
+	Fingerprint []string `toml:"fingerprint"`
+	Serial      []string `toml:"serial"`
+}
+
+// Policy is one [[policy]] table of the server config.
+type Policy struct {
+	Name  string   `toml:"name"`  // unique, non-empty; shown in logs and status
+	Match Match    `toml:"match"` // which devices it applies to
+	Allow []string `toml:"allow"` // see ParseAllow
+	// Routes pushed to the device (CIDR or bare address). When the key is
+	// absent (nil) they default to the allow rules' prefixes; an explicit
+	// empty list pushes none.
+	Routes []string `toml:"routes"`
+	// DNS entries: IP addresses are resolvers, anything else a search domain.
+	DNS []string `toml:"dns"`
+}
+
+// Grant is the union of the policies matching one identity. Grants are
+// shared and immutable: do not modify the slices.
+type Grant struct {
+	Names         []string       // matching policy names, in config order
+	Allow         []string       // canonical allow rules (Rule.String), deduplicated
+	Routes        []netip.Prefix // routes to push, masked, deduplicated
+	DNS           []netip.Addr   // resolvers to push, deduplicated
+	SearchDomains []string       // search domains, lowercase, deduplicated
+	filter        filter
+}
+
+// Allows reports whether a packet from the device to p.Dst with p's
+// protocol and destination port is permitted. ICMP rules match ICMP for
+// IPv4 and ICMPv6 for IPv6 destinations. A non-first fragment (no ports) is
+// allowed only by a rule covering all ports of its protocol. A nil Grant
+// allows nothing. Allows does not allocate.
+func (g *Grant) Allows(p *packet.Info) bool {
+	return g != nil && g.filter.allows(p)
+}
+
+// Equal reports whether g and o grant the same access, routes and DNS
+// (policy names included).
+func (g *Grant) Equal(o *Grant) bool {
+	if g == nil || o == nil {
+		return g == o
+	}
+	return slices.Equal(g.Names, o.Names) && slices.Equal(g.Allow, o.Allow) &&
+		slices.Equal(g.Routes, o.Routes) && slices.Equal(g.DNS, o.DNS) &&
+		slices.Equal(g.SearchDomains, o.SearchDomains)
+}
+
+type compiled struct {
+	name   string
+	match  matcher
+	rules  []Rule
+	routes []netip.Prefix
+	dns    []netip.Addr
+	search []string
+}
+
+// Set is a compiled list of policies. It is safe for concurrent use.
+type Set struct {
+	policies []compiled
+
+	mu    sync.Mutex
+	cache map[string]*Grant // key: indices of the matching policies
+}
+
+// maxCached bounds the number of distinct policy combinations cached.
+const maxCached = 4096
+
+// Compile validates ps and compiles them into a Set. Errors name the
+// policy and the offending entry.
+func Compile(ps []Policy) (*Set, error) {
+	s := &Set{cache: map[string]*Grant{}}
+	seen := map[string]bool{}
+	for i, p := range ps {
+		name := strings.TrimSpace(p.Name)
+		if name == "" {
+			return nil, fmt.Errorf("policy #%d: name is empty", i+1)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("policy %q: duplicate name", name)
+		}
+		seen[name] = true
+		c, err := compile(name, p)
+		if err != nil {
+			return nil, fmt.Errorf("policy %q: %w", name, err)
+		}
+		s.policies = append(s.policies, c)
+	}
+	return s, nil
+}
+
+func compile(name string, p Policy) (compiled, error) {
+	c := compiled{name: name}
+	var err error
+	if c.match, err = compileMatch(p.Match); err != nil {
+		return c, err
+	}
+	var defRoutes []netip.Prefix
+	for _, a := range p.Allow {
+		rs, err := ParseAllow(a)
+		if err != nil {
+			return c, fmt.Errorf("allow %q: %w", a, err)
+		}
+		for _, r := range rs {
+			c.rules = append(c.rules, r)
+			defRoutes = appendUnique(defRoutes, r.Prefix)
+		}
+	}
+	if p.Routes == nil {
+		c.routes = defRoutes
+	}
+	for _, r := range p.Routes {
+		pfx, err := parsePrefix(strings.TrimSpace(r), false)
+		if err != nil {
+			return c, fmt.Errorf("routes %q: %w", r, err)
+		}
+		c.routes = appendUnique(c.routes, pfx[0])
+	}
+	for _, d := range p.DNS {
+		d = strings.TrimSpace(d)
+		if a, err := netip.ParseAddr(d); err == nil {
+			if a.Zone() != "" {
+				return c, fmt.Errorf("dns %q: zoned address not supported", d)
+			}
+			c.dns = appendUnique(c.dns, a.Unmap())
+			continue
+		}
+		dom, err := normalizeDomain(d)
+		if err != nil {
+			return c, fmt.Errorf("dns %q: %w", d, err)
+		}
+		c.search = appendUnique(c.search, dom)
+	}
+	return c, nil
+}
+
+func appendUnique[T comparable](s []T, v T) []T {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+// normalizeDomain checks a search domain (letters, digits, '-', '_'; labels
+// of 1-63 bytes; at most 253 bytes; last label not numeric) and lowercases
+// it, dropping one trailing dot.
+func normalizeDomain(s string) (string, error) {
+	d := strings.ToLower(strings.TrimSuffix(s, "."))
+	if d == "" {
+		return "", errors.New("neither an IP address nor a domain name")
+	}
+	if len(d) > 253 {
+		return "", errors.New("domain name longer than 253 bytes")
+	}
+	labels := strings.Split(d, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return "", errors.New("neither an IP address nor a domain name (bad label length)")
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return "", fmt.Errorf("domain label %q starts or ends with '-'", l)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", fmt.Errorf("neither an IP address nor a domain name (character %q)", c)
+			}
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "", errors.New("not a valid IP address, and a domain cannot end in a numeric label")
+	}
+	return d, nil
+}
+
+// Names returns the policy names in config order.
+func (s *Set) Names() []string {
+	out := make([]string, len(s.policies))
+	for i := range s.policies {
+		out[i] = s.policies[i].name
+	}
+	return out
+}
+
+// Lookup returns the union Grant of every policy matching id, or nil when
+// none does. Identities matching the same policies share one Grant.
+func (s *Set) Lookup(id pki.Identity) *Grant {
+	if s == nil {
+		return nil
+	}
+	v := newIDView(&id)
+	var key []byte
+	for i := range s.policies {
+		if s.policies[i].match.matches(&v) {
+			key = append(key, byte(i), byte(i>>8), byte(i>>16))
+		}
+	}
+	if key == nil {
+		return nil
+	}
+	s.mu.Lock()
+	g := s.cache[string(key)]
+	s.mu.Unlock()
+	if g != nil {
+		return g
+	}
+	g = &Grant{}
+	var rules []Rule
+	for i := 0; i < len(key); i += 3 {
+		c := &s.policies[int(key[i])|int(key[i+1])<<8|int(key[i+2])<<16]
+		g.Names = append(g.Names, c.name)
+		for _, r := range c.rules {
+			if !slices.Contains(rules, r) {
+				rules = append(rules, r)
+				g.Allow = append(g.Allow, r.String())
+			}
+		}
+		for _, r := range c.routes {
+			g.Routes = appendUnique(g.Routes, r)
+		}
+		for _, d := range c.dns {
+			g.DNS = appendUnique(g.DNS, d)
+		}
+		for _, d := range c.search {
+			g.SearchDomains = appendUnique(g.SearchDomains, d)
+		}
+	}
+	g.filter = buildFilter(rules)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.cache[string(key)]; old != nil {
+		return old
+	}
+	if len(s.cache) < maxCached {
+		s.cache[string(key)] = g
+	}
+	return g
+}
+
+// matcher is a compiled Match; nil slices are keys not given.
+type matcher struct {
+	cn, ou, o, user, dns, email, uri, issuer []string // globs
+	fingerprint, serial                      []string // canonical
+}
+
+func compileMatch(m Match) (matcher, error) {
+	var c matcher
+	var err error
+	any := false
+	glob := func(key string, vals []string, lower bool) []string {
+		if err != nil || vals == nil {
+			return nil
+		}
+		any = true
+		if len(vals) == 0 {
+			err = fmt.Errorf("match.%s has no values", key)
+			return nil
+		}
+		out := make([]string, 0, len(vals))
+		for _, v := range vals {
+			if lower {
+				v = strings.TrimSuffix(strings.ToLower(v), ".")
+			}
+			if v == "" {
+				err = fmt.Errorf("match.%s: empty pattern", key)
+				return nil
+			}
+			if _, e := path.Match(v, ""); e != nil {
+				err = fmt.Errorf("match.%s %q: bad glob: %w", key, v, e)
+				return nil
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	c.cn = glob("cn", m.CN, false)
+	c.ou = glob("ou", m.OU, false)
+	c.o = glob("o", m.O, false)
+	c.user = glob("user", m.User, false)
+	c.dns = glob("san_dns", m.SANDNS, true)
+	c.email = glob("san_email", m.SANEmail, true)
+	c.uri = glob("san_uri", m.SANURI, false)
+	c.issuer = glob("issuer", m.Issuer, false)
+	if err != nil {
+		return c, err
+	}
+	norm := func(key string, vals []string, f func(string) (string, error)) []string {
+		if err != nil || vals == nil {
+			return nil
+		}
+		any = true
+		if len(vals) == 0 {
+			err = fmt.Errorf("match.%s has no values", key)
+			return nil
+		}
+		out := make([]string, 0, len(vals))
+		for _, v := range vals {
+			n, e := f(v)
+			if e != nil {
+				err = fmt.Errorf("match.%s %q: %w", key, v, e)
+				return nil
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	c.fingerprint = norm("fingerprint", m.Fingerprint, pki.NormalizeFingerprint)
+	c.serial = norm("serial", m.Serial, func(s string) (string, error) {
+		n, err := pki.ParseSerial(s)
+		if err != nil {
+			return "", err
+		}
+		return pki.FormatSerial(n), nil
+	})
+	if err != nil {
+		return c, err
+	}
+	if !any {
+		return c, errors.New(`match selects nothing: give at least one key (cn = ["*"] selects every device)`)
+	}
+	return c, nil
+}
+
+// idView is an identity with the derived values matching needs.
+type idView struct {
+	id          *pki.Identity
+	user        []string
+	dns, emails []string
+	issuer      []string // full DN and, if present, its CN value
+	fingerprint []string
+	serial      []string
+}
+
+func newIDView(id *pki.Identity) idView {
+	v := idView{id: id}
+	if id.User != "" {
+		v.user = []string{id.User}
+	}
+	for _, d := range id.DNSNames {
+		v.dns = append(v.dns, strings.TrimSuffix(strings.ToLower(d), "."))
+	}
+	for _, e := range id.Emails {
+		v.emails = append(v.emails, strings.ToLower(e))
+	}
+	if id.Issuer != "" {
+		v.issuer = []string{id.Issuer}
+		if cn, ok := dnCN(id.Issuer); ok {
+			v.issuer = append(v.issuer, cn)
+		}
+	}
+	if id.Fingerprint != "" {
+		v.fingerprint = []string{strings.ToLower(id.Fingerprint)}
+	}
+	if id.Serial != "" {
+		v.serial = []string{strings.ToLower(id.Serial)}
+	}
+	return v
+}
+
+// dnCN extracts the CN value from an RFC 4514 string as printed by
+// pkix.Name.String (attributes separated by unescaped ',' or '+').
+func dnCN(dn string) (string, bool) {
+	var val strings.Builder
+	start := true
+	inCN := false
+	for i := 0; i < len(dn); i++ {
+		c := dn[i]
+		if start {
+			if strings.HasPrefix(dn[i:], "CN=") {
+				inCN = true
+				i += 2
+			}
+			start = false
+			continue
+		}
+		switch {
+		case c == '\\' && i+1 < len(dn):
+			i++
+			if inCN {
+				val.WriteByte(dn[i])
+			}
+		case c == ',' || c == '+':
+			if inCN {
+				return val.String(), true
+			}
+			start = true
+		default:
+			if inCN {
+				val.WriteByte(c)
+			}
+		}
+	}
+	return val.String(), inCN
+}
+
+func anyGlob(patterns, vals []string) bool {
+	for _, p := range patterns {
+		for _, v := range vals {
+			if p == v {
+				return true
+			}
+			if ok, _ := path.Match(p, v); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func anyEqual(want, vals []string) bool {
+	for _, w := range want {
+		if slices.Contains(vals, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *matcher) matches(v *idView) bool {
+	return (m.cn == nil || anyGlob(m.cn, []string{v.id.Device})) &&
+		(m.ou == nil || anyGlob(m.ou, v.id.Groups)) &&
+		(m.o == nil || anyGlob(m.o, v.id.Orgs)) &&
+		(m.user == nil || anyGlob(m.user, v.user)) &&
+		(m.dns == nil || anyGlob(m.dns, v.dns)) &&
+		(m.email == nil || anyGlob(m.email, v.emails)) &&
+		(m.uri == nil || anyGlob(m.uri, v.id.URIs)) &&
+		(m.issuer == nil || anyGlob(m.issuer, v.issuer)) &&
+		(m.fingerprint == nil || anyEqual(m.fingerprint, v.fingerprint)) &&
+		(m.serial == nil || anyEqual(m.serial, v.serial))
+}
