@@ -1,0 +1,785 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Default lifetimes in days.
+const (
+	DefaultRootDays         = 3650
+	DefaultIntermediateDays = 1825
+	DefaultDeviceDays       = 365
+	DefaultServerDays       = 825
+	DefaultCRLDays          = 30
+)
+
+// backdate is how far before "now" new certificates start, for clock skew.
+const backdate = 5 * time.Minute
+
+// ErrNoCA means the directory holds no initialised PKI.
+var ErrNoCA = errors.New("no CA here (run: sallyport pki init)")
+
+// PKI is a certificate authority kept in a directory (see the package
+// documentation for the layout). Methods that change state hold the
+// directory's lock.
+type PKI struct {
+	Dir string
+	Now func() time.Time // clock; nil means time.Now
+}
+
+// New returns the PKI kept in dir.
+func New(dir string) *PKI { return &PKI{Dir: dir} }
+
+func (p *PKI) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// Path returns the path of a file inside the PKI directory.
+func (p *PKI) Path(elem ...string) string {
+	return filepath.Join(append([]string{p.Dir}, elem...)...)
+}
+
+// DeviceCertPath and friends name the per-certificate files.
+func (p *PKI) DeviceCertPath(name string) string { return p.Path("devices", name+".crt") }
+
+// DeviceKeyPath is the device key written by "issue".
+func (p *PKI) DeviceKeyPath(name string) string { return p.Path("devices", name+".key") }
+
+// ServerCertPath is the gateway certificate chain.
+func (p *PKI) ServerCertPath(name string) string { return p.Path("servers", name+".crt") }
+
+// ServerKeyPath is the gateway key.
+func (p *PKI) ServerKeyPath(name string) string { return p.Path("servers", name+".key") }
+
+func (p *PKI) lock(exclusive bool) (func(), error) {
+	return lockFile(p.Path(".lock"), exclusive)
+}
+
+// Initialized reports whether the directory holds a root CA.
+func (p *PKI) Initialized() bool {
+	_, err := os.Stat(p.Path("root.crt"))
+	return err == nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+
+// ValidName checks a device or server name, which is also a file name.
+func ValidName(kind, name string) error {
+	if !nameRE.MatchString(name) || strings.Contains(name, "..") {
+		return fmt.Errorf("invalid %s name %q: use 1-64 letters, digits, '.', '_', '-', '@', starting with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+// InitOptions configures Init.
+type InitOptions struct {
+	Name         string  // root CN; default "sallyport Device CA"
+	Org          string  // optional subject O
+	Key          KeyType // CA key algorithm
+	Intermediate bool    // also make an issuing intermediate
+	Days         int     // root lifetime; default DefaultRootDays
+}
+
+// Init creates the root CA (and intermediate), an empty index and CRL. It
+// refuses to touch a directory that already holds a CA.
+func (p *PKI) Init(o InitOptions) error {
+	for _, f := range []string{"root.crt", "root.key", "ca.crt", "intermediate.key", "index.json"} {
+		if _, err := os.Stat(p.Path(f)); err == nil {
+			return fmt.Errorf("a CA already exists in %s (%s); refusing to overwrite it: use another --dir or remove the old one first", p.Dir, f)
+		}
+	}
+	if o.Name == "" {
+		o.Name = "sallyport Device CA"
+	}
+	if o.Days <= 0 {
+		o.Days = DefaultRootDays
+	}
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := os.Chmod(p.Dir, 0o700); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	for _, sub := range []string{"devices", "servers"} {
+		if err := os.MkdirAll(p.Path(sub), 0o700); err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+	}
+	unlock, err := p.lock(true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	now := p.now()
+	rootKey, err := GenerateKey(o.Key)
+	if err != nil {
+		return fmt.Errorf("init: root key: %w", err)
+	}
+	serial, err := NewSerial(nil)
+	if err != nil {
+		return err
+	}
+	subj := pkix.Name{CommonName: o.Name}
+	if o.Org != "" {
+		subj.Organization = []string{o.Org}
+	}
+	root := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subj,
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.AddDate(0, 0, o.Days),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		MaxPathLenZero:        !o.Intermediate,
+	}
+	if o.Intermediate {
+		root.MaxPathLen = 1
+	}
+	rootCert, err := createCert(root, root, rootKey.Public(), rootKey)
+	if err != nil {
+		return fmt.Errorf("init: root certificate: %w", err)
+	}
+	if err := writeKey(p.Path("root.key"), rootKey); err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(p.Path("root.crt"), encodeCert(rootCert), 0o644); err != nil {
+		return err
+	}
+	bundle := encodeCert(rootCert)
+	ix := &Index{Version: 1}
+	iss := &issuer{cert: rootCert, key: rootKey}
+	if o.Intermediate {
+		ikey, err := GenerateKey(o.Key)
+		if err != nil {
+			return fmt.Errorf("init: intermediate key: %w", err)
+		}
+		serial, err := NewSerial(nil)
+		if err != nil {
+			return err
+		}
+		isubj := subj
+		isubj.CommonName = o.Name + " Issuing CA"
+		na := now.AddDate(0, 0, DefaultIntermediateDays)
+		if na.After(rootCert.NotAfter) {
+			na = rootCert.NotAfter
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber:          serial,
+			Subject:               isubj,
+			NotBefore:             now.Add(-backdate),
+			NotAfter:              na,
+			IsCA:                  true,
+			BasicConstraintsValid: true,
+			MaxPathLenZero:        true,
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		}
+		icert, err := createCert(tmpl, rootCert, ikey.Public(), rootKey)
+		if err != nil {
+			return fmt.Errorf("init: intermediate certificate: %w", err)
+		}
+		if err := writeKey(p.Path("intermediate.key"), ikey); err != nil {
+			return err
+		}
+		if err := WriteFileAtomic(p.Path("intermediate.crt"), encodeCert(icert), 0o644); err != nil {
+			return err
+		}
+		bundle = append(bundle, encodeCert(icert)...)
+		ix.Certs = append(ix.Certs, recordOf(icert, KindIntermediate, now, false))
+		iss = &issuer{cert: icert, key: ikey, chain: []*x509.Certificate{icert}}
+	}
+	if err := WriteFileAtomic(p.Path("ca.crt"), bundle, 0o644); err != nil {
+		return err
+	}
+	if _, err := p.writeCRL(ix, iss, DefaultCRLDays); err != nil {
+		return err
+	}
+	return writeIndex(p.Path("index.json"), ix)
+}
+
+func writeKey(path string, key crypto.Signer) error {
+	data, err := EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+func createCert(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// issuer is the CA that signs leaves and CRLs: the intermediate if there is
+// one, else the root. chain is what leaf files carry after the leaf.
+type issuer struct {
+	cert  *x509.Certificate
+	key   crypto.Signer
+	chain []*x509.Certificate
+}
+
+// IssuerPaths returns the certificate and key files of the issuing CA.
+func (p *PKI) IssuerPaths() (certPath, keyPath string) {
+	if _, err := os.Stat(p.Path("intermediate.crt")); err == nil {
+		return p.Path("intermediate.crt"), p.Path("intermediate.key")
+	}
+	return p.Path("root.crt"), p.Path("root.key")
+}
+
+// IssuerCert loads the issuing CA's certificate (no key).
+func (p *PKI) IssuerCert() (*x509.Certificate, error) {
+	if !p.Initialized() {
+		return nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
+	}
+	cp, _ := p.IssuerPaths()
+	certs, err := LoadCertificates(cp)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+func (p *PKI) loadIssuer() (*issuer, error) {
+	cert, err := p.IssuerCert()
+	if err != nil {
+		return nil, err
+	}
+	_, kp := p.IssuerPaths()
+	if err := CheckKeyPerm(kp); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(kp)
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
+	key, err := ParseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("CA key %s: %w", kp, err)
+	}
+	if !publicKeyEqual(key.Public(), cert.PublicKey) {
+		return nil, fmt.Errorf("CA key %s does not match its certificate", kp)
+	}
+	iss := &issuer{cert: cert, key: key}
+	if cert.CheckSignatureFrom(cert) != nil { // not self-signed: an intermediate
+		iss.chain = []*x509.Certificate{cert}
+	}
+	return iss, nil
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	ae, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ae.Equal(b)
+}
+
+// Roots returns the root certificate(s) and the intermediates of this PKI.
+func (p *PKI) Roots() (roots, intermediates []*x509.Certificate, err error) {
+	if !p.Initialized() {
+		return nil, nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
+	}
+	roots, err = LoadCertificates(p.Path("root.crt"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := os.Stat(p.Path("intermediate.crt")); err == nil {
+		intermediates, err = LoadCertificates(p.Path("intermediate.crt"))
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return roots, intermediates, nil
+}
+
+// IssueOptions configures the certificates Issue, IssueServer and SignCSR make.
+type IssueOptions struct {
+	Name      string   // device name (CN) or server name
+	User      string   // device user (subject UID)
+	Groups    []string // device groups (subject OUs)
+	DNSNames  []string // server: extra DNS SANs (Name is always one)
+	IPs       []net.IP // server: IP SANs
+	Key       KeyType  // new key's type
+	Days      int      // lifetime in days (clamped to the issuer's)
+	NotBefore time.Time
+	NotAfter  time.Time // exact end; error if past the issuer's
+}
+
+// Issued describes a newly issued certificate.
+type Issued struct {
+	Record   Record
+	Cert     *x509.Certificate
+	CertPath string
+	KeyPath  string   // "" when signed from a CSR
+	Warnings []string // e.g. lifetime clamped to the issuer's
+}
+
+func (p *PKI) validity(o IssueOptions, defDays int, iss *x509.Certificate) (nb, na time.Time, warn string, err error) {
+	now := p.now()
+	nb = now.Add(-backdate)
+	if !o.NotBefore.IsZero() {
+		nb = o.NotBefore
+	}
+	switch {
+	case !o.NotAfter.IsZero():
+		na = o.NotAfter
+		if na.After(iss.NotAfter) {
+			return nb, na, "", fmt.Errorf("not-after %s is past the issuing CA's own expiry %s", na.Format(time.RFC3339), iss.NotAfter.Format(time.RFC3339))
+		}
+	default:
+		days := o.Days
+		if days <= 0 {
+			days = defDays
+		}
+		start := now
+		if !o.NotBefore.IsZero() {
+			start = o.NotBefore
+		}
+		na = start.AddDate(0, 0, days)
+		if na.After(iss.NotAfter) {
+			na = iss.NotAfter
+			warn = fmt.Sprintf("validity shortened to the issuing CA's expiry %s", na.Format(time.RFC3339))
+		}
+	}
+	if !na.After(nb) {
+		return nb, na, "", fmt.Errorf("not-after %s is not after not-before %s", na.Format(time.RFC3339), nb.Format(time.RFC3339))
+	}
+	return nb, na, warn, nil
+}
+
+// IssueDevice makes a device key and certificate (clientAuth only).
+func (p *PKI) IssueDevice(o IssueOptions) (*Issued, error) {
+	return p.issue(KindDevice, o, nil)
+}
+
+// IssueServer makes a gateway key and certificate (serverAuth, DNS/IP SANs).
+func (p *PKI) IssueServer(o IssueOptions) (*Issued, error) {
+	return p.issue(KindServer, o, nil)
+}
+
+// SignCSR issues a device certificate for the public key of a PEM CSR. Only
+// the CSR's key and (unless o.Name is set) its CN are used: every extension,
+// SAN or other subject field it asks for is ignored; the signer decides.
+func (p *PKI) SignCSR(csrPEM []byte, o IssueOptions) (*Issued, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
+		return nil, errors.New(`sign: no PEM "CERTIFICATE REQUEST" block found`)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("sign: parse CSR: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("sign: CSR signature invalid: %w", err)
+	}
+	if o.Name == "" {
+		o.Name = csr.Subject.CommonName
+	}
+	return p.issue(KindDevice, o, csr)
+}
+
+func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (*Issued, error) {
+	if err := ValidName(kind, o.Name); err != nil {
+		return nil, err
+	}
+	for _, g := range o.Groups {
+		if strings.TrimSpace(g) == "" {
+			return nil, errors.New("empty group name")
+		}
+	}
+	unlock, err := p.lock(true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	iss, err := p.loadIssuer()
+	if err != nil {
+		return nil, err
+	}
+	ix, err := readIndex(p.Path("index.json"))
+	if err != nil {
+		return nil, err
+	}
+	now := p.now()
+	for _, r := range ix.Certs {
+		if r.Kind == kind && r.Name == o.Name && !r.Revoked() && now.Before(r.NotAfter) {
+			return nil, fmt.Errorf("%s %q already has a valid certificate (serial %s); revoke it first: sallyport pki revoke %s", kind, o.Name, r.Serial, r.Serial)
+		}
+	}
+	defDays := DefaultDeviceDays
+	if kind == KindServer {
+		defDays = DefaultServerDays
+	}
+	nb, na, warn, err := p.validity(o, defDays, iss.cert)
+	if err != nil {
+		return nil, err
+	}
+	var serial = newSerialNotIn(ix)
+	if serial == nil {
+		return nil, errors.New("could not draw an unused serial")
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             nb,
+		NotAfter:              na,
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+	}
+	switch kind {
+	case KindDevice:
+		tmpl.Subject = pkix.Name{CommonName: o.Name, OrganizationalUnit: o.Groups}
+		if o.User != "" {
+			tmpl.Subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: OIDUserID, Value: o.User}}
+		}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	case KindServer:
+		tmpl.Subject = pkix.Name{CommonName: o.Name}
+		if net.ParseIP(o.Name) == nil {
+			tmpl.DNSNames = append(tmpl.DNSNames, o.Name)
+		} else {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(o.Name))
+		}
+		for _, d := range o.DNSNames {
+			if !slices.Contains(tmpl.DNSNames, d) {
+				tmpl.DNSNames = append(tmpl.DNSNames, d)
+			}
+		}
+		tmpl.IPAddresses = append(tmpl.IPAddresses, o.IPs...)
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	var pub crypto.PublicKey
+	var key crypto.Signer
+	if csr != nil {
+		pub = csr.PublicKey
+	} else {
+		key, err = GenerateKey(o.Key)
+		if err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
+		pub = key.Public()
+	}
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	if err := checkPublicKey(pub); err != nil {
+		return nil, err
+	}
+	cert, err := createCert(tmpl, iss.cert, pub, iss.key)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate: %w", err)
+	}
+	out := &Issued{Cert: cert}
+	if warn != "" {
+		out.Warnings = append(out.Warnings, warn)
+	}
+	sub := "devices"
+	if kind == KindServer {
+		sub = "servers"
+	}
+	if err := os.MkdirAll(p.Path(sub), 0o700); err != nil {
+		return nil, err
+	}
+	out.CertPath = p.Path(sub, o.Name+".crt")
+	if key != nil {
+		out.KeyPath = p.Path(sub, o.Name+".key")
+		if err := writeKey(out.KeyPath, key); err != nil {
+			return nil, err
+		}
+	}
+	chain := encodeCert(cert)
+	for _, c := range iss.chain {
+		chain = append(chain, encodeCert(c)...)
+	}
+	if err := WriteFileAtomic(out.CertPath, chain, 0o644); err != nil {
+		return nil, err
+	}
+	out.Record = recordOf(cert, kind, now, csr != nil)
+	ix.Certs = append(ix.Certs, out.Record)
+	if err := writeIndex(p.Path("index.json"), ix); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func checkPublicKey(pub crypto.PublicKey) error {
+	if k, ok := pub.(*rsa.PublicKey); ok && k.N.BitLen() < 2048 {
+		return fmt.Errorf("RSA key of %d bits is too weak (want at least 2048)", k.N.BitLen())
+	}
+	return nil
+}
+
+func newSerialNotIn(ix *Index) *big.Int {
+	for range 10 {
+		s, err := NewSerial(nil)
+		if err != nil {
+			return nil
+		}
+		if ix.find(FormatSerial(s)) == nil {
+			return s
+		}
+	}
+	return nil
+}
+
+func recordOf(c *x509.Certificate, kind string, now time.Time, fromCSR bool) Record {
+	id := IdentityOf(c)
+	return Record{
+		Serial: id.Serial, Kind: kind, Name: id.Device, User: id.User, Groups: id.Groups,
+		Issuer: id.Issuer, Fingerprint: id.Fingerprint, NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
+		IssuedAt: now.UTC(), FromCSR: fromCSR,
+	}
+}
+
+// MakeCSR creates a device key (never leaving this machine) and a CSR for it
+// in dir: dir/devices/NAME.key (0600) and dir/devices/NAME.csr. It refuses to
+// overwrite an existing key.
+func MakeCSR(dir, name string, kt KeyType) (csrPath, keyPath string, err error) {
+	if err := ValidName("device", name); err != nil {
+		return "", "", err
+	}
+	sub := filepath.Join(dir, "devices")
+	if err := os.MkdirAll(sub, 0o700); err != nil {
+		return "", "", fmt.Errorf("csr: %w", err)
+	}
+	keyPath = filepath.Join(sub, name+".key")
+	csrPath = filepath.Join(sub, name+".csr")
+	if _, err := os.Stat(keyPath); err == nil {
+		return "", "", fmt.Errorf("csr: key %s already exists; refusing to overwrite it", keyPath)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", "", fmt.Errorf("csr: %w", err)
+	}
+	key, err := GenerateKey(kt)
+	if err != nil {
+		return "", "", fmt.Errorf("csr: generate key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
+	if err != nil {
+		return "", "", fmt.Errorf("csr: %w", err)
+	}
+	if err := writeKey(keyPath, key); err != nil {
+		return "", "", err
+	}
+	if err := WriteFileAtomic(csrPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return csrPath, keyPath, nil
+}
+
+// List returns the index records in issue order.
+func (p *PKI) List() ([]Record, error) {
+	if !p.Initialized() {
+		return nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
+	}
+	unlock, err := p.lock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ix, err := readIndex(p.Path("index.json"))
+	if err != nil {
+		return nil, err
+	}
+	return ix.Certs, nil
+}
+
+// RevokeResult is what Revoke did to one certificate.
+type RevokeResult struct {
+	Record  Record
+	Already bool // it had been revoked before (nothing changed)
+}
+
+// Revoke marks certificates revoked in the index and rewrites the CRL. The
+// target is either a serial (any spelling ParseSerial accepts, or plain
+// decimal, resolved against the index) or, when serial is "", every
+// unrevoked certificate of device. Revoking again is not an error.
+func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult, error) {
+	if (serial == "") == (device == "") {
+		return nil, errors.New("revoke: give exactly one of a serial or a device name")
+	}
+	if reason == "" {
+		reason = "unspecified"
+	}
+	code, err := ParseReason(reason)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := p.lock(true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	iss, err := p.loadIssuer()
+	if err != nil {
+		return nil, err
+	}
+	ix, err := readIndex(p.Path("index.json"))
+	if err != nil {
+		return nil, err
+	}
+	var targets []*Record
+	if serial != "" {
+		r, err := resolveSerial(ix, serial)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, r)
+	} else {
+		for i := range ix.Certs {
+			if r := &ix.Certs[i]; r.Kind == KindDevice && r.Name == device {
+				targets = append(targets, r)
+			}
+		}
+		if len(targets) == 0 {
+			return nil, fmt.Errorf("revoke: no certificate for device %q in %s", device, p.Dir)
+		}
+	}
+	now := p.now().UTC()
+	var res []RevokeResult
+	for _, r := range targets {
+		if r.Issuer != iss.cert.Subject.String() {
+			return nil, fmt.Errorf("revoke: serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
+		}
+		if r.Revoked() {
+			res = append(res, RevokeResult{Record: *r, Already: true})
+			continue
+		}
+		r.RevokedAt = now
+		r.Reason = ReasonString(code)
+		res = append(res, RevokeResult{Record: *r})
+	}
+	if err := writeIndex(p.Path("index.json"), ix); err != nil {
+		return nil, err
+	}
+	if _, err := p.writeCRL(ix, iss, crlDays); err != nil {
+		return nil, fmt.Errorf("revocation recorded, but the CRL was not rewritten (run: sallyport pki crl): %w", err)
+	}
+	return res, writeIndex(p.Path("index.json"), ix)
+}
+
+// resolveSerial finds the record a user-typed serial names. Digits alone are
+// tried both as hex (canonical) and as decimal.
+func resolveSerial(ix *Index, s string) (*Record, error) {
+	var hexRec, decRec *Record
+	n, herr := ParseSerial(s)
+	if herr == nil {
+		hexRec = ix.find(FormatSerial(n))
+	}
+	t := strings.TrimSpace(s)
+	if t != "" && strings.Trim(t, "0123456789") == "" {
+		if d, err := ParseSerial("d:" + t); err == nil {
+			decRec = ix.find(FormatSerial(d))
+		}
+	}
+	switch {
+	case hexRec != nil && decRec != nil && hexRec != decRec:
+		return nil, fmt.Errorf("serial %q is ambiguous: hex %s and decimal both name certificates; write it as 0x%s or d:%s", s, hexRec.Serial, hexRec.Serial, t)
+	case hexRec != nil:
+		return hexRec, nil
+	case decRec != nil:
+		return decRec, nil
+	case herr != nil && decRec == nil:
+		return nil, fmt.Errorf("revoke: %w", herr)
+	}
+	return nil, fmt.Errorf("revoke: serial %q is not in this PKI's index (see: sallyport pki list)", s)
+}
+
+// WriteCRL re-signs the CRL with every revocation in the index, a new CRL
+// number and nextUpdate days from now (default DefaultCRLDays).
+func (p *PKI) WriteCRL(days int) (*x509.RevocationList, error) {
+	unlock, err := p.lock(true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	iss, err := p.loadIssuer()
+	if err != nil {
+		return nil, err
+	}
+	ix, err := readIndex(p.Path("index.json"))
+	if err != nil {
+		return nil, err
+	}
+	crl, err := p.writeCRL(ix, iss, days)
+	if err != nil {
+		return nil, err
+	}
+	return crl, writeIndex(p.Path("index.json"), ix)
+}
+
+// writeCRL signs and writes crl.pem, advancing ix.CRLNumber (the caller
+// writes the index).
+func (p *PKI) writeCRL(ix *Index, iss *issuer, days int) (*x509.RevocationList, error) {
+	if days <= 0 {
+		days = DefaultCRLDays
+	}
+	num := ix.CRLNumber + 1
+	// Never go backwards, even if the index was restored from a backup.
+	if data, err := os.ReadFile(p.Path("crl.pem")); err == nil {
+		if b, _ := pem.Decode(data); b != nil {
+			if old, err := x509.ParseRevocationList(b.Bytes); err == nil && old.Number != nil && old.Number.IsInt64() && old.Number.Int64() >= num {
+				num = old.Number.Int64() + 1
+			}
+		}
+	}
+	now := p.now()
+	tmpl := &x509.RevocationList{
+		Number:     bigInt(num),
+		ThisUpdate: now.Add(-backdate),
+		NextUpdate: now.AddDate(0, 0, days),
+	}
+	issName := iss.cert.Subject.String()
+	for _, r := range ix.Certs {
+		if !r.Revoked() || r.Issuer != issName {
+			continue
+		}
+		n, err := ParseSerial(r.Serial)
+		if err != nil {
+			return nil, fmt.Errorf("index: bad serial %q: %w", r.Serial, err)
+		}
+		code, _ := ParseReason(r.Reason)
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: code,
+		})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, iss.cert, iss.key)
+	if err != nil {
+		return nil, fmt.Errorf("sign CRL: %w", err)
+	}
+	if err := WriteFileAtomic(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		return nil, err
+	}
+	ix.CRLNumber = num
+	return x509.ParseRevocationList(der)
+}
+
+// LoadRevocations loads crl.pem verified against the PKI's CA certificates.
+func (p *PKI) LoadRevocations() (*RevocationList, error) {
+	roots, inter, err := p.Roots()
+	if err != nil {
+		return nil, err
+	}
+	return LoadCRL(p.Path("crl.pem"), append(roots, inter...))
+}
+
+func bigInt(n int64) *big.Int { return big.NewInt(n) }

@@ -1,0 +1,152 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory (mode perm, fsynced) renamed over path, then fsyncs the
+// directory, so readers see either the old or the new content, never a mix.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: sync: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// KeyType names a key algorithm: KeyECDSA (P-256, the default), KeyEd25519
+// or KeyRSA3072.
+type KeyType string
+
+// Supported key types.
+const (
+	KeyECDSA   KeyType = "ecdsa"
+	KeyEd25519 KeyType = "ed25519"
+	KeyRSA3072 KeyType = "rsa3072"
+)
+
+// ParseKeyType accepts "ecdsa", "p256", "ecdsa-p256", "ed25519", "rsa3072",
+// "rsa" ("" means ecdsa).
+func ParseKeyType(s string) (KeyType, error) {
+	switch s {
+	case "", "ecdsa", "p256", "ecdsa-p256", "P-256", "p-256":
+		return KeyECDSA, nil
+	case "ed25519":
+		return KeyEd25519, nil
+	case "rsa3072", "rsa", "rsa-3072":
+		return KeyRSA3072, nil
+	}
+	return "", fmt.Errorf("unknown key type %q (want ecdsa, ed25519 or rsa3072)", s)
+}
+
+// GenerateKey makes a new private key of type t.
+func GenerateKey(t KeyType) (crypto.Signer, error) {
+	switch t {
+	case KeyECDSA, "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case KeyEd25519:
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
+	case KeyRSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	}
+	return nil, fmt.Errorf("unknown key type %q", t)
+}
+
+// EncodeKey returns the PEM PKCS#8 "PRIVATE KEY" encoding of key.
+func EncodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseKey parses a PEM private key (PKCS#8, or PKCS#1/SEC1 from other tools).
+func ParseKey(data []byte) (crypto.Signer, error) {
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, errors.New("no PEM private key found")
+		}
+		var k any
+		var err error
+		switch b.Type {
+		case "PRIVATE KEY":
+			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(b.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", b.Type, err)
+		}
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("key type %T cannot sign", k)
+		}
+		return s, nil
+	}
+}
+
+// CheckKeyPerm refuses a private key file that group or others may access,
+// like OpenSSH's unprotected key check.
+func CheckKeyPerm(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("CA key: %w", err)
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("CA key %s is accessible by group or others (mode %04o); refusing to sign with it. Fix with: chmod 600 %s", path, m, path)
+	}
+	return nil
+}
+
+func encodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}

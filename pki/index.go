@@ -1,0 +1,96 @@
+package pki
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// Kinds of certificate recorded in the index.
+const (
+	KindDevice       = "device"
+	KindServer       = "server"
+	KindIntermediate = "intermediate"
+)
+
+// Record is one issued certificate in index.json.
+type Record struct {
+	Serial      string    `json:"serial"` // FormatSerial
+	Kind        string    `json:"kind"`   // device, server, intermediate
+	Name        string    `json:"name"`   // device name or server name (CN)
+	User        string    `json:"user,omitempty"`
+	Groups      []string  `json:"groups,omitempty"`
+	Issuer      string    `json:"issuer"`
+	Fingerprint string    `json:"fingerprint"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	IssuedAt    time.Time `json:"issued_at"`
+	RevokedAt   time.Time `json:"revoked_at,omitzero"`
+	Reason      string    `json:"reason,omitempty"`   // revocation reason name
+	FromCSR     bool      `json:"from_csr,omitempty"` // signed from a CSR (no key here)
+}
+
+// Revoked reports whether the record has been revoked.
+func (r *Record) Revoked() bool { return !r.RevokedAt.IsZero() }
+
+// Status is "revoked", "expired", "not yet valid", "expires in Nd" (under 30
+// days left) or "valid" at time now.
+func (r *Record) Status(now time.Time) string {
+	switch {
+	case r.Revoked():
+		return "revoked"
+	case now.After(r.NotAfter):
+		return "expired"
+	case now.Before(r.NotBefore):
+		return "not yet valid"
+	case r.NotAfter.Sub(now) < 30*24*time.Hour:
+		return fmt.Sprintf("expires in %dd", int(r.NotAfter.Sub(now).Hours()/24))
+	}
+	return "valid"
+}
+
+// Index is the content of index.json.
+type Index struct {
+	Version   int      `json:"version"`
+	CRLNumber int64    `json:"crl_number"` // number of the last CRL written
+	Certs     []Record `json:"certs"`
+}
+
+func readIndex(path string) (*Index, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Index{Version: 1}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	var ix Index
+	if err := json.Unmarshal(data, &ix); err != nil {
+		return nil, fmt.Errorf("parse index %s: %w", path, err)
+	}
+	if ix.Version != 1 {
+		return nil, fmt.Errorf("index %s: unsupported version %d", path, ix.Version)
+	}
+	return &ix, nil
+}
+
+func writeIndex(path string, ix *Index) error {
+	data, err := json.MarshalIndent(ix, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+	return WriteFileAtomic(path, append(data, '\n'), 0o600)
+}
+
+// find returns the records whose serial equals serial.
+func (ix *Index) find(serial string) *Record {
+	for i := range ix.Certs {
+		if ix.Certs[i].Serial == serial {
+			return &ix.Certs[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package pki
+
+import (
+	"errors"
+	"fmt"
+)
+
+// lockFile is only implemented on Linux (flock(2)); elsewhere the PKI refuses
+// to run rather than risk a corrupt index.
+func lockFile(path string, exclusive bool) (func(), error) {
+	return nil, fmt.Errorf("lock %s: file locking: %w", path, errors.ErrUnsupported)
+}

@@ -1,0 +1,50 @@
+package pkicmd
+
+import (
+	"flag"
+	"io"
+
+	"github.com/sallyport/sallyport/pki"
+)
+
+func init() {
+	register(&command{
+		name:    "issue",
+		summary: "issue a device certificate and key",
+		usage:   "--device NAME [--user USER] [--group G]... [--days N | --not-before T --not-after T] [--key TYPE]",
+		help: `Issue a device certificate: CN = device name, one OU per --group, the user
+in the subject UID attribute, clientAuth EKU only, a random 128-bit serial,
+never valid past the issuing CA. Writes devices/NAME.crt (leaf +
+intermediate) and devices/NAME.key, and prints the serial and SHA-256
+fingerprint. Refuses while the device still has a valid certificate (revoke
+it first). --not-before/--not-after take exact RFC 3339 times (e.g. to make
+an already expired certificate for a test).`,
+		example: `  sallyport pki issue --device alice-laptop --user alice --group eng --group ops --days 180`,
+		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
+			device := fs.String("device", "", "device name, the certificate CN (required)")
+			user := fs.String("user", "", "user the device belongs to (subject UID)")
+			var groups listFlag
+			fs.Var(&groups, "group", "group (subject OU); repeatable or comma-separated")
+			issueFlags := addIssueFlags(fs, pki.DefaultDeviceDays)
+			return func(pos []string, stdout, stderr io.Writer) error {
+				if err := noArgs(pos); err != nil {
+					return err
+				}
+				if *device == "" {
+					return usagef("--device is required")
+				}
+				o, err := issueFlags()
+				if err != nil {
+					return err
+				}
+				o.Name, o.User, o.Groups = *device, *user, groups
+				is, err := pki.New(dirOf(fs)).IssueDevice(o)
+				if err != nil {
+					return err
+				}
+				printIssued(stdout, stderr, "device", is)
+				return nil
+			}
+		},
+	})
+}

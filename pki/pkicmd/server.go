@@ -1,0 +1,81 @@
+package pkicmd
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/sallyport/sallyport/pki"
+)
+
+func init() {
+	register(&command{
+		name:    "server",
+		summary: "issue the gateway's certificate (serverAuth, DNS/IP names)",
+		usage:   "--name HOST [--dns NAME]... [--ip ADDR]... [--days N] [--key TYPE]",
+		help: `Issue the gateway (server) certificate: CN and a DNS SAN for --name (an IP
+SAN when --name is an address), extra --dns and --ip SANs, serverAuth EKU
+only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
+		example: `  sallyport pki server --name vpn.acme.example --ip 203.0.113.1`,
+		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
+			name := fs.String("name", "", "gateway host name (required)")
+			var dns, ips listFlag
+			fs.Var(&dns, "dns", "extra DNS name (repeatable)")
+			fs.Var(&ips, "ip", "IP address SAN (repeatable)")
+			issueFlags := addIssueFlags(fs, pki.DefaultServerDays)
+			return func(pos []string, stdout, stderr io.Writer) error {
+				if err := noArgs(pos); err != nil {
+					return err
+				}
+				if *name == "" {
+					return usagef("--name is required")
+				}
+				ipList, err := parseIPs(ips)
+				if err != nil {
+					return err
+				}
+				o, err := issueFlags()
+				if err != nil {
+					return err
+				}
+				o.Name, o.DNSNames, o.IPs = *name, dns, ipList
+				is, err := pki.New(dirOf(fs)).IssueServer(o)
+				if err != nil {
+					return err
+				}
+				printIssued(stdout, stderr, "server", is)
+				return nil
+			}
+		},
+	})
+}
+
+// addIssueFlags adds --key, --days, --not-before, --not-after.
+func addIssueFlags(fs *flag.FlagSet, defDays int) func() (pki.IssueOptions, error) {
+	key := fs.String("key", "ecdsa", "key type: ecdsa (P-256), ed25519 or rsa3072")
+	days := fs.Int("days", defDays, "lifetime in days (never past the issuing CA's)")
+	var nb, na timeFlag
+	fs.Var(&nb, "not-before", "exact start of validity, RFC 3339 (default: now - 5m)")
+	fs.Var(&na, "not-after", "exact end of validity, RFC 3339 (overrides --days)")
+	return func() (pki.IssueOptions, error) {
+		kt, err := pki.ParseKeyType(*key)
+		if err != nil {
+			return pki.IssueOptions{}, usagef("%v", err)
+		}
+		return pki.IssueOptions{Key: kt, Days: *days, NotBefore: nb.t, NotAfter: na.t}, nil
+	}
+}
+
+func printIssued(stdout, stderr io.Writer, what string, is *pki.Issued) {
+	for _, w := range is.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "issued %s certificate for %s\n", what, is.Record.Name)
+	fmt.Fprintf(stdout, "serial: %s\n", is.Record.Serial)
+	fmt.Fprintf(stdout, "fingerprint: %s\n", is.Record.Fingerprint)
+	fmt.Fprintf(stdout, "valid: %s to %s\n", fmtTime(is.Record.NotBefore), fmtTime(is.Record.NotAfter))
+	fmt.Fprintf(stdout, "certificate: %s\n", is.CertPath)
+	if is.KeyPath != "" {
+		fmt.Fprintf(stdout, "key: %s\n", is.KeyPath)
+	}
+}
