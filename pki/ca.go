@@ -651,14 +651,14 @@ func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult
 			}
 		}
 		if len(targets) == 0 {
-			return nil, fmt.Errorf("revoke: no certificate for device %q in %s", device, p.Dir)
+			return nil, fmt.Errorf("no certificate for device %q in %s", device, p.Dir)
 		}
 	}
 	now := p.now().UTC()
 	var res []RevokeResult
 	for _, r := range targets {
 		if r.Issuer != iss.cert.Subject.String() {
-			return nil, fmt.Errorf("revoke: serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
+			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
 		}
 		if r.Revoked() {
 			res = append(res, RevokeResult{Record: *r, Already: true})
@@ -699,9 +699,9 @@ func resolveSerial(ix *Index, s string) (*Record, error) {
 	case decRec != nil:
 		return decRec, nil
 	case herr != nil && decRec == nil:
-		return nil, fmt.Errorf("revoke: %w", herr)
+		return nil, herr
 	}
-	return nil, fmt.Errorf("revoke: serial %q is not in this PKI's index (see: sallyport pki list)", s)
+	return nil, fmt.Errorf("serial %q is not in this PKI's index (see: sallyport pki list)", s)
 }
 
 // WriteCRL re-signs the CRL with every revocation in the index, a new CRL

@@ -212,11 +212,11 @@ func (p *PKI) Bundle(device, server, serverName string) ([]byte, error) {
 		if strings.Contains(err.Error(), "missing port") {
 			host, port = strings.Trim(server, "[]"), "443"
 		} else {
-			return nil, fmt.Errorf("bundle: --server %q: want HOST:PORT: %w", server, err)
+			return nil, fmt.Errorf("--server %q: want HOST:PORT: %w", server, err)
 		}
 	}
 	if host == "" {
-		return nil, fmt.Errorf("bundle: --server %q has no host", server)
+		return nil, fmt.Errorf("--server %q has no host", server)
 	}
 	if serverName == "" {
 		serverName = host
@@ -234,26 +234,26 @@ func (p *PKI) Bundle(device, server, serverName string) ([]byte, error) {
 		}
 	}
 	if rec == nil {
-		return nil, fmt.Errorf("bundle: device %q has no valid certificate in %s (issue one: sallyport pki issue --device %s)", device, p.Dir, device)
+		return nil, fmt.Errorf("device %q has no valid certificate in %s (issue one: sallyport pki issue --device %s)", device, p.Dir, device)
 	}
 	if rec.FromCSR {
-		return nil, fmt.Errorf("bundle: device %q was signed from a CSR; its key stays on the device, so no bundle with an inline key can be made", device)
+		return nil, fmt.Errorf("device %q was signed from a CSR; its key stays on the device, so no bundle with an inline key can be made", device)
 	}
 	ca, err := os.ReadFile(p.Path("ca.crt"))
 	if err != nil {
-		return nil, fmt.Errorf("bundle: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	cert, err := os.ReadFile(p.DeviceCertPath(device))
 	if err != nil {
-		return nil, fmt.Errorf("bundle: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	key, err := os.ReadFile(p.DeviceKeyPath(device))
 	if err != nil {
-		return nil, fmt.Errorf("bundle: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	certs, err := ParseCertificatesPEM(cert)
 	if err != nil || FormatSerial(certs[0].SerialNumber) != rec.Serial {
-		return nil, fmt.Errorf("bundle: %s does not hold the certificate with serial %s", p.DeviceCertPath(device), rec.Serial)
+		return nil, fmt.Errorf("%s does not hold the certificate with serial %s", p.DeviceCertPath(device), rec.Serial)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# sallyport client config for device %q (serial %s, valid until %s).\n", device, rec.Serial, rec.NotAfter.Format(time.RFC3339))
