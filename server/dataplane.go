@@ -202,7 +202,7 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 		}
 		flow := conntrack.FlowOf(info)
 		if g.Allows(info) {
-			if !ss.flows.Has(flow, now) && !ss.flows.Add(flow, now) {
+			if !ss.flows.Add(flow, now) { // Add refreshes a known flow
 				ss.drops.policy.Add(1) // flow table full
 				continue
 			}
