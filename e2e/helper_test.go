@@ -353,7 +353,10 @@ func helperTLSDial(addr, serverName, caPath, certPath, keyPath string) error {
 		if err != nil {
 			return fmt.Errorf("load client cert: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{kp}
+		// Always present the certificate: with plain Certificates, crypto/tls
+		// withholds a cert whose issuer the gateway's CertificateRequest does
+		// not list, and the gateway would only ever see "no cert".
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp4", addr, cfg)

@@ -260,6 +260,7 @@ func TestRefusals(t *testing.T) {
 	// The real client with each certificate never gets a tunnel. They run
 	// side by side, each with its own TUN name and admin socket.
 	var laps []*Laptop
+	nClient := len(refusals(gw.Proc.Err()))
 	for i, c := range cases {
 		if c.cert == "" {
 			continue // the client refuses a config without a certificate
@@ -296,6 +297,19 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, l := range laps {
 		l.Proc.Stop(3 * time.Second)
+	}
+	// With the real client too, the admin sees who was refused and why.
+	for _, c := range cases {
+		if c.cert == "" {
+			continue
+		}
+		found := false
+		for _, l := range refusals(gw.Proc.Err())[nClient:] {
+			found = found || (hasKV(l, "reason", c.reason) && hasKV(l, "device", c.device))
+		}
+		if !found {
+			t.Errorf("real client with the %s cert: no refusal logged with reason=%s device=%s", c.name, c.reason, c.device)
+		}
 	}
 	// And the good device still connects with the real client.
 	lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))

@@ -25,13 +25,12 @@
 # Environment:
 #   BENCH_SECONDS=8                 length of each transfer
 #   BENCH_DRIVERS="wireguard water" sallyport TUN drivers to measure
-#   BENCH_PROFILE=1                 also take a 10 s CPU profile of each
-#                                   sallyport process during a single-stream
-#                                   run, if the binary serves pprof at
-#                                   $SALLYPORT_PPROF (set here to
-#                                   127.0.0.1:6060 in each namespace);
-#                                   written to BENCH_PROFILE_DIR
-#                                   (default ./bench-profiles)
+#   BENCH_PROFILE=1                 per driver, also profile the sallyport
+#                                   server and client (SALLYPORT_CPUPROFILE)
+#                                   over one 10 s upstream stream in a fresh
+#                                   tunnel; DRIVER-{server,client}.pprof go to
+#                                   BENCH_PROFILE_DIR (default ./bench-profiles)
+#                                   and their top functions to stderr
 #   BENCH_KEEP=1                    keep the work directory (logs, JSON)
 #
 # Informational only: the targets of issue 4 are printed as PASS/MISS and
@@ -54,7 +53,6 @@ LAN_NET=198.19.77.0/24
 POOL=10.213.0.0/24
 SP_PORT=8443
 TLS_PORT=9443
-PPROF_ADDR=127.0.0.1:6060
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -229,10 +227,10 @@ run_iperf() {
 }
 
 # pingstat NAME COUNT: ping the LAN host from the laptop at 50 ms intervals;
-# sets PING_AVG and PING_MAX in ms (empty on failure).
+# sets PING_AVG and PING_MAX in ms and PING_LOSS in % (empty on failure).
 pingstat() {
 	local name=$1 count=$2 line
-	PING_AVG= PING_MAX=
+	PING_AVG= PING_MAX= PING_LOSS=
 	nsx "$NS_LAP" ping -n -q -c "$count" -i 0.05 -W 1 "$LAN_IP" >"$W/ping-$name.txt" 2>&1
 	line=$(grep -E '^(rtt|round-trip)' "$W/ping-$name.txt")
 	if [ -z "$line" ]; then
@@ -241,7 +239,8 @@ pingstat() {
 	fi
 	# rtt min/avg/max/mdev = 0.031/0.045/0.080/0.010 ms
 	read -r PING_AVG PING_MAX < <(awk -F'= ' '{ split($2, v, "/"); print v[2], v[3] }' <<<"$line")
-	log "  $name: rtt avg $PING_AVG ms, max $PING_MAX ms ($(grep -o '[0-9.]*% packet loss' "$W/ping-$name.txt"))"
+	PING_LOSS=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$W/ping-$name.txt")
+	log "  $name: rtt avg $PING_AVG ms, max $PING_MAX ms, ${PING_LOSS:-?}% lost"
 }
 
 # cputicks PID...: summed utime+stime clock ticks of the processes.
@@ -296,13 +295,14 @@ measure_loaded() {
 	pingstat "$row-loaded" "$count" && {
 		R[$row.lavg]=$PING_AVG
 		R[$row.lmax]=$PING_MAX
+		R[$row.lloss]=$PING_LOSS
 	}
 	wait "$pid"
 	local line
 	line=$("$TB" iperf-json "$W/iperf-$row-loaded.json" 2>&1) && log "  (load: $(kv gbps "$line") Gbit/s)" ||
 		{
 			log "  loaded run failed: $line"
-			unset "R[$row.lavg]" "R[$row.lmax]"
+			unset "R[$row.lavg]" "R[$row.lmax]" "R[$row.lloss]"
 			start_iperf_server
 		}
 }
@@ -434,11 +434,13 @@ EOF
 }
 
 # tunnel_up DRIVER: start server and client, wait until the LAN route is on
-# sp0 and a ping passes; sets SRV_PID and CLI_PID.
+# sp0 and a ping passes; sets SRV_PID and CLI_PID. With PROF_SERVER and
+# PROF_CLIENT set, the processes write CPU profiles there.
+PROF_SERVER= PROF_CLIENT=
 tunnel_up() {
 	local d=$1 i env=()
 	SRV_PID= CLI_PID=
-	[ "${BENCH_PROFILE:-0}" = 1 ] && env=(env "SALLYPORT_PPROF=$PPROF_ADDR")
+	[ -n "$PROF_SERVER" ] && env=(env "SALLYPORT_CPUPROFILE=$PROF_SERVER")
 	write_configs "$d"
 	start "server-$d" "$NS_GW" "${env[@]}" "$BIN" server -c "$W/server-$d.toml"
 	SRV_PID=$LAST_PID
@@ -452,6 +454,8 @@ tunnel_up() {
 		tail -15 "$W/server-$d.log" >&2
 		return 1
 	fi
+	env=()
+	[ -n "$PROF_CLIENT" ] && env=(env "SALLYPORT_CPUPROFILE=$PROF_CLIENT")
 	start "client-$d" "$NS_LAP" "${env[@]}" "$BIN" up -c "$W/client-$d.toml"
 	CLI_PID=$LAST_PID
 	for ((i = 0; i < 150; i++)); do
@@ -484,41 +488,54 @@ tunnel_down() {
 	return 0
 }
 
-# profile DRIVER: 10 s CPU profiles of server and client under one stream.
+# profile DRIVER: CPU profiles of server and client over one 10 s upstream
+# stream, in a tunnel of their own (so the measured runs are unprofiled).
+# The binary writes a whole-process profile to $SALLYPORT_CPUPROFILE when
+# it exits; a binary without that support writes nothing and is skipped.
 profile() {
-	local d=$1 dir=${BENCH_PROFILE_DIR:-$PWD/bench-profiles} pid ppids=()
-	if ! nsx "$NS_GW" "$TB" fetch "http://$PPROF_ADDR/debug/pprof/" /dev/null 2>/dev/null; then
-		log "  profile: the binary serves no pprof at \$SALLYPORT_PPROF=$PPROF_ADDR; skipped"
-		return 0
-	fi
+	local d=$1 dir=${BENCH_PROFILE_DIR:-$PWD/bench-profiles} who f
 	mkdir -p "$dir" || return 0
-	log "  profile: 10 s CPU profiles under one upstream stream -> $dir/$d-{server,client}.pprof"
-	timeout -k 5 $((14 + 30)) ip netns exec "$NS_LAP" iperf3 -c "$LAN_IP" -t 14 >/dev/null 2>&1 &
-	pid=$!
-	PIDS+=("$pid")
-	sleep 2
-	nsx "$NS_GW" "$TB" fetch "http://$PPROF_ADDR/debug/pprof/profile?seconds=10" "$dir/$d-server.pprof" &
-	ppids+=($!)
-	nsx "$NS_LAP" "$TB" fetch "http://$PPROF_ADDR/debug/pprof/profile?seconds=10" "$dir/$d-client.pprof" &
-	ppids+=($!)
-	PIDS+=("${ppids[@]}")
-	wait "${ppids[@]}" || log "  profile: a fetch failed"
-	wait "$pid"
+	dir=$(cd "$dir" && pwd)
+	rm -f "$dir/$d-server.pprof" "$dir/$d-client.pprof"
+	log "  profile: restarting the tunnel with SALLYPORT_CPUPROFILE for one 10 s upstream stream"
+	PROF_SERVER=$dir/$d-server.pprof PROF_CLIENT=$dir/$d-client.pprof
+	if tunnel_up "$d"; then
+		timeout -k 5 40 ip netns exec "$NS_LAP" iperf3 -c "$LAN_IP" -t 10 >"$W/iperf-$d-profile.txt" 2>&1 ||
+			log "  profile: iperf3 run failed"
+	fi
+	tunnel_down
+	PROF_SERVER= PROF_CLIENT=
+	for who in server client; do
+		f=$dir/$d-$who.pprof
+		if [ ! -s "$f" ]; then
+			log "  profile: no $f (binary without SALLYPORT_CPUPROFILE support?); skipped"
+			continue
+		fi
+		log "  profile: $f"
+		if command -v go >/dev/null; then
+			go tool pprof -top -nodecount=15 "$BIN" "$f" 2>/dev/null | sed 's/^/      /' >&2
+		fi
+	done
 }
 
 if [ "$HAVE_SP" = 1 ]; then
 	for d in $DRIVERS; do
 		row=sallyport-$d
-		log "$row: starting gateway and laptop"
+		log "$row: starting gateway and laptop ($d driver)"
 		if tunnel_up "$d"; then
 			measure_path "$row" "$SRV_PID" "$CLI_PID"
-			[ "${BENCH_PROFILE:-0}" = 1 ] && profile "$d"
+			# Drop counters after the run explain losses (queue_full etc.).
+			if nsx "$NS_GW" "$BIN" server status --socket "$W/server-$d.sock" --json >"$W/status-$d.json" 2>&1; then
+				log "  gateway counters: $(grep -o '"dropped":{[^}]*}' "$W/status-$d.json" | head -1)"
+			fi
 			kill -0 "$SRV_PID" 2>/dev/null || log "  server exited during the run"
 			kill -0 "$CLI_PID" 2>/dev/null || log "  client exited during the run"
+			tunnel_down
+			[ "${BENCH_PROFILE:-0}" = 1 ] && profile "$d"
 		else
 			R[$row.note]="tunnel did not come up"
+			tunnel_down
 		fi
-		tunnel_down
 	done
 fi
 
@@ -541,19 +558,20 @@ echo
 echo "sallyport make bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, ${SECS} s per transfer, $(uname -r)"
 echo "version: $([ "$HAVE_SP" = 1 ] && "$BIN" version 2>/dev/null | head -1 || echo n/a)"
 echo
-printf '%-20s %9s %9s %9s %10s %16s %9s\n' "" "Gbit/s" "Gbit/s" "Gbit/s" "idle RTT" "loaded RTT ms" "CPU"
-printf '%-20s %9s %9s %9s %10s %16s %9s\n' "path" "up" "down" "P4" "ms" "avg / max" "s/GB"
+printf '%-20s %9s %9s %9s %10s %16s %7s %9s\n' "" "Gbit/s" "Gbit/s" "Gbit/s" "idle RTT" "loaded RTT ms" "loaded" "CPU"
+printf '%-20s %9s %9s %9s %10s %16s %7s %9s\n' "path" "up" "down" "P4" "ms" "avg / max" "loss %" "s/GB"
 for row in "${ROWS[@]}"; do
 	loaded=-
 	num "${R[$row.lavg]:-}" && loaded="$(cell "$row" lavg) / $(cell "$row" lmax)"
-	printf '%-20s %9s %9s %9s %10s %16s %9s' "$row" "$(cell "$row" up)" "$(cell "$row" down)" \
-		"$(cell "$row" p4)" "$(cell "$row" idle %.3f)" "$loaded" "$(cell "$row" cpu)"
+	printf '%-20s %9s %9s %9s %10s %16s %7s %9s' "$row" "$(cell "$row" up)" "$(cell "$row" down)" \
+		"$(cell "$row" p4)" "$(cell "$row" idle %.3f)" "$loaded" "$(cell "$row" lloss %.0f)" "$(cell "$row" cpu)"
 	[ -n "${R[$row.note]:-}" ] && printf '  (%s)' "${R[$row.note]}"
 	echo
 done
 echo
 echo "up = laptop -> LAN host (raw TLS: laptop -> gateway), down = reverse, P4 = 4 streams up;"
-echo "loaded RTT = ping laptop -> LAN host during one upstream stream; CPU = sallyport server+client"
+echo "loaded RTT = ping laptop -> LAN host every 50 ms during one upstream stream (loss: pings"
+echo "unanswered within 1 s); CPU = sallyport server+client"
 echo "(raw TLS: both tlsbench ends) per GB over the single-stream runs."
 echo
 echo "ratios:"

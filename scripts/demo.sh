@@ -112,7 +112,7 @@ D=$WORK/pki
 "$BIN" pki issue --dir "$D" --device dave --group sales 2>&1 | indent || die "pki issue dave failed"
 ok "CA, gateway cert gw.demo, devices alice (eng) and dave (sales)"
 "$BIN" pki bundle --dir "$D" --device alice --server 198.18.0.2:8443 --server-name gw.demo \
-	--out "$WORK/alice.toml" 2>&1 | indent || die "pki bundle failed"
+	-o "$WORK/alice.toml" 2>&1 | indent || die "pki bundle failed"
 [ -s "$WORK/alice.toml" ] || die "pki bundle wrote no $WORK/alice.toml"
 # Keep the demo's control sockets out of /run.
 grep -q '^\[admin\]' "$WORK/alice.toml" || printf '\n[admin]\nsocket = "%s"\n' "$WORK/alice.sock" >>"$WORK/alice.toml"
@@ -199,7 +199,7 @@ sstatus 2>&1 | indent
 
 step "dave (group sales, matches no policy) is refused"
 "$BIN" pki bundle --dir "$D" --device dave --server 198.18.0.2:8443 --server-name gw.demo \
-	--out "$WORK/dave.toml" >/dev/null 2>&1 || die "pki bundle dave failed"
+	-o "$WORK/dave.toml" >/dev/null 2>&1 || die "pki bundle dave failed"
 sed -i -e 's/^device *=.*/device = "sp1"/' "$WORK/dave.toml"
 grep -q '^\[admin\]' "$WORK/dave.toml" || printf '\n[admin]\nsocket = "%s"\n' "$WORK/dave.sock" >>"$WORK/dave.toml"
 grep -q '^device' "$WORK/dave.toml" || sed -i -e 's/^\[tunnel\]$/[tunnel]\ndevice = "sp1"/' "$WORK/dave.toml"
