@@ -26,8 +26,9 @@ package server
 //
 //   routineWriteStream (one per session)
 //     Takes a batch off the queue, lets through only replies to flows the
-//     device opened or flows another device opened to it under its own
-//     policy (else dropped:no_flow), writes every packet as a frame into the
+//     device opened, ICMP errors about those flows (path MTU), or flows
+//     another device opened to it under its own policy (else
+//     dropped:no_flow), writes every packet as a frame into the
 //     buffered writer and flushes once per batch (one large TLS write).
 //
 // Buffers come from sync.Pools of whole batches; nothing on these paths
@@ -252,8 +253,10 @@ func (ss *session) routineWriteStream() {
 			}
 			flow := conntrack.FlowOf(&info)
 			if !ss.flows.Has(flow.Reverse(), now) && !ss.srv.openedBy(info.Src, flow, now) {
-				ss.drops.noFlow.Add(1)
-				continue
+				if quoted, ok := icmpErrorFlow(pkt, &info); !ok || quoted.Src != ss.addr || !ss.flows.Has(quoted, now) {
+					ss.drops.noFlow.Add(1)
+					continue
+				}
 			}
 			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
 			b.Sizes[keep] = b.Sizes[i]
