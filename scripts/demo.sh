@@ -15,7 +15,7 @@
 # Needs: bash, iproute2, the sallyport binary, and Go (to build the tiny
 # traffic helper in scripts/demohelper; without Go the traffic steps are
 # skipped with a note).
-set -u
+set -u -o pipefail
 
 BIN=${1:-${SALLYPORT_BIN:-}}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -148,7 +148,9 @@ step "alice's laptop: sallyport up -c alice.toml"
 bg "$SP_LAP" "$WORK/alice.log" "$BIN" up -c "$WORK/alice.toml"
 ALICE_PID=$LASTPID
 cstatus() { ip netns exec "$SP_LAP" "$BIN" status -c "$WORK/alice.toml" "$@"; }
-connected() { cstatus --json | grep -q '"connected": *true'; }
+# (Output is captured before matching: with pipefail, `cmd | grep -q` can
+# fail when grep exits early and cmd gets SIGPIPE.)
+connected() { local j; j=$(cstatus --json 2>/dev/null) && [[ $j =~ \"connected\":\ *true ]]; }
 if waitfor 15 connected; then
 	ok "alice connected"
 else
@@ -161,7 +163,7 @@ echo "-- sallyport status (laptop)"
 cstatus 2>&1 | indent
 echo "-- laptop routes via the tunnel"
 ip -n "$SP_LAP" route show dev sp0 | indent
-if ip -n "$SP_LAP" route show dev sp0 | grep -q '^198.19.77.0/24'; then
+if [[ $(ip -n "$SP_LAP" route show dev sp0) == *198.19.77.0/24* ]]; then
 	ok "pushed route 198.19.77.0/24 installed on sp0"
 else
 	bad "pushed route 198.19.77.0/24 missing on the laptop"
@@ -180,7 +182,7 @@ if [ -n "$HELPER" ]; then
 	echo "$got" | indent
 	sleep 0.3
 	sent=$(grep -o 'sha256=[0-9a-f]*' "$WORK/lan.log" | tail -1)
-	if [ -n "$sent" ] && echo "$got" | grep -q "$sent"; then
+	if [ -n "$sent" ] && [[ $got == *"$sent"* ]]; then
 		ok "fetched 1 MiB from 198.19.77.10:8080, checksum matches ($sent)"
 	else
 		bad "fetch from 198.19.77.10:8080 (laptop got: $got; LAN host sent: ${sent:-nothing})"
@@ -205,10 +207,10 @@ grep -q '^\[admin\]' "$WORK/dave.toml" || printf '\n[admin]\nsocket = "%s"\n' "$
 grep -q '^device' "$WORK/dave.toml" || sed -i -e 's/^\[tunnel\]$/[tunnel]\ndevice = "sp1"/' "$WORK/dave.toml"
 bg "$SP_LAP" "$WORK/dave.log" "$BIN" up -c "$WORK/dave.toml"
 DAVE_PID=$LASTPID
-refused() { grep 'handshake refused' "$WORK/server.log" | grep -q 'device=dave'; }
+refused() { grep -q 'handshake refused.*device=dave' "$WORK/server.log"; }
 if waitfor 10 refused; then
-	grep 'handshake refused' "$WORK/server.log" | grep 'device=dave' | head -1 | indent
-	if grep 'handshake refused' "$WORK/server.log" | grep 'device=dave' | grep -q 'reason=no-policy'; then
+	grep -m1 'handshake refused.*device=dave' "$WORK/server.log" | indent
+	if grep -q 'handshake refused.*reason=no-policy.*device=dave' "$WORK/server.log"; then
 		ok "dave refused at the handshake, logged reason=no-policy"
 	else
 		bad "dave refused, but not with reason=no-policy"
@@ -216,7 +218,7 @@ if waitfor 10 refused; then
 else
 	bad "no 'handshake refused' line for dave in the gateway log"
 fi
-if ip -n "$SP_LAP" -4 addr show dev sp1 2>/dev/null | grep -q 'inet '; then
+if [[ $(ip -n "$SP_LAP" -4 addr show dev sp1 2>/dev/null) == *"inet "* ]]; then
 	bad "dave got a tunnel address"
 else
 	ok "dave never got a tunnel"
@@ -226,14 +228,14 @@ kill -TERM "$DAVE_PID" 2>/dev/null
 step "revoke alice while she is connected"
 "$BIN" pki revoke --dir "$D" --device alice 2>&1 | indent || die "pki revoke failed"
 T0=$(date +%s%N)
-alice_gone() { ! sstatus --json | grep -q '"device": *"alice"'; }
+alice_gone() { local j; j=$(sstatus --json) && ! [[ $j =~ \"device\":\ *\"alice\" ]]; }
 if waitfor 5 alice_gone; then
 	ms=$((($(date +%s%N) - T0) / 1000000))
 	ok "alice's session closed ${ms} ms after the new CRL was written"
 else
 	bad "alice still connected 5 s after revocation"
 fi
-grep 'session closed' "$WORK/server.log" | grep 'device=alice' | tail -1 | indent
+grep 'session closed.*device=alice' "$WORK/server.log" | tail -1 | indent
 echo "-- sallyport server status (gateway)"
 sstatus 2>&1 | indent
 echo "-- sallyport status (laptop)"
@@ -249,7 +251,7 @@ fi
 step "alice's laptop: sallyport down"
 ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/alice.toml" 2>&1 | indent
 waitfor 10 bash -c "! kill -0 $ALICE_PID" || bad "client still running after down"
-if ip -n "$SP_LAP" link show sp0 >/dev/null 2>&1 || ip -n "$SP_LAP" route | grep -q 198.19.77; then
+if ip -n "$SP_LAP" link show sp0 >/dev/null 2>&1 || [[ $(ip -n "$SP_LAP" route show table all) == *198.19.77.* ]]; then
 	bad "sallyport down left the TUN device or routes behind"
 else
 	ok "sallyport down removed the TUN device, address and routes"
