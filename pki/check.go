@@ -1,10 +1,12 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -80,19 +82,22 @@ func CheckChain(certs []*x509.Certificate, o CheckOptions) []Finding {
 			add(LevelOK, "validity", "valid until %s (%d days left)", c.NotAfter.UTC().Format(time.RFC3339), int(c.NotAfter.Sub(now).Hours()/24))
 		}
 	}
-	// Chain: verify structure at a time inside the leaf's validity so an
-	// expired leaf is reported once (above), not twice.
+	// Chain: a full x509 verification at now when the leaf is in its
+	// validity; otherwise (already reported above) a time-independent walk of
+	// signatures, so an expired leaf is still checked for its issuer.
 	if len(o.Roots) == 0 {
 		add(LevelWarn, "chain", "no trusted root given (no PKI directory); chain not checked")
-	} else {
-		at := now
-		if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-			at = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	} else if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		if names, err := walkChain(leaf, append(slices.Clone(certs[1:]), o.Intermediates...), o.Roots); err != nil {
+			add(LevelFail, "chain", "does not chain to this PKI's root: %v", err)
+		} else {
+			add(LevelOK, "chain", "signed by this PKI: %s", strings.Join(names, " -> "))
 		}
+	} else {
 		opts := x509.VerifyOptions{
 			Roots:         NewPool(o.Roots),
 			Intermediates: NewPool(append(slices.Clone(certs[1:]), o.Intermediates...)),
-			CurrentTime:   at,
+			CurrentTime:   now,
 			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 		}
 		if chains, err := leaf.Verify(opts); err != nil {
@@ -284,4 +289,31 @@ func pemText(b []byte) string {
 func tomlString(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
 	return `"` + r.Replace(s) + `"`
+}
+
+// walkChain follows issuer signatures from leaf through intermediates to one
+// of roots, ignoring validity periods.
+func walkChain(leaf *x509.Certificate, intermediates, roots []*x509.Certificate) ([]string, error) {
+	names := []string{leaf.Subject.CommonName}
+	cur := leaf
+	for depth := 0; depth < 8; depth++ {
+		for _, r := range roots {
+			if bytes.Equal(cur.RawIssuer, r.RawSubject) && cur.CheckSignatureFrom(r) == nil {
+				return append(names, r.Subject.CommonName), nil
+			}
+		}
+		var next *x509.Certificate
+		for _, c := range intermediates {
+			if c != cur && bytes.Equal(cur.RawIssuer, c.RawSubject) && cur.CheckSignatureFrom(c) == nil {
+				next = c
+				break
+			}
+		}
+		if next == nil {
+			return nil, fmt.Errorf("no trusted issuer %q found for %q", cur.Issuer, cur.Subject)
+		}
+		names = append(names, next.Subject.CommonName)
+		cur = next
+	}
+	return nil, errors.New("chain too long")
 }

@@ -552,6 +552,7 @@ func TestShow(t *testing.T) {
 	rev := issue(t, dir, "--device", "revoked")
 	mustRun(t, "revoke", "--dir", dir, rev)
 	issue(t, other, "--device", "stranger")
+	issue(t, other, "--device", "old-stranger", "--not-before", "2020-01-01T00:00:00Z", "--not-after", "2020-06-01T00:00:00Z")
 	caLeaf := makeCALeaf(t, dir)
 
 	dev := func(name string) string { return filepath.Join(dir, "devices", name+".crt") }
@@ -563,6 +564,8 @@ func TestShow(t *testing.T) {
 		{"good", dev("good"), 0, "ok    chain"},
 		{"soon warns only", dev("soon"), 0, "expires soon"},
 		{"expired", dev("expired"), 1, "expired 2020-06-01"},
+		{"expired still chains", dev("expired"), 1, "ok    chain       signed by this PKI"},
+		{"expired from other CA", filepath.Join(other, "devices", "old-stranger.crt"), 1, "does not chain"},
 		{"not yet valid", dev("future"), 1, "not valid yet"},
 		{"revoked", dev("revoked"), 1, "revoked (unspecified)"},
 		{"other CA", filepath.Join(other, "devices", "stranger.crt"), 1, "does not chain"},
