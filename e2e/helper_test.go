@@ -40,7 +40,10 @@ func (tp *Topo) helper(ns, kind string, args ...string) *Proc {
 		tp.t.Fatal(err)
 	}
 	js, _ := json.Marshal(args)
-	return tp.start(ns, "helper-"+kind+"-"+randHex(2), []string{"SP_HELPER=" + kind, "SP_HELPER_ARGS=" + string(js)},
+	// Under -race the runtime sleeps 1 s at exit by default; helpers are
+	// short-lived, so skip that.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	return tp.start(ns, "helper-"+kind+"-"+randHex(2), []string{"SP_HELPER=" + kind, "SP_HELPER_ARGS=" + string(js), "GORACE=" + gorace},
 		exe, "-test.run=^TestHelperProcess$")
 }
 
