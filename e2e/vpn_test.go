@@ -132,6 +132,29 @@ func TestDataPlane(t *testing.T) {
 				t.Logf("dropped.policy %d -> %d", before.Dropped.Policy, after.Dropped.Policy)
 			})
 
+			t.Run("no_inbound", func(t *testing.T) {
+				// Conntrack: the LAN host may answer the laptop's flows but
+				// cannot open one to the laptop.
+				tp := tp.with(t)
+				before, _ := gw.Session("alice")
+				sink := tp.helper(tp.Lap, "tcpsink", "0.0.0.0:5301")
+				waitReady(t, sink)
+				out, _ := tp.helperRun(10*time.Second, tp.LAN, "tcpsend", devAddr.Addr().String()+":5301", "1000", "2000")
+				if e := field(out, "error"); e == "" || !strings.Contains(e, "timeout") {
+					t.Errorf("LAN -> laptop tcp/5301 (no flow opened by the laptop): want a dial timeout, got %q", out)
+				}
+				if strings.Contains(sink.Out(), "from=") {
+					t.Errorf("laptop accepted a connection opened from the LAN: %s", sink.Out())
+				}
+				after, ok := gw.Session("alice")
+				if !ok {
+					t.Fatal("alice session gone")
+				}
+				if after.Dropped.NoFlow <= before.Dropped.NoFlow {
+					t.Errorf("dropped.no_flow did not grow: %d -> %d", before.Dropped.NoFlow, after.Dropped.NoFlow)
+				}
+			})
+
 			t.Run("anti_spoof", func(t *testing.T) {
 				tp := tp.with(t)
 				before, _ := gw.Session("alice")
