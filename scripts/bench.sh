@@ -83,6 +83,7 @@ stop_pid() { # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
 	done
+	log "pid $pid still running 5 s after SIGTERM; sending SIGKILL"
 	kill -KILL "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	return 0
@@ -526,7 +527,7 @@ if [ "$HAVE_SP" = 1 ]; then
 			measure_path "$row" "$SRV_PID" "$CLI_PID"
 			# Drop counters after the run explain losses (queue_full etc.).
 			if nsx "$NS_GW" "$BIN" server status --socket "$W/server-$d.sock" --json >"$W/status-$d.json" 2>&1; then
-				log "  gateway counters: $(grep -o '"dropped":{[^}]*}' "$W/status-$d.json" | head -1)"
+				log "  gateway counters: $(tr -d ' \t\n' <"$W/status-$d.json" | grep -o '"packets_in.*"dropped":{[^}]*}' | head -1)"
 			fi
 			kill -0 "$SRV_PID" 2>/dev/null || log "  server exited during the run"
 			kill -0 "$CLI_PID" 2>/dev/null || log "  client exited during the run"

@@ -12,7 +12,6 @@
 //	tlsbench client --connect ADDR --ca CA [--server-name N] [--cert C --key K]
 //	                [--write-size 65536|1400] [--seconds N] [--reverse]
 //	tlsbench iperf-json FILE
-//	tlsbench fetch URL OUT
 //
 // The client prints one line of key=value pairs, e.g.
 //
@@ -20,12 +19,11 @@
 //
 // where gbps is measured by the receiving side and cpu_s is the CPU time of
 // both tlsbench processes during the transfer. iperf-json reads the JSON
-// report of `iperf3 -J` and prints one such line (gbps, bytes, retransmits);
-// fetch downloads a URL to a file (used for pprof profiles).
+// report of `iperf3 -J` and prints one such line (gbps, bytes, retransmits),
+// so the script needs neither python nor jq.
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -35,11 +33,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -63,7 +59,6 @@ const usage = `usage:
   tlsbench client --connect ADDR --ca CA [--server-name N] [--cert C --key K]
                   [--write-size 65536] [--seconds 8] [--reverse]
   tlsbench iperf-json FILE
-  tlsbench fetch URL OUT
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -81,8 +76,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runClient(args[1:], stdout, stderr)
 	case "iperf-json":
 		err = runIperfJSON(args[1:], stdout)
-	case "fetch":
-		err = runFetch(args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -453,40 +446,6 @@ func gbps(bytes uint64, d time.Duration) float64 {
 		return 0
 	}
 	return float64(bytes) * 8 / d.Seconds() / 1e9
-}
-
-func runFetch(args []string) error {
-	if len(args) != 2 {
-		return errors.New("usage: tlsbench fetch URL OUT")
-	}
-	url, out := args[0], args[1]
-	c := http.Client{Timeout: 60 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return fmt.Errorf("get %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("get %s: %s: %s", url, resp.Status, strings.TrimSpace(string(msg)))
-	}
-	f, err := os.Create(out)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", out, err)
-	}
-	w := bufio.NewWriter(f)
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		f.Close()
-		return fmt.Errorf("download %s: %w", url, err)
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", out, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", out, err)
-	}
-	return nil
 }
 
 // formatFloat prints f with 3 decimals (helper for iperf-json output).
