@@ -332,14 +332,16 @@ func truncated(err error) error {
 	return err
 }
 
-// ReadBatch reads frames until it has at least one data packet and then
-// keeps gathering while more bytes are already buffered and bufs has room.
-// Each data payload is copied to bufs[i][offset:] and its length stored in
-// sizes[i]; control frames are passed to control (payload valid only during
-// the call; a nil control ignores them). It returns the number of packets
-// gathered. An error that occurs after some packets were gathered is held
-// back: those packets are returned with a nil error and the error comes on
-// the next call. A packet larger than len(bufs[i])-offset is an error.
+// ReadBatch blocks until at least one frame arrives, then keeps decoding
+// while more bytes are already buffered and bufs has room. Each data payload
+// is copied to bufs[i][offset:] and its length stored in sizes[i]; control
+// frames are passed to control (payload valid only during the call; a nil
+// control ignores them). It returns the number of packets gathered, which
+// is 0 when only control frames were read (so the caller can act on a Close
+// or check its timers). An error that occurs after some packets were
+// gathered is held back: those packets are returned with a nil error and the
+// error comes on the next call. An error returned by control is returned
+// the same way. A packet larger than len(bufs[i])-offset is an error.
 func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(typ byte, payload []byte) error) (int, error) {
 	if r.err != nil {
 		return 0, r.err
@@ -348,9 +350,9 @@ func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(
 	if limit == 0 || offset < 0 {
 		return 0, fmt.Errorf("read batch: no room (bufs %d, sizes %d, offset %d)", len(bufs), len(sizes), offset)
 	}
-	n := 0
+	n, frames := 0, 0
 	for n < limit {
-		if n > 0 {
+		if frames > 0 {
 			r.release()
 			if r.br.Buffered() == 0 {
 				break
@@ -360,6 +362,7 @@ func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(
 		if err != nil {
 			return r.fail(n, err)
 		}
+		frames++
 		if typ != FrameData {
 			if control != nil {
 				if err := control(typ, p); err != nil {

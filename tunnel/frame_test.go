@@ -249,6 +249,15 @@ func TestReadBatch(t *testing.T) {
 			steps: []step{{n: 3, control: []byte{FrameKeepalive, FrameConfig}}, {err: "EOF"}},
 		},
 		{
+			name: "control frame alone returns n=0",
+			src: func() io.Reader {
+				s := mustFrame(t, nil, FrameKeepalive, nil)
+				return iotest.OneByteReader(bytes.NewReader(s))
+			},
+			bufs: 8, bufLen: 2048,
+			steps: []step{{n: 0, control: []byte{FrameKeepalive}}, {err: "EOF"}},
+		},
+		{
 			name: "batch full",
 			src:  func() io.Reader { return bytes.NewReader(stream) },
 			bufs: 2, bufLen: 2048,
@@ -260,7 +269,7 @@ func TestReadBatch(t *testing.T) {
 			// beyond what Peek needed, so each call returns one packet.
 			src:  func() io.Reader { return iotest.OneByteReader(bytes.NewReader(stream)) },
 			bufs: 8, bufLen: 2048,
-			steps: []step{{n: 1}, {n: 1, control: []byte{FrameKeepalive}}, {n: 1, control: []byte{FrameConfig}}, {err: "EOF"}},
+			steps: []step{{n: 1}, {n: 0, control: []byte{FrameKeepalive}}, {n: 1}, {n: 0, control: []byte{FrameConfig}}, {n: 1}, {err: "EOF"}},
 		},
 		{
 			name: "packet too big for buffer: packets first, error next",
