@@ -36,6 +36,9 @@ const (
 // requireRoot skips t unless the suite can run: root, `ip`, and a binary.
 func requireRoot(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("e2e: skipped in -short mode")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("e2e tests need root (network namespaces, TUN devices); run as root")
 	}
@@ -48,6 +51,9 @@ func requireRoot(t *testing.T) string {
 // requireNetns skips t unless namespaces can be made (root and `ip`).
 func requireNetns(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("e2e: skipped in -short mode")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("e2e tests need root (network namespaces); run as root")
 	}
