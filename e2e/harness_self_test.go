@@ -35,13 +35,13 @@ func TestHarness(t *testing.T) {
 	tp.transfer(tp.GW, lanHost+":5201", 1<<20)
 	udp := tp.helper(tp.LAN, "udplisten", "0.0.0.0:9999")
 	waitReady(t, udp)
-	if out, _ := tp.helperRun(5*time.Second, tp.GW, "udpforge", "10.213.0.200", lanHost+":9999", "forged"); field(out, "error") != "" {
+	if out, _ := tp.helperRun(15*time.Second, tp.GW, "udpforge", "10.213.0.200", lanHost+":9999", "forged"); field(out, "error") != "" {
 		t.Fatalf("udpforge: %s", out)
 	}
 	if !waitFor(2*time.Second, func() bool { return strings.Contains(udp.Out(), "from=10.213.0.200 payload=forged") }) {
 		t.Fatalf("forged packet sent directly did not arrive: %q", udp.Out())
 	}
-	out, _ := tp.helperRun(5*time.Second, tp.Lap, "tcpsend", lanHost+":5201", "10", "500")
+	out, _ := tp.helperRun(15*time.Second, tp.Lap, "tcpsend", lanHost+":5201", "10", "500")
 	if !strings.Contains(field(out, "error"), "unreachable") && !strings.Contains(field(out, "error"), "timeout") {
 		t.Fatalf("laptop TCP to LAN without tunnel: %q", out)
 	}

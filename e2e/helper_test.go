@@ -52,8 +52,11 @@ func (tp *Topo) helperRun(timeout time.Duration, ns, kind string, args ...string
 	tp.t.Helper()
 	p := tp.helper(ns, kind, args...)
 	if !p.Wait(timeout) {
+		// Dump the helper's goroutines (Go prints them on SIGQUIT) for diagnosis.
+		p.Signal(syscall.SIGQUIT)
+		p.Wait(2 * time.Second)
 		p.Stop(time.Second)
-		return p.Out() + "\nerror=helper timed out", -1
+		return p.Out() + "\nerror=helper_timed_out_after_" + timeout.String() + "\n" + tail(p.Err(), 30), -1
 	}
 	if code := p.ExitCode(); code != 0 && !strings.Contains(p.Out(), "error=") {
 		return p.Out() + "\nerror=exit " + strconv.Itoa(code) + ": " + p.Err(), code
@@ -64,7 +67,7 @@ func (tp *Topo) helperRun(timeout time.Duration, ns, kind string, args ...string
 // waitReady waits until a listening helper printed "ready".
 func waitReady(t *testing.T, p *Proc) {
 	t.Helper()
-	if !waitFor(5*time.Second, func() bool { return strings.Contains(p.Out(), "ready") || p.Exited() }) || p.Exited() {
+	if !waitFor(15*time.Second, func() bool { return strings.Contains(p.Out(), "ready") || p.Exited() }) || p.Exited() {
 		t.Fatalf("helper %s not ready: %s %s", p.Name, p.Out(), p.Err())
 	}
 }

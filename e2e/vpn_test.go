@@ -108,11 +108,11 @@ func TestDataPlane(t *testing.T) {
 				udp := tp.helper(tp.LAN, "udplisten", "0.0.0.0:5353")
 				waitReady(t, sink)
 				waitReady(t, udp)
-				out, _ := tp.helperRun(10*time.Second, tp.Lap, "tcpsend", lanHost+":5202", "1000", "2000")
+				out, _ := tp.helperRun(15*time.Second, tp.Lap, "tcpsend", lanHost+":5202", "1000", "2000")
 				if e := field(out, "error"); e == "" || !strings.Contains(e, "timeout") {
 					t.Errorf("tcp/5202 is outside policy: want a dial timeout (no answer), got %q", out)
 				}
-				if out, _ := tp.helperRun(5*time.Second, tp.Lap, "udpsend", lanHost+":5353", "policy-probe"); field(out, "error") != "" {
+				if out, _ := tp.helperRun(15*time.Second, tp.Lap, "udpsend", lanHost+":5353", "policy-probe"); field(out, "error") != "" {
 					t.Fatalf("udpsend: %s", out)
 				}
 				time.Sleep(1500 * time.Millisecond)
@@ -139,7 +139,7 @@ func TestDataPlane(t *testing.T) {
 				before, _ := gw.Session("alice")
 				sink := tp.helper(tp.Lap, "tcpsink", "0.0.0.0:5301")
 				waitReady(t, sink)
-				out, _ := tp.helperRun(10*time.Second, tp.LAN, "tcpsend", devAddr.Addr().String()+":5301", "1000", "2000")
+				out, _ := tp.helperRun(15*time.Second, tp.LAN, "tcpsend", devAddr.Addr().String()+":5301", "1000", "2000")
 				if e := field(out, "error"); e == "" || !strings.Contains(e, "timeout") {
 					t.Errorf("LAN -> laptop tcp/5301 (no flow opened by the laptop): want a dial timeout, got %q", out)
 				}
@@ -161,14 +161,14 @@ func TestDataPlane(t *testing.T) {
 				udp := tp.helper(tp.LAN, "udplisten", "0.0.0.0:9999")
 				waitReady(t, udp)
 				for _, src := range []string{"10.213.0.200", "198.19.77.50"} {
-					if out, _ := tp.helperRun(5*time.Second, tp.Lap, "udpforge", src, lanHost+":9999", "forged-"+src); field(out, "error") != "" {
+					if out, _ := tp.helperRun(15*time.Second, tp.Lap, "udpforge", src, lanHost+":9999", "forged-"+src); field(out, "error") != "" {
 						t.Fatalf("udpforge: %s", out)
 					}
 				}
-				if out, _ := tp.helperRun(5*time.Second, tp.Lap, "udpforge", devAddr.Addr().String(), lanHost+":9999", "control"); field(out, "error") != "" {
+				if out, _ := tp.helperRun(15*time.Second, tp.Lap, "udpforge", devAddr.Addr().String(), lanHost+":9999", "control"); field(out, "error") != "" {
 					t.Fatalf("udpforge control: %s", out)
 				}
-				if !waitFor(3*time.Second, func() bool { return strings.Contains(udp.Out(), "payload=control") }) {
+				if !waitFor(5*time.Second, func() bool { return strings.Contains(udp.Out(), "payload=control") }) {
 					t.Fatalf("control packet with the device's own source %v never arrived: %q", devAddr.Addr(), udp.Out())
 				}
 				time.Sleep(1500 * time.Millisecond)
