@@ -66,6 +66,10 @@ case $SECS in '' | *[!0-9]*) die "BENCH_SECONDS must be a whole number of second
 command -v ip >/dev/null || die "needs iproute2 (ip)"
 command -v go >/dev/null || [ -n "${TLSBENCH:-}" ] || die "needs Go to build bench/tlsbench (or set TLSBENCH to a built binary)"
 
+# Other work on the machine skews every number here (2 cores are easily
+# saturated by one stream); note the load before we add ours.
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+
 # ------------------------------------------------------------------ cleanup
 
 SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -557,7 +561,11 @@ ratio() {
 
 echo
 echo "sallyport make bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, ${SECS} s per transfer, $(uname -r)"
-echo "version: $([ "$HAVE_SP" = 1 ] && "$BIN" version 2>/dev/null | head -1 || echo n/a)"
+echo "version: $([ "$HAVE_SP" = 1 ] && "$BIN" version 2>/dev/null | head -1 || echo n/a); load average before the run: $LOAD0"
+if [ "$(calc "${LOAD0%% *} > 0.5")" = "1.000" ]; then
+	echo "WARNING: the machine was busy before the run (1-min load ${LOAD0%% *}); other processes"
+	echo "         compete for the CPUs, so these numbers are noisy. Rerun on an idle machine."
+fi
 echo
 printf '%-20s %9s %9s %9s %10s %16s %7s %9s\n' "" "Gbit/s" "Gbit/s" "Gbit/s" "idle RTT" "loaded RTT ms" "loaded" "CPU"
 printf '%-20s %9s %9s %9s %10s %16s %7s %9s\n' "path" "up" "down" "P4" "ms" "avg / max" "loss %" "s/GB"
