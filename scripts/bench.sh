@@ -67,8 +67,19 @@ command -v ip >/dev/null || die "needs iproute2 (ip)"
 command -v go >/dev/null || [ -n "${TLSBENCH:-}" ] || die "needs Go to build bench/tlsbench (or set TLSBENCH to a built binary)"
 
 # Other work on the machine skews every number here (2 cores are easily
-# saturated by one stream); note the load before we add ours.
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# saturated by one stream): measure how busy the CPUs are for 1 s before we
+# add our own load (the load average would also count a previous run).
+cpu_busy() { # prints % of all CPU time that was not idle over 1 s
+	local a b
+	a=$(head -1 /proc/stat)
+	sleep 1
+	b=$(head -1 /proc/stat)
+	awk -v a="$a" -v b="$b" 'BEGIN {
+		n = split(a, x, " "); split(b, y, " ")
+		for (i = 2; i <= n; i++) { t += y[i] - x[i]; if (i == 5 || i == 6) idle += y[i] - x[i] }
+		printf "%.0f", (t > 0 ? 100 * (t - idle) / t : 0) }'
+}
+BUSY0=$(cpu_busy)
 
 # ------------------------------------------------------------------ cleanup
 
@@ -238,13 +249,13 @@ pingstat() {
 	PING_AVG= PING_MAX= PING_LOSS=
 	nsx "$NS_LAP" ping -n -q -c "$count" -i 0.05 -W 1 "$LAN_IP" >"$W/ping-$name.txt" 2>&1
 	line=$(grep -E '^(rtt|round-trip)' "$W/ping-$name.txt")
+	PING_LOSS=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$W/ping-$name.txt")
 	if [ -z "$line" ]; then
 		log "  $name: ping failed: $(tail -2 "$W/ping-$name.txt" | tr '\n' ' ')"
 		return 1
 	fi
 	# rtt min/avg/max/mdev = 0.031/0.045/0.080/0.010 ms
 	read -r PING_AVG PING_MAX < <(awk -F'= ' '{ split($2, v, "/"); print v[2], v[3] }' <<<"$line")
-	PING_LOSS=$(sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p' "$W/ping-$name.txt")
 	log "  $name: rtt avg $PING_AVG ms, max $PING_MAX ms, ${PING_LOSS:-?}% lost"
 }
 
@@ -300,8 +311,8 @@ measure_loaded() {
 	pingstat "$row-loaded" "$count" && {
 		R[$row.lavg]=$PING_AVG
 		R[$row.lmax]=$PING_MAX
-		R[$row.lloss]=$PING_LOSS
 	}
+	R[$row.lloss]=$PING_LOSS
 	wait "$pid"
 	local line
 	line=$("$TB" iperf-json "$W/iperf-$row-loaded.json" 2>&1) && log "  (load: $(kv gbps "$line") Gbit/s)" ||
@@ -561,10 +572,10 @@ ratio() {
 
 echo
 echo "sallyport make bench — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, ${SECS} s per transfer, $(uname -r)"
-echo "version: $([ "$HAVE_SP" = 1 ] && "$BIN" version 2>/dev/null | head -1 || echo n/a); load average before the run: $LOAD0"
-if [ "$(calc "${LOAD0%% *} > 0.5")" = "1.000" ]; then
-	echo "WARNING: the machine was busy before the run (1-min load ${LOAD0%% *}); other processes"
-	echo "         compete for the CPUs, so these numbers are noisy. Rerun on an idle machine."
+echo "version: $([ "$HAVE_SP" = 1 ] && "$BIN" version 2>/dev/null | head -1 || echo n/a); CPUs busy before the run: $BUSY0% (over 1 s)"
+if [ "$BUSY0" -gt 15 ]; then
+	echo "WARNING: other processes were using $BUSY0% of the CPUs just before the run; they compete"
+	echo "         with the transfers, so these numbers are noisy. Rerun on an idle machine."
 fi
 echo
 printf '%-20s %9s %9s %9s %10s %16s %7s %9s\n' "" "Gbit/s" "Gbit/s" "Gbit/s" "idle RTT" "loaded RTT ms" "loaded" "CPU"
@@ -578,10 +589,10 @@ for row in "${ROWS[@]}"; do
 	echo
 done
 echo
-echo "up = laptop -> LAN host (raw TLS: laptop -> gateway), down = reverse, P4 = 4 streams up;"
-echo "loaded RTT = ping laptop -> LAN host every 50 ms during one upstream stream (loss: pings"
-echo "unanswered within 1 s); CPU = sallyport server+client"
-echo "(raw TLS: both tlsbench ends) per GB over the single-stream runs."
+echo "up = laptop -> LAN host (raw TLS: laptop -> gateway), down = reverse, P4 = 4 streams up."
+echo "loaded RTT = ping laptop -> LAN host every 50 ms during one upstream stream; loss = pings"
+echo "never answered. CPU = seconds of sallyport server + client CPU per GB moved in the up and"
+echo "down single-stream runs (raw TLS: both tlsbench ends, up run)."
 echo
 echo "ratios:"
 for d in $DRIVERS; do
