@@ -147,13 +147,6 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		}
 		backoff = min(2*backoff, c.cfg.Reconnect.MaxDelay)
 	}
-	if cur := c.cur.Swap(nil); cur != nil {
-		if msg, err := json.Marshal(tunnel.CloseMsg{Reason: "client shutdown"}); err == nil {
-			_ = cur.tls.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = cur.w.WriteControl(tunnel.FrameClose, msg)
-		}
-		cur.tls.Close()
-	}
 	return nil
 }
 
@@ -224,6 +217,14 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	}
 	defer tc.Close()
 	cn := &conn{tls: tc, w: tunnel.NewWriter(tc, streamBufSize), r: tunnel.NewReader(tc, streamBufSize)}
+	// Shutdown (SIGTERM, `sallyport down`) tells the gateway and closes the
+	// stream, which ends the blocked read below.
+	stopClose := context.AfterFunc(ctx, func() {
+		_ = tc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = cn.w.WriteClose("client shutdown")
+		tc.Close()
+	})
+	defer stopClose()
 	_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
 	hello, _ := json.Marshal(tunnel.Hello{Version: tunnel.ProtocolVersion, Software: "sallyport"})
 	if err := cn.w.WriteControl(tunnel.FrameHello, hello); err != nil {
