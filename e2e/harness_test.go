@@ -137,6 +137,9 @@ type Topo struct {
 // namespaces even when the test fails.
 func newTopo(t *testing.T, twoLaptops bool) *Topo {
 	t.Helper()
+	// Create the temp dir first: its removal is then registered before (and
+	// so runs after) stopAll, which reads process output from it on failure.
+	_ = t.TempDir()
 	id := randHex(2)
 	tp := &Topo{
 		t:   t,
