@@ -191,11 +191,17 @@ func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 // serverAuth EKU (crypto/tls does both), and the optional pin.
 func (c *Client) tlsConfig() *tls.Config {
 	conf := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		RootCAs:      c.mat.roots,
-		ServerName:   c.mat.srvName,
-		Certificates: []tls.Certificate{c.mat.cert},
-		NextProtos:   []string{tunnel.ALPN},
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    c.mat.roots,
+		ServerName: c.mat.srvName,
+		NextProtos: []string{tunnel.ALPN},
+		// Always present the device certificate, even when the gateway's
+		// list of accepted CAs does not name its issuer (crypto/tls would
+		// otherwise send none): the gateway then logs who was refused and
+		// why (unknown-ca, device=...), not an anonymous no-cert.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &c.mat.cert, nil
+		},
 	}
 	tunnel.TLSDefaults(conf)
 	if c.mat.pin != "" {
