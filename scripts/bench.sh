@@ -90,15 +90,18 @@ NS_LAN=spbench-$SUFFIX-lan
 W=$(mktemp -d /tmp/sallyport-bench.XXXXXX)
 PIDS=()
 
-stop_pid() { # stop_pid PID: SIGTERM, up to 5 s, then SIGKILL
-	local pid=$1 i
+stop_pid() { # stop_pid PID [SECONDS]: SIGTERM, wait (default 5 s), then SIGKILL
+	local pid=$1 max=$((${2:-5} * 10)) i
 	kill -0 "$pid" 2>/dev/null || return 0
 	kill -TERM "$pid" 2>/dev/null
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < max; i++)); do
+		kill -0 "$pid" 2>/dev/null || {
+			[ "$i" -gt 20 ] && log "pid $pid took $((i / 10)).$((i % 10)) s to exit after SIGTERM"
+			return 0
+		}
 		sleep 0.1
 	done
-	log "pid $pid still running 5 s after SIGTERM; sending SIGKILL"
+	log "pid $pid still running ${2:-5} s after SIGTERM; sending SIGKILL"
 	kill -KILL "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	return 0
@@ -455,7 +458,7 @@ EOF
 PROF_SERVER= PROF_CLIENT=
 tunnel_up() {
 	local d=$1 i env=()
-	SRV_PID= CLI_PID=
+	SRV_PID= CLI_PID= D_CUR=$d
 	[ -n "$PROF_SERVER" ] && env=(env "SALLYPORT_CPUPROFILE=$PROF_SERVER")
 	write_configs "$d"
 	start "server-$d" "$NS_GW" "${env[@]}" "$BIN" server -c "$W/server-$d.toml"
@@ -495,7 +498,13 @@ tunnel_up() {
 }
 
 tunnel_down() {
-	[ -n "$CLI_PID" ] && stop_pid "$CLI_PID"
+	# `sallyport down` first, as a user would: a clean exit removes what the
+	# client set up and writes its CPU profile. Then signals, by pid.
+	if [ -n "$CLI_PID" ] && kill -0 "$CLI_PID" 2>/dev/null; then
+		timeout -k 2 8 ip netns exec "$NS_LAP" "$BIN" down --socket "$W/client-$D_CUR.sock" >>"$W/down.log" 2>&1 ||
+			log "  sallyport down failed: $(tail -1 "$W/down.log")"
+		stop_pid "$CLI_PID"
+	fi
 	[ -n "$SRV_PID" ] && stop_pid "$SRV_PID"
 	# Whatever a killed process left behind must not leak into the next run.
 	ip -n "$NS_LAP" link del sp0 2>/dev/null
@@ -524,7 +533,7 @@ profile() {
 	for who in server client; do
 		f=$dir/$d-$who.pprof
 		if [ ! -s "$f" ]; then
-			log "  profile: no $f (binary without SALLYPORT_CPUPROFILE support?); skipped"
+			log "  profile: no $f (process killed before a clean exit, or binary without SALLYPORT_CPUPROFILE); skipped"
 			continue
 		fi
 		log "  profile: $f"
