@@ -20,7 +20,7 @@ package server
 //     Each packet's destination picks its session through a copy-on-write
 //     map (no lock per packet); packets move into that session's outgoing
 //     batch by swapping buffer slices, never by copying bytes. Each outgoing
-//     batch is offered to its session's queue (sessionQueueLen batches) with
+//     batch is offered to its session's queue (queueLen batches) with
 //     a non-blocking send: a full queue drops the batch (dropped:queue_full)
 //     rather than delaying every other device.
 //

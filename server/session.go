@@ -21,13 +21,14 @@ import (
 )
 
 // Sizes of the per-session stream buffers and of the queue of batches from
-// the TUN reader. The queue is short on purpose: a slow device loses packets
-// (counted as queue_full) instead of building latency for everyone.
+// the TUN reader. The queue is short on purpose (about 0.7 ms of 10 Gbit/s):
+// a slow device loses packets (counted as queue_full), which its TCP flows
+// answer by slowing down, instead of building latency for everyone.
 const (
-	streamBufSize   = 256 << 10
-	sessionQueueLen = 4
-	conntrackMax    = 16384
-	maxHelloWait    = 10 * time.Second
+	streamBufSize       = 256 << 10
+	sessionQueuePackets = 512
+	conntrackMax        = 16384
+	maxHelloWait        = 10 * time.Second
 )
 
 // dropCounters count packets dropped for one session, by reason.
@@ -65,6 +66,13 @@ type session struct {
 	reason                atomic.Pointer[string]
 }
 
+// queueLen is the session queue's length in batches: about
+// sessionQueuePackets packets whatever the driver's batch size (128 for
+// wireguard/tun, 1 for water), and never fewer than 2 batches.
+func queueLen(batchSize int) int {
+	return max(2, sessionQueuePackets/max(1, batchSize))
+}
+
 func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
 
 // newSession reads the device's hello, assigns its address, replaces any
@@ -76,7 +84,7 @@ func (s *Server) newSession(conn *tls.Conn, chain []*x509.Certificate, id pki.Id
 		since: time.Now(), flows: conntrack.New(conntrackMax),
 		w:     tunnel.NewWriter(conn, streamBufSize),
 		r:     tunnel.NewReader(conn, streamBufSize),
-		queue: make(chan *tunnel.Batch, sessionQueueLen),
+		queue: make(chan *tunnel.Batch, queueLen(s.dev.BatchSize())),
 		done:  make(chan struct{}),
 	}
 	ss.log = s.log.With("device", id.Device, "user", id.User, "remote", remote)
