@@ -334,7 +334,9 @@ func (c *Client) readStream(cn *conn) error {
 			}
 			c.bytesIn.Add(bytes)
 			c.packetsIn.Add(uint64(n))
-			if _, werr := c.dev.Write(b.Bufs[:n], tunnel.Headroom); werr != nil {
+			_, werr := c.dev.Write(b.Trim(n, tunnel.Headroom), tunnel.Headroom)
+			b.Restore()
+			if werr != nil {
 				c.log.Debug("write TUN failed", "err", werr, "packets", n)
 			}
 		}

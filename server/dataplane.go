@@ -220,7 +220,9 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 	if keep == 0 {
 		return
 	}
-	if _, err := ss.srv.dev.Write(b.Bufs[:keep], tunnel.Headroom); err != nil && !ss.srv.draining.Load() {
+	_, err := ss.srv.dev.Write(b.Trim(keep, tunnel.Headroom), tunnel.Headroom)
+	b.Restore()
+	if err != nil && !ss.srv.draining.Load() {
 		ss.log.Debug("write TUN failed", "err", err, "packets", keep)
 	}
 }

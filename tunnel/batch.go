@@ -33,3 +33,23 @@ func (b *Batch) Packets(offset int) [][]byte {
 	}
 	return out
 }
+
+// Trim slices the first n buffers to end at their packets (offset+Sizes[i])
+// and returns them: Device.Write writes each bufs[i][offset:] whole, so an
+// untrimmed buffer would send its stale tail too, and wireguard/tun's GRO
+// refuses to coalesce a packet whose buffer is longer than its IP length.
+// Call Restore before the batch is read into again.
+func (b *Batch) Trim(n, offset int) [][]byte {
+	for i := 0; i < n; i++ {
+		b.Bufs[i] = b.Bufs[i][:offset+b.Sizes[i]]
+	}
+	return b.Bufs[:n]
+}
+
+// Restore gives every buffer its full capacity again after Trim (and after
+// a Device.Write, which may grow or swap the buffers while coalescing).
+func (b *Batch) Restore() {
+	for i := range b.Bufs {
+		b.Bufs[i] = b.Bufs[i][:cap(b.Bufs[i])]
+	}
+}

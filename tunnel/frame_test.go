@@ -508,3 +508,19 @@ func ExampleReader_ReadBatch() {
 	// packet one
 	// packet two
 }
+
+func TestBatchTrimRestore(t *testing.T) {
+	b := NewBatch(3, 100)
+	b.Sizes[0], b.Sizes[1] = 20, 40
+	got := b.Trim(2, Headroom)
+	if len(got) != 2 || len(got[0]) != Headroom+20 || len(got[1]) != Headroom+40 || len(b.Bufs[2]) != 100 {
+		t.Fatalf("trim: lens %d %d %d", len(got[0]), len(got[1]), len(b.Bufs[2]))
+	}
+	got[0], got[1] = got[1], got[0] // a Write that swaps buffers while coalescing
+	b.Restore()
+	for i, buf := range b.Bufs {
+		if len(buf) != 100 || cap(buf) != 100 {
+			t.Fatalf("buf %d: len %d cap %d after Restore", i, len(buf), cap(buf))
+		}
+	}
+}
