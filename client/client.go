@@ -66,11 +66,13 @@ type Client struct {
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
 	droppedOffline        atomic.Uint64
+	droppedCongestion     atomic.Uint64
 }
 
 // conn is one TLS session with the gateway.
 type conn struct {
 	tls      *tls.Conn
+	backlog  *tunnel.Backlog
 	w        *tunnel.Writer
 	r        *tunnel.Reader
 	lastRecv atomic.Int64
@@ -222,7 +224,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return err
 	}
 	defer tc.Close()
-	cn := &conn{tls: tc, w: tunnel.NewWriter(tc, streamBufSize), r: tunnel.NewReader(tc, streamBufSize)}
+	cn := &conn{tls: tc, backlog: tunnel.NewBacklog(tc.NetConn()), w: tunnel.NewWriter(tc, streamBufSize), r: tunnel.NewReader(tc, streamBufSize)}
 	// Shutdown (SIGTERM, `sallyport down`) tells the gateway and closes the
 	// stream, which ends the blocked read below.
 	stopClose := context.AfterFunc(ctx, func() {
@@ -324,9 +326,19 @@ func (c *Client) readStream(cn *conn) error {
 		}
 		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
 	}
+	aqm := tunnel.NewAQM()
 	for {
 		n, err := cn.r.ReadBatch(b.Bufs, b.Sizes, tunnel.Headroom, onControl)
-		cn.lastRecv.Store(time.Now().UnixNano())
+		now := time.Now()
+		cn.lastRecv.Store(now.UnixNano())
+		if n > 0 && aqm.Drop(now, cn.backlog.Bytes()+cn.r.Buffered()) {
+			if v := tunnel.BulkVictim(b.Bufs, b.Sizes, n, tunnel.Headroom); v >= 0 {
+				n--
+				b.Bufs[v], b.Bufs[n] = b.Bufs[n], b.Bufs[v]
+				b.Sizes[v] = b.Sizes[n]
+				c.droppedCongestion.Add(1)
+			}
+		}
 		if n > 0 {
 			var bytes uint64
 			for i := 0; i < n; i++ {
@@ -404,20 +416,23 @@ func (c *Client) routineReadTUN() {
 
 // Status is the answer to `sallyport status`.
 type Status struct {
-	Connected    bool      `json:"connected"`
-	Server       string    `json:"server"`
-	Address      string    `json:"address"`
-	Routes       []string  `json:"routes"`
-	DNS          []string  `json:"dns"`
-	Since        time.Time `json:"since"`
-	BytesIn      uint64    `json:"bytes_in"`
-	BytesOut     uint64    `json:"bytes_out"`
-	PacketsIn    uint64    `json:"packets_in"`
-	PacketsOut   uint64    `json:"packets_out"`
-	Device       string    `json:"device"`
-	CertNotAfter time.Time `json:"cert_not_after"`
-	CertDaysLeft int       `json:"cert_days_left"`
-	LastError    string    `json:"last_error,omitempty"`
+	Connected  bool      `json:"connected"`
+	Server     string    `json:"server"`
+	Address    string    `json:"address"`
+	Routes     []string  `json:"routes"`
+	DNS        []string  `json:"dns"`
+	Since      time.Time `json:"since"`
+	BytesIn    uint64    `json:"bytes_in"`
+	BytesOut   uint64    `json:"bytes_out"`
+	PacketsIn  uint64    `json:"packets_in"`
+	PacketsOut uint64    `json:"packets_out"`
+	// DroppedCongestion counts bulk packets dropped on purpose because
+	// the laptop fell behind the gateway's stream (tunnel.AQM).
+	DroppedCongestion uint64    `json:"dropped_congestion"`
+	Device            string    `json:"device"`
+	CertNotAfter      time.Time `json:"cert_not_after"`
+	CertDaysLeft      int       `json:"cert_days_left"`
+	LastError         string    `json:"last_error,omitempty"`
 }
 
 // Status reports the tunnel's state.
@@ -427,7 +442,8 @@ func (c *Client) Status() Status {
 	st := Status{
 		Connected: c.connected, Server: c.server, Since: c.since, LastError: c.lastError,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
-		Device: pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,
+		DroppedCongestion: c.droppedCongestion.Load(),
+		Device:            pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,
 		CertDaysLeft: int(time.Until(c.mat.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
 	}
 	if c.pushed.Address.IsValid() {

@@ -53,11 +53,3 @@ func TestAddrPool(t *testing.T) {
 		t.Fatalf("bob: %v", err)
 	}
 }
-
-func TestQueueLen(t *testing.T) {
-	for _, tt := range []struct{ batch, want int }{{1, 512}, {128, 4}, {0, 512}, {1024, 2}} {
-		if got := queueLen(tt.batch); got != tt.want {
-			t.Errorf("queueLen(%d) = %d, want %d", tt.batch, got, tt.want)
-		}
-	}
-}

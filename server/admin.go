@@ -47,6 +47,9 @@ type DropStatus struct {
 	NoFlow    uint64 `json:"no_flow"`
 	QueueFull uint64 `json:"queue_full"`
 	Malformed uint64 `json:"malformed"`
+	// Congestion counts bulk packets dropped on purpose because the
+	// gateway fell behind the device's stream (tunnel.AQM).
+	Congestion uint64 `json:"congestion"`
 }
 
 // Status reports the gateway and its sessions, sorted by device.

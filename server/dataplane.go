@@ -14,15 +14,19 @@ package server
 //     destination device opened (else dropped:policy). Passing packets are
 //     compacted to the front of the batch and written with ONE
 //     Device.Write, which lets wireguard/tun coalesce TCP segments (GRO).
+//     When the gateway falls behind the stream, tunnel.AQM drops one bulk
+//     packet now and then (dropped:congestion) so the unread backlog, and
+//     the latency of everything behind it, stays short.
 //
 //   LAN -> device: routineReadTUN (one for the gateway)
 //     Device.Read fills a pooled batch (BatchSize packets, Headroom in front).
 //     Each packet's destination picks its session through a copy-on-write
 //     map (no lock per packet); packets move into that session's outgoing
 //     batch by swapping buffer slices, never by copying bytes. Each outgoing
-//     batch is offered to its session's queue (queueLen batches) with
-//     a non-blocking send: a full queue drops the batch (dropped:queue_full)
-//     rather than delaying every other device.
+//     batch is pushed to its session's outQueue without blocking: it merges
+//     into the newest queued batch when that has room, and a queue at its
+//     packet limit drops it (dropped:queue_full) rather than delaying every
+//     other device.
 //
 //   routineWriteStream (one per session)
 //     Takes a batch off the queue, lets through only replies to flows the
@@ -147,10 +151,15 @@ func (s *Server) offer(ss *session, b *tunnel.Batch) {
 	select {
 	case <-ss.done:
 		s.tunBatches.put(b)
-	case ss.queue <- b:
+		return
 	default:
-		ss.drops.queueFull.Add(uint64(b.N))
-		s.tunBatches.put(b)
+	}
+	spare, dropped := ss.queue.push(b)
+	if dropped > 0 {
+		ss.drops.queueFull.Add(uint64(dropped))
+	}
+	if spare != nil {
+		s.tunBatches.put(spare)
 	}
 }
 
@@ -188,11 +197,19 @@ func (ss *session) routineReadStream() {
 func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 	g := ss.grant.Load()
 	now := time.Now()
+	victim := -1
+	if ss.aqm.Drop(now, ss.backlog.Bytes()+ss.r.Buffered()) {
+		victim = tunnel.BulkVictim(b.Bufs, b.Sizes, n, tunnel.Headroom)
+	}
 	var bytes uint64
 	keep := 0
 	for i := 0; i < n; i++ {
 		pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
 		bytes += uint64(len(pkt))
+		if i == victim {
+			ss.drops.congestion.Add(1)
+			continue
+		}
 		if err := packet.Parse(pkt, info); err != nil {
 			ss.drops.malformed.Add(1)
 			continue
@@ -238,11 +255,14 @@ func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) b
 func (ss *session) routineWriteStream() {
 	var info packet.Info
 	for {
-		var b *tunnel.Batch
-		select {
-		case <-ss.done:
-			return
-		case b = <-ss.queue:
+		b := ss.queue.pop()
+		if b == nil {
+			select {
+			case <-ss.done:
+				return
+			case <-ss.queue.ready:
+				continue
+			}
 		}
 		now := time.Now()
 		keep := 0

@@ -276,7 +276,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 		conn.Close()
 		return
 	}
-	ss, err := s.newSession(conn, cs.VerifiedChains[0], id, grant, t, remote)
+	ss, err := s.newSession(conn, raw, cs.VerifiedChains[0], id, grant, t, remote)
 	if err != nil {
 		s.log.Warn("session refused", "remote", remote, "device", id.Device, "user", id.User, "error", err.Error())
 		conn.Close()

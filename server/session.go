@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,7 @@ import (
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
-// Sizes of the per-session stream buffers and of the queue of batches from
+// Sizes of the per-session stream buffers and of the queue of packets from
 // the TUN reader. The queue is short on purpose (about 0.7 ms of 10 Gbit/s):
 // a slow device loses packets (counted as queue_full), which its TCP flows
 // answer by slowing down, instead of building latency for everyone.
@@ -33,7 +34,7 @@ const (
 
 // dropCounters count packets dropped for one session, by reason.
 type dropCounters struct {
-	spoofed, policy, noFlow, queueFull, malformed atomic.Uint64
+	spoofed, policy, noFlow, queueFull, malformed, congestion atomic.Uint64
 }
 
 // session is one device's connection. It owns three goroutines:
@@ -53,9 +54,11 @@ type session struct {
 	grant  atomic.Pointer[policy.Grant]
 	flows  *conntrack.Table
 
-	w     *tunnel.Writer
-	r     *tunnel.Reader
-	queue chan *tunnel.Batch
+	w       *tunnel.Writer
+	r       *tunnel.Reader
+	queue   *outQueue
+	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
+	aqm     *tunnel.AQM     // used by routineReadStream only
 
 	lastRecv              atomic.Int64 // unix nanos of the last frame from the device
 	bytesIn, bytesOut     atomic.Uint64
@@ -66,26 +69,21 @@ type session struct {
 	reason                atomic.Pointer[string]
 }
 
-// queueLen is the session queue's length in batches: about
-// sessionQueuePackets packets whatever the driver's batch size (128 for
-// wireguard/tun, 1 for water), and never fewer than 2 batches.
-func queueLen(batchSize int) int {
-	return max(2, sessionQueuePackets/max(1, batchSize))
-}
-
 func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
 
 // newSession reads the device's hello, assigns its address, replaces any
 // older session of the same device and pushes the device's configuration.
-func (s *Server) newSession(conn *tls.Conn, chain []*x509.Certificate, id pki.Identity, g *policy.Grant, t *trust, remote string) (*session, error) {
+func (s *Server) newSession(conn *tls.Conn, raw net.Conn, chain []*x509.Certificate, id pki.Identity, g *policy.Grant, t *trust, remote string) (*session, error) {
 	cfg := s.cfg.Load()
 	ss := &session{
 		srv: s, key: deviceKey(id), id: id, chain: chain, conn: conn, remote: remote,
 		since: time.Now(), flows: conntrack.New(conntrackMax),
-		w:     tunnel.NewWriter(conn, streamBufSize),
-		r:     tunnel.NewReader(conn, streamBufSize),
-		queue: make(chan *tunnel.Batch, queueLen(s.dev.BatchSize())),
-		done:  make(chan struct{}),
+		w:       tunnel.NewWriter(conn, streamBufSize),
+		r:       tunnel.NewReader(conn, streamBufSize),
+		queue:   newOutQueue(sessionQueuePackets),
+		backlog: tunnel.NewBacklog(raw),
+		aqm:     tunnel.NewAQM(),
+		done:    make(chan struct{}),
 	}
 	ss.log = s.log.With("device", id.Device, "user", id.User, "remote", remote)
 	ss.grant.Store(g)
@@ -205,13 +203,8 @@ func (ss *session) run(ctx context.Context) {
 	go func() { defer wg.Done(); ss.routineWriteStream() }()
 	go func() { defer wg.Done(); ss.routineTimers(ctx) }()
 	wg.Wait()
-	for {
-		select {
-		case b := <-ss.queue:
-			ss.srv.tunBatches.put(b)
-		default:
-			return
-		}
+	for b := ss.queue.pop(); b != nil; b = ss.queue.pop() {
+		ss.srv.tunBatches.put(b)
 	}
 }
 
@@ -299,6 +292,7 @@ func (ss *session) status() SessionStatus {
 		Dropped: DropStatus{
 			Spoofed: ss.drops.spoofed.Load(), Policy: ss.drops.policy.Load(), NoFlow: ss.drops.noFlow.Load(),
 			QueueFull: ss.drops.queueFull.Load(), Malformed: ss.drops.malformed.Load(),
+			Congestion: ss.drops.congestion.Load(),
 		},
 	}
 }

@@ -30,3 +30,45 @@ func TuneTCP(c net.Conn) {
 		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, NotSentLowat)
 	})
 }
+
+// Backlog reports the bytes received on the outer TCP socket that the
+// process has not read yet (SIOCINQ), for AQM. Make it once per connection;
+// each call is one ioctl and allocates nothing.
+type Backlog struct {
+	raw interface {
+		Control(func(fd uintptr)) error
+	}
+	fn func(fd uintptr)
+	n  int
+}
+
+// NewBacklog returns a Backlog for c, or nil when c is not a TCP socket.
+func NewBacklog(c net.Conn) *Backlog {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	b := &Backlog{raw: raw}
+	b.fn = func(fd uintptr) {
+		n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		if err != nil {
+			n = 0
+		}
+		b.n = n
+	}
+	return b
+}
+
+// Bytes is the unread backlog; 0 for a nil Backlog or on error.
+func (b *Backlog) Bytes() int {
+	if b == nil {
+		return 0
+	}
+	b.n = 0
+	_ = b.raw.Control(b.fn)
+	return b.n
+}

@@ -10,3 +10,13 @@ func TuneTCP(c net.Conn) {
 		_ = tc.SetNoDelay(true)
 	}
 }
+
+// Backlog would report the outer socket's unread bytes; it is Linux-only,
+// so AQM never acts elsewhere.
+type Backlog struct{}
+
+// NewBacklog returns nil off Linux.
+func NewBacklog(net.Conn) *Backlog { return nil }
+
+// Bytes is always 0 off Linux.
+func (b *Backlog) Bytes() int { return 0 }

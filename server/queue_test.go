@@ -1,0 +1,62 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+func batchOf(t *testing.T, capacity int, ids ...byte) *tunnel.Batch {
+	t.Helper()
+	b := tunnel.NewBatch(capacity, 32)
+	for _, id := range ids {
+		b.Bufs[b.N][tunnel.Headroom] = id
+		b.Sizes[b.N] = 1
+		b.N++
+	}
+	return b
+}
+
+func ids(b *tunnel.Batch) []byte {
+	var out []byte
+	for i := 0; i < b.N; i++ {
+		out = append(out, b.Bufs[i][tunnel.Headroom])
+	}
+	return out
+}
+
+func TestOutQueue(t *testing.T) {
+	q := newOutQueue(6)
+	if q.pop() != nil {
+		t.Fatal("empty queue popped a batch")
+	}
+	// Small batches merge into the tail while it has room.
+	for _, id := range []byte{1, 2, 3} {
+		spare, dropped := q.push(batchOf(t, 4, id))
+		if dropped != 0 || (id > 1 && spare == nil) || (id == 1 && spare != nil) {
+			t.Fatalf("push %d: spare %v dropped %d", id, spare != nil, dropped)
+		}
+	}
+	select {
+	case <-q.ready:
+	default:
+		t.Fatal("no ready signal")
+	}
+	// A batch that does not fit the tail starts a new one.
+	if spare, _ := q.push(batchOf(t, 4, 4, 5)); spare != nil {
+		t.Fatal("batch that does not fit the tail was merged")
+	}
+	// Over the packet limit (5 queued + 2 > 6): dropped whole.
+	if spare, dropped := q.push(batchOf(t, 4, 6, 7)); dropped != 2 || spare == nil {
+		t.Fatalf("over limit: dropped %d", dropped)
+	}
+	if got := ids(q.pop()); string(got) != "\x01\x02\x03" {
+		t.Fatalf("first pop %v", got)
+	}
+	if got := ids(q.pop()); string(got) != "\x04\x05" {
+		t.Fatalf("second pop %v", got)
+	}
+	if q.pop() != nil || q.packets != 0 {
+		t.Fatalf("queue not empty: %d packets", q.packets)
+	}
+}
