@@ -24,14 +24,20 @@ func newOutQueue(limit int) *outQueue {
 	return &outQueue{limit: limit, ready: make(chan struct{}, 1)}
 }
 
-// push queues b's packets. It returns the batch the caller must put back in
-// its pool (b itself once merged, or b when dropped) and how many packets were
-// dropped because the queue was full; nil, 0 when b was queued whole.
+// push queues b's packets, as many as the limit allows. It returns the batch
+// the caller must put back in its pool (b once merged or wholly dropped, else
+// nil) and how many packets were dropped because the queue was full.
 func (q *outQueue) push(b *tunnel.Batch) (spare *tunnel.Batch, dropped int) {
 	q.mu.Lock()
-	if q.packets+b.N > q.limit {
-		q.mu.Unlock()
-		return b, b.N
+	if room := q.limit - q.packets; b.N > room {
+		// Keep what fits, drop the tail: a whole dropped batch would be a
+		// burst of losses in one flow, which TCP recovers from slowly.
+		dropped = b.N - max(room, 0)
+		b.N = max(room, 0)
+		if b.N == 0 {
+			q.mu.Unlock()
+			return b, dropped
+		}
 	}
 	q.packets += b.N
 	if n := len(q.batches); n > 0 && q.batches[n-1].N+b.N <= len(q.batches[n-1].Bufs) {
@@ -50,7 +56,7 @@ func (q *outQueue) push(b *tunnel.Batch) (spare *tunnel.Batch, dropped int) {
 	case q.ready <- struct{}{}:
 	default:
 	}
-	return spare, 0
+	return spare, dropped
 }
 
 // pop takes the oldest batch, or nil when the queue is empty.

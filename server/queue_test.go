@@ -46,14 +46,19 @@ func TestOutQueue(t *testing.T) {
 	if spare, _ := q.push(batchOf(t, 4, 4, 5)); spare != nil {
 		t.Fatal("batch that does not fit the tail was merged")
 	}
-	// Over the packet limit (5 queued + 2 > 6): dropped whole.
-	if spare, dropped := q.push(batchOf(t, 4, 6, 7)); dropped != 2 || spare == nil {
+	// Over the packet limit (5 queued + 2 > 6): the one that fits is kept
+	// (merged into the tail), the rest dropped.
+	if spare, dropped := q.push(batchOf(t, 4, 6, 7)); dropped != 1 || spare == nil {
 		t.Fatalf("over limit: dropped %d", dropped)
+	}
+	// Full: everything dropped.
+	if spare, dropped := q.push(batchOf(t, 4, 8)); dropped != 1 || spare == nil {
+		t.Fatalf("full: dropped %d", dropped)
 	}
 	if got := ids(q.pop()); string(got) != "\x01\x02\x03" {
 		t.Fatalf("first pop %v", got)
 	}
-	if got := ids(q.pop()); string(got) != "\x04\x05" {
+	if got := ids(q.pop()); string(got) != "\x04\x05\x06" {
 		t.Fatalf("second pop %v", got)
 	}
 	if q.pop() != nil || q.packets != 0 {
