@@ -77,6 +77,7 @@ type conn struct {
 	r        *tunnel.Reader
 	lastRecv atomic.Int64
 	v6       bool // the gateway gave us an IPv6 address
+	gso      bool // both ends negotiated tunnel.CapGSO
 }
 
 // New loads the TLS material named by cfg.
@@ -234,7 +235,11 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	})
 	defer stopClose()
 	_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
-	hello, _ := json.Marshal(tunnel.Hello{Version: tunnel.ProtocolVersion, Software: "sallyport"})
+	var caps []string
+	if _, ok := tunnel.AsVnet(c.dev); ok {
+		caps = append(caps, tunnel.CapGSO)
+	}
+	hello, _ := json.Marshal(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"})
 	if err := cn.w.WriteControl(tunnel.FrameHello, hello); err != nil {
 		return fmt.Errorf("%s: send hello: %w", addr, err)
 	}
@@ -259,13 +264,14 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return fmt.Errorf("apply pushed config: %w", err)
 	}
 	cn.v6 = pc.Address.Addr().Is6()
+	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
 	cn.lastRecv.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
 	c.mu.Unlock()
 	c.cur.Store(cn)
 	defer c.cur.CompareAndSwap(cn, nil)
-	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU,
+	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU, "gso", cn.gso,
 		"cert_days_left", int(time.Until(c.mat.leaf.NotAfter).Hours()/24))
 	up()
 
@@ -327,15 +333,21 @@ func (c *Client) readStream(cn *conn) error {
 		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
 	}
 	aqm := tunnel.NewAQM()
+	var gso []bool
+	if cn.gso {
+		gso = b.GSO
+	} else {
+		clear(b.GSO)
+	}
 	for {
-		n, err := cn.r.ReadBatch(b.Bufs, b.Sizes, tunnel.Headroom, onControl)
+		n, err := cn.r.ReadPackets(b.Bufs, b.Sizes, gso, tunnel.Headroom, onControl)
 		now := time.Now()
 		cn.lastRecv.Store(now.UnixNano())
 		if n > 0 && aqm.Drop(now, cn.backlog.Bytes()+cn.r.Buffered()) {
 			if v := tunnel.BulkVictim(b.Bufs, b.Sizes, n, tunnel.Headroom); v >= 0 {
 				n--
 				b.Bufs[v], b.Bufs[n] = b.Bufs[n], b.Bufs[v]
-				b.Sizes[v] = b.Sizes[n]
+				b.Sizes[v], b.GSO[v] = b.Sizes[n], b.GSO[n]
 				c.droppedCongestion.Add(1)
 			}
 		}
@@ -346,9 +358,10 @@ func (c *Client) readStream(cn *conn) error {
 			}
 			c.bytesIn.Add(bytes)
 			c.packetsIn.Add(uint64(n))
-			_, werr := c.dev.Write(b.Trim(n, tunnel.Headroom), tunnel.Headroom)
-			b.Restore()
-			if werr != nil {
+			if cn.gso {
+				n = c.validGSO(b, n)
+			}
+			if werr := tunnel.WritePackets(c.dev, b, n, tunnel.Headroom); werr != nil {
 				c.log.Debug("write TUN failed", "err", werr, "packets", n)
 			}
 		}
@@ -368,9 +381,25 @@ func (c *Client) readStream(cn *conn) error {
 func (c *Client) routineReadTUN() {
 	defer c.wg.Done()
 	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	vdev, raw := tunnel.AsVnet(c.dev)
+	var seg *tunnel.Batch // super-packets cut up for a gateway without CapGSO
+	if raw {
+		seg = tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	}
 	failures := 0
 	for {
-		n, err := c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
+		var n int
+		var err error
+		if raw {
+			// One packet per read, unsplit: a TCP super-packet travels whole.
+			b.Sizes[0], err = vdev.ReadVnet(b.Bufs[0], tunnel.Headroom)
+			if err == nil {
+				n = 1
+				b.GSO[0] = !tunnel.DecodeVnetHdr(b.Bufs[0][tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
+			}
+		} else {
+			n, err = c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || c.net.closing.Load() {
 				return
@@ -398,20 +427,53 @@ func (c *Client) routineReadTUN() {
 				continue
 			}
 			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-			b.Sizes[keep] = b.Sizes[i]
+			b.Sizes[keep], b.GSO[keep] = b.Sizes[i], b.GSO[i]
 			bytes += uint64(len(pkt))
 			keep++
 		}
 		if keep == 0 {
 			continue
 		}
-		if err := cn.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom); err != nil {
+		out, gso := b, b.GSO
+		if raw && !cn.gso {
+			// The gateway takes only plain packets: segment here.
+			h := tunnel.DecodeVnetHdr(b.Bufs[0][tunnel.Headroom-tunnel.VnetHdrLen:])
+			k, serr := tunnel.Segment(h, b.Bufs[0][tunnel.Headroom:tunnel.Headroom+b.Sizes[0]], seg.Bufs, seg.Sizes, tunnel.Headroom)
+			if serr != nil {
+				c.log.Debug("segment packet failed", "err", serr)
+				continue
+			}
+			out, keep, gso = seg, k, nil
+		} else if !raw {
+			gso = nil
+		}
+		if err := cn.w.WritePackets(out.Bufs, out.Sizes, gso, keep, tunnel.Headroom); err != nil {
 			cn.tls.Close() // the reader notices and the session reconnects
 			continue
 		}
 		c.bytesOut.Add(bytes)
 		c.packetsOut.Add(uint64(keep))
 	}
+}
+
+// validGSO drops GSO packets whose virtio-net header does not describe
+// them (a header from the network reaches the kernel only when valid) and
+// returns the number of packets kept, compacted to the front of b.
+func (c *Client) validGSO(b *tunnel.Batch, n int) int {
+	keep := 0
+	for i := 0; i < n; i++ {
+		if b.GSO[i] {
+			h := tunnel.DecodeVnetHdr(b.Bufs[i][tunnel.Headroom-tunnel.VnetHdrLen:])
+			if err := tunnel.ValidateVnet(h, b.Bufs[i][tunnel.Headroom:tunnel.Headroom+b.Sizes[i]], tunnel.MaxPacket); err != nil {
+				c.log.Debug("dropped a GSO packet from the gateway", "err", err)
+				continue
+			}
+		}
+		b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
+		b.Sizes[keep], b.GSO[keep] = b.Sizes[i], b.GSO[i]
+		keep++
+	}
+	return keep
 }
 
 // Status is the answer to `sallyport status`.

@@ -79,6 +79,12 @@ func TestDataPlane(t *testing.T) {
 			if !netip.MustParsePrefix(poolNet).Contains(devAddr.Addr()) {
 				t.Fatalf("device address %v not in pool %s", devAddr, poolNet)
 			}
+			// The wireguard driver passes TCP super-packets whole (CapGSO), so
+			// the checksummed transfer below covers that path; water does not.
+			wantGSO := fmt.Sprintf("gso=%v", drv == "wireguard")
+			if line := sessionUpRe.FindString(gw.Proc.Err()); !strings.Contains(line, wantGSO) {
+				t.Fatalf("session up line %q, want %s", line, wantGSO)
+			}
 
 			t.Run("ping_and_tcp", func(t *testing.T) {
 				tp := tp.with(t)
@@ -197,6 +203,8 @@ func (tp *Topo) with(t *testing.T) *Topo {
 }
 
 var refusedRe = regexp.MustCompile(`msg="handshake refused".*`)
+
+var sessionUpRe = regexp.MustCompile(`msg="session up".*`)
 
 // refusals returns the "handshake refused" lines of a server log.
 func refusals(log string) []string { return refusedRe.FindAllString(log, -1) }

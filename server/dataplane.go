@@ -12,8 +12,9 @@ package server
 //     destination must be allowed by the device's grant (the flow is then
 //     recorded in the session's conntrack) or be a reply to a flow the
 //     destination device opened (else dropped:policy). Passing packets are
-//     compacted to the front of the batch and written with ONE
-//     Device.Write, which lets wireguard/tun coalesce TCP segments (GRO).
+//     compacted to the front of the batch and written by
+//     tunnel.WritePackets: each run of plain packets with ONE Device.Write
+//     (wireguard/tun coalesces TCP segments, GRO), each super-packet whole.
 //     When the gateway falls behind the stream, tunnel.AQM drops one bulk
 //     packet now and then (dropped:congestion) so the unread backlog, and
 //     the latency of everything behind it, stays short.
@@ -167,9 +168,13 @@ func (s *Server) offer(ss *session, b *tunnel.Batch) {
 // writes them to the TUN in batches.
 func (ss *session) routineReadStream() {
 	b := tunnel.NewBatch(ss.srv.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	var gso []bool
+	if ss.gso {
+		gso = b.GSO
+	}
 	var info packet.Info
 	for {
-		n, err := ss.r.ReadBatch(b.Bufs, b.Sizes, tunnel.Headroom, ss.onControl)
+		n, err := ss.r.ReadPackets(b.Bufs, b.Sizes, gso, tunnel.Headroom, ss.onControl)
 		if n > 0 {
 			ss.lastRecv.Store(time.Now().UnixNano())
 			ss.forwardBatch(b, n, &info)
@@ -214,6 +219,13 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 			ss.drops.malformed.Add(1)
 			continue
 		}
+		if b.GSO[i] {
+			h := tunnel.DecodeVnetHdr(b.Bufs[i][tunnel.Headroom-tunnel.VnetHdrLen:])
+			if tunnel.ValidateVnet(h, pkt, ss.srv.cfg.Load().Tunnel.MTU) != nil {
+				ss.drops.malformed.Add(1)
+				continue
+			}
+		}
 		if info.Src != ss.addr {
 			ss.drops.spoofed.Add(1)
 			continue
@@ -229,7 +241,7 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 			continue
 		}
 		b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-		b.Sizes[keep] = b.Sizes[i]
+		b.Sizes[keep], b.GSO[keep] = b.Sizes[i], b.GSO[i]
 		keep++
 	}
 	ss.bytesIn.Add(bytes)
@@ -237,9 +249,7 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 	if keep == 0 {
 		return
 	}
-	_, err := ss.srv.dev.Write(b.Trim(keep, tunnel.Headroom), tunnel.Headroom)
-	b.Restore()
-	if err != nil && !ss.srv.draining.Load() {
+	if err := tunnel.WritePackets(ss.srv.dev, b, keep, tunnel.Headroom); err != nil && !ss.srv.draining.Load() {
 		ss.log.Debug("write TUN failed", "err", err, "packets", keep)
 	}
 }

@@ -60,6 +60,7 @@ type session struct {
 	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
 	aqm     *tunnel.AQM     // used by routineReadStream only
 
+	gso                   bool         // tunnel.CapGSO negotiated: FrameDataGSO both ways
 	lastRecv              atomic.Int64 // unix nanos of the last frame from the device
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
@@ -111,8 +112,14 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, chain []*x509.Certific
 	ss.addr = addr
 	s.register(ss)
 
+	var caps []string
+	if _, ok := tunnel.AsVnet(s.dev); ok && tunnel.HasCap(hello.Caps, tunnel.CapGSO) {
+		caps = append(caps, tunnel.CapGSO)
+		ss.gso = true
+	}
 	pc := tunnel.Config{
 		Version:       tunnel.ProtocolVersion,
+		Caps:          caps,
 		Address:       netip.PrefixFrom(addr, s.pool.prefix.Bits()),
 		Gateway:       s.pool.gateway,
 		Routes:        g.Routes,
@@ -131,7 +138,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, chain []*x509.Certific
 		return nil, fmt.Errorf("push config: %w", err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	ss.log.Info("session up", "address", addr.String(), "policies", g.Names, "serial", id.Serial,
+	ss.log.Info("session up", "address", addr.String(), "policies", g.Names, "gso", ss.gso, "serial", id.Serial,
 		"fingerprint", id.Fingerprint, "expires", id.NotAfter.Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
 }

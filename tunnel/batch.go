@@ -7,6 +7,7 @@ package tunnel
 type Batch struct {
 	Bufs  [][]byte // n buffers of bufSize bytes each
 	Sizes []int    // packet length in Bufs[i] (at offset Headroom)
+	GSO   []bool   // Bufs[i] holds a virtio-net header before its packet
 	N     int      // packets currently held
 }
 
@@ -17,7 +18,7 @@ func NewBatch(n, bufSize int) *Batch {
 	n = max(n, 1)
 	bufSize = max(bufSize, 1)
 	slab := make([]byte, n*bufSize)
-	b := &Batch{Bufs: make([][]byte, n), Sizes: make([]int, n)}
+	b := &Batch{Bufs: make([][]byte, n), Sizes: make([]int, n), GSO: make([]bool, n)}
 	for i := range b.Bufs {
 		b.Bufs[i] = slab[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
 	}

@@ -99,3 +99,63 @@ func closedErr(op string, err error, closed bool) error {
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
+
+// VnetDevice is a Device that can also move packets whole with their
+// virtio-net header (the Linux wireguard driver): the GSO pass-through path.
+// VnetCapable tells whether this device's TUN has offloads on.
+type VnetDevice interface {
+	Device
+	VnetCapable() bool
+	ReadVnet(buf []byte, offset int) (int, error)
+	WriteVnet(buf []byte, offset int) error
+}
+
+// AsVnet returns dev as a VnetDevice when it can pass super-packets whole.
+func AsVnet(dev Device) (VnetDevice, bool) {
+	v, ok := dev.(VnetDevice)
+	if !ok || !v.VnetCapable() {
+		return nil, false
+	}
+	return v, true
+}
+
+// WritePackets writes the first n packets of b to dev in order: each run of
+// plain packets with one Device.Write (trimmed, so GRO can coalesce them),
+// each GSO packet (b.GSO[i]) whole through WriteVnet. dev must be a
+// VnetDevice if b holds GSO packets. It returns the first error; b is
+// restored (Batch.Restore) before it returns.
+func WritePackets(dev Device, b *Batch, n, offset int) error {
+	defer b.Restore()
+	var firstErr error
+	note := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	start := 0
+	flush := func(end int) {
+		if end > start {
+			run := b.Bufs[start:end]
+			for i := range run {
+				run[i] = run[i][:offset+b.Sizes[start+i]]
+			}
+			_, err := dev.Write(run, offset)
+			note(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		if !b.GSO[i] {
+			continue
+		}
+		flush(i)
+		start = i + 1
+		v, ok := dev.(VnetDevice)
+		if !ok {
+			note(fmt.Errorf("write %s: GSO packet on a device without virtio-net headers", dev.Name()))
+			continue
+		}
+		note(v.WriteVnet(b.Bufs[i][:offset+b.Sizes[i]], offset))
+	}
+	flush(n)
+	return firstErr
+}

@@ -61,7 +61,7 @@ const Headroom = 16
 // MaxPacket is the largest IP packet a data frame carries.
 const MaxPacket = 65535
 
-// GSOHeaderRoom is reserved in MaxPayload for a future virtio-net (GSO)
+// GSOHeaderRoom is reserved in MaxPayload for the virtio-net (GSO)
 // header carried in front of a super-packet.
 const GSOHeaderRoom = 16
 
@@ -96,6 +96,8 @@ func FrameName(typ byte) string {
 	switch typ {
 	case FrameData:
 		return "data"
+	case FrameDataGSO:
+		return "data-gso"
 	case FrameHello:
 		return "hello"
 	case FrameConfig:
@@ -117,6 +119,10 @@ func checkFrame(typ byte, n int) error {
 	case FrameData:
 		if n == 0 {
 			return fmt.Errorf("%w: empty data frame", ErrProtocol)
+		}
+	case FrameDataGSO:
+		if n <= VnetHdrLen || n-VnetHdrLen > MaxPacket {
+			return fmt.Errorf("%w: data-gso frame of %d bytes", ErrProtocol, n)
 		}
 	case FrameKeepalive:
 		if n != 0 {
@@ -170,23 +176,40 @@ func NewWriter(w io.Writer, bufSize int) *Writer {
 // and flushes once. The whole batch is validated first, so a bad entry
 // (empty, too large, out of range) writes nothing. bufs are not modified.
 func (w *Writer) WriteBatch(bufs [][]byte, sizes []int, n int, offset int) error {
-	if n < 0 || n > len(bufs) || n > len(sizes) || offset < 0 {
+	return w.WritePackets(bufs, sizes, nil, n, offset)
+}
+
+// WritePackets is WriteBatch for a batch that may hold GSO packets: where
+// gso[i] is true, the virtio-net header in the VnetHdrLen bytes before the
+// packet is sent with it as a FrameDataGSO (offset must leave room for it).
+// gso may be nil.
+func (w *Writer) WritePackets(bufs [][]byte, sizes []int, gso []bool, n int, offset int) error {
+	if n < 0 || n > len(bufs) || n > len(sizes) || offset < 0 || (gso != nil && n > len(gso)) {
 		return fmt.Errorf("write batch: n=%d offset=%d out of range (bufs %d, sizes %d)", n, offset, len(bufs), len(sizes))
 	}
 	for i := 0; i < n; i++ {
 		s := sizes[i]
-		if s <= 0 || s > MaxPayload || offset+s > len(bufs[i]) {
-			return fmt.Errorf("write batch: packet %d: size %d at offset %d does not fit buffer of %d (max %d)", i, s, offset, len(bufs[i]), MaxPayload)
+		limit := MaxPayload
+		if gso != nil && gso[i] {
+			limit = MaxPacket
+		}
+		if s <= 0 || s > limit || offset+s > len(bufs[i]) || (limit == MaxPacket && offset < VnetHdrLen) {
+			return fmt.Errorf("write batch: packet %d: size %d at offset %d does not fit buffer of %d (max %d)", i, s, offset, len(bufs[i]), limit)
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for i := 0; i < n; i++ {
-		putHeader(w.hdr[:], FrameData, sizes[i])
+		typ, start := FrameData, offset
+		if gso != nil && gso[i] {
+			typ, start = FrameDataGSO, offset-VnetHdrLen
+		}
+		end := offset + sizes[i]
+		putHeader(w.hdr[:], typ, end-start)
 		if _, err := w.bw.Write(w.hdr[:]); err != nil {
 			return fmt.Errorf("write data frame: %w", err)
 		}
-		if _, err := w.bw.Write(bufs[i][offset : offset+sizes[i]]); err != nil {
+		if _, err := w.bw.Write(bufs[i][start:end]); err != nil {
 			return fmt.Errorf("write data frame: %w", err)
 		}
 	}
@@ -343,6 +366,15 @@ func truncated(err error) error {
 // error comes on the next call. An error returned by control is returned
 // the same way. A packet larger than len(bufs[i])-offset is an error.
 func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(typ byte, payload []byte) error) (int, error) {
+	return r.ReadPackets(bufs, sizes, nil, offset, control)
+}
+
+// ReadPackets is ReadBatch that also accepts FrameDataGSO: such a packet is
+// stored at bufs[i][offset:] with its virtio-net header in the VnetHdrLen
+// bytes before it, and gso[i] set (cleared for plain packets). With a nil
+// gso, a FrameDataGSO is a protocol error (the capability was not
+// negotiated). The header is not validated here; see ValidateVnet.
+func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int, control func(typ byte, payload []byte) error) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
@@ -363,6 +395,18 @@ func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(
 			return r.fail(n, err)
 		}
 		frames++
+		if typ == FrameDataGSO {
+			if gso == nil || n >= len(gso) || offset < VnetHdrLen {
+				return r.fail(n, fmt.Errorf("%w: data-gso frame without the gso capability", ErrProtocol))
+			}
+			if offset > len(bufs[n]) || len(p)-VnetHdrLen > len(bufs[n])-offset {
+				return r.fail(n, fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", len(p)-VnetHdrLen, len(bufs[n]), offset))
+			}
+			sizes[n] = copy(bufs[n][offset-VnetHdrLen:], p) - VnetHdrLen
+			gso[n] = true
+			n++
+			continue
+		}
 		if typ != FrameData {
 			if control != nil {
 				if err := control(typ, p); err != nil {
@@ -375,6 +419,9 @@ func (r *Reader) ReadBatch(bufs [][]byte, sizes []int, offset int, control func(
 			return r.fail(n, fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", len(p), len(bufs[n]), offset))
 		}
 		sizes[n] = copy(bufs[n][offset:], p)
+		if gso != nil && n < len(gso) {
+			gso[n] = false
+		}
 		n++
 	}
 	return n, nil
