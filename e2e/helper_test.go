@@ -100,6 +100,10 @@ func runHelper(kind string, args []string) int {
 		err = helperTCPSink(arg(0))
 	case "tcpsend":
 		err = helperTCPSend(arg(0), atoi(arg(1), 1<<20), time.Duration(atoi(arg(2), 3000))*time.Millisecond)
+	case "tcpsource":
+		err = helperTCPSource(arg(0), atoi(arg(1), 1<<20))
+	case "tcpfetch":
+		err = helperTCPFetch(arg(0), time.Duration(atoi(arg(1), 3000))*time.Millisecond)
 	case "udplisten":
 		err = helperUDPListen(arg(0))
 	case "udpsend":
@@ -255,6 +259,56 @@ func helperTCPSend(addr string, n int, dialTimeout time.Duration) error {
 		return fmt.Errorf("read reply: %w", err)
 	}
 	fmt.Printf("sent=%d sha256=%s echo_bytes=%s echo_sha256=%s\n", n, hex.EncodeToString(h.Sum(nil)), field(reply, "bytes"), field(reply, "sha256"))
+	return nil
+}
+
+// helperTCPSource serves n random bytes to each connection and prints
+// "served=N sha256=X" for it: the LAN side of a download.
+func helperTCPSource(addr string, n int) error {
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	fmt.Println("ready")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("accept: %w", err)
+		}
+		go func() {
+			defer c.Close()
+			h := sha256.New()
+			buf := make([]byte, 64<<10)
+			for left := n; left > 0; {
+				k := min(left, len(buf))
+				_, _ = rand.Read(buf[:k])
+				h.Write(buf[:k])
+				if _, err := c.Write(buf[:k]); err != nil {
+					fmt.Println("served_error=" + strings.ReplaceAll(err.Error(), " ", "_"))
+					return
+				}
+				left -= k
+			}
+			fmt.Printf("served=%d sha256=%s\n", n, hex.EncodeToString(h.Sum(nil)))
+		}()
+	}
+}
+
+// helperTCPFetch downloads everything addr sends and prints
+// "fetched=N sha256=X".
+func helperTCPFetch(addr string, dialTimeout time.Duration) error {
+	c, err := net.DialTimeout("tcp4", addr, dialTimeout)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		return fmt.Errorf("read after %d bytes: %w", n, err)
+	}
+	fmt.Printf("fetched=%d sha256=%s\n", n, hex.EncodeToString(h.Sum(nil)))
 	return nil
 }
 

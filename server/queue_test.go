@@ -65,3 +65,33 @@ func TestOutQueue(t *testing.T) {
 		t.Fatalf("queue not empty: %d packets", q.packets)
 	}
 }
+
+func TestRawQueue(t *testing.T) {
+	q := newRawQueue()
+	small := func(size int) *rawPacket { return &rawPacket{size: size} }
+	for i := 0; i < sessionQueuePackets; i++ {
+		if !q.push(small(100)) {
+			t.Fatalf("push %d refused below the packet limit", i)
+		}
+	}
+	if q.push(small(100)) {
+		t.Fatal("push over the packet limit accepted")
+	}
+	got := q.popInto(nil, 64)
+	if len(got) != 64 || q.bytes != (sessionQueuePackets-64)*100 {
+		t.Fatalf("popped %d, %d bytes left", len(got), q.bytes)
+	}
+	q.popInto(nil, sessionQueuePackets)
+	// The byte limit: 16 super-packets of 64 KiB fill 1 MiB.
+	for i := 0; i < 16; i++ {
+		if !q.push(small(65536)) {
+			t.Fatalf("super-packet %d refused under the byte limit", i)
+		}
+	}
+	if q.push(small(65536)) || !q.push(small(0)) {
+		t.Fatal("byte limit not enforced as expected")
+	}
+	if len(q.popInto(nil, 100)) != 17 || q.bytes != 0 {
+		t.Fatal("queue not drained")
+	}
+}

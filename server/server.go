@@ -33,6 +33,7 @@ type Server struct {
 
 	pool       *addrPool
 	dev        tunnel.Device
+	raw        bool // the TUN passes super-packets whole (rawpath.go)
 	tunBatches batchPool
 
 	sessMu   sync.Mutex
@@ -101,10 +102,15 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.wg.Add(3)
-	go s.routineReadTUN(ctx)
+	if vdev, ok := tunnel.AsVnet(dev); ok {
+		s.raw = true
+		go s.routineReadTUNRaw(ctx, vdev)
+	} else {
+		go s.routineReadTUN(ctx)
+	}
 	go s.routineAccept(ctx)
 	go s.routineWatch(ctx)
-	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver,
+	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
 		"address", s.pool.Gateway().String(), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies))
 	if ready != nil {
 		ready()

@@ -56,7 +56,8 @@ type session struct {
 
 	w       *tunnel.Writer
 	r       *tunnel.Reader
-	queue   *outQueue
+	queue   *outQueue       // batch path (routineReadTUN)
+	rawq    *rawQueue       // raw path (routineReadTUNRaw)
 	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
 	aqm     *tunnel.AQM     // used by routineReadStream only
 
@@ -82,6 +83,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, chain []*x509.Certific
 		w:       tunnel.NewWriter(conn, streamBufSize),
 		r:       tunnel.NewReader(conn, streamBufSize),
 		queue:   newOutQueue(sessionQueuePackets),
+		rawq:    newRawQueue(),
 		backlog: tunnel.NewBacklog(raw),
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
@@ -207,11 +209,21 @@ func (ss *session) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); ss.routineReadStream() }()
-	go func() { defer wg.Done(); ss.routineWriteStream() }()
+	go func() {
+		defer wg.Done()
+		if ss.srv.raw {
+			ss.routineWriteStreamRaw()
+		} else {
+			ss.routineWriteStream()
+		}
+	}()
 	go func() { defer wg.Done(); ss.routineTimers(ctx) }()
 	wg.Wait()
 	for b := ss.queue.pop(); b != nil; b = ss.queue.pop() {
 		ss.srv.tunBatches.put(b)
+	}
+	for _, p := range ss.rawq.popInto(nil, sessionQueuePackets) {
+		putRaw(p)
 	}
 }
 

@@ -1,0 +1,234 @@
+package server
+
+// The gateway's LAN -> device path with GSO pass-through ("raw mode").
+//
+// When the gateway's TUN has offloads (wireguard driver on Linux),
+// routineReadTUNRaw reads each packet as the kernel hands it over: a TCP
+// super-packet of up to 64 KiB behind its virtio-net header, or a plain
+// packet. It looks up the destination session and queues the packet
+// itself, without copying a large one: a super-packet keeps the 64 KiB
+// buffer it was read into and the reader takes a fresh one; a small packet
+// is copied into a small buffer so the queue never pins 64 KiB per ACK.
+// The session's rawQueue is bounded in packets and in bytes.
+//
+// routineWriteStreamRaw, one per session, takes everything queued, applies
+// the same conntrack check as the batch path, and writes it with one flush:
+// super-packets whole (FrameDataGSO) to a device that negotiated CapGSO, cut
+// into MTU-sized segments with complete checksums (tunnel.Segment) for one
+// that did not. Segmenting there, in the per-session goroutine, keeps the
+// shared reader fast and runs on whichever core is free.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sallyport/sallyport/server/conntrack"
+	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/packet"
+)
+
+// rawPacket is one packet read unsplit: the virtio-net header sits in the
+// VnetHdrLen bytes before tunnel.Headroom, the packet at tunnel.Headroom.
+type rawPacket struct {
+	buf  []byte
+	size int
+	gso  bool // the header is not all zero (GSO or partial checksum)
+}
+
+// Packet buffer classes for raw mode.
+const (
+	smallRaw      = 2048 // packets up to this size are copied into a small buffer
+	rawQueueBytes = 1 << 20
+)
+
+var (
+	bigPool   = sync.Pool{New: func() any { return &rawPacket{buf: make([]byte, tunnel.Headroom+tunnel.MaxPacket)} }}
+	smallPool = sync.Pool{New: func() any { return &rawPacket{buf: make([]byte, tunnel.Headroom+smallRaw)} }}
+)
+
+func putRaw(p *rawPacket) {
+	if cap(p.buf) > tunnel.Headroom+smallRaw {
+		bigPool.Put(p)
+	} else {
+		smallPool.Put(p)
+	}
+}
+
+// rawQueue is a session's queue in raw mode, bounded by sessionQueuePackets
+// packets and rawQueueBytes bytes.
+type rawQueue struct {
+	mu    sync.Mutex
+	items []*rawPacket
+	bytes int
+	ready chan struct{}
+}
+
+func newRawQueue() *rawQueue { return &rawQueue{ready: make(chan struct{}, 1)} }
+
+// push queues p; false when the queue is full (the caller keeps p).
+func (q *rawQueue) push(p *rawPacket) bool {
+	q.mu.Lock()
+	if len(q.items) >= sessionQueuePackets || q.bytes+p.size > rawQueueBytes {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, p)
+	q.bytes += p.size
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// popInto moves up to max queued packets to dst.
+func (q *rawQueue) popInto(dst []*rawPacket, max int) []*rawPacket {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := min(max, len(q.items))
+	for _, p := range q.items[:k] {
+		q.bytes -= p.size
+	}
+	dst = append(dst, q.items[:k]...)
+	clear(q.items[:k])
+	q.items = append(q.items[:0], q.items[k:]...)
+	return dst
+}
+
+// routineReadTUNRaw reads the shared TUN one unsplit packet at a time and
+// queues each for its session.
+func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.VnetDevice) {
+	defer s.wg.Done()
+	cur := bigPool.Get().(*rawPacket)
+	defer func() { bigPool.Put(cur) }()
+	failures := 0
+	for {
+		n, err := dev.ReadVnet(cur.buf, tunnel.Headroom)
+		if err != nil {
+			if ctx.Err() != nil || s.draining.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+				return
+			}
+			failures++
+			s.log.Warn("read TUN failed", "err", err, "consecutive", failures)
+			if failures > 10 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		failures = 0
+		pkt := cur.buf[tunnel.Headroom : tunnel.Headroom+n]
+		dst, ok := packet.Dst(pkt)
+		if !ok {
+			continue
+		}
+		ss := (*s.byAddr.Load())[dst]
+		if ss == nil {
+			s.noRoute.Add(1)
+			continue
+		}
+		p := cur
+		if n <= smallRaw {
+			p = smallPool.Get().(*rawPacket)
+			copy(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:], cur.buf[tunnel.Headroom-tunnel.VnetHdrLen:tunnel.Headroom+n])
+		}
+		p.size = n
+		p.gso = !tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
+		if !ss.rawq.push(p) {
+			ss.drops.queueFull.Add(1)
+			if p != cur {
+				putRaw(p)
+			}
+			continue
+		}
+		if p == cur {
+			cur = bigPool.Get().(*rawPacket)
+		}
+	}
+}
+
+// routineWriteStreamRaw sends what routineReadTUNRaw queued for this
+// device, one flush per round.
+func (ss *session) routineWriteStreamRaw() {
+	// A super-packet of 64 KiB cut at the smallest MSS (536) is 123
+	// segments; maxSegs leaves room for one.
+	const maxRound, maxSegs = 64, 128
+	items := make([]*rawPacket, 0, maxRound)
+	view := &tunnel.Batch{Bufs: make([][]byte, maxRound+maxSegs), Sizes: make([]int, maxRound+maxSegs), GSO: make([]bool, maxRound+maxSegs)}
+	seg := tunnel.NewBatch(2*maxSegs, tunnel.Headroom+ss.srv.cfg.Load().Tunnel.MTU)
+	var info packet.Info
+	for {
+		items = ss.rawq.popInto(items[:0], maxRound)
+		if len(items) == 0 {
+			select {
+			case <-ss.done:
+				return
+			case <-ss.rawq.ready:
+				continue
+			}
+		}
+		now := time.Now()
+		n, used := 0, 0
+		var bytes uint64
+		var err error
+		flush := func() {
+			if n > 0 && err == nil {
+				err = ss.w.WritePackets(view.Bufs, view.Sizes, view.GSO, n, tunnel.Headroom)
+			}
+			n, used = 0, 0
+		}
+		for _, p := range items {
+			pkt := p.buf[tunnel.Headroom : tunnel.Headroom+p.size]
+			if packet.Parse(pkt, &info) != nil {
+				ss.drops.malformed.Add(1)
+				continue
+			}
+			flow := conntrack.FlowOf(&info)
+			if !ss.flows.Has(flow.Reverse(), now) && !ss.srv.openedBy(info.Src, flow, now) {
+				if quoted, ok := icmpErrorFlow(pkt, &info); !ok || quoted.Src != ss.addr || !ss.flows.Has(quoted, now) {
+					ss.drops.noFlow.Add(1)
+					continue
+				}
+			}
+			bytes += uint64(p.size)
+			if !p.gso || ss.gso {
+				if n == len(view.Bufs) {
+					flush()
+				}
+				view.Bufs[n], view.Sizes[n], view.GSO[n] = p.buf, p.size, p.gso
+				n++
+				continue
+			}
+			// A device without CapGSO gets MTU-sized segments.
+			h := tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:])
+			if n > maxRound || used > maxSegs {
+				flush()
+			}
+			k, serr := tunnel.Segment(h, pkt, seg.Bufs[used:], seg.Sizes[used:], tunnel.Headroom)
+			if serr != nil {
+				ss.drops.malformed.Add(1)
+				continue
+			}
+			for j := 0; j < k; j++ {
+				view.Bufs[n], view.Sizes[n], view.GSO[n] = seg.Bufs[used+j], seg.Sizes[used+j], false
+				n++
+			}
+			used += k
+		}
+		flush()
+		for _, p := range items {
+			putRaw(p)
+		}
+		clear(view.Bufs) // drop references to pooled buffers
+		if err != nil {
+			ss.close("error", err)
+			return
+		}
+		ss.bytesOut.Add(bytes)
+		ss.packetsOut.Add(uint64(len(items)))
+	}
+}
