@@ -30,7 +30,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -386,7 +385,7 @@ func (c *Client) routineReadTUN() {
 	if raw {
 		seg = tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
 	}
-	failures := 0
+	retry := tunnel.ReadRetry{Log: c.log}
 	for {
 		var n int
 		var err error
@@ -401,17 +400,12 @@ func (c *Client) routineReadTUN() {
 			n, err = c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || c.net.closing.Load() {
-				return
+			if retry.Failed(err, c.net.closing.Load()) {
+				continue
 			}
-			failures++
-			c.log.Warn("read TUN failed", "err", err, "consecutive", failures)
-			if failures > 10 {
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
+			return
 		}
-		failures = 0
+		retry.OK()
 		cn := c.cur.Load()
 		if cn == nil {
 			c.droppedOffline.Add(uint64(n))

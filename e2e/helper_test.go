@@ -240,16 +240,9 @@ func helperTCPSend(addr string, n int, dialTimeout time.Duration) error {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-	h := sha256.New()
-	buf := make([]byte, 64<<10)
-	for left := n; left > 0; {
-		k := min(left, len(buf))
-		_, _ = rand.Read(buf[:k])
-		h.Write(buf[:k])
-		if _, err := c.Write(buf[:k]); err != nil {
-			return fmt.Errorf("write: %w", err)
-		}
-		left -= k
+	sum, err := sendRandom(c, n)
+	if err != nil {
+		return err
 	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 		return fmt.Errorf("close write: %w", err)
@@ -258,8 +251,24 @@ func helperTCPSend(addr string, n int, dialTimeout time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("read reply: %w", err)
 	}
-	fmt.Printf("sent=%d sha256=%s echo_bytes=%s echo_sha256=%s\n", n, hex.EncodeToString(h.Sum(nil)), field(reply, "bytes"), field(reply, "sha256"))
+	fmt.Printf("sent=%d sha256=%s echo_bytes=%s echo_sha256=%s\n", n, sum, field(reply, "bytes"), field(reply, "sha256"))
 	return nil
+}
+
+// sendRandom writes n random bytes to w and returns their sha256 in hex.
+func sendRandom(w io.Writer, n int) (string, error) {
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	for left := n; left > 0; {
+		k := min(left, len(buf))
+		_, _ = rand.Read(buf[:k])
+		h.Write(buf[:k])
+		if _, err := w.Write(buf[:k]); err != nil {
+			return "", fmt.Errorf("write: %w", err)
+		}
+		left -= k
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // helperTCPSource serves n random bytes to each connection and prints
@@ -277,19 +286,12 @@ func helperTCPSource(addr string, n int) error {
 		}
 		go func() {
 			defer c.Close()
-			h := sha256.New()
-			buf := make([]byte, 64<<10)
-			for left := n; left > 0; {
-				k := min(left, len(buf))
-				_, _ = rand.Read(buf[:k])
-				h.Write(buf[:k])
-				if _, err := c.Write(buf[:k]); err != nil {
-					fmt.Println("served_error=" + strings.ReplaceAll(err.Error(), " ", "_"))
-					return
-				}
-				left -= k
+			sum, err := sendRandom(c, n)
+			if err != nil {
+				fmt.Println("served_error=" + strings.ReplaceAll(err.Error(), " ", "_"))
+				return
 			}
-			fmt.Printf("served=%d sha256=%s\n", n, hex.EncodeToString(h.Sum(nil)))
+			fmt.Printf("served=%d sha256=%s\n", n, sum)
 		}()
 	}
 }

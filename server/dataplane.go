@@ -44,7 +44,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
@@ -84,23 +83,16 @@ func (s *Server) routineReadTUN(ctx interface{ Err() error }) {
 	out := make([]pending, 0, 8)
 	in := s.tunBatches.get()
 	defer s.tunBatches.put(in)
-	failures := 0
+	retry := tunnel.ReadRetry{Log: s.log}
 	for {
 		n, err := s.dev.Read(in.Bufs, in.Sizes, tunnel.Headroom)
 		if err != nil {
-			if ctx.Err() != nil || s.draining.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
-				return
+			if retry.Failed(err, ctx.Err() != nil || s.draining.Load()) {
+				continue
 			}
-			// Per-read errors (a packet the driver could not split) skip
-			// that read; a device that keeps failing is slowed, not spun.
-			failures++
-			s.log.Warn("read TUN failed", "err", err, "consecutive", failures)
-			if failures > 10 {
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
+			return
 		}
-		failures = 0
+		retry.OK()
 		byAddr := *s.byAddr.Load()
 		var last netip.Addr
 		var lastSS *session

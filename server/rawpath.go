@@ -19,10 +19,6 @@ package server
 // shared reader fast and runs on whichever core is free.
 
 import (
-	"errors"
-	"io"
-	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -106,21 +102,16 @@ func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.Vnet
 	defer s.wg.Done()
 	cur := bigPool.Get().(*rawPacket)
 	defer func() { bigPool.Put(cur) }()
-	failures := 0
+	retry := tunnel.ReadRetry{Log: s.log}
 	for {
 		n, err := dev.ReadVnet(cur.buf, tunnel.Headroom)
 		if err != nil {
-			if ctx.Err() != nil || s.draining.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
-				return
+			if retry.Failed(err, ctx.Err() != nil || s.draining.Load()) {
+				continue
 			}
-			failures++
-			s.log.Warn("read TUN failed", "err", err, "consecutive", failures)
-			if failures > 10 {
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
+			return
 		}
-		failures = 0
+		retry.OK()
 		pkt := cur.buf[tunnel.Headroom : tunnel.Headroom+n]
 		dst, ok := packet.Dst(pkt)
 		if !ok {

@@ -154,24 +154,49 @@ func sdStopping() {
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 }
 
-func runServer(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sallyport server", flag.ContinueOnError)
+// parseDaemon parses the flags `server` and `up` share (-c, --log-level)
+// and builds the logger; a non-zero code means exit with it.
+func parseDaemon(name, help, defCfg, cfgUsage string, args []string, stderr io.Writer) (cfgPath string, log *slog.Logger, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", "/etc/sallyport/server.toml", "gateway config file")
+	cfg := fs.String("c", defCfg, cfgUsage)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: sallyport server -c server.toml\n\nRuns the gateway. SIGHUP (or a change to the config, CA or CRL file) reloads\nthe config, CA, CRL and policies and re-checks every live session.\n\nExample:\n  sallyport server -c /etc/sallyport/server.toml\n\nFlags:\n")
+		fmt.Fprint(stderr, help, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return "", nil, 2
 	}
 	log, err := newLogger(stderr, *level)
 	if err != nil {
 		fmt.Fprintln(stderr, "sallyport:", err)
-		return 2
+		return "", nil, 2
 	}
-	cfg, err := server.LoadConfig(*cfgPath)
+	return *cfg, log, 0
+}
+
+// runDaemon runs fn until SIGINT/SIGTERM, telling systemd when it is ready
+// and when it is stopping; hup, if not nil, handles SIGHUP.
+func runDaemon(log *slog.Logger, what string, hup func(), fn func(ctx context.Context, ready func()) error) int {
+	ctx, stop := signalContext(hup)
+	defer stop()
+	go func() { <-ctx.Done(); sdStopping() }()
+	if err := fn(ctx, sdReady); err != nil {
+		log.Error(what+" failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runServer(args []string, stderr io.Writer) int {
+	cfgPath, log, code := parseDaemon("sallyport server",
+		"Usage: sallyport server -c server.toml\n\nRuns the gateway. SIGHUP (or a change to the config, CA or CRL file) reloads\nthe config, CA, CRL and policies and re-checks every live session.\n\nExample:\n  sallyport server -c /etc/sallyport/server.toml\n",
+		"/etc/sallyport/server.toml", "gateway config file", args, stderr)
+	if code != 0 {
+		return code
+	}
+	cfg, err := server.LoadConfig(cfgPath)
 	if err != nil {
 		log.Error("cannot start gateway", "err", err)
 		return 1
@@ -181,34 +206,17 @@ func runServer(args []string, stderr io.Writer) int {
 		log.Error("cannot start gateway", "err", err)
 		return 1
 	}
-	ctx, stop := signalContext(func() { srv.Reload("SIGHUP") })
-	defer stop()
-	go func() { <-ctx.Done(); sdStopping() }()
-	if err := srv.Run(ctx, sdReady); err != nil {
-		log.Error("gateway failed", "err", err)
-		return 1
-	}
-	return 0
+	return runDaemon(log, "gateway", func() { srv.Reload("SIGHUP") }, srv.Run)
 }
 
 func runUp(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sallyport up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", "client.toml", "client config file (a `sallyport pki bundle` file)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: sallyport up -c client.toml\n\nBrings the tunnel up and keeps it up (reconnecting with backoff) until\nSIGINT/SIGTERM or `sallyport down`; then removes the TUN device, routes and DNS.\n\nExample:\n  sudo sallyport up -c acme-vpn.toml\n\nFlags:\n")
-		fs.PrintDefaults()
+	cfgPath, log, code := parseDaemon("sallyport up",
+		"Usage: sallyport up -c client.toml\n\nBrings the tunnel up and keeps it up (reconnecting with backoff) until\nSIGINT/SIGTERM or `sallyport down`; then removes the TUN device, routes and DNS.\n\nExample:\n  sudo sallyport up -c acme-vpn.toml\n",
+		"client.toml", "client config file (a `sallyport pki bundle` file)", args, stderr)
+	if code != 0 {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 2
-	}
-	cfg, err := client.LoadConfig(*cfgPath)
+	cfg, err := client.LoadConfig(cfgPath)
 	if err != nil {
 		log.Error("cannot start client", "err", err)
 		return 1
@@ -218,14 +226,7 @@ func runUp(args []string, stderr io.Writer) int {
 		log.Error("cannot start client", "err", err)
 		return 1
 	}
-	ctx, stop := signalContext(nil)
-	defer stop()
-	go func() { <-ctx.Done(); sdStopping() }()
-	if err := c.Run(ctx, sdReady); err != nil {
-		log.Error("client failed", "err", err)
-		return 1
-	}
-	return 0
+	return runDaemon(log, "client", nil, c.Run)
 }
 
 // socketFlags adds --socket and -c to fs and returns a function that picks
