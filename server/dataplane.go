@@ -252,6 +252,26 @@ func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) b
 	return other != nil && other.flows.Has(flow, now)
 }
 
+// admit decides whether a packet from the network may go to the device:
+// a reply to a flow the device opened, an ICMP error about such a flow
+// (path MTU), or a flow another device opened to it under its own policy.
+// It counts what it refuses.
+func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
+	if packet.Parse(pkt, info) != nil {
+		ss.drops.malformed.Add(1)
+		return false
+	}
+	flow := conntrack.FlowOf(info)
+	if ss.flows.Has(flow.Reverse(), now) || ss.srv.openedBy(info.Src, flow, now) {
+		return true
+	}
+	if quoted, ok := icmpErrorFlow(pkt, info); ok && quoted.Src == ss.addr && ss.flows.Has(quoted, now) {
+		return true
+	}
+	ss.drops.noFlow.Add(1)
+	return false
+}
+
 // routineWriteStream sends the batches the TUN reader queued for this
 // device, one flush per batch.
 func (ss *session) routineWriteStream() {
@@ -271,16 +291,8 @@ func (ss *session) routineWriteStream() {
 		var bytes uint64
 		for i := 0; i < b.N; i++ {
 			pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
-			if err := packet.Parse(pkt, &info); err != nil {
-				ss.drops.malformed.Add(1)
+			if !ss.admit(pkt, &info, now) {
 				continue
-			}
-			flow := conntrack.FlowOf(&info)
-			if !ss.flows.Has(flow.Reverse(), now) && !ss.srv.openedBy(info.Src, flow, now) {
-				if quoted, ok := icmpErrorFlow(pkt, &info); !ok || quoted.Src != ss.addr || !ss.flows.Has(quoted, now) {
-					ss.drops.noFlow.Add(1)
-					continue
-				}
 			}
 			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
 			b.Sizes[keep] = b.Sizes[i]

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sallyport/sallyport/server/conntrack"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
@@ -174,16 +173,8 @@ func (ss *session) routineWriteStreamRaw() {
 		}
 		for _, p := range items {
 			pkt := p.buf[tunnel.Headroom : tunnel.Headroom+p.size]
-			if packet.Parse(pkt, &info) != nil {
-				ss.drops.malformed.Add(1)
+			if !ss.admit(pkt, &info, now) {
 				continue
-			}
-			flow := conntrack.FlowOf(&info)
-			if !ss.flows.Has(flow.Reverse(), now) && !ss.srv.openedBy(info.Src, flow, now) {
-				if quoted, ok := icmpErrorFlow(pkt, &info); !ok || quoted.Src != ss.addr || !ss.flows.Has(quoted, now) {
-					ss.drops.noFlow.Add(1)
-					continue
-				}
 			}
 			bytes += uint64(p.size)
 			if !p.gso || ss.gso {
