@@ -294,12 +294,12 @@ func serverStatus(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "gateway %s on %s (%s), up since %s, %d session(s)\n", st.Address, st.Listen, st.Device,
 		st.Started.Format(time.RFC3339), len(st.Sessions))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (spoofed/policy/no_flow/queue/malformed)")
+	fmt.Fprintln(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (spoofed/policy/no_flow/queue/malformed/congestion)")
 	for _, s := range st.Sessions {
 		d := s.Dropped
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d/%d\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d/%d/%d\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
 			s.Address, s.Since.Format("2006-01-02 15:04:05"), humanBytes(s.BytesIn), humanBytes(s.BytesOut),
-			d.Spoofed, d.Policy, d.NoFlow, d.QueueFull, d.Malformed)
+			d.Spoofed, d.Policy, d.NoFlow, d.QueueFull, d.Malformed, d.Congestion)
 	}
 	tw.Flush()
 	return 0
