@@ -1,0 +1,242 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// fakeTUN is a tunnel.Device in memory: packets written to it are
+// recorded, packets sent on in come out of Read.
+type fakeTUN struct {
+	in      chan []byte
+	mu      sync.Mutex
+	written [][]byte
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func newFakeTUN() *fakeTUN { return &fakeTUN{in: make(chan []byte, 16), closed: make(chan struct{})} }
+
+func (f *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case p := <-f.in:
+		sizes[0] = copy(bufs[0][offset:], p)
+		return 1, nil
+	case <-f.closed:
+		return 0, os.ErrClosed
+	}
+}
+
+func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, b := range bufs {
+		f.written = append(f.written, append([]byte(nil), b[offset:]...))
+	}
+	return len(bufs), nil
+}
+
+func (f *fakeTUN) packets() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]byte(nil), f.written...)
+}
+
+func (f *fakeTUN) BatchSize() int { return 1 }
+func (f *fakeTUN) Name() string   { return "fake0" }
+func (f *fakeTUN) MTU() int       { return 1500 }
+func (f *fakeTUN) Close() error   { f.once.Do(func() { close(f.closed) }); return nil }
+
+// udp4 builds a UDP/IPv4 packet.
+func udp4(src, dst string, sport, dport uint16) []byte {
+	p := ipv4(17, src, dst, make([]byte, 8+4))
+	binary.BigEndian.PutUint16(p[20:], sport)
+	binary.BigEndian.PutUint16(p[22:], dport)
+	binary.BigEndian.PutUint16(p[24:], 12)
+	return p
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// leafWithKey issues a certificate and returns it as a tls.Certificate.
+func (ca *testCA) leafWithKey(t *testing.T, cn string, ous []string, eku x509.ExtKeyUsage, dns ...string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn, OrganizationalUnit: ous},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{eku}, KeyUsage: x509.KeyUsageDigitalSignature, DNSNames: dns,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestSessionRelay runs one device session over an in-memory TLS pipe
+// against a fake TUN: handshake, hello/config, the device->LAN filter
+// (allowed, spoofed, outside policy), a reply let back by conntrack, an
+// unsolicited packet refused, a kick with its reason, and no goroutine left.
+func TestSessionRelay(t *testing.T) {
+	before := runtime.NumGoroutine()
+	dir := t.TempDir()
+	ca := newTestCA(t, "Relay CA")
+	gw := ca.leafWithKey(t, "gw.test", nil, x509.ExtKeyUsageServerAuth, "gw.test")
+	dev := ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.cert.Raw)
+	writePEM(t, filepath.Join(dir, "gw.crt"), "CERTIFICATE", gw.Certificate[0])
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(gw.PrivateKey)
+	writePEM(t, filepath.Join(dir, "gw.key"), "PRIVATE KEY", keyDER)
+
+	cfg := &Config{
+		Path:   filepath.Join(dir, "server.toml"),
+		TLS:    TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt")},
+		Tunnel: TunnelConfig{IPv4Pool: "10.8.0.0/24"},
+		Policies: []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}},
+			Allow: []string{"192.168.77.0/24 udp/53"}}},
+	}
+	if err := cfg.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := newFakeTUN()
+	s.dev = tun
+	s.tunBatches = batchPool{count: 1, size: tunnel.Headroom + 1500}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.routineReadTUN(ctx)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliConn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvConn, err := ln.Accept()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.handshake(ctx, srvConn, s.tlsConfig()) }()
+
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	tc := tls.Client(cliConn, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "gw.test",
+		Certificates: []tls.Certificate{dev}, NextProtos: []string{tunnel.ALPN}})
+	w, r := tunnel.NewWriter(tc, 0), tunnel.NewReader(tc, 0)
+	if err := w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
+	typ, payload, err := r.Next()
+	if err != nil || typ != tunnel.FrameConfig {
+		t.Fatalf("first frame %#x: %v", typ, err)
+	}
+	pc, err := tunnel.DecodeConfig(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := pc.Address.Addr().String()
+	if me != "10.8.0.2" || len(pc.Routes) != 1 || pc.Routes[0] != netip.MustParsePrefix("192.168.77.0/24") {
+		t.Fatalf("pushed config %+v", pc)
+	}
+
+	send := func(p []byte) {
+		b := tunnel.NewBatch(1, tunnel.Headroom+len(p))
+		b.Sizes[0] = copy(b.Bufs[0][tunnel.Headroom:], p)
+		if err := w.WriteBatch(b.Bufs, b.Sizes, 1, tunnel.Headroom); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(udp4(me, "192.168.77.10", 5000, 53))          // allowed
+	send(udp4("10.8.0.99", "192.168.77.10", 5000, 53)) // spoofed
+	send(udp4(me, "192.168.77.10", 5000, 80))          // outside policy
+	waitFor(t, func() bool { st := s.Status(); return len(st.Sessions) == 1 && st.Sessions[0].Dropped.Policy == 1 })
+	st := s.Status().Sessions[0]
+	if got := tun.packets(); len(got) != 1 || st.Dropped.Spoofed != 1 || st.Device != "alice" {
+		t.Fatalf("TUN got %d packets, status %+v", len(got), st)
+	}
+
+	// The DNS reply comes back; a packet the device never asked for does not.
+	tun.in <- udp4("192.168.77.10", me, 53, 5000)
+	tun.in <- udp4("192.168.77.10", me, 9999, 5000)
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	typ, payload, err = r.Next()
+	for err == nil && typ == tunnel.FrameKeepalive {
+		typ, payload, err = r.Next()
+	}
+	if err != nil || typ != tunnel.FrameData || binary.BigEndian.Uint16(payload[20:]) != 53 {
+		t.Fatalf("reply frame %#x %v", typ, err)
+	}
+	waitFor(t, func() bool { return s.Status().Sessions[0].Dropped.NoFlow == 1 })
+
+	// Kick: the device is told why, then the stream ends.
+	if s.Kick("alice") != 1 {
+		t.Fatal("kick found no session")
+	}
+	typ, payload, err = r.Next()
+	if err != nil || typ != tunnel.FrameClose {
+		t.Fatalf("after kick: frame %#x, %v", typ, err)
+	}
+	if m, _ := tunnel.DecodeClose(payload); m.Reason != "kicked" {
+		t.Fatalf("close reason %q", m.Reason)
+	}
+	if _, _, err := r.Next(); err == nil {
+		t.Fatal("stream still open after kick")
+	}
+	<-done
+	if n := len(s.Status().Sessions); n != 0 {
+		t.Fatalf("%d sessions after kick", n)
+	}
+
+	cancel()
+	tun.Close()
+	s.wg.Wait()
+	tc.Close()
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("condition not met in 5 s; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
