@@ -262,6 +262,24 @@ func (p *PKI) IssuerCert() (*x509.Certificate, error) {
 	return certs[0], nil
 }
 
+// openForSigning takes the PKI's exclusive lock and loads the issuing CA
+// and the index, for an operation that signs and records something. The
+// caller must call unlock when done (only when err is nil).
+func (p *PKI) openForSigning() (unlock func(), iss *issuer, ix *Index, err error) {
+	unlock, err = p.lock(true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if iss, err = p.loadIssuer(); err == nil {
+		ix, err = readIndex(p.Path("index.json"))
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, nil, err
+	}
+	return unlock, iss, ix, nil
+}
+
 func (p *PKI) loadIssuer() (*issuer, error) {
 	cert, err := p.IssuerCert()
 	if err != nil {
@@ -407,19 +425,11 @@ func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (
 			return nil, errors.New("empty group name")
 		}
 	}
-	unlock, err := p.lock(true)
+	unlock, iss, ix, err := p.openForSigning()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	iss, err := p.loadIssuer()
-	if err != nil {
-		return nil, err
-	}
-	ix, err := readIndex(p.Path("index.json"))
-	if err != nil {
-		return nil, err
-	}
 	now := p.now()
 	for _, r := range ix.Certs {
 		if r.Kind == kind && r.Name == o.Name && !r.Revoked() && now.Before(r.NotAfter) {
@@ -624,19 +634,11 @@ func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := p.lock(true)
+	unlock, iss, ix, err := p.openForSigning()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	iss, err := p.loadIssuer()
-	if err != nil {
-		return nil, err
-	}
-	ix, err := readIndex(p.Path("index.json"))
-	if err != nil {
-		return nil, err
-	}
 	var targets []*Record
 	if serial != "" {
 		r, err := resolveSerial(ix, serial)
@@ -707,19 +709,11 @@ func resolveSerial(ix *Index, s string) (*Record, error) {
 // WriteCRL re-signs the CRL with every revocation in the index, a new CRL
 // number and nextUpdate days from now (default DefaultCRLDays).
 func (p *PKI) WriteCRL(days int) (*x509.RevocationList, error) {
-	unlock, err := p.lock(true)
+	unlock, iss, ix, err := p.openForSigning()
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	iss, err := p.loadIssuer()
-	if err != nil {
-		return nil, err
-	}
-	ix, err := readIndex(p.Path("index.json"))
-	if err != nil {
-		return nil, err
-	}
 	crl, err := p.writeCRL(ix, iss, days)
 	if err != nil {
 		return nil, err
