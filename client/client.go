@@ -379,26 +379,14 @@ func (c *Client) readStream(cn *conn) error {
 // routineReadTUN relays TUN -> gateway for the client's whole life.
 func (c *Client) routineReadTUN() {
 	defer c.wg.Done()
-	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
-	vdev, raw := tunnel.AsVnet(c.dev)
-	var seg *tunnel.Batch // super-packets cut up for a gateway without CapGSO
-	if raw {
-		seg = tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	if vdev, ok := tunnel.AsVnet(c.dev); ok {
+		c.readTUNRaw(vdev) // sendq.go
+		return
 	}
+	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
 	retry := tunnel.ReadRetry{Log: c.log}
 	for {
-		var n int
-		var err error
-		if raw {
-			// One packet per read, unsplit: a TCP super-packet travels whole.
-			b.Sizes[0], err = vdev.ReadVnet(b.Bufs[0], tunnel.Headroom)
-			if err == nil {
-				n = 1
-				b.GSO[0] = !tunnel.DecodeVnetHdr(b.Bufs[0][tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
-			}
-		} else {
-			n, err = c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
-		}
+		n, err := c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
 		if err != nil {
 			if retry.Failed(err, c.net.closing.Load()) {
 				continue
@@ -421,27 +409,14 @@ func (c *Client) routineReadTUN() {
 				continue
 			}
 			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-			b.Sizes[keep], b.GSO[keep] = b.Sizes[i], b.GSO[i]
+			b.Sizes[keep] = b.Sizes[i]
 			bytes += uint64(len(pkt))
 			keep++
 		}
 		if keep == 0 {
 			continue
 		}
-		out, gso := b, b.GSO
-		if raw && !cn.gso {
-			// The gateway takes only plain packets: segment here.
-			h := tunnel.DecodeVnetHdr(b.Bufs[0][tunnel.Headroom-tunnel.VnetHdrLen:])
-			k, serr := tunnel.Segment(h, b.Bufs[0][tunnel.Headroom:tunnel.Headroom+b.Sizes[0]], seg.Bufs, seg.Sizes, tunnel.Headroom)
-			if serr != nil {
-				c.log.Debug("segment packet failed", "err", serr)
-				continue
-			}
-			out, keep, gso = seg, k, nil
-		} else if !raw {
-			gso = nil
-		}
-		if err := cn.w.WritePackets(out.Bufs, out.Sizes, gso, keep, tunnel.Headroom); err != nil {
+		if err := cn.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom); err != nil {
 			cn.tls.Close() // the reader notices and the session reconnects
 			continue
 		}

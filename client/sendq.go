@@ -1,0 +1,233 @@
+package client
+
+// The laptop's send path in raw mode (TUN with offloads).
+//
+// routineReadTUN hands each packet it reads, unsplit, to sendQueue and
+// never waits for the network, so the kernel's TUN queue stays empty. The
+// queue has two lanes: packets up to sparseMax bytes (pings, ACKs, DNS,
+// keystrokes) and bulk. routineSend drains the sparse lane first, then up
+// to sendRound bytes of bulk, with one TLS flush per round. So during a
+// large upload a ping waits for at most one round instead of for the
+// megabytes of upload the kernel would otherwise queue ahead of it (TCP
+// small queues allow 1 to 4 MiB per flow), and the bulk lane is bounded
+// (bulkQueueBytes): past it the newest bulk packet is dropped (counted as
+// congestion), which is the signal the uploading TCP flow needs.
+
+import (
+	"sync"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+const (
+	sparseMax      = 1024    // packets up to this size take the sparse lane
+	bulkQueueBytes = 1 << 20 // bulk bytes queued before new bulk is dropped
+	sendRound      = 256 << 10
+	sendRoundPkts  = 64
+)
+
+// sendPkt is one packet read from the TUN: its virtio-net header in the
+// VnetHdrLen bytes before tunnel.Headroom, the packet at tunnel.Headroom.
+type sendPkt struct {
+	buf  []byte
+	size int
+	gso  bool
+}
+
+var (
+	bigPkts   = sync.Pool{New: func() any { return &sendPkt{buf: make([]byte, tunnel.Headroom+tunnel.MaxPacket)} }}
+	smallPkts = sync.Pool{New: func() any { return &sendPkt{buf: make([]byte, tunnel.Headroom+sparseMax)} }}
+)
+
+func recycle(p *sendPkt) {
+	switch cap(p.buf) {
+	case tunnel.Headroom + tunnel.MaxPacket:
+		bigPkts.Put(p)
+	case tunnel.Headroom + sparseMax:
+		smallPkts.Put(p)
+	}
+}
+
+// sendQueue is the two-lane queue between routineReadTUN and routineSend.
+type sendQueue struct {
+	mu        sync.Mutex
+	sparse    []*sendPkt
+	bulk      []*sendPkt
+	bulkBytes int
+	ready     chan struct{}
+}
+
+func newSendQueue() *sendQueue { return &sendQueue{ready: make(chan struct{}, 1)} }
+
+// push queues p; false when it is bulk and the bulk lane is full.
+func (q *sendQueue) push(p *sendPkt) bool {
+	q.mu.Lock()
+	if p.size <= sparseMax {
+		if len(q.sparse) >= 4*sendRoundPkts {
+			q.mu.Unlock()
+			return false
+		}
+		q.sparse = append(q.sparse, p)
+	} else {
+		if q.bulkBytes+p.size > bulkQueueBytes {
+			q.mu.Unlock()
+			return false
+		}
+		q.bulk = append(q.bulk, p)
+		q.bulkBytes += p.size
+	}
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take moves one round to dst: every queued sparse packet first (up to
+// sendRoundPkts), then bulk up to sendRound bytes.
+func (q *sendQueue) take(dst []*sendPkt) []*sendPkt {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := min(len(q.sparse), sendRoundPkts)
+	dst = append(dst, q.sparse[:k]...)
+	clear(q.sparse[:k])
+	q.sparse = append(q.sparse[:0], q.sparse[k:]...)
+	bytes, j := 0, 0
+	for j < len(q.bulk) && len(dst) < sendRoundPkts && (j == 0 || bytes+q.bulk[j].size <= sendRound) {
+		bytes += q.bulk[j].size
+		dst = append(dst, q.bulk[j])
+		j++
+	}
+	q.bulkBytes -= bytes
+	clear(q.bulk[:j])
+	q.bulk = append(q.bulk[:0], q.bulk[j:]...)
+	return dst
+}
+
+// drain empties the queue into the pools.
+func (q *sendQueue) drain() {
+	for _, p := range q.take(nil) {
+		recycle(p)
+	}
+	q.mu.Lock()
+	rest := append(q.sparse, q.bulk...)
+	q.sparse, q.bulk, q.bulkBytes = nil, nil, 0
+	q.mu.Unlock()
+	for _, p := range rest {
+		recycle(p)
+	}
+}
+
+// readTUNRaw is routineReadTUN for a device with offloads: one unsplit
+// packet per read, queued for routineSend.
+func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
+	q := newSendQueue()
+	done := make(chan struct{})
+	c.wg.Add(1)
+	go c.routineSend(q, done)
+	defer func() { close(done) }()
+	retry := tunnel.ReadRetry{Log: c.log}
+	cur := bigPkts.Get().(*sendPkt)
+	defer recycle(cur)
+	for {
+		n, err := dev.ReadVnet(cur.buf, tunnel.Headroom)
+		if err != nil {
+			if retry.Failed(err, c.net.closing.Load()) {
+				continue
+			}
+			return
+		}
+		retry.OK()
+		cn := c.cur.Load()
+		if cn == nil {
+			c.droppedOffline.Add(1)
+			continue
+		}
+		// Without an IPv6 tunnel address the kernel's IPv6 chatter (router
+		// solicitations, MLD) has nowhere to go.
+		if cur.buf[tunnel.Headroom]>>4 == 6 && !cn.v6 {
+			continue
+		}
+		p := cur
+		if n <= sparseMax {
+			p = smallPkts.Get().(*sendPkt)
+			copy(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:], cur.buf[tunnel.Headroom-tunnel.VnetHdrLen:tunnel.Headroom+n])
+		}
+		p.size = n
+		p.gso = !tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
+		if !q.push(p) {
+			c.droppedCongestion.Add(1)
+			if p != cur {
+				recycle(p)
+			}
+			continue
+		}
+		if p == cur {
+			cur = bigPkts.Get().(*sendPkt)
+		}
+	}
+}
+
+// routineSend writes what readTUNRaw queued to the live session, one flush
+// per round; with no session the packets are dropped.
+func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
+	defer c.wg.Done()
+	defer q.drain()
+	items := make([]*sendPkt, 0, sendRoundPkts)
+	view := &tunnel.Batch{Bufs: make([][]byte, sendRoundPkts), Sizes: make([]int, sendRoundPkts), GSO: make([]bool, sendRoundPkts)}
+	seg := tunnel.NewBatch(128, tunnel.Headroom+tunnel.MaxPacket)
+	for {
+		items = q.take(items[:0])
+		if len(items) == 0 {
+			select {
+			case <-done:
+				return
+			case <-q.ready:
+				continue
+			}
+		}
+		if cn := c.cur.Load(); cn == nil {
+			c.droppedOffline.Add(uint64(len(items)))
+		} else if err := c.sendRound(cn, items, view, seg); err != nil {
+			cn.tls.Close() // the stream reader notices and the session reconnects
+		}
+		for i, p := range items {
+			recycle(p)
+			items[i] = nil
+		}
+		clear(view.Bufs)
+	}
+}
+
+// sendRound writes items to cn: whole with their headers when the gateway
+// negotiated CapGSO, else cut into plain segments here.
+func (c *Client) sendRound(cn *conn, items []*sendPkt, view, seg *tunnel.Batch) error {
+	var bytes uint64
+	for _, p := range items {
+		bytes += uint64(p.size)
+	}
+	if cn.gso {
+		for i, p := range items {
+			view.Bufs[i], view.Sizes[i], view.GSO[i] = p.buf, p.size, p.gso
+		}
+		if err := cn.w.WritePackets(view.Bufs, view.Sizes, view.GSO, len(items), tunnel.Headroom); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range items {
+			h := tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:])
+			k, err := tunnel.Segment(h, p.buf[tunnel.Headroom:tunnel.Headroom+p.size], seg.Bufs, seg.Sizes, tunnel.Headroom)
+			if err != nil {
+				c.log.Debug("segment packet failed", "err", err)
+				continue
+			}
+			if err := cn.w.WriteBatch(seg.Bufs, seg.Sizes, k, tunnel.Headroom); err != nil {
+				return err
+			}
+		}
+	}
+	c.bytesOut.Add(bytes)
+	c.packetsOut.Add(uint64(len(items)))
+	return nil
+}
