@@ -95,3 +95,23 @@ func TestRawQueue(t *testing.T) {
 		t.Fatal("queue not drained")
 	}
 }
+
+func TestRawQueueSparseFirst(t *testing.T) {
+	q := newRawQueue()
+	bulk, ping := &rawPacket{size: 60000}, &rawPacket{size: 84}
+	q.push(bulk)
+	q.push(ping)
+	got := q.popInto(nil, 10)
+	if len(got) != 2 || got[0] != ping || got[1] != bulk || q.bytes != 0 {
+		t.Fatalf("order %v, %d bytes left", got, q.bytes)
+	}
+	// max applies across both lanes.
+	q.push(bulk)
+	q.push(ping)
+	if got := q.popInto(nil, 1); len(got) != 1 || got[0] != ping {
+		t.Fatalf("max 1: %v", got)
+	}
+	if got := q.popInto(nil, 1); len(got) != 1 || got[0] != bulk {
+		t.Fatalf("then: %v", got)
+	}
+}

@@ -54,24 +54,33 @@ func putRaw(p *rawPacket) {
 }
 
 // rawQueue is a session's queue in raw mode, bounded by sessionQueuePackets
-// packets and rawQueueBytes bytes.
+// packets and rawQueueBytes bytes. Packets up to sparseRaw bytes (pings,
+// ACKs, DNS) have a lane of their own that is sent first, so a download
+// does not delay them by the whole queue.
 type rawQueue struct {
-	mu    sync.Mutex
-	items []*rawPacket
-	bytes int
-	ready chan struct{}
+	mu     sync.Mutex
+	sparse []*rawPacket
+	bulk   []*rawPacket
+	bytes  int
+	ready  chan struct{}
 }
+
+const sparseRaw = 1024
 
 func newRawQueue() *rawQueue { return &rawQueue{ready: make(chan struct{}, 1)} }
 
 // push queues p; false when the queue is full (the caller keeps p).
 func (q *rawQueue) push(p *rawPacket) bool {
 	q.mu.Lock()
-	if len(q.items) >= sessionQueuePackets || q.bytes+p.size > rawQueueBytes {
+	if len(q.sparse)+len(q.bulk) >= sessionQueuePackets || q.bytes+p.size > rawQueueBytes {
 		q.mu.Unlock()
 		return false
 	}
-	q.items = append(q.items, p)
+	if p.size <= sparseRaw {
+		q.sparse = append(q.sparse, p)
+	} else {
+		q.bulk = append(q.bulk, p)
+	}
 	q.bytes += p.size
 	q.mu.Unlock()
 	select {
@@ -81,17 +90,25 @@ func (q *rawQueue) push(p *rawPacket) bool {
 	return true
 }
 
-// popInto moves up to max queued packets to dst.
+// popInto moves up to max queued packets to dst, sparse ones first.
 func (q *rawQueue) popInto(dst []*rawPacket, max int) []*rawPacket {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	k := min(max, len(q.items))
-	for _, p := range q.items[:k] {
+	dst = q.popLane(&q.sparse, dst, max)
+	return q.popLane(&q.bulk, dst, max)
+}
+
+func (q *rawQueue) popLane(lane *[]*rawPacket, dst []*rawPacket, max int) []*rawPacket {
+	k := min(max-len(dst), len(*lane))
+	if k <= 0 {
+		return dst
+	}
+	for _, p := range (*lane)[:k] {
 		q.bytes -= p.size
 	}
-	dst = append(dst, q.items[:k]...)
-	clear(q.items[:k])
-	q.items = append(q.items[:0], q.items[k:]...)
+	dst = append(dst, (*lane)[:k]...)
+	clear((*lane)[:k])
+	*lane = append((*lane)[:0], (*lane)[k:]...)
 	return dst
 }
 
