@@ -8,17 +8,24 @@ package client
 // The laptop data plane.
 //
 //   laptop -> gateway: routineReadTUN (one, lives as long as the client)
-//     Device.Read fills a batch (BatchSize packets, Headroom in front).
-//     While a session is up the whole batch goes to Writer.WriteBatch: one
-//     frame per packet into a 256 KiB buffered writer, one flush (one large
-//     TLS write) per batch. With no session the batch is dropped, so nothing
-//     queues up while reconnecting and nothing leaks outside the tunnel: the
-//     TUN and its routes stay in place until the client exits.
+//     With a TUN that has offloads (wireguard driver on Linux) it reads one
+//     unsplit packet at a time, TCP super-packets of up to 64 KiB included,
+//     into a two-lane queue and never waits for the network; routineSend
+//     sends small packets first, then bulk, one TLS flush per round, whole
+//     (FrameDataGSO) when the gateway negotiated CapGSO and cut into
+//     segments otherwise (sendq.go). Without offloads, Device.Read fills a
+//     batch and the whole batch goes to Writer.WriteBatch: one frame per
+//     packet into a 256 KiB buffered writer, one flush per batch. With no
+//     session packets are dropped, so nothing queues up while reconnecting
+//     and nothing leaks outside the tunnel: the TUN and its routes stay in
+//     place until the client exits.
 //
 //   gateway -> laptop: routineReadStream (one per session)
-//     Reader.ReadBatch decodes frames in place and copies each packet into
-//     the batch, gathering until the stream has nothing buffered; then one
-//     Device.Write, so wireguard/tun can coalesce TCP segments (GRO).
+//     Reader.ReadPackets decodes frames in place and copies each packet into
+//     the batch, gathering until the stream has nothing buffered; AQM drops
+//     a bulk packet when the laptop falls behind the stream; then
+//     tunnel.WritePackets: plain runs with one Device.Write (GRO), validated
+//     super-packets whole.
 
 import (
 	"context"
