@@ -259,36 +259,47 @@ func socketFlags(fs *flag.FlagSet, isServer bool) func() (string, error) {
 	}
 }
 
-func parseAdmin(name, help string, args []string, isServer bool, stderr io.Writer) (*flag.FlagSet, func() (string, error), *bool, error) {
+// adminCall parses an admin command's flags (--socket, -c, --json), takes
+// DEVICE as the one positional argument when withDevice, and sends cmd to
+// the running process's admin socket, decoding the reply into out. A
+// non-zero code means exit with it (the error is already printed).
+func adminCall(name, help string, args []string, isServer, withDevice bool, cmd string, out any, stderr io.Writer) (sock, device string, asJSON bool, code int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sockOf := socketFlags(fs, isServer)
-	asJSON := fs.Bool("json", false, "print JSON")
+	jsonFlag := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, help, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	err := fs.Parse(args)
-	return fs, sockOf, asJSON, err
+	if err := fs.Parse(args); err != nil {
+		return "", "", false, 2
+	}
+	if withDevice != (fs.NArg() == 1) || fs.NArg() > 1 {
+		fs.Usage()
+		return "", "", false, 2
+	}
+	device = fs.Arg(0)
+	sock, err := sockOf()
+	if err == nil {
+		err = adminsock.Call(sock, adminsock.Request{Cmd: cmd, Device: device}, out)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sallyport:", err)
+		return "", "", false, 1
+	}
+	return sock, device, *jsonFlag, 0
 }
 
 func serverStatus(args []string, stdout, stderr io.Writer) int {
-	_, sockOf, asJSON, err := parseAdmin("sallyport server status",
-		"Usage: sallyport server status [--json] [--socket S | -c server.toml]\n\nLists live device sessions.\n\nExample:\n  sallyport server status\n", args, true, stderr)
-	if err != nil {
-		return 2
-	}
-	sock, err := sockOf()
-	if err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
-	}
 	var st server.Status
-	if err := adminsock.Call(sock, adminsock.Request{Cmd: "status"}, &st); err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
+	_, _, asJSON, code := adminCall("sallyport server status",
+		"Usage: sallyport server status [--json] [--socket S | -c server.toml]\n\nLists live device sessions.\n\nExample:\n  sallyport server status\n",
+		args, true, false, "status", &st, stderr)
+	if code != 0 {
+		return code
 	}
-	if *asJSON {
+	if asJSON {
 		return printJSON(stdout, st)
 	}
 	fmt.Fprintf(stdout, "gateway %s on %s (%s), up since %s, %d session(s)\n", st.Address, st.Listen, st.Device,
@@ -306,63 +317,36 @@ func serverStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func serverKick(args []string, stdout, stderr io.Writer) int {
-	fs, sockOf, _, err := parseAdmin("sallyport server kick",
-		"Usage: sallyport server kick DEVICE [--socket S | -c server.toml]\n\nEnds the session of DEVICE (its certificate CN). The device may reconnect;\nrevoke its certificate to keep it out.\n\nExample:\n  sallyport server kick alice-laptop\n", args, true, stderr)
-	if err != nil {
-		return 2
+	_, device, _, code := adminCall("sallyport server kick",
+		"Usage: sallyport server kick DEVICE [--socket S | -c server.toml]\n\nEnds the session of DEVICE (its certificate CN). The device may reconnect;\nrevoke its certificate to keep it out.\n\nExample:\n  sallyport server kick alice-laptop\n",
+		args, true, true, "kick", nil, stderr)
+	if code != 0 {
+		return code
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	sock, err := sockOf()
-	if err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
-	}
-	if err := adminsock.Call(sock, adminsock.Request{Cmd: "kick", Device: fs.Arg(0)}, nil); err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "kicked %s\n", fs.Arg(0))
+	fmt.Fprintf(stdout, "kicked %s\n", device)
 	return 0
 }
 
 func serverReload(args []string, stdout, stderr io.Writer) int {
-	_, sockOf, _, err := parseAdmin("sallyport server reload",
-		"Usage: sallyport server reload [--socket S | -c server.toml]\n\nRe-reads config, CA, CRL and policies (like SIGHUP) and re-checks live sessions.\n", args, true, stderr)
-	if err != nil {
-		return 2
-	}
-	sock, err := sockOf()
-	if err == nil {
-		err = adminsock.Call(sock, adminsock.Request{Cmd: "reload"}, nil)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
+	_, _, _, code := adminCall("sallyport server reload",
+		"Usage: sallyport server reload [--socket S | -c server.toml]\n\nRe-reads config, CA, CRL and policies (like SIGHUP) and re-checks live sessions.\n",
+		args, true, false, "reload", nil, stderr)
+	if code != 0 {
+		return code
 	}
 	fmt.Fprintln(stdout, "reloaded (see the gateway log for the outcome)")
 	return 0
 }
 
 func clientStatus(args []string, stdout, stderr io.Writer) int {
-	_, sockOf, asJSON, err := parseAdmin("sallyport status",
-		"Usage: sallyport status [--json] [--socket S | -c client.toml]\n\nShows the laptop's tunnel: server, address, routes, traffic, certificate.\n\nExample:\n  sallyport status -c acme-vpn.toml\n", args, false, stderr)
-	if err != nil {
-		return 2
-	}
-	sock, err := sockOf()
-	if err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
-	}
 	var st client.Status
-	if err := adminsock.Call(sock, adminsock.Request{Cmd: "status"}, &st); err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
+	_, _, asJSON, code := adminCall("sallyport status",
+		"Usage: sallyport status [--json] [--socket S | -c client.toml]\n\nShows the laptop's tunnel: server, address, routes, traffic, certificate.\n\nExample:\n  sallyport status -c acme-vpn.toml\n",
+		args, false, false, "status", &st, stderr)
+	if code != 0 {
+		return code
 	}
-	if *asJSON {
+	if asJSON {
 		return printJSON(stdout, st)
 	}
 	state := "connected"
@@ -393,18 +377,11 @@ func clientStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func clientDown(args []string, stdout, stderr io.Writer) int {
-	_, sockOf, _, err := parseAdmin("sallyport down",
-		"Usage: sallyport down [--socket S | -c client.toml]\n\nTakes the tunnel down and removes its TUN device, routes and DNS.\n\nExample:\n  sallyport down -c acme-vpn.toml\n", args, false, stderr)
-	if err != nil {
-		return 2
-	}
-	sock, err := sockOf()
-	if err == nil {
-		err = adminsock.Call(sock, adminsock.Request{Cmd: "down"}, nil)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "sallyport:", err)
-		return 1
+	sock, _, _, code := adminCall("sallyport down",
+		"Usage: sallyport down [--socket S | -c client.toml]\n\nTakes the tunnel down and removes its TUN device, routes and DNS.\n\nExample:\n  sallyport down -c acme-vpn.toml\n",
+		args, false, false, "down", nil, stderr)
+	if code != 0 {
+		return code
 	}
 	// Wait for the client to finish its cleanup: the socket goes away last.
 	for i := 0; i < 100; i++ {

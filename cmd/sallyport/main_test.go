@@ -32,6 +32,8 @@ func TestRun(t *testing.T) {
 		{"status without daemon", []string{"status", "--socket", missingSock}, 1, "", "is sallyport running?"},
 		{"server status without daemon", []string{"server", "status", "--socket", missingSock}, 1, "", "is sallyport running?"},
 		{"kick needs a device", []string{"server", "kick", "--socket", missingSock}, 2, "", "Usage: sallyport server kick"},
+		{"kick without daemon", []string{"server", "kick", "--socket", missingSock, "alice"}, 1, "", "is sallyport running?"},
+		{"status takes no device", []string{"status", "--socket", missingSock, "alice"}, 2, "", "Usage: sallyport status"},
 		{"pki help", []string{"pki", "--help"}, 0, "sallyport pki", ""},
 	}
 	for _, tt := range tests {
