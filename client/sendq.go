@@ -2,11 +2,11 @@ package client
 
 // The laptop's send path in raw mode (TUN with offloads).
 //
-// routineReadTUN hands each packet it reads, unsplit, to sendQueue and
-// never waits for the network, so the kernel's TUN queue stays empty. The
-// queue has two lanes: packets up to sparseMax bytes (pings, ACKs, DNS,
-// keystrokes) and bulk. routineSend drains the sparse lane first, then up
-// to sendRound bytes of bulk, with one TLS flush per round. So during a
+// routineReadTUN hands each packet it reads, unsplit, to a tunnel.Lanes
+// queue and never waits for the network, so the kernel's TUN queue stays
+// empty. The queue has two lanes: packets up to sparseMax bytes (pings,
+// ACKs, DNS, keystrokes) and bulk. routineSend drains the sparse lane first,
+// then up to sendRound bytes of bulk, with one TLS flush per round. So during a
 // large upload a ping waits for at most one round instead of for the
 // megabytes of upload the kernel would otherwise queue ahead of it (TCP
 // small queues allow 1 to 4 MiB per flow), and the bulk lane is bounded
@@ -22,9 +22,23 @@ import (
 const (
 	sparseMax      = 1024    // packets up to this size take the sparse lane
 	bulkQueueBytes = 1 << 20 // bulk bytes queued before new bulk is dropped
+	queuePackets   = 512
 	sendRound      = 256 << 10
 	sendRoundPkts  = 64
 )
+
+type sendQueue = tunnel.Lanes[*sendPkt]
+
+func newSendQueue() *sendQueue {
+	return tunnel.NewLanes[*sendPkt](queuePackets, bulkQueueBytes, sparseMax)
+}
+
+// drainQueue returns everything still queued to the pools.
+func drainQueue(q *sendQueue) {
+	for _, p := range q.Take(nil, queuePackets, 0) {
+		recycle(p)
+	}
+}
 
 // sendPkt is one packet read from the TUN: its virtio-net header in the
 // VnetHdrLen bytes before tunnel.Headroom, the packet at tunnel.Headroom.
@@ -45,77 +59,6 @@ func recycle(p *sendPkt) {
 		bigPkts.Put(p)
 	case tunnel.Headroom + sparseMax:
 		smallPkts.Put(p)
-	}
-}
-
-// sendQueue is the two-lane queue between routineReadTUN and routineSend.
-type sendQueue struct {
-	mu        sync.Mutex
-	sparse    []*sendPkt
-	bulk      []*sendPkt
-	bulkBytes int
-	ready     chan struct{}
-}
-
-func newSendQueue() *sendQueue { return &sendQueue{ready: make(chan struct{}, 1)} }
-
-// push queues p; false when it is bulk and the bulk lane is full.
-func (q *sendQueue) push(p *sendPkt) bool {
-	q.mu.Lock()
-	if p.size <= sparseMax {
-		if len(q.sparse) >= 4*sendRoundPkts {
-			q.mu.Unlock()
-			return false
-		}
-		q.sparse = append(q.sparse, p)
-	} else {
-		if q.bulkBytes+p.size > bulkQueueBytes {
-			q.mu.Unlock()
-			return false
-		}
-		q.bulk = append(q.bulk, p)
-		q.bulkBytes += p.size
-	}
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// take moves one round to dst: every queued sparse packet first (up to
-// sendRoundPkts), then bulk up to sendRound bytes.
-func (q *sendQueue) take(dst []*sendPkt) []*sendPkt {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	k := min(len(q.sparse), sendRoundPkts)
-	dst = append(dst, q.sparse[:k]...)
-	clear(q.sparse[:k])
-	q.sparse = append(q.sparse[:0], q.sparse[k:]...)
-	bytes, j := 0, 0
-	for j < len(q.bulk) && len(dst) < sendRoundPkts && (j == 0 || bytes+q.bulk[j].size <= sendRound) {
-		bytes += q.bulk[j].size
-		dst = append(dst, q.bulk[j])
-		j++
-	}
-	q.bulkBytes -= bytes
-	clear(q.bulk[:j])
-	q.bulk = append(q.bulk[:0], q.bulk[j:]...)
-	return dst
-}
-
-// drain empties the queue into the pools.
-func (q *sendQueue) drain() {
-	for _, p := range q.take(nil) {
-		recycle(p)
-	}
-	q.mu.Lock()
-	rest := append(q.sparse, q.bulk...)
-	q.sparse, q.bulk, q.bulkBytes = nil, nil, 0
-	q.mu.Unlock()
-	for _, p := range rest {
-		recycle(p)
 	}
 }
 
@@ -156,7 +99,7 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 		}
 		p.size = n
 		p.gso = !tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
-		if !q.push(p) {
+		if !q.Push(p, n) {
 			c.droppedCongestion.Add(1)
 			if p != cur {
 				recycle(p)
@@ -173,17 +116,17 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 // per round; with no session the packets are dropped.
 func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 	defer c.wg.Done()
-	defer q.drain()
+	defer drainQueue(q)
 	items := make([]*sendPkt, 0, sendRoundPkts)
 	view := &tunnel.Batch{Bufs: make([][]byte, sendRoundPkts), Sizes: make([]int, sendRoundPkts), GSO: make([]bool, sendRoundPkts)}
 	seg := tunnel.NewBatch(128, tunnel.Headroom+tunnel.MaxPacket)
 	for {
-		items = q.take(items[:0])
+		items = q.Take(items[:0], sendRoundPkts, sendRound)
 		if len(items) == 0 {
 			select {
 			case <-done:
 				return
-			case <-q.ready:
+			case <-q.Ready():
 				continue
 			}
 		}

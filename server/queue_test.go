@@ -66,52 +66,29 @@ func TestOutQueue(t *testing.T) {
 	}
 }
 
-func TestRawQueue(t *testing.T) {
+// The queue itself is tested in tunnel (Lanes); this checks the gateway's
+// bounds for a session in raw mode.
+func TestRawQueueBounds(t *testing.T) {
 	q := newRawQueue()
-	small := func(size int) *rawPacket { return &rawPacket{size: size} }
 	for i := 0; i < sessionQueuePackets; i++ {
-		if !q.push(small(100)) {
+		if !q.Push(&rawPacket{size: 100}, 100) {
 			t.Fatalf("push %d refused below the packet limit", i)
 		}
 	}
-	if q.push(small(100)) {
+	if q.Push(&rawPacket{size: 100}, 100) {
 		t.Fatal("push over the packet limit accepted")
 	}
-	got := q.popInto(nil, 64)
-	if len(got) != 64 || q.bytes != (sessionQueuePackets-64)*100 {
-		t.Fatalf("popped %d, %d bytes left", len(got), q.bytes)
-	}
-	q.popInto(nil, sessionQueuePackets)
-	// The byte limit: 16 super-packets of 64 KiB fill 1 MiB.
-	for i := 0; i < 16; i++ {
-		if !q.push(small(65536)) {
+	q.Take(nil, sessionQueuePackets, 0)
+	for i := 0; i < rawQueueBytes/65536; i++ {
+		if !q.Push(&rawPacket{size: 65536}, 65536) {
 			t.Fatalf("super-packet %d refused under the byte limit", i)
 		}
 	}
-	if q.push(small(65536)) || !q.push(small(0)) {
-		t.Fatal("byte limit not enforced as expected")
+	if q.Push(&rawPacket{size: 65536}, 65536) {
+		t.Fatal("byte limit not enforced")
 	}
-	if len(q.popInto(nil, 100)) != 17 || q.bytes != 0 {
-		t.Fatal("queue not drained")
-	}
-}
-
-func TestRawQueueSparseFirst(t *testing.T) {
-	q := newRawQueue()
-	bulk, ping := &rawPacket{size: 60000}, &rawPacket{size: 84}
-	q.push(bulk)
-	q.push(ping)
-	got := q.popInto(nil, 10)
-	if len(got) != 2 || got[0] != ping || got[1] != bulk || q.bytes != 0 {
-		t.Fatalf("order %v, %d bytes left", got, q.bytes)
-	}
-	// max applies across both lanes.
-	q.push(bulk)
-	q.push(ping)
-	if got := q.popInto(nil, 1); len(got) != 1 || got[0] != ping {
-		t.Fatalf("max 1: %v", got)
-	}
-	if got := q.popInto(nil, 1); len(got) != 1 || got[0] != bulk {
-		t.Fatalf("then: %v", got)
+	ping := &rawPacket{size: 84}
+	if !q.Push(ping, 84) || q.Take(nil, 1, 0)[0] != ping {
+		t.Fatal("a ping does not overtake queued super-packets")
 	}
 }

@@ -34,6 +34,18 @@ type rawPacket struct {
 	gso  bool // the header is not all zero (GSO or partial checksum)
 }
 
+// rawQueue is a session's queue in raw mode: small packets (pings, ACKs,
+// DNS) in a lane of their own that is sent first, so a download does not
+// delay them by the whole queue; bounded by sessionQueuePackets packets
+// and rawQueueBytes bytes of bulk.
+type rawQueue = tunnel.Lanes[*rawPacket]
+
+const sparseRaw = 1024
+
+func newRawQueue() *rawQueue {
+	return tunnel.NewLanes[*rawPacket](sessionQueuePackets, rawQueueBytes, sparseRaw)
+}
+
 // Packet buffer classes for raw mode.
 const (
 	smallRaw      = 2048 // packets up to this size are copied into a small buffer
@@ -51,65 +63,6 @@ func putRaw(p *rawPacket) {
 	} else {
 		smallPool.Put(p)
 	}
-}
-
-// rawQueue is a session's queue in raw mode, bounded by sessionQueuePackets
-// packets and rawQueueBytes bytes. Packets up to sparseRaw bytes (pings,
-// ACKs, DNS) have a lane of their own that is sent first, so a download
-// does not delay them by the whole queue.
-type rawQueue struct {
-	mu     sync.Mutex
-	sparse []*rawPacket
-	bulk   []*rawPacket
-	bytes  int
-	ready  chan struct{}
-}
-
-const sparseRaw = 1024
-
-func newRawQueue() *rawQueue { return &rawQueue{ready: make(chan struct{}, 1)} }
-
-// push queues p; false when the queue is full (the caller keeps p).
-func (q *rawQueue) push(p *rawPacket) bool {
-	q.mu.Lock()
-	if len(q.sparse)+len(q.bulk) >= sessionQueuePackets || q.bytes+p.size > rawQueueBytes {
-		q.mu.Unlock()
-		return false
-	}
-	if p.size <= sparseRaw {
-		q.sparse = append(q.sparse, p)
-	} else {
-		q.bulk = append(q.bulk, p)
-	}
-	q.bytes += p.size
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// popInto moves up to max queued packets to dst, sparse ones first.
-func (q *rawQueue) popInto(dst []*rawPacket, max int) []*rawPacket {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	dst = q.popLane(&q.sparse, dst, max)
-	return q.popLane(&q.bulk, dst, max)
-}
-
-func (q *rawQueue) popLane(lane *[]*rawPacket, dst []*rawPacket, max int) []*rawPacket {
-	k := min(max-len(dst), len(*lane))
-	if k <= 0 {
-		return dst
-	}
-	for _, p := range (*lane)[:k] {
-		q.bytes -= p.size
-	}
-	dst = append(dst, (*lane)[:k]...)
-	clear((*lane)[:k])
-	*lane = append((*lane)[:0], (*lane)[k:]...)
-	return dst
 }
 
 // routineReadTUNRaw reads the shared TUN one unsplit packet at a time and
@@ -145,7 +98,7 @@ func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.Vnet
 		}
 		p.size = n
 		p.gso = !tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
-		if !ss.rawq.push(p) {
+		if !ss.rawq.Push(p, n) {
 			ss.drops.queueFull.Add(1)
 			if p != cur {
 				putRaw(p)
@@ -169,12 +122,12 @@ func (ss *session) routineWriteStreamRaw() {
 	seg := tunnel.NewBatch(2*maxSegs, tunnel.Headroom+ss.srv.cfg.Load().Tunnel.MTU)
 	var info packet.Info
 	for {
-		items = ss.rawq.popInto(items[:0], maxRound)
+		items = ss.rawq.Take(items[:0], maxRound, 0)
 		if len(items) == 0 {
 			select {
 			case <-ss.done:
 				return
-			case <-ss.rawq.ready:
+			case <-ss.rawq.Ready():
 				continue
 			}
 		}

@@ -222,7 +222,7 @@ func (ss *session) run(ctx context.Context) {
 	for b := ss.queue.pop(); b != nil; b = ss.queue.pop() {
 		ss.srv.tunBatches.put(b)
 	}
-	for _, p := range ss.rawq.popInto(nil, sessionQueuePackets) {
+	for _, p := range ss.rawq.Take(nil, sessionQueuePackets, 0) {
 		putRaw(p)
 	}
 }
