@@ -29,6 +29,7 @@ import (
 // fakeTUN is a tunnel.Device in memory: packets written to it are
 // recorded, packets sent on in come out of Read.
 type fakeTUN struct {
+	loop    netip.Prefix // packets written for this prefix come back out of Read, as the kernel routes them
 	in      chan []byte
 	mu      sync.Mutex
 	written [][]byte
@@ -52,7 +53,11 @@ func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, b := range bufs {
-		f.written = append(f.written, append([]byte(nil), b[offset:]...))
+		p := append([]byte(nil), b[offset:]...)
+		f.written = append(f.written, p)
+		if dst, ok := netip.AddrFromSlice(p[16:20]); ok && f.loop.Contains(dst) {
+			f.in <- p
+		}
 	}
 	return len(bufs), nil
 }
@@ -238,4 +243,180 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// gatewayHarness is a Server on a fake TUN with devices dialled over
+// loopback TCP.
+type gatewayHarness struct {
+	t      *testing.T
+	ca     *testCA
+	s      *Server
+	tun    *fakeTUN
+	gwPool *x509.CertPool
+	cancel context.CancelFunc
+	conns  sync.WaitGroup
+}
+
+func newGatewayHarness(t *testing.T, policies []policy.Policy, loop netip.Prefix) *gatewayHarness {
+	t.Helper()
+	dir := t.TempDir()
+	ca := newTestCA(t, "Harness CA")
+	gw := ca.leafWithKey(t, "gw.test", nil, x509.ExtKeyUsageServerAuth, "gw.test")
+	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.cert.Raw)
+	writePEM(t, filepath.Join(dir, "gw.crt"), "CERTIFICATE", gw.Certificate[0])
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(gw.PrivateKey)
+	writePEM(t, filepath.Join(dir, "gw.key"), "PRIVATE KEY", keyDER)
+	cfg := &Config{
+		Path:     filepath.Join(dir, "server.toml"),
+		TLS:      TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt")},
+		Tunnel:   TunnelConfig{IPv4Pool: "10.8.0.0/24"},
+		Policies: policies,
+	}
+	if err := cfg.normalize(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &gatewayHarness{t: t, ca: ca, s: s, tun: newFakeTUN(), gwPool: x509.NewCertPool()}
+	h.tun.loop = loop
+	h.gwPool.AddCert(ca.cert)
+	s.dev = h.tun
+	s.tunBatches = batchPool{count: 1, size: tunnel.Headroom + 1500}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	s.wg.Add(1)
+	go s.routineReadTUN(ctx)
+	return h
+}
+
+// device is one connected laptop in a gatewayHarness.
+type device struct {
+	tc   *tls.Conn
+	w    *tunnel.Writer
+	r    *tunnel.Reader
+	addr string
+}
+
+func (h *gatewayHarness) connect(cert tls.Certificate) *device {
+	t := h.t
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.conns.Add(1)
+	go func() { defer h.conns.Done(); h.s.handshake(context.Background(), srv, h.s.tlsConfig()) }()
+	tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
+		Certificates: []tls.Certificate{cert}, NextProtos: []string{tunnel.ALPN}})
+	d := &device{tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0)}
+	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
+	typ, payload, err := d.r.Next()
+	if err != nil || typ != tunnel.FrameConfig {
+		t.Fatalf("first frame %#x: %v", typ, err)
+	}
+	pc, err := tunnel.DecodeConfig(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.addr = pc.Address.Addr().String()
+	return d
+}
+
+func (d *device) send(t *testing.T, p []byte) {
+	t.Helper()
+	b := tunnel.NewBatch(1, tunnel.Headroom+len(p))
+	b.Sizes[0] = copy(b.Bufs[0][tunnel.Headroom:], p)
+	if err := d.w.WriteBatch(b.Bufs, b.Sizes, 1, tunnel.Headroom); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next returns the next data or close frame, skipping keepalives; ok is
+// false when nothing but keepalives came within wait.
+func (d *device) next(wait time.Duration) (typ byte, payload []byte, ok bool) {
+	_ = d.tc.SetReadDeadline(time.Now().Add(wait))
+	for {
+		typ, payload, err := d.r.Next()
+		if err != nil {
+			return 0, nil, false
+		}
+		if typ != tunnel.FrameKeepalive {
+			return typ, payload, true
+		}
+	}
+}
+
+func (h *gatewayHarness) close() {
+	h.s.closeAll("shutdown")
+	h.conns.Wait()
+	h.cancel()
+	h.tun.Close()
+	h.s.wg.Wait()
+}
+
+// TestDeviceToDevice: a device reaches another device only if its own
+// policy allows that address; the other device's replies come back; the
+// other device cannot open flows of its own the other way.
+func TestDeviceToDevice(t *testing.T) {
+	before := runtime.NumGoroutine()
+	h := newGatewayHarness(t, []policy.Policy{
+		{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"10.8.0.0/24 udp/7000"}},
+		{Name: "ops", Match: policy.Match{OU: []string{"ops"}}, Allow: []string{"192.168.77.0/24"}},
+	}, netip.MustParsePrefix("10.8.0.0/24"))
+	alice := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	bob := h.connect(h.ca.leafWithKey(t, "bob", []string{"ops"}, x509.ExtKeyUsageClientAuth))
+
+	alice.send(t, udp4(alice.addr, bob.addr, 4000, 7000))
+	if typ, p, ok := bob.next(5 * time.Second); !ok || typ != tunnel.FrameData || binary.BigEndian.Uint16(p[22:]) != 7000 {
+		t.Fatalf("bob did not get alice's packet (%#x, %v)", typ, ok)
+	}
+	bob.send(t, udp4(bob.addr, alice.addr, 7000, 4000)) // reply to alice's flow
+	if typ, p, ok := alice.next(5 * time.Second); !ok || typ != tunnel.FrameData || binary.BigEndian.Uint16(p[20:]) != 7000 {
+		t.Fatalf("alice did not get bob's reply (%#x, %v)", typ, ok)
+	}
+	bob.send(t, udp4(bob.addr, alice.addr, 7001, 4000)) // a flow of bob's own: ops may not reach devices
+	waitFor(t, func() bool {
+		for _, st := range h.s.Status().Sessions {
+			if st.Device == "bob" && st.Dropped.Policy == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	for _, p := range h.tun.packets() {
+		if binary.BigEndian.Uint16(p[20:]) == 7001 {
+			t.Fatal("bob opened a flow to alice without a policy allowing it")
+		}
+	}
+
+	// One session per device: alice again replaces the first session.
+	alice2 := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	typ, p, ok := alice.next(5 * time.Second)
+	if m, _ := tunnel.DecodeClose(p); !ok || typ != tunnel.FrameClose || m.Reason != "replaced" {
+		t.Fatalf("first alice session: frame %#x %q, want close \"replaced\"", typ, m.Reason)
+	}
+	if alice2.addr != alice.addr {
+		t.Fatalf("alice moved from %s to %s on reconnect", alice.addr, alice2.addr)
+	}
+	if n := len(h.s.Status().Sessions); n != 2 {
+		t.Fatalf("%d sessions, want alice and bob", n)
+	}
+	h.close()
+	for _, d := range []*device{alice, alice2, bob} {
+		d.tc.Close()
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }
