@@ -105,89 +105,24 @@ func (ca *testCA) leafWithKey(t *testing.T, cn string, ous []string, eku x509.Ex
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// TestSessionRelay runs one device session over an in-memory TLS pipe
-// against a fake TUN: handshake, hello/config, the device->LAN filter
-// (allowed, spoofed, outside policy), a reply let back by conntrack, an
-// unsolicited packet refused, a kick with its reason, and no goroutine left.
+// TestSessionRelay runs one device session over loopback TLS against a
+// fake TUN: hello/config, the device->LAN filter (allowed, spoofed, outside
+// policy), a reply let back by conntrack, an unsolicited packet refused, a
+// kick with its reason, and no goroutine left.
 func TestSessionRelay(t *testing.T) {
 	before := runtime.NumGoroutine()
-	dir := t.TempDir()
-	ca := newTestCA(t, "Relay CA")
-	gw := ca.leafWithKey(t, "gw.test", nil, x509.ExtKeyUsageServerAuth, "gw.test")
-	dev := ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
-	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.cert.Raw)
-	writePEM(t, filepath.Join(dir, "gw.crt"), "CERTIFICATE", gw.Certificate[0])
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(gw.PrivateKey)
-	writePEM(t, filepath.Join(dir, "gw.key"), "PRIVATE KEY", keyDER)
+	h := newGatewayHarness(t, []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}},
+		Allow: []string{"192.168.77.0/24 udp/53"}}}, netip.Prefix{})
+	d := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	me := d.addr
+	if me != "10.8.0.2" {
+		t.Fatalf("device address %s", me)
+	}
+	s, tun := h.s, h.tun
 
-	cfg := &Config{
-		Path:   filepath.Join(dir, "server.toml"),
-		TLS:    TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt")},
-		Tunnel: TunnelConfig{IPv4Pool: "10.8.0.0/24"},
-		Policies: []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}},
-			Allow: []string{"192.168.77.0/24 udp/53"}}},
-	}
-	if err := cfg.normalize(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tun := newFakeTUN()
-	s.dev = tun
-	s.tunBatches = batchPool{count: 1, size: tunnel.Headroom + 1500}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.wg.Add(1)
-	go s.routineReadTUN(ctx)
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliConn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvConn, err := ln.Accept()
-	ln.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); s.handshake(ctx, srvConn, s.tlsConfig()) }()
-
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	tc := tls.Client(cliConn, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "gw.test",
-		Certificates: []tls.Certificate{dev}, NextProtos: []string{tunnel.ALPN}})
-	w, r := tunnel.NewWriter(tc, 0), tunnel.NewReader(tc, 0)
-	if err := w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
-		t.Fatal(err)
-	}
-	typ, payload, err := r.Next()
-	if err != nil || typ != tunnel.FrameConfig {
-		t.Fatalf("first frame %#x: %v", typ, err)
-	}
-	pc, err := tunnel.DecodeConfig(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	me := pc.Address.Addr().String()
-	if me != "10.8.0.2" || len(pc.Routes) != 1 || pc.Routes[0] != netip.MustParsePrefix("192.168.77.0/24") {
-		t.Fatalf("pushed config %+v", pc)
-	}
-
-	send := func(p []byte) {
-		b := tunnel.NewBatch(1, tunnel.Headroom+len(p))
-		b.Sizes[0] = copy(b.Bufs[0][tunnel.Headroom:], p)
-		if err := w.WriteBatch(b.Bufs, b.Sizes, 1, tunnel.Headroom); err != nil {
-			t.Fatal(err)
-		}
-	}
-	send(udp4(me, "192.168.77.10", 5000, 53))          // allowed
-	send(udp4("10.8.0.99", "192.168.77.10", 5000, 53)) // spoofed
-	send(udp4(me, "192.168.77.10", 5000, 80))          // outside policy
+	d.send(t, udp4(me, "192.168.77.10", 5000, 53))          // allowed
+	d.send(t, udp4("10.8.0.99", "192.168.77.10", 5000, 53)) // spoofed
+	d.send(t, udp4(me, "192.168.77.10", 5000, 80))          // outside policy
 	waitFor(t, func() bool { st := s.Status(); return len(st.Sessions) == 1 && st.Sessions[0].Dropped.Policy == 1 })
 	st := s.Status().Sessions[0]
 	if got := tun.packets(); len(got) != 1 || st.Dropped.Spoofed != 1 || st.Device != "alice" {
@@ -197,13 +132,8 @@ func TestSessionRelay(t *testing.T) {
 	// The DNS reply comes back; a packet the device never asked for does not.
 	tun.in <- udp4("192.168.77.10", me, 53, 5000)
 	tun.in <- udp4("192.168.77.10", me, 9999, 5000)
-	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	typ, payload, err = r.Next()
-	for err == nil && typ == tunnel.FrameKeepalive {
-		typ, payload, err = r.Next()
-	}
-	if err != nil || typ != tunnel.FrameData || binary.BigEndian.Uint16(payload[20:]) != 53 {
-		t.Fatalf("reply frame %#x %v", typ, err)
+	if typ, payload, ok := d.next(5 * time.Second); !ok || typ != tunnel.FrameData || binary.BigEndian.Uint16(payload[20:]) != 53 {
+		t.Fatalf("reply frame %#x %v", typ, ok)
 	}
 	waitFor(t, func() bool { return s.Status().Sessions[0].Dropped.NoFlow == 1 })
 
@@ -211,25 +141,16 @@ func TestSessionRelay(t *testing.T) {
 	if s.Kick("alice") != 1 {
 		t.Fatal("kick found no session")
 	}
-	typ, payload, err = r.Next()
-	if err != nil || typ != tunnel.FrameClose {
-		t.Fatalf("after kick: frame %#x, %v", typ, err)
+	typ, payload, ok := d.next(5 * time.Second)
+	if m, _ := tunnel.DecodeClose(payload); !ok || typ != tunnel.FrameClose || m.Reason != "kicked" {
+		t.Fatalf("after kick: frame %#x %q", typ, m.Reason)
 	}
-	if m, _ := tunnel.DecodeClose(payload); m.Reason != "kicked" {
-		t.Fatalf("close reason %q", m.Reason)
-	}
-	if _, _, err := r.Next(); err == nil {
+	if _, _, ok := d.next(5 * time.Second); ok {
 		t.Fatal("stream still open after kick")
 	}
-	<-done
-	if n := len(s.Status().Sessions); n != 0 {
-		t.Fatalf("%d sessions after kick", n)
-	}
-
-	cancel()
-	tun.Close()
-	s.wg.Wait()
-	tc.Close()
+	waitFor(t, func() bool { return len(s.Status().Sessions) == 0 })
+	h.close()
+	d.tc.Close()
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }
 
