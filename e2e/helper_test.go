@@ -207,6 +207,21 @@ func csum(b []byte) uint16 {
 // helperTCPSink accepts connections on addr; for each it reads to EOF,
 // replies with "bytes=N sha256=X" and prints the same line.
 func helperTCPSink(addr string) error {
+	return serveTCP(addr, func(c net.Conn) {
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		line := fmt.Sprintf("from=%s bytes=%d sha256=%s", c.RemoteAddr(), n, hex.EncodeToString(h.Sum(nil)))
+		if err != nil {
+			line += " read_error=" + strings.ReplaceAll(err.Error(), " ", "_")
+		}
+		fmt.Println(line)
+		_, _ = c.Write([]byte(line + "\n"))
+	})
+}
+
+// serveTCP listens on addr, prints "ready", and runs handle for each
+// connection in its own goroutine, closing the connection after.
+func serveTCP(addr string, handle func(net.Conn)) error {
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
@@ -219,14 +234,7 @@ func helperTCPSink(addr string) error {
 		}
 		go func() {
 			defer c.Close()
-			h := sha256.New()
-			n, err := io.Copy(h, c)
-			line := fmt.Sprintf("from=%s bytes=%d sha256=%s", c.RemoteAddr(), n, hex.EncodeToString(h.Sum(nil)))
-			if err != nil {
-				line += " read_error=" + strings.ReplaceAll(err.Error(), " ", "_")
-			}
-			fmt.Println(line)
-			_, _ = c.Write([]byte(line + "\n"))
+			handle(c)
 		}()
 	}
 }
@@ -274,26 +282,14 @@ func sendRandom(w io.Writer, n int) (string, error) {
 // helperTCPSource serves n random bytes to each connection and prints
 // "served=N sha256=X" for it: the LAN side of a download.
 func helperTCPSource(addr string, n int) error {
-	ln, err := net.Listen("tcp4", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	fmt.Println("ready")
-	for {
-		c, err := ln.Accept()
+	return serveTCP(addr, func(c net.Conn) {
+		sum, err := sendRandom(c, n)
 		if err != nil {
-			return fmt.Errorf("accept: %w", err)
+			fmt.Println("served_error=" + strings.ReplaceAll(err.Error(), " ", "_"))
+			return
 		}
-		go func() {
-			defer c.Close()
-			sum, err := sendRandom(c, n)
-			if err != nil {
-				fmt.Println("served_error=" + strings.ReplaceAll(err.Error(), " ", "_"))
-				return
-			}
-			fmt.Printf("served=%d sha256=%s\n", n, sum)
-		}()
-	}
+		fmt.Printf("served=%d sha256=%s\n", n, sum)
+	})
 }
 
 // helperTCPFetch downloads everything addr sends and prints
