@@ -41,6 +41,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/procs"
+
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/tunnel"
@@ -57,6 +59,7 @@ type Client struct {
 
 	dev     tunnel.Device
 	net     *netState
+	procs   *procs.Scaler        // GOMAXPROCS (tunnel.cpus)
 	cur     atomic.Pointer[conn] // the live session, nil while reconnecting
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -107,6 +110,9 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	ctx, c.stop = context.WithCancel(ctx)
 	defer c.stop()
 	c.started = time.Now()
+	// One tunnel is one pipeline: a single P avoids cross-thread wake-ups
+	// on every hand-off (internal/procs).
+	c.procs = procs.New(c.cfg.Tunnel.CPUs)
 	admin, err := adminsock.Listen(c.cfg.Admin.Socket, c.handleAdmin, c.log)
 	if err != nil {
 		return err
@@ -278,6 +284,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	c.cur.Store(cn)
 	defer c.cur.CompareAndSwap(cn, nil)
 	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU, "gso", cn.gso,
+		"cpus", c.procs.Current(),
 		"cert_days_left", int(time.Until(c.mat.leaf.NotAfter).Hours()/24))
 	up()
 

@@ -46,6 +46,9 @@ type TLSConfig struct {
 type TunnelConfig struct {
 	Device string `toml:"device"`
 	Driver string `toml:"driver"`
+	// CPUs is how many CPUs the client's Go scheduler runs on at once
+	// (GOMAXPROCS): 0 = automatic, which is one (see internal/procs).
+	CPUs int `toml:"cpus"`
 }
 
 // AdminConfig is the local control socket used by `status` and `down`.
@@ -115,6 +118,9 @@ func (c *Config) normalize() error {
 	}
 	if len(c.Tunnel.Device) > 15 {
 		return fmt.Errorf("key \"tunnel.device\": interface name %q longer than 15 bytes", c.Tunnel.Device)
+	}
+	if c.Tunnel.CPUs < 0 || c.Tunnel.CPUs > 1024 {
+		return fmt.Errorf("key \"tunnel.cpus\": %d is outside 0..1024 (0 = automatic)", c.Tunnel.CPUs)
 	}
 	if c.Tunnel.Driver == "" {
 		c.Tunnel.Driver = "wireguard"

@@ -28,6 +28,7 @@ func TestConfigErrors(t *testing.T) {
 		{"no key", strings.Replace(base, "key = \"d.key\"\n", "", 1), `"tls.key"`},
 		{"bad pin", base + "pin_sha256 = \"zz\"\n", "pin_sha256"},
 		{"unknown", base + "[tunnel]\ndriverr = \"x\"\n", `unknown key "tunnel.driverr"`},
+		{"negative cpus", base + "[tunnel]\ncpus = -2\n", `"tunnel.cpus": -2 is outside`},
 		{"bad driver", base + "[tunnel]\ndriver = \"tap\"\n", `"tap"`},
 		{"backoff", base + "[reconnect]\nmin_delay = \"10s\"\nmax_delay = \"1s\"\n", "min_delay <= max_delay"},
 	}

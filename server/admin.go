@@ -17,6 +17,7 @@ type Status struct {
 	Device    string          `json:"device"`
 	Address   string          `json:"address"`
 	NoSession uint64          `json:"dropped_no_session"`
+	CPUs      int             `json:"cpus"` // GOMAXPROCS now (tunnel.cpus)
 	Sessions  []SessionStatus `json:"sessions"`
 }
 
@@ -55,7 +56,7 @@ type DropStatus struct {
 // Status reports the gateway and its sessions, sorted by device.
 func (s *Server) Status() Status {
 	cfg := s.cfg.Load()
-	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.Gateway().String(), NoSession: s.noRoute.Load()}
+	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.Gateway().String(), NoSession: s.noRoute.Load(), CPUs: s.procs.Current()}
 	if s.dev != nil {
 		st.Device = s.dev.Name()
 	}

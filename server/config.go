@@ -44,6 +44,9 @@ type TunnelConfig struct {
 	MTU       int           `toml:"mtu"`
 	Keepalive time.Duration `toml:"keepalive"`
 	Timeout   time.Duration `toml:"timeout"`
+	// CPUs is how many CPUs the gateway's Go scheduler runs on at once
+	// (GOMAXPROCS): 0 = one per live session, up to the machine's CPUs.
+	CPUs int `toml:"cpus"`
 }
 
 // AdminConfig is the local control socket.
@@ -65,6 +68,7 @@ const (
 	DefaultDevice           = "sp0"
 	DefaultDriver           = "wireguard"
 	DefaultMTU              = 1500
+	MaxCPUs                 = 1024
 	DefaultKeepalive        = 10 * time.Second
 	DefaultTimeout          = 35 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
@@ -133,6 +137,9 @@ func (c *Config) normalize() error {
 	}
 	if t.MTU < 576 || t.MTU > 65535 {
 		return fmt.Errorf("key \"tunnel.mtu\": %d is outside 576..65535", t.MTU)
+	}
+	if t.CPUs < 0 || t.CPUs > MaxCPUs {
+		return fmt.Errorf("key \"tunnel.cpus\": %d is outside 0..%d (0 = automatic)", t.CPUs, MaxCPUs)
 	}
 	if t.Keepalive == 0 {
 		t.Keepalive = DefaultKeepalive

@@ -55,6 +55,8 @@ func TestConfigErrors(t *testing.T) {
 		{"mtu", strings.Replace(minimal, `ipv4_pool`, "mtu = 100\nipv4_pool", 1), "576..65535"},
 		{"long device", strings.Replace(minimal, `ipv4_pool`, "device = \"averyveryverylongname\"\nipv4_pool", 1), "longer than 15"},
 		{"driver", strings.Replace(minimal, `ipv4_pool`, "driver = \"tap\"\nipv4_pool", 1), `"tap" is not`},
+		{"negative cpus", strings.Replace(minimal, `ipv4_pool`, "cpus = -1\nipv4_pool", 1), `"tunnel.cpus": -1 is outside`},
+		{"cpus as text", strings.Replace(minimal, `ipv4_pool`, "cpus = \"all\"\nipv4_pool", 1), `cpus`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/procs"
+
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -45,6 +47,7 @@ type Server struct {
 	admin    *adminsock.Server
 	started  time.Time
 	draining atomic.Bool
+	procs    *procs.Scaler // GOMAXPROCS follows the live sessions
 }
 
 // New loads everything the server needs from cfg but opens nothing yet.
@@ -71,6 +74,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	cfg := s.cfg.Load()
 	s.started = time.Now()
 	s.checkForwarding()
+	s.procs = procs.New(cfg.Tunnel.CPUs)
 
 	dev, err := tunnel.OpenDevice(cfg.Tunnel.Device, cfg.Tunnel.Driver, cfg.Tunnel.MTU)
 	if err != nil {
@@ -111,7 +115,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	go s.routineAccept(ctx)
 	go s.routineWatch(ctx)
 	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
-		"address", s.pool.Gateway().String(), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies))
+		"address", s.pool.Gateway().String(), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies),
+		"cpus", s.procs.Mode())
 	if ready != nil {
 		ready()
 	}
