@@ -420,6 +420,15 @@ if [ "$HAVE_PKI" = 1 ]; then
 				[ ${#vals[@]} -gt 0 ] && R[$row.$dir]=$(median "${vals[@]}")
 			done
 		done
+		# The idle RTT floor of any TLS relay here: one small TLS record
+		# laptop -> gateway and back between two Go processes.
+		if line=$(timeout -k 5 60 ip netns exec "$NS_LAP" "$TB" client \
+			--connect "$GW_IP:$TLS_PORT" --server-name gw.bench --ca "$CA" --write-size 84 --echo 20 2>&1); then
+			R[raw-tls-64k.idle]=$(kv rtt_avg_ms "$line")
+			log "  echo: rtt avg ${R[raw-tls-64k.idle]} ms, max $(kv rtt_max_ms "$line") ms"
+		else
+			log "  echo: failed: $line"
+		fi
 	else
 		log "tlsbench server did not start: $(tail -3 "$W/tlsbench-server.log")"
 	fi
@@ -619,6 +628,7 @@ for row in "${ROWS[@]}"; do
 done
 echo
 echo "up = laptop -> LAN host (raw TLS: laptop -> gateway), down = reverse, P4 = 4 streams up."
+echo "idle RTT of raw-tls-64k = an 84-byte TLS record laptop -> gateway echoed back (tlsbench --echo)."
 echo "loaded RTT = ping laptop -> LAN host every 50 ms during one upstream stream; loss = pings"
 echo "never answered. CPU = seconds of sallyport server + client CPU per GB moved in the up and"
 echo "down single-stream runs (raw TLS: both tlsbench ends, up run)."
@@ -633,8 +643,7 @@ if [[ " $DRIVERS " == *" wireguard "* && " $DRIVERS " == *" water "* ]]; then
 	printf '  %-42s up %5s  down %5s  P4 %5s\n' "wireguard / water" "$(ratio "${R[sallyport-wireguard.up]:-}" "${R[sallyport-water.up]:-}")" "$(ratio "${R[sallyport-wireguard.down]:-}" "${R[sallyport-water.down]:-}")" "$(ratio "${R[sallyport-wireguard.p4]:-}" "${R[sallyport-water.p4]:-}")"
 fi
 printf '  %-42s %s\n' "raw-tls-64k / raw-tls-1400 (batching)" "up $(ratio "${R[raw-tls-64k.up]:-}" "${R[raw-tls-1400.up]:-}")  down $(ratio "${R[raw-tls-64k.down]:-}" "${R[raw-tls-1400.down]:-}")"
-for d in $DRIVERS; do
-	row=sallyport-$d
+for row in raw-tls-64k $(for d in $DRIVERS; do echo "sallyport-$d"; done); do
 	if num "${R[$row.idle]:-}" && num "${R[direct.idle]:-}"; then
 		printf '  %-42s %+.3f ms\n' "$row idle RTT - direct" "$(calc "${R[$row.idle]} - ${R[direct.idle]}")"
 	else

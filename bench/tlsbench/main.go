@@ -10,12 +10,16 @@
 //
 //	tlsbench server --listen ADDR --cert C --key K [--ca CA]
 //	tlsbench client --connect ADDR --ca CA [--server-name N] [--cert C --key K]
-//	                [--write-size 65536|1400] [--seconds N] [--reverse]
+//	                [--write-size 65536|1400] [--seconds N] [--reverse | --echo N]
 //	tlsbench iperf-json FILE
 //
 // The client prints one line of key=value pairs, e.g.
 //
 //	tlsbench dir=up write_size=65536 seconds=8.001 bytes=7012345678 gbps=7.012 cpu_s=9.81 cipher=TLS_AES_128_GCM_SHA256
+//
+// With --echo N the client instead sends N messages of --write-size bytes
+// 50 ms apart, the server sends each back, and the line reports the round
+// trips (rtt_avg_ms, rtt_max_ms): the idle RTT floor of a TLS relay here.
 //
 // where gbps is measured by the receiving side and cpu_s is the CPU time of
 // both tlsbench processes during the transfer. iperf-json reads the JSON
@@ -118,6 +122,7 @@ func loadPool(path string) (*x509.CertPool, error) {
 // and, when the server sends, the write size and duration.
 type request struct {
 	Reverse   bool // server sends, client receives
+	Echo      bool // server sends back what it reads (RTT); excludes Reverse
 	WriteSize int
 	Seconds   float64
 }
@@ -133,6 +138,9 @@ func (r request) encode() []byte {
 	copy(b, magic[:])
 	if r.Reverse {
 		b[3] = 1
+	}
+	if r.Echo {
+		b[3] = 2
 	}
 	binary.BigEndian.PutUint32(b[4:8], uint32(r.WriteSize))
 	binary.BigEndian.PutUint32(b[8:12], uint32(r.Seconds*1000))
@@ -152,6 +160,8 @@ func decodeRequest(b []byte) (request, error) {
 	case 0:
 	case 1:
 		r.Reverse = true
+	case 2:
+		r.Echo = true
 	default:
 		return r, fmt.Errorf("request: bad direction %d", b[3])
 	}
@@ -284,6 +294,9 @@ func serveConn(tc *tls.Conn) error {
 	}
 	_ = tc.SetDeadline(time.Now().Add(time.Duration(req.Seconds*float64(time.Second)) + 30*time.Second))
 	cpu0 := cpuTime()
+	if req.Echo {
+		return echo(tc)
+	}
 	if req.Reverse {
 		_, err := send(tc, req.WriteSize, time.Duration(req.Seconds*float64(time.Second)))
 		if err != nil {
@@ -300,6 +313,53 @@ func serveConn(tc *tls.Conn) error {
 		return fmt.Errorf("write result: %w", err)
 	}
 	return tc.CloseWrite()
+}
+
+// echo writes back everything it reads until EOF.
+func echo(tc *tls.Conn) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := tc.Read(buf)
+		if n > 0 {
+			if _, werr := tc.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("echo: %w", werr)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return tc.CloseWrite()
+		}
+		if err != nil {
+			return fmt.Errorf("echo: %w", err)
+		}
+	}
+}
+
+// echoRTT sends count messages of size bytes, interval apart, and returns
+// the mean and largest round trip.
+func echoRTT(c io.ReadWriter, size, count int, interval time.Duration) (avg, maxRTT time.Duration, err error) {
+	out := make([]byte, size)
+	in := make([]byte, size)
+	var sum time.Duration
+	for i := 0; i < count; i++ {
+		if i > 0 {
+			time.Sleep(interval)
+		}
+		out[0] = byte(i)
+		start := time.Now()
+		if _, err := c.Write(out); err != nil {
+			return 0, 0, fmt.Errorf("echo %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, in); err != nil {
+			return 0, 0, fmt.Errorf("echo %d: %w", i, err)
+		}
+		rtt := time.Since(start)
+		if in[0] != out[0] {
+			return 0, 0, fmt.Errorf("echo %d: answer out of order", i)
+		}
+		sum += rtt
+		maxRTT = max(maxRTT, rtt)
+	}
+	return sum / time.Duration(count), maxRTT, nil
 }
 
 // send writes writeSize-byte chunks for d and returns the bytes written.
@@ -358,8 +418,15 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	writeSize := fs.Int("write-size", 65536, "bytes per TLS write")
 	seconds := fs.Float64("seconds", 8, "transfer duration")
 	reverse := fs.Bool("reverse", false, "server sends, client receives")
+	echoN := fs.Int("echo", 0, "measure N round trips of --write-size bytes, 50 ms apart, instead of throughput")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *echoN < 0 || *echoN > 100000 {
+		return fmt.Errorf("--echo %d out of range 0..100000", *echoN)
+	}
+	if *echoN > 0 && *reverse {
+		return errors.New("--echo and --reverse exclude each other")
 	}
 	if *connect == "" || *caF == "" {
 		return errors.New("--connect and --ca are required")
@@ -399,9 +466,23 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	defer tc.Close()
 	dur := time.Duration(*seconds * float64(time.Second))
 	_ = tc.SetDeadline(time.Now().Add(dur + 30*time.Second))
-	req := request{Reverse: *reverse, WriteSize: *writeSize, Seconds: *seconds}
+	req := request{Reverse: *reverse, Echo: *echoN > 0, WriteSize: *writeSize, Seconds: *seconds}
 	if _, err := tc.Write(req.encode()); err != nil {
 		return fmt.Errorf("write request: %w", err)
+	}
+	if req.Echo {
+		_ = tc.SetDeadline(time.Now().Add(time.Duration(*echoN)*60*time.Millisecond + 30*time.Second))
+		// Three round trips warm up (like the ping warm-up in bench.sh).
+		if _, _, err := echoRTT(tc, *writeSize, 3, 50*time.Millisecond); err != nil {
+			return err
+		}
+		avg, maxRTT, err := echoRTT(tc, *writeSize, *echoN, 50*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "tlsbench dir=echo write_size=%d count=%d rtt_avg_ms=%.3f rtt_max_ms=%.3f cipher=%s\n",
+			*writeSize, *echoN, avg.Seconds()*1000, maxRTT.Seconds()*1000, tls.CipherSuiteName(tc.ConnectionState().CipherSuite))
+		return tc.CloseWrite()
 	}
 	cpu0 := cpuTime()
 	var res result

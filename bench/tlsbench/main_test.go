@@ -82,6 +82,7 @@ func TestRequestRoundTrip(t *testing.T) {
 	tests := []request{
 		{WriteSize: 65536, Seconds: 8},
 		{Reverse: true, WriteSize: 1400, Seconds: 0.5},
+		{Echo: true, WriteSize: 84, Seconds: 1},
 		{WriteSize: maxWriteSize, Seconds: maxSeconds},
 	}
 	for _, r := range tests {
@@ -230,6 +231,7 @@ func TestClientServer(t *testing.T) {
 		{"up 64k", []string{"--write-size", "65536"}, "dir=up"},
 		{"up 1400", []string{"--write-size", "1400"}, "dir=up"},
 		{"down 64k", []string{"--write-size", "65536", "--reverse"}, "dir=down"},
+		{"echo", []string{"--write-size", "84", "--echo", "3"}, "rtt_avg_ms="},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,7 +241,11 @@ func TestClientServer(t *testing.T) {
 				t.Fatalf("client exit %d: %s", code, errb.String())
 			}
 			line := out.String()
-			for _, want := range []string{tt.dir, "gbps=", "cipher=TLS_", "bytes="} {
+			wants := []string{tt.dir, "cipher=TLS_"}
+			if tt.name != "echo" {
+				wants = append(wants, "gbps=", "bytes=")
+			}
+			for _, want := range wants {
 				if !strings.Contains(line, want) {
 					t.Fatalf("output %q lacks %q", line, want)
 				}
@@ -280,6 +286,8 @@ func TestClientFlagErrors(t *testing.T) {
 		{"missing connect", []string{"client", "--ca", "x"}, "required"},
 		{"bad write size", []string{"client", "--connect", "a:1", "--ca", "x", "--write-size", "0"}, "write-size"},
 		{"bad seconds", []string{"client", "--connect", "a:1", "--ca", "x", "--seconds", "0"}, "seconds"},
+		{"negative echo", []string{"client", "--connect", "a:1", "--ca", "x", "--echo", "-1"}, "--echo"},
+		{"echo and reverse", []string{"client", "--connect", "a:1", "--ca", "x", "--echo", "3", "--reverse"}, "exclude"},
 		{"missing ca file", []string{"client", "--connect", "a:1", "--ca", "/nonexistent/ca.crt"}, "read CA"},
 		{"server missing flags", []string{"server", "--listen", "127.0.0.1:0"}, "required"},
 		{"unknown command", []string{"bogus"}, "unknown command"},
