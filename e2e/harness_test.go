@@ -548,6 +548,7 @@ func (g *Gateway) Start() {
 
 // ServerStatus is `sallyport server status --json`.
 type ServerStatus struct {
+	CPUs     int       `json:"cpus"`
 	Sessions []Session `json:"sessions"`
 }
 

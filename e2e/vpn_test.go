@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"syscall"
@@ -352,6 +353,9 @@ func TestRefusals(t *testing.T) {
 		t.Fatal(err)
 	} else if len(st.Sessions) != 0 {
 		t.Errorf("gateway has sessions for refused devices: %+v", st.Sessions)
+	} else if os.Getenv("GOMAXPROCS") == "" && st.CPUs != 1 {
+		// tunnel.cpus = 0: one P per live session, and at least one.
+		t.Errorf("gateway without sessions runs on %d Ps, want 1", st.CPUs)
 	}
 	for _, l := range laps {
 		l.Proc.Stop(3 * time.Second)
