@@ -45,7 +45,8 @@ type TunnelConfig struct {
 	Keepalive time.Duration `toml:"keepalive"`
 	Timeout   time.Duration `toml:"timeout"`
 	// CPUs is how many CPUs the gateway's Go scheduler runs on at once
-	// (GOMAXPROCS): 0 = one per live session, up to the machine's CPUs.
+	// (GOMAXPROCS): 0 = one per live session or handshake in flight, up to
+	// the machine's CPUs.
 	CPUs int `toml:"cpus"`
 }
 

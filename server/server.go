@@ -47,7 +47,24 @@ type Server struct {
 	admin    *adminsock.Server
 	started  time.Time
 	draining atomic.Bool
-	procs    *procs.Scaler // GOMAXPROCS follows the live sessions
+	procs    *procs.Scaler // GOMAXPROCS follows the sessions and handshakes
+	shaking  atomic.Int32  // handshakes in flight
+}
+
+// rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
+// in flight, so a reconnect storm after a restart (every device doing
+// ECDSA at once) gets every CPU, not the one P of an idle gateway. Hold
+// sessMu.
+func (s *Server) rescaleLocked() {
+	s.procs.Sessions(len(s.byKey) + int(s.shaking.Load()))
+}
+
+// shakingDelta counts a handshake starting (+1) or ending (-1).
+func (s *Server) shakingDelta(d int32) {
+	s.sessMu.Lock()
+	s.shaking.Add(d)
+	s.rescaleLocked()
+	s.sessMu.Unlock()
 }
 
 // New loads everything the server needs from cfg but opens nothing yet.
@@ -254,6 +271,9 @@ func (s *Server) routineAccept(ctx context.Context) {
 // handshake runs TLS and the sallyport hello/config exchange under one
 // deadline, then hands the connection to a new session.
 func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) {
+	s.shakingDelta(1)
+	done := sync.OnceFunc(func() { s.shakingDelta(-1) })
+	defer done()
 	cfg := s.cfg.Load()
 	remote := raw.RemoteAddr().String()
 	tunnel.TuneTCP(raw)
@@ -293,5 +313,6 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 		conn.Close()
 		return
 	}
+	done() // now counted as a session
 	ss.run(ctx)
 }

@@ -154,7 +154,7 @@ func (s *Server) register(ss *session) {
 	m := maps.Clone(*s.byAddr.Load())
 	m[ss.addr] = ss
 	s.byAddr.Store(&m)
-	s.procs.Sessions(len(s.byKey))
+	s.rescaleLocked()
 	s.sessMu.Unlock()
 	if old != nil {
 		old.log.Info("session replaced by a new connection of the same device", "new_remote", ss.remote)
@@ -174,7 +174,7 @@ func (s *Server) unregister(ss *session) {
 		s.byAddr.Store(&m)
 		s.pool.Release(ss.key, ss.addr)
 	}
-	s.procs.Sessions(len(s.byKey))
+	s.rescaleLocked()
 	s.sessMu.Unlock()
 }
 

@@ -18,10 +18,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -340,4 +342,75 @@ func TestDeviceToDevice(t *testing.T) {
 		d.tc.Close()
 	}
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestProcsFollowSessions: in automatic mode GOMAXPROCS is one per live
+// session or handshake in flight, and falls back when sessions end.
+func TestProcsFollowSessions(t *testing.T) {
+	h := newGatewayHarness(t, []policy.Policy{{Name: "all", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}}},
+		netip.MustParsePrefix("10.8.0.0/24"))
+	defer h.close()
+	var mu sync.Mutex
+	cur, seen := 1, []int(nil)
+	h.s.procs = procs.NewFunc(0, func(n int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if n <= 0 && seen == nil {
+			seen = []int{}
+			return 8 // the machine's CPUs, asked once at start
+		}
+		old := cur
+		if n > 0 {
+			cur = n
+			seen = append(seen, n)
+		}
+		return old
+	})
+	now := func() int { mu.Lock(); defer mu.Unlock(); return cur }
+	alice := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	waitFor(t, func() bool { return now() == 1 })
+
+	// A handshake in flight counts too, and stops counting when refused.
+	mu.Lock()
+	before := len(seen)
+	mu.Unlock()
+	other := newTestCA(t, "Other CA")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan struct{})
+	go func() { defer close(refused); h.s.handshake(context.Background(), srv, h.s.tlsConfig()) }()
+	tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
+		Certificates: []tls.Certificate{other.leafWithKey(t, "mallory", nil, x509.ExtKeyUsageClientAuth)}, NextProtos: []string{tunnel.ALPN}})
+	_ = tc.Handshake()
+	_, _ = tc.Read(make([]byte, 1)) // TLS 1.3: the refusal arrives after the client's Finished
+	tc.Close()
+	<-refused
+	mu.Lock()
+	if got := seen[before:]; !slices.Equal(got, []int{2, 1}) {
+		t.Errorf("GOMAXPROCS during a refused handshake next to one session went %v, want [2 1]", got)
+	}
+	mu.Unlock()
+
+	bob := h.connect(h.ca.leafWithKey(t, "bob", []string{"ops"}, x509.ExtKeyUsageClientAuth))
+	waitFor(t, func() bool { return now() == 2 })
+	mu.Lock()
+	if !slices.Contains(seen, 2) || seen[len(seen)-1] != 2 {
+		t.Errorf("GOMAXPROCS went %v with two sessions, want it to end at 2", seen)
+	}
+	mu.Unlock()
+	alice.tc.Close()
+	waitFor(t, func() bool { return now() == 1 })
+	bob.tc.Close()
+	waitFor(t, func() bool { return now() == 1 && h.s.Status().CPUs == 1 })
 }

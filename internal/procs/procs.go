@@ -12,7 +12,8 @@
 // "Performance").
 //
 // So in automatic mode the laptop runs on one P, and the gateway runs on
-// one P per live session, up to the CPUs Go found at start. A positive
+// one P per live session or handshake in flight, up to the CPUs Go found at
+// start. A positive
 // configured value pins GOMAXPROCS; the GOMAXPROCS environment variable, if
 // set, wins over both.
 package procs
@@ -47,6 +48,12 @@ func New(configured int) *Scaler {
 	return newScaler(configured, os.Getenv("GOMAXPROCS") != "", runtime.GOMAXPROCS)
 }
 
+// NewFunc is New with set in place of runtime.GOMAXPROCS and the
+// environment ignored, for tests of the code that drives a Scaler.
+func NewFunc(configured int, set func(int) int) *Scaler {
+	return newScaler(configured, false, set)
+}
+
 func newScaler(configured int, env bool, set func(int) int) *Scaler {
 	s := &Scaler{set: set, max: set(0)}
 	switch {
@@ -61,8 +68,8 @@ func newScaler(configured int, env bool, set func(int) int) *Scaler {
 	return s
 }
 
-// Sessions tells the Scaler how many sessions are live and returns the
-// GOMAXPROCS now in force.
+// Sessions tells the Scaler how many sessions are live (the gateway also
+// counts handshakes in flight) and returns the GOMAXPROCS now in force.
 func (s *Scaler) Sessions(n int) int {
 	if s == nil {
 		return runtime.GOMAXPROCS(0)
