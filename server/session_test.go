@@ -222,7 +222,8 @@ type device struct {
 	addr string
 }
 
-func (h *gatewayHarness) connect(cert tls.Certificate) *device {
+// tcpPair returns the two ends of a loopback TCP connection.
+func (h *gatewayHarness) tcpPair() (cli, srv net.Conn) {
 	t := h.t
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -230,14 +231,21 @@ func (h *gatewayHarness) connect(cert tls.Certificate) *device {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
+	cli, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ln.Accept()
+	srv, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cli, srv
+}
+
+func (h *gatewayHarness) connect(cert tls.Certificate) *device {
+	t := h.t
+	t.Helper()
+	cli, srv := h.tcpPair()
 	h.conns.Add(1)
 	go func() { defer h.conns.Done(); h.s.handshake(context.Background(), srv, h.s.tlsConfig()) }()
 	tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
@@ -375,19 +383,7 @@ func TestProcsFollowSessions(t *testing.T) {
 	before := len(seen)
 	mu.Unlock()
 	other := newTestCA(t, "Other CA")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cli, srv := h.tcpPair()
 	refused := make(chan struct{})
 	go func() { defer close(refused); h.s.handshake(context.Background(), srv, h.s.tlsConfig()) }()
 	tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
