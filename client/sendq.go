@@ -14,8 +14,6 @@ package client
 // congestion), which is the signal the uploading TCP flow needs.
 
 import (
-	"sync"
-
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -27,40 +25,22 @@ const (
 	sendRoundPkts  = 64
 )
 
-type sendQueue = tunnel.Lanes[*sendPkt]
+type sendQueue = tunnel.Lanes[*tunnel.VnetPacket]
 
 func newSendQueue() *sendQueue {
-	return tunnel.NewLanes[*sendPkt](queuePackets, bulkQueueBytes, sparseMax)
+	return tunnel.NewLanes[*tunnel.VnetPacket](queuePackets, bulkQueueBytes, sparseMax)
 }
 
 // drainQueue returns everything still queued to the pools.
 func drainQueue(q *sendQueue) {
 	for _, p := range q.Take(nil, queuePackets, 0) {
-		recycle(p)
+		sendPackets.Put(p)
 	}
 }
 
-// sendPkt is one packet read from the TUN: its virtio-net header in the
-// VnetHdrLen bytes before tunnel.Headroom, the packet at tunnel.Headroom.
-type sendPkt struct {
-	buf  []byte
-	size int
-	gso  bool
-}
-
-var (
-	bigPkts   = sync.Pool{New: func() any { return &sendPkt{buf: make([]byte, tunnel.Headroom+tunnel.MaxPacket)} }}
-	smallPkts = sync.Pool{New: func() any { return &sendPkt{buf: make([]byte, tunnel.Headroom+sparseMax)} }}
-)
-
-func recycle(p *sendPkt) {
-	switch cap(p.buf) {
-	case tunnel.Headroom + tunnel.MaxPacket:
-		bigPkts.Put(p)
-	case tunnel.Headroom + sparseMax:
-		smallPkts.Put(p)
-	}
-}
+// sendPackets holds the packets read from the TUN; small ones are copied
+// to sparseMax-byte buffers.
+var sendPackets = tunnel.NewVnetPool(sparseMax)
 
 // readTUNRaw is routineReadTUN for a device with offloads: one unsplit
 // packet per read, queued for routineSend.
@@ -71,10 +51,10 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 	go c.routineSend(q, done)
 	defer func() { close(done) }()
 	retry := tunnel.ReadRetry{Log: c.log}
-	cur := bigPkts.Get().(*sendPkt)
-	defer recycle(cur)
+	cur := sendPackets.Get()
+	defer func() { sendPackets.Put(cur) }()
 	for {
-		n, err := dev.ReadVnet(cur.buf, tunnel.Headroom)
+		n, err := dev.ReadVnet(cur.Buf, tunnel.Headroom)
 		if err != nil {
 			if retry.Failed(err, c.net.closing.Load()) {
 				continue
@@ -89,25 +69,19 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 		}
 		// Without an IPv6 tunnel address the kernel's IPv6 chatter (router
 		// solicitations, MLD) has nowhere to go.
-		if cur.buf[tunnel.Headroom]>>4 == 6 && !cn.v6 {
+		if cur.Buf[tunnel.Headroom]>>4 == 6 && !cn.v6 {
 			continue
 		}
-		p := cur
-		if n <= sparseMax {
-			p = smallPkts.Get().(*sendPkt)
-			copy(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:], cur.buf[tunnel.Headroom-tunnel.VnetHdrLen:tunnel.Headroom+n])
-		}
-		p.size = n
-		p.gso = !tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
+		p := sendPackets.Detach(cur, n)
 		if !q.Push(p, n) {
 			c.droppedCongestion.Add(1)
 			if p != cur {
-				recycle(p)
+				sendPackets.Put(p)
 			}
 			continue
 		}
 		if p == cur {
-			cur = bigPkts.Get().(*sendPkt)
+			cur = sendPackets.Get()
 		}
 	}
 }
@@ -117,7 +91,7 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 	defer c.wg.Done()
 	defer drainQueue(q)
-	items := make([]*sendPkt, 0, sendRoundPkts)
+	items := make([]*tunnel.VnetPacket, 0, sendRoundPkts)
 	view := &tunnel.Batch{Bufs: make([][]byte, sendRoundPkts), Sizes: make([]int, sendRoundPkts), GSO: make([]bool, sendRoundPkts)}
 	seg := tunnel.NewBatch(128, tunnel.Headroom+tunnel.MaxPacket)
 	for {
@@ -136,7 +110,7 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 			cn.tls.Close() // the stream reader notices and the session reconnects
 		}
 		for i, p := range items {
-			recycle(p)
+			sendPackets.Put(p)
 			items[i] = nil
 		}
 		clear(view.Bufs)
@@ -145,22 +119,22 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 
 // sendRound writes items to cn: whole with their headers when the gateway
 // negotiated CapGSO, else cut into plain segments here.
-func (c *Client) sendRound(cn *conn, items []*sendPkt, view, seg *tunnel.Batch) error {
+func (c *Client) sendRound(cn *conn, items []*tunnel.VnetPacket, view, seg *tunnel.Batch) error {
 	var bytes uint64
 	for _, p := range items {
-		bytes += uint64(p.size)
+		bytes += uint64(p.Size)
 	}
 	if cn.gso {
 		for i, p := range items {
-			view.Bufs[i], view.Sizes[i], view.GSO[i] = p.buf, p.size, p.gso
+			view.Bufs[i], view.Sizes[i], view.GSO[i] = p.Buf, p.Size, p.GSO
 		}
 		if err := cn.w.WritePackets(view.Bufs, view.Sizes, view.GSO, len(items), tunnel.Headroom); err != nil {
 			return err
 		}
 	} else {
 		for _, p := range items {
-			h := tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:])
-			k, err := tunnel.Segment(h, p.buf[tunnel.Headroom:tunnel.Headroom+p.size], seg.Bufs, seg.Sizes, tunnel.Headroom)
+			h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
+			k, err := tunnel.Segment(h, p.Buf[tunnel.Headroom:tunnel.Headroom+p.Size], seg.Bufs, seg.Sizes, tunnel.Headroom)
 			if err != nil {
 				c.log.Debug("segment packet failed", "err", err)
 				continue

@@ -1,16 +1,20 @@
 package client
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
 
 // The queue itself is tested in tunnel (Lanes); this checks the laptop's
 // bounds: a ping overtakes queued bulk, bulk stops at bulkQueueBytes while
 // small packets still get in, and a round carries at most sendRound bytes.
 func TestSendQueueBounds(t *testing.T) {
 	q := newSendQueue()
-	pk := func(size int) *sendPkt { return &sendPkt{size: size} }
+	pk := func(size int) *tunnel.VnetPacket { return &tunnel.VnetPacket{Size: size} }
 	b1, ping := pk(60000), pk(84)
-	q.Push(b1, b1.size)
-	q.Push(ping, ping.size)
+	q.Push(b1, b1.Size)
+	q.Push(ping, ping.Size)
 	if got := q.Take(nil, sendRoundPkts, sendRound); len(got) != 2 || got[0] != ping || got[1] != b1 {
 		t.Fatalf("round order wrong: %v", got)
 	}
@@ -27,10 +31,10 @@ func TestSendQueueBounds(t *testing.T) {
 	round := q.Take(nil, sendRoundPkts, sendRound)
 	bulk := 0
 	for _, p := range round[1:] {
-		bulk += p.size
+		bulk += p.Size
 	}
-	if round[0].size != 100 || bulk > sendRound {
-		t.Fatalf("round: first %d bytes, %d bulk bytes", round[0].size, bulk)
+	if round[0].Size != 100 || bulk > sendRound {
+		t.Fatalf("round: first %d bytes, %d bulk bytes", round[0].Size, bulk)
 	}
 	drainQueue(q)
 	if q.Len() != 0 {

@@ -71,23 +71,23 @@ func TestOutQueue(t *testing.T) {
 func TestRawQueueBounds(t *testing.T) {
 	q := newRawQueue()
 	for i := 0; i < sessionQueuePackets; i++ {
-		if !q.Push(&rawPacket{size: 100}, 100) {
+		if !q.Push(&tunnel.VnetPacket{Size: 100}, 100) {
 			t.Fatalf("push %d refused below the packet limit", i)
 		}
 	}
-	if q.Push(&rawPacket{size: 100}, 100) {
+	if q.Push(&tunnel.VnetPacket{Size: 100}, 100) {
 		t.Fatal("push over the packet limit accepted")
 	}
 	q.Take(nil, sessionQueuePackets, 0)
 	for i := 0; i < rawQueueBytes/65536; i++ {
-		if !q.Push(&rawPacket{size: 65536}, 65536) {
+		if !q.Push(&tunnel.VnetPacket{Size: 65536}, 65536) {
 			t.Fatalf("super-packet %d refused under the byte limit", i)
 		}
 	}
-	if q.Push(&rawPacket{size: 65536}, 65536) {
+	if q.Push(&tunnel.VnetPacket{Size: 65536}, 65536) {
 		t.Fatal("byte limit not enforced")
 	}
-	ping := &rawPacket{size: 84}
+	ping := &tunnel.VnetPacket{Size: 84}
 	if !q.Push(ping, 84) || q.Take(nil, 1, 0)[0] != ping {
 		t.Fatal("a ping does not overtake queued super-packets")
 	}

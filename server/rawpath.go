@@ -19,31 +19,22 @@ package server
 // shared reader fast and runs on whichever core is free.
 
 import (
-	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
-// rawPacket is one packet read unsplit: the virtio-net header sits in the
-// VnetHdrLen bytes before tunnel.Headroom, the packet at tunnel.Headroom.
-type rawPacket struct {
-	buf  []byte
-	size int
-	gso  bool // the header is not all zero (GSO or partial checksum)
-}
-
 // rawQueue is a session's queue in raw mode: small packets (pings, ACKs,
 // DNS) in a lane of their own that is sent first, so a download does not
 // delay them by the whole queue; bounded by sessionQueuePackets packets
 // and rawQueueBytes bytes of bulk.
-type rawQueue = tunnel.Lanes[*rawPacket]
+type rawQueue = tunnel.Lanes[*tunnel.VnetPacket]
 
 const sparseRaw = 1024
 
 func newRawQueue() *rawQueue {
-	return tunnel.NewLanes[*rawPacket](sessionQueuePackets, rawQueueBytes, sparseRaw)
+	return tunnel.NewLanes[*tunnel.VnetPacket](sessionQueuePackets, rawQueueBytes, sparseRaw)
 }
 
 // Packet buffer classes for raw mode.
@@ -52,28 +43,17 @@ const (
 	rawQueueBytes = 1 << 20
 )
 
-var (
-	bigPool   = sync.Pool{New: func() any { return &rawPacket{buf: make([]byte, tunnel.Headroom+tunnel.MaxPacket)} }}
-	smallPool = sync.Pool{New: func() any { return &rawPacket{buf: make([]byte, tunnel.Headroom+smallRaw)} }}
-)
-
-func putRaw(p *rawPacket) {
-	if cap(p.buf) > tunnel.Headroom+smallRaw {
-		bigPool.Put(p)
-	} else {
-		smallPool.Put(p)
-	}
-}
+var rawPackets = tunnel.NewVnetPool(smallRaw)
 
 // routineReadTUNRaw reads the shared TUN one unsplit packet at a time and
 // queues each for its session.
 func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.VnetDevice) {
 	defer s.wg.Done()
-	cur := bigPool.Get().(*rawPacket)
-	defer func() { bigPool.Put(cur) }()
+	cur := rawPackets.Get()
+	defer func() { rawPackets.Put(cur) }()
 	retry := tunnel.ReadRetry{Log: s.log}
 	for {
-		n, err := dev.ReadVnet(cur.buf, tunnel.Headroom)
+		n, err := dev.ReadVnet(cur.Buf, tunnel.Headroom)
 		if err != nil {
 			if retry.Failed(err, ctx.Err() != nil || s.draining.Load()) {
 				continue
@@ -81,7 +61,7 @@ func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.Vnet
 			return
 		}
 		retry.OK()
-		pkt := cur.buf[tunnel.Headroom : tunnel.Headroom+n]
+		pkt := cur.Buf[tunnel.Headroom : tunnel.Headroom+n]
 		dst, ok := packet.Dst(pkt)
 		if !ok {
 			continue
@@ -91,22 +71,16 @@ func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.Vnet
 			s.noRoute.Add(1)
 			continue
 		}
-		p := cur
-		if n <= smallRaw {
-			p = smallPool.Get().(*rawPacket)
-			copy(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:], cur.buf[tunnel.Headroom-tunnel.VnetHdrLen:tunnel.Headroom+n])
-		}
-		p.size = n
-		p.gso = !tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:]).IsZero()
+		p := rawPackets.Detach(cur, n)
 		if !ss.rawq.Push(p, n) {
 			ss.drops.queueFull.Add(1)
 			if p != cur {
-				putRaw(p)
+				rawPackets.Put(p)
 			}
 			continue
 		}
 		if p == cur {
-			cur = bigPool.Get().(*rawPacket)
+			cur = rawPackets.Get()
 		}
 	}
 }
@@ -117,7 +91,7 @@ func (ss *session) routineWriteStreamRaw() {
 	// A super-packet of 64 KiB cut at the smallest MSS (536) is 123
 	// segments; maxSegs leaves room for one.
 	const maxRound, maxSegs = 64, 128
-	items := make([]*rawPacket, 0, maxRound)
+	items := make([]*tunnel.VnetPacket, 0, maxRound)
 	view := &tunnel.Batch{Bufs: make([][]byte, maxRound+maxSegs), Sizes: make([]int, maxRound+maxSegs), GSO: make([]bool, maxRound+maxSegs)}
 	seg := tunnel.NewBatch(2*maxSegs, tunnel.Headroom+ss.srv.cfg.Load().Tunnel.MTU)
 	var info packet.Info
@@ -142,21 +116,21 @@ func (ss *session) routineWriteStreamRaw() {
 			n, used = 0, 0
 		}
 		for _, p := range items {
-			pkt := p.buf[tunnel.Headroom : tunnel.Headroom+p.size]
+			pkt := p.Buf[tunnel.Headroom : tunnel.Headroom+p.Size]
 			if !ss.admit(pkt, &info, now) {
 				continue
 			}
-			bytes += uint64(p.size)
-			if !p.gso || ss.gso {
+			bytes += uint64(p.Size)
+			if !p.GSO || ss.gso {
 				if n == len(view.Bufs) {
 					flush()
 				}
-				view.Bufs[n], view.Sizes[n], view.GSO[n] = p.buf, p.size, p.gso
+				view.Bufs[n], view.Sizes[n], view.GSO[n] = p.Buf, p.Size, p.GSO
 				n++
 				continue
 			}
 			// A device without CapGSO gets MTU-sized segments.
-			h := tunnel.DecodeVnetHdr(p.buf[tunnel.Headroom-tunnel.VnetHdrLen:])
+			h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
 			if n > maxRound || used > maxSegs {
 				flush()
 			}
@@ -173,7 +147,7 @@ func (ss *session) routineWriteStreamRaw() {
 		}
 		flush()
 		for _, p := range items {
-			putRaw(p)
+			rawPackets.Put(p)
 		}
 		clear(view.Bufs) // drop references to pooled buffers
 		if err != nil {

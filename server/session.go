@@ -225,7 +225,7 @@ func (ss *session) run(ctx context.Context) {
 		ss.srv.tunBatches.put(b)
 	}
 	for _, p := range ss.rawq.Take(nil, sessionQueuePackets, 0) {
-		putRaw(p)
+		rawPackets.Put(p)
 	}
 }
 
