@@ -41,9 +41,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/procs"
-
 	"github.com/sallyport/sallyport/internal/adminsock"
+	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/tunnel"
 )

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/pki"
 )
@@ -119,8 +120,8 @@ func (c *Config) normalize() error {
 	if len(c.Tunnel.Device) > 15 {
 		return fmt.Errorf("key \"tunnel.device\": interface name %q longer than 15 bytes", c.Tunnel.Device)
 	}
-	if c.Tunnel.CPUs < 0 || c.Tunnel.CPUs > 1024 {
-		return fmt.Errorf("key \"tunnel.cpus\": %d is outside 0..1024 (0 = automatic)", c.Tunnel.CPUs)
+	if err := procs.Check(c.Tunnel.CPUs); err != nil {
+		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
 	}
 	if c.Tunnel.Driver == "" {
 		c.Tunnel.Driver = "wireguard"

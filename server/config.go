@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/server/policy"
 )
@@ -69,7 +70,6 @@ const (
 	DefaultDevice           = "sp0"
 	DefaultDriver           = "wireguard"
 	DefaultMTU              = 1500
-	MaxCPUs                 = 1024
 	DefaultKeepalive        = 10 * time.Second
 	DefaultTimeout          = 35 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
@@ -139,8 +139,8 @@ func (c *Config) normalize() error {
 	if t.MTU < 576 || t.MTU > 65535 {
 		return fmt.Errorf("key \"tunnel.mtu\": %d is outside 576..65535", t.MTU)
 	}
-	if t.CPUs < 0 || t.CPUs > MaxCPUs {
-		return fmt.Errorf("key \"tunnel.cpus\": %d is outside 0..%d (0 = automatic)", t.CPUs, MaxCPUs)
+	if err := procs.Check(t.CPUs); err != nil {
+		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
 	}
 	if t.Keepalive == 0 {
 		t.Keepalive = DefaultKeepalive

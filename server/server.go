@@ -19,9 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sallyport/sallyport/internal/procs"
-
 	"github.com/sallyport/sallyport/internal/adminsock"
+	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -48,7 +47,7 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 	procs    *procs.Scaler // GOMAXPROCS follows the sessions and handshakes
-	shaking  atomic.Int32  // handshakes in flight
+	shaking  int           // handshakes in flight; sessMu
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
@@ -56,13 +55,13 @@ type Server struct {
 // ECDSA at once) gets every CPU, not the one P of an idle gateway. Hold
 // sessMu.
 func (s *Server) rescaleLocked() {
-	s.procs.Sessions(len(s.byKey) + int(s.shaking.Load()))
+	s.procs.Sessions(len(s.byKey) + s.shaking)
 }
 
 // shakingDelta counts a handshake starting (+1) or ending (-1).
-func (s *Server) shakingDelta(d int32) {
+func (s *Server) shakingDelta(d int) {
 	s.sessMu.Lock()
-	s.shaking.Add(d)
+	s.shaking += d
 	s.rescaleLocked()
 	s.sessMu.Unlock()
 }

@@ -13,16 +13,27 @@
 //
 // So in automatic mode the laptop runs on one P, and the gateway runs on
 // one P per live session or handshake in flight, up to the CPUs Go found at
-// start. A positive
-// configured value pins GOMAXPROCS; the GOMAXPROCS environment variable, if
-// set, wins over both.
+// start. A positive configured value pins GOMAXPROCS; the GOMAXPROCS
+// environment variable, if set, wins over both.
 package procs
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"sync"
 )
+
+// Max bounds a configured value.
+const Max = 1024
+
+// Check validates a configured value (0 = automatic, else 1..Max).
+func Check(configured int) error {
+	if configured < 0 || configured > Max {
+		return fmt.Errorf("%d is outside 0..%d (0 = automatic)", configured, Max)
+	}
+	return nil
+}
 
 // Scaler sets GOMAXPROCS from the number of live sessions. It is safe for
 // concurrent use; a nil *Scaler does nothing.
@@ -76,7 +87,7 @@ func (s *Scaler) Sessions(n int) int {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	want := s.cur
+	var want int
 	switch s.mode {
 	case ModeEnv:
 		return s.set(0)
@@ -100,5 +111,10 @@ func (s *Scaler) Current() int {
 	return s.set(0)
 }
 
-// Mode reports ModeAuto, ModeFixed or ModeEnv.
-func (s *Scaler) Mode() string { return s.mode }
+// Mode reports ModeAuto, ModeFixed or ModeEnv ("" for a nil Scaler).
+func (s *Scaler) Mode() string {
+	if s == nil {
+		return ""
+	}
+	return s.mode
+}

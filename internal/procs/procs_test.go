@@ -2,7 +2,8 @@ package procs
 
 import "testing"
 
-// fake records GOMAXPROCS calls against a machine with cpus CPUs.
+// fake stands in for runtime.GOMAXPROCS: cur is the value in force,
+// calls counts the changes.
 type fake struct {
 	cur, calls int
 }
@@ -53,6 +54,17 @@ func TestScalerSetsOnlyOnChange(t *testing.T) {
 	}
 	if s.Mode() != ModeAuto {
 		t.Fatalf("mode %q, want %q", s.Mode(), ModeAuto)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, tt := range []struct {
+		n  int
+		ok bool
+	}{{0, true}, {1, true}, {Max, true}, {-1, false}, {Max + 1, false}} {
+		if err := Check(tt.n); (err == nil) != tt.ok {
+			t.Errorf("Check(%d) = %v, want ok %v", tt.n, err, tt.ok)
+		}
 	}
 }
 
