@@ -54,6 +54,14 @@ const maxWriteSize = 1 << 20
 // maxSeconds bounds the duration a client may ask the server to send for.
 const maxSeconds = 600
 
+// echoInterval spaces --echo round trips; maxEcho keeps a run (with its 3
+// warm-up round trips) inside maxSeconds, which also bounds the server's
+// deadline.
+const (
+	echoInterval = 50 * time.Millisecond
+	maxEcho      = 10000
+)
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -422,8 +430,8 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *echoN < 0 || *echoN > 100000 {
-		return fmt.Errorf("--echo %d out of range 0..100000", *echoN)
+	if *echoN < 0 || *echoN > maxEcho {
+		return fmt.Errorf("--echo %d out of range 0..%d", *echoN, maxEcho)
 	}
 	if *echoN > 0 && *reverse {
 		return errors.New("--echo and --reverse exclude each other")
@@ -467,16 +475,21 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	dur := time.Duration(*seconds * float64(time.Second))
 	_ = tc.SetDeadline(time.Now().Add(dur + 30*time.Second))
 	req := request{Reverse: *reverse, Echo: *echoN > 0, WriteSize: *writeSize, Seconds: *seconds}
+	if req.Echo {
+		// The server's deadline follows Seconds: cover the round trips.
+		req.Seconds = (time.Duration(*echoN+3)*echoInterval + time.Second).Seconds()
+		dur = time.Duration(req.Seconds * float64(time.Second))
+		_ = tc.SetDeadline(time.Now().Add(dur + 30*time.Second))
+	}
 	if _, err := tc.Write(req.encode()); err != nil {
 		return fmt.Errorf("write request: %w", err)
 	}
 	if req.Echo {
-		_ = tc.SetDeadline(time.Now().Add(time.Duration(*echoN)*60*time.Millisecond + 30*time.Second))
 		// Three round trips warm up (like the ping warm-up in bench.sh).
-		if _, _, err := echoRTT(tc, *writeSize, 3, 50*time.Millisecond); err != nil {
+		if _, _, err := echoRTT(tc, *writeSize, 3, echoInterval); err != nil {
 			return err
 		}
-		avg, maxRTT, err := echoRTT(tc, *writeSize, *echoN, 50*time.Millisecond)
+		avg, maxRTT, err := echoRTT(tc, *writeSize, *echoN, echoInterval)
 		if err != nil {
 			return err
 		}
