@@ -159,6 +159,7 @@ func AppendFrame(dst []byte, typ byte, payload []byte) ([]byte, error) {
 // call writes whole frames under a mutex and ends with one flush.
 type Writer struct {
 	mu  sync.Mutex
+	w   io.Writer
 	bw  *bufio.Writer
 	hdr [HeaderLen]byte
 }
@@ -169,12 +170,15 @@ func NewWriter(w io.Writer, bufSize int) *Writer {
 	if bufSize < MinReadBuffer {
 		bufSize = MinReadBuffer
 	}
-	return &Writer{bw: bufio.NewWriterSize(w, bufSize)}
+	return &Writer{w: w, bw: bufio.NewWriterSize(w, bufSize)}
 }
 
 // WriteBatch writes bufs[i][offset:offset+sizes[i]] for i < n as data frames
 // and flushes once. The whole batch is validated first, so a bad entry
-// (empty, too large, out of range) writes nothing. bufs are not modified.
+// (empty, too large, out of range) writes nothing. A frame of directFrame
+// bytes or more is written straight from its buffer, its header stored in
+// the HeaderLen bytes in front of it when offset leaves room for them;
+// nothing else in bufs is modified.
 func (w *Writer) WriteBatch(bufs [][]byte, sizes []int, n int, offset int) error {
 	return w.WritePackets(bufs, sizes, nil, n, offset)
 }
@@ -205,6 +209,20 @@ func (w *Writer) WritePackets(bufs [][]byte, sizes []int, gso []bool, n int, off
 			typ, start = FrameDataGSO, offset-VnetHdrLen
 		}
 		end := offset + sizes[i]
+		if end-start >= directFrame && start >= HeaderLen {
+			// A large frame goes to the stream straight from its buffer,
+			// header in the room in front of it: one pass over the bytes
+			// (TLS's encryption) instead of two.
+			frame := bufs[i][start-HeaderLen : end]
+			putHeader(frame, typ, end-start)
+			if err := w.bw.Flush(); err != nil {
+				return fmt.Errorf("flush data frames: %w", err)
+			}
+			if _, err := w.w.Write(frame); err != nil {
+				return fmt.Errorf("write data frame: %w", err)
+			}
+			continue
+		}
 		putHeader(w.hdr[:], typ, end-start)
 		if _, err := w.bw.Write(w.hdr[:]); err != nil {
 			return fmt.Errorf("write data frame: %w", err)
@@ -436,3 +454,8 @@ func (r *Reader) fail(n int, err error) (int, error) {
 	}
 	return 0, err
 }
+
+// directFrame is the frame size from which WritePackets writes a frame
+// straight from the caller's buffer instead of copying it into its own:
+// one TLS record, so the flush this forces costs at most one short record.
+const directFrame = 16 << 10

@@ -167,7 +167,68 @@ func TestWriterRejects(t *testing.T) {
 	}
 }
 
-// TestWriterDoesNotModifyBufs checks headroom bytes are left alone.
+// TestWriterDirectFrames checks that frames from directFrame bytes up are
+// written straight from the caller's buffer (header in the room in front)
+// with the same bytes on the wire as the copying path, that pending small
+// frames are flushed before such a frame, and that a frame without room
+// for its header is copied instead.
+func TestWriterDirectFrames(t *testing.T) {
+	const big = directFrame + 100
+	vnet := func(size int) []byte { // a virtio-net header, then the packet
+		return append(make([]byte, VnetHdrLen), pkt(size, 9)...)
+	}
+	tests := []struct {
+		name   string
+		sizes  []int
+		gso    []bool
+		offset int
+		writes int // Write calls reaching the stream
+	}{
+		{"small only", []int{100, 200}, []bool{false, false}, Headroom, 1},
+		{"large alone", []int{big}, []bool{false}, Headroom, 1},
+		{"small large small", []int{100, big, 60}, []bool{false, false, false}, Headroom, 3},
+		{"two large", []int{big, big + 1}, []bool{false, false}, Headroom, 2},
+		{"gso large", []int{60, MaxPacket}, []bool{false, true}, Headroom, 2},
+		{"gso just below", []int{directFrame - VnetHdrLen - 1}, []bool{true}, Headroom, 1},
+		{"no room for header", []int{big, 50}, []bool{false, false}, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bufs := make([][]byte, len(tt.sizes))
+			var want []byte
+			for i, n := range tt.sizes {
+				bufs[i] = make([]byte, tt.offset+n)
+				if tt.gso[i] {
+					copy(bufs[i][tt.offset-VnetHdrLen:], vnet(n))
+					want = mustFrame(t, want, FrameDataGSO, vnet(n))
+					continue
+				}
+				copy(bufs[i][tt.offset:], pkt(n, byte(i)))
+				want = mustFrame(t, want, FrameData, pkt(n, byte(i)))
+			}
+			var cw countingWriter
+			w := NewWriter(&cw, DefaultBufferSize)
+			if err := w.WritePackets(bufs, tt.sizes, tt.gso, len(bufs), tt.offset); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(cw.Bytes(), want) {
+				t.Fatalf("stream differs from the frames encoded one by one (%d vs %d bytes)", cw.Len(), len(want))
+			}
+			if cw.writes != tt.writes {
+				t.Fatalf("%d writes to the stream, want %d", cw.writes, tt.writes)
+			}
+			for i, n := range tt.sizes {
+				got := bufs[i][tt.offset : tt.offset+n]
+				if !tt.gso[i] && !bytes.Equal(got, pkt(n, byte(i))) {
+					t.Fatalf("packet %d modified", i)
+				}
+			}
+		})
+	}
+}
+
+// TestWriterDoesNotModifyBufs checks that a small frame, which is copied,
+// leaves the headroom in front of its packet alone.
 func TestWriterDoesNotModifyBufs(t *testing.T) {
 	b := pkt(Headroom+100, 5)
 	orig := bytes.Clone(b)
