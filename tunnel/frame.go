@@ -293,9 +293,11 @@ func (w *Writer) WriteKeepalive() error {
 // Reader decodes frames from a stream in place. It is for one goroutine.
 // After the first error every later call returns the same error.
 type Reader struct {
-	br      *bufio.Reader
-	pending int // bytes of the last returned frame still to discard
-	err     error
+	src       io.Reader
+	br        *bufio.Reader
+	pending   int // bytes of the last returned frame still to discard
+	err       error
+	directMin int // data frames from this size are read past br (tests lower it)
 }
 
 // NewReader returns a Reader over r with a buffer of bufSize bytes (raised
@@ -304,7 +306,7 @@ func NewReader(r io.Reader, bufSize int) *Reader {
 	if bufSize < MinReadBuffer {
 		bufSize = MinReadBuffer
 	}
-	return &Reader{br: bufio.NewReaderSize(r, bufSize)}
+	return &Reader{src: r, br: bufio.NewReaderSize(r, bufSize), directMin: directFrame}
 }
 
 func (r *Reader) release() {
@@ -408,6 +410,21 @@ func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int,
 				break
 			}
 		}
+		if direct, err := r.direct(); err != nil {
+			r.err = err
+			return r.fail(n, err)
+		} else if direct {
+			// Only a data frame of directFrame bytes or more that the
+			// buffer does not hold yet: it is read straight into bufs[n].
+			frames++
+			got, err := r.readDirect(bufs[n], offset, gso, n)
+			if err != nil {
+				return r.fail(n, err)
+			}
+			sizes[n] = got
+			n++
+			continue
+		}
 		typ, p, err := r.Next()
 		if err != nil {
 			return r.fail(n, err)
@@ -443,6 +460,71 @@ func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int,
 		n++
 	}
 	return n, nil
+}
+
+// direct reports whether the next frame is a data frame of directFrame
+// bytes or more that is not wholly buffered yet. Such a frame is read
+// (readDirect) from the stream straight into the caller's buffer, skipping
+// the copy through the Reader's buffer: on the laptop during a download
+// that copy was 5% of the process. Smaller frames, and frames already
+// buffered, are decoded in place as before.
+func (r *Reader) direct() (bool, error) {
+	if r.err != nil {
+		return false, r.err
+	}
+	r.release()
+	h, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		return false, nil // next reports it with the usual wording
+	}
+	typ := h[0]
+	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	if typ != FrameData && typ != FrameDataGSO || n < r.directMin || r.br.Buffered() >= HeaderLen+n {
+		return false, nil
+	}
+	return true, checkFrame(typ, n)
+}
+
+// readDirect reads the frame direct found into buf at offset (GSO frames
+// with their virtio-net header in front of offset) and returns the
+// packet's size. The frame is consumed whatever happens; an error is sticky.
+func (r *Reader) readDirect(buf []byte, offset int, gso []bool, i int) (int, error) {
+	h, _ := r.br.Peek(HeaderLen) // direct peeked it
+	typ := h[0]
+	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	size, start := n, offset
+	if typ == FrameDataGSO {
+		if gso == nil || i >= len(gso) || offset < VnetHdrLen {
+			return 0, r.setErr(fmt.Errorf("%w: data-gso frame without the gso capability", ErrProtocol))
+		}
+		size, start = n-VnetHdrLen, offset-VnetHdrLen
+	}
+	if offset > len(buf) || size > len(buf)-offset {
+		return 0, r.setErr(fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", size, len(buf), offset))
+	}
+	r.br.Discard(HeaderLen)
+	dst := buf[start : start+n]
+	k := 0
+	if r.br.Buffered() > 0 {
+		// Only what is buffered (less than the frame): with an empty
+		// buffer bufio would read through its own buffer, a copy.
+		k, _ = r.br.Read(dst)
+	}
+	if _, err := io.ReadFull(r.src, dst[k:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, r.setErr(fmt.Errorf("read %s frame of %d bytes: %w", FrameName(typ), n, truncated(err)))
+	}
+	if gso != nil && i < len(gso) {
+		gso[i] = typ == FrameDataGSO
+	}
+	return size, nil
+}
+
+func (r *Reader) setErr(err error) error {
+	r.err = err
+	return err
 }
 
 // fail records err as sticky and returns it now, or after the n packets

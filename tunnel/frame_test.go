@@ -585,3 +585,157 @@ func TestBatchTrimRestore(t *testing.T) {
 		}
 	}
 }
+
+// chunkReader returns at most the next of sizes bytes per Read (the last
+// size repeating), like a stream that delivers a frame in pieces.
+type chunkReader struct {
+	data  []byte
+	sizes []int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := c.sizes[0]
+	if len(c.sizes) > 1 {
+		c.sizes = c.sizes[1:]
+	}
+	n = min(n, len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// readAll decodes every packet of a stream with ReadPackets (GSO allowed)
+// and returns them as frames (FrameDataGSO payloads with their header) and
+// the error that ended the stream.
+func readAll(t *testing.T, src io.Reader, directMin int) ([][]byte, error) {
+	t.Helper()
+	r := NewReader(src, 0)
+	r.directMin = directMin
+	b := NewBatch(4, Headroom+MaxPacket)
+	var out [][]byte
+	for range 1000 {
+		n, err := r.ReadPackets(b.Bufs, b.Sizes, b.GSO, Headroom, nil)
+		for i := range n {
+			start := Headroom
+			if b.GSO[i] {
+				start -= VnetHdrLen
+			}
+			out = append(out, bytes.Clone(b.Bufs[i][start:Headroom+b.Sizes[i]]))
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+	t.Fatal("stream did not end")
+	return nil, nil
+}
+
+// TestReadPacketsDirect checks that large frames read straight into the
+// caller's buffer (not yet buffered) decode exactly like frames decoded in
+// place, however the stream cuts them, and fail the same way.
+func TestReadPacketsDirect(t *testing.T) {
+	big, gsoBig := pkt(directFrame+500, 1), append(make([]byte, VnetHdrLen), pkt(MaxPacket, 2)...)
+	gsoBig[0] = 1
+	var stream []byte
+	stream = mustFrame(t, stream, FrameData, pkt(100, 3))
+	stream = mustFrame(t, stream, FrameData, big)
+	stream = mustFrame(t, stream, FrameKeepalive, nil)
+	stream = mustFrame(t, stream, FrameDataGSO, gsoBig)
+	stream = mustFrame(t, stream, FrameData, pkt(60, 4))
+	stream = mustFrame(t, stream, FrameData, big)
+	want := [][]byte{pkt(100, 3), big, gsoBig, pkt(60, 4), big}
+
+	for _, tt := range []struct {
+		name  string
+		sizes []int
+	}{
+		{"whole", []int{len(stream)}},
+		{"1000-byte pieces", []int{1000}},
+		{"header then body", []int{HeaderLen + 100, HeaderLen, directFrame + 500, HeaderLen}},
+		{"7-byte pieces", []int{7}},
+		{"record-sized pieces", []int{16 << 10}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := readAll(t, &chunkReader{data: bytes.Clone(stream), sizes: tt.sizes}, directFrame)
+			if err != io.EOF {
+				t.Fatalf("err = %v, want io.EOF", err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d packets, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("packet %d differs (%d vs %d bytes)", i, len(got[i]), len(want[i]))
+				}
+			}
+		})
+	}
+
+	cut := mustFrame(t, nil, FrameData, big)
+	gsoFrame := mustFrame(t, nil, FrameDataGSO, gsoBig)
+	for _, tt := range []struct {
+		name   string
+		stream []byte
+		gso    bool
+		bufLen int
+		want   string
+	}{
+		{"truncated", cut[:len(cut)-10], true, MaxPacket, "truncated frame"},
+		{"gso not negotiated", gsoFrame, false, MaxPacket, "without the gso capability"},
+		{"too large for buffer", cut, true, directFrame, "does not fit"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(&chunkReader{data: tt.stream, sizes: []int{1000}}, 0)
+			b := NewBatch(2, Headroom+tt.bufLen)
+			var gso []bool
+			if tt.gso {
+				gso = b.GSO
+			}
+			n, err := r.ReadPackets(b.Bufs, b.Sizes, gso, Headroom, nil)
+			if n != 0 || err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("n=%d err=%v, want error containing %q", n, err, tt.want)
+			}
+			if _, again := r.ReadPackets(b.Bufs, b.Sizes, gso, Headroom, nil); again == nil || again.Error() != err.Error() {
+				t.Fatalf("error not sticky: %v then %v", err, again)
+			}
+		})
+	}
+}
+
+// FuzzReaderDirect decodes the same bytes whole without direct reads, and
+// in 7-byte pieces with direct reads from 16-byte frames up: the packets and
+// the class of the final error must agree.
+func FuzzReaderDirect(f *testing.F) {
+	var s []byte
+	s, _ = AppendFrame(s, FrameData, pkt(100, 1))
+	s, _ = AppendFrame(s, FrameData, pkt(8, 2))
+	s, _ = AppendFrame(s, FrameKeepalive, nil)
+	f.Add(s)
+	f.Add(s[:len(s)-50])
+	g, _ := AppendFrame(nil, FrameDataGSO, pkt(40, 3))
+	f.Add(g)
+	f.Add([]byte{1, 0, 0x40, 0, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a, errA := readAll(t, bytes.NewReader(in), MaxPayload+1)
+		b, errB := readAll(t, &chunkReader{data: in, sizes: []int{7}}, 16)
+		if len(a) != len(b) {
+			t.Fatalf("%d packets whole, %d in pieces", len(a), len(b))
+		}
+		for i := range a {
+			if !bytes.Equal(a[i], b[i]) {
+				t.Fatalf("packet %d differs", i)
+			}
+		}
+		// A truncated frame too large for the buffer may be reported
+		// either way: decoding in place needs it whole first, a direct
+		// read checks the room first.
+		noRoom := func(err error) bool { return strings.Contains(err.Error(), "does not fit") }
+		if (errA == io.EOF) != (errB == io.EOF) ||
+			errors.Is(errA, ErrProtocol) != errors.Is(errB, ErrProtocol) && !noRoom(errA) && !noRoom(errB) {
+			t.Fatalf("errors differ: %v / %v", errA, errB)
+		}
+	})
+}
