@@ -49,8 +49,13 @@ func (b *Batch) Trim(n, offset int) [][]byte {
 
 // Restore gives every buffer its full capacity again after Trim (and after
 // a Device.Write, which may grow or swap the buffers while coalescing).
-func (b *Batch) Restore() {
-	for i := range b.Bufs {
+func (b *Batch) Restore() { b.restore(len(b.Bufs)) }
+
+// restore is Restore for the first n buffers, all a write of n packets can
+// have touched: a batch has up to 128 buffers and usually holds a few
+// super-packets.
+func (b *Batch) restore(n int) {
+	for i := range min(n, len(b.Bufs)) {
 		b.Bufs[i] = b.Bufs[i][:cap(b.Bufs[i])]
 	}
 }

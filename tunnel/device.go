@@ -122,10 +122,10 @@ func AsVnet(dev Device) (VnetDevice, bool) {
 // WritePackets writes the first n packets of b to dev in order: each run of
 // plain packets with one Device.Write (trimmed, so GRO can coalesce them),
 // each GSO packet (b.GSO[i]) whole through WriteVnet. dev must be a
-// VnetDevice if b holds GSO packets. It returns the first error; b is
-// restored (Batch.Restore) before it returns.
+// VnetDevice if b holds GSO packets. It returns the first error; the n
+// buffers are restored (Batch.Restore) before it returns.
 func WritePackets(dev Device, b *Batch, n, offset int) error {
-	defer b.Restore()
+	defer b.restore(n)
 	var firstErr error
 	note := func(err error) {
 		if err != nil && firstErr == nil {
