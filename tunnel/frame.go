@@ -16,8 +16,11 @@
  * Sending (TUN -> TLS): a relay goroutine reads a batch of packets from the
  * Device into pooled buffers that keep Headroom bytes free in front of each
  * packet, then hands the whole batch to Writer.WriteBatch, which frames every
- * packet into one bufio.Writer and flushes once, so TLS sees one large write
- * (few, full records) per batch instead of one record per packet. Control
+ * small packet into one bufio.Writer and flushes once, so TLS sees one large
+ * write (few, full records) per batch instead of one record per packet. A
+ * frame of directFrame bytes or more (a GSO super-packet) already fills
+ * records on its own: it gets its header in the headroom and goes to TLS
+ * straight from its buffer, without the copy into the bufio.Writer. Control
  * frames (keepalive, close) take the same mutex and flush at once.
  *
  * Receiving (TLS -> TUN): a relay goroutine calls Reader.ReadBatch, which
@@ -25,6 +28,8 @@
  * per-frame allocation), copies data payloads into the caller's batch buffers
  * at the device offset, passes control frames to a callback, and keeps
  * gathering while more frames are already buffered (and the batch has room).
+ * A large data frame not yet buffered whole is read from TLS straight into
+ * the batch buffer instead, so a super-packet is copied once, not twice.
  * The caller then makes one Device.Write of the whole batch, which is what
  * lets the Linux TUN driver coalesce TCP segments (GRO) on the way in.
  *
