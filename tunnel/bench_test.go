@@ -285,6 +285,50 @@ func TestNoAllocs(t *testing.T) {
 	}); a != 0 {
 		t.Errorf("WriteBatch: %v allocs per batch", a)
 	}
+
+	// Super-packets take the direct paths: written from their buffers, and
+	// read past the bufio buffer from a stream that, like TLS, hands over
+	// at most one 16 KiB record per Read.
+	big := NewBatch(4, Headroom+60000)
+	for i := range big.Sizes {
+		big.Sizes[i], big.GSO[i] = 60000, true
+	}
+	stream.Reset()
+	wb := NewWriter(&stream, 0)
+	for range 4 {
+		if err := wb.WritePackets(big.Bufs, big.Sizes, big.GSO, 4, Headroom); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rb := NewReader(&loopChunks{data: stream.Bytes(), max: 16 << 10}, DefaultBufferSize)
+	inBig := NewBatch(4, Headroom+60000)
+	if a := testing.AllocsPerRun(100, func() {
+		if _, err := rb.ReadPackets(inBig.Bufs, inBig.Sizes, inBig.GSO, Headroom, cb); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("ReadPackets, super-packets: %v allocs per batch", a)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		if err := wd.WritePackets(big.Bufs, big.Sizes, big.GSO, 4, Headroom); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("WritePackets, super-packets: %v allocs per batch", a)
+	}
+}
+
+// loopChunks replays the same bytes forever, at most max bytes per Read.
+type loopChunks struct {
+	data []byte
+	off  int
+	max  int
+}
+
+func (l *loopChunks) Read(p []byte) (int, error) {
+	n := copy(p[:min(len(p), l.max)], l.data[l.off:])
+	l.off = (l.off + n) % len(l.data)
+	return n, nil
 }
 
 // BenchmarkRelayTLS measures the relay path over a real loopback TLS 1.3
@@ -295,54 +339,69 @@ func TestNoAllocs(t *testing.T) {
 // socket read in (*Conn).readFromUntil heap-allocates an atLeastReader
 // (Go 1.26), so they scale with TLS reads, not with packets.
 func BenchmarkRelayTLS(b *testing.B) {
+	relayTLS(b, benchBatch, benchPkt, false)
+}
+
+// BenchmarkRelayTLSGSO is BenchmarkRelayTLS for the GSO path: batches of 4
+// super-packets of 64000 bytes, which take the direct paths (written from
+// and read into the packet buffers, past the bufio buffers). The ~3
+// allocs per super-packet are crypto/tls's atLeastReader again, one per
+// socket read (the same before the direct paths); TestNoAllocs checks
+// that those paths allocate nothing themselves.
+func BenchmarkRelayTLSGSO(b *testing.B) {
+	relayTLS(b, 4, 64000, true)
+}
+
+func relayTLS(b *testing.B, batchLen, pktLen int, gso bool) {
 	cc, sc := tlsPair(b)
 	defer cc.Close()
 	defer sc.Close()
 	b.Logf("cipher suite %s", tls.CipherSuiteName(cc.ConnectionState().CipherSuite))
 
 	w := NewWriter(cc, DefaultBufferSize)
-	out := NewBatch(benchBatch, Headroom+benchPkt)
+	out := NewBatch(batchLen, Headroom+pktLen)
 	for i := range out.Sizes {
-		out.Sizes[i] = benchPkt
+		out.Sizes[i], out.GSO[i] = pktLen, gso
 	}
 	r := NewReader(sc, DefaultBufferSize)
-	in := NewBatch(128, Headroom+benchPkt)
+	in := NewBatch(128, Headroom+pktLen)
+	var outGSO, inGSO []bool
+	if gso {
+		outGSO, inGSO = out.GSO, in.GSO
+	}
+	read := func(want int) {
+		for got := 0; got < want; {
+			n, err := r.ReadPackets(in.Bufs, in.Sizes, inGSO, Headroom, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += n
+		}
+	}
 
 	// Warm up both directions' buffers and TLS state outside the timer.
-	if err := w.WriteBatch(out.Bufs, out.Sizes, benchBatch, Headroom); err != nil {
+	if err := w.WritePackets(out.Bufs, out.Sizes, outGSO, batchLen, Headroom); err != nil {
 		b.Fatal(err)
 	}
-	for got := 0; got < benchBatch; {
-		n, err := r.ReadBatch(in.Bufs, in.Sizes, Headroom, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		got += n
-	}
+	read(batchLen)
 
-	b.SetBytes(benchBatch * benchPkt)
+	b.SetBytes(int64(batchLen * pktLen))
 	b.ReportAllocs()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	b.ResetTimer()
-	want := b.N * benchBatch
+	want := b.N * batchLen
 	errc := make(chan error, 1)
 	go func() {
 		for range b.N {
-			if err := w.WriteBatch(out.Bufs, out.Sizes, benchBatch, Headroom); err != nil {
+			if err := w.WritePackets(out.Bufs, out.Sizes, outGSO, batchLen, Headroom); err != nil {
 				errc <- err
 				return
 			}
 		}
 		errc <- nil
 	}()
-	for got := 0; got < want; {
-		n, err := r.ReadBatch(in.Bufs, in.Sizes, Headroom, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		got += n
-	}
+	read(want)
 	b.StopTimer()
 	if err := <-errc; err != nil {
 		b.Fatal(err)
