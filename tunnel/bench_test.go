@@ -179,13 +179,18 @@ func hasAES() bool {
 	return runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64"
 }
 
-// loopReader replays the same bytes forever without allocating.
+// loopReader replays the same bytes forever without allocating, at most
+// max bytes per Read when max > 0.
 type loopReader struct {
 	data []byte
 	off  int
+	max  int
 }
 
 func (l *loopReader) Read(p []byte) (int, error) {
+	if l.max > 0 {
+		p = p[:min(len(p), l.max)]
+	}
 	n := copy(p, l.data[l.off:])
 	l.off = (l.off + n) % len(l.data)
 	return n, nil
@@ -300,7 +305,7 @@ func TestNoAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rb := NewReader(&loopChunks{data: stream.Bytes(), max: 16 << 10}, DefaultBufferSize)
+	rb := NewReader(&loopReader{data: stream.Bytes(), max: 16 << 10}, DefaultBufferSize)
 	inBig := NewBatch(4, Headroom+60000)
 	if a := testing.AllocsPerRun(100, func() {
 		if _, err := rb.ReadPackets(inBig.Bufs, inBig.Sizes, inBig.GSO, Headroom, cb); err != nil {
@@ -316,19 +321,6 @@ func TestNoAllocs(t *testing.T) {
 	}); a != 0 {
 		t.Errorf("WritePackets, super-packets: %v allocs per batch", a)
 	}
-}
-
-// loopChunks replays the same bytes forever, at most max bytes per Read.
-type loopChunks struct {
-	data []byte
-	off  int
-	max  int
-}
-
-func (l *loopChunks) Read(p []byte) (int, error) {
-	n := copy(p[:min(len(p), l.max)], l.data[l.off:])
-	l.off = (l.off + n) % len(l.data)
-	return n, nil
 }
 
 // BenchmarkRelayTLS measures the relay path over a real loopback TLS 1.3

@@ -140,6 +140,13 @@ func checkFrame(typ byte, n int) error {
 	return nil
 }
 
+// parseHeader is putHeader's inverse: the type and payload length of the
+// frame header at h.
+func parseHeader(h []byte) (typ byte, n int) {
+	_ = h[3]
+	return h[0], int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+}
+
 func putHeader(h []byte, typ byte, n int) {
 	_ = h[3]
 	h[0] = typ
@@ -355,8 +362,7 @@ func (r *Reader) next() (byte, []byte, error) {
 		}
 		return 0, nil, fmt.Errorf("read frame header: %w", truncated(err))
 	}
-	typ := h[0]
-	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+	typ, n := parseHeader(h)
 	if err := checkFrame(typ, n); err != nil {
 		return 0, nil, err
 	}
@@ -415,18 +421,23 @@ func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int,
 				break
 			}
 		}
-		if direct, err := r.direct(); err != nil {
-			r.err = err
+		typ, size, direct, err := r.direct()
+		if err != nil {
 			return r.fail(n, err)
-		} else if direct {
-			// Only a data frame of directFrame bytes or more that the
-			// buffer does not hold yet: it is read straight into bufs[n].
+		}
+		if direct {
+			// A data frame of directFrame bytes or more that the buffer
+			// does not hold yet: read straight into bufs[n].
 			frames++
-			got, err := r.readDirect(bufs[n], offset, gso, n)
+			dst, pkt, err := slot(typ, size, bufs[n], offset, gso, n)
+			if err == nil {
+				err = r.readDirect(typ, dst)
+			}
 			if err != nil {
 				return r.fail(n, err)
 			}
-			sizes[n] = got
+			sizes[n] = pkt
+			markGSO(gso, n, typ)
 			n++
 			continue
 		}
@@ -435,19 +446,7 @@ func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int,
 			return r.fail(n, err)
 		}
 		frames++
-		if typ == FrameDataGSO {
-			if gso == nil || n >= len(gso) || offset < VnetHdrLen {
-				return r.fail(n, fmt.Errorf("%w: data-gso frame without the gso capability", ErrProtocol))
-			}
-			if offset > len(bufs[n]) || len(p)-VnetHdrLen > len(bufs[n])-offset {
-				return r.fail(n, fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", len(p)-VnetHdrLen, len(bufs[n]), offset))
-			}
-			sizes[n] = copy(bufs[n][offset-VnetHdrLen:], p) - VnetHdrLen
-			gso[n] = true
-			n++
-			continue
-		}
-		if typ != FrameData {
+		if typ != FrameData && typ != FrameDataGSO {
 			if control != nil {
 				if err := control(typ, p); err != nil {
 					return r.fail(n, err)
@@ -455,60 +454,67 @@ func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int,
 			}
 			continue
 		}
-		if offset > len(bufs[n]) || len(p) > len(bufs[n])-offset {
-			return r.fail(n, fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", len(p), len(bufs[n]), offset))
+		dst, pkt, err := slot(typ, len(p), bufs[n], offset, gso, n)
+		if err != nil {
+			return r.fail(n, err)
 		}
-		sizes[n] = copy(bufs[n][offset:], p)
-		if gso != nil && n < len(gso) {
-			gso[n] = false
-		}
+		copy(dst, p)
+		sizes[n] = pkt
+		markGSO(gso, n, typ)
 		n++
 	}
 	return n, nil
 }
 
-// direct reports whether the next frame is a data frame of directFrame
-// bytes or more that is not wholly buffered yet. Such a frame is read
-// (readDirect) from the stream straight into the caller's buffer, skipping
-// the copy through the Reader's buffer: on the laptop during a download
-// that copy was 5% of the process. Smaller frames, and frames already
-// buffered, are decoded in place as before.
-func (r *Reader) direct() (bool, error) {
-	if r.err != nil {
-		return false, r.err
-	}
-	r.release()
-	h, err := r.br.Peek(HeaderLen)
-	if err != nil {
-		return false, nil // next reports it with the usual wording
-	}
-	typ := h[0]
-	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
-	if typ != FrameData && typ != FrameDataGSO || n < r.directMin || r.br.Buffered() >= HeaderLen+n {
-		return false, nil
-	}
-	return true, checkFrame(typ, n)
-}
-
-// readDirect reads the frame direct found into buf at offset (GSO frames
-// with their virtio-net header in front of offset) and returns the
-// packet's size. The frame is consumed whatever happens; an error is sticky.
-func (r *Reader) readDirect(buf []byte, offset int, gso []bool, i int) (int, error) {
-	h, _ := r.br.Peek(HeaderLen) // direct peeked it
-	typ := h[0]
-	n := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+// slot returns where the n-byte payload of data frame typ goes in buf: at
+// offset, or for a FrameDataGSO VnetHdrLen bytes before it (its virtio-net
+// header first, which needs the negotiated gso slice), and the size of the
+// packet it carries.
+func slot(typ byte, n int, buf []byte, offset int, gso []bool, i int) ([]byte, int, error) {
 	size, start := n, offset
 	if typ == FrameDataGSO {
 		if gso == nil || i >= len(gso) || offset < VnetHdrLen {
-			return 0, r.setErr(fmt.Errorf("%w: data-gso frame without the gso capability", ErrProtocol))
+			return nil, 0, fmt.Errorf("%w: data-gso frame without the gso capability", ErrProtocol)
 		}
 		size, start = n-VnetHdrLen, offset-VnetHdrLen
 	}
 	if offset > len(buf) || size > len(buf)-offset {
-		return 0, r.setErr(fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", size, len(buf), offset))
+		return nil, 0, fmt.Errorf("read batch: %d-byte packet does not fit %d-byte buffer at offset %d", size, len(buf), offset)
 	}
+	return buf[start : start+n], size, nil
+}
+
+// markGSO records in gso (when there is one) whether packet i came as a
+// FrameDataGSO.
+func markGSO(gso []bool, i int, typ byte) {
+	if i < len(gso) {
+		gso[i] = typ == FrameDataGSO
+	}
+}
+
+// direct reports whether the next frame is a data frame of directFrame
+// bytes or more that is not wholly buffered yet, with its type and payload
+// length. Such a frame is read (readDirect) from the stream straight into
+// the caller's buffer, skipping the copy through the Reader's buffer: on
+// the laptop during a download that copy was 5% of the process. Smaller
+// frames, and frames already buffered, are decoded in place by Next.
+func (r *Reader) direct() (typ byte, n int, ok bool, err error) {
+	r.release()
+	h, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		return 0, 0, false, nil // Next reports it with the usual wording
+	}
+	typ, n = parseHeader(h)
+	if typ != FrameData && typ != FrameDataGSO || n < r.directMin || r.br.Buffered() >= HeaderLen+n {
+		return 0, 0, false, nil
+	}
+	return typ, n, true, checkFrame(typ, n)
+}
+
+// readDirect consumes the frame direct found, its payload into dst (of the
+// payload's length): what is buffered, then the rest from the stream.
+func (r *Reader) readDirect(typ byte, dst []byte) error {
 	r.br.Discard(HeaderLen)
-	dst := buf[start : start+n]
 	k := 0
 	if r.br.Buffered() > 0 {
 		// Only what is buffered (less than the frame): with an empty
@@ -519,17 +525,9 @@ func (r *Reader) readDirect(buf []byte, offset int, gso []bool, i int) (int, err
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return 0, r.setErr(fmt.Errorf("read %s frame of %d bytes: %w", FrameName(typ), n, truncated(err)))
+		return fmt.Errorf("read %s frame of %d bytes: %w", FrameName(typ), len(dst), truncated(err))
 	}
-	if gso != nil && i < len(gso) {
-		gso[i] = typ == FrameDataGSO
-	}
-	return size, nil
-}
-
-func (r *Reader) setErr(err error) error {
-	r.err = err
-	return err
+	return nil
 }
 
 // fail records err as sticky and returns it now, or after the n packets
