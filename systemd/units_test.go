@@ -79,3 +79,15 @@ func verify(t *testing.T, name, text string) {
 		t.Fatalf("systemd-analyze verify %s: %v\n%s", name, err, out)
 	}
 }
+
+// TestServerFileLimit guards the gateway's open-file limit: every session is
+// a socket, so the default soft limit of 1024 caps the fleet near 1,000.
+func TestServerFileLimit(t *testing.T) {
+	b, err := os.ReadFile("sallyport-server.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\nLimitNOFILE=1048576\n") {
+		t.Error("sallyport-server.service lacks LimitNOFILE=1048576")
+	}
+}
