@@ -16,6 +16,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 // Addresses of the test topology. Everything lives inside namespaces the
@@ -33,33 +35,27 @@ const (
 	gwName    = "gw.test"
 )
 
-// requireRoot skips t unless the suite can run: root, `ip`, and a binary.
+// requireRoot skips t (fails it in CI) unless the suite can run: root, `ip`,
+// and a binary.
 func requireRoot(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: skipped in -short mode")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("e2e tests need root (network namespaces, TUN devices); run as root")
-	}
-	if !haveIP() {
-		t.Skip("e2e tests need iproute2's `ip` command")
-	}
+	testenv.Root(t, "e2e: network namespaces, TUN devices")
+	testenv.Require(t, "iproute2's `ip` command (e2e)", haveIP())
 	return requireBin(t)
 }
 
-// requireNetns skips t unless namespaces can be made (root and `ip`).
+// requireNetns skips t (fails it in CI) unless namespaces can be made (root
+// and `ip`).
 func requireNetns(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("e2e: skipped in -short mode")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("e2e tests need root (network namespaces); run as root")
-	}
-	if !haveIP() {
-		t.Skip("e2e tests need iproute2's `ip` command")
-	}
+	testenv.Root(t, "e2e: network namespaces")
+	testenv.Require(t, "iproute2's `ip` command (e2e)", haveIP())
 }
 
 // requireBin fails t when the sallyport binary could not be built.

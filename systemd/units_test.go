@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 func TestUnits(t *testing.T) {
@@ -42,10 +44,7 @@ func TestUnits(t *testing.T) {
 // verify runs systemd-analyze verify on a copy whose ExecStart points at a
 // binary that exists here (the real one is only there after make install).
 func verify(t *testing.T, name, text string) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed (CI installs it): skipping unit verification")
-	}
+	sa := testenv.Command(t, "systemd-analyze")
 	bin := os.Getenv("SALLYPORT_BIN")
 	if bin == "" {
 		bin = "/bin/true"

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/testenv"
 	"github.com/vishvananda/netns"
 )
 
@@ -23,9 +24,7 @@ import (
 // goroutine.
 func inNetns(t *testing.T, fn func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and TUN devices")
-	}
+	testenv.Root(t, "network namespaces and TUN devices")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

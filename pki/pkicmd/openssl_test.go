@@ -6,15 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 // TestOpenSSLCrossCheck verifies our certificates and CRL with an
 // independent implementation (openssl).
 func TestOpenSSLCrossCheck(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl not installed: skipping the independent cross-check (CI has it)")
-	}
+	openssl := testenv.Command(t, "openssl")
 	ossl := func(args ...string) (string, error) {
 		out, err := exec.Command(openssl, args...).CombinedOutput()
 		return string(out), err
