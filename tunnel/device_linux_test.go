@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/testenv"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -314,4 +315,83 @@ func TestNetlinkHelpers(t *testing.T) {
 			t.Error("LinkRoutes on missing link: no error")
 		}
 	})
+}
+
+// TestSetAddressSameSubnet changes the address to another one in the same
+// subnet, as a laptop does when the gateway hands out a different address on
+// reconnect. With IPv4's default promote_secondaries=0, adding the new
+// address as a secondary and then deleting the old primary took the new one
+// with it and flushed the link's routes: the tunnel had no IPv4 at all.
+func TestSetAddressSameSubnet(t *testing.T) {
+	tests := []struct {
+		name   string
+		family int
+		a, b   netip.Prefix
+		route  netip.Prefix
+	}{
+		{"ipv4", netlink.FAMILY_V4, netip.MustParsePrefix("10.98.0.2/24"), netip.MustParsePrefix("10.98.0.7/24"), netip.MustParsePrefix("192.168.77.0/24")},
+		{"ipv6", netlink.FAMILY_V6, netip.MustParsePrefix("fd00:98::2/64"), netip.MustParsePrefix("fd00:98::7/64"), netip.MustParsePrefix("fd00:77::/64")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inNetns(t, func() {
+				name := testDevName()
+				d, err := OpenDevice(name, DriverWireguard, 1400)
+				if err != nil {
+					t.Errorf("open: %v", err)
+					return
+				}
+				defer d.Close()
+				if err := LinkUp(name, 0); err != nil {
+					t.Error(err)
+					return
+				}
+				// A, a route via the link, then B; then back to A.
+				for i, p := range []netip.Prefix{tt.a, tt.b, tt.a} {
+					if err := SetAddress(name, p); err != nil {
+						t.Errorf("set address %s: %v", p, err)
+						return
+					}
+					if i == 0 {
+						if err := ReplaceRoute(name, tt.route); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+					got := linkAddrs(t, name, tt.family)
+					if !slices.Equal(got, []netip.Prefix{p}) {
+						t.Errorf("after setting %s: addresses %v, want only %s", p, got, p)
+					}
+					routes, err := LinkRoutes(name)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !slices.Contains(routes, tt.route) {
+						t.Errorf("after setting %s: route %s via the link gone (routes %v)", p, tt.route, routes)
+					}
+				}
+			})
+		})
+	}
+}
+
+// linkAddrs lists link name's addresses of family, without link-local ones.
+func linkAddrs(t *testing.T, name string, family int) []netip.Prefix {
+	t.Helper()
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := netlink.AddrList(link, family)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,8 +29,9 @@ func LinkUp(name string, mtu int) error {
 }
 
 // SetAddress makes p the only address of its family on link name (IPv6
-// link-local addresses are kept). It is idempotent, and routes via the link
-// survive an address change.
+// link-local addresses are kept). It is idempotent, and the link keeps p and
+// its routes through an address change, also when p is in the old
+// address's subnet.
 func SetAddress(name string, p netip.Prefix) error {
 	if !p.IsValid() {
 		return fmt.Errorf("set address on %s: invalid prefix %q", name, p)
@@ -47,7 +49,16 @@ func SetAddress(name string, p netip.Prefix) error {
 		return fmt.Errorf("list addresses of %s: %w", name, err)
 	}
 	// Add first, then remove the others: removing a link's last IPv4
-	// address makes the kernel flush every IPv4 route via the link.
+	// address makes the kernel flush every IPv4 route via the link. A new
+	// IPv4 address in the same subnet as the old one is added as its
+	// secondary, and with promote_secondaries=0 (the kernel default)
+	// deleting the primary deletes its secondaries too; so promotion is
+	// switched on for the link first. IPv6 has no primaries.
+	if family == netlink.FAMILY_V4 {
+		if err := promoteSecondaries(link); err != nil {
+			return fmt.Errorf("set address %s on %s: %w", p, name, err)
+		}
+	}
 	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
 		return fmt.Errorf("add address %s to %s: %w", p, name, err)
 	}
@@ -59,6 +70,30 @@ func SetAddress(name string, p netip.Prefix) error {
 		if err := netlink.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("remove address %s from %s: %w", ap, name, err)
 		}
+	}
+	return nil
+}
+
+// ipv4DevconfPromoteSecondaries is IPV4_DEVCONF_PROMOTE_SECONDARIES from
+// linux/ip.h (not in x/sys/unix).
+const ipv4DevconfPromoteSecondaries = 20
+
+// promoteSecondaries sets net.ipv4.conf.<link>.promote_secondaries=1 through
+// netlink (RTM_SETLINK, IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), so deleting
+// the primary IPv4 address of a subnet promotes a secondary instead of
+// deleting it. Netlink, unlike /proc/sys, works under systemd's
+// ProtectKernelTunables and needs only CAP_NET_ADMIN.
+func promoteSecondaries(link netlink.Link) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(link.Attrs().Index)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(unix.IFLA_INET_CONF, nil)
+	conf.AddRtAttr(ipv4DevconfPromoteSecondaries, nl.Uint32Attr(1))
+	req.AddData(spec)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("enable promote_secondaries on %s: %w", link.Attrs().Name, err)
 	}
 	return nil
 }
