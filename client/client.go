@@ -70,6 +70,9 @@ type Client struct {
 	since     time.Time
 	connected bool
 	lastError string
+	refused   string    // code of the last refusal or close reason (refusal.go)
+	message   string    // its sentence for the employee
+	retryAt   time.Time // when the next attempt starts
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
@@ -84,8 +87,9 @@ type conn struct {
 	w        *tunnel.Writer
 	r        *tunnel.Reader
 	lastRecv atomic.Int64
-	v6       bool // the gateway gave us an IPv6 address
-	gso      bool // both ends negotiated tunnel.CapGSO
+	silent   atomic.Bool // routineTimers ended the session: the gateway went silent
+	v6       bool        // the gateway gave us an IPv6 address
+	gso      bool        // both ends negotiated tunnel.CapGSO
 }
 
 // New loads the TLS material named by cfg.
@@ -146,19 +150,36 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		if ctx.Err() != nil {
 			break
 		}
+		// Exponential backoff with full jitter in [backoff/2, backoff]; a
+		// refusal that needs an admin waits refused_delay (less up to 10%).
+		r := classify(err)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if r.Permanent {
+			d := c.cfg.Reconnect.RefusedDelay
+			wait = d - rand.N(d/10+1)
+		}
 		c.mu.Lock()
 		c.connected = false
 		if err != nil {
 			c.lastError = err.Error()
 		}
+		c.refused, c.message, c.retryAt = r.Code, r.Message, time.Now().Add(wait)
 		c.mu.Unlock()
-		// Exponential backoff with full jitter in [backoff/2, backoff].
-		wait := backoff/2 + rand.N(backoff/2+1)
-		c.log.Warn("disconnected from gateway; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		retry := wait.Round(time.Millisecond).String()
+		switch {
+		case r.Permanent:
+			c.log.Error(r.Message, "reason", r.Code, "err", err, "retry_in", retry)
+		case r.Code != codeNetwork:
+			c.log.Warn(r.Message, "reason", r.Code, "err", err, "retry_in", retry)
+		default:
+			c.log.Warn("disconnected from gateway; reconnecting", "err", err, "retry_in", retry)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(wait):
+		case <-t.C:
 		}
+		t.Stop()
 		backoff = min(2*backoff, c.cfg.Reconnect.MaxDelay)
 	}
 	return nil
@@ -201,8 +222,9 @@ func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 	return nil, "", errors.Join(errs...)
 }
 
-// tlsConfig trusts only the configured CA, checks the server name and the
-// serverAuth EKU (crypto/tls does both), and the optional pin.
+// tlsConfig trusts only the configured CA; crypto/tls checks the chain and
+// the server name, verifyGateway the explicit serverAuth EKU, that the leaf
+// is not a CA, and the optional pin.
 func (c *Client) tlsConfig() *tls.Config {
 	conf := &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -216,16 +238,9 @@ func (c *Client) tlsConfig() *tls.Config {
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return &c.mat.cert, nil
 		},
+		VerifyConnection: func(cs tls.ConnectionState) error { return verifyGateway(cs, c.mat.pin) },
 	}
 	tunnel.TLSDefaults(conf)
-	if c.mat.pin != "" {
-		conf.VerifyConnection = func(cs tls.ConnectionState) error {
-			if got := pki.Fingerprint(cs.PeerCertificates[0]); got != c.mat.pin {
-				return fmt.Errorf("gateway certificate fingerprint %s does not match tls.pin_sha256 %s", got, c.mat.pin)
-			}
-			return nil
-		}
-	}
 	return conf
 }
 
@@ -252,6 +267,11 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	}
 	hello, _ := json.Marshal(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"})
 	if err := cn.w.WriteControl(tunnel.FrameHello, hello); err != nil {
+		// A gateway that refused this device may have closed already; its
+		// Close frame or TLS alert says why.
+		if _, _, rerr := cn.r.Next(); rerr != nil && classify(rerr).Code != codeNetwork {
+			return fmt.Errorf("%s: %w", addr, rerr)
+		}
 		return fmt.Errorf("%s: send hello: %w", addr, err)
 	}
 	typ, payload, err := cn.r.Next()
@@ -259,9 +279,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return fmt.Errorf("%s: read config: %w", addr, err)
 	}
 	if typ == tunnel.FrameClose {
-		var m tunnel.CloseMsg
-		_ = json.Unmarshal(payload, &m)
-		return fmt.Errorf("%s: gateway refused the session: %s", addr, m.Reason)
+		return fmt.Errorf("%s: %w", addr, closeFrame(payload))
 	}
 	if typ != tunnel.FrameConfig {
 		return fmt.Errorf("%s: first frame is type %#x, want config", addr, typ)
@@ -279,6 +297,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	cn.lastRecv.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
+	c.refused, c.message, c.retryAt = "", "", time.Time{}
 	c.mu.Unlock()
 	c.cur.Store(cn)
 	defer c.cur.CompareAndSwap(cn, nil)
@@ -300,7 +319,10 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	cancel()
 	tc.Close()
 	wg.Wait()
-	return err
+	if cn.silent.Load() {
+		err = errGatewaySilent
+	}
+	return fmt.Errorf("%s: %w", addr, err)
 }
 
 // routineTimers sends keepalives and closes a session whose gateway went
@@ -315,6 +337,7 @@ func (c *Client) routineTimers(ctx context.Context, cn *conn, pc tunnel.Config) 
 		case now := <-tick.C:
 			if idle := now.Sub(time.Unix(0, cn.lastRecv.Load())); idle > pc.Timeout {
 				c.log.Warn("gateway silent; dropping the session", "idle", idle.Round(time.Second).String())
+				cn.silent.Store(true)
 				cn.tls.Close()
 				return
 			}
@@ -326,21 +349,24 @@ func (c *Client) routineTimers(ctx context.Context, cn *conn, pc tunnel.Config) 
 	}
 }
 
-var errGatewayClosed = errors.New("gateway closed the session")
+// closeFrame is the error for a Close frame from the gateway.
+func closeFrame(payload []byte) error {
+	m, err := tunnel.DecodeClose(payload)
+	if err != nil {
+		return fmt.Errorf("bad close frame from gateway: %w", err)
+	}
+	return &closeError{reason: m.Reason}
+}
 
 // readStream relays gateway -> TUN until the stream fails.
 func (c *Client) readStream(cn *conn) error {
 	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
-	var closeReason string
 	onControl := func(typ byte, payload []byte) error {
 		switch typ {
 		case tunnel.FrameKeepalive:
 			return nil
 		case tunnel.FrameClose:
-			var m tunnel.CloseMsg
-			_ = json.Unmarshal(payload, &m)
-			closeReason = m.Reason
-			return errGatewayClosed
+			return closeFrame(payload)
 		}
 		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
 	}
@@ -378,9 +404,6 @@ func (c *Client) readStream(cn *conn) error {
 			}
 		}
 		if err != nil {
-			if errors.Is(err, errGatewayClosed) {
-				return fmt.Errorf("%w: %s", errGatewayClosed, closeReason)
-			}
 			if errors.Is(err, io.EOF) {
 				return errors.New("gateway closed the connection")
 			}
@@ -477,6 +500,16 @@ type Status struct {
 	CertNotAfter      time.Time `json:"cert_not_after"`
 	CertDaysLeft      int       `json:"cert_days_left"`
 	LastError         string    `json:"last_error,omitempty"`
+	// Refused is the code of the refusal or close reason that ended the
+	// last attempt (the shared vocabulary: revoked, no-policy, kicked, ...,
+	// or bad-certificate, gateway-cert, pin-mismatch, gateway-silent);
+	// Message says it in a sentence for the employee. Both are empty while
+	// connected and after plain network trouble.
+	Refused string `json:"refused,omitempty"`
+	Message string `json:"message,omitempty"`
+	// RetryAt is when the next connection attempt starts (zero while
+	// connected).
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Status reports the tunnel's state.
@@ -485,6 +518,7 @@ func (c *Client) Status() Status {
 	defer c.mu.Unlock()
 	st := Status{
 		Connected: c.connected, Server: c.server, Since: c.since, LastError: c.lastError,
+		Refused: c.refused, Message: c.message, RetryAt: c.retryAt,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
 		DroppedCongestion: c.droppedCongestion.Load(),
 		Device:            pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,

@@ -57,10 +57,12 @@ type AdminConfig struct {
 	Socket string `toml:"socket"`
 }
 
-// ReconnectConfig bounds the exponential backoff between attempts.
+// ReconnectConfig bounds the exponential backoff between attempts, and
+// sets the wait after a refusal that needs an admin (revoked, no policy...).
 type ReconnectConfig struct {
-	MinDelay time.Duration `toml:"min_delay"`
-	MaxDelay time.Duration `toml:"max_delay"`
+	MinDelay     time.Duration `toml:"min_delay"`
+	MaxDelay     time.Duration `toml:"max_delay"`
+	RefusedDelay time.Duration `toml:"refused_delay"`
 }
 
 // LoadConfig reads, defaults and validates client.toml.
@@ -140,6 +142,12 @@ func (c *Config) normalize() error {
 	}
 	if c.Reconnect.MinDelay <= 0 || c.Reconnect.MaxDelay < c.Reconnect.MinDelay {
 		return errors.New("keys \"reconnect.min_delay\"/\"reconnect.max_delay\": need 0 < min_delay <= max_delay")
+	}
+	if c.Reconnect.RefusedDelay == 0 {
+		c.Reconnect.RefusedDelay = 5 * time.Minute
+	}
+	if c.Reconnect.RefusedDelay < 0 {
+		return fmt.Errorf("key \"reconnect.refused_delay\": %v is negative", c.Reconnect.RefusedDelay)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExampleConfigParses(t *testing.T) {
@@ -31,6 +32,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative cpus", base + "[tunnel]\ncpus = -2\n", `"tunnel.cpus": -2 is outside`},
 		{"bad driver", base + "[tunnel]\ndriver = \"tap\"\n", `"tap"`},
 		{"backoff", base + "[reconnect]\nmin_delay = \"10s\"\nmax_delay = \"1s\"\n", "min_delay <= max_delay"},
+		{"refused delay", base + "[reconnect]\nrefused_delay = \"-1m\"\n", `"reconnect.refused_delay": -1m0s is negative`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,7 +45,7 @@ func TestConfigErrors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("sp0") {
+				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("sp0") || c.Reconnect.RefusedDelay != 5*time.Minute {
 					t.Fatalf("defaults: %+v", c)
 				}
 				return

@@ -352,8 +352,13 @@ func clientStatus(args []string, stdout, stderr io.Writer) int {
 	state := "connected"
 	if !st.Connected {
 		state = "reconnecting"
-		if st.LastError != "" {
+		if st.Message != "" {
+			state = st.Message
+		} else if st.LastError != "" {
 			state += " (" + st.LastError + ")"
+		}
+		if !st.RetryAt.IsZero() {
+			state += fmt.Sprintf(" (next try %s)", st.RetryAt.Local().Format("15:04:05"))
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

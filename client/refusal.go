@@ -1,0 +1,156 @@
+package client
+
+// Why the laptop is not connected, in words an employee understands.
+//
+// The gateway refuses a device whose chain does not verify with the TLS
+// alert bad_certificate (certificate_required when it sent none). A device
+// that chains to a trusted CA but is not welcome completes TLS and gets one
+// Close frame whose reason is a code (revoked, no-policy, ...); a live
+// session can be closed the same way (kicked, replaced, ...). classify maps
+// each of these, and the laptop's own failures (gateway certificate refused,
+// pin mismatch, gateway silent), to one sentence and to a backoff class:
+// permanent refusals need an admin, so the client waits
+// reconnect.refused_delay instead of hammering the gateway.
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+)
+
+// Codes that are not gateway close reasons.
+const (
+	codeBadCert      = "bad-certificate" // TLS alert bad_certificate
+	codeCertRequired = "cert-required"   // TLS alert certificate_required
+	codeGatewayCert  = "gateway-cert"    // the laptop refused the gateway's certificate
+	codePin          = "pin-mismatch"    // ... because it is not the pinned one
+	codeSilent       = "gateway-silent"  // no frame from the gateway within its timeout
+	codeUnknown      = "gateway-closed"  // a close reason this client does not know
+	codeAccessDenied = "access-denied"   // TLS alert access_denied
+	codeNetwork      = ""                // anything else: network trouble, not shown as a refusal
+)
+
+// refusal is a classified reason for not being connected.
+type refusal struct {
+	Code      string // vocabulary code, or one of the codes above
+	Message   string // one plain sentence for the employee
+	Permanent bool   // needs an admin: back off to reconnect.refused_delay
+}
+
+// refusals is the shared vocabulary (see the README, "Refusals").
+var refusals = map[string]refusal{
+	"revoked":          {Message: "refused: this device's certificate was revoked — contact your admin", Permanent: true},
+	"expired":          {Message: "refused: this device's certificate has expired — ask your admin for a new one", Permanent: true},
+	"bad-eku":          {Message: "refused: this device's certificate is not made for VPN clients (no clientAuth usage) — ask your admin for a new one", Permanent: true},
+	"ca-leaf":          {Message: "refused: this device's certificate is a CA certificate, not a device certificate — ask your admin for a new one", Permanent: true},
+	"no-policy":        {Message: "refused: no access policy on the gateway matches this device — contact your admin", Permanent: true},
+	"not-allowlisted":  {Message: "refused: this device is not on the gateway's allowlist — contact your admin", Permanent: true},
+	"unknown-ca":       {Message: "refused: the gateway no longer trusts the authority that issued this device's certificate — contact your admin", Permanent: true},
+	"duplicate-device": {Message: "refused: this device's certificate is already connected from another computer — contact your admin", Permanent: true},
+	"crl-stale":        {Message: "refused for now: the gateway's revocation list is out of date — retrying; tell your admin if this lasts"},
+	"pool-exhausted":   {Message: "refused for now: the gateway has no free tunnel address — retrying"},
+	"capacity":         {Message: "refused for now: the gateway is at capacity — retrying"},
+	"replaced":         {Message: "disconnected: this device's certificate connected again, from here or from another computer — retrying"},
+	"kicked":           {Message: "disconnected: an admin ended this session — retrying"},
+	"timeout":          {Message: "disconnected: the gateway heard nothing from this laptop for too long — retrying"},
+	"stalled":          {Message: "disconnected: this laptop stopped taking data from the gateway — retrying"},
+	"shutdown":         {Message: "disconnected: the gateway is shutting down — retrying"},
+	codeBadCert:        {Message: "refused: the gateway does not accept this device's certificate (not issued by an authority it trusts) — contact your admin", Permanent: true},
+	codeCertRequired:   {Message: "refused: the gateway got no device certificate from this laptop — contact your admin", Permanent: true},
+	codeAccessDenied:   {Message: "refused: the gateway denies this device access — contact your admin", Permanent: true},
+	codeGatewayCert:    {Message: "not connected: the gateway's certificate was not accepted (possibly a network that intercepts traffic) — retrying; tell your admin if this lasts"},
+	codePin:            {Message: "not connected: the gateway's certificate is not the pinned one (tls.pin_sha256) — retrying; tell your admin if this lasts"},
+	codeSilent:         {Message: "disconnected: the gateway stopped answering — retrying"},
+}
+
+// TLS alerts a gateway may send instead of a Close frame (RFC 8446 6.2).
+var alertCodes = map[uint8]string{
+	42:  codeBadCert,
+	44:  "revoked",
+	45:  "expired",
+	48:  "unknown-ca",
+	49:  codeAccessDenied,
+	116: codeCertRequired,
+}
+
+// closeError is a Close frame from the gateway.
+type closeError struct{ reason string }
+
+func (e *closeError) Error() string {
+	if e.reason == "" {
+		return "gateway closed the session"
+	}
+	return "gateway closed the session: " + printableReason(e.reason)
+}
+
+// errGatewaySilent ends a session whose gateway sent nothing within the
+// pushed timeout.
+var errGatewaySilent = errors.New("gateway silent for longer than its timeout")
+
+// classify maps a session error to a refusal; Code is "" for plain network
+// trouble (dial failures, resets), which keeps the normal backoff and no
+// message.
+func classify(err error) refusal {
+	var ce *closeError
+	var gce *gatewayCertError
+	var cve *tls.CertificateVerificationError
+	switch {
+	case err == nil:
+		return refusal{}
+	case errors.As(err, &ce):
+		if r, ok := refusals[ce.reason]; ok {
+			r.Code = ce.reason
+			return r
+		}
+		return refusal{Code: codeUnknown, Message: fmt.Sprintf("disconnected by the gateway (reason %q) — retrying", printableReason(ce.reason))}
+	case errors.Is(err, errPinMismatch):
+		return known(codePin)
+	case errors.As(err, &gce), errors.As(err, &cve):
+		return known(codeGatewayCert)
+	case errors.Is(err, errGatewaySilent):
+		return known(codeSilent)
+	}
+	if a, ok := remoteAlert(err); ok {
+		if code, ok := alertCodes[a]; ok {
+			return known(code)
+		}
+	}
+	return refusal{Code: codeNetwork}
+}
+
+func known(code string) refusal {
+	r := refusals[code]
+	r.Code = code
+	return r
+}
+
+// remoteAlert returns the TLS alert the gateway sent, if err is one.
+// crypto/tls reports it as a net.OpError "remote error" around its
+// unexported alert type (a uint8).
+func remoteAlert(err error) (uint8, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return 0, false
+	}
+	if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
+		return uint8(v.Uint()), true
+	}
+	return 0, false
+}
+
+// printableReason is a close reason from the network made safe for a log
+// line and a terminal: printable ASCII, at most 64 bytes.
+func printableReason(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < 64; i++ {
+		if s[i] >= 0x20 && s[i] <= 0x7e {
+			b.WriteByte(s[i])
+		} else {
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,57 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+)
+
+// Every code of the shared vocabulary has a sentence and the backoff
+// class the brief gives it; an unknown or hostile reason is shown safely.
+func TestClassify(t *testing.T) {
+	permanent := []string{"revoked", "expired", "bad-eku", "ca-leaf", "no-policy", "not-allowlisted", "unknown-ca", "duplicate-device"}
+	transient := []string{"crl-stale", "pool-exhausted", "capacity", "replaced", "kicked", "timeout", "stalled", "shutdown"}
+	check := func(t *testing.T, err error, code string, perm bool) {
+		t.Helper()
+		r := classify(fmt.Errorf("gw:443: %w", err))
+		if r.Code != code || r.Permanent != perm || (code != codeNetwork) != (r.Message != "") {
+			t.Fatalf("classify(%v) = %+v, want code %q permanent %v", err, r, code, perm)
+		}
+		if perm && !strings.Contains(r.Message, "admin") {
+			t.Fatalf("permanent refusal %q does not tell the employee to see the admin: %q", code, r.Message)
+		}
+		if !perm && code != codeNetwork && !strings.Contains(r.Message, "retrying") {
+			t.Fatalf("transient %q does not say it retries: %q", code, r.Message)
+		}
+	}
+	for _, code := range permanent {
+		t.Run(code, func(t *testing.T) { check(t, &closeError{reason: code}, code, true) })
+	}
+	for _, code := range transient {
+		t.Run(code, func(t *testing.T) { check(t, &closeError{reason: code}, code, false) })
+	}
+	t.Run("silent", func(t *testing.T) { check(t, errGatewaySilent, codeSilent, false) })
+	t.Run("pin", func(t *testing.T) { check(t, &gatewayCertError{msg: "x", err: errPinMismatch}, codePin, false) })
+	t.Run("gateway cert", func(t *testing.T) { check(t, &gatewayCertError{msg: "x"}, codeGatewayCert, false) })
+	t.Run("network", func(t *testing.T) { check(t, io.ErrUnexpectedEOF, codeNetwork, false) })
+	t.Run("nil", func(t *testing.T) {
+		if r := classify(nil); r != (refusal{}) {
+			t.Fatalf("classify(nil) = %+v", r)
+		}
+	})
+	t.Run("unknown reason", func(t *testing.T) {
+		evil := "evil\x1b[2J\nreason" + strings.Repeat("x", 200)
+		r := classify(&closeError{reason: evil})
+		if r.Code != codeUnknown || r.Permanent || strings.ContainsAny(r.Message, "\x1b\n") || len(r.Message) > 160 {
+			t.Fatalf("hostile reason shown as %+v", r)
+		}
+		if e := (&closeError{reason: evil}).Error(); strings.ContainsAny(e, "\x1b\n") {
+			t.Fatalf("hostile reason in error text: %q", e)
+		}
+	})
+	if !errors.Is(fmt.Errorf("x: %w", &gatewayCertError{err: errPinMismatch}), errPinMismatch) {
+		t.Fatal("pin error does not unwrap")
+	}
+}
