@@ -1,35 +1,14 @@
-// Package pki is sallyport's small device certificate authority and the
-// certificate helpers the gateway and client share.
+// Package pki holds the certificate helpers the gateway and the laptop use
+// at run time: the identity a verified device certificate carries
+// ([IdentityOf], [Fingerprint]), loading certificates and CRLs and checking
+// a CRL's signature ([LoadCertificates], [LoadCRL]), the SSL-checker style
+// [CheckChain], parsing private keys and refusing keys others may read
+// ([ParseKey], [CheckKeyPerm]), and serial number spellings.
 //
-// # Directory layout
-//
-// A PKI lives in one directory (default ./pki, mode 0700). The layout is
-// stable; other tools and configs point at these paths:
-//
-//	D/ca.crt                 trust bundle: the root, plus the intermediate when
-//	                         the PKI was made with --intermediate. Server
-//	                         client_ca and client ca point here.
-//	D/root.crt, D/root.key   root CA certificate and key (key 0600)
-//	D/intermediate.crt, D/intermediate.key
-//	                         issuing intermediate (only with --intermediate)
-//	D/crl.pem                CRL signed by the issuing CA (the intermediate
-//	                         when present, else the root)
-//	D/index.json             issued certificates and revocations
-//	D/.lock                  flock(2) lock serialising writers of the index
-//	D/servers/NAME.crt, NAME.key   gateway certificates (crt = leaf + intermediate)
-//	D/devices/NAME.crt, NAME.key   device certificates (crt = leaf + intermediate)
-//	D/devices/NAME.csr       CSRs made by "pki csr" (key stays beside it)
-//
-// Every state file is written atomically (temporary file, fsync, rename), so a
-// crash never leaves a half-written index, CRL or key. Private keys are PEM
-// PKCS#8 "PRIVATE KEY" blocks with mode 0600, loadable by tls.LoadX509KeyPair.
-//
-// # Device certificates
-//
-// A device certificate has CN = device name, one OU per group, the user in
-// the subject attribute UID (OID 0.9.2342.19200300.100.1.1), the
-// clientAuth extended key usage only, a random serial of at least 128 bits,
-// and a validity that never extends past its issuer's.
+// The certificate authority itself (init, issue, sign, revoke, the index
+// and the CRL it signs) is package pki/ca. Only the "sallyport pki" command
+// line (pki/pkicmd) and tools may import it; the gateway and the laptop must
+// not link the CA (a test in pki/ca enforces this).
 //
 // # Serial spellings
 //
@@ -37,6 +16,7 @@
 // case, with an optional "0x" prefix or an openssl "serial=" prefix; decimal
 // needs a "d:" (or "dec:") prefix, because a string of digits alone is also
 // valid hexadecimal and is read as such. [FormatSerial] prints the canonical
-// form: lowercase hex without colons. Serials this CA issues always contain a
-// hex letter, so the CLI can also take a bare decimal serial unambiguously.
+// form: lowercase hex without colons. Serials the CA (pki/ca) issues always
+// contain a hex letter, so the CLI can also take a bare decimal serial
+// unambiguously.
 package pki

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -31,7 +31,7 @@ must have a valid certificate issued with "issue" (not from a CSR).`,
 				if *device == "" || *server == "" {
 					return usagef("--device and --server are required")
 				}
-				data, err := pki.New(dirOf(fs)).Bundle(*device, *server, *serverName)
+				data, err := ca.New(dirOf(fs)).Bundle(*device, *server, *serverName)
 				if err != nil {
 					return err
 				}
@@ -39,7 +39,7 @@ must have a valid certificate issued with "issue" (not from a CSR).`,
 					_, err := stdout.Write(data)
 					return err
 				}
-				if err := pki.WriteFileAtomic(*out, data, 0o600); err != nil {
+				if err := ca.WriteFileAtomic(*out, data, 0o600); err != nil {
 					return err
 				}
 				fmt.Fprintf(stderr, "wrote %s (mode 0600; it holds the device key)\n", *out)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -19,12 +19,12 @@ gateways never hold a stale CRL.`,
 		example: `  # crontab: every week
   0 3 * * 1  sallyport pki crl --dir /etc/sallyport/pki && systemctl reload sallyport-server`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
-			days := fs.Int("days", pki.DefaultCRLDays, "days until nextUpdate")
+			days := fs.Int("days", ca.DefaultCRLDays, "days until nextUpdate")
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
 				}
-				p := pki.New(dirOf(fs))
+				p := ca.New(dirOf(fs))
 				crl, err := p.WriteCRL(*days)
 				if err != nil {
 					return err

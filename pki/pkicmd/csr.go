@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -30,11 +30,11 @@ else.`,
 				if *device == "" {
 					return usagef("--device is required")
 				}
-				kt, err := pki.ParseKeyType(*key)
+				kt, err := ca.ParseKeyType(*key)
 				if err != nil {
 					return usagef("%v", err)
 				}
-				csr, key, err := pki.MakeCSR(dirOf(fs), *device, kt)
+				csr, key, err := ca.MakeCSR(dirOf(fs), *device, kt)
 				if err != nil {
 					return err
 				}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -23,17 +23,17 @@ key can then be moved offline). Refuses to overwrite an existing CA.`,
 			org := fs.String("org", "", "organization (subject O) of the CA certificates")
 			key := fs.String("key", "ecdsa", "CA key type: ecdsa (P-256), ed25519 or rsa3072")
 			inter := fs.Bool("intermediate", false, "also create an issuing intermediate CA signed by the root")
-			days := fs.Int("days", pki.DefaultRootDays, "root CA lifetime in days")
+			days := fs.Int("days", ca.DefaultRootDays, "root CA lifetime in days")
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
 				}
-				kt, err := pki.ParseKeyType(*key)
+				kt, err := ca.ParseKeyType(*key)
 				if err != nil {
 					return usagef("%v", err)
 				}
-				p := pki.New(dirOf(fs))
-				if err := p.Init(pki.InitOptions{Name: *name, Org: *org, Key: kt, Intermediate: *inter, Days: *days}); err != nil {
+				p := ca.New(dirOf(fs))
+				if err := p.Init(ca.InitOptions{Name: *name, Org: *org, Key: kt, Intermediate: *inter, Days: *days}); err != nil {
 					return err
 				}
 				fmt.Fprintf(stdout, "created CA %q in %s (%s key)\n", *name, p.Dir, kt)

@@ -4,7 +4,7 @@ import (
 	"flag"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -25,7 +25,7 @@ an already expired certificate for a test).`,
 			user := fs.String("user", "", "user the device belongs to (subject UID)")
 			var groups listFlag
 			fs.Var(&groups, "group", "group (subject OU); repeatable or comma-separated")
-			issueFlags := addIssueFlags(fs, pki.DefaultDeviceDays)
+			issueFlags := addIssueFlags(fs, ca.DefaultDeviceDays)
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
@@ -38,7 +38,7 @@ an already expired certificate for a test).`,
 					return err
 				}
 				o.Name, o.User, o.Groups = *device, *user, groups
-				is, err := pki.New(dirOf(fs)).IssueDevice(o)
+				is, err := ca.New(dirOf(fs)).IssueDevice(o)
 				if err != nil {
 					return err
 				}

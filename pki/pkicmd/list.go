@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -25,7 +25,7 @@ not-after and status (valid, expired, revoked, not yet valid, or
 				if err := noArgs(pos); err != nil {
 					return err
 				}
-				recs, err := pki.New(dirOf(fs)).List()
+				recs, err := ca.New(dirOf(fs)).List()
 				if err != nil {
 					return err
 				}

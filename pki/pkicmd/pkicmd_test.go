@@ -23,6 +23,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 // run invokes the CLI like "sallyport pki ARGS" and returns exit code and output.
@@ -471,7 +472,7 @@ func TestRevoke(t *testing.T) {
 		}
 	}
 	// The intermediate is in the index but was issued by the root: not revocable here.
-	recs, _ := pki.New(dir).List()
+	recs, _ := ca.New(dir).List()
 	if code, _, errs := run(t, "revoke", "--dir", dir, recs[0].Serial); code != 1 || !strings.Contains(errs, "not by the issuing CA") {
 		t.Errorf("revoke intermediate: %d %q", code, errs)
 	}
@@ -601,7 +602,7 @@ func TestShow(t *testing.T) {
 // (wrongly) marked as a CA.
 func makeCALeaf(t testing.TB, dir string) string {
 	t.Helper()
-	p := pki.New(dir)
+	p := ca.New(dir)
 	cp, kp := p.IssuerPaths()
 	iss := loadLeaf(t, cp)[0]
 	data, _ := os.ReadFile(kp)
@@ -713,7 +714,7 @@ func TestConcurrentIssue(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	recs, err := pki.New(dir).List()
+	recs, err := ca.New(dir).List()
 	if err != nil || len(recs) != n {
 		t.Fatalf("index has %d records, want %d (%v)", len(recs), n, err)
 	}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -27,7 +27,7 @@ up the new CRL.`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
 			device := fs.String("device", "", "revoke every certificate of this device")
 			reason := fs.String("reason", "unspecified", "revocation reason")
-			crlDays := fs.Int("crl-days", pki.DefaultCRLDays, "days until the new CRL's nextUpdate")
+			crlDays := fs.Int("crl-days", ca.DefaultCRLDays, "days until the new CRL's nextUpdate")
 			return func(pos []string, stdout, stderr io.Writer) error {
 				serial := ""
 				switch {
@@ -40,7 +40,7 @@ up the new CRL.`,
 				case *device == "":
 					return usagef("give a SERIAL or --device NAME")
 				}
-				p := pki.New(dirOf(fs))
+				p := ca.New(dirOf(fs))
 				res, err := p.Revoke(serial, *device, *reason, *crlDays)
 				if err != nil {
 					return err

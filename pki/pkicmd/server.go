@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -22,7 +22,7 @@ only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
 			var dns, ips listFlag
 			fs.Var(&dns, "dns", "extra DNS name (repeatable)")
 			fs.Var(&ips, "ip", "IP address SAN (repeatable)")
-			issueFlags := addIssueFlags(fs, pki.DefaultServerDays)
+			issueFlags := addIssueFlags(fs, ca.DefaultServerDays)
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
@@ -39,7 +39,7 @@ only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
 					return err
 				}
 				o.Name, o.DNSNames, o.IPs = *name, dns, ipList
-				is, err := pki.New(dirOf(fs)).IssueServer(o)
+				is, err := ca.New(dirOf(fs)).IssueServer(o)
 				if err != nil {
 					return err
 				}
@@ -51,22 +51,22 @@ only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
 }
 
 // addIssueFlags adds --key, --days, --not-before, --not-after.
-func addIssueFlags(fs *flag.FlagSet, defDays int) func() (pki.IssueOptions, error) {
+func addIssueFlags(fs *flag.FlagSet, defDays int) func() (ca.IssueOptions, error) {
 	key := fs.String("key", "ecdsa", "key type: ecdsa (P-256), ed25519 or rsa3072")
 	days := fs.Int("days", defDays, "lifetime in days (never past the issuing CA's)")
 	var nb, na timeFlag
 	fs.Var(&nb, "not-before", "exact start of validity, RFC 3339 (default: now - 5m)")
 	fs.Var(&na, "not-after", "exact end of validity, RFC 3339 (overrides --days)")
-	return func() (pki.IssueOptions, error) {
-		kt, err := pki.ParseKeyType(*key)
+	return func() (ca.IssueOptions, error) {
+		kt, err := ca.ParseKeyType(*key)
 		if err != nil {
-			return pki.IssueOptions{}, usagef("%v", err)
+			return ca.IssueOptions{}, usagef("%v", err)
 		}
-		return pki.IssueOptions{Key: kt, Days: *days, NotBefore: nb.t, NotAfter: na.t}, nil
+		return ca.IssueOptions{Key: kt, Days: *days, NotBefore: nb.t, NotAfter: na.t}, nil
 	}
 }
 
-func printIssued(stdout, stderr io.Writer, what string, is *pki.Issued) {
+func printIssued(stdout, stderr io.Writer, what string, is *ca.Issued) {
 	for _, w := range is.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -48,7 +49,7 @@ as a CA, and revocation against the PKI's CRL. Exits 1 when a check fails
 					describe(stdout, i, c)
 				}
 				o := pki.CheckOptions{Role: *role}
-				p := pki.New(dirOf(fset))
+				p := ca.New(dirOf(fset))
 				if roots, inter, err := p.Roots(); err == nil {
 					o.Roots, o.Intermediates = roots, inter
 					if crl, err := p.LoadRevocations(); err == nil {
@@ -56,7 +57,7 @@ as a CA, and revocation against the PKI's CRL. Exits 1 when a check fails
 					} else if !errors.Is(err, fs.ErrNotExist) {
 						fmt.Fprintf(stderr, "warning: %v\n", err)
 					}
-				} else if !errors.Is(err, pki.ErrNoCA) {
+				} else if !errors.Is(err, ca.ErrNoCA) {
 					return err
 				}
 				findings := pki.CheckChain(certs, o)

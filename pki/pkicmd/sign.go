@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/ca"
 )
 
 func init() {
@@ -27,7 +27,7 @@ devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
 			out := fs.String("o", "", "also write the certificate chain to this file")
 			var groups listFlag
 			fs.Var(&groups, "group", "group (subject OU); repeatable or comma-separated")
-			issueFlags := addIssueFlags(fs, pki.DefaultDeviceDays)
+			issueFlags := addIssueFlags(fs, ca.DefaultDeviceDays)
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
@@ -44,7 +44,7 @@ devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
 					return err
 				}
 				o.Name, o.User, o.Groups = *device, *user, groups
-				is, err := pki.New(dirOf(fs)).SignCSR(data, o)
+				is, err := ca.New(dirOf(fs)).SignCSR(data, o)
 				if err != nil {
 					return err
 				}
@@ -53,7 +53,7 @@ devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
 					if err != nil {
 						return err
 					}
-					if err := pki.WriteFileAtomic(*out, chain, 0o644); err != nil {
+					if err := ca.WriteFileAtomic(*out, chain, 0o644); err != nil {
 						return err
 					}
 					fmt.Fprintf(stdout, "wrote %s\n", *out)

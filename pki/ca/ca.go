@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"crypto"
@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sallyport/sallyport/pki"
 )
 
 // Default lifetimes in days.
@@ -255,7 +256,7 @@ func (p *PKI) IssuerCert() (*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
 	}
 	cp, _ := p.IssuerPaths()
-	certs, err := LoadCertificates(cp)
+	certs, err := pki.LoadCertificates(cp)
 	if err != nil {
 		return nil, err
 	}
@@ -286,14 +287,14 @@ func (p *PKI) loadIssuer() (*issuer, error) {
 		return nil, err
 	}
 	_, kp := p.IssuerPaths()
-	if err := CheckKeyPerm(kp); err != nil {
+	if err := pki.CheckKeyPerm(kp); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(kp)
 	if err != nil {
 		return nil, fmt.Errorf("CA key: %w", err)
 	}
-	key, err := ParseKey(data)
+	key, err := pki.ParseKey(data)
 	if err != nil {
 		return nil, fmt.Errorf("CA key %s: %w", kp, err)
 	}
@@ -317,12 +318,12 @@ func (p *PKI) Roots() (roots, intermediates []*x509.Certificate, err error) {
 	if !p.Initialized() {
 		return nil, nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
 	}
-	roots, err = LoadCertificates(p.Path("root.crt"))
+	roots, err = pki.LoadCertificates(p.Path("root.crt"))
 	if err != nil {
 		return nil, nil, err
 	}
 	if _, err := os.Stat(p.Path("intermediate.crt")); err == nil {
-		intermediates, err = LoadCertificates(p.Path("intermediate.crt"))
+		intermediates, err = pki.LoadCertificates(p.Path("intermediate.crt"))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -460,7 +461,7 @@ func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (
 	case KindDevice:
 		tmpl.Subject = pkix.Name{CommonName: o.Name, OrganizationalUnit: o.Groups}
 		if o.User != "" {
-			tmpl.Subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: OIDUserID, Value: o.User}}
+			tmpl.Subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: pki.OIDUserID, Value: o.User}}
 		}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	case KindServer:
@@ -545,7 +546,7 @@ func newSerialNotIn(ix *Index) *big.Int {
 		if err != nil {
 			return nil
 		}
-		if ix.find(FormatSerial(s)) == nil {
+		if ix.find(pki.FormatSerial(s)) == nil {
 			return s
 		}
 	}
@@ -553,47 +554,12 @@ func newSerialNotIn(ix *Index) *big.Int {
 }
 
 func recordOf(c *x509.Certificate, kind string, now time.Time, fromCSR bool) Record {
-	id := IdentityOf(c)
+	id := pki.IdentityOf(c)
 	return Record{
 		Serial: id.Serial, Kind: kind, Name: id.Device, User: id.User, Groups: id.Groups,
 		Issuer: id.Issuer, Fingerprint: id.Fingerprint, NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
 		IssuedAt: now.UTC(), FromCSR: fromCSR,
 	}
-}
-
-// MakeCSR creates a device key (never leaving this machine) and a CSR for it
-// in dir: dir/devices/NAME.key (0600) and dir/devices/NAME.csr. It refuses to
-// overwrite an existing key.
-func MakeCSR(dir, name string, kt KeyType) (csrPath, keyPath string, err error) {
-	if err := ValidName("device", name); err != nil {
-		return "", "", err
-	}
-	sub := filepath.Join(dir, "devices")
-	if err := os.MkdirAll(sub, 0o700); err != nil {
-		return "", "", fmt.Errorf("csr: %w", err)
-	}
-	keyPath = filepath.Join(sub, name+".key")
-	csrPath = filepath.Join(sub, name+".csr")
-	if _, err := os.Stat(keyPath); err == nil {
-		return "", "", fmt.Errorf("csr: key %s already exists; refusing to overwrite it", keyPath)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return "", "", fmt.Errorf("csr: %w", err)
-	}
-	key, err := GenerateKey(kt)
-	if err != nil {
-		return "", "", fmt.Errorf("csr: generate key: %w", err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
-	if err != nil {
-		return "", "", fmt.Errorf("csr: %w", err)
-	}
-	if err := writeKey(keyPath, key); err != nil {
-		return "", "", err
-	}
-	if err := WriteFileAtomic(csrPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644); err != nil {
-		return "", "", err
-	}
-	return csrPath, keyPath, nil
 }
 
 // List returns the index records in issue order.
@@ -612,168 +578,3 @@ func (p *PKI) List() ([]Record, error) {
 	}
 	return ix.Certs, nil
 }
-
-// RevokeResult is what Revoke did to one certificate.
-type RevokeResult struct {
-	Record  Record
-	Already bool // it had been revoked before (nothing changed)
-}
-
-// Revoke marks certificates revoked in the index and rewrites the CRL. The
-// target is either a serial (any spelling ParseSerial accepts, or plain
-// decimal, resolved against the index) or, when serial is "", every
-// unrevoked certificate of device. Revoking again is not an error.
-func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult, error) {
-	if (serial == "") == (device == "") {
-		return nil, errors.New("revoke: give exactly one of a serial or a device name")
-	}
-	if reason == "" {
-		reason = "unspecified"
-	}
-	code, err := ParseReason(reason)
-	if err != nil {
-		return nil, err
-	}
-	unlock, iss, ix, err := p.openForSigning()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	var targets []*Record
-	if serial != "" {
-		r, err := resolveSerial(ix, serial)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, r)
-	} else {
-		for i := range ix.Certs {
-			if r := &ix.Certs[i]; r.Kind == KindDevice && r.Name == device {
-				targets = append(targets, r)
-			}
-		}
-		if len(targets) == 0 {
-			return nil, fmt.Errorf("no certificate for device %q in %s", device, p.Dir)
-		}
-	}
-	now := p.now().UTC()
-	var res []RevokeResult
-	for _, r := range targets {
-		if r.Issuer != iss.cert.Subject.String() {
-			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
-		}
-		if r.Revoked() {
-			res = append(res, RevokeResult{Record: *r, Already: true})
-			continue
-		}
-		r.RevokedAt = now
-		r.Reason = ReasonString(code)
-		res = append(res, RevokeResult{Record: *r})
-	}
-	if err := writeIndex(p.Path("index.json"), ix); err != nil {
-		return nil, err
-	}
-	if _, err := p.writeCRL(ix, iss, crlDays); err != nil {
-		return nil, fmt.Errorf("revocation recorded, but the CRL was not rewritten (run: sallyport pki crl): %w", err)
-	}
-	return res, writeIndex(p.Path("index.json"), ix)
-}
-
-// resolveSerial finds the record a user-typed serial names. Digits alone are
-// tried both as hex (canonical) and as decimal.
-func resolveSerial(ix *Index, s string) (*Record, error) {
-	var hexRec, decRec *Record
-	n, herr := ParseSerial(s)
-	if herr == nil {
-		hexRec = ix.find(FormatSerial(n))
-	}
-	t := strings.TrimSpace(s)
-	if t != "" && strings.Trim(t, "0123456789") == "" {
-		if d, err := ParseSerial("d:" + t); err == nil {
-			decRec = ix.find(FormatSerial(d))
-		}
-	}
-	switch {
-	case hexRec != nil && decRec != nil && hexRec != decRec:
-		return nil, fmt.Errorf("serial %q is ambiguous: hex %s and decimal both name certificates; write it as 0x%s or d:%s", s, hexRec.Serial, hexRec.Serial, t)
-	case hexRec != nil:
-		return hexRec, nil
-	case decRec != nil:
-		return decRec, nil
-	case herr != nil && decRec == nil:
-		return nil, herr
-	}
-	return nil, fmt.Errorf("serial %q is not in this PKI's index (see: sallyport pki list)", s)
-}
-
-// WriteCRL re-signs the CRL with every revocation in the index, a new CRL
-// number and nextUpdate days from now (default DefaultCRLDays).
-func (p *PKI) WriteCRL(days int) (*x509.RevocationList, error) {
-	unlock, iss, ix, err := p.openForSigning()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	crl, err := p.writeCRL(ix, iss, days)
-	if err != nil {
-		return nil, err
-	}
-	return crl, writeIndex(p.Path("index.json"), ix)
-}
-
-// writeCRL signs and writes crl.pem, advancing ix.CRLNumber (the caller
-// writes the index).
-func (p *PKI) writeCRL(ix *Index, iss *issuer, days int) (*x509.RevocationList, error) {
-	if days <= 0 {
-		days = DefaultCRLDays
-	}
-	num := ix.CRLNumber + 1
-	// Never go backwards, even if the index was restored from a backup.
-	if data, err := os.ReadFile(p.Path("crl.pem")); err == nil {
-		if b, _ := pem.Decode(data); b != nil {
-			if old, err := x509.ParseRevocationList(b.Bytes); err == nil && old.Number != nil && old.Number.IsInt64() && old.Number.Int64() >= num {
-				num = old.Number.Int64() + 1
-			}
-		}
-	}
-	now := p.now()
-	tmpl := &x509.RevocationList{
-		Number:     bigInt(num),
-		ThisUpdate: now.Add(-backdate),
-		NextUpdate: now.AddDate(0, 0, days),
-	}
-	issName := iss.cert.Subject.String()
-	for _, r := range ix.Certs {
-		if !r.Revoked() || r.Issuer != issName {
-			continue
-		}
-		n, err := ParseSerial(r.Serial)
-		if err != nil {
-			return nil, fmt.Errorf("index: bad serial %q: %w", r.Serial, err)
-		}
-		code, _ := ParseReason(r.Reason)
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: code,
-		})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, iss.cert, iss.key)
-	if err != nil {
-		return nil, fmt.Errorf("sign CRL: %w", err)
-	}
-	if err := WriteFileAtomic(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
-		return nil, err
-	}
-	ix.CRLNumber = num
-	return x509.ParseRevocationList(der)
-}
-
-// LoadRevocations loads crl.pem verified against the PKI's CA certificates.
-func (p *PKI) LoadRevocations() (*RevocationList, error) {
-	roots, inter, err := p.Roots()
-	if err != nil {
-		return nil, err
-	}
-	return LoadCRL(p.Path("crl.pem"), append(roots, inter...))
-}
-
-func bigInt(n int64) *big.Int { return big.NewInt(n) }

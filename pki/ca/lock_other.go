@@ -1,6 +1,6 @@
 //go:build !linux
 
-package pki
+package ca
 
 import (
 	"errors"

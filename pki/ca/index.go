@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"encoding/json"
@@ -7,18 +7,20 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/sallyport/sallyport/pki"
 )
 
 // Kinds of certificate recorded in the index.
 const (
-	KindDevice       = "device"
-	KindServer       = "server"
+	KindDevice       = pki.KindDevice
+	KindServer       = pki.KindServer
 	KindIntermediate = "intermediate"
 )
 
 // Record is one issued certificate in index.json.
 type Record struct {
-	Serial      string    `json:"serial"` // FormatSerial
+	Serial      string    `json:"serial"` // pki.FormatSerial
 	Kind        string    `json:"kind"`   // device, server, intermediate
 	Name        string    `json:"name"`   // device name or server name (CN)
 	User        string    `json:"user,omitempty"`

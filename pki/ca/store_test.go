@@ -1,4 +1,4 @@
-package pki
+package ca
 
 import (
 	"os"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/pki"
 )
 
 func TestParseKeyType(t *testing.T) {
@@ -29,14 +31,14 @@ func TestKeyRoundTrip(t *testing.T) {
 		if err != nil || !strings.Contains(string(pemKey), "BEGIN PRIVATE KEY") {
 			t.Fatalf("encode %s: %v", kt, err)
 		}
-		back, err := ParseKey(pemKey)
+		back, err := pki.ParseKey(pemKey)
 		if err != nil || !publicKeyEqual(back.Public(), k.Public()) {
 			t.Errorf("round trip %s: %v", kt, err)
 		}
 	}
 	for _, bad := range []string{"", "junk", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"} {
-		if _, err := ParseKey([]byte(bad)); err == nil {
-			t.Errorf("ParseKey(%q) accepted", bad)
+		if _, err := pki.ParseKey([]byte(bad)); err == nil {
+			t.Errorf("pki.ParseKey(%q) accepted", bad)
 		}
 	}
 }
@@ -53,14 +55,14 @@ func TestWriteFileAtomicAndPerms(t *testing.T) {
 	if b, _ := os.ReadFile(p); string(b) != "two" {
 		t.Errorf("content %q", b)
 	}
-	if err := CheckKeyPerm(p); err != nil {
+	if err := pki.CheckKeyPerm(p); err != nil {
 		t.Errorf("0600 refused: %v", err)
 	}
 	os.Chmod(p, 0o640)
-	if err := CheckKeyPerm(p); err == nil || !strings.Contains(err.Error(), "chmod 600 "+p) {
+	if err := pki.CheckKeyPerm(p); err == nil || !strings.Contains(err.Error(), "chmod 600 "+p) {
 		t.Errorf("0640: %v", err)
 	}
-	if err := CheckKeyPerm(filepath.Join(dir, "missing")); err == nil {
+	if err := pki.CheckKeyPerm(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing key accepted")
 	}
 	if err := WriteFileAtomic(filepath.Join(dir, "no", "such"), nil, 0o600); err == nil {

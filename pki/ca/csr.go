@@ -1,0 +1,48 @@
+package ca
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// MakeCSR creates a device key (never leaving this machine) and a CSR for it
+// in dir: dir/devices/NAME.key (0600) and dir/devices/NAME.csr. It refuses to
+// overwrite an existing key.
+func MakeCSR(dir, name string, kt KeyType) (csrPath, keyPath string, err error) {
+	if err := ValidName("device", name); err != nil {
+		return "", "", err
+	}
+	sub := filepath.Join(dir, "devices")
+	if err := os.MkdirAll(sub, 0o700); err != nil {
+		return "", "", fmt.Errorf("csr: %w", err)
+	}
+	keyPath = filepath.Join(sub, name+".key")
+	csrPath = filepath.Join(sub, name+".csr")
+	if _, err := os.Stat(keyPath); err == nil {
+		return "", "", fmt.Errorf("csr: key %s already exists; refusing to overwrite it", keyPath)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", "", fmt.Errorf("csr: %w", err)
+	}
+	key, err := GenerateKey(kt)
+	if err != nil {
+		return "", "", fmt.Errorf("csr: generate key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
+	if err != nil {
+		return "", "", fmt.Errorf("csr: %w", err)
+	}
+	if err := writeKey(keyPath, key); err != nil {
+		return "", "", err
+	}
+	if err := WriteFileAtomic(csrPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return csrPath, keyPath, nil
+}

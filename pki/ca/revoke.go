@@ -1,0 +1,179 @@
+package ca
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"strings"
+
+	"github.com/sallyport/sallyport/pki"
+)
+
+// RevokeResult is what Revoke did to one certificate.
+type RevokeResult struct {
+	Record  Record
+	Already bool // it had been revoked before (nothing changed)
+}
+
+// Revoke marks certificates revoked in the index and rewrites the CRL. The
+// target is either a serial (any spelling pki.ParseSerial accepts, or plain
+// decimal, resolved against the index) or, when serial is "", every
+// unrevoked certificate of device. Revoking again is not an error.
+func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult, error) {
+	if (serial == "") == (device == "") {
+		return nil, errors.New("revoke: give exactly one of a serial or a device name")
+	}
+	if reason == "" {
+		reason = "unspecified"
+	}
+	code, err := pki.ParseReason(reason)
+	if err != nil {
+		return nil, err
+	}
+	unlock, iss, ix, err := p.openForSigning()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var targets []*Record
+	if serial != "" {
+		r, err := resolveSerial(ix, serial)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, r)
+	} else {
+		for i := range ix.Certs {
+			if r := &ix.Certs[i]; r.Kind == KindDevice && r.Name == device {
+				targets = append(targets, r)
+			}
+		}
+		if len(targets) == 0 {
+			return nil, fmt.Errorf("no certificate for device %q in %s", device, p.Dir)
+		}
+	}
+	now := p.now().UTC()
+	var res []RevokeResult
+	for _, r := range targets {
+		if r.Issuer != iss.cert.Subject.String() {
+			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
+		}
+		if r.Revoked() {
+			res = append(res, RevokeResult{Record: *r, Already: true})
+			continue
+		}
+		r.RevokedAt = now
+		r.Reason = pki.ReasonString(code)
+		res = append(res, RevokeResult{Record: *r})
+	}
+	if err := writeIndex(p.Path("index.json"), ix); err != nil {
+		return nil, err
+	}
+	if _, err := p.writeCRL(ix, iss, crlDays); err != nil {
+		return nil, fmt.Errorf("revocation recorded, but the CRL was not rewritten (run: sallyport pki crl): %w", err)
+	}
+	return res, writeIndex(p.Path("index.json"), ix)
+}
+
+// resolveSerial finds the record a user-typed serial names. Digits alone are
+// tried both as hex (canonical) and as decimal.
+func resolveSerial(ix *Index, s string) (*Record, error) {
+	var hexRec, decRec *Record
+	n, herr := pki.ParseSerial(s)
+	if herr == nil {
+		hexRec = ix.find(pki.FormatSerial(n))
+	}
+	t := strings.TrimSpace(s)
+	if t != "" && strings.Trim(t, "0123456789") == "" {
+		if d, err := pki.ParseSerial("d:" + t); err == nil {
+			decRec = ix.find(pki.FormatSerial(d))
+		}
+	}
+	switch {
+	case hexRec != nil && decRec != nil && hexRec != decRec:
+		return nil, fmt.Errorf("serial %q is ambiguous: hex %s and decimal both name certificates; write it as 0x%s or d:%s", s, hexRec.Serial, hexRec.Serial, t)
+	case hexRec != nil:
+		return hexRec, nil
+	case decRec != nil:
+		return decRec, nil
+	case herr != nil && decRec == nil:
+		return nil, herr
+	}
+	return nil, fmt.Errorf("serial %q is not in this PKI's index (see: sallyport pki list)", s)
+}
+
+// WriteCRL re-signs the CRL with every revocation in the index, a new CRL
+// number and nextUpdate days from now (default DefaultCRLDays).
+func (p *PKI) WriteCRL(days int) (*x509.RevocationList, error) {
+	unlock, iss, ix, err := p.openForSigning()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	crl, err := p.writeCRL(ix, iss, days)
+	if err != nil {
+		return nil, err
+	}
+	return crl, writeIndex(p.Path("index.json"), ix)
+}
+
+// writeCRL signs and writes crl.pem, advancing ix.CRLNumber (the caller
+// writes the index).
+func (p *PKI) writeCRL(ix *Index, iss *issuer, days int) (*x509.RevocationList, error) {
+	if days <= 0 {
+		days = DefaultCRLDays
+	}
+	num := ix.CRLNumber + 1
+	// Never go backwards, even if the index was restored from a backup.
+	if data, err := os.ReadFile(p.Path("crl.pem")); err == nil {
+		if b, _ := pem.Decode(data); b != nil {
+			if old, err := x509.ParseRevocationList(b.Bytes); err == nil && old.Number != nil && old.Number.IsInt64() && old.Number.Int64() >= num {
+				num = old.Number.Int64() + 1
+			}
+		}
+	}
+	now := p.now()
+	tmpl := &x509.RevocationList{
+		Number:     bigInt(num),
+		ThisUpdate: now.Add(-backdate),
+		NextUpdate: now.AddDate(0, 0, days),
+	}
+	issName := iss.cert.Subject.String()
+	for _, r := range ix.Certs {
+		if !r.Revoked() || r.Issuer != issName {
+			continue
+		}
+		n, err := pki.ParseSerial(r.Serial)
+		if err != nil {
+			return nil, fmt.Errorf("index: bad serial %q: %w", r.Serial, err)
+		}
+		code, _ := pki.ParseReason(r.Reason)
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: code,
+		})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, iss.cert, iss.key)
+	if err != nil {
+		return nil, fmt.Errorf("sign CRL: %w", err)
+	}
+	if err := WriteFileAtomic(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+		return nil, err
+	}
+	ix.CRLNumber = num
+	return x509.ParseRevocationList(der)
+}
+
+// LoadRevocations loads crl.pem verified against the PKI's CA certificates.
+func (p *PKI) LoadRevocations() (*pki.RevocationList, error) {
+	roots, inter, err := p.Roots()
+	if err != nil {
+		return nil, err
+	}
+	return pki.LoadCRL(p.Path("crl.pem"), append(roots, inter...))
+}
+
+func bigInt(n int64) *big.Int { return big.NewInt(n) }
