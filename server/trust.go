@@ -65,7 +65,7 @@ type trust struct {
 // prev is the trust in force (nil at start): a reload may not turn
 // revocation off by dropping tls.crl, nor replace the CRL with an older one.
 func loadTrust(c *Config, prev *trust) (*trust, error) {
-	if err := pki.CheckKeyMode(c.TLS.Key); err != nil {
+	if err := pki.CheckKeyPerm(c.TLS.Key); err != nil {
 		return nil, fmt.Errorf("gateway key (tls.key): %w", err)
 	}
 	cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
