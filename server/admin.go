@@ -144,9 +144,7 @@ func (s *Server) routineWatch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
-			s.refusals.flush(now, s.log)
-			s.checkCRLFresh(now)
+		case <-tick.C:
 		}
 		changed := ""
 		for _, f := range files() {

@@ -253,19 +253,23 @@ func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) b
 }
 
 // admit decides whether a packet from the network may go to the device:
-// a reply to a flow the device opened, an ICMP error about such a flow
-// (path MTU), or a flow another device opened to it under its own policy.
-// It counts what it refuses.
+// a reply to a flow the device opened (of ICMP only the echo reply to its
+// request), an ICMP error quoting such a flow (path MTU; see icmperr.go),
+// or a flow another device opened to it under its own policy. It counts
+// what it refuses.
 func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
 	if packet.Parse(pkt, info) != nil {
 		ss.drops.malformed.Add(1)
 		return false
 	}
 	flow := conntrack.FlowOf(info)
-	if ss.flows.Has(flow.Reverse(), now) || ss.srv.openedBy(info.Src, flow, now) {
-		return true
+	var ok bool
+	if isICMPError(info) { // for the flow it quotes, never as a reply of its own
+		ok = admitICMPError(pkt, info, ss.addr, ss.flows, now)
+	} else {
+		ok = ss.flows.Has(flow.Reverse(), now)
 	}
-	if quoted, ok := icmpErrorFlow(pkt, info); ok && quoted.Src == ss.addr && ss.flows.Has(quoted, now) {
+	if ok || ss.srv.openedBy(info.Src, flow, now) {
 		return true
 	}
 	ss.drops.noFlow.Add(1)

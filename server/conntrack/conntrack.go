@@ -15,23 +15,51 @@ import (
 )
 
 // Flow identifies one direction of a connection. For ICMP echo the ports
-// both hold the echo identifier (see packet.Info), so Reverse of a reply is
-// its request.
+// both hold the echo identifier (see packet.Info) and ICMPType tells a
+// request from a reply, so Reverse of a reply is its request and Reverse of
+// a request is never a request: a LAN host's echo request carrying the
+// identifier of a device's live ping does not match that ping.
 type Flow struct {
-	Proto            uint8
+	Proto uint8
+	// ICMPType is the ICMP or ICMPv6 message type, 0 for other protocols.
+	ICMPType         uint8
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
 }
 
+// ICMP echo types (RFC 792, RFC 4443).
+const (
+	icmpEchoReply     = 0
+	icmpEchoRequest   = 8
+	icmpv6EchoRequest = 128
+	icmpv6EchoReply   = 129
+)
+
 // FlowOf returns the flow of a parsed packet.
 func FlowOf(p *packet.Info) Flow {
-	return Flow{Proto: p.Proto, Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort}
+	f := Flow{Proto: p.Proto, Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort}
+	if p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6 {
+		f.ICMPType = p.ICMPType
+	}
+	return f
 }
 
-// Reverse returns the flow of the other direction (addresses and ports
-// swapped).
+// Reverse returns the flow of the other direction: addresses and ports
+// swapped, and an ICMP echo request turned into its reply and back. Other
+// ICMP types keep their type.
 func (f Flow) Reverse() Flow {
-	return Flow{Proto: f.Proto, Src: f.Dst, Dst: f.Src, SrcPort: f.DstPort, DstPort: f.SrcPort}
+	r := Flow{Proto: f.Proto, ICMPType: f.ICMPType, Src: f.Dst, Dst: f.Src, SrcPort: f.DstPort, DstPort: f.SrcPort}
+	switch {
+	case f.Proto == packet.ProtoICMP && f.ICMPType == icmpEchoRequest:
+		r.ICMPType = icmpEchoReply
+	case f.Proto == packet.ProtoICMP && f.ICMPType == icmpEchoReply:
+		r.ICMPType = icmpEchoRequest
+	case f.Proto == packet.ProtoICMPv6 && f.ICMPType == icmpv6EchoRequest:
+		r.ICMPType = icmpv6EchoReply
+	case f.Proto == packet.ProtoICMPv6 && f.ICMPType == icmpv6EchoReply:
+		r.ICMPType = icmpv6EchoRequest
+	}
+	return r
 }
 
 // Default idle timeouts.
