@@ -4,12 +4,19 @@
 GO        ?= go
 BIN       := bin/sallyport
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Install layout: `make install PREFIX=/usr DESTDIR=/tmp/stage` stages a
+# package tree. Units go to the vendor unit directory under PREFIX (systemd
+# reads /usr/local/lib/systemd/system too), never to the admin's /etc.
 PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
-UNITDIR   ?= /etc/systemd/system
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SYSCTLDIR ?= $(PREFIX)/lib/sysctl.d
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+DOCDIR    ?= $(PREFIX)/share/doc/sallyport
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: all build test test-short vet fmt-check fuzz demo bench install clean
+.PHONY: all build test test-short vet fmt-check fuzz demo bench install uninstall units deb rpm clean FORCE
 
 all: build
 
@@ -48,14 +55,59 @@ demo: build
 bench: build
 	bash scripts/bench.sh $(CURDIR)/$(BIN)
 
-install: build
-	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/sallyport
-	install -D -m 0644 systemd/sallyport-server.service $(DESTDIR)$(UNITDIR)/sallyport-server.service
-	install -D -m 0644 systemd/sallyport-client@.service $(DESTDIR)$(UNITDIR)/sallyport-client@.service
-	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/sallyport
-	install -D -m 0644 configs/server.toml $(DESTDIR)$(PREFIX)/share/doc/sallyport/examples/server.toml
-	install -D -m 0644 configs/client.toml $(DESTDIR)$(PREFIX)/share/doc/sallyport/examples/client.toml
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/sallyport/README.md
+# The units are templates: ExecStart and Documentation follow BINDIR/DOCDIR.
+UNITS := sallyport-server.service sallyport-client@.service
+UNITBUILD ?= bin/units
+units: $(addprefix $(UNITBUILD)/,$(UNITS))
+$(UNITBUILD)/%: systemd/%.in FORCE
+	@mkdir -p $(@D)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' $< > $@
+
+# Everything install puts down, as DEST:SOURCE:MODE; uninstall removes
+# exactly these (and the directories only we own, when empty).
+INSTALL_FILES := \
+	$(BINDIR)/sallyport:$(BIN):0755 \
+	$(UNITDIR)/sallyport-server.service:$(UNITBUILD)/sallyport-server.service:0644 \
+	$(UNITDIR)/sallyport-client@.service:$(UNITBUILD)/sallyport-client@.service:0644 \
+	$(SYSCTLDIR)/60-sallyport.conf:systemd/60-sallyport.conf:0644 \
+	$(SYSUSERSDIR)/sallyport.conf:systemd/sallyport.sysusers:0644 \
+	$(DOCDIR)/README.md:README.md:0644 \
+	$(DOCDIR)/examples/server.toml:configs/server.toml:0644 \
+	$(DOCDIR)/examples/client.toml:configs/client.toml:0644
+
+install: build units
+	@set -e; for f in $(INSTALL_FILES); do \
+	  dst=$${f%%:*}; rest=$${f#*:}; src=$${rest%%:*}; mode=$${rest##*:}; \
+	  echo "install $$src $(DESTDIR)$$dst"; install -D -m $$mode $$src $(DESTDIR)$$dst; \
+	done
+	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/sallyport
+
+# Removes what install put down; /etc/sallyport only if empty (it holds the
+# admin's configs and keys). With DESTDIR set, empty parents are removed too
+# so a staged tree round-trips to nothing.
+uninstall:
+	@set -e; for f in $(INSTALL_FILES); do \
+	  dst=$(DESTDIR)$${f%%:*}; echo "rm -f $$dst"; rm -f $$dst; \
+	done
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sallyport 2>/dev/null
+	@if [ -n "$(DESTDIR)" ]; then for f in $(INSTALL_FILES) $(SYSCONFDIR)/sallyport/x; do \
+	  d=$$(dirname $(DESTDIR)$${f%%:*}); \
+	  while [ "$$d" != "$(DESTDIR)" ] && [ "$${d#$(DESTDIR)/}" != "$$d" ]; do \
+	    { rmdir "$$d" 2>/dev/null || [ ! -e "$$d" ]; } || break; d=$$(dirname "$$d"); \
+	  done; \
+	done; fi
+
+# Debian and RPM packages (nfpm as a library; see scripts/pkg): the tree
+# `make install PREFIX=/usr` stages, with units in /lib/systemd/system.
+PKGVERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-/+/g' || true)
+PKGVERSION := $(if $(PKGVERSION),$(PKGVERSION),0.0.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0))
+STAGE := bin/stage
+deb rpm:
+	rm -rf $(STAGE)
+	$(MAKE) install DESTDIR=$(CURDIR)/$(STAGE) PREFIX=/usr UNITDIR=/lib/systemd/system SYSCTLDIR=/usr/lib/sysctl.d SYSUSERSDIR=/usr/lib/sysusers.d
+	cd scripts/pkg && $(GO) run . -stage $(CURDIR)/$(STAGE) -scripts $(CURDIR)/scripts/pkg/scripts -format $@ -version $(PKGVERSION) -out $(CURDIR)/bin
+
+FORCE:
 
 clean:
 	rm -rf bin

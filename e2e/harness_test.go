@@ -492,6 +492,11 @@ type Gateway struct {
 	Socket string
 	Proc   *Proc
 	starts int
+	// Wrap, if set, runs the server under this command (e.g. setpriv to
+	// drop to an unprivileged user with only some capabilities).
+	Wrap []string
+	// Bin, if set, is the sallyport binary to run instead of binPath.
+	Bin string
 }
 
 // defaultServerConf returns the usual gateway config for pki k.
@@ -526,7 +531,12 @@ func (g *Gateway) Start() {
 	t := g.tp.t
 	t.Helper()
 	g.starts++
-	g.Proc = g.tp.start(g.tp.GW, fmt.Sprintf("server%d", g.starts), nil, binPath, "server", "-c", g.Conf)
+	bin := binPath
+	if g.Bin != "" {
+		bin = g.Bin
+	}
+	argv := append(append([]string{}, g.Wrap...), bin, "server", "-c", g.Conf)
+	g.Proc = g.tp.start(g.tp.GW, fmt.Sprintf("server%d", g.starts), nil, argv...)
 	ok := waitFor(10*time.Second, func() bool {
 		if g.Proc.Exited() {
 			return true

@@ -144,7 +144,9 @@ func (s *Server) routineWatch(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			s.refusals.flush(now, s.log)
+			s.checkCRLFresh(now)
 		}
 		changed := ""
 		for _, f := range files() {

@@ -35,7 +35,20 @@ type TLSConfig struct {
 	HandshakeTimeout  time.Duration `toml:"handshake_timeout"`
 	AllowFingerprints []string      `toml:"allow_fingerprints"`
 	AllowSubjects     []string      `toml:"allow_subjects"`
+	// CRLStale is what a CRL past its nextUpdate does to new sessions:
+	// CRLStaleRefuse (default) or CRLStaleWarn.
+	CRLStale string `toml:"crl_stale"`
+	// AcceptAnyEKU admits device certificates without an extended key
+	// usage extension or with anyExtendedKeyUsage (off: clientAuth must be
+	// listed).
+	AcceptAnyEKU bool `toml:"accept_any_eku"`
 }
+
+// Values of tls.crl_stale.
+const (
+	CRLStaleRefuse = "refuse"
+	CRLStaleWarn   = "warn"
+)
 
 // TunnelConfig describes the gateway's TUN device and the address pool.
 type TunnelConfig struct {
@@ -110,6 +123,13 @@ func (c *Config) normalize() error {
 	}
 	if c.TLS.HandshakeTimeout == 0 {
 		c.TLS.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	switch c.TLS.CRLStale {
+	case "":
+		c.TLS.CRLStale = CRLStaleRefuse
+	case CRLStaleRefuse, CRLStaleWarn:
+	default:
+		return fmt.Errorf("key \"tls.crl_stale\": %q is not \"refuse\" or \"warn\"", c.TLS.CRLStale)
 	}
 	if c.TLS.HandshakeTimeout < 0 {
 		return errors.New("key \"tls.handshake_timeout\" must be positive")

@@ -48,6 +48,10 @@ type Server struct {
 	draining atomic.Bool
 	procs    *procs.Scaler // GOMAXPROCS follows the sessions and handshakes
 	shaking  int           // handshakes in flight; sessMu
+
+	refusals refusalLog // rate-limited "handshake refused" lines and counts by reason
+	flaps    flapGuard  // one certificate on two laptops
+	crlStale atomic.Bool
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
@@ -68,7 +72,7 @@ func (s *Server) shakingDelta(d int) {
 
 // New loads everything the server needs from cfg but opens nothing yet.
 func New(cfg *Config, log *slog.Logger) (*Server, error) {
-	t, err := loadTrust(cfg)
+	t, err := loadTrust(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +137,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
 		"address", s.pool.Gateway().String(), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies),
 		"cpus", s.procs.Mode())
+	s.checkCRLFresh(time.Now())
 	if ready != nil {
 		ready()
 	}
@@ -171,10 +176,13 @@ func (s *Server) Reload(why string) {
 		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
 		return
 	}
-	t, err := loadTrust(cfg)
+	t, err := loadTrust(cfg, s.trust.Load())
 	if err != nil {
 		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
 		return
+	}
+	for _, w := range t.warnings {
+		s.log.Error("reload: "+w, "trigger", why)
 	}
 	for _, k := range restartOnly(old, cfg) {
 		s.log.Warn("config key changed but only applies after a restart", "key", k)
@@ -182,10 +190,37 @@ func (s *Server) Reload(why string) {
 	// Keys that need a restart keep their running values.
 	cfg.Listen, cfg.Tunnel, cfg.Admin = old.Listen, old.Tunnel, old.Admin
 	s.cfg.Store(cfg)
-	s.trust.Store(t)
+	s.trust.Store(t) // before recheckSessions: see register
 	s.pool.SetStatic(t.staticAddrs())
-	s.log.Info("configuration reloaded", "trigger", why, "policies", len(cfg.Policies))
+	s.log.Info("configuration reloaded", "trigger", why, "policies", len(cfg.Policies), "crl_number", fmt.Sprint(t.crlNumber()),
+		"crl_next_update", fmtTime(t.crl.NextUpdate()))
+	s.crlStale.Store(false) // a new CRL is judged afresh
+	s.checkCRLFresh(time.Now())
 	s.recheckSessions(t)
+}
+
+// checkCRLFresh logs, once per CRL, that the CRL in force is past its
+// nextUpdate: with tls.crl_stale = "refuse" new sessions are refused until
+// it is renewed.
+func (s *Server) checkCRLFresh(now time.Time) {
+	t := s.trust.Load()
+	if !t.crlStaleAt(now) || s.crlStale.Swap(true) {
+		return
+	}
+	if t.crlStale == CRLStaleWarn {
+		s.log.Warn("the CRL is stale; devices are still admitted (tls.crl_stale = \"warn\")", "crl", t.crlPath,
+			"next_update", fmtTime(t.crl.NextUpdate()), "fix", "sallyport pki crl, then copy the new crl.pem")
+		return
+	}
+	s.log.Error("the CRL is stale; new sessions are refused until it is renewed (tls.crl_stale = \"refuse\")", "crl", t.crlPath,
+		"next_update", fmtTime(t.crl.NextUpdate()), "fix", "sallyport pki crl, then copy the new crl.pem")
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 func restartOnly(a, b *Config) []string {
@@ -207,35 +242,55 @@ func restartOnly(a, b *Config) []string {
 func (s *Server) recheckSessions(t *trust) {
 	now := time.Now()
 	for _, ss := range s.sessions() {
-		_, g, err := t.check(ss.chain, now)
+		v, err := t.decide(ss.peer, ss.verdict.Load(), now, forRecheck)
 		if err != nil {
 			ss.close(classify(err).reason, err)
 			continue
 		}
-		ss.setGrant(g)
+		ss.verdict.Store(&v)
+		ss.setGrant(v.grant)
 	}
 }
 
+// shakeConn is the connection under a TLS handshake: VerifyConnection
+// leaves the trust decision here for handshake to act on.
+type shakeConn struct {
+	net.Conn
+	t   *trust
+	v   verdict
+	err error
+}
+
 // tlsConfig builds the handshake configuration from the current trust.
+// crypto/tls only checks that a certificate was sent and its key proven
+// (RequireAnyClientCert); trust.decide verifies the chain and everything
+// else, on full and resumed handshakes alike. A chain that does not verify
+// fails the handshake (alert bad_certificate); a device that chains to a
+// trusted CA but is refused completes it and is told why (handshake).
 func (s *Server) tlsConfig() *tls.Config {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientAuth: tls.RequireAnyClientCert,
 		NextProtos: []string{tunnel.ALPN},
 	}
 	tunnel.TLSDefaults(base)
-	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 		t := s.trust.Load()
+		sc, _ := hi.Conn.(*shakeConn)
 		c := base.Clone()
 		c.GetConfigForClient = nil
 		c.Certificates = []tls.Certificate{t.cert}
-		c.ClientCAs = t.caPool
+		c.ClientCAs = t.caPool // named in the certificate request; not used to verify
 		c.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.VerifiedChains) == 0 {
-				return &refusal{reasonNoCert, "-", errors.New("no verified client certificate")}
+			v, err := t.decide(cs.PeerCertificates, nil, time.Now(), forNewSession)
+			if sc == nil {
+				return err // not from handshake: nobody would act on a verdict
 			}
-			_, _, err := t.check(cs.VerifiedChains[0], time.Now())
-			return err
+			sc.t, sc.v, sc.err = t, v, err
+			if r, ok := err.(*refusal); ok && !r.authenticated() {
+				return err
+			}
+			return nil
 		}
 		return c, nil
 	}
@@ -277,28 +332,23 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 	remote := raw.RemoteAddr().String()
 	tunnel.TuneTCP(raw)
 	_ = raw.SetDeadline(time.Now().Add(cfg.TLS.HandshakeTimeout))
-	conn := tls.Server(raw, conf)
+	sc := &shakeConn{Conn: raw}
+	conn := tls.Server(sc, conf)
 	hctx, cancel := context.WithTimeout(ctx, cfg.TLS.HandshakeTimeout)
 	err := conn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		r := classify(err)
-		s.log.Warn("handshake refused", "remote", remote, "reason", r.reason, "device", r.device, "error", err.Error())
+		s.logRefusal(remote, classify(err))
 		conn.Close()
+		return
+	}
+	if sc.err != nil {
+		s.refuse(conn, remote, classify(sc.err))
 		return
 	}
 	cs := conn.ConnectionState()
 	if cs.NegotiatedProtocol != tunnel.ALPN {
-		s.log.Warn("handshake refused", "remote", remote, "reason", reasonHandshake, "device", certName(cs.PeerCertificates[0]),
-			"error", fmt.Sprintf("client did not offer ALPN %q", tunnel.ALPN))
-		conn.Close()
-		return
-	}
-	t := s.trust.Load()
-	id, grant, err := t.check(cs.VerifiedChains[0], time.Now())
-	if err != nil { // reload between handshake and here
-		r := classify(err)
-		s.log.Warn("handshake refused", "remote", remote, "reason", r.reason, "device", r.device, "error", err.Error())
+		s.logRefusal(remote, &refusal{reasonHandshake, sc.v.id.Device, fmt.Errorf("client did not offer ALPN %q", tunnel.ALPN)})
 		conn.Close()
 		return
 	}
@@ -306,12 +356,42 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 		conn.Close()
 		return
 	}
-	ss, err := s.newSession(conn, raw, cs.VerifiedChains[0], id, grant, t, remote)
+	ss, err := s.newSession(conn, raw, sc.v, remote)
 	if err != nil {
-		s.log.Warn("session refused", "remote", remote, "device", id.Device, "user", id.User, "error", err.Error())
+		var r *refusal
+		if errors.As(err, &r) {
+			s.refuse(conn, remote, r)
+			return
+		}
+		s.log.Warn("session refused", "remote", remote, "device", sc.v.id.Device, "user", sc.v.id.User, "error", err.Error())
 		conn.Close()
 		return
 	}
 	done() // now counted as a session
 	ss.run(ctx)
+}
+
+// refuse tells an authenticated device why it gets no session (one Close
+// frame with the reason, which the laptop shows as a sentence), logs the
+// refusal and closes the connection. Nothing the device sent is read.
+func (s *Server) refuse(conn *tls.Conn, remote string, r *refusal) {
+	s.logRefusal(remote, r)
+	if r.authenticated() {
+		if msg, err := tunnel.EncodeClose(tunnel.CloseMsg{Reason: r.reason}); err == nil {
+			if frame, err := tunnel.AppendFrame(nil, tunnel.FrameClose, msg); err == nil {
+				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = conn.Write(frame)
+			}
+		}
+	}
+	_ = conn.Close()
+}
+
+// logRefusal counts a refused handshake and logs it, at most
+// refusalLogBurst lines per refusalLogWindow; the rest are summed up in one
+// line when the window ends.
+func (s *Server) logRefusal(remote string, r *refusal) {
+	if s.refusals.note(time.Now(), r.reason) {
+		s.log.Warn("handshake refused", "remote", remote, "reason", r.reason, "device", r.device, "error", r.err.Error())
+	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -42,17 +42,21 @@ type dropCounters struct {
 // routineTimers (keepalive, idle timeout, certificate expiry); close ends
 // all three.
 type session struct {
-	srv    *Server
-	log    *slog.Logger
-	key    string // issuer + CN: one session per device
-	id     pki.Identity
-	chain  []*x509.Certificate
-	conn   *tls.Conn
-	addr   netip.Addr
-	remote string
-	since  time.Time
-	grant  atomic.Pointer[policy.Grant]
-	flows  *conntrack.Table
+	srv  *Server
+	log  *slog.Logger
+	key  string // issuer + CN: one session per device
+	id   pki.Identity
+	peer []*x509.Certificate // as the device sent them, for trust.decide on reload
+	// verdict is the last trust decision for this session (its chain is
+	// reused while the CAs stay the same), set by register and
+	// recheckSessions.
+	verdict atomic.Pointer[verdict]
+	conn    *tls.Conn
+	addr    netip.Addr
+	remote  string
+	since   time.Time
+	grant   atomic.Pointer[policy.Grant]
+	flows   *conntrack.Table
 
 	w       *tunnel.Writer
 	r       *tunnel.Reader
@@ -73,13 +77,16 @@ type session struct {
 
 func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
 
-// newSession reads the device's hello, assigns its address, replaces any
-// older session of the same device and pushes the device's configuration.
-func (s *Server) newSession(conn *tls.Conn, raw net.Conn, chain []*x509.Certificate, id pki.Identity, g *policy.Grant, t *trust, remote string) (*session, error) {
-	cfg := s.cfg.Load()
+// newSession turns an authenticated connection into a live session, in
+// this order: read the device's hello, negotiate capabilities, assign its
+// address, push its configuration, and register it, which decides trust
+// once more against the trust in force at that moment and only then makes
+// the session (and its address) visible to the data plane. An error that
+// is a *refusal is told to the device by the caller.
+func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote string) (*session, error) {
 	ss := &session{
-		srv: s, key: deviceKey(id), id: id, chain: chain, conn: conn, remote: remote,
-		since: time.Now(), flows: conntrack.New(conntrackMax),
+		srv: s, key: deviceKey(v.id), id: v.id, peer: conn.ConnectionState().PeerCertificates,
+		conn: conn, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
 		w:       tunnel.NewWriter(conn, streamBufSize),
 		r:       tunnel.NewReader(conn, streamBufSize),
 		queue:   newOutQueue(sessionQueuePackets),
@@ -88,77 +95,143 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, chain []*x509.Certific
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
 	}
-	ss.log = s.log.With("device", id.Device, "user", id.User, "remote", remote)
-	ss.grant.Store(g)
+	ss.log = s.log.With("device", v.id.Device, "user", v.id.User, "remote", remote)
+	ss.grant.Store(v.grant)
+	ss.verdict.Store(&v)
 	ss.lastRecv.Store(time.Now().UnixNano())
 
+	hello, err := ss.readHello()
+	if err != nil {
+		return nil, err
+	}
+	if s.flaps.blocked(ss.key, time.Now()) {
+		return nil, &refusal{reasonDuplicate, v.id.Device, errors.New("this certificate keeps replacing its own session from another connection; new connections are refused for a while")}
+	}
+	caps := ss.negotiate(hello)
+	if err := ss.assign(s.trust.Load()); err != nil {
+		return nil, err
+	}
+	if err := ss.pushConfig(caps); err != nil {
+		s.pool.Release(ss.key, ss.addr)
+		return nil, err
+	}
+	if err := s.register(ss); err != nil {
+		s.pool.Release(ss.key, ss.addr)
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	ss.log.Info("session up", "address", ss.addr.String(), "policies", ss.grant.Load().Names, "gso", ss.gso, "serial", v.id.Serial,
+		"fingerprint", v.id.Fingerprint, "expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
+	return ss, nil
+}
+
+// readHello reads and checks the device's first frame.
+func (ss *session) readHello() (tunnel.Hello, error) {
 	typ, payload, err := ss.r.Next()
 	if err != nil {
-		return nil, fmt.Errorf("read hello: %w", err)
+		return tunnel.Hello{}, fmt.Errorf("read hello: %w", err)
 	}
 	if typ != tunnel.FrameHello {
-		return nil, fmt.Errorf("first frame is type %#x, want hello", typ)
+		return tunnel.Hello{}, fmt.Errorf("first frame is type %#x, want hello", typ)
 	}
 	hello, err := tunnel.DecodeHello(payload)
 	if err != nil {
-		return nil, fmt.Errorf("decode hello: %w", err)
+		return tunnel.Hello{}, fmt.Errorf("decode hello: %w", err)
 	}
 	if hello.Version != tunnel.ProtocolVersion {
-		return nil, fmt.Errorf("client speaks protocol version %d, gateway %d", hello.Version, tunnel.ProtocolVersion)
+		return tunnel.Hello{}, fmt.Errorf("client speaks protocol version %d, gateway %d", hello.Version, tunnel.ProtocolVersion)
 	}
+	return hello, nil
+}
 
-	addr, err := s.pool.Acquire(ss.key, t.staticFor(id))
-	if err != nil {
-		return nil, fmt.Errorf("assign address: %w", err)
-	}
-	ss.addr = addr
-	s.register(ss)
-
+// negotiate picks the capabilities both ends use.
+func (ss *session) negotiate(hello tunnel.Hello) []string {
 	var caps []string
-	if _, ok := tunnel.AsVnet(s.dev); ok && tunnel.HasCap(hello.Caps, tunnel.CapGSO) {
+	if _, ok := tunnel.AsVnet(ss.srv.dev); ok && tunnel.HasCap(hello.Caps, tunnel.CapGSO) {
 		caps = append(caps, tunnel.CapGSO)
 		ss.gso = true
 	}
-	pc := tunnel.Config{
+	return caps
+}
+
+// assign takes the device's tunnel address: its static one, its lease, or
+// a free one. An exhausted pool is a refusal the device is told about.
+func (ss *session) assign(t *trust) error {
+	addr, err := ss.srv.pool.Acquire(ss.key, t.staticFor(ss.id))
+	if errors.Is(err, errPoolExhausted) {
+		return &refusal{reasonPoolExhausted, ss.id.Device, fmt.Errorf("assign address: %w", err)}
+	}
+	if err != nil {
+		return fmt.Errorf("assign address: %w", err)
+	}
+	ss.addr = addr
+	return nil
+}
+
+// pushConfig sends the device its tunnel configuration.
+func (ss *session) pushConfig(caps []string) error {
+	cfg := ss.srv.cfg.Load()
+	g := ss.grant.Load()
+	b, err := tunnel.EncodeConfig(tunnel.Config{
 		Version:       tunnel.ProtocolVersion,
 		Caps:          caps,
-		Address:       netip.PrefixFrom(addr, s.pool.prefix.Bits()),
-		Gateway:       s.pool.gateway,
+		Address:       netip.PrefixFrom(ss.addr, ss.srv.pool.prefix.Bits()),
+		Gateway:       ss.srv.pool.gateway,
 		Routes:        g.Routes,
 		DNS:           g.DNS,
 		SearchDomains: g.SearchDomains,
 		MTU:           cfg.Tunnel.MTU,
 		Keepalive:     cfg.Tunnel.Keepalive,
 		Timeout:       cfg.Tunnel.Timeout,
-	}
-	b, err := json.Marshal(pc)
+	})
 	if err == nil {
 		err = ss.w.WriteControl(tunnel.FrameConfig, b)
 	}
 	if err != nil {
-		ss.close("error", fmt.Errorf("push config: %w", err))
-		return nil, fmt.Errorf("push config: %w", err)
+		return fmt.Errorf("push config: %w", err)
 	}
-	_ = conn.SetDeadline(time.Time{})
-	ss.log.Info("session up", "address", addr.String(), "policies", g.Names, "gso", ss.gso, "serial", id.Serial,
-		"fingerprint", id.Fingerprint, "expires", id.NotAfter.Format(time.RFC3339), "software", hello.Software)
-	return ss, nil
+	return nil
 }
 
-// register makes ss the device's one session and publishes its address to
-// the TUN dispatcher. An older session of the same device is replaced.
-func (s *Server) register(ss *session) {
-	s.sessMu.Lock()
-	old := s.byKey[ss.key]
-	s.byKey[ss.key] = ss
-	m := maps.Clone(*s.byAddr.Load())
-	m[ss.addr] = ss
-	s.byAddr.Store(&m)
-	s.rescaleLocked()
-	s.sessMu.Unlock()
-	if old != nil {
-		old.log.Info("session replaced by a new connection of the same device", "new_remote", ss.remote)
-		old.close("replaced", nil)
+// register decides trust once more against the trust in force and makes
+// ss the device's one session, publishing its address to the TUN
+// dispatcher. An older session of the same device is replaced.
+//
+// Why this cannot miss a reload: Reload stores the new trust and only then
+// takes sessMu to list the sessions it re-checks. register decides with
+// trust T and inserts under sessMu only if T is still in force; so either
+// the insert comes first and the reload's list has the session, or the
+// store comes first and register decides again with the new trust.
+func (s *Server) register(ss *session) error {
+	for {
+		t := s.trust.Load()
+		v, err := t.decide(ss.peer, ss.verdict.Load(), time.Now(), forNewSession)
+		if err != nil {
+			return err
+		}
+		s.sessMu.Lock()
+		if s.trust.Load() != t {
+			s.sessMu.Unlock()
+			continue
+		}
+		ss.verdict.Store(&v)
+		ss.grant.Store(v.grant)
+		old := s.byKey[ss.key]
+		s.byKey[ss.key] = ss
+		m := maps.Clone(*s.byAddr.Load())
+		m[ss.addr] = ss
+		s.byAddr.Store(&m)
+		s.rescaleLocked()
+		s.sessMu.Unlock()
+		if old != nil {
+			old.log.Info("session replaced by a new connection of the same device", "new_remote", ss.remote)
+			old.close("replaced", nil)
+			if s.flaps.replaced(ss.key, time.Now()) {
+				ss.log.Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
+					"remote_a", old.remote, "remote_b", ss.remote, "refused_for", flapBlock.String())
+			}
+		}
+		return nil
 	}
 }
 
@@ -237,10 +310,8 @@ func (ss *session) close(reason string, err error) {
 		ss.srv.unregister(ss)
 		close(ss.done)
 		if reason != "peer-closed" && reason != "error" {
-			if msg, e := json.Marshal(tunnel.CloseMsg{Reason: reason}); e == nil {
-				_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-				_ = ss.w.WriteControl(tunnel.FrameClose, msg)
-			}
+			_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = ss.w.WriteClose(reason)
 		}
 		_ = ss.conn.Close()
 		attrs := []any{"reason", reason, "address", ss.addr.String(), "duration", time.Since(ss.since).Round(time.Second).String(),
@@ -258,7 +329,7 @@ func (ss *session) routineTimers(ctx context.Context) {
 	cfg := ss.srv.cfg.Load()
 	tick := time.NewTicker(cfg.Tunnel.Keepalive)
 	defer tick.Stop()
-	expiry := time.NewTimer(time.Until(ss.id.NotAfter))
+	expiry := time.NewTimer(time.Until(ss.expiry()))
 	defer expiry.Stop()
 	for {
 		select {
@@ -268,7 +339,7 @@ func (ss *session) routineTimers(ctx context.Context) {
 			ss.close("shutdown", nil)
 			return
 		case <-expiry.C:
-			ss.close("expired", fmt.Errorf("certificate expired at %s", ss.id.NotAfter.Format(time.RFC3339)))
+			ss.close("expired", fmt.Errorf("certificate chain expired at %s", ss.expiry().Format(time.RFC3339)))
 			return
 		case now := <-tick.C:
 			if idle := now.Sub(time.Unix(0, ss.lastRecv.Load())); idle > cfg.Tunnel.Timeout {
@@ -283,14 +354,28 @@ func (ss *session) routineTimers(ctx context.Context) {
 	}
 }
 
+// expiry is when the session's certificate chain stops being valid: the
+// earliest NotAfter of the leaf and its issuing CAs.
+func (ss *session) expiry() time.Time {
+	end := ss.id.NotAfter
+	for _, c := range ss.verdict.Load().chain {
+		if c.NotAfter.Before(end) {
+			end = c.NotAfter
+		}
+	}
+	return end
+}
+
 // onControl handles control frames from the device.
 func (ss *session) onControl(typ byte, payload []byte) error {
 	switch typ {
 	case tunnel.FrameKeepalive:
 		return nil
 	case tunnel.FrameClose:
-		var m tunnel.CloseMsg
-		_ = json.Unmarshal(payload, &m)
+		m, err := tunnel.DecodeClose(payload)
+		if err != nil {
+			return fmt.Errorf("close frame from device: %w", err)
+		}
 		return &peerClosed{m.Reason}
 	default:
 		return fmt.Errorf("unexpected control frame %#x from device", typ)

@@ -84,6 +84,20 @@ func udp4(src, dst string, sport, dport uint16) []byte {
 	return p
 }
 
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// harnessTOML is a server.toml for the harness's files; extra follows the
+// [tls] table (more tls keys, then other tables such as [[policy]]).
+func harnessTOML(extra string) string {
+	return "[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\nclient_ca = \"ca.crt\"\n" + extra +
+		"\n[tunnel]\nipv4_pool = \"10.8.0.0/24\"\n"
+}
+
 func writePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
@@ -189,6 +203,7 @@ func newGatewayHarness(t *testing.T, policies []policy.Policy, loop netip.Prefix
 	writePEM(t, filepath.Join(dir, "gw.crt"), "CERTIFICATE", gw.Certificate[0])
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(gw.PrivateKey)
 	writePEM(t, filepath.Join(dir, "gw.key"), "PRIVATE KEY", keyDER)
+	writeFile(t, filepath.Join(dir, "server.toml"), harnessTOML(""))
 	cfg := &Config{
 		Path:     filepath.Join(dir, "server.toml"),
 		TLS:      TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt")},
@@ -245,25 +260,47 @@ func (h *gatewayHarness) tcpPair() (cli, srv net.Conn) {
 func (h *gatewayHarness) connect(cert tls.Certificate) *device {
 	t := h.t
 	t.Helper()
-	cli, srv := h.tcpPair()
-	h.conns.Add(1)
-	go func() { defer h.conns.Done(); h.s.handshake(context.Background(), srv, h.s.tlsConfig()) }()
-	tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
-		Certificates: []tls.Certificate{cert}, NextProtos: []string{tunnel.ALPN}})
-	d := &device{tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0)}
+	d := h.dial(cert)
 	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
 		t.Fatal(err)
 	}
 	typ, payload, err := d.r.Next()
 	if err != nil || typ != tunnel.FrameConfig {
-		t.Fatalf("first frame %#x: %v", typ, err)
+		m, _ := tunnel.DecodeClose(payload)
+		t.Fatalf("first frame %#x (%q): %v", typ, m.Reason, err)
 	}
 	pc, err := tunnel.DecodeConfig(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.addr = pc.Address.Addr().String()
+	// The config is pushed before the session goes live (register is the
+	// last step): wait until it is.
+	waitFor(t, func() bool {
+		for _, st := range h.s.Status().Sessions {
+			if st.Address == d.addr {
+				return true
+			}
+		}
+		return false
+	})
 	return d
+}
+
+// dial completes the TLS handshake of a device and sends nothing else.
+func (h *gatewayHarness) dial(cert tls.Certificate) *device {
+	t := h.t
+	t.Helper()
+	cli, srv := h.tcpPair()
+	h.conns.Add(1)
+	go func() { defer h.conns.Done(); h.s.handshake(context.Background(), srv, h.s.tlsConfig()) }()
+	// Like the laptop, send the certificate whatever CAs the gateway names.
+	tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test", NextProtos: []string{tunnel.ALPN},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	return &device{tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0)}
 }
 
 func (d *device) send(t *testing.T, p []byte) {
@@ -376,7 +413,7 @@ func TestProcsFollowSessions(t *testing.T) {
 	})
 	now := func() int { mu.Lock(); defer mu.Unlock(); return cur }
 	alice := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
-	waitFor(t, func() bool { return now() == 1 })
+	waitFor(t, func() bool { h.s.sessMu.Lock(); defer h.s.sessMu.Unlock(); return h.s.shaking == 0 && now() == 1 })
 
 	// A handshake in flight counts too, and stops counting when refused.
 	mu.Lock()

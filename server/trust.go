@@ -1,12 +1,37 @@
 package server
 
+// The trust decision (ARCHITECTURE.md, "Trust").
+//
+// Exactly one function, trust.decide, says whether a certificate chain may
+// hold a session now and with which grant. It runs
+//   - in VerifyConnection of every TLS handshake, full or resumed
+//     (server.go handshakeConfig),
+//   - once more right before a session goes live (session.go register),
+//     against the trust in force at that moment, so a reload between the
+//     handshake and the device's hello is never missed,
+//   - for every live session on every reload (server.go recheckSessions).
+//
+// The checks, in order: a certificate was presented; the chain verifies
+// against the CA pool in force (crypto/tls does not verify it: the gateway
+// asks for any certificate and verifies here, so a reload that replaces
+// client_ca is applied to live sessions too); every certificate of the chain
+// is inside its validity; the leaf is not a CA and lists the clientAuth EKU
+// explicitly (no EKU extension and anyExtendedKeyUsage are refused unless
+// tls.accept_any_eku is set); no certificate of the chain but the trust
+// anchor is revoked by the CRL; for a new session, the CRL is not stale
+// (tls.crl_stale); the fingerprint/subject allowlists; at least one policy.
+
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,17 +47,27 @@ type trust struct {
 	cert      tls.Certificate
 	caCerts   []*x509.Certificate
 	caPool    *x509.CertPool
+	caDigest  [32]byte            // identifies caCerts: a chain verified under the same CAs is reused on re-check
 	crl       *pki.RevocationList // nil when tls.crl is unset
+	crlPath   string              // file the CRL came from ("" when none)
+	crlStale  string              // "refuse" or "warn"
+	anyEKU    bool                // tls.accept_any_eku
 	policies  *policy.Set
 	allowFP   map[string]bool // empty: no fingerprint allowlist
 	allowSubj []string        // globs over the RFC 4514 subject; empty: none
 	staticCN  map[string]netip.Addr
 	staticFP  map[string]netip.Addr
 	loadedAt  time.Time
+	warnings  []string // things the admin should know about this version (logged on load)
 }
 
 // loadTrust reads the certificate, CA, CRL and policy files named by c.
-func loadTrust(c *Config) (*trust, error) {
+// prev is the trust in force (nil at start): a reload may not turn
+// revocation off by dropping tls.crl, nor replace the CRL with an older one.
+func loadTrust(c *Config, prev *trust) (*trust, error) {
+	if err := pki.CheckKeyPerm(c.TLS.Key); err != nil {
+		return nil, fmt.Errorf("gateway key (tls.key): %w", err)
+	}
 	cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
 	if err != nil {
 		return nil, fmt.Errorf("load gateway certificate %s / key %s: %w", c.TLS.Cert, c.TLS.Key, err)
@@ -45,15 +80,16 @@ func loadTrust(c *Config) (*trust, error) {
 		cert:     cert,
 		caCerts:  cas,
 		caPool:   pki.NewPool(cas),
+		caDigest: digestCerts(cas),
+		crlStale: c.TLS.CRLStale,
+		anyEKU:   c.TLS.AcceptAnyEKU,
 		allowFP:  map[string]bool{},
 		staticCN: map[string]netip.Addr{},
 		staticFP: map[string]netip.Addr{},
 		loadedAt: time.Now(),
 	}
-	if c.TLS.CRL != "" {
-		if t.crl, err = pki.LoadCRL(c.TLS.CRL, cas); err != nil {
-			return nil, fmt.Errorf("load tls.crl %s: %w", c.TLS.CRL, err)
-		}
+	if err := t.loadCRL(c, prev); err != nil {
+		return nil, err
 	}
 	if t.policies, err = policy.Compile(c.Policies); err != nil {
 		return nil, fmt.Errorf("config %s: %w", c.Path, err)
@@ -86,6 +122,77 @@ func loadTrust(c *Config) (*trust, error) {
 	return t, nil
 }
 
+// loadCRL loads tls.crl into t. Against the CRL in force (prev) it refuses
+// a CRL whose number went backwards for the same issuer (an old file synced
+// over a new one would un-revoke devices), and keeps the running CRL when
+// the key was removed: revocation is only turned off by a restart.
+func (t *trust) loadCRL(c *Config, prev *trust) error {
+	var old *pki.RevocationList
+	if prev != nil {
+		old = prev.crl
+	}
+	if c.TLS.CRL == "" {
+		if old != nil {
+			t.crl, t.crlPath = old, prev.crlPath
+			t.warnings = append(t.warnings, fmt.Sprintf("key \"tls.crl\" was removed from %s; the CRL %s stays in force until the gateway restarts", c.Path, prev.crlPath))
+		}
+		return nil
+	}
+	crl, err := pki.LoadCRL(c.TLS.CRL, t.caCerts)
+	if err != nil {
+		return fmt.Errorf("load tls.crl %s: %w", c.TLS.CRL, err)
+	}
+	if err := crlNotOlder(crl, old); err != nil {
+		return fmt.Errorf("load tls.crl %s: %w", c.TLS.CRL, err)
+	}
+	t.crl, t.crlPath = crl, c.TLS.CRL
+	return nil
+}
+
+// crlNotOlder refuses a new CRL set in which an issuer's CRL number is
+// lower than the one in force.
+func crlNotOlder(next, cur *pki.RevocationList) error {
+	for _, o := range cur.CRLs() {
+		for _, n := range next.CRLs() {
+			if !bytes.Equal(o.RawIssuer, n.RawIssuer) || o.Number == nil || n.Number == nil {
+				continue
+			}
+			if n.Number.Cmp(o.Number) < 0 {
+				return fmt.Errorf("CRL number %s of issuer %q is lower than the %s in force: refusing to go back to an older CRL (keeping the current one)",
+					n.Number, n.Issuer, o.Number)
+			}
+		}
+	}
+	return nil
+}
+
+// crlNumber is the highest CRL number in force (nil when none).
+func (t *trust) crlNumber() *big.Int {
+	var max *big.Int
+	for _, c := range t.crl.CRLs() {
+		if c.Number != nil && (max == nil || c.Number.Cmp(max) > 0) {
+			max = c.Number
+		}
+	}
+	return max
+}
+
+// crlStaleAt reports whether the CRL is past its nextUpdate at now.
+func (t *trust) crlStaleAt(now time.Time) bool {
+	nu := t.crl.NextUpdate()
+	return t.crl != nil && !nu.IsZero() && now.After(nu)
+}
+
+func digestCerts(certs []*x509.Certificate) [32]byte {
+	h := sha256.New()
+	for _, c := range certs {
+		h.Write(c.Raw)
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
 // staticAddrs lists every reserved address.
 func (t *trust) staticAddrs() []netip.Addr {
 	var out []netip.Addr
@@ -107,16 +214,21 @@ func (t *trust) staticFor(id pki.Identity) netip.Addr {
 }
 
 // Refusal reasons, logged as reason=... on "handshake refused" and
-// "session closed" lines.
+// "session closed" lines and sent to the device as the Close frame's reason
+// (the laptop turns them into a sentence). README "Trust" lists them.
 const (
 	reasonUnknownCA      = "unknown-ca"
 	reasonRevoked        = "revoked"
 	reasonExpired        = "expired"
 	reasonBadEKU         = "bad-eku"
+	reasonCALeaf         = "ca-leaf"
 	reasonNoCert         = "no-cert"
 	reasonNoPolicy       = "no-policy"
 	reasonNotAllowlisted = "not-allowlisted"
+	reasonCRLStale       = "crl-stale"
 	reasonHandshake      = "handshake-failed"
+	reasonDuplicate      = "duplicate-device"
+	reasonPoolExhausted  = "pool-exhausted"
 )
 
 // refusal is a verification failure with its log reason.
@@ -129,20 +241,83 @@ type refusal struct {
 func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
-// check decides whether the verified chain may hold a session now, and with
-// which grant. It runs in VerifyConnection (new and resumed handshakes) and
-// again for every live session on reload.
-func (t *trust) check(chain []*x509.Certificate, now time.Time) (pki.Identity, *policy.Grant, error) {
-	if len(chain) == 0 {
-		return pki.Identity{}, nil, &refusal{reasonNoCert, "-", errors.New("no verified certificate chain")}
+// authenticated reports whether the peer proved a key that chains to a
+// trusted CA: such a device is told why it is refused (a Close frame with
+// the reason) instead of only getting a TLS alert.
+func (r *refusal) authenticated() bool {
+	return r.reason != reasonUnknownCA && r.reason != reasonNoCert && r.reason != reasonHandshake
+}
+
+// purpose says what a decision is for: a stale CRL refuses new sessions
+// but does not cut live ones.
+type purpose int
+
+const (
+	forNewSession purpose = iota
+	forRecheck
+)
+
+// verdict is what decide concluded: the identity and grant of an admitted
+// device, and the verified chain (leaf first) so a re-check under the same
+// CAs does not build it again.
+type verdict struct {
+	id       pki.Identity
+	grant    *policy.Grant
+	chain    []*x509.Certificate
+	caDigest [32]byte
+}
+
+// decide is the trust decision: whether the certificates a device
+// presented (leaf first, as sent) may hold a session at now. prev, when not
+// nil, is an earlier verdict for the same certificates; its chain is reused
+// when the CA set has not changed since. See the file comment for the
+// order of the checks.
+func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, why purpose) (verdict, error) {
+	if len(peer) == 0 || peer[0] == nil {
+		return verdict{}, &refusal{reasonNoCert, "-", errors.New("no client certificate")}
 	}
-	leaf := chain[0]
+	leaf := peer[0]
 	id := pki.IdentityOf(leaf)
-	if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
-		return id, nil, &refusal{reasonExpired, id.Device, fmt.Errorf("certificate valid %s to %s", leaf.NotBefore.Format(time.RFC3339), leaf.NotAfter.Format(time.RFC3339))}
+	v := verdict{id: id, caDigest: t.caDigest}
+	if prev != nil && prev.caDigest == t.caDigest && len(prev.chain) > 0 {
+		v.chain = prev.chain
+	} else {
+		chain, err := t.verifyChain(peer, now)
+		if err != nil {
+			return v, &refusal{reasonUnknownCA, certName(leaf), err}
+		}
+		v.chain = chain
 	}
-	if revoked, why := t.crl.Revoked(leaf); revoked {
-		return id, nil, &refusal{reasonRevoked, id.Device, fmt.Errorf("certificate serial %s revoked (%s)", id.Serial, why)}
+	for i, c := range v.chain {
+		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+			who := "certificate"
+			if i > 0 {
+				who = fmt.Sprintf("issuing CA %q", c.Subject.CommonName)
+			}
+			return v, &refusal{reasonExpired, id.Device, fmt.Errorf("%s valid %s to %s", who,
+				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))}
+		}
+	}
+	if leaf.IsCA {
+		return v, &refusal{reasonCALeaf, id.Device, errors.New("certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate")}
+	}
+	if err := t.checkEKU(leaf); err != nil {
+		return v, &refusal{reasonBadEKU, id.Device, err}
+	}
+	// Every certificate but the trust anchor: a revoked intermediate
+	// takes every device under it along.
+	for i, c := range v.chain[:len(v.chain)-1] {
+		if revoked, why := t.crl.Revoked(c); revoked {
+			who := "certificate serial " + id.Serial
+			if i > 0 {
+				who = fmt.Sprintf("issuing CA %q (serial %s)", c.Subject.CommonName, pki.FormatSerial(c.SerialNumber))
+			}
+			return v, &refusal{reasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", who, why)}
+		}
+	}
+	if why == forNewSession && t.crlStale != CRLStaleWarn && t.crlStaleAt(now) {
+		return v, &refusal{reasonCRLStale, id.Device, fmt.Errorf("the CRL %s is stale (nextUpdate %s): new sessions are refused until it is renewed (tls.crl_stale = \"refuse\")",
+			t.crlPath, t.crl.NextUpdate().UTC().Format(time.RFC3339))}
 	}
 	if len(t.allowFP) > 0 || len(t.allowSubj) > 0 {
 		ok := t.allowFP[id.Fingerprint]
@@ -152,14 +327,61 @@ func (t *trust) check(chain []*x509.Certificate, now time.Time) (pki.Identity, *
 			}
 		}
 		if !ok {
-			return id, nil, &refusal{reasonNotAllowlisted, id.Device, fmt.Errorf("fingerprint %s / subject %q not in tls.allow_fingerprints or tls.allow_subjects", id.Fingerprint, id.Subject)}
+			return v, &refusal{reasonNotAllowlisted, id.Device, fmt.Errorf("fingerprint %s / subject %q not in tls.allow_fingerprints or tls.allow_subjects", id.Fingerprint, id.Subject)}
 		}
 	}
-	g := t.policies.Lookup(id)
-	if g == nil {
-		return id, nil, &refusal{reasonNoPolicy, id.Device, fmt.Errorf("no matching policy for subject %q", id.Subject)}
+	if v.grant = t.policies.Lookup(id); v.grant == nil {
+		return v, &refusal{reasonNoPolicy, id.Device, fmt.Errorf("no matching policy for subject %q", id.Subject)}
 	}
-	return id, g, nil
+	return v, nil
+}
+
+// verifyChain builds a chain from the leaf through the intermediates the
+// device sent to a CA of client_ca. Validity is checked by decide at the
+// time asked, so the chain is built at a moment inside the leaf's validity:
+// an expired device of this CA is told "expired", not "unknown CA".
+func (t *trust) verifyChain(peer []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
+	leaf := peer[0]
+	inter := x509.NewCertPool()
+	for _, c := range peer[1:] {
+		if c != nil {
+			inter.AddCert(c)
+		}
+	}
+	at := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	if now.After(leaf.NotBefore) && now.Before(leaf.NotAfter) {
+		at = now
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots: t.caPool, Intermediates: inter, CurrentTime: at,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("certificate chain does not verify against tls.client_ca: %w", err)
+	}
+	return chains[0], nil
+}
+
+// checkEKU requires the clientAuth extended key usage by name. Go's
+// verifier treats a leaf without the extension, or with
+// anyExtendedKeyUsage, as fit for any use; a shared enterprise CA issues
+// such certificates for other purposes.
+func (t *trust) checkEKU(leaf *x509.Certificate) error {
+	if slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return nil
+	}
+	any := slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny)
+	none := len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0
+	if t.anyEKU && (any || none) {
+		return nil
+	}
+	switch {
+	case none:
+		return errors.New("certificate has no extended key usage; a device certificate must list clientAuth (tls.accept_any_eku allows this)")
+	case any:
+		return errors.New("certificate has anyExtendedKeyUsage, not clientAuth (tls.accept_any_eku allows this)")
+	}
+	return fmt.Errorf("certificate's extended key usage does not include clientAuth")
 }
 
 // classify turns a handshake error into a refusal with a reason and, where

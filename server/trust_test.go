@@ -11,6 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,60 +79,255 @@ func (ca *testCA) crl(t *testing.T, serials ...int64) *pki.RevocationList {
 	return r
 }
 
-func TestTrustCheck(t *testing.T) {
+// sign issues tmpl (with a fresh P-256 key) under ca; missing serial and
+// validity are filled in.
+func (ca *testCA) sign(t *testing.T, tmpl *x509.Certificate) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	}
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(time.Hour)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+// intermediate makes an issuing CA under ca.
+func (ca *testCA) intermediate(t *testing.T, name string, serial int64, notAfter time.Time) *testCA {
+	t.Helper()
+	c, key := ca.sign(t, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name}, NotAfter: notAfter,
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign})
+	return &testCA{c, key}
+}
+
+// crlAt signs a CRL with the given number and nextUpdate.
+func (ca *testCA) crlAt(t *testing.T, number int64, next time.Time, serials ...int64) *pki.RevocationList {
+	t.Helper()
+	var entries []x509.RevocationListEntry
+	for _, s := range serials {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: big.NewInt(s), RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(number), ThisUpdate: time.Now().Add(-2 * time.Hour), NextUpdate: next,
+		RevokedCertificateEntries: entries,
+	}, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pki.ParseCRL(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), []*x509.Certificate{ca.cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func trustFor(set *policy.Set, cas ...*x509.Certificate) trust {
+	return trust{caCerts: cas, caPool: pki.NewPool(cas), caDigest: digestCerts(cas), policies: set, allowFP: map[string]bool{}, crlStale: CRLStaleRefuse}
+}
+
+// TestTrustDecide is what a thief with a stolen or crafted certificate
+// would try, against the one trust decision.
+func TestTrustDecide(t *testing.T) {
 	ca := newTestCA(t, "Test CA")
+	other := newTestCA(t, "Other CA")
 	set, err := policy.Compile([]policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"192.168.77.0/24"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := ca.issue(t, "alice", 10, []string{"eng"}, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	device := func(issuer *testCA, cn string, serial int64, tmpl x509.Certificate) *x509.Certificate {
+		tmpl.SerialNumber = big.NewInt(serial)
+		tmpl.Subject = pkix.Name{CommonName: cn, OrganizationalUnit: []string{"eng"}}
+		if tmpl.ExtKeyUsage == nil && tmpl.UnknownExtKeyUsage == nil && !tmpl.IsCA {
+			tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		}
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		c, _ := issuer.sign(t, &tmpl)
+		return c
+	}
+	alice := device(ca, "alice", 10, x509.Certificate{})
 	bob := ca.issue(t, "bob", 11, []string{"eng"}, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
 	sales := ca.issue(t, "carol", 12, []string{"sales"}, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
 	soon := ca.issue(t, "dave", 13, []string{"eng"}, time.Now().Add(time.Minute), x509.ExtKeyUsageClientAuth)
+	noEKU := func() *x509.Certificate { // a leaf without the EKU extension at all
+		c, _ := ca.sign(t, &x509.Certificate{SerialNumber: big.NewInt(14), Subject: pkix.Name{CommonName: "noeku", OrganizationalUnit: []string{"eng"}},
+			KeyUsage: x509.KeyUsageDigitalSignature})
+		return c
+	}()
+	anyEKU := device(ca, "anyeku", 15, x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	serverOnly := device(ca, "srv", 16, x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	caLeaf := device(ca, "sub-ca", 17, x509.Certificate{IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	foreign := device(other, "alice", 10, x509.Certificate{})
+	inter := ca.intermediate(t, "Issuing CA", 40, time.Now().Add(24*time.Hour))
+	underInter := device(inter, "erin", 41, x509.Certificate{})
+	shortInter := ca.intermediate(t, "Short CA", 42, time.Now().Add(time.Minute))
+	underShort := device(shortInter, "frank", 43, x509.Certificate{})
 
-	base := trust{caCerts: []*x509.Certificate{ca.cert}, policies: set, allowFP: map[string]bool{}}
+	base := trustFor(set, ca.cert)
 	withCRL := base
-	withCRL.crl = ca.crl(t, 11)
+	withCRL.crl = ca.crlAt(t, 2, time.Now().Add(time.Hour), 11)
+	interRevoked := base
+	interRevoked.crl = ca.crlAt(t, 3, time.Now().Add(time.Hour), 40)
+	stale := base
+	stale.crl = ca.crlAt(t, 4, time.Now().Add(-time.Minute))
+	staleWarn := stale
+	staleWarn.crlStale = CRLStaleWarn
+	anyOK := base
+	anyOK.anyEKU = true
 	allowlisted := base
 	allowlisted.allowFP = map[string]bool{pki.Fingerprint(alice): true}
 	bySubject := base
 	bySubject.allowSubj = []string{"CN=carol,*", "CN=bob,OU=eng"}
+	swapped := trustFor(set, other.cert) // client_ca replaced by another CA
 
+	now := time.Now()
 	tests := []struct {
 		name   string
 		tr     trust
-		cert   *x509.Certificate
+		peer   []*x509.Certificate
 		at     time.Time
+		why    purpose
 		reason string
 	}{
-		{"allowed", base, alice, time.Now(), ""},
-		{"no chain", base, nil, time.Now(), reasonNoCert},
-		{"no policy", base, sales, time.Now(), reasonNoPolicy},
-		{"revoked", withCRL, bob, time.Now(), reasonRevoked},
-		{"not revoked", withCRL, alice, time.Now(), ""},
-		{"expired since handshake", base, soon, time.Now().Add(2 * time.Minute), reasonExpired},
-		{"fingerprint allowlist hit", allowlisted, alice, time.Now(), ""},
-		{"fingerprint allowlist miss", allowlisted, bob, time.Now(), reasonNotAllowlisted},
-		{"subject allowlist hit", bySubject, bob, time.Now(), ""},
-		{"subject allowlist then policy", bySubject, sales, time.Now(), reasonNoPolicy},
+		{"allowed", base, []*x509.Certificate{alice}, now, forNewSession, ""},
+		{"no certificate", base, nil, now, forNewSession, reasonNoCert},
+		{"another CA, same name", base, []*x509.Certificate{foreign}, now, forNewSession, reasonUnknownCA},
+		{"CA removed on reload", swapped, []*x509.Certificate{alice}, now, forRecheck, reasonUnknownCA},
+		{"no EKU extension", base, []*x509.Certificate{noEKU}, now, forNewSession, reasonBadEKU},
+		{"anyExtendedKeyUsage", base, []*x509.Certificate{anyEKU}, now, forNewSession, reasonBadEKU},
+		{"no EKU with accept_any_eku", anyOK, []*x509.Certificate{noEKU}, now, forNewSession, ""},
+		{"anyEKU with accept_any_eku", anyOK, []*x509.Certificate{anyEKU}, now, forNewSession, ""},
+		{"serverAuth only", anyOK, []*x509.Certificate{serverOnly}, now, forNewSession, reasonUnknownCA},
+		{"leaf marked CA:TRUE", base, []*x509.Certificate{caLeaf}, now, forNewSession, reasonCALeaf},
+		{"no policy", base, []*x509.Certificate{sales}, now, forNewSession, reasonNoPolicy},
+		{"revoked", withCRL, []*x509.Certificate{bob}, now, forNewSession, reasonRevoked},
+		{"revoked on re-check", withCRL, []*x509.Certificate{bob}, now, forRecheck, reasonRevoked},
+		{"not revoked", withCRL, []*x509.Certificate{alice}, now, forNewSession, ""},
+		{"via intermediate", base, []*x509.Certificate{underInter, inter.cert}, now, forNewSession, ""},
+		{"intermediate not sent", base, []*x509.Certificate{underInter}, now, forNewSession, reasonUnknownCA},
+		{"intermediate revoked", interRevoked, []*x509.Certificate{underInter, inter.cert}, now, forNewSession, reasonRevoked},
+		{"intermediate expired since", base, []*x509.Certificate{underShort, shortInter.cert}, now.Add(2 * time.Minute), forRecheck, reasonExpired},
+		{"expired since handshake", base, []*x509.Certificate{soon}, now.Add(2 * time.Minute), forRecheck, reasonExpired},
+		{"not yet valid", base, []*x509.Certificate{alice}, now.Add(-2 * time.Hour), forNewSession, reasonExpired},
+		{"stale CRL refuses new sessions", stale, []*x509.Certificate{alice}, now, forNewSession, reasonCRLStale},
+		{"stale CRL keeps live sessions", stale, []*x509.Certificate{alice}, now, forRecheck, ""},
+		{"stale CRL in warn mode", staleWarn, []*x509.Certificate{alice}, now, forNewSession, ""},
+		{"fingerprint allowlist hit", allowlisted, []*x509.Certificate{alice}, now, forNewSession, ""},
+		{"fingerprint allowlist miss", allowlisted, []*x509.Certificate{bob}, now, forNewSession, reasonNotAllowlisted},
+		{"subject allowlist hit", bySubject, []*x509.Certificate{bob}, now, forNewSession, ""},
+		{"subject allowlist then policy", bySubject, []*x509.Certificate{sales}, now, forNewSession, reasonNoPolicy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var chain []*x509.Certificate
-			if tt.cert != nil {
-				chain = []*x509.Certificate{tt.cert, ca.cert}
+			var prev *verdict
+			if tt.why == forRecheck && len(tt.peer) > 0 {
+				// A live session: admitted earlier under the original CA.
+				v, err := base.decide(tt.peer, nil, time.Now(), forNewSession)
+				if err != nil {
+					t.Fatalf("setup: %v", err)
+				}
+				prev = &v
 			}
-			id, g, err := tt.tr.check(chain, tt.at)
+			v, err := tt.tr.decide(tt.peer, prev, tt.at, tt.why)
 			if tt.reason == "" {
-				if err != nil || g == nil || id.Device != tt.cert.Subject.CommonName {
-					t.Fatalf("want allowed, got %v (grant %v)", err, g)
+				if err != nil || v.grant == nil || v.id.Device != tt.peer[0].Subject.CommonName {
+					t.Fatalf("want allowed, got %v (grant %v)", err, v.grant)
 				}
 				return
 			}
-			if r := classify(err); err == nil || r.reason != tt.reason {
+			if err == nil {
+				t.Fatalf("want %s, got admitted", tt.reason)
+			}
+			if r := classify(err); r.reason != tt.reason {
 				t.Fatalf("want %s, got %v", tt.reason, err)
 			}
 		})
+	}
+}
+
+// TestCRLReload: a reload may not go back to an older CRL, and removing
+// tls.crl keeps the CRL in force.
+func TestCRLReload(t *testing.T) {
+	ca := newTestCA(t, "Test CA")
+	dir := t.TempDir()
+	writeCRL := func(number int64, serials ...int64) string {
+		var entries []x509.RevocationListEntry
+		for _, s := range serials {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: big.NewInt(s), RevocationTime: time.Now()})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: time.Now(),
+			NextUpdate: time.Now().Add(time.Hour), RevokedCertificateEntries: entries}, ca.cert, ca.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, fmt.Sprintf("crl-%d.pem", number))
+		writePEM(t, p, "X509 CRL", der)
+		return p
+	}
+	gw := ca.leafWithKey(t, "gw.test", nil, x509.ExtKeyUsageServerAuth, "gw.test")
+	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", ca.cert.Raw)
+	writePEM(t, filepath.Join(dir, "gw.crt"), "CERTIFICATE", gw.Certificate[0])
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(gw.PrivateKey)
+	writePEM(t, filepath.Join(dir, "gw.key"), "PRIVATE KEY", keyDER)
+	cfg := func(crl string) *Config {
+		c := &Config{Path: filepath.Join(dir, "server.toml"),
+			TLS:      TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt"), CRL: crl},
+			Tunnel:   TunnelConfig{IPv4Pool: "10.8.0.0/24"},
+			Policies: []policy.Policy{{Name: "all", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}}}}
+		if err := c.normalize(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	newer := writeCRL(7, 11)
+	older := writeCRL(6)
+	cur, err := loadTrust(cfg(newer), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadTrust(cfg(older), cur); err == nil || !strings.Contains(err.Error(), "lower than") {
+		t.Fatalf("older CRL accepted on reload: %v", err)
+	}
+	same, err := loadTrust(cfg(writeCRL(7, 11, 12)), cur)
+	if err != nil {
+		t.Fatalf("same CRL number refused: %v", err)
+	}
+	if same.crl.Len() != 2 {
+		t.Fatalf("reloaded CRL has %d entries", same.crl.Len())
+	}
+	dropped, err := loadTrust(cfg(""), cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := ca.issue(t, "bob", 11, nil, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	if revoked, _ := dropped.crl.Revoked(bob); !revoked || len(dropped.warnings) != 1 {
+		t.Fatalf("removing tls.crl turned revocation off (warnings %q)", dropped.warnings)
+	}
+	if fresh, err := loadTrust(cfg(""), nil); err != nil || fresh.crl != nil {
+		t.Fatalf("a start without tls.crl: %v", err)
+	}
+}
+
+// TestGatewayKeyMode: the gateway refuses a key group or others can read,
+// as the laptop does.
+func TestGatewayKeyMode(t *testing.T) {
+	h := newGatewayHarness(t, []policy.Policy{{Name: "all", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}}}, netip.Prefix{})
+	defer h.close()
+	c := h.s.cfg.Load()
+	if err := os.Chmod(c.TLS.Key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(c, h.s.log); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("gateway started with a group-readable key: %v", err)
 	}
 }
 

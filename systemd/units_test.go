@@ -1,5 +1,7 @@
-// Package systemd holds the unit files; this test verifies them with
-// systemd-analyze and checks the directives the gateway and client rely on.
+// Package systemd holds the unit file templates (ExecStart follows the
+// install prefix), the sysctl.d and sysusers.d drop-ins; these tests verify
+// the units with systemd-analyze, check the directives the gateway and client
+// rely on, and round-trip make install/uninstall.
 package systemd
 
 import (
@@ -14,11 +16,13 @@ import (
 
 func TestUnits(t *testing.T) {
 	units := []struct {
-		file string
-		caps string
+		file  string
+		caps  string
+		extra []string
 	}{
-		{"sallyport-server.service", "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"},
-		{"sallyport-client@.service", "CAP_NET_ADMIN"},
+		{"sallyport-server.service", "CAP_NET_ADMIN CAP_NET_BIND_SERVICE", []string{
+			"User=sallyport", "Group=sallyport", "RuntimeDirectory=sallyport", "StateDirectory=sallyport"}},
+		{"sallyport-client@.service", "CAP_NET_ADMIN", []string{"StateDirectory=sallyport"}},
 	}
 	required := []string{
 		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict",
@@ -26,12 +30,15 @@ func TestUnits(t *testing.T) {
 	}
 	for _, u := range units {
 		t.Run(u.file, func(t *testing.T) {
-			b, err := os.ReadFile(u.file)
+			b, err := os.ReadFile(u.file + ".in")
 			if err != nil {
 				t.Fatal(err)
 			}
 			text := string(b)
-			for _, r := range append(required, "CapabilityBoundingSet="+u.caps, "AmbientCapabilities="+u.caps) {
+			if !strings.Contains(text, "ExecStart=@BINDIR@/sallyport ") {
+				t.Errorf("%s: ExecStart does not follow the install prefix (@BINDIR@)", u.file)
+			}
+			for _, r := range append(append(required, u.extra...), "CapabilityBoundingSet="+u.caps, "AmbientCapabilities="+u.caps) {
 				if !strings.Contains(text, "\n"+r+"\n") {
 					t.Errorf("%s lacks %q", u.file, r)
 				}
@@ -54,7 +61,8 @@ func verify(t *testing.T, name, text string) {
 	if strings.HasSuffix(name, "@.service") {
 		unit = strings.TrimSuffix(name, "@.service") + "@test.service"
 	}
-	text = strings.ReplaceAll(text, "/usr/local/bin/sallyport", bin)
+	text = strings.ReplaceAll(text, "@BINDIR@/sallyport", bin)
+	text = strings.ReplaceAll(text, "@DOCDIR@", "/usr/share/doc/sallyport")
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +90,7 @@ func verify(t *testing.T, name, text string) {
 // TestServerFileLimit guards the gateway's open-file limit: every session is
 // a socket, so the default soft limit of 1024 caps the fleet near 1,000.
 func TestServerFileLimit(t *testing.T) {
-	b, err := os.ReadFile("sallyport-server.service")
+	b, err := os.ReadFile("sallyport-server.service.in")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -287,7 +287,7 @@ func (p *PKI) loadIssuer() (*issuer, error) {
 		return nil, err
 	}
 	_, kp := p.IssuerPaths()
-	if err := pki.CheckKeyPerm(kp); err != nil {
+	if err := pki.CheckCAKeyPerm(kp); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(kp)

@@ -55,14 +55,14 @@ func TestWriteFileAtomicAndPerms(t *testing.T) {
 	if b, _ := os.ReadFile(p); string(b) != "two" {
 		t.Errorf("content %q", b)
 	}
-	if err := pki.CheckKeyPerm(p); err != nil {
+	if err := pki.CheckCAKeyPerm(p); err != nil {
 		t.Errorf("0600 refused: %v", err)
 	}
 	os.Chmod(p, 0o640)
-	if err := pki.CheckKeyPerm(p); err == nil || !strings.Contains(err.Error(), "chmod 600 "+p) {
+	if err := pki.CheckCAKeyPerm(p); err == nil || !strings.Contains(err.Error(), "chmod 600 "+p) {
 		t.Errorf("0640: %v", err)
 	}
-	if err := pki.CheckKeyPerm(filepath.Join(dir, "missing")); err == nil {
+	if err := pki.CheckCAKeyPerm(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing key accepted")
 	}
 	if err := WriteFileAtomic(filepath.Join(dir, "no", "such"), nil, 0o600); err == nil {

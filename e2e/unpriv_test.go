@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/internal/testenv"
+)
+
+// unprivCaps are the only capabilities the packaged gateway unit grants.
+const unprivCaps = "+net_admin,+net_bind_service"
+
+// TestUnprivilegedGateway runs the gateway the way sallyport-server.service
+// does: as an unprivileged user (nobody here) holding only CAP_NET_ADMIN and
+// CAP_NET_BIND_SERVICE (ambient, and nothing else in the bounding set), with
+// no-new-privs, listening on port 443 and reading a key owned by that user.
+// A laptop connects and pings the LAN through it; status, reload and kick
+// work over its admin socket.
+func TestUnprivilegedGateway(t *testing.T) {
+	requireRoot(t)
+	testenv.Command(t, "setpriv")
+	for _, drv := range drivers {
+		t.Run(drv, func(t *testing.T) {
+			t.Parallel()
+			tp := newTopo(t, false)
+			k := stdPKI(t)
+			sock := shortTempDir(t)
+			// Everything the gateway reads lives in a directory only nobody
+			// may enter; the binary is copied there too so no parent
+			// directory of the build tree needs to be open to it.
+			home := shortTempDir(t)
+			crt, key := k.Server(gwName)
+			files := map[string]string{"server.crt": crt, "server.key": key, "ca.crt": k.CA(), "sallyport": binPath}
+			for dst, src := range files {
+				copyFile(t, src, filepath.Join(home, dst))
+			}
+			sc := defaultServerConf(k, drv, sock, restrictive)
+			sc.Listen = gwAddr + ":443" // a privileged port: needs CAP_NET_BIND_SERVICE
+			sc.Cert, sc.Key, sc.ClientCA, sc.CRL = filepath.Join(home, "server.crt"), filepath.Join(home, "server.key"), filepath.Join(home, "ca.crt"), ""
+			sc.Socket = filepath.Join(home, "run", "gw.sock")
+			// Distributions make /dev/net/tun 0666 (udev's default rule); some
+			// containers leave it 0600, which no capability short of
+			// CAP_DAC_OVERRIDE opens. Give the gateway's mount namespace (ip
+			// netns exec makes one) a node with the usual mode.
+			tun := filepath.Join(shortTempDir(t), "tun")
+			run(t, "mknod", "-m", "0666", tun, "c", "10", "200")
+			g := &Gateway{tp: tp, Conf: filepath.Join(home, "server.toml"), Socket: sc.Socket, Wrap: []string{
+				"sh", "-c", `mount --bind "$0" /dev/net/tun && exec "$@"`, tun,
+				"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs",
+				"--inh-caps=-all," + unprivCaps, "--ambient-caps=-all," + unprivCaps, "--bounding-set=-all," + unprivCaps,
+			}}
+			render(t, serverTmpl, sc, g.Conf)
+			for _, p := range []string{home, g.Conf, sc.Key, filepath.Join(home, "sallyport")} {
+				if err := os.Chown(p, 65534, 65534); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(home, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			g.Bin = filepath.Join(home, "sallyport")
+			g.Start()
+
+			// The process really is nobody with only the two capabilities.
+			status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(g.Proc.Cmd.Process.Pid), "status"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000001400", "CapBnd:\t0000000000001400", "NoNewPrivs:\t1"} {
+				if !strings.Contains(string(status), want) {
+					t.Fatalf("gateway process status lacks %q:\n%s", want, status)
+				}
+			}
+
+			cc := clientConf(k, "alice", drv, sock)
+			cc.Server = sc.Listen
+			lap := tp.startLaptop(tp.Lap, "alice", cc)
+			lap.waitUp(15 * time.Second)
+			if got := tp.ping(tp.Lap, lanHost, 3); got != 3 {
+				t.Fatalf("ping %s through the unprivileged gateway: %d/3 replies\n%s", lanHost, got, tail(g.Proc.Log(), 30))
+			}
+			if _, ok := g.Session("alice"); !ok {
+				t.Fatal("no alice session in the unprivileged gateway's status")
+			}
+			if out, err := tp.sp(tp.GW, "server", "reload", "--socket", g.Socket); err != nil {
+				t.Fatalf("reload: %v: %s", err, out)
+			}
+			if out, err := tp.sp(tp.GW, "server", "kick", "--socket", g.Socket, "alice"); err != nil {
+				t.Fatalf("kick: %v: %s", err, out)
+			}
+			g.Proc.Signal(syscall.SIGTERM)
+			if !g.Proc.Wait(10 * time.Second) {
+				t.Fatal("unprivileged gateway did not stop on SIGTERM")
+			}
+			if code := g.Proc.ExitCode(); code != 0 {
+				t.Fatalf("unprivileged gateway exited %d:\n%s", code, tail(g.Proc.Log(), 30))
+			}
+			if linkExists(tp.GW, "sp0") {
+				t.Error("unprivileged gateway left its TUN device behind")
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fi.Mode().Perm())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

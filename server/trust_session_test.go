@@ -1,0 +1,299 @@
+package server
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+const engPolicyTOML = `
+[[policy]]
+name = "eng"
+match = { ou = ["eng"] }
+allow = ["192.168.77.0/24 udp/53", "192.168.88.0/24"]
+`
+
+var engPolicy = []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"192.168.77.0/24 udp/53", "192.168.88.0/24"}}}
+
+// reload rewrites the harness's server.toml and reloads it.
+func (h *gatewayHarness) reload(extra string) {
+	h.t.Helper()
+	writeFile(h.t, h.s.cfg.Load().Path, harnessTOML(extra))
+	h.s.Reload("test")
+}
+
+// dir is the harness's config directory.
+func (h *gatewayHarness) dir() string { return filepath.Dir(h.s.cfg.Load().Path) }
+
+// writeCRL writes crl.pem revoking serials, with the given CRL number.
+func (h *gatewayHarness) writeCRL(number int64, next time.Time, serials ...*big.Int) {
+	h.t.Helper()
+	var entries []x509.RevocationListEntry
+	for _, s := range serials {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: time.Now().Add(-time.Hour),
+		NextUpdate: next, RevokedCertificateEntries: entries}, h.ca.cert, h.ca.key)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	writePEM(h.t, filepath.Join(h.dir(), "crl.pem"), "X509 CRL", der)
+}
+
+func serialOf(t *testing.T, c tls.Certificate) *big.Int {
+	t.Helper()
+	x, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x.SerialNumber
+}
+
+// wantClose reads frames until a Close and checks its reason; the stream
+// must end after it.
+func (d *device) wantClose(t *testing.T, reason string) {
+	t.Helper()
+	typ, payload, ok := d.next(5 * time.Second)
+	if !ok || typ != tunnel.FrameClose {
+		t.Fatalf("want close %q, got frame %#x (ok %v)", reason, typ, ok)
+	}
+	m, err := tunnel.DecodeClose(payload)
+	if err != nil || m.Reason != reason {
+		t.Fatalf("close reason %q (%v), want %q", m.Reason, err, reason)
+	}
+	if _, _, ok := d.next(2 * time.Second); ok {
+		t.Fatal("stream still open after close")
+	}
+}
+
+// sessionOf reports whether device has a live session.
+func (h *gatewayHarness) sessionOf(device string) (SessionStatus, bool) {
+	for _, st := range h.s.Status().Sessions {
+		if st.Device == device {
+			return st, true
+		}
+	}
+	return SessionStatus{}, false
+}
+
+// TestHelloAfterRevocation is the thief's half-open connection: TLS done
+// while the device was still valid, hello held back across a revocation
+// (and, separately, across a policy cut). The hello must not buy a session.
+func TestHelloAfterRevocation(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(h *gatewayHarness, serial *big.Int)
+		reason string
+	}{
+		{"revoked", func(h *gatewayHarness, serial *big.Int) {
+			h.writeCRL(2, time.Now().Add(time.Hour), serial)
+			h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
+		}, reasonRevoked},
+		{"policy cut", func(h *gatewayHarness, _ *big.Int) {
+			h.reload(strings.ReplaceAll(engPolicyTOML, `ou = ["eng"]`, `ou = ["ops"]`))
+		}, reasonNoPolicy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+			cert := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+			d := h.dial(cert) // handshake passes: alice is valid now
+			tc.change(h, serialOf(t, cert))
+			if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+				t.Fatal(err)
+			}
+			// The config may come first (the device was valid when it
+			// arrived); what matters is that no session goes live.
+			typ, payload, ok := d.next(5 * time.Second)
+			if ok && typ == tunnel.FrameConfig {
+				typ, payload, ok = d.next(5 * time.Second)
+			}
+			m, _ := tunnel.DecodeClose(payload)
+			if !ok || typ != tunnel.FrameClose || m.Reason != tc.reason {
+				t.Fatalf("after hello: frame %#x %q (ok %v), want close %q", typ, m.Reason, ok, tc.reason)
+			}
+			if _, live := h.sessionOf("alice"); live {
+				t.Fatal("the held-back hello got a session")
+			}
+			h.close()
+			d.tc.Close()
+			waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
+		})
+	}
+}
+
+// TestRefusalTold: an authenticated device that is refused learns why in a
+// Close frame; one that does not chain to client_ca gets only a TLS alert.
+func TestRefusalTold(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	bob := h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, bob))
+	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
+
+	h.dial(bob).wantClose(t, reasonRevoked)
+	h.dial(h.ca.leafWithKey(t, "carol", []string{"sales"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonNoPolicy)
+	for _, cert := range []tls.Certificate{
+		newTestCA(t, "Other CA").leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth),
+		h.ca.leafWithKey(t, "srv", []string{"eng"}, x509.ExtKeyUsageServerAuth),
+	} {
+		d := h.dial(cert)
+		_ = d.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := d.tc.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+			t.Fatalf("unverifiable chain: read %v, want the TLS alert bad certificate", err)
+		}
+	}
+	waitFor(t, func() bool {
+		c := h.s.refusals.counts()
+		return c[reasonRevoked] == 1 && c[reasonNoPolicy] == 1 && c[reasonUnknownCA] == 2
+	})
+}
+
+// TestReloadRechecksLiveSessions: a reload that removes a destination is
+// enforced on the live session at once; one that replaces client_ca cuts
+// the devices of the CA that went; one that revokes cuts the device.
+func TestReloadRechecksLiveSessions(t *testing.T) {
+	before := runtime.NumGoroutine()
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	alice := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	bobCert := h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	bob := h.connect(bobCert)
+
+	// Policy cut: 192.168.88.0/24 is no longer allowed.
+	h.reload(strings.ReplaceAll(engPolicyTOML, `, "192.168.88.0/24"`, ``))
+	alice.send(t, udp4(alice.addr, "192.168.88.10", 5000, 9))  // now outside policy
+	alice.send(t, udp4(alice.addr, "192.168.77.10", 5000, 53)) // still allowed
+	waitFor(t, func() bool { st, _ := h.sessionOf("alice"); return st.Dropped.Policy == 1 && len(h.tun.packets()) == 1 })
+	if p := h.tun.packets()[0]; netip.AddrFrom4([4]byte(p[16:20])).String() != "192.168.77.10" {
+		t.Fatalf("the cut destination got through: %v", p[16:20])
+	}
+
+	// Revocation reaches the live session.
+	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, bobCert))
+	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
+	bob.wantClose(t, reasonRevoked)
+
+	// client_ca replaced by another CA: alice's chain no longer verifies.
+	other := newTestCA(t, "Other CA")
+	writePEM(t, filepath.Join(h.dir(), "ca.crt"), "CERTIFICATE", other.cert.Raw)
+	h.reload(engPolicyTOML)
+	alice.wantClose(t, reasonUnknownCA)
+	waitFor(t, func() bool { return len(h.s.Status().Sessions) == 0 })
+	h.close()
+	alice.tc.Close()
+	bob.tc.Close()
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestSessionEndsAtNotAfter: a session lives no longer than its
+// certificate.
+func TestSessionEndsAtNotAfter(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	c, key := h.ca.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "alice", OrganizationalUnit: []string{"eng"}},
+		NotAfter: time.Now().Add(1500 * time.Millisecond), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature})
+	d := h.connect(tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key})
+	d.wantClose(t, reasonExpired)
+	d.tc.Close()
+}
+
+// TestDuplicateDevice: two laptops with one bundle stop flapping; the
+// newcomer is refused with a reason once the rule bites.
+func TestDuplicateDevice(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	cert := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	var devs []*device
+	defer func() {
+		for _, d := range devs {
+			d.tc.Close()
+		}
+	}()
+	for i := 0; i <= flapLimit+1; i++ { // flapLimit+1 replacements
+		devs = append(devs, h.connect(cert))
+	}
+	d := h.dial(cert)
+	devs = append(devs, d)
+	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
+	d.wantClose(t, reasonDuplicate)
+	if _, live := h.sessionOf("alice"); !live {
+		t.Fatal("the session in place was dropped too")
+	}
+}
+
+// TestPoolExhaustedTold: a device that finds no free address is told so.
+func TestPoolExhaustedTold(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	h.s.pool = newAddrPool(netip.MustParsePrefix("10.9.0.0/30")) // one device address
+	a := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	defer a.tc.Close()
+	d := h.dial(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	defer d.tc.Close()
+	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
+	d.wantClose(t, reasonPoolExhausted)
+}
+
+// TestStaleCRLRefusesNewSessions: past nextUpdate new devices are refused
+// (and told), live ones stay; "warn" admits.
+func TestStaleCRLRefusesNewSessions(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	alice := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	defer alice.tc.Close()
+	h.writeCRL(2, time.Now().Add(-time.Minute))
+	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
+	h.dial(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonCRLStale)
+	if _, live := h.sessionOf("alice"); !live {
+		t.Fatal("a stale CRL cut a live session")
+	}
+	h.reload("crl = \"crl.pem\"\ncrl_stale = \"warn\"\n" + engPolicyTOML)
+	carol := h.connect(h.ca.leafWithKey(t, "carol", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	carol.tc.Close()
+}
+
+func TestRefusalLogRateLimit(t *testing.T) {
+	var l refusalLog
+	now := time.Now()
+	logged := 0
+	for i := 0; i < 1000; i++ {
+		if l.note(now.Add(time.Duration(i)*time.Millisecond), reasonUnknownCA) {
+			logged++
+		}
+	}
+	if logged != refusalLogBurst {
+		t.Fatalf("%d of 1000 refusals in one second logged, want %d", logged, refusalLogBurst)
+	}
+	var out strings.Builder
+	l.flush(now.Add(refusalLogWindow+time.Second), slogTo(&out))
+	if !strings.Contains(out.String(), fmt.Sprintf("not_logged=%d", 1000-refusalLogBurst)) {
+		t.Fatalf("summary line: %q", out.String())
+	}
+	if !l.note(now.Add(refusalLogWindow+2*time.Second), reasonRevoked) {
+		t.Fatal("a refusal in the next window was not logged")
+	}
+	if c := l.counts(); c[reasonUnknownCA] != 1000 || c[reasonRevoked] != 1 {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
