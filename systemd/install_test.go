@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 // TestInstallUninstallRoundTrip stages `make install` into a temporary
@@ -13,9 +15,7 @@ import (
 // that prefix, that nothing lands in the admin's /etc/systemd, and that
 // `make uninstall` leaves nothing behind.
 func TestInstallUninstallRoundTrip(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("make not installed")
-	}
+	testenv.Command(t, "make")
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
