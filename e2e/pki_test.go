@@ -57,7 +57,7 @@ func TestPKICLI(t *testing.T) {
 	if !ca.IsCA {
 		t.Errorf("ca.crt is not a CA certificate")
 	}
-	for _, f := range []string{"root.crt", "root.key", "crl.pem", "index.json"} {
+	for _, f := range []string{"root.crt", "root.key", "crl.pem", "index.db"} {
 		if _, err := os.Stat(k.path(f)); err != nil {
 			t.Errorf("layout: %v", err)
 		}

@@ -31,7 +31,7 @@ func (p *PKI) Bundle(device, server, serverName string) ([]byte, error) {
 	if serverName == "" {
 		serverName = host
 	}
-	recs, err := p.List()
+	recs, err := p.records(KindDevice, device)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ func (p *PKI) Bundle(device, server, serverName string) ([]byte, error) {
 	now := p.now()
 	for i := range recs {
 		r := &recs[i]
-		if r.Kind == KindDevice && r.Name == device && !r.Revoked() && now.Before(r.NotAfter) {
+		if !r.Revoked() && now.Before(r.NotAfter) {
 			rec = r
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -103,7 +104,7 @@ type InitOptions struct {
 // Init creates the root CA (and intermediate), an empty index and CRL. It
 // refuses to touch a directory that already holds a CA.
 func (p *PKI) Init(o InitOptions) error {
-	for _, f := range []string{"root.crt", "root.key", "ca.crt", "intermediate.key", "index.json"} {
+	for _, f := range []string{"root.crt", "root.key", "ca.crt", "intermediate.key", indexDB, legacyIndex} {
 		if _, err := os.Stat(p.Path(f)); err == nil {
 			return fmt.Errorf("a CA already exists in %s (%s); refusing to overwrite it: use another --dir or remove the old one first", p.Dir, f)
 		}
@@ -168,7 +169,7 @@ func (p *PKI) Init(o InitOptions) error {
 		return err
 	}
 	bundle := encodeCert(rootCert)
-	ix := &Index{Version: 1}
+	var records []*Record
 	iss := &issuer{cert: rootCert, key: rootKey}
 	if o.Intermediate {
 		ikey, err := GenerateKey(o.Key)
@@ -206,16 +207,23 @@ func (p *PKI) Init(o InitOptions) error {
 			return err
 		}
 		bundle = append(bundle, encodeCert(icert)...)
-		ix.Certs = append(ix.Certs, recordOf(icert, KindIntermediate, now, false))
+		r := recordOf(icert, KindIntermediate, now, false)
+		records = append(records, &r)
 		iss = &issuer{cert: icert, key: ikey, chain: []*x509.Certificate{icert}}
 	}
 	if err := WriteFileAtomic(p.Path("ca.crt"), bundle, 0o644); err != nil {
 		return err
 	}
-	if _, err := p.writeCRL(ix, iss, DefaultCRLDays); err != nil {
-		return err
+	st, err := openStore(p.Dir, true, false)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
 	}
-	return writeIndex(p.Path("index.json"), ix)
+	defer st.Close()
+	if err := st.add(records...); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	_, err = p.writeCRL(st, iss, DefaultCRLDays)
+	return err
 }
 
 func writeKey(path string, key crypto.Signer) error {
@@ -264,21 +272,33 @@ func (p *PKI) IssuerCert() (*x509.Certificate, error) {
 }
 
 // openForSigning takes the PKI's exclusive lock and loads the issuing CA
-// and the index, for an operation that signs and records something. The
-// caller must call unlock when done (only when err is nil).
-func (p *PKI) openForSigning() (unlock func(), iss *issuer, ix *Index, err error) {
-	unlock, err = p.lock(true)
+// and the index (migrating a legacy index.json), for an operation that
+// signs and records something. The caller must call done when finished
+// (only when err is nil); it closes the index and releases the lock.
+func (p *PKI) openForSigning() (done func(), iss *issuer, st *store, err error) {
+	unlock, err := p.lock(true)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	if iss, err = p.loadIssuer(); err == nil {
-		ix, err = readIndex(p.Path("index.json"))
+		st, err = p.openIndexLocked()
 	}
 	if err != nil {
 		unlock()
 		return nil, nil, nil, err
 	}
-	return unlock, iss, ix, nil
+	return func() { st.Close(); unlock() }, iss, st, nil
+}
+
+// openIndexLocked opens the index for writing, migrating a legacy
+// index.json first. The caller holds the exclusive lock.
+func (p *PKI) openIndexLocked() (*store, error) {
+	if needsMigration(p.Dir) {
+		if err := migrate(p.Dir); err != nil {
+			return nil, err
+		}
+	}
+	return openStore(p.Dir, true, false)
 }
 
 func (p *PKI) loadIssuer() (*issuer, error) {
@@ -418,22 +438,65 @@ func (p *PKI) SignCSR(csrPEM []byte, o IssueOptions) (*Issued, error) {
 }
 
 func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (*Issued, error) {
-	if err := ValidName(kind, o.Name); err != nil {
+	if err := checkIssueOptions(kind, o); err != nil {
 		return nil, err
 	}
-	for _, g := range o.Groups {
-		if strings.TrimSpace(g) == "" {
-			return nil, errors.New("empty group name")
-		}
-	}
-	unlock, iss, ix, err := p.openForSigning()
+	done, iss, st, err := p.openForSigning()
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer done()
+	return p.issueLocked(iss, st, kind, o, csr)
+}
+
+// IssueDevices issues a device key and certificate for each of opts under
+// one hold of the lock (for tools that make thousands; each certificate is
+// still recorded in its own transaction). It stops at the first error and
+// returns the certificates issued so far.
+func (p *PKI) IssueDevices(opts []IssueOptions) ([]*Issued, error) {
+	for _, o := range opts {
+		if err := checkIssueOptions(KindDevice, o); err != nil {
+			return nil, err
+		}
+	}
+	done, iss, st, err := p.openForSigning()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	out := make([]*Issued, 0, len(opts))
+	for _, o := range opts {
+		is, err := p.issueLocked(iss, st, KindDevice, o, nil)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, is)
+	}
+	return out, nil
+}
+
+func checkIssueOptions(kind string, o IssueOptions) error {
+	if err := ValidName(kind, o.Name); err != nil {
+		return err
+	}
+	for _, g := range o.Groups {
+		if strings.TrimSpace(g) == "" {
+			return errors.New("empty group name")
+		}
+	}
+	return nil
+}
+
+// issueLocked signs and records one certificate; the caller holds the lock
+// (openForSigning).
+func (p *PKI) issueLocked(iss *issuer, st *store, kind string, o IssueOptions, csr *x509.CertificateRequest) (*Issued, error) {
 	now := p.now()
-	for _, r := range ix.Certs {
-		if r.Kind == kind && r.Name == o.Name && !r.Revoked() && now.Before(r.NotAfter) {
+	prev, err := st.byName(kind, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range prev {
+		if !r.Revoked() && now.Before(r.NotAfter) {
 			return nil, fmt.Errorf("%s %q already has a valid certificate (serial %s); revoke it first: sallyport pki revoke %s", kind, o.Name, r.Serial, r.Serial)
 		}
 	}
@@ -445,9 +508,9 @@ func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (
 	if err != nil {
 		return nil, err
 	}
-	var serial = newSerialNotIn(ix)
-	if serial == nil {
-		return nil, errors.New("could not draw an unused serial")
+	serial, err := newSerialNotIn(st)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -526,8 +589,7 @@ func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (
 		return nil, err
 	}
 	out.Record = recordOf(cert, kind, now, csr != nil)
-	ix.Certs = append(ix.Certs, out.Record)
-	if err := writeIndex(p.Path("index.json"), ix); err != nil {
+	if err := st.add(&out.Record); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -540,17 +602,21 @@ func checkPublicKey(pub crypto.PublicKey) error {
 	return nil
 }
 
-func newSerialNotIn(ix *Index) *big.Int {
+func newSerialNotIn(st *store) (*big.Int, error) {
 	for range 10 {
 		s, err := NewSerial(nil)
 		if err != nil {
-			return nil
+			return nil, err
 		}
-		if ix.find(pki.FormatSerial(s)) == nil {
-			return s
+		used, err := st.hasSerial(pki.FormatSerial(s))
+		if err != nil {
+			return nil, err
+		}
+		if !used {
+			return s, nil
 		}
 	}
-	return nil
+	return nil, errors.New("could not draw an unused serial")
 }
 
 func recordOf(c *x509.Certificate, kind string, now time.Time, fromCSR bool) Record {
@@ -567,14 +633,60 @@ func (p *PKI) List() ([]Record, error) {
 	if !p.Initialized() {
 		return nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
 	}
+	var recs []Record
+	err := p.readIndex(func(st *store) (err error) {
+		if st != nil {
+			recs, err = st.all()
+		}
+		return err
+	})
+	return recs, err
+}
+
+// records returns the index records of kind and name, in issue order.
+func (p *PKI) records(kind, name string) ([]Record, error) {
+	if !p.Initialized() {
+		return nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
+	}
+	var recs []Record
+	err := p.readIndex(func(st *store) (err error) {
+		if st != nil {
+			recs, err = st.byName(kind, name)
+		}
+		return err
+	})
+	return recs, err
+}
+
+// readIndex runs read on the index under the PKI's shared lock (st is nil
+// when nothing was ever recorded). A legacy index.json is migrated first,
+// under the exclusive lock.
+func (p *PKI) readIndex(read func(st *store) error) error {
+	if needsMigration(p.Dir) {
+		unlock, err := p.lock(true)
+		if err != nil {
+			return err
+		}
+		if needsMigration(p.Dir) { // someone else may have done it meanwhile
+			err = migrate(p.Dir)
+		}
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
 	unlock, err := p.lock(false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unlock()
-	ix, err := readIndex(p.Path("index.json"))
-	if err != nil {
-		return nil, err
+	if _, err := os.Stat(p.Path(indexDB)); errors.Is(err, fs.ErrNotExist) {
+		return read(nil)
 	}
-	return ix.Certs, nil
+	st, err := openStore(p.Dir, false, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return read(st)
 }

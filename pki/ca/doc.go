@@ -18,14 +18,19 @@
 //	                         issuing intermediate (only with --intermediate)
 //	D/crl.pem                CRL signed by the issuing CA (the intermediate
 //	                         when present, else the root)
-//	D/index.json             issued certificates and revocations
+//	D/index.db               issued certificates, revocations and the CRL
+//	                         number: a bbolt database (see store.go), one
+//	                         transaction per change; an index.json from an
+//	                         older release is imported on first use and kept
+//	                         as index.json.migrated
 //	D/.lock                  flock(2) lock serialising writers of the index
 //	D/servers/NAME.crt, NAME.key   gateway certificates (crt = leaf + intermediate)
 //	D/devices/NAME.crt, NAME.key   device certificates (crt = leaf + intermediate)
 //	D/devices/NAME.csr       CSRs made by "pki csr" (key stays beside it)
 //
-// Every state file is written atomically (temporary file, fsync, rename), so a
-// crash never leaves a half-written index, CRL or key. Private keys are PEM
+// Every state file is written atomically (temporary file, fsync, rename; the
+// index by bbolt's fsynced commits), so a crash never leaves a half-written
+// index, CRL or key. Private keys are PEM
 // PKCS#8 "PRIVATE KEY" blocks with mode 0600, loadable by tls.LoadX509KeyPair.
 //
 // # Device certificates

@@ -18,7 +18,7 @@ const (
 	KindIntermediate = "intermediate"
 )
 
-// Record is one issued certificate in index.json.
+// Record is one issued certificate in the index.
 type Record struct {
 	Serial      string    `json:"serial"` // pki.FormatSerial
 	Kind        string    `json:"kind"`   // device, server, intermediate
@@ -54,14 +54,15 @@ func (r *Record) Status(now time.Time) string {
 	return "valid"
 }
 
-// Index is the content of index.json.
+// Index is the content of the index.json an older release kept (read
+// once, to migrate it into index.db).
 type Index struct {
 	Version   int      `json:"version"`
 	CRLNumber int64    `json:"crl_number"` // number of the last CRL written
 	Certs     []Record `json:"certs"`
 }
 
-func readIndex(path string) (*Index, error) {
+func readLegacyIndex(path string) (*Index, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Index{Version: 1}, nil
@@ -77,22 +78,4 @@ func readIndex(path string) (*Index, error) {
 		return nil, fmt.Errorf("index %s: unsupported version %d", path, ix.Version)
 	}
 	return &ix, nil
-}
-
-func writeIndex(path string, ix *Index) error {
-	data, err := json.MarshalIndent(ix, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode index: %w", err)
-	}
-	return WriteFileAtomic(path, append(data, '\n'), 0o600)
-}
-
-// find returns the records whose serial equals serial.
-func (ix *Index) find(serial string) *Record {
-	for i := range ix.Certs {
-		if ix.Certs[i].Serial == serial {
-			return &ix.Certs[i]
-		}
-	}
-	return nil
 }

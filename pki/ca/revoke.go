@@ -34,23 +34,21 @@ func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult
 	if err != nil {
 		return nil, err
 	}
-	unlock, iss, ix, err := p.openForSigning()
+	done, iss, st, err := p.openForSigning()
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	var targets []*Record
+	defer done()
+	var targets []Record
 	if serial != "" {
-		r, err := resolveSerial(ix, serial)
+		r, err := resolveSerial(st, serial)
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, r)
+		targets = append(targets, *r)
 	} else {
-		for i := range ix.Certs {
-			if r := &ix.Certs[i]; r.Kind == KindDevice && r.Name == device {
-				targets = append(targets, r)
-			}
+		if targets, err = st.byName(KindDevice, device); err != nil {
+			return nil, err
 		}
 		if len(targets) == 0 {
 			return nil, fmt.Errorf("no certificate for device %q in %s", device, p.Dir)
@@ -58,43 +56,53 @@ func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult
 	}
 	now := p.now().UTC()
 	var res []RevokeResult
+	var serials []string
 	for _, r := range targets {
 		if r.Issuer != iss.cert.Subject.String() {
 			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
 		}
 		if r.Revoked() {
-			res = append(res, RevokeResult{Record: *r, Already: true})
+			res = append(res, RevokeResult{Record: r, Already: true})
 			continue
 		}
 		r.RevokedAt = now
 		r.Reason = pki.ReasonString(code)
-		res = append(res, RevokeResult{Record: *r})
+		res = append(res, RevokeResult{Record: r})
+		serials = append(serials, r.Serial)
 	}
-	if err := writeIndex(p.Path("index.json"), ix); err != nil {
+	if err := st.revoke(serials, now, pki.ReasonString(code)); err != nil {
 		return nil, err
 	}
-	if _, err := p.writeCRL(ix, iss, crlDays); err != nil {
+	if _, err := p.writeCRL(st, iss, crlDays); err != nil {
 		return nil, fmt.Errorf("revocation recorded, but the CRL was not rewritten (run: sallyport pki crl): %w", err)
 	}
-	return res, writeIndex(p.Path("index.json"), ix)
+	return res, nil
 }
 
 // resolveSerial finds the record a user-typed serial names. Digits alone are
 // tried both as hex (canonical) and as decimal.
-func resolveSerial(ix *Index, s string) (*Record, error) {
+func resolveSerial(st *store, s string) (*Record, error) {
 	var hexRec, decRec *Record
 	n, herr := pki.ParseSerial(s)
 	if herr == nil {
-		hexRec = ix.find(pki.FormatSerial(n))
+		r, err := st.bySerial(pki.FormatSerial(n))
+		if err != nil {
+			return nil, err
+		}
+		hexRec = r
 	}
 	t := strings.TrimSpace(s)
 	if t != "" && strings.Trim(t, "0123456789") == "" {
 		if d, err := pki.ParseSerial("d:" + t); err == nil {
-			decRec = ix.find(pki.FormatSerial(d))
+			r, err := st.bySerial(pki.FormatSerial(d))
+			if err != nil {
+				return nil, err
+			}
+			decRec = r
 		}
 	}
 	switch {
-	case hexRec != nil && decRec != nil && hexRec != decRec:
+	case hexRec != nil && decRec != nil && hexRec.Serial != decRec.Serial:
 		return nil, fmt.Errorf("serial %q is ambiguous: hex %s and decimal both name certificates; write it as 0x%s or d:%s", s, hexRec.Serial, hexRec.Serial, t)
 	case hexRec != nil:
 		return hexRec, nil
@@ -109,25 +117,29 @@ func resolveSerial(ix *Index, s string) (*Record, error) {
 // WriteCRL re-signs the CRL with every revocation in the index, a new CRL
 // number and nextUpdate days from now (default DefaultCRLDays).
 func (p *PKI) WriteCRL(days int) (*x509.RevocationList, error) {
-	unlock, iss, ix, err := p.openForSigning()
+	done, iss, st, err := p.openForSigning()
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
-	crl, err := p.writeCRL(ix, iss, days)
-	if err != nil {
-		return nil, err
-	}
-	return crl, writeIndex(p.Path("index.json"), ix)
+	defer done()
+	return p.writeCRL(st, iss, days)
 }
 
-// writeCRL signs and writes crl.pem, advancing ix.CRLNumber (the caller
-// writes the index).
-func (p *PKI) writeCRL(ix *Index, iss *issuer, days int) (*x509.RevocationList, error) {
+// writeCRL signs and writes crl.pem with every revocation in the index by
+// the issuing CA, and records its number in the index.
+func (p *PKI) writeCRL(st *store, iss *issuer, days int) (*x509.RevocationList, error) {
 	if days <= 0 {
 		days = DefaultCRLDays
 	}
-	num := ix.CRLNumber + 1
+	last, err := st.crlNumber()
+	if err != nil {
+		return nil, err
+	}
+	revoked, err := st.revokedRecords()
+	if err != nil {
+		return nil, err
+	}
+	num := last + 1
 	// Never go backwards, even if the index was restored from a backup.
 	if data, err := os.ReadFile(p.Path("crl.pem")); err == nil {
 		if b, _ := pem.Decode(data); b != nil {
@@ -143,7 +155,7 @@ func (p *PKI) writeCRL(ix *Index, iss *issuer, days int) (*x509.RevocationList, 
 		NextUpdate: now.AddDate(0, 0, days),
 	}
 	issName := iss.cert.Subject.String()
-	for _, r := range ix.Certs {
+	for _, r := range revoked {
 		if !r.Revoked() || r.Issuer != issName {
 			continue
 		}
@@ -163,7 +175,9 @@ func (p *PKI) writeCRL(ix *Index, iss *issuer, days int) (*x509.RevocationList, 
 	if err := WriteFileAtomic(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
 		return nil, err
 	}
-	ix.CRLNumber = num
+	if err := st.setCRLNumber(num); err != nil {
+		return nil, err
+	}
 	return x509.ParseRevocationList(der)
 }
 
