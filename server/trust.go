@@ -284,7 +284,7 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 	} else {
 		chain, err := t.verifyChain(peer, now)
 		if err != nil {
-			return v, &refusal{reasonUnknownCA, certName(leaf), err}
+			return v, err
 		}
 		v.chain = chain
 	}
@@ -301,7 +301,7 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 	if leaf.IsCA {
 		return v, &refusal{reasonCALeaf, id.Device, errors.New("certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate")}
 	}
-	if err := t.checkEKU(leaf); err != nil {
+	if err := t.checkEKU(v.chain); err != nil {
 		return v, &refusal{reasonBadEKU, id.Device, err}
 	}
 	// Every certificate but the trust anchor: a revoked intermediate
@@ -337,9 +337,10 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 }
 
 // verifyChain builds a chain from the leaf through the intermediates the
-// device sent to a CA of client_ca. Validity is checked by decide at the
-// time asked, so the chain is built at a moment inside the leaf's validity:
-// an expired device of this CA is told "expired", not "unknown CA".
+// device sent to a CA of client_ca, at now. The extended key usage is
+// checked by decide (checkEKU), by name, so it is not part of the chain
+// building. A leaf outside its validity is refused as expired when a
+// trusted CA signed it (the device is ours and is told), else as unknown.
 func (t *trust) verifyChain(peer []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	leaf := peer[0]
 	inter := x509.NewCertPool()
@@ -348,25 +349,52 @@ func (t *trust) verifyChain(peer []*x509.Certificate, now time.Time) ([]*x509.Ce
 			inter.AddCert(c)
 		}
 	}
-	at := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-	if now.After(leaf.NotBefore) && now.Before(leaf.NotAfter) {
-		at = now
+	opts := x509.VerifyOptions{Roots: t.caPool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		// crypto/x509 stops at the leaf's dates; find out whether a
+		// trusted CA issued it at all.
+		err := fmt.Errorf("certificate valid %s to %s", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+		if t.issuedByTrusted(leaf, peer[1:], opts) {
+			return nil, &refusal{reasonExpired, certName(leaf), err}
+		}
+		return nil, &refusal{reasonUnknownCA, certName(leaf), fmt.Errorf("%w, and not issued by a CA of tls.client_ca", err)}
 	}
-	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots: t.caPool, Intermediates: inter, CurrentTime: at,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
+	chains, err := leaf.Verify(opts)
 	if err != nil {
-		return nil, fmt.Errorf("certificate chain does not verify against tls.client_ca: %w", err)
+		return nil, &refusal{reasonUnknownCA, certName(leaf), fmt.Errorf("certificate chain does not verify against tls.client_ca: %w", err)}
 	}
 	return chains[0], nil
 }
 
-// checkEKU requires the clientAuth extended key usage by name. Go's
+// issuedByTrusted reports whether leaf is signed by a CA of client_ca, or
+// by an intermediate the device sent that chains to one now.
+func (t *trust) issuedByTrusted(leaf *x509.Certificate, sent []*x509.Certificate, opts x509.VerifyOptions) bool {
+	for _, c := range append(slices.Clone(t.caCerts), sent...) {
+		if c == nil || !bytes.Equal(c.RawSubject, leaf.RawIssuer) || leaf.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		if slices.ContainsFunc(t.caCerts, c.Equal) {
+			return true
+		}
+		if _, err := c.Verify(opts); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkEKU requires the clientAuth extended key usage by name on the leaf,
+// and that no issuing CA of the chain restricts its EKUs to exclude it. Go's
 // verifier treats a leaf without the extension, or with
 // anyExtendedKeyUsage, as fit for any use; a shared enterprise CA issues
 // such certificates for other purposes.
-func (t *trust) checkEKU(leaf *x509.Certificate) error {
+func (t *trust) checkEKU(chain []*x509.Certificate) error {
+	for _, ca := range chain[1:] {
+		if len(ca.ExtKeyUsage) > 0 && !slices.Contains(ca.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && !slices.Contains(ca.ExtKeyUsage, x509.ExtKeyUsageAny) {
+			return fmt.Errorf("issuing CA %q may not issue clientAuth certificates (its extended key usage excludes it)", ca.Subject.CommonName)
+		}
+	}
+	leaf := chain[0]
 	if slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return nil
 	}

@@ -147,19 +147,15 @@ func TestRefusalTold(t *testing.T) {
 
 	h.dial(bob).wantClose(t, reasonRevoked)
 	h.dial(h.ca.leafWithKey(t, "carol", []string{"sales"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonNoPolicy)
-	for _, cert := range []tls.Certificate{
-		newTestCA(t, "Other CA").leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth),
-		h.ca.leafWithKey(t, "srv", []string{"eng"}, x509.ExtKeyUsageServerAuth),
-	} {
-		d := h.dial(cert)
-		_ = d.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := d.tc.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "bad certificate") {
-			t.Fatalf("unverifiable chain: read %v, want the TLS alert bad certificate", err)
-		}
+	h.dial(h.ca.leafWithKey(t, "srv", []string{"eng"}, x509.ExtKeyUsageServerAuth)).wantClose(t, reasonBadEKU)
+	d := h.dial(newTestCA(t, "Other CA").leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	_ = d.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := d.tc.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+		t.Fatalf("unverifiable chain: read %v, want the TLS alert bad certificate", err)
 	}
 	waitFor(t, func() bool {
 		c := h.s.refusals.counts()
-		return c[reasonRevoked] == 1 && c[reasonNoPolicy] == 1 && c[reasonUnknownCA] == 2
+		return c[reasonRevoked] == 1 && c[reasonNoPolicy] == 1 && c[reasonBadEKU] == 1 && c[reasonUnknownCA] == 1
 	})
 }
 

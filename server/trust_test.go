@@ -172,6 +172,16 @@ func TestTrustDecide(t *testing.T) {
 	shortInter := ca.intermediate(t, "Short CA", 42, time.Now().Add(time.Minute))
 	underShort := device(shortInter, "frank", 43, x509.Certificate{})
 
+	srvCA := func() *testCA {
+		c, key := ca.sign(t, &x509.Certificate{SerialNumber: big.NewInt(44), Subject: pkix.Name{CommonName: "TLS servers CA"},
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		return &testCA{c, key}
+	}()
+	underSrvCA := device(srvCA, "gina", 45, x509.Certificate{})
+	// Issued in the CA's first hour, expired since (validity in the past).
+	ancient := device(ca, "old", 46, x509.Certificate{NotBefore: time.Now().Add(-50 * time.Minute), NotAfter: time.Now().Add(-40 * time.Minute)})
+	foreignAncient := device(other, "old", 47, x509.Certificate{NotBefore: time.Now().Add(-50 * time.Minute), NotAfter: time.Now().Add(-40 * time.Minute)})
+
 	base := trustFor(set, ca.cert)
 	withCRL := base
 	withCRL.crl = ca.crlAt(t, 2, time.Now().Add(time.Hour), 11)
@@ -206,7 +216,10 @@ func TestTrustDecide(t *testing.T) {
 		{"anyExtendedKeyUsage", base, []*x509.Certificate{anyEKU}, now, forNewSession, reasonBadEKU},
 		{"no EKU with accept_any_eku", anyOK, []*x509.Certificate{noEKU}, now, forNewSession, ""},
 		{"anyEKU with accept_any_eku", anyOK, []*x509.Certificate{anyEKU}, now, forNewSession, ""},
-		{"serverAuth only", anyOK, []*x509.Certificate{serverOnly}, now, forNewSession, reasonUnknownCA},
+		{"serverAuth only", anyOK, []*x509.Certificate{serverOnly}, now, forNewSession, reasonBadEKU},
+		{"under a CA restricted to serverAuth", base, []*x509.Certificate{underSrvCA, srvCA.cert}, now, forNewSession, reasonBadEKU},
+		{"expired long ago", base, []*x509.Certificate{ancient}, now, forNewSession, reasonExpired},
+		{"expired, another CA", base, []*x509.Certificate{foreignAncient}, now, forNewSession, reasonUnknownCA},
 		{"leaf marked CA:TRUE", base, []*x509.Certificate{caLeaf}, now, forNewSession, reasonCALeaf},
 		{"no policy", base, []*x509.Certificate{sales}, now, forNewSession, reasonNoPolicy},
 		{"revoked", withCRL, []*x509.Certificate{bob}, now, forNewSession, reasonRevoked},
