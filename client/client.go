@@ -56,6 +56,7 @@ type Client struct {
 	log *slog.Logger
 	mat *material
 
+	sys     system // the laptop's network stack (system.go)
 	dev     tunnel.Device
 	net     *netState
 	procs   *procs.Scaler        // GOMAXPROCS (tunnel.cpus)
@@ -98,7 +99,7 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat}
+	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat, sys: osSystem{}}
 	if left := time.Until(mat.leaf.NotAfter); left < 14*24*time.Hour {
 		c.log.Warn("device certificate expires soon; ask your admin for a new one", "not_after", mat.leaf.NotAfter.Format(time.RFC3339),
 			"days_left", int(left.Hours()/24))
@@ -122,12 +123,12 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	}
 	defer admin.Close()
 
-	dev, err := tunnel.OpenDevice(c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, 1500)
+	dev, err := c.sys.OpenDevice(c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, 1500)
 	if err != nil {
 		return fmt.Errorf("open TUN %s (driver %s): %w", c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, err)
 	}
 	c.dev = dev
-	c.net = &netState{dev: dev.Name(), log: c.log}
+	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log}
 	defer func() {
 		c.net.teardown()
 		dev.Close()
@@ -328,18 +329,31 @@ func (c *Client) session(ctx context.Context, up func()) error {
 // routineTimers sends keepalives and closes a session whose gateway went
 // silent (which unblocks readStream).
 func (c *Client) routineTimers(ctx context.Context, cn *conn, pc tunnel.Config) {
-	tick := time.NewTicker(pc.Keepalive)
+	// Keepalive 0 means never, timeout 0 never drop; tick often enough for
+	// whichever is set.
+	period := pc.Keepalive
+	if period == 0 && pc.Timeout > 0 {
+		period = max(pc.Timeout/4, time.Millisecond)
+	}
+	if period <= 0 {
+		<-ctx.Done()
+		return
+	}
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			if idle := now.Sub(time.Unix(0, cn.lastRecv.Load())); idle > pc.Timeout {
+			if idle := now.Sub(time.Unix(0, cn.lastRecv.Load())); pc.Timeout > 0 && idle > pc.Timeout {
 				c.log.Warn("gateway silent; dropping the session", "idle", idle.Round(time.Second).String())
 				cn.silent.Store(true)
 				cn.tls.Close()
 				return
+			}
+			if pc.Keepalive == 0 {
+				continue
 			}
 			if err := cn.w.WriteControl(tunnel.FrameKeepalive, nil); err != nil {
 				cn.tls.Close()

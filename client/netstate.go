@@ -16,6 +16,7 @@ import (
 // MTU, routes and DNS. apply reconciles it with each pushed config (so a
 // reconnect never duplicates or strands a route); teardown undoes all of it.
 type netState struct {
+	sys     system
 	dev     string
 	log     *slog.Logger
 	mu      sync.Mutex
@@ -30,11 +31,11 @@ type netState struct {
 func (n *netState) apply(pc tunnel.Config, servers []string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := tunnel.SetAddress(n.dev, pc.Address); err != nil {
+	if err := n.sys.SetAddress(n.dev, pc.Address); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", pc.Address, n.dev, err)
 	}
 	n.addr = pc.Address
-	if err := tunnel.LinkUp(n.dev, pc.MTU); err != nil {
+	if err := n.sys.LinkUp(n.dev, pc.MTU); err != nil {
 		return fmt.Errorf("bring up %s with MTU %d: %w", n.dev, pc.MTU, err)
 	}
 	gateways := serverAddrs(servers)
@@ -51,20 +52,20 @@ func (n *netState) apply(pc tunnel.Config, servers []string) error {
 	}
 	for _, r := range n.routes {
 		if !slices.Contains(want, r) {
-			if err := tunnel.DeleteRoute(n.dev, r); err != nil {
+			if err := n.sys.DeleteRoute(n.dev, r); err != nil {
 				n.log.Warn("remove stale route failed", "route", r.String(), "err", err)
 			}
 		}
 	}
 	n.routes = n.routes[:0]
 	for _, r := range want {
-		if err := tunnel.ReplaceRoute(n.dev, r); err != nil {
+		if err := n.sys.ReplaceRoute(n.dev, r); err != nil {
 			return fmt.Errorf("add route %s via %s: %w", r, n.dev, err)
 		}
 		n.routes = append(n.routes, r)
 	}
 	if len(pc.DNS) > 0 || len(pc.SearchDomains) > 0 {
-		if err := setDNS(n.dev, pc.DNS, pc.SearchDomains); err != nil {
+		if err := n.sys.SetDNS(n.dev, pc.DNS, pc.SearchDomains); err != nil {
 			n.log.Warn("pushed DNS not applied; set these resolvers by hand", "dns", fmt.Sprint(pc.DNS),
 				"domains", fmt.Sprint(pc.SearchDomains), "err", err)
 		} else {
@@ -81,13 +82,13 @@ func (n *netState) teardown() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, r := range n.routes {
-		if err := tunnel.DeleteRoute(n.dev, r); err != nil {
+		if err := n.sys.DeleteRoute(n.dev, r); err != nil {
 			n.log.Warn("remove route failed", "route", r.String(), "err", err)
 		}
 	}
 	n.routes = nil
 	if n.dns {
-		if err := revertDNS(n.dev); err != nil {
+		if err := n.sys.RevertDNS(n.dev); err != nil {
 			n.log.Warn("revert DNS failed", "err", err)
 		}
 		n.dns = false

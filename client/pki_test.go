@@ -96,7 +96,9 @@ func deviceLeaf(tmpl *x509.Certificate) {
 func both(edits ...func(*x509.Certificate)) func(*x509.Certificate) {
 	return func(tmpl *x509.Certificate) {
 		for _, e := range edits {
-			e(tmpl)
+			if e != nil {
+				e(tmpl)
+			}
 		}
 	}
 }

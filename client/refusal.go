@@ -71,7 +71,7 @@ var alertCodes = map[uint8]string{
 	42:  codeBadCert,
 	44:  "revoked",
 	45:  "expired",
-	48:  "unknown-ca",
+	48:  codeBadCert, // a gateway verifying with ClientCAs sends unknown_ca
 	49:  codeAccessDenied,
 	116: codeCertRequired,
 }
