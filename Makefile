@@ -14,9 +14,13 @@ UNITDIR   ?= $(PREFIX)/lib/systemd/system
 SYSCTLDIR ?= $(PREFIX)/lib/sysctl.d
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DOCDIR    ?= $(PREFIX)/share/doc/sallyport
+MANDIR    ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: all build test test-short vet fmt-check fuzz demo bench install uninstall units deb rpm clean FORCE
+.PHONY: all build test test-short vet fmt-check fuzz demo bench install uninstall units man deb rpm clean FORCE
 
 all: build
 
@@ -55,6 +59,11 @@ demo: build
 bench: build
 	bash scripts/bench.sh $(CURDIR)/$(BIN)
 
+# Man pages (one per command) and shell completions, generated from the
+# command tree (scripts/gendoc) so they never drift from the flags.
+man:
+	$(GO) run ./scripts/gendoc -man bin/man -completions bin/completions -version $(VERSION)
+
 # The units are templates: ExecStart and Documentation follow BINDIR/DOCDIR.
 UNITS := sallyport-server.service sallyport-client@.service
 UNITBUILD ?= bin/units
@@ -73,13 +82,18 @@ INSTALL_FILES := \
 	$(SYSUSERSDIR)/sallyport.conf:systemd/sallyport.sysusers:0644 \
 	$(DOCDIR)/README.md:README.md:0644 \
 	$(DOCDIR)/examples/server.toml:configs/server.toml:0644 \
-	$(DOCDIR)/examples/client.toml:configs/client.toml:0644
+	$(DOCDIR)/examples/client.toml:configs/client.toml:0644 \
+	$(BASHCOMPDIR)/sallyport:bin/completions/sallyport.bash:0644 \
+	$(ZSHCOMPDIR)/_sallyport:bin/completions/_sallyport:0644 \
+	$(FISHCOMPDIR)/sallyport.fish:bin/completions/sallyport.fish:0644
 
-install: build units
+install: build units man
 	@set -e; for f in $(INSTALL_FILES); do \
 	  dst=$${f%%:*}; rest=$${f#*:}; src=$${rest%%:*}; mode=$${rest##*:}; \
 	  echo "install $$src $(DESTDIR)$$dst"; install -D -m $$mode $$src $(DESTDIR)$$dst; \
 	done
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 bin/man/sallyport*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/sallyport
 
 # Removes what install put down; /etc/sallyport only if empty (it holds the
@@ -89,8 +103,9 @@ uninstall:
 	@set -e; for f in $(INSTALL_FILES); do \
 	  dst=$(DESTDIR)$${f%%:*}; echo "rm -f $$dst"; rm -f $$dst; \
 	done
+	rm -f $(DESTDIR)$(MANDIR)/man1/sallyport.1 $(DESTDIR)$(MANDIR)/man1/sallyport-*.1
 	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sallyport 2>/dev/null
-	@if [ -n "$(DESTDIR)" ]; then for f in $(INSTALL_FILES) $(SYSCONFDIR)/sallyport/x; do \
+	@if [ -n "$(DESTDIR)" ]; then for f in $(INSTALL_FILES) $(SYSCONFDIR)/sallyport/x $(MANDIR)/man1/x; do \
 	  d=$$(dirname $(DESTDIR)$${f%%:*}); \
 	  while [ "$$d" != "$(DESTDIR)" ] && [ "$${d#$(DESTDIR)/}" != "$$d" ]; do \
 	    { rmdir "$$d" 2>/dev/null || [ ! -e "$$d" ]; } || break; d=$$(dirname "$$d"); \

@@ -91,7 +91,8 @@ func TestUnprivilegedGateway(t *testing.T) {
 			if out, err := tp.sp(tp.GW, "server", "reload", "--socket", g.Socket); err != nil {
 				t.Fatalf("reload: %v: %s", err, out)
 			}
-			if out, err := tp.sp(tp.GW, "server", "kick", "--socket", g.Socket, "alice"); err != nil {
+			// Flags after the device, the order kick --help shows.
+			if out, err := tp.sp(tp.GW, "server", "kick", "alice", "--socket", g.Socket); err != nil {
 				t.Fatalf("kick: %v: %s", err, out)
 			}
 			g.Proc.Signal(syscall.SIGTERM)

@@ -23,10 +23,12 @@ trap cleanup EXIT
 
 dpkg -i "$deb"
 /usr/bin/sallyport version || fail "installed binary does not run"
+/usr/bin/sallyport --help >/dev/null || fail "installed binary's --help fails"
 for f in /usr/bin/sallyport /lib/systemd/system/sallyport-server.service \
 	/lib/systemd/system/sallyport-client@.service /usr/lib/sysctl.d/60-sallyport.conf \
 	/usr/share/doc/sallyport/README.md /usr/share/doc/sallyport/examples/server.toml \
-	/usr/share/doc/sallyport/examples/client.toml; do
+	/usr/share/doc/sallyport/examples/client.toml /usr/share/man/man1/sallyport.1 \
+	/usr/share/man/man1/sallyport-server.1 /usr/share/bash-completion/completions/sallyport; do
 	[ -e "$f" ] || fail "package did not install $f"
 done
 getent passwd sallyport >/dev/null || fail "postinst did not create the sallyport user"

@@ -42,6 +42,11 @@ func TestInstallUninstallRoundTrip(t *testing.T) {
 				prefix + "/share/doc/sallyport/README.md",
 				prefix + "/share/doc/sallyport/examples/server.toml",
 				prefix + "/share/doc/sallyport/examples/client.toml",
+				prefix + "/share/man/man1/sallyport.1",
+				prefix + "/share/man/man1/sallyport-server-kick.1",
+				prefix + "/share/bash-completion/completions/sallyport",
+				prefix + "/share/zsh/vendor-completions/_sallyport",
+				prefix + "/share/fish/vendor_completions.d/sallyport.fish",
 			}
 			for _, f := range want {
 				if _, err := os.Stat(filepath.Join(dest, f)); err != nil {

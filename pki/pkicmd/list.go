@@ -15,7 +15,7 @@ func init() {
 	register(&command{
 		name:    "list",
 		summary: "table of issued certificates with their status",
-		usage:   "[--all]",
+		usage:   "",
 		help: `Print every certificate in the index: serial, kind, name, user, groups,
 not-after and status (valid, expired, revoked, not yet valid, or
 "expires in Nd" when under 30 days are left).`,

@@ -1,6 +1,7 @@
 // Package pkicmd implements the "sallyport pki" command line: one file per
-// subcommand, each a flag.FlagSet writing to injected writers so every
-// command runs in tests without a terminal.
+// subcommand, each declaring its flags on a flag.FlagSet that cobra parses
+// (NewCommand) and writing to injected writers, so every command runs in
+// tests without a terminal.
 package pkicmd
 
 import (
@@ -11,6 +12,10 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/internal/cmdutil"
 )
 
 // command is one "sallyport pki" subcommand.
@@ -27,17 +32,11 @@ var commands = map[string]*command{}
 
 func register(c *command) { commands[c.name] = c }
 
-// usageError makes Run exit 2 and print the subcommand's usage.
-type usageError struct{ msg string }
+// usagef reports a wrong command line (exit 2, with a pointer to --help).
+func usagef(format string, args ...any) error { return cmdutil.Usagef(format, args...) }
 
-func (e usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
-
-// exitError carries a chosen exit code without an extra message.
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+// exitError ends a command with a chosen exit code and no further message.
+type exitError = cmdutil.ExitError
 
 const topHelp = `Usage: sallyport pki COMMAND [flags]
 
@@ -59,39 +58,70 @@ Example (a new gateway and a first laptop):
 
 var order = []string{"init", "server", "issue", "csr", "sign", "revoke", "crl", "list", "show", "bundle"}
 
-func printTop(w io.Writer) {
+// NewCommand returns the "pki" command with one subcommand per file of this
+// package, parsed by cobra like every other sallyport command: flags before
+// or after arguments ("--" ends them), --help and -h exit 0, usage errors 2.
+func NewCommand() *cobra.Command {
 	var b strings.Builder
 	for _, n := range order {
 		fmt.Fprintf(&b, "  %-8s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintf(w, topHelp, b.String())
+	top := strings.SplitN(fmt.Sprintf(topHelp, b.String()), "\nExample", 2)
+	root := &cobra.Command{
+		Use:     "pki COMMAND",
+		Short:   "run the device certificate authority",
+		Long:    strings.TrimSpace(strings.TrimPrefix(top[0], "Usage: sallyport pki COMMAND [flags]\n")),
+		Example: strings.TrimRight(strings.TrimPrefix(top[1], " (a new gateway and a first laptop):\n"), "\n"),
+		Args:    cobra.ArbitraryArgs,
+		RunE:    cmdutil.NeedSubcommand,
+	}
+	for _, n := range order {
+		root.AddCommand(commands[n].cobra())
+	}
+	root.AddCommand(&cobra.Command{
+		Use:    "help [COMMAND]",
+		Short:  "help about a pki command",
+		Hidden: true, // like cobra's own help command: not a man page of its own
+		Args:   cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := root
+			if len(args) == 1 {
+				c, _, err := root.Find(args)
+				if err != nil || c == root {
+					return usagef("unknown command %q", args[0])
+				}
+				target = c
+			}
+			target.SetOut(cmd.OutOrStdout())
+			return target.Help()
+		},
+	})
+	return root
+}
+
+// cobra turns c into a cobra command over its flag.FlagSet.
+func (c *command) cobra() *cobra.Command {
+	fs, run := c.newFlagSet()
+	cc := &cobra.Command{
+		Use:     c.name + " " + c.usage,
+		Short:   c.summary,
+		Long:    strings.TrimSpace(c.help),
+		Example: strings.TrimRight(c.example, "\n"),
+		Args:    cobra.ArbitraryArgs, // each command checks its own
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(args, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmdutil.AddGoFlags(cc, fs)
+	return cc
 }
 
 // Run executes "sallyport pki ARGS..." and returns the process exit code:
 // 0 success, 1 failure (including a failed "show" check), 2 bad usage.
 func Run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		printTop(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		if len(args) > 1 && args[0] == "help" {
-			if c, ok := commands[args[1]]; ok {
-				printHelp(c, stdout)
-				return 0
-			}
-		}
-		printTop(stdout)
-		return 0
-	}
-	c, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "sallyport pki: unknown command %q\n\n", args[0])
-		printTop(stderr)
-		return 2
-	}
-	return c.run(args[1:], stdout, stderr)
+	root := &cobra.Command{Use: "sallyport", Args: cmdutil.NoArgs, RunE: cmdutil.NeedSubcommand}
+	root.AddCommand(NewCommand())
+	return cmdutil.Execute(root, append([]string{"pki"}, args...), stdout, stderr)
 }
 
 func (c *command) newFlagSet() (*flag.FlagSet, func(pos []string, stdout, stderr io.Writer) error) {
@@ -99,69 +129,6 @@ func (c *command) newFlagSet() (*flag.FlagSet, func(pos []string, stdout, stderr
 	fs.String("dir", "./pki", "PKI directory")
 	run := c.flags(fs)
 	return fs, run
-}
-
-func printHelp(c *command, w io.Writer) {
-	fs, _ := c.newFlagSet()
-	fmt.Fprintf(w, "Usage: sallyport pki %s %s\n\n%s\n\nFlags:\n", c.name, c.usage, strings.TrimSpace(c.help))
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	fmt.Fprintf(w, "\nExample:\n%s\n", strings.TrimRight(c.example, "\n"))
-}
-
-func (c *command) run(args []string, stdout, stderr io.Writer) int {
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-h" || a == "-help" || a == "--help" {
-			printHelp(c, stdout)
-			return 0
-		}
-	}
-	fs, run := c.newFlagSet()
-	fs.SetOutput(io.Discard)
-	pos, err := parseInterspersed(fs, args)
-	if err == nil {
-		err = run(pos, stdout, stderr)
-	}
-	if err == nil {
-		return 0
-	}
-	var ue usageError
-	var ee exitError
-	switch {
-	case errors.As(err, &ee):
-		return ee.code
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "sallyport pki %s: %v\nRun \"sallyport pki %s --help\" for usage.\n", c.name, err, c.name)
-		return 2
-	}
-	fmt.Fprintf(stderr, "sallyport pki %s: %v\n", c.name, err)
-	return 1
-}
-
-// parseInterspersed parses flags anywhere among positional arguments, so
-// "revoke SERIAL --reason x" works like "revoke --reason x SERIAL". A "--"
-// ends flag parsing.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err.Error()}
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		// flag stops at "--" (consumed) or at the first non-flag.
-		consumed := len(args) - len(rest)
-		if consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 func dirOf(fs *flag.FlagSet) string { return fs.Lookup("dir").Value.String() }

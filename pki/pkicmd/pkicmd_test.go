@@ -22,6 +22,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/internal/cmdutil"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/pki/ca"
 )
@@ -94,7 +97,7 @@ func TestHelp(t *testing.T) {
 	for _, name := range order {
 		for _, h := range []string{"--help", "-h"} {
 			code, out, _ := run(t, name, h)
-			if code != 0 || !strings.Contains(out, "Example:") || !strings.Contains(out, "sallyport pki "+name) || !strings.Contains(out, "-dir") {
+			if code != 0 || !strings.Contains(out, "Examples:") || !strings.Contains(out, "sallyport pki "+name) || !strings.Contains(out, "-dir") {
 				t.Errorf("%s %s: %d %q", name, h, code, out)
 			}
 		}
@@ -732,7 +735,7 @@ func TestConcurrentIssue(t *testing.T) {
 	}
 }
 
-func TestParseInterspersed(t *testing.T) {
+func TestFlagsAnywhere(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
 		pos  string
@@ -746,7 +749,10 @@ func TestParseInterspersed(t *testing.T) {
 	} {
 		c := commands["revoke"]
 		fs, _ := c.newFlagSet()
-		pos, err := parseInterspersed(fs, tt.args)
+		cc := &cobra.Command{}
+		cmdutil.AddGoFlags(cc, fs)
+		err := cc.ParseFlags(tt.args)
+		pos := cc.Flags().Args()
 		if err != nil || strings.Join(pos, ",") != tt.pos || (tt.r != "" && fs.Lookup("reason").Value.String() != tt.r) {
 			t.Errorf("%v: pos %v reason %s err %v", tt.args, pos, fs.Lookup("reason").Value, err)
 		}

@@ -53,16 +53,27 @@ only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
 // addIssueFlags adds --key, --days, --not-before, --not-after.
 func addIssueFlags(fs *flag.FlagSet, defDays int) func() (ca.IssueOptions, error) {
 	key := fs.String("key", "ecdsa", "key type: ecdsa (P-256), ed25519 or rsa3072")
-	days := fs.Int("days", defDays, "lifetime in days (never past the issuing CA's)")
-	var nb, na timeFlag
-	fs.Var(&nb, "not-before", "exact start of validity, RFC 3339 (default: now - 5m)")
-	fs.Var(&na, "not-after", "exact end of validity, RFC 3339 (overrides --days)")
+	validity := addValidityFlags(fs, defDays)
 	return func() (ca.IssueOptions, error) {
 		kt, err := ca.ParseKeyType(*key)
 		if err != nil {
 			return ca.IssueOptions{}, usagef("%v", err)
 		}
-		return ca.IssueOptions{Key: kt, Days: *days, NotBefore: nb.t, NotAfter: na.t}, nil
+		o := validity()
+		o.Key = kt
+		return o, nil
+	}
+}
+
+// addValidityFlags adds --days, --not-before, --not-after (for sign, whose
+// key comes from the CSR).
+func addValidityFlags(fs *flag.FlagSet, defDays int) func() ca.IssueOptions {
+	days := fs.Int("days", defDays, "lifetime in days (never past the issuing CA's)")
+	var nb, na timeFlag
+	fs.Var(&nb, "not-before", "exact start of validity, RFC 3339 (default: now - 5m)")
+	fs.Var(&na, "not-after", "exact end of validity, RFC 3339 (overrides --days)")
+	return func() ca.IssueOptions {
+		return ca.IssueOptions{Days: *days, NotBefore: nb.t, NotAfter: na.t}
 	}
 }
 

@@ -67,7 +67,7 @@ as a CA, and revocation against the PKI's CRL. Exits 1 when a check fails
 				}
 				if pki.Failed(findings) {
 					fmt.Fprintln(stderr, "sallyport pki show: certificate check failed")
-					return exitError{1}
+					return exitError{Code: 1}
 				}
 				return nil
 			}

@@ -27,7 +27,7 @@ devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
 			out := fs.String("o", "", "also write the certificate chain to this file")
 			var groups listFlag
 			fs.Var(&groups, "group", "group (subject OU); repeatable or comma-separated")
-			issueFlags := addIssueFlags(fs, ca.DefaultDeviceDays)
+			validity := addValidityFlags(fs, ca.DefaultDeviceDays)
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
@@ -39,10 +39,7 @@ devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
 				if err != nil {
 					return fmt.Errorf("read CSR: %w", err)
 				}
-				o, err := issueFlags()
-				if err != nil {
-					return err
-				}
+				o := validity()
 				o.Name, o.User, o.Groups = *device, *user, groups
 				is, err := ca.New(dirOf(fs)).SignCSR(data, o)
 				if err != nil {

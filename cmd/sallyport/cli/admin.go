@@ -1,0 +1,259 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/client"
+	"github.com/sallyport/sallyport/internal/adminsock"
+	"github.com/sallyport/sallyport/internal/cmdutil"
+	"github.com/sallyport/sallyport/server"
+)
+
+// adminFlags pick the admin socket of a running gateway or client:
+// --socket, or the one named in the config given with -c, or the default.
+type adminFlags struct {
+	socket   string
+	config   string
+	isServer bool
+}
+
+func (f *adminFlags) add(cmd *cobra.Command) {
+	what := "client.toml"
+	if f.isServer {
+		what = "server.toml"
+	}
+	cmd.Flags().StringVar(&f.socket, "socket", "", "admin socket of the running process")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "config file to read the admin socket from ("+what+")")
+}
+
+func (f *adminFlags) path() (string, error) {
+	switch {
+	case f.socket != "" && f.config != "":
+		return "", cmdutil.Usagef("give --socket or --config, not both")
+	case f.socket != "":
+		return f.socket, nil
+	case f.config != "" && f.isServer:
+		cfg, err := server.LoadConfig(f.config)
+		if err != nil {
+			return "", err
+		}
+		return cfg.Admin.Socket, nil
+	case f.config != "":
+		cfg, err := client.LoadConfig(f.config)
+		if err != nil {
+			return "", err
+		}
+		return cfg.Admin.Socket, nil
+	case f.isServer:
+		return server.DefaultAdminSocket, nil
+	}
+	return client.DefaultSocket("sp0"), nil
+}
+
+// call sends cmd (for device, if any) to the admin socket and decodes the
+// reply into out.
+func (f *adminFlags) call(cmd, device string, out any) (string, error) {
+	sock, err := f.path()
+	if err != nil {
+		return "", err
+	}
+	return sock, adminsock.Call(sock, adminsock.Request{Cmd: cmd, Device: device}, out)
+}
+
+func serverStatusCmd() *cobra.Command {
+	f := adminFlags{isServer: true}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "list device sessions on this gateway",
+		Long:    "Lists the live device sessions of the running gateway.",
+		Example: "  sallyport server status\n  sallyport server status --json -c /etc/sallyport/server.toml",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st server.Status
+			if _, err := f.call("status", "", &st); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(w, st)
+			}
+			fmt.Fprintf(w, "gateway %s on %s (%s), up since %s, %d session(s)\n", st.Address, st.Listen, st.Device,
+				st.Started.Format(time.RFC3339), len(st.Sessions))
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (spoofed/policy/no_flow/queue/malformed/congestion)")
+			for _, s := range st.Sessions {
+				d := s.Dropped
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d/%d/%d\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
+					s.Address, s.Since.Format("2006-01-02 15:04:05"), humanBytes(s.BytesIn), humanBytes(s.BytesOut),
+					d.Spoofed, d.Policy, d.NoFlow, d.QueueFull, d.Malformed, d.Congestion)
+			}
+			return tw.Flush()
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func serverKickCmd() *cobra.Command {
+	f := adminFlags{isServer: true}
+	cmd := &cobra.Command{
+		Use:   "kick DEVICE",
+		Short: "end a device's session",
+		Long: `Ends the session of DEVICE (its certificate CN). The device may reconnect;
+revoke its certificate to keep it out.`,
+		Example: "  sallyport server kick alice-laptop",
+		Args:    cmdutil.ExactArgs(1, "DEVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := f.call("kick", args[0], nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "kicked %s\n", args[0])
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func serverReloadCmd() *cobra.Command {
+	f := adminFlags{isServer: true}
+	cmd := &cobra.Command{
+		Use:     "reload",
+		Short:   "re-read config, CA, CRL and policies",
+		Long:    "Re-reads config, CA, CRL and policies (like SIGHUP) and re-checks live sessions.",
+		Example: "  sallyport server reload",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := f.call("reload", "", nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "reloaded (see the gateway log for the outcome)")
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func statusCmd() *cobra.Command {
+	var f adminFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "show the laptop's tunnel",
+		Long:    "Shows the laptop's tunnel: state, server, address, routes, DNS, traffic, certificate.",
+		Example: "  sallyport status -c acme-vpn.toml",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st client.Status
+			if _, err := f.call("status", "", &st); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			return printClientStatus(cmd.OutOrStdout(), st)
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printClientStatus(w io.Writer, st client.Status) error {
+	state := "connected"
+	if !st.Connected {
+		state = "reconnecting"
+		if st.Message != "" {
+			state = st.Message
+		} else if st.LastError != "" {
+			state += " (" + st.LastError + ")"
+		}
+		if !st.RetryAt.IsZero() {
+			state += fmt.Sprintf(" (next try %s)", st.RetryAt.Local().Format("15:04:05"))
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "state:\t%s\n", state)
+	fmt.Fprintf(tw, "device:\t%s\n", st.Device)
+	fmt.Fprintf(tw, "server:\t%s\n", dash(st.Server))
+	fmt.Fprintf(tw, "address:\t%s\n", dash(st.Address))
+	fmt.Fprintf(tw, "routes:\t%s\n", dash(strings.Join(st.Routes, ", ")))
+	fmt.Fprintf(tw, "dns:\t%s\n", dash(strings.Join(st.DNS, ", ")))
+	if !st.Since.IsZero() {
+		fmt.Fprintf(tw, "since:\t%s\n", st.Since.Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "traffic:\t%s in, %s out\n", humanBytes(st.BytesIn), humanBytes(st.BytesOut))
+	warn := ""
+	if st.CertDaysLeft < 14 {
+		warn = "  WARNING: renew soon"
+	}
+	fmt.Fprintf(tw, "certificate:\texpires %s (%d days left)%s\n", st.CertNotAfter.Format("2006-01-02"), st.CertDaysLeft, warn)
+	return tw.Flush()
+}
+
+func downCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:     "down",
+		Short:   "take the laptop's tunnel down",
+		Long:    "Takes the tunnel down and removes its TUN device, routes and DNS settings.",
+		Example: "  sallyport down -c acme-vpn.toml",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sock, err := f.call("down", "", nil)
+			if err != nil {
+				return err
+			}
+			// Wait for the client to finish its cleanup: the socket goes away last.
+			for i := 0; i < 100; i++ {
+				if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+					fmt.Fprintln(cmd.OutOrStdout(), "tunnel down")
+					return nil
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "down requested; the client is still cleaning up")
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

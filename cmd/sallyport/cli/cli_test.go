@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+func run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Main("test", args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestRun(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("listen = \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missingSock := filepath.Join(t.TempDir(), "none.sock")
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"no args", nil, 2, "", "Usage:"},
+		{"help", []string{"help"}, 0, "sallyport up", ""},
+		{"--help", []string{"--help"}, 0, "Usage:", ""},
+		{"-h", []string{"-h"}, 0, "Usage:", ""},
+		{"version", []string{"version"}, 0, "sallyport test\n", ""},
+		{"--version", []string{"--version"}, 0, "sallyport test\n", ""},
+		{"-v", []string{"-v"}, 0, "sallyport test\n", ""},
+		{"unknown", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"unknown server subcommand", []string{"server", "frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"unknown flag", []string{"status", "--frob"}, 2, "", "unknown flag: --frob"},
+		{"server bad config", []string{"server", "-c", bad}, 1, "", "line 1"},
+		{"server missing config", []string{"server", "--config", "/nonexistent/server.toml"}, 1, "", "no such file"},
+		{"up bad config", []string{"up", "-c", bad}, 1, "", "bad.toml"},
+		{"bad log level", []string{"server", "--log-level", "loud"}, 2, "", "--log-level"},
+		{"status without daemon", []string{"status", "--socket", missingSock}, 1, "", "is sallyport running?"},
+		{"server status without daemon", []string{"server", "status", "--socket", missingSock}, 1, "", "is sallyport running?"},
+		{"kick needs a device", []string{"server", "kick", "--socket", missingSock}, 2, "", "missing DEVICE"},
+		{"kick without daemon", []string{"server", "kick", "--socket", missingSock, "alice"}, 1, "", "is sallyport running?"},
+		{"kick flags after device", []string{"server", "kick", "alice", "--socket", missingSock}, 1, "", "is sallyport running?"},
+		{"kick two devices", []string{"server", "kick", "alice", "bob", "--socket", missingSock}, 2, "", `unexpected argument "bob"`},
+		{"kick has no --json", []string{"server", "kick", "alice", "--json"}, 2, "", "unknown flag: --json"},
+		{"reload has no --json", []string{"server", "reload", "--json"}, 2, "", "unknown flag: --json"},
+		{"down has no --json", []string{"down", "--json"}, 2, "", "unknown flag: --json"},
+		{"socket and config exclusive", []string{"status", "--socket", missingSock, "-c", bad}, 2, "", "not both"},
+		{"status takes no device", []string{"status", "--socket", missingSock, "alice"}, 2, "", `unexpected argument "alice"`},
+		{"pki help", []string{"pki", "--help"}, 0, "sallyport pki", ""},
+		{"pki no command", []string{"pki"}, 2, "", "Usage:"},
+		{"pki list has no --all", []string{"pki", "list", "--all"}, 2, "", "unknown flag: --all"},
+		{"pki sign has no --key", []string{"pki", "sign", "--key", "ecdsa"}, 2, "", "unknown flag: --key"},
+		{"pki flags after args", []string{"pki", "show", "/nonexistent.crt", "--dir", t.TempDir()}, 1, "", "nonexistent.crt"},
+		{"completion bash", []string{"completion", "bash"}, 0, "complete -o default -F __start_sallyport sallyport", ""},
+		{"completion zsh", []string{"completion", "zsh"}, 0, "#compdef sallyport", ""},
+		{"completion fish", []string{"completion", "fish"}, 0, "complete -c sallyport", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := run(tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.stdout) || !strings.Contains(errs, tt.stderr) {
+				t.Fatalf("sallyport %q = %d, want %d with %q/%q\nstdout: %s\nstderr: %s", tt.args, code, tt.code, tt.stdout, tt.stderr, out, errs)
+			}
+			if tt.code == 1 && strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+				t.Errorf("a failure must be one line on stderr, got:\n%s", errs)
+			}
+		})
+	}
+}
+
+// flagLine is a well-formed flag line of cobra's help: "-x, --name type  text"
+// or "    --name type  text", the type at most one word.
+var flagLine = regexp.MustCompile(`^\s+(-[a-zA-Z], )?--[a-z0-9][a-z0-9-]*( [a-zA-Z0-9]+)?\s{2,}\S`)
+
+// flagRef is a flag named in a usage line or an example.
+var flagRef = regexp.MustCompile(`(?:^|[\s\[|])(--?[a-zA-Z][a-zA-Z0-9-]*)`)
+
+// TestHelpWalk runs --help on every command and subcommand: exit 0, a usage
+// line, well-formed flag lines, and every flag named in the usage or the
+// examples exists on that command.
+func TestHelpWalk(t *testing.T) {
+	var walk func(c *cobra.Command)
+	var root *cobra.Command
+	n := 0
+	walk = func(c *cobra.Command) {
+		n++
+		path := strings.Fields(c.CommandPath())[1:]
+		name := strings.Join(append([]string{"sallyport"}, path...), " ")
+		t.Run(name, func(t *testing.T) {
+			for _, h := range []string{"--help", "-h"} {
+				code, out, errs := run(append(append([]string{}, path...), h)...)
+				if code != 0 || errs != "" || !strings.Contains(out, "Usage:\n  "+name) {
+					t.Fatalf("%s %s: exit %d\nstdout: %s\nstderr: %s", name, h, code, out, errs)
+				}
+				if strings.Contains(out, "`") {
+					t.Errorf("%s %s: stray backquote (flag help would lose words):\n%s", name, h, out)
+				}
+				inFlags := false
+				for _, line := range strings.Split(out, "\n") {
+					switch {
+					case strings.HasSuffix(line, "Flags:"):
+						inFlags = true
+					case line == "":
+						inFlags = false
+					case inFlags && !flagLine.MatchString(line) && !strings.HasPrefix(line, "         "):
+						t.Errorf("%s %s: broken flag line %q", name, h, line)
+					}
+				}
+			}
+			// Each line of the usage and examples is checked against the
+			// command it runs.
+			lines := []struct {
+				c    *cobra.Command
+				text string
+			}{{c, c.Use}}
+			for _, ex := range strings.Split(c.Example, "\n") {
+				fields := strings.Fields(ex)
+				for len(fields) > 0 && fields[0] != "sallyport" {
+					fields = fields[1:]
+				}
+				if len(fields) == 0 {
+					continue
+				}
+				target, _, err := root.Find(fields[1:])
+				if err != nil {
+					t.Errorf("%s: example %q: %v", name, ex, err)
+					continue
+				}
+				lines = append(lines, struct {
+					c    *cobra.Command
+					text string
+				}{target, strings.Join(fields[1:], " ")})
+			}
+			for _, ln := range lines {
+				checkFlagRefs(t, name, ln.c, ln.text)
+			}
+		})
+		for _, sub := range c.Commands() {
+			if !sub.Hidden {
+				walk(sub)
+			}
+		}
+	}
+	root = NewRoot("test")
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	walk(root)
+	if n < 20 {
+		t.Errorf("walked only %d commands", n)
+	}
+}
+
+// checkFlagRefs fails t for a flag named in text that c does not have.
+func checkFlagRefs(t *testing.T, name string, c *cobra.Command, text string) {
+	t.Helper()
+	for _, m := range flagRef.FindAllStringSubmatch(text, -1) {
+		f := m[1]
+		var ok bool
+		if strings.HasPrefix(f, "--") {
+			ok = c.Flags().Lookup(f[2:]) != nil || c.InheritedFlags().Lookup(f[2:]) != nil || f == "--help" || f == "--version"
+		} else if len(f) == 2 {
+			ok = c.Flags().ShorthandLookup(f[1:]) != nil || f == "-h" || f == "-v"
+		} else {
+			t.Errorf("%s: %q is a single-dash long flag (use --%s)", name, f, f[1:])
+			continue
+		}
+		if !ok {
+			t.Errorf("%s: %q names %s, which %q does not have", name, text, f, c.CommandPath())
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/client"
+	"github.com/sallyport/sallyport/internal/cmdutil"
+	"github.com/sallyport/sallyport/server"
+)
+
+// daemonFlags are the flags `server` and `up` share.
+type daemonFlags struct {
+	config string
+	level  string
+}
+
+func (f *daemonFlags) add(cmd *cobra.Command, defCfg, cfgUsage string) {
+	cmd.Flags().StringVarP(&f.config, "config", "c", defCfg, cfgUsage)
+	cmd.Flags().StringVar(&f.level, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// logger writes one key=value line per event to stderr.
+func (f *daemonFlags) logger(cmd *cobra.Command) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(f.level)); err != nil {
+		return nil, cmdutil.Usagef("--log-level %q: use debug, info, warn or error", f.level)
+	}
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: l})), nil
+}
+
+func serverCmd() *cobra.Command {
+	var f daemonFlags
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "run the gateway (and administer a running one)",
+		Long: `Runs the gateway. SIGHUP (or a change to the config, CA or CRL file) reloads
+the config, CA, CRL and policies and re-checks every live session.`,
+		Example: "  sallyport server -c /etc/sallyport/server.toml",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := f.logger(cmd)
+			if err != nil {
+				return err
+			}
+			cfg, err := server.LoadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			return runDaemon(func() { srv.Reload("SIGHUP") }, srv.Run)
+		},
+	}
+	f.add(cmd, "/etc/sallyport/server.toml", "gateway config file")
+	cmd.AddCommand(serverStatusCmd(), serverKickCmd(), serverReloadCmd())
+	return cmd
+}
+
+func upCmd() *cobra.Command {
+	var f daemonFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "bring the tunnel up on this laptop",
+		Long: `Brings the tunnel up and keeps it up (reconnecting with backoff) until
+SIGINT/SIGTERM or "sallyport down"; then removes the TUN device, routes and DNS.
+The config is a file made by "sallyport pki bundle".`,
+		Example: "  sudo sallyport up -c acme-vpn.toml",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := f.logger(cmd)
+			if err != nil {
+				return err
+			}
+			cfg, err := client.LoadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			c, err := client.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			return runDaemon(nil, c.Run)
+		},
+	}
+	f.add(cmd, "client.toml", "client config file (made by sallyport pki bundle)")
+	return cmd
+}
+
+// runDaemon runs fn until SIGINT/SIGTERM, telling systemd when it is ready
+// and when it is stopping; hup, if not nil, handles SIGHUP.
+func runDaemon(hup func(), fn func(ctx context.Context, ready func()) error) error {
+	ctx, stop := signalContext(hup)
+	defer stop()
+	go func() { <-ctx.Done(); _, _ = daemon.SdNotify(false, daemon.SdNotifyStopping) }()
+	return fn(ctx, func() { _, _ = daemon.SdNotify(false, daemon.SdNotifyReady) })
+}
+
+// signalContext is cancelled on SIGINT/SIGTERM; SIGHUP calls hup.
+func signalContext(hup func()) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-ch:
+				if sig == syscall.SIGHUP {
+					if hup != nil {
+						hup()
+					}
+					continue
+				}
+				cancel()
+			}
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); close(done); cancel() }
+}

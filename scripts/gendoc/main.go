@@ -1,0 +1,51 @@
+// Command gendoc writes sallyport's man pages (section 1, one per command)
+// and its bash, zsh and fish completion scripts from the command tree, so
+// they are generated at build time and never drift from the flags
+// (`make man`; the packages and make install ship them).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra/doc"
+
+	"github.com/sallyport/sallyport/cmd/sallyport/cli"
+)
+
+func main() {
+	manDir := flag.String("man", "bin/man", "directory for the man pages")
+	compDir := flag.String("completions", "bin/completions", "directory for the completion scripts")
+	version := flag.String("version", "dev", "version named in the man pages")
+	flag.Parse()
+	if err := gen(*manDir, *compDir, *version); err != nil {
+		fmt.Fprintln(os.Stderr, "gendoc:", err)
+		os.Exit(1)
+	}
+}
+
+func gen(manDir, compDir, version string) error {
+	root := cli.NewRoot(version)
+	root.DisableAutoGenTag = true
+	for _, d := range []string{manDir, compDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	hdr := &doc.GenManHeader{Title: "SALLYPORT", Section: "1", Source: "sallyport " + version, Manual: "sallyport manual"}
+	if err := doc.GenManTree(root, hdr, manDir); err != nil {
+		return fmt.Errorf("man pages: %w", err)
+	}
+	if err := root.GenBashCompletionFileV2(filepath.Join(compDir, "sallyport.bash"), true); err != nil {
+		return fmt.Errorf("bash completion: %w", err)
+	}
+	if err := root.GenZshCompletionFile(filepath.Join(compDir, "_sallyport")); err != nil {
+		return fmt.Errorf("zsh completion: %w", err)
+	}
+	if err := root.GenFishCompletionFile(filepath.Join(compDir, "sallyport.fish"), true); err != nil {
+		return fmt.Errorf("fish completion: %w", err)
+	}
+	return nil
+}
