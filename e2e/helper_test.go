@@ -111,7 +111,7 @@ func runHelper(kind string, args []string) int {
 	case "udpforge":
 		err = helperUDPForge(arg(0), arg(1), arg(2))
 	case "tlsdial":
-		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4))
+		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:
 		err = fmt.Errorf("unknown helper %q", kind)
 	}
@@ -390,8 +390,12 @@ func helperUDPForge(src, dst, payload string) error {
 // helperTLSDial performs a sallyport handshake by hand (optionally without
 // a client certificate), sends a Hello frame and reports whether the
 // gateway answered with a Config frame: "result=config" or
-// "result=refused err=...".
-func helperTLSDial(addr, serverName, caPath, certPath, keyPath string) error {
+// "result=refused err=...". With holdFile it prints "tls=done" after the
+// TLS handshake and holds the hello back until that file exists (at most
+// 30 s), as a thief keeping a half-open connection in reserve would; then
+// it reports every frame up to the end of the stream ("frames=config,close"
+// "close_reason=revoked" "ended_ms=N", time from hello to the end).
+func helperTLSDial(addr, serverName, caPath, certPath, keyPath, holdFile string) error {
 	pem, err := os.ReadFile(caPath)
 	if err != nil {
 		return fmt.Errorf("read CA: %w", err)
@@ -423,12 +427,23 @@ func helperTLSDial(addr, serverName, caPath, certPath, keyPath string) error {
 		return nil
 	}
 	defer c.Close()
+	if holdFile != "" {
+		fmt.Println("tls=done")
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(holdFile); err == nil {
+				break
+			}
+		}
+	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	hello := []byte(`{"version":1,"software":"e2e-helper"}`)
 	frame := append([]byte{0x10, 0, byte(len(hello) >> 8), byte(len(hello))}, hello...)
 	if _, err := c.Write(frame); err != nil {
 		fmt.Printf("result=refused stage=write err=%s\n", strings.ReplaceAll(err.Error(), " ", "_"))
 		return nil
+	}
+	if holdFile != "" {
+		return readAllFrames(c, time.Now())
 	}
 	var hdr [4]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
@@ -440,5 +455,38 @@ func helperTLSDial(addr, serverName, caPath, certPath, keyPath string) error {
 	} else {
 		fmt.Printf("result=refused stage=frame type=0x%02x\n", hdr[0])
 	}
+	return nil
+}
+
+// readAllFrames reports the frames the gateway sends until the stream ends.
+func readAllFrames(c net.Conn, since time.Time) error {
+	var types []string
+	reason := ""
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			break
+		}
+		body := make([]byte, int(hdr[1])<<16|int(hdr[2])<<8|int(hdr[3]))
+		if _, err := io.ReadFull(c, body); err != nil {
+			break
+		}
+		switch hdr[0] {
+		case 0x11:
+			types = append(types, "config")
+		case 0x12:
+			types = append(types, "keepalive")
+		case 0x13:
+			types = append(types, "close")
+			var m struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.Unmarshal(body, &m)
+			reason = m.Reason
+		default:
+			types = append(types, fmt.Sprintf("0x%02x", hdr[0]))
+		}
+	}
+	fmt.Printf("frames=%s close_reason=%s ended_ms=%d\n", strings.Join(types, ","), reason, time.Since(since).Milliseconds())
 	return nil
 }
