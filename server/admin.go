@@ -82,7 +82,7 @@ func (s *Server) Kick(device string) int {
 	return n
 }
 
-func (s *Server) handleAdmin(_ context.Context, req adminsock.Request) (any, error) {
+func (s *Server) handleAdmin(ctx context.Context, req adminsock.Request) (any, error) {
 	switch req.Cmd {
 	case "status":
 		return s.Status(), nil
@@ -97,6 +97,8 @@ func (s *Server) handleAdmin(_ context.Context, req adminsock.Request) (any, err
 	case "reload":
 		s.Reload("admin")
 		return map[string]bool{"reloaded": true}, nil
+	case "pprof":
+		return s.profile(ctx, req.Kind, req.Seconds)
 	}
 	return nil, fmt.Errorf("unknown command %q", req.Cmd)
 }

@@ -67,6 +67,9 @@ type TunnelConfig struct {
 // AdminConfig is the local control socket.
 type AdminConfig struct {
 	Socket string `toml:"socket"`
+	// Pprof lets `sallyport server pprof` fetch runtime profiles through
+	// the socket; off by default.
+	Pprof bool `toml:"pprof"`
 }
 
 // DeviceConfig pins a device, by certificate CN or fingerprint, to a static

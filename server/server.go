@@ -231,8 +231,11 @@ func restartOnly(a, b *Config) []string {
 	if a.Tunnel != b.Tunnel {
 		out = append(out, "tunnel")
 	}
-	if a.Admin != b.Admin {
+	if a.Admin.Socket != b.Admin.Socket {
 		out = append(out, "admin.socket")
+	}
+	if a.Admin.Pprof != b.Admin.Pprof {
+		out = append(out, "admin.pprof")
 	}
 	return out
 }

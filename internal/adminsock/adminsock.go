@@ -22,6 +22,10 @@ import (
 type Request struct {
 	Cmd    string `json:"cmd"`
 	Device string `json:"device,omitempty"`
+	// Kind and Seconds parameterise `pprof`: the profile and, for a CPU
+	// profile, how long to record.
+	Kind    string `json:"kind,omitempty"`
+	Seconds int    `json:"seconds,omitempty"`
 }
 
 // Response carries either Data or Error.
@@ -36,6 +40,14 @@ type Handler func(ctx context.Context, req Request) (any, error)
 
 // maxRequest bounds what a peer may send; requests are tiny.
 const maxRequest = 4096
+
+// ioTimeout bounds reading a request and, separately, writing its reply, so
+// a stuck peer cannot hold a connection; the handler in between may take
+// longer (a CPU profile records for seconds). A variable for tests.
+var ioTimeout = 5 * time.Second
+
+// callTimeout is Call's deadline for the whole exchange.
+const callTimeout = 10 * time.Second
 
 // Server listens on a unix socket until Close.
 type Server struct {
@@ -92,7 +104,7 @@ func (s *Server) acceptLoop() {
 
 func (s *Server) serve(c net.Conn) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
 	var req Request
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req); err != nil {
@@ -107,6 +119,7 @@ func (s *Server) serve(c net.Conn) {
 			resp.OK, resp.Data = true, data
 		}
 	}
+	_ = c.SetDeadline(time.Now().Add(ioTimeout))
 	if err := json.NewEncoder(c).Encode(resp); err != nil && s.log != nil {
 		s.log.Debug("admin reply failed", "err", err)
 	}
@@ -127,6 +140,12 @@ func (s *Server) Close() error {
 // Call sends req to the socket at path and decodes the reply's data into out
 // (which may be nil).
 func Call(path string, req Request, out any) error {
+	return CallTimeout(path, req, out, callTimeout)
+}
+
+// CallTimeout is Call with a deadline of d for the whole exchange, for
+// requests the process takes long to answer.
+func CallTimeout(path string, req Request, out any, d time.Duration) error {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -135,7 +154,7 @@ func Call(path string, req Request, out any) error {
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(d))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return fmt.Errorf("admin socket %s: send: %w", path, err)
 	}

@@ -55,3 +55,47 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("goroutines leaked: %d > %d", n, before)
 	}
 }
+
+// TestSlowHandler: a handler may take longer than the read/write timeout
+// (a CPU profile records for seconds); the reply still goes out, and a
+// caller with a short deadline gives up instead of waiting.
+func TestSlowHandler(t *testing.T) {
+	old := ioTimeout
+	ioTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { ioTimeout = old })
+	path := filepath.Join(t.TempDir(), "a.sock")
+	release, never := make(chan struct{}), make(chan struct{})
+	defer close(never)
+	s, err := Listen(path, func(ctx context.Context, r Request) (any, error) {
+		wait := release
+		if r.Kind != "cpu" {
+			wait = never
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+		return map[string]any{"kind": r.Kind, "seconds": r.Seconds}, nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	done := make(chan error, 1)
+	var out struct {
+		Kind    string
+		Seconds int
+	}
+	go func() {
+		done <- CallTimeout(path, Request{Cmd: "pprof", Kind: "cpu", Seconds: 3}, &out, 10*time.Second)
+	}()
+	time.Sleep(3 * ioTimeout) // past the server's read deadline
+	close(release)
+	if err := <-done; err != nil || out.Kind != "cpu" || out.Seconds != 3 {
+		t.Fatalf("slow reply: %+v %v", out, err)
+	}
+	// A caller whose deadline passes first gets an error, not a hang.
+	if err := CallTimeout(path, Request{Cmd: "pprof"}, nil, 100*time.Millisecond); err == nil {
+		t.Fatal("call past its deadline succeeded")
+	}
+}

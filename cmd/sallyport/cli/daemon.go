@@ -61,7 +61,7 @@ the config, CA, CRL and policies and re-checks every live session.`,
 		},
 	}
 	f.add(cmd, "/etc/sallyport/server.toml", "gateway config file")
-	cmd.AddCommand(serverStatusCmd(), serverKickCmd(), serverReloadCmd())
+	cmd.AddCommand(serverStatusCmd(), serverKickCmd(), serverReloadCmd(), serverPprofCmd())
 	return cmd
 }
 
