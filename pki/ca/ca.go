@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -362,6 +363,9 @@ type IssueOptions struct {
 	Days      int      // lifetime in days (clamped to the issuer's)
 	NotBefore time.Time
 	NotAfter  time.Time // exact end; error if past the issuer's
+	// OverrideCN (SignCSR only) issues the certificate as Name although
+	// the CSR's CN is a different name.
+	OverrideCN bool
 }
 
 // Issued describes a newly issued certificate.
@@ -416,9 +420,13 @@ func (p *PKI) IssueServer(o IssueOptions) (*Issued, error) {
 	return p.issue(KindServer, o, nil)
 }
 
-// SignCSR issues a device certificate for the public key of a PEM CSR. Only
-// the CSR's key and (unless o.Name is set) its CN are used: every extension,
-// SAN or other subject field it asks for is ignored; the signer decides.
+// SignCSR issues a device certificate named o.Name (required) for the
+// public key of a PEM CSR. The CSR must carry exactly one CN, equal to
+// o.Name unless o.OverrideCN is set (then the certificate still says
+// o.Name): a CSR with two CNs would otherwise be named after whichever one
+// a parser keeps, which may be another device's. Only the CSR's key is
+// used: every extension, SAN or other subject field it asks for is
+// ignored; the signer decides.
 func (p *PKI) SignCSR(csrPEM []byte, o IssueOptions) (*Issued, error) {
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
@@ -432,10 +440,43 @@ func (p *PKI) SignCSR(csrPEM []byte, o IssueOptions) (*Issued, error) {
 		return nil, fmt.Errorf("sign: CSR signature invalid: %w", err)
 	}
 	if o.Name == "" {
-		o.Name = csr.Subject.CommonName
+		return nil, errors.New("sign: name the device (--device NAME); the CSR's CN must match it")
+	}
+	cn, err := csrCN(csr)
+	if err != nil {
+		return nil, err
+	}
+	if cn != o.Name && !o.OverrideCN {
+		return nil, fmt.Errorf("sign: the CSR's CN %q is not the device name %q; check who sent it, or pass --override-cn to issue it as %q", cn, o.Name, o.Name)
 	}
 	return p.issue(KindDevice, o, csr)
 }
+
+// csrCN returns the CSR's one CN; none, several (in one RDN or in several)
+// or one that is not a string is an error.
+func csrCN(csr *x509.CertificateRequest) (string, error) {
+	var cns []string
+	for _, atv := range csr.Subject.Names {
+		if !atv.Type.Equal(oidCommonName) {
+			continue
+		}
+		v, ok := atv.Value.(string)
+		if !ok {
+			return "", fmt.Errorf("sign: the CSR's CN is not a string (%T)", atv.Value)
+		}
+		cns = append(cns, v)
+	}
+	switch len(cns) {
+	case 0:
+		return "", errors.New("sign: the CSR has no CN; a device CSR names exactly one device (sallyport pki csr --device NAME)")
+	case 1:
+		return cns[0], nil
+	}
+	return "", fmt.Errorf("sign: the CSR has %d CNs %q; a device CSR must name exactly one device", len(cns), cns)
+}
+
+// oidCommonName is the X.520 commonName attribute (2.5.4.3).
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
 
 func (p *PKI) issue(kind string, o IssueOptions, csr *x509.CertificateRequest) (*Issued, error) {
 	if err := checkIssueOptions(kind, o); err != nil {

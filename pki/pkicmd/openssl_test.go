@@ -78,7 +78,7 @@ func TestOpenSSLCrossCheck(t *testing.T) {
 		"-subj", "/CN=ossl-dev/OU=admins", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "extendedKeyUsage=serverAuth"); err != nil {
 		t.Fatalf("openssl req: %v\n%s", err, out)
 	}
-	mustRun(t, "sign", "--dir", dir, "--csr", csr)
+	mustRun(t, "sign", "--dir", dir, "--csr", csr, "--device", "ossl-dev")
 	crt := filepath.Join(dir, "devices", "ossl-dev.crt")
 	if out, err := ossl("verify", "-purpose", "sslclient", "-CAfile", filepath.Join(dir, "ca.crt"), crt); err != nil {
 		t.Errorf("signed openssl CSR: %v\n%s", err, out)

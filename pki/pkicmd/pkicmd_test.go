@@ -328,7 +328,7 @@ func TestCSRAndSign(t *testing.T) {
 		t.Errorf("csr overwrite: %d %q", code, errs)
 	}
 	outCrt := filepath.Join(t.TempDir(), "bob.crt")
-	mustRun(t, "sign", "--dir", dir, "--csr", csr, "--user", "bob", "--group", "eng", "-o", outCrt)
+	mustRun(t, "sign", "--dir", dir, "--csr", csr, "--device", "bob-laptop", "--user", "bob", "--group", "eng", "-o", outCrt)
 	if _, err := tls.LoadX509KeyPair(outCrt, filepath.Join(laptop, "devices", "bob-laptop.key")); err != nil {
 		t.Fatalf("signed cert does not match the laptop key: %v", err)
 	}
@@ -344,14 +344,14 @@ func TestCSRAndSign(t *testing.T) {
 	// A CSR asking for CA, serverAuth, SANs and other subject fields gets none of it.
 	evil := filepath.Join(t.TempDir(), "evil.csr")
 	os.WriteFile(evil, evilCSR(t, "mallory"), 0o644)
-	mustRun(t, "sign", "--dir", dir, "--csr", evil)
+	mustRun(t, "sign", "--dir", dir, "--csr", evil, "--device", "mallory")
 	leaf := loadLeaf(t, filepath.Join(dir, "devices", "mallory.crt"))[0]
 	if leaf.IsCA || len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth ||
 		len(leaf.DNSNames) != 0 || len(leaf.Subject.OrganizationalUnit) != 0 || len(leaf.Subject.Organization) != 0 {
 		t.Errorf("CSR extensions leaked: CA=%v EKU=%v DNS=%v subject=%v", leaf.IsCA, leaf.ExtKeyUsage, leaf.DNSNames, leaf.Subject)
 	}
-	// --device overrides the CSR's CN.
-	mustRun(t, "sign", "--dir", dir, "--csr", evil, "--device", "renamed")
+	// --override-cn issues a CSR under another name than its CN.
+	mustRun(t, "sign", "--dir", dir, "--csr", evil, "--device", "renamed", "--override-cn")
 	if cn := loadLeaf(t, filepath.Join(dir, "devices", "renamed.crt"))[0].Subject.CommonName; cn != "renamed" {
 		t.Errorf("CN %q", cn)
 	}
@@ -366,7 +366,7 @@ func TestCSRAndSign(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
 		code int
-	}{{[]string{"sign"}, 2}, {[]string{"sign", "--csr", garbage}, 1}, {[]string{"sign", "--csr", tp}, 1}, {[]string{"sign", "--csr", "/nonexistent"}, 1}} {
+	}{{[]string{"sign"}, 2}, {[]string{"sign", "--device", "g", "--csr", garbage}, 1}, {[]string{"sign", "--device", "tamper", "--csr", tp}, 1}, {[]string{"sign", "--device", "x", "--csr", "/nonexistent"}, 1}} {
 		if code, _, _ := run(t, append(tt.args, "--dir", dir)...); code != tt.code {
 			t.Errorf("%v: exit %d want %d", tt.args, code, tt.code)
 		}

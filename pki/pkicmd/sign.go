@@ -13,16 +13,20 @@ func init() {
 	register(&command{
 		name:    "sign",
 		summary: "sign a device's CSR (the signer decides every extension)",
-		usage:   "--csr FILE [--device NAME] [--user USER] [--group G]... [--days N] [-o FILE]",
-		help: `Issue a device certificate for the key in a CSR made by "sallyport pki csr"
-(or openssl). Only the CSR's public key and, unless --device is given, its
-CN are used; any extensions it asks for (CA, serverAuth, SANs...) are
-ignored: the certificate gets exactly what an "issue" would give. Writes
-devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
-		example: `  sallyport pki sign --csr alice-laptop.csr --user alice --group eng -o alice-laptop.crt`,
+		usage:   "--csr FILE --device NAME [--override-cn] [--user USER] [--group G]... [--days N] [-o FILE]",
+		help: `Issue a device certificate named NAME for the key in a CSR made by
+"sallyport pki csr" (or openssl). The CSR must carry exactly one CN, and it
+must be NAME: a CSR with no CN or with several is refused, and so is one
+whose CN names another device, unless --override-cn says to issue it as NAME
+anyway. Only the CSR's public key is used; any extensions or subject fields
+it asks for (CA, serverAuth, SANs, OU...) are ignored: the certificate gets
+exactly what an "issue" would give. Writes devices/NAME.crt (and -o FILE if
+given) and prints serial and fingerprint.`,
+		example: `  sallyport pki sign --csr alice-laptop.csr --device alice-laptop --user alice --group eng -o alice-laptop.crt`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
 			csrPath := fs.String("csr", "", "CSR file, PEM (required)")
-			device := fs.String("device", "", "device name (default: the CSR's CN)")
+			device := fs.String("device", "", "device name; the CSR's CN must be the same (required)")
+			overrideCN := fs.Bool("override-cn", false, "issue as --device even though the CSR's CN is another name")
 			user := fs.String("user", "", "user the device belongs to (subject UID)")
 			out := fs.String("o", "", "also write the certificate chain to this file")
 			var groups listFlag
@@ -35,12 +39,15 @@ devices/NAME.crt (and -o FILE if given) and prints serial and fingerprint.`,
 				if *csrPath == "" {
 					return usagef("--csr is required")
 				}
+				if *device == "" {
+					return usagef("--device is required: name the device; the CSR's CN must match it")
+				}
 				data, err := os.ReadFile(*csrPath)
 				if err != nil {
 					return fmt.Errorf("read CSR: %w", err)
 				}
 				o := validity()
-				o.Name, o.User, o.Groups = *device, *user, groups
+				o.Name, o.User, o.Groups, o.OverrideCN = *device, *user, groups, *overrideCN
 				is, err := ca.New(dirOf(fs)).SignCSR(data, o)
 				if err != nil {
 					return err
