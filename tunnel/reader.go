@@ -9,6 +9,12 @@
  * a super-packet is copied once, not twice. The caller then makes one
  * Device.Write of the whole batch, which is what lets the Linux TUN driver
  * coalesce TCP segments (GRO) on the way in. The format is in frame.go.
+ *
+ * Memory follows traffic: the bufio.Reader comes from a shared pool
+ * (pool.go) when bytes arrive and goes back once everything buffered has
+ * been decoded. A quiet stream is waited on with a small read into the
+ * Reader's own few bytes, and Wait lets the relay take its batch buffers
+ * only after that read returned, so an idle session holds no big buffer.
  */
 
 package tunnel
@@ -17,16 +23,45 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Reader decodes frames from a stream in place. It is for one goroutine.
 // After the first error every later call returns the same error.
+//
+// Its stream buffer comes from a shared pool when bytes arrive and goes
+// back as soon as everything buffered has been decoded: while the stream
+// is quiet, the Reader waits in a small read into its own few bytes and
+// holds no big buffer.
 type Reader struct {
 	src       io.Reader
-	br        *bufio.Reader
-	pending   int // bytes of the last returned frame still to discard
+	pool      *sync.Pool    // *bufio.Reader of the Reader's buffer size
+	br        *bufio.Reader // from pool while bytes are buffered, else nil
+	feed      feeder        // what br reads: the first small read, then src
+	pending   int           // bytes of the last returned frame still to discard
 	err       error
-	directMin int // data frames from this size are read past br (tests lower it)
+	srcErr    error // a read error met before br was taken
+	directMin int   // data frames from this size are read past br (tests lower it)
+}
+
+// feeder is the source of a Reader's bufio.Reader: first the bytes of the
+// small read the Reader woke up with, then the stream itself.
+type feeder struct {
+	src   io.Reader
+	pre   []byte // unread part of small
+	small [smallRead]byte
+}
+
+// smallRead is the size of the read an idle Reader waits in.
+const smallRead = 64
+
+func (f *feeder) Read(p []byte) (int, error) {
+	if len(f.pre) > 0 {
+		n := copy(p, f.pre)
+		f.pre = f.pre[n:]
+		return n, nil
+	}
+	return f.src.Read(p)
 }
 
 // NewReader returns a Reader over r with a buffer of bufSize bytes (raised
@@ -35,21 +70,94 @@ func NewReader(r io.Reader, bufSize int) *Reader {
 	if bufSize < MinReadBuffer {
 		bufSize = MinReadBuffer
 	}
-	return &Reader{src: r, br: bufio.NewReaderSize(r, bufSize), directMin: directFrame}
+	rd := &Reader{src: r, pool: readBufs.get(bufSize), directMin: directFrame}
+	rd.feed.src = r
+	return rd
 }
 
+// acquire makes sure the Reader holds its stream buffer with at least one
+// byte in it: an idle Reader first blocks in a small read of its own, and
+// takes a buffer from the pool only once that returned bytes.
+func (r *Reader) acquire() error {
+	if r.br != nil {
+		return nil
+	}
+	if r.srcErr != nil {
+		return r.srcErr
+	}
+	var n int
+	var err error
+	for range 100 { // like bufio: give up on a source that keeps returning nothing
+		n, err = r.src.Read(r.feed.small[:])
+		if n > 0 || err != nil {
+			break
+		}
+	}
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		r.srcErr = err
+		return err
+	}
+	// Bytes and an error at once: the bytes first, the error on the next
+	// read of the stream (which is what a later read would return anyway).
+	r.feed.pre = r.feed.small[:n]
+	r.br = r.pool.Get().(*bufio.Reader)
+	r.br.Reset(&r.feed)
+	return nil
+}
+
+// release discards the frame last returned and gives the stream buffer
+// back once nothing is left in it.
 func (r *Reader) release() {
+	if r.br == nil {
+		return
+	}
 	if r.pending > 0 {
 		// The bytes were peeked, so Discard cannot fail.
 		r.br.Discard(r.pending)
 		r.pending = 0
 	}
+	if r.br.Buffered() == 0 && len(r.feed.pre) == 0 {
+		r.br.Reset(nil)
+		r.pool.Put(r.br)
+		r.br = nil
+	}
 }
+
+// Wait blocks until the stream has bytes for the next call or has failed
+// (the next call then reports it), so a relay can take its batch buffers
+// only once traffic arrives.
+func (r *Reader) Wait() {
+	if r.err == nil {
+		r.release()
+		_ = r.acquire()
+	}
+}
+
+// drop gives the stream buffer back after a sticky error: nothing will be
+// read from it again.
+func (r *Reader) drop() {
+	if r.br != nil {
+		r.br.Reset(nil)
+		r.pool.Put(r.br)
+		r.br = nil
+	}
+	r.feed.pre, r.pending = nil, 0
+}
+
+// Holding reports whether the Reader holds a stream buffer now (for tests
+// and memory accounting).
+func (r *Reader) Holding() bool { return r.br != nil }
 
 // Buffered returns the number of bytes already read from the stream and not
 // yet returned as frames (excluding the frame last returned by Next).
 func (r *Reader) Buffered() int {
-	return r.br.Buffered() - r.pending
+	if r.br == nil {
+		return 0
+	}
+	return r.br.Buffered() + len(r.feed.pre) - r.pending
 }
 
 // Next returns the next frame. payload aliases the Reader's buffer and is
@@ -64,11 +172,18 @@ func (r *Reader) Next() (typ byte, payload []byte, err error) {
 	typ, payload, err = r.next()
 	if err != nil {
 		r.err = err
+		r.drop()
 	}
 	return typ, payload, err
 }
 
 func (r *Reader) next() (byte, []byte, error) {
+	if err := r.acquire(); err != nil {
+		if err == io.EOF {
+			return 0, nil, io.EOF
+		}
+		return 0, nil, fmt.Errorf("read frame header: %w", truncated(err))
+	}
 	h, err := r.br.Peek(HeaderLen)
 	if err != nil {
 		if err == io.EOF {
@@ -134,7 +249,7 @@ func (r *Reader) ReadPackets(bufs [][]byte, sizes []int, gso []bool, offset int,
 	for n < limit {
 		if frames > 0 {
 			r.release()
-			if r.br.Buffered() == 0 {
+			if r.Buffered() == 0 {
 				break
 			}
 		}
@@ -217,6 +332,9 @@ func markGSO(gso []bool, i int, typ byte) {
 // frames, and frames already buffered, are decoded in place by Next.
 func (r *Reader) direct() (typ byte, n int, ok bool, err error) {
 	r.release()
+	if r.acquire() != nil {
+		return 0, 0, false, nil // Next reports it with the usual wording
+	}
 	h, err := r.br.Peek(HeaderLen)
 	if err != nil {
 		return 0, 0, false, nil // Next reports it with the usual wording
@@ -238,7 +356,7 @@ func (r *Reader) readDirect(typ byte, dst []byte) error {
 		// buffer bufio would read through its own buffer, a copy.
 		k, _ = r.br.Read(dst)
 	}
-	if _, err := io.ReadFull(r.src, dst[k:]); err != nil {
+	if _, err := io.ReadFull(&r.feed, dst[k:]); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -251,6 +369,7 @@ func (r *Reader) readDirect(typ byte, dst []byte) error {
 // already gathered.
 func (r *Reader) fail(n int, err error) (int, error) {
 	r.err = err
+	r.drop()
 	if n > 0 {
 		return n, nil
 	}

@@ -10,25 +10,71 @@
  * its buffer, without the copy into the bufio.Writer. Control frames
  * (keepalive, close) take the same mutex and flush at once. The format is
  * in frame.go.
+ *
+ * The bufio.Writer is not the Writer's own: each call takes one from a
+ * shared pool (pool.go) and gives it back before returning, so an idle
+ * session holds no encode buffer. Every write runs under a deadline
+ * (SetTimeout): a peer that stops reading fails the call with ErrStalled
+ * instead of blocking it, and whoever waits for the Writer, forever. The
+ * session timers never take the Writer's lock to wait: they send
+ * keepalives with TryWriteControl and watch Busy.
  */
 
 package tunnel
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Writer encodes frames onto a stream. It is safe for concurrent use: each
-// call writes whole frames under a mutex and ends with one flush.
+// call writes whole frames under a mutex and ends with one flush. Its
+// encode buffer comes from a shared pool for the duration of one call, so
+// an idle Writer holds none.
+//
+// With SetTimeout, every write to the stream is bounded: a peer that stops
+// reading makes the call fail with an error wrapping ErrStalled instead of
+// blocking forever (and keeping the mutex). Busy tells a watchdog how long
+// the current call has been writing; TryWriteControl sends a frame only if
+// no other call is writing (a keepalive is pointless behind one); Finish
+// sends a last frame within a bounded time even while another call is
+// blocked, and closes the Writer.
 type Writer struct {
-	mu  sync.Mutex
-	w   io.Writer
-	bw  *bufio.Writer
-	hdr [HeaderLen]byte
+	mu    sync.Mutex
+	w     io.Writer
+	pool  *sync.Pool    // *bufio.Writer of the Writer's buffer size
+	bw    *bufio.Writer // taken from pool for one call (mu held)
+	hdr   [HeaderLen]byte
+	small [HeaderLen + smallControl]byte // control frames that fit skip the pool
+
+	dl      writeDeadliner
+	timeout time.Duration
+	dlMu    sync.Mutex   // orders arming against Finish
+	closed  atomic.Bool  // Finish was called
+	since   atomic.Int64 // unix nanos the current call started writing; 0 when idle
 }
+
+// smallControl is the largest control payload written without a pooled
+// buffer (keepalive, close).
+const smallControl = 256
+
+// writeDeadliner is the part of net.Conn (and tls.Conn) SetTimeout needs.
+type writeDeadliner interface {
+	SetWriteDeadline(t time.Time) error
+}
+
+// ErrStalled is wrapped by the error of a write that timed out (see
+// SetTimeout): the peer stopped reading.
+var ErrStalled = errors.New("stream stalled: peer not reading")
+
+// ErrWriterClosed is returned by every call after Finish.
+var ErrWriterClosed = errors.New("frame writer closed")
 
 // NewWriter returns a Writer buffering up to bufSize bytes (at least
 // MinReadBuffer) before writing to w.
@@ -36,7 +82,74 @@ func NewWriter(w io.Writer, bufSize int) *Writer {
 	if bufSize < MinReadBuffer {
 		bufSize = MinReadBuffer
 	}
-	return &Writer{w: w, bw: bufio.NewWriterSize(w, bufSize)}
+	return &Writer{w: w, pool: writeBufs.get(bufSize)}
+}
+
+// SetTimeout bounds every later write call: before writing, it sets conn's
+// write deadline to now+d (conn is normally the stream the Writer writes
+// to). A write still blocked at the deadline fails with ErrStalled. Call it
+// before the Writer is shared; d <= 0 turns deadlines off.
+func (w *Writer) SetTimeout(conn writeDeadliner, d time.Duration) {
+	w.dl, w.timeout = conn, d
+	if d <= 0 {
+		w.dl = nil
+	}
+}
+
+// Busy returns how long the call now holding the Writer has been writing,
+// or 0 when none is. It does not wait for the Writer's lock.
+func (w *Writer) Busy(now time.Time) time.Duration {
+	s := w.since.Load()
+	if s == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, s))
+}
+
+// begin arms the deadline for a call that holds mu and takes an encode
+// buffer.
+func (w *Writer) begin(buffered bool) error {
+	now := time.Now()
+	if w.dl != nil {
+		w.dlMu.Lock()
+		var err error
+		if w.closed.Load() {
+			err = ErrWriterClosed
+		} else {
+			err = w.dl.SetWriteDeadline(now.Add(w.timeout))
+		}
+		w.dlMu.Unlock()
+		if err != nil {
+			return err
+		}
+	} else if w.closed.Load() {
+		return ErrWriterClosed
+	}
+	w.since.Store(now.UnixNano())
+	if buffered {
+		w.bw = w.pool.Get().(*bufio.Writer)
+		w.bw.Reset(w.w)
+	}
+	return nil
+}
+
+// end gives the encode buffer back (its unflushed bytes, only there after
+// an error, are dropped: the stream is broken then anyway).
+func (w *Writer) end() {
+	w.since.Store(0)
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		w.pool.Put(w.bw)
+		w.bw = nil
+	}
+}
+
+// stalled marks an error from the stream caused by the write deadline.
+func stalled(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrStalled, err)
+	}
+	return err
 }
 
 // WriteBatch writes bufs[i][offset:offset+sizes[i]] for i < n as data frames
@@ -69,6 +182,10 @@ func (w *Writer) WritePackets(bufs [][]byte, sizes []int, gso []bool, n int, off
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.begin(true); err != nil {
+		return fmt.Errorf("write data frames: %w", err)
+	}
+	defer w.end()
 	for i := 0; i < n; i++ {
 		typ, start := FrameData, offset
 		if gso != nil && gso[i] {
@@ -82,23 +199,23 @@ func (w *Writer) WritePackets(bufs [][]byte, sizes []int, gso []bool, n int, off
 			frame := bufs[i][start-HeaderLen : end]
 			putHeader(frame, typ, end-start)
 			if err := w.bw.Flush(); err != nil {
-				return fmt.Errorf("flush data frames: %w", err)
+				return fmt.Errorf("flush data frames: %w", stalled(err))
 			}
 			if _, err := w.w.Write(frame); err != nil {
-				return fmt.Errorf("write data frame: %w", err)
+				return fmt.Errorf("write data frame: %w", stalled(err))
 			}
 			continue
 		}
 		putHeader(w.hdr[:], typ, end-start)
 		if _, err := w.bw.Write(w.hdr[:]); err != nil {
-			return fmt.Errorf("write data frame: %w", err)
+			return fmt.Errorf("write data frame: %w", stalled(err))
 		}
 		if _, err := w.bw.Write(bufs[i][start:end]); err != nil {
-			return fmt.Errorf("write data frame: %w", err)
+			return fmt.Errorf("write data frame: %w", stalled(err))
 		}
 	}
 	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("flush data frames: %w", err)
+		return fmt.Errorf("flush data frames: %w", stalled(err))
 	}
 	return nil
 }
@@ -111,15 +228,82 @@ func (w *Writer) WriteControl(typ byte, payload []byte) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.writeControlLocked(typ, payload, true)
+}
+
+// TryWriteControl is WriteControl that gives up at once, with sent false
+// and no error, when another call holds the Writer (is writing). The
+// session timers send keepalives with it so that they never wait behind a
+// blocked writer.
+func (w *Writer) TryWriteControl(typ byte, payload []byte) (sent bool, err error) {
+	if err := checkFrame(typ, len(payload)); err != nil {
+		return false, fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+	}
+	if !w.mu.TryLock() {
+		return false, nil
+	}
+	defer w.mu.Unlock()
+	return true, w.writeControlLocked(typ, payload, true)
+}
+
+// Finish writes one last frame and closes the Writer: every later call
+// fails with ErrWriterClosed. With SetTimeout, the stream's write deadline
+// is first cut to now+d, which also ends a call blocked in a write, so
+// Finish returns within about d even when the peer stopped reading.
+func (w *Writer) Finish(typ byte, payload []byte, d time.Duration) error {
+	if err := checkFrame(typ, len(payload)); err != nil {
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+	}
+	if !w.closed.CompareAndSwap(false, true) {
+		return ErrWriterClosed
+	}
+	if w.dl != nil {
+		w.dlMu.Lock()
+		err := w.dl.SetWriteDeadline(time.Now().Add(d))
+		w.dlMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeControlLocked(typ, payload, false)
+}
+
+// writeControlLocked writes one checked frame; mu is held. arm is false
+// only for Finish, which set its own deadline.
+func (w *Writer) writeControlLocked(typ byte, payload []byte, arm bool) (err error) {
+	small := HeaderLen+len(payload) <= len(w.small)
+	if arm {
+		err = w.begin(!small)
+	} else {
+		w.since.Store(time.Now().UnixNano())
+		if !small {
+			w.bw = w.pool.Get().(*bufio.Writer)
+			w.bw.Reset(w.w)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+	}
+	defer w.end()
+	if small {
+		putHeader(w.small[:], typ, len(payload))
+		k := copy(w.small[HeaderLen:], payload)
+		if _, err := w.w.Write(w.small[:HeaderLen+k]); err != nil {
+			return fmt.Errorf("write %s frame: %w", FrameName(typ), stalled(err))
+		}
+		return nil
+	}
 	putHeader(w.hdr[:], typ, len(payload))
 	if _, err := w.bw.Write(w.hdr[:]); err != nil {
-		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), stalled(err))
 	}
 	if _, err := w.bw.Write(payload); err != nil {
-		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), stalled(err))
 	}
 	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("flush %s frame: %w", FrameName(typ), err)
+		return fmt.Errorf("flush %s frame: %w", FrameName(typ), stalled(err))
 	}
 	return nil
 }
