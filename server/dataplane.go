@@ -5,8 +5,10 @@ package server
 // One TUN device is shared by all sessions; each session is one TLS stream.
 //
 //   device -> LAN: routineReadStream (one per session)
-//     Reader.ReadBatch decodes frames in place from a 256 KiB buffered reader
-//     and copies each packet into a pooled buffer with Headroom in front,
+//     Waits for the stream in a small read, then takes a batch and a 256 KiB
+//     stream buffer from shared pools (given back after the round, so an
+//     idle session holds neither). Reader.ReadBatch decodes frames in place
+//     and copies each packet into the batch with Headroom in front,
 //     gathering until the stream has nothing buffered. Each packet is then
 //     checked: source must be the session's address (else dropped:spoofed),
 //     destination must be allowed by the device's grant (the flow is then
@@ -35,9 +37,11 @@ package server
 //     another device opened to it under its own policy (else
 //     dropped:no_flow), writes every packet as a frame into the
 //     buffered writer and flushes once per batch (one large TLS write).
+//     Every write runs under a deadline of the session timeout: a device
+//     that stops reading is closed as "stalled" (session.go).
 //
 // Buffers come from sync.Pools of whole batches; nothing on these paths
-// allocates per packet.
+// allocates per packet, and an idle session holds none of them.
 
 import (
 	"errors"
@@ -71,6 +75,28 @@ func (bp *batchPool) get() *tunnel.Batch {
 }
 
 func (bp *batchPool) put(b *tunnel.Batch) { bp.p.Put(b) }
+
+// dataPools are the gateway's shared pools of the big per-round buffers:
+// batches the session readers decode device packets into (BatchSize
+// buffers of a whole frame each, because coalescing (GRO) on Device.Write
+// grows the first packet of a flow in place up to 64 KiB) and the segment
+// batches raw mode cuts super-packets into for devices without CapGSO.
+// Sessions take them per round of traffic, so memory follows traffic, not
+// the number of sessions.
+type dataPools struct {
+	once   sync.Once
+	stream tunnel.BatchPool
+	seg    tunnel.BatchPool
+}
+
+// dataPools sizes the pools on first use (the TUN is open by then).
+func (s *Server) dataPools() *dataPools {
+	s.pools.once.Do(func() {
+		s.pools.stream = tunnel.BatchPool{Count: s.dev.BatchSize(), Size: tunnel.Headroom + tunnel.MaxPayload}
+		s.pools.seg = tunnel.BatchPool{Count: 2 * maxSegs, Size: tunnel.Headroom + s.cfg.Load().Tunnel.MTU}
+	})
+	return &s.pools
+}
 
 // routineReadTUN reads packets from the shared TUN and hands each session
 // the packets addressed to it, a batch at a time.
@@ -157,20 +183,27 @@ func (s *Server) offer(ss *session, b *tunnel.Batch) {
 }
 
 // routineReadStream decodes the device's frames, filters the packets and
-// writes them to the TUN in batches.
+// writes them to the TUN in batches. It waits for the stream in a small
+// read and takes a batch from the shared pool only once bytes arrived,
+// giving it back after each round, so an idle session holds none.
 func (ss *session) routineReadStream() {
-	b := tunnel.NewBatch(ss.srv.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
-	var gso []bool
-	if ss.gso {
-		gso = b.GSO
-	}
+	pool := &ss.srv.dataPools().stream
 	var info packet.Info
 	for {
+		ss.r.Wait()
+		b := pool.Get()
+		var gso []bool
+		if ss.gso {
+			gso = b.GSO
+		} else {
+			clear(b.GSO) // the batch may come from a session that had CapGSO
+		}
 		n, err := ss.r.ReadPackets(b.Bufs, b.Sizes, gso, tunnel.Headroom, ss.onControl)
 		if n > 0 {
 			ss.lastRecv.Store(time.Now().UnixNano())
 			ss.forwardBatch(b, n, &info)
 		}
+		pool.Put(b)
 		if err != nil {
 			var pc *peerClosed
 			switch {
@@ -309,7 +342,7 @@ func (ss *session) routineWriteStream() {
 		}
 		ss.srv.tunBatches.put(b)
 		if err != nil {
-			ss.close("error", err)
+			ss.closeWrite(err)
 			return
 		}
 		ss.bytesOut.Add(bytes)

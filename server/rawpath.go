@@ -16,9 +16,12 @@ package server
 // super-packets whole (FrameDataGSO) to a device that negotiated CapGSO, cut
 // into MTU-sized segments with complete checksums (tunnel.Segment) for one
 // that did not. Segmenting there, in the per-session goroutine, keeps the
-// shared reader fast and runs on whichever core is free.
+// shared reader fast and runs on whichever core is free. Its scratch state
+// (rawRound) and the segment batch come from shared pools for one round,
+// so an idle session holds neither.
 
 import (
+	"sync"
 	"time"
 
 	"github.com/sallyport/sallyport/tunnel"
@@ -85,19 +88,31 @@ func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.Vnet
 	}
 }
 
+// A super-packet of 64 KiB cut at the smallest MSS (536) is 123
+// segments; maxSegs leaves room for one. maxRound is the most packets
+// taken off the queue per round.
+const maxRound, maxSegs = 64, 128
+
+// rawRound is the scratch state of one routineWriteStreamRaw round, pooled
+// so that an idle session holds none of it.
+type rawRound struct {
+	items []*tunnel.VnetPacket
+	view  tunnel.Batch // what one flush writes: queued packets and segments
+}
+
+var rawRounds = sync.Pool{New: func() any {
+	return &rawRound{
+		items: make([]*tunnel.VnetPacket, 0, maxRound),
+		view:  tunnel.Batch{Bufs: make([][]byte, maxRound+maxSegs), Sizes: make([]int, maxRound+maxSegs), GSO: make([]bool, maxRound+maxSegs)},
+	}
+}}
+
 // routineWriteStreamRaw sends what routineReadTUNRaw queued for this
 // device, one flush per round.
 func (ss *session) routineWriteStreamRaw() {
-	// A super-packet of 64 KiB cut at the smallest MSS (536) is 123
-	// segments; maxSegs leaves room for one.
-	const maxRound, maxSegs = 64, 128
-	items := make([]*tunnel.VnetPacket, 0, maxRound)
-	view := &tunnel.Batch{Bufs: make([][]byte, maxRound+maxSegs), Sizes: make([]int, maxRound+maxSegs), GSO: make([]bool, maxRound+maxSegs)}
-	seg := tunnel.NewBatch(2*maxSegs, tunnel.Headroom+ss.srv.cfg.Load().Tunnel.MTU)
 	var info packet.Info
 	for {
-		items = ss.rawq.Take(items[:0], maxRound, 0)
-		if len(items) == 0 {
+		if ss.rawq.Len() == 0 {
 			select {
 			case <-ss.done:
 				return
@@ -105,56 +120,79 @@ func (ss *session) routineWriteStreamRaw() {
 				continue
 			}
 		}
-		now := time.Now()
-		n, used := 0, 0
-		var bytes uint64
-		var err error
-		flush := func() {
-			if n > 0 && err == nil {
-				err = ss.w.WritePackets(view.Bufs, view.Sizes, view.GSO, n, tunnel.Headroom)
-			}
-			n, used = 0, 0
-		}
-		for _, p := range items {
-			pkt := p.Buf[tunnel.Headroom : tunnel.Headroom+p.Size]
-			if !ss.admit(pkt, &info, now) {
-				continue
-			}
-			bytes += uint64(p.Size)
-			if !p.GSO || ss.gso {
-				if n == len(view.Bufs) {
-					flush()
-				}
-				view.Bufs[n], view.Sizes[n], view.GSO[n] = p.Buf, p.Size, p.GSO
-				n++
-				continue
-			}
-			// A device without CapGSO gets MTU-sized segments.
-			h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
-			if n > maxRound || used > maxSegs {
-				flush()
-			}
-			k, serr := tunnel.Segment(h, pkt, seg.Bufs[used:], seg.Sizes[used:], tunnel.Headroom)
-			if serr != nil {
-				ss.drops.malformed.Add(1)
-				continue
-			}
-			for j := 0; j < k; j++ {
-				view.Bufs[n], view.Sizes[n], view.GSO[n] = seg.Bufs[used+j], seg.Sizes[used+j], false
-				n++
-			}
-			used += k
-		}
-		flush()
-		for _, p := range items {
-			rawPackets.Put(p)
-		}
-		clear(view.Bufs) // drop references to pooled buffers
+		rd := rawRounds.Get().(*rawRound)
+		err := ss.writeRawRound(rd, &info)
+		rawRounds.Put(rd)
 		if err != nil {
-			ss.close("error", err)
+			ss.closeWrite(err)
 			return
 		}
-		ss.bytesOut.Add(bytes)
-		ss.packetsOut.Add(uint64(len(items)))
 	}
+}
+
+// writeRawRound takes what is queued and writes it with one flush (more
+// when segments overflow the view).
+func (ss *session) writeRawRound(rd *rawRound, info *packet.Info) error {
+	items := ss.rawq.Take(rd.items[:0], maxRound, 0)
+	rd.items = items[:0]
+	view := &rd.view
+	var seg *tunnel.Batch // taken from the pool for the first super-packet to cut
+	now := time.Now()
+	n, used := 0, 0
+	var bytes uint64
+	var err error
+	flush := func() {
+		if n > 0 && err == nil {
+			err = ss.w.WritePackets(view.Bufs, view.Sizes, view.GSO, n, tunnel.Headroom)
+		}
+		n, used = 0, 0
+	}
+	for _, p := range items {
+		pkt := p.Buf[tunnel.Headroom : tunnel.Headroom+p.Size]
+		if !ss.admit(pkt, info, now) {
+			continue
+		}
+		bytes += uint64(p.Size)
+		if !p.GSO || ss.gso {
+			if n == len(view.Bufs) {
+				flush()
+			}
+			view.Bufs[n], view.Sizes[n], view.GSO[n] = p.Buf, p.Size, p.GSO
+			n++
+			continue
+		}
+		// A device without CapGSO gets MTU-sized segments.
+		if seg == nil {
+			seg = ss.srv.dataPools().seg.Get()
+		}
+		h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
+		if n > maxRound || used > maxSegs {
+			flush()
+		}
+		k, serr := tunnel.Segment(h, pkt, seg.Bufs[used:], seg.Sizes[used:], tunnel.Headroom)
+		if serr != nil {
+			ss.drops.malformed.Add(1)
+			continue
+		}
+		for j := 0; j < k; j++ {
+			view.Bufs[n], view.Sizes[n], view.GSO[n] = seg.Bufs[used+j], seg.Sizes[used+j], false
+			n++
+		}
+		used += k
+	}
+	flush()
+	for i, p := range items {
+		rawPackets.Put(p)
+		items[i] = nil
+	}
+	clear(view.Bufs) // drop references to pooled buffers
+	if seg != nil {
+		ss.srv.dataPools().seg.Put(seg)
+	}
+	if err != nil {
+		return err
+	}
+	ss.bytesOut.Add(bytes)
+	ss.packetsOut.Add(uint64(len(items)))
+	return nil
 }

@@ -36,6 +36,7 @@ type Server struct {
 	dev        tunnel.Device
 	raw        bool // the TUN passes super-packets whole (rawpath.go)
 	tunBatches batchPool
+	pools      dataPools // per-round session buffers (dataplane.go)
 
 	sessMu   sync.Mutex
 	byKey    map[string]*session                     // device key -> live session

@@ -37,10 +37,11 @@ type dropCounters struct {
 	spoofed, policy, noFlow, queueFull, malformed, congestion atomic.Uint64
 }
 
-// session is one device's connection. It owns three goroutines:
-// routineReadStream (device -> TUN), routineWriteStream (TUN -> device) and
-// routineTimers (keepalive, idle timeout, certificate expiry); close ends
-// all three.
+// session is one device's connection. It runs routineReadStream (device
+// -> TUN) and routineWriteStream (TUN -> device) in goroutines of their
+// own and routineTimers (keepalive, idle and stall timeouts, certificate
+// expiry) in the goroutine that called run; close ends all three. Its big
+// buffers come from shared pools per round of traffic (dataplane.go).
 type session struct {
 	srv  *Server
 	log  *slog.Logger
@@ -95,6 +96,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
 	}
+	ss.w.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // a device that stops reading is "stalled"
 	ss.log = s.log.With("device", v.id.Device, "user", v.id.User, "remote", remote)
 	ss.grant.Store(v.grant)
 	ss.verdict.Store(&v)
@@ -279,10 +281,11 @@ func (ss *session) setGrant(g *policy.Grant) {
 	}
 }
 
-// run starts the session's goroutines and returns when all have ended.
+// run runs the session: its stream goroutines and, in the caller's
+// goroutine, its timers. It returns when all have ended.
 func (ss *session) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); ss.routineReadStream() }()
 	go func() {
 		defer wg.Done()
@@ -292,7 +295,7 @@ func (ss *session) run(ctx context.Context) {
 			ss.routineWriteStream()
 		}
 	}()
-	go func() { defer wg.Done(); ss.routineTimers(ctx) }()
+	ss.routineTimers(ctx)
 	wg.Wait()
 	for b := ss.queue.pop(); b != nil; b = ss.queue.pop() {
 		ss.srv.tunBatches.put(b)
@@ -302,18 +305,37 @@ func (ss *session) run(ctx context.Context) {
 	}
 }
 
-// close ends the session once: it tells the device why (best effort),
-// closes the stream and unregisters. Safe to call from any goroutine.
+// closeWrite ends the session after a failed write to the device: a write
+// that hit its deadline means the device stopped reading.
+func (ss *session) closeWrite(err error) {
+	if errors.Is(err, tunnel.ErrStalled) {
+		ss.close("stalled", err)
+		return
+	}
+	ss.close("error", err)
+}
+
+// close ends the session once: it tells the device why (best effort,
+// within a second even when a write to it is blocked), closes the stream
+// and unregisters. Safe to call from any goroutine.
 func (ss *session) close(reason string, err error) {
 	ss.closeOnce.Do(func() {
 		ss.reason.Store(&reason)
 		ss.srv.unregister(ss)
 		close(ss.done)
-		if reason != "peer-closed" && reason != "error" {
-			_ = ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = ss.w.WriteClose(reason)
+		told := false
+		if reason != "peer-closed" && reason != "error" && reason != "stalled" {
+			if msg, e := tunnel.EncodeClose(tunnel.CloseMsg{Reason: reason}); e == nil {
+				told = ss.w.Finish(tunnel.FrameClose, msg, time.Second) == nil
+			}
 		}
-		_ = ss.conn.Close()
+		if told {
+			_ = ss.conn.Close() // with TLS close_notify
+		} else {
+			// A device that does not read would hold tls.Conn.Close for
+			// seconds in close_notify: drop the socket.
+			_ = ss.conn.NetConn().Close()
+		}
 		attrs := []any{"reason", reason, "address", ss.addr.String(), "duration", time.Since(ss.since).Round(time.Second).String(),
 			"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load()}
 		if err != nil {
@@ -323,8 +345,12 @@ func (ss *session) close(reason string, err error) {
 	})
 }
 
-// routineTimers sends keepalives, drops a silent device and ends the
-// session when the device certificate expires.
+// routineTimers sends keepalives, drops a silent or stalled device and
+// ends the session when the device certificate expires. It never waits
+// for the stream's writer: keepalives go only when no write is in
+// progress (one that is in progress carries traffic anyway), and a write
+// blocked past the session timeout, or a device silent while a write to
+// it is blocked, is a stall.
 func (ss *session) routineTimers(ctx context.Context) {
 	cfg := ss.srv.cfg.Load()
 	tick := time.NewTicker(cfg.Tunnel.Keepalive)
@@ -342,12 +368,19 @@ func (ss *session) routineTimers(ctx context.Context) {
 			ss.close("expired", fmt.Errorf("certificate chain expired at %s", ss.expiry().Format(time.RFC3339)))
 			return
 		case now := <-tick.C:
-			if idle := now.Sub(time.Unix(0, ss.lastRecv.Load())); idle > cfg.Tunnel.Timeout {
+			busy := ss.w.Busy(now)
+			idle := now.Sub(time.Unix(0, ss.lastRecv.Load()))
+			switch {
+			case busy > cfg.Tunnel.Timeout, idle > cfg.Tunnel.Timeout && busy > 0:
+				ss.close("stalled", fmt.Errorf("write to the device blocked for %s, nothing received for %s",
+					busy.Round(time.Millisecond), idle.Round(time.Millisecond)))
+				return
+			case idle > cfg.Tunnel.Timeout:
 				ss.close("timeout", fmt.Errorf("nothing received for %s", idle.Round(time.Second)))
 				return
 			}
-			if err := ss.w.WriteControl(tunnel.FrameKeepalive, nil); err != nil {
-				ss.close("error", fmt.Errorf("send keepalive: %w", err))
+			if _, err := ss.w.TryWriteControl(tunnel.FrameKeepalive, nil); err != nil {
+				ss.closeWrite(fmt.Errorf("send keepalive: %w", err))
 				return
 			}
 		}

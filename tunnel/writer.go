@@ -87,9 +87,12 @@ func NewWriter(w io.Writer, bufSize int) *Writer {
 
 // SetTimeout bounds every later write call: before writing, it sets conn's
 // write deadline to now+d (conn is normally the stream the Writer writes
-// to). A write still blocked at the deadline fails with ErrStalled. Call it
-// before the Writer is shared; d <= 0 turns deadlines off.
+// to). A write still blocked at the deadline fails with ErrStalled. d <= 0
+// turns deadlines off. It may be called at any time, also while the
+// Writer is in use.
 func (w *Writer) SetTimeout(conn writeDeadliner, d time.Duration) {
+	w.dlMu.Lock()
+	defer w.dlMu.Unlock()
 	w.dl, w.timeout = conn, d
 	if d <= 0 {
 		w.dl = nil
@@ -110,20 +113,17 @@ func (w *Writer) Busy(now time.Time) time.Duration {
 // buffer.
 func (w *Writer) begin(buffered bool) error {
 	now := time.Now()
-	if w.dl != nil {
-		w.dlMu.Lock()
-		var err error
-		if w.closed.Load() {
-			err = ErrWriterClosed
-		} else {
-			err = w.dl.SetWriteDeadline(now.Add(w.timeout))
-		}
-		w.dlMu.Unlock()
-		if err != nil {
-			return err
-		}
-	} else if w.closed.Load() {
-		return ErrWriterClosed
+	w.dlMu.Lock()
+	var err error
+	switch {
+	case w.closed.Load():
+		err = ErrWriterClosed
+	case w.dl != nil:
+		err = w.dl.SetWriteDeadline(now.Add(w.timeout))
+	}
+	w.dlMu.Unlock()
+	if err != nil {
+		return err
 	}
 	w.since.Store(now.UnixNano())
 	if buffered {
@@ -254,16 +254,19 @@ func (w *Writer) Finish(typ byte, payload []byte, d time.Duration) error {
 	if err := checkFrame(typ, len(payload)); err != nil {
 		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
 	}
-	if !w.closed.CompareAndSwap(false, true) {
+	w.dlMu.Lock()
+	if w.closed.Load() {
+		w.dlMu.Unlock()
 		return ErrWriterClosed
 	}
+	w.closed.Store(true)
+	var err error
 	if w.dl != nil {
-		w.dlMu.Lock()
-		err := w.dl.SetWriteDeadline(time.Now().Add(d))
-		w.dlMu.Unlock()
-		if err != nil {
-			return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
-		}
+		err = w.dl.SetWriteDeadline(time.Now().Add(d))
+	}
+	w.dlMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("write %s frame: %w", FrameName(typ), err)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -100,7 +100,7 @@ func New(size int) *Table {
 		ICMPTimeout:  DefaultICMPTimeout,
 		OtherTimeout: DefaultOtherTimeout,
 		max:          size,
-		flows:        make(map[Flow]int64, min(size, 1024)),
+		flows:        map[Flow]int64{}, // grows with the flows; an idle session holds almost nothing
 	}
 }
 
