@@ -12,13 +12,21 @@ import (
 
 // Status is the answer to `sallyport server status`.
 type Status struct {
-	Started   time.Time       `json:"started"`
-	Listen    string          `json:"listen"`
-	Device    string          `json:"device"`
-	Address   string          `json:"address"`
-	NoSession uint64          `json:"dropped_no_session"`
-	CPUs      int             `json:"cpus"` // GOMAXPROCS now (tunnel.cpus)
-	Sessions  []SessionStatus `json:"sessions"`
+	Started   time.Time `json:"started"`
+	Listen    string    `json:"listen"`
+	Device    string    `json:"device"`
+	Address   string    `json:"address"`
+	NoSession uint64    `json:"dropped_no_session"`
+	CPUs      int       `json:"cpus"` // GOMAXPROCS now (tunnel.cpus)
+	// Refused counts refused handshakes and sessions since start, by
+	// reason (README "Trust").
+	Refused map[string]uint64 `json:"refused"`
+	// CRLNumber and CRLNextUpdate describe the CRL in force (empty and
+	// zero without one); CRLStale is true past its nextUpdate.
+	CRLNumber     string          `json:"crl_number,omitempty"`
+	CRLNextUpdate time.Time       `json:"crl_next_update,omitzero"`
+	CRLStale      bool            `json:"crl_stale"`
+	Sessions      []SessionStatus `json:"sessions"`
 }
 
 // SessionStatus describes one live device session.
@@ -56,7 +64,15 @@ type DropStatus struct {
 // Status reports the gateway and its sessions, sorted by device.
 func (s *Server) Status() Status {
 	cfg := s.cfg.Load()
-	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.Gateway().String(), NoSession: s.noRoute.Load(), CPUs: s.procs.Current()}
+	t := s.trust.Load()
+	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.Gateway().String(), NoSession: s.noRoute.Load(), CPUs: s.procs.Current(),
+		Refused: s.refusals.counts(), CRLNextUpdate: t.crl.NextUpdate(), CRLStale: t.crlStaleAt(time.Now())}
+	if st.Refused == nil {
+		st.Refused = map[string]uint64{}
+	}
+	if n := t.crlNumber(); n != nil {
+		st.CRLNumber = n.String()
+	}
 	if s.dev != nil {
 		st.Device = s.dev.Name()
 	}

@@ -154,7 +154,7 @@ func TestRefusalTold(t *testing.T) {
 		t.Fatalf("unverifiable chain: read %v, want the TLS alert bad certificate", err)
 	}
 	waitFor(t, func() bool {
-		c := h.s.refusals.counts()
+		c := h.s.Status().Refused
 		return c[reasonRevoked] == 1 && c[reasonNoPolicy] == 1 && c[reasonBadEKU] == 1 && c[reasonUnknownCA] == 1
 	})
 }
@@ -259,6 +259,9 @@ func TestStaleCRLRefusesNewSessions(t *testing.T) {
 	h.writeCRL(2, time.Now().Add(-time.Minute))
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
 	h.dial(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonCRLStale)
+	if st := h.s.Status(); !st.CRLStale || st.CRLNumber != "2" {
+		t.Fatalf("status: crl_stale %v, crl_number %q", st.CRLStale, st.CRLNumber)
+	}
 	if _, live := h.sessionOf("alice"); !live {
 		t.Fatal("a stale CRL cut a live session")
 	}
