@@ -196,6 +196,13 @@ type gatewayHarness struct {
 
 func newGatewayHarness(t *testing.T, policies []policy.Policy, loop netip.Prefix) *gatewayHarness {
 	t.Helper()
+	return newGatewayHarnessOn(t, policies, loop, nil)
+}
+
+// newGatewayHarnessOn is newGatewayHarness with the server's TUN made by
+// wrap from the harness's fakeTUN (nil: the fakeTUN itself).
+func newGatewayHarnessOn(t *testing.T, policies []policy.Policy, loop netip.Prefix, wrap func(*fakeTUN) tunnel.Device) *gatewayHarness {
+	t.Helper()
 	dir := t.TempDir()
 	ca := newTestCA(t, "Harness CA")
 	gw := ca.leafWithKey(t, "gw.test", nil, x509.ExtKeyUsageServerAuth, "gw.test")
@@ -221,6 +228,9 @@ func newGatewayHarness(t *testing.T, policies []policy.Policy, loop netip.Prefix
 	h.tun.loop = loop
 	h.gwPool.AddCert(ca.cert)
 	s.dev = h.tun
+	if wrap != nil {
+		s.dev = wrap(h.tun)
+	}
 	s.tunBatches = batchPool{count: 1, size: tunnel.Headroom + 1500}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

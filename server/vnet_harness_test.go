@@ -54,10 +54,9 @@ func (d *device) sendGSO(t *testing.T, h tunnel.VnetHdr, p []byte) {
 // checksum pointing outside the packet, a segment size above the MTU) is
 // dropped as malformed.
 func TestGatewayRejectsBadVnetHeader(t *testing.T) {
-	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	var vt *fakeVnetTUN
+	h := newGatewayHarnessOn(t, engPolicy, netip.Prefix{}, func(f *fakeTUN) tunnel.Device { vt = &fakeVnetTUN{fakeTUN: f}; return vt })
 	defer h.close()
-	vt := &fakeVnetTUN{fakeTUN: h.tun}
-	h.s.dev = vt
 	d := h.dial(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
 	defer d.tc.Close()
 	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: []string{tunnel.CapGSO}}); err != nil {
