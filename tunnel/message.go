@@ -36,16 +36,32 @@ type Hello struct {
 // Keepalive and Timeout are encoded as Go duration strings ("25s"); a JSON
 // number is accepted as seconds.
 type Config struct {
-	Version       int            `json:"version"`
-	Caps          []string       `json:"caps,omitempty"`
-	Address       netip.Prefix   `json:"address"` // device address with pool prefix length, e.g. 10.8.0.2/24
-	Gateway       netip.Addr     `json:"gateway"` // gateway's tunnel address; may be zero
+	Version int          `json:"version"`
+	Caps    []string     `json:"caps,omitempty"`
+	Address netip.Prefix `json:"address"` // device address with pool prefix length, e.g. 10.8.0.2/24
+	Gateway netip.Addr   `json:"gateway"` // gateway's tunnel address; may be zero
+	// Address6 is the device's IPv6 tunnel address with the pool's prefix
+	// length when the gateway is dual stack (Address is then IPv4). A
+	// v6-only gateway puts its one address in Address instead. Older
+	// clients ignore the field and run IPv4 only.
+	Address6 netip.Prefix `json:"address6,omitzero"`
+	// Gateway6 is the gateway's IPv6 tunnel address; may be zero.
+	Gateway6      netip.Addr     `json:"gateway6,omitzero"`
 	Routes        []netip.Prefix `json:"routes,omitempty"`
 	DNS           []netip.Addr   `json:"dns,omitempty"`
 	SearchDomains []string       `json:"search_domains,omitempty"`
 	MTU           int            `json:"mtu"`
 	Keepalive     time.Duration  `json:"keepalive"` // send a keepalive after this much idle time; 0 = never
 	Timeout       time.Duration  `json:"timeout"`   // drop the peer after this much silence; 0 = never
+}
+
+// Addresses returns the device's tunnel addresses: Address, then Address6
+// when set.
+func (c Config) Addresses() []netip.Prefix {
+	if c.Address6.IsValid() {
+		return []netip.Prefix{c.Address, c.Address6}
+	}
+	return []netip.Prefix{c.Address}
 }
 
 // CloseMsg is the payload of a Close frame.
@@ -223,6 +239,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("config: gateway %s equals device address", c.Gateway)
 		}
 	}
+	if c.Address6.IsValid() || c.Gateway6.IsValid() {
+		if err := c.validate6(); err != nil {
+			return err
+		}
+	}
 	if len(c.Routes) > MaxRoutes {
 		return fmt.Errorf("config: %d routes exceed maximum %d", len(c.Routes), MaxRoutes)
 	}
@@ -248,7 +269,7 @@ func (c Config) Validate() error {
 		}
 	}
 	minMTU := MinMTU
-	if a.Is6() {
+	if a.Is6() || c.Address6.IsValid() {
 		minMTU = 1280
 	}
 	if c.MTU < minMTU || c.MTU > MaxMTU {
@@ -262,6 +283,30 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout > 0 && c.Keepalive > 0 && c.Timeout <= c.Keepalive {
 		return fmt.Errorf("config: timeout %v must exceed keepalive %v", c.Timeout, c.Keepalive)
+	}
+	return nil
+}
+
+// validate6 checks the dual-stack fields: Address6 is an IPv6 unicast
+// prefix beside an IPv4 Address, Gateway6 (optional) is another IPv6 address.
+func (c Config) validate6() error {
+	a6 := c.Address6.Addr()
+	if !c.Address6.IsValid() || !a6.Is6() || a6.Is4In6() || a6.Zone() != "" || c.Address6.Bits() == 0 {
+		return fmt.Errorf("config: address6 %q invalid (an IPv6 prefix is required when gateway6 is set)", c.Address6)
+	}
+	if !a6.IsGlobalUnicast() && !a6.IsPrivate() {
+		return fmt.Errorf("config: address6 %s is not a unicast address", c.Address6)
+	}
+	if !c.Address.Addr().Is4() {
+		return fmt.Errorf("config: address6 %s given beside non-IPv4 address %s", c.Address6, c.Address)
+	}
+	if c.Gateway6.IsValid() {
+		if !c.Gateway6.Is6() || c.Gateway6.Is4In6() || c.Gateway6.Zone() != "" {
+			return fmt.Errorf("config: gateway6 %s is not an IPv6 address", c.Gateway6)
+		}
+		if c.Gateway6 == a6 {
+			return fmt.Errorf("config: gateway6 %s equals device address", c.Gateway6)
+		}
 	}
 	return nil
 }

@@ -39,6 +39,11 @@ func TestConfigRoundTrip(t *testing.T) {
 			c.Gateway = netip.MustParseAddr("fd00:8::1")
 			c.MTU = 1280
 		}},
+		{"dual stack", func(c *Config) {
+			c.Address6 = netip.MustParsePrefix("fd00:8::2/112")
+			c.Gateway6 = netip.MustParseAddr("fd00:8::1")
+		}},
+		{"dual stack without gateway6", func(c *Config) { c.Address6 = netip.MustParsePrefix("fd00:8::2/64") }},
 		{"subsecond durations", func(c *Config) { c.Keepalive = 1500 * time.Millisecond; c.Timeout = 0 }},
 	}
 	for _, tt := range tests {
@@ -77,6 +82,20 @@ func TestConfigJSONShape(t *testing.T) {
 	if m["keepalive"] != "25s" || m["address"] != "10.8.0.2/24" {
 		t.Errorf("unexpected encoding %s", b)
 	}
+	// A v4-only config carries no IPv6 keys, so old peers see the same bytes.
+	for _, k := range []string{"address6", "gateway6"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("key %q present in a v4-only config: %s", k, b)
+		}
+	}
+	c := goodConfig()
+	c.Address6, c.Gateway6 = netip.MustParsePrefix("fd00:8::2/112"), netip.MustParseAddr("fd00:8::1")
+	b, _ = EncodeConfig(c)
+	m = nil
+	_ = json.Unmarshal(b, &m)
+	if m["address6"] != "fd00:8::2/112" || m["gateway6"] != "fd00:8::1" {
+		t.Errorf("dual-stack encoding %s", b)
+	}
 }
 
 func TestDecodeConfig(t *testing.T) {
@@ -113,6 +132,17 @@ func TestDecodeConfig(t *testing.T) {
 		{"bad duration", `{"version":1,"address":"10.8.0.2/24","mtu":1400,"keepalive":"soon"}`, "keepalive"},
 		{"bad duration type", `{"version":1,"address":"10.8.0.2/24","mtu":1400,"keepalive":true}`, "keepalive"},
 		{"bad cap", `{"version":1,"address":"10.8.0.2/24","mtu":1400,"caps":[""]}`, "capability"},
+		{"dual stack", `{"version":1,"address":"10.8.0.2/24","address6":"fd00:8::2/112","gateway6":"fd00:8::1","mtu":1400}`, ""},
+		{"empty address6 is absent", `{"version":1,"address":"10.8.0.2/24","address6":"","mtu":1400}`, ""},
+		{"address6 is v4", `{"version":1,"address":"10.8.0.2/24","address6":"10.9.0.2/24","mtu":1400}`, "address6"},
+		{"address6 is v4-mapped", `{"version":1,"address":"10.8.0.2/24","address6":"::ffff:10.9.0.2/120","mtu":1400}`, "address6"},
+		{"address6 beside v6 address", `{"version":1,"address":"fd00::2/64","address6":"fd01::2/64","mtu":1400}`, "non-IPv4"},
+		{"address6 link-local", `{"version":1,"address":"10.8.0.2/24","address6":"fe80::2/64","mtu":1400}`, "not a unicast"},
+		{"address6 /0", `{"version":1,"address":"10.8.0.2/24","address6":"fd00::2/0","mtu":1400}`, "address6"},
+		{"gateway6 without address6", `{"version":1,"address":"10.8.0.2/24","gateway6":"fd00::1","mtu":1400}`, "address6"},
+		{"gateway6 is v4", `{"version":1,"address":"10.8.0.2/24","address6":"fd00::2/64","gateway6":"10.8.0.1","mtu":1400}`, "gateway6"},
+		{"gateway6 equals address6", `{"version":1,"address":"10.8.0.2/24","address6":"fd00::2/64","gateway6":"fd00::2","mtu":1400}`, "equals"},
+		{"dual stack mtu low", `{"version":1,"address":"10.8.0.2/24","address6":"fd00::2/64","mtu":1000}`, "MTU 1000"},
 		{"wrong type", `{"version":"1","address":"10.8.0.2/24","mtu":1400}`, "decode config"},
 	}
 	for _, tt := range tests {
@@ -236,6 +266,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"version":1,"address":"10.8.0.2/24","mtu":1400,"keepalive":25}`))
 	f.Add([]byte(`{"version":1,"address":"fd00::2/64","mtu":1280,"routes":["::/0"]}`))
+	f.Add([]byte(`{"version":1,"address":"10.8.0.2/24","address6":"fd00:8::2/112","gateway6":"fd00:8::1","mtu":1400,"routes":["0.0.0.0/0","::/0"]}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"keepalive":1e308}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -277,4 +308,15 @@ func FuzzDecodeHello(f *testing.F) {
 			t.Fatalf("round trip mismatch: %v", err)
 		}
 	})
+}
+
+func TestConfigAddresses(t *testing.T) {
+	c := goodConfig()
+	if got := c.Addresses(); len(got) != 1 || got[0] != c.Address {
+		t.Fatalf("v4 only: %v", got)
+	}
+	c.Address6 = netip.MustParsePrefix("fd00:8::2/112")
+	if got := c.Addresses(); len(got) != 2 || got[1] != c.Address6 {
+		t.Fatalf("dual stack: %v", got)
+	}
 }
