@@ -55,3 +55,24 @@ func TestClassify(t *testing.T) {
 		t.Fatal("pin error does not unwrap")
 	}
 }
+
+// A Close frame is untrusted bytes from the network: whatever it holds,
+// the error text and the sentence shown to the employee stay one line of
+// printable text, and nothing panics.
+func FuzzCloseFrame(f *testing.F) {
+	for _, s := range []string{`{"reason":"revoked"}`, `{"reason":"\u001b[2J"}`, ``, `{`, `{"reason":5}`, `{"reason":"` + strings.Repeat("é", 600) + `"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		err := closeFrame(payload)
+		r := classify(err)
+		for _, s := range []string{err.Error(), r.Message} {
+			if strings.ContainsAny(s, "\n\r\x1b\x00") {
+				t.Fatalf("control character in %q", s)
+			}
+		}
+		if len(r.Message) > 200 {
+			t.Fatalf("message of %d bytes", len(r.Message))
+		}
+	})
+}
