@@ -63,11 +63,24 @@ func TestICMPErrorFlow(t *testing.T) {
 func FuzzICMPErrorFlow(f *testing.F) {
 	f.Add(ipv4(packet.ProtoICMP, "1.1.1.1", "10.8.0.2", []byte{3, 4, 0, 0, 0, 0, 5, 220, 0x45, 0, 0, 40}))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 58, 64})
+	f.Add(icmpErr(false, 3, "192.168.77.1", "10.8.0.2", ipv4(packet.ProtoTCP, "10.8.0.2", "192.168.77.10", l4(packet.ProtoTCP, 1, 2, 0, 0))[:28], 0))
+	f.Add(icmpErr(true, 2, "fd00:77::1", "fd00:8::2", ipv6(packet.ProtoUDP, "fd00:8::2", "fd00:77::10", l4(packet.ProtoUDP, 1, 2, 0, 0)), 0))
+	f.Add(icmpErr(true, 3, "fd00:77::1", "fd00:8::2", ipv6(packet.ProtoICMPv6, "fd00:8::2", "fd00:77::10", l4(packet.ProtoICMPv6, 0, 0, 128, 7))[:48], 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var info packet.Info
 		if packet.Parse(b, &info) != nil {
 			return
 		}
-		_, _ = icmpErrorFlow(b, &info)
+		fl, ok := icmpErrorFlow(b, &info)
+		if !ok {
+			return
+		}
+		// What it accepts is an error within the size bounds, quoting its own IP version.
+		if !isICMPError(&info) || len(b) > maxICMPErrorV6 || (info.Version == 4 && len(b) > maxICMPErrorV4) {
+			t.Fatalf("accepted %d-byte packet %+v", len(b), info)
+		}
+		if fl.Src.Is4() != (info.Version == 4) {
+			t.Fatalf("v%d error quoting %s", info.Version, fl.Src)
+		}
 	})
 }

@@ -1,7 +1,7 @@
 // Package adminsock is the local control channel of a running sallyport
 // process: a unix socket (mode 0600, directory 0700) that answers one JSON
-// request per connection. The server uses it for `server status` and
-// `server kick`, the client for `status` and `down`.
+// request per connection. The server uses it for `server status`, `kick`,
+// `reload` and `pprof`, the client for `status` and `down`.
 package adminsock
 
 import (
