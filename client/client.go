@@ -125,7 +125,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 
 	dev, err := c.sys.OpenDevice(c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, 1500)
 	if err != nil {
-		return fmt.Errorf("open TUN %s (driver %s): %w", c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, err)
+		return err // tunnel.OpenDevice names the device and driver
 	}
 	c.dev = dev
 	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log}

@@ -14,7 +14,7 @@ import (
 )
 
 // unprivCaps are the only capabilities the packaged gateway unit grants.
-const unprivCaps = "+net_admin,+net_bind_service"
+const unprivCaps = ",+net_admin,+net_bind_service"
 
 // TestUnprivilegedGateway runs the gateway the way sallyport-server.service
 // does: as an unprivileged user (nobody here) holding only CAP_NET_ADMIN and
@@ -31,40 +31,7 @@ func TestUnprivilegedGateway(t *testing.T) {
 			tp := newTopo(t, false)
 			k := stdPKI(t)
 			sock := shortTempDir(t)
-			// Everything the gateway reads lives in a directory only nobody
-			// may enter; the binary is copied there too so no parent
-			// directory of the build tree needs to be open to it.
-			home := shortTempDir(t)
-			crt, key := k.Server(gwName)
-			files := map[string]string{"server.crt": crt, "server.key": key, "ca.crt": k.CA(), "sallyport": binPath}
-			for dst, src := range files {
-				copyFile(t, src, filepath.Join(home, dst))
-			}
-			sc := defaultServerConf(k, drv, sock, restrictive)
-			sc.Listen = gwAddr + ":443" // a privileged port: needs CAP_NET_BIND_SERVICE
-			sc.Cert, sc.Key, sc.ClientCA, sc.CRL = filepath.Join(home, "server.crt"), filepath.Join(home, "server.key"), filepath.Join(home, "ca.crt"), ""
-			sc.Socket = filepath.Join(home, "run", "gw.sock")
-			// Distributions make /dev/net/tun 0666 (udev's default rule); some
-			// containers leave it 0600, which no capability short of
-			// CAP_DAC_OVERRIDE opens. Give the gateway's mount namespace (ip
-			// netns exec makes one) a node with the usual mode.
-			tun := filepath.Join(shortTempDir(t), "tun")
-			run(t, "mknod", "-m", "0666", tun, "c", "10", "200")
-			g := &Gateway{tp: tp, Conf: filepath.Join(home, "server.toml"), Socket: sc.Socket, Wrap: []string{
-				"sh", "-c", `mount --bind "$0" /dev/net/tun && exec "$@"`, tun,
-				"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs",
-				"--inh-caps=-all," + unprivCaps, "--ambient-caps=-all," + unprivCaps, "--bounding-set=-all," + unprivCaps,
-			}}
-			render(t, serverTmpl, sc, g.Conf)
-			for _, p := range []string{home, g.Conf, sc.Key, filepath.Join(home, "sallyport")} {
-				if err := os.Chown(p, 65534, 65534); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := os.Chmod(home, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			g.Bin = filepath.Join(home, "sallyport")
+			g, sc := unprivGateway(t, tp, k, drv, sock, unprivCaps)
 			g.Start()
 
 			// The process really is nobody with only the two capabilities.
@@ -104,6 +71,83 @@ func TestUnprivilegedGateway(t *testing.T) {
 			}
 			if linkExists(tp.GW, "sp0") {
 				t.Error("unprivileged gateway left its TUN device behind")
+			}
+		})
+	}
+}
+
+// unprivGateway prepares (does not start) a gateway that runs as nobody with
+// only the capabilities caps (setpriv syntax, e.g. "+net_admin").
+func unprivGateway(t *testing.T, tp *Topo, k *PKI, drv, sock, caps string) (*Gateway, ServerConf) {
+	t.Helper()
+	// Everything the gateway reads lives in a directory only nobody
+	// may enter; the binary is copied there too so no parent
+	// directory of the build tree needs to be open to it.
+	home := shortTempDir(t)
+	crt, key := k.Server(gwName)
+	files := map[string]string{"server.crt": crt, "server.key": key, "ca.crt": k.CA(), "sallyport": binPath}
+	for dst, src := range files {
+		copyFile(t, src, filepath.Join(home, dst))
+	}
+	sc := defaultServerConf(k, drv, sock, restrictive)
+	sc.Listen = gwAddr + ":443" // a privileged port: needs CAP_NET_BIND_SERVICE
+	sc.Cert, sc.Key, sc.ClientCA, sc.CRL = filepath.Join(home, "server.crt"), filepath.Join(home, "server.key"), filepath.Join(home, "ca.crt"), ""
+	sc.Socket = filepath.Join(home, "run", "gw.sock")
+	// Distributions make /dev/net/tun 0666 (udev's default rule); some
+	// containers leave it 0600, which no capability short of
+	// CAP_DAC_OVERRIDE opens. Give the gateway's mount namespace (ip
+	// netns exec makes one) a node with the usual mode.
+	tun := filepath.Join(shortTempDir(t), "tun")
+	run(t, "mknod", "-m", "0666", tun, "c", "10", "200")
+	g := &Gateway{tp: tp, Conf: filepath.Join(home, "server.toml"), Socket: sc.Socket, Wrap: []string{
+		"sh", "-c", `mount --bind "$0" /dev/net/tun && exec "$@"`, tun,
+		"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--no-new-privs",
+		"--inh-caps=-all" + caps, "--ambient-caps=-all" + caps, "--bounding-set=-all" + caps,
+	}}
+	render(t, serverTmpl, sc, g.Conf)
+	for _, p := range []string{home, g.Conf, sc.Key, filepath.Join(home, "sallyport")} {
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g.Bin = filepath.Join(home, "sallyport")
+	return g, sc
+}
+
+// TestUnprivilegedStartErrors checks what an admin sees when the gateway
+// lacks a capability: one plain line on stderr naming the device or port
+// once, and the capability that is missing.
+func TestUnprivilegedStartErrors(t *testing.T) {
+	requireRoot(t)
+	testenv.Command(t, "setpriv")
+	for _, tt := range []struct {
+		name, caps, want string
+	}{
+		{"no capabilities", "", "sallyport: open TUN sp0 (driver wireguard): operation not permitted (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)"},
+		{"no bind capability", ",+net_admin", "sallyport: listen " + gwAddr + ":443: listen tcp " + gwAddr + ":443: bind: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tp := newTopo(t, false)
+			g, _ := unprivGateway(t, tp, stdPKI(t), "wireguard", shortTempDir(t), tt.caps)
+			g.Proc = tp.start(tp.GW, "server", nil, append(g.Wrap, g.Bin, "server", "-c", g.Conf)...)
+			if !g.Proc.Wait(10 * time.Second) {
+				t.Fatal("gateway without its capabilities did not exit")
+			}
+			if g.Proc.ExitCode() == 0 {
+				t.Fatal("gateway without its capabilities exited 0")
+			}
+			var errLines []string
+			for _, l := range strings.Split(strings.TrimSpace(g.Proc.Err()), "\n") {
+				if !strings.Contains(l, "level=WARN") { // the forwarding warning is a log line
+					errLines = append(errLines, l)
+				}
+			}
+			if len(errLines) != 1 || errLines[0] != tt.want {
+				t.Fatalf("stderr:\n%s\nwant exactly one error line:\n%s", g.Proc.Err(), tt.want)
 			}
 		})
 	}

@@ -56,7 +56,7 @@ const KeyGroup = "sallyport"
 func CheckKeyPerm(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("key: %w", err)
+		return err // the PathError names the file; callers say which key
 	}
 	return checkKeyMode(path, fi.Mode(), fileGroup(fi), os.Getenv("CREDENTIALS_DIRECTORY"))
 }

@@ -99,7 +99,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 
 	dev, err := tunnel.OpenDevice(cfg.Tunnel.Device, cfg.Tunnel.Driver, cfg.Tunnel.MTU)
 	if err != nil {
-		return fmt.Errorf("open TUN %s (driver %s): %w", cfg.Tunnel.Device, cfg.Tunnel.Driver, err)
+		return err // tunnel.OpenDevice names the device and driver
 	}
 	s.dev = dev
 	defer dev.Close()
@@ -162,7 +162,7 @@ func (s *Server) checkForwarding() {
 	}
 	if strings.TrimSpace(string(b)) != "1" {
 		s.log.Warn("IPv4 forwarding is off: devices will reach only the gateway itself",
-			"fix", "sysctl -w net.ipv4.ip_forward=1 (persist in /etc/sysctl.d/99-sallyport.conf)")
+			"fix", "sysctl -w net.ipv4.ip_forward=1 (to persist: the package ships /usr/lib/sysctl.d/60-sallyport.conf; sysctl --system loads it)")
 	}
 }
 

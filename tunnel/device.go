@@ -86,6 +86,9 @@ func OpenDevice(name, driver string, mtu int) (Device, error) {
 		if driver == "" {
 			driver = DriverWireguard
 		}
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open TUN %s (driver %s): %w (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)", name, driver, err)
+		}
 		return nil, fmt.Errorf("open TUN %s (driver %s): %w", name, driver, err)
 	}
 	return d, nil

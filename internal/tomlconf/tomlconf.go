@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -25,6 +27,14 @@ func Load(path string, v any) error {
 
 // Decode is Load for text already in memory; name is used in errors.
 func Decode(name, text string, v any) error {
+	// Durations first: a number where a duration belongs would otherwise be
+	// a type error from the library, or silently nanoseconds.
+	var raw map[string]any
+	if md, err := toml.Decode(text, &raw); err == nil {
+		if err := checkDurations(md, reflect.TypeOf(v)); err != nil {
+			return fmt.Errorf("config %s: %w", name, err)
+		}
+	}
 	md, err := toml.Decode(text, v)
 	if err != nil {
 		var pe toml.ParseError
@@ -44,6 +54,63 @@ func Decode(name, text string, v any) error {
 		return fmt.Errorf("config %s: unknown key %s", name, strings.Join(keys, ", "))
 	}
 	return nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkDurations refuses a bare number for a time.Duration field: the TOML
+// library would take `keepalive = 10` as 10 nanoseconds. A duration must be
+// a string with a unit ("10s", "1m30s").
+func checkDurations(md toml.MetaData, t reflect.Type) error {
+	for _, key := range md.Keys() {
+		typ := md.Type(key...)
+		if typ != "Integer" && typ != "Float" {
+			continue
+		}
+		if fieldType(t, key) == durationType {
+			return fmt.Errorf("key %q: a duration is a string with a unit, like \"10s\" or \"2m\" (a bare number would be nanoseconds)", key.String())
+		}
+	}
+	return nil
+}
+
+// fieldType follows a TOML key path through struct fields (by their toml
+// tags or names), slices and maps, and returns the type it ends at (nil if
+// it leaves the structs).
+func fieldType(t reflect.Type, key toml.Key) reflect.Type {
+	for _, part := range key {
+		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			t = t.Elem()
+		}
+		if t == nil {
+			return nil
+		}
+		switch t.Kind() {
+		case reflect.Map:
+			t = t.Elem()
+			continue
+		case reflect.Struct:
+		default:
+			return nil
+		}
+		var next reflect.Type
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			if name == part || (f.Tag.Get("toml") == "" && strings.EqualFold(f.Name, part)) {
+				next = f.Type
+				break
+			}
+		}
+		t = next
+	}
+	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		t = t.Elem()
+	}
+	return t
 }
 
 // Resolve makes p relative to the directory of the config file at cfgPath,

@@ -8,6 +8,10 @@ import (
 
 type sample struct {
 	Listen string `toml:"listen"`
+	Rule   []struct {
+		Wait time.Duration `toml:"wait"`
+	} `toml:"rule"`
+	Waits map[string]time.Duration `toml:"waits"`
 	TLS    struct {
 		Cert    string        `toml:"cert"`
 		Timeout time.Duration `toml:"timeout"`
@@ -24,6 +28,10 @@ func TestDecode(t *testing.T) {
 		{"syntax", "listen = \n", "line 1"},
 		{"wrong type", "listen = 5\n", "listen"},
 		{"bad duration", "[tls]\ntimeout = \"5 parsecs\"\n", "timeout"},
+		{"bare integer duration", "[tls]\ntimeout = 10\n", `key "tls.timeout": a duration is a string with a unit`},
+		{"bare float duration", "[tls]\ntimeout = 1.5\n", `key "tls.timeout": a duration is a string with a unit`},
+		{"bare duration in array of tables", "[[rule]]\nwait = 3\n", `key "rule.wait"`},
+		{"bare duration in map", "[waits]\na = 3\n", `key "waits.a"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

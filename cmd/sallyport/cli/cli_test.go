@@ -2,10 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -23,6 +28,10 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	missingSock := filepath.Join(t.TempDir(), "none.sock")
+	durConf := filepath.Join(t.TempDir(), "dur.toml")
+	if err := os.WriteFile(durConf, []byte("[tunnel]\nkeepalive = 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		args   []string
@@ -43,6 +52,7 @@ func TestRun(t *testing.T) {
 		{"server bad config", []string{"server", "-c", bad}, 1, "", "line 1"},
 		{"server missing config", []string{"server", "--config", "/nonexistent/server.toml"}, 1, "", "no such file"},
 		{"up bad config", []string{"up", "-c", bad}, 1, "", "bad.toml"},
+		{"bare number duration", []string{"server", "-c", durConf}, 1, "", `key "tunnel.keepalive": a duration is a string with a unit`},
 		{"bad log level", []string{"server", "--log-level", "loud"}, 2, "", "--log-level"},
 		{"status without daemon", []string{"status", "--socket", missingSock}, 1, "", "is sallyport running?"},
 		{"server status without daemon", []string{"server", "status", "--socket", missingSock}, 1, "", "is sallyport running?"},
@@ -70,8 +80,8 @@ func TestRun(t *testing.T) {
 			if code != tt.code || !strings.Contains(out, tt.stdout) || !strings.Contains(errs, tt.stderr) {
 				t.Fatalf("sallyport %q = %d, want %d with %q/%q\nstdout: %s\nstderr: %s", tt.args, code, tt.code, tt.stdout, tt.stderr, out, errs)
 			}
-			if tt.code == 1 && strings.Count(strings.TrimSpace(errs), "\n") != 0 {
-				t.Errorf("a failure must be one line on stderr, got:\n%s", errs)
+			if tt.code == 1 && (strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.HasPrefix(errs, "sallyport: ") || strings.Contains(errs, "level=")) {
+				t.Errorf("a failure must be one plain line on stderr starting with \"sallyport: \", got:\n%s", errs)
 			}
 		})
 	}
@@ -175,6 +185,29 @@ func checkFlagRefs(t *testing.T, name string, c *cobra.Command, text string) {
 		}
 		if !ok {
 			t.Errorf("%s: %q names %s, which %q does not have", name, text, f, c.CommandPath())
+		}
+	}
+}
+
+func TestWithHint(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string // "" means unchanged
+	}{
+		{"not a permission error", errors.New("boom"), ""},
+		{"already names a capability", fmt.Errorf("open TUN: %w (needs CAP_NET_ADMIN)", syscall.EPERM), ""},
+		{"unreadable file", &fs.PathError{Op: "open", Path: "/etc/sallyport/server.key", Err: syscall.EACCES}, "/etc/sallyport/server.key is not readable by uid"},
+		{"privileged port", fmt.Errorf("listen 0.0.0.0:443: %w", &net.OpError{Op: "listen", Net: "tcp", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}}), "CAP_NET_BIND_SERVICE"},
+		{"netlink", fmt.Errorf("add address: %w", syscall.EPERM), "needs root or CAP_NET_ADMIN"},
+	}
+	for _, tt := range tests {
+		got := withHint(tt.err).Error()
+		if tt.want == "" && got != tt.err.Error() || tt.want != "" && !strings.Contains(got, tt.want) {
+			t.Errorf("%s: withHint(%q) = %q, want %q", tt.name, tt.err, got, tt.want)
+		}
+		if !errors.Is(withHint(tt.err), tt.err) {
+			t.Errorf("%s: the hint must wrap the error", tt.name)
 		}
 	}
 }

@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -51,13 +55,13 @@ the config, CA, CRL and policies and re-checks every live session.`,
 			}
 			cfg, err := server.LoadConfig(f.config)
 			if err != nil {
-				return err
+				return withHint(err)
 			}
 			srv, err := server.New(cfg, log)
 			if err != nil {
-				return err
+				return withHint(err)
 			}
-			return runDaemon(func() { srv.Reload("SIGHUP") }, srv.Run)
+			return withHint(runDaemon(func() { srv.Reload("SIGHUP") }, srv.Run))
 		},
 	}
 	f.add(cmd, "/etc/sallyport/server.toml", "gateway config file")
@@ -82,13 +86,13 @@ The config is a file made by "sallyport pki bundle".`,
 			}
 			cfg, err := client.LoadConfig(f.config)
 			if err != nil {
-				return err
+				return withHint(err)
 			}
 			c, err := client.New(cfg, log)
 			if err != nil {
-				return err
+				return withHint(err)
 			}
-			return runDaemon(nil, c.Run)
+			return withHint(runDaemon(nil, c.Run))
 		},
 	}
 	f.add(cmd, "client.toml", "client config file (made by sallyport pki bundle)")
@@ -127,4 +131,22 @@ func signalContext(hup func()) (context.Context, func()) {
 		}
 	}()
 	return ctx, func() { signal.Stop(ch); close(done); cancel() }
+}
+
+// withHint adds to a permission error what would grant it, unless the
+// error already says: a file the process may not read names the file and
+// the user; a privileged port names CAP_NET_BIND_SERVICE; anything else
+// (netlink, nftables) CAP_NET_ADMIN.
+func withHint(err error) error {
+	if err == nil || !errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "CAP_") {
+		return err
+	}
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe) && pe.Path != "/dev/net/tun":
+		return fmt.Errorf("%w (%s is not readable by uid %d: run as root, or make it group sallyport mode 0640)", err, pe.Path, os.Geteuid())
+	case strings.Contains(err.Error(), "bind:"):
+		return fmt.Errorf("%w (ports below 1024 need root or CAP_NET_BIND_SERVICE)", err)
+	}
+	return fmt.Errorf("%w (needs root or CAP_NET_ADMIN)", err)
 }
