@@ -12,7 +12,7 @@ type sample struct {
 		Wait time.Duration `toml:"wait"`
 	} `toml:"rule"`
 	Waits map[string]time.Duration `toml:"waits"`
-	TLS    struct {
+	TLS   struct {
 		Cert    string        `toml:"cert"`
 		Timeout time.Duration `toml:"timeout"`
 	} `toml:"tls"`
