@@ -88,7 +88,7 @@ type conn struct {
 	w        *tunnel.Writer
 	r        *tunnel.Reader
 	lastRecv atomic.Int64
-	silent   atomic.Bool // routineTimers ended the session: the gateway went silent
+	silent   atomic.Bool // the gateway went silent, or stopped reading (a write stalled)
 	v6       bool        // the gateway gave us an IPv6 address
 	gso      bool        // both ends negotiated tunnel.CapGSO
 }
@@ -256,8 +256,10 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	// Shutdown (SIGTERM, `sallyport down`) tells the gateway and closes the
 	// stream, which ends the blocked read below.
 	stopClose := context.AfterFunc(ctx, func() {
-		_ = tc.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = cn.w.WriteClose("client shutdown")
+		msg, _ := tunnel.EncodeClose(tunnel.CloseMsg{Reason: "client shutdown"})
+		if cn.w.Finish(tunnel.FrameClose, msg, time.Second) != nil {
+			cn.drop(nil) // a gateway that does not read would hold tls.Conn.Close 5 s
+		}
 		tc.Close()
 	})
 	defer stopClose()
@@ -296,6 +298,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	cn.v6 = pc.Address.Addr().Is6()
 	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
 	cn.lastRecv.Store(time.Now().UnixNano())
+	cn.w.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
 	c.mu.Lock()
 	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
 	c.refused, c.message, c.retryAt = "", "", time.Time{}
@@ -326,8 +329,21 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	return fmt.Errorf("%s: %w", addr, err)
 }
 
+// drop ends the session from a writer or timer: it closes the socket under
+// the TLS conn (tls.Conn.Close would first try to send close_notify to a
+// gateway that may not be reading), which unblocks readStream. A write
+// that stalled marks the gateway silent.
+func (cn *conn) drop(err error) {
+	if errors.Is(err, tunnel.ErrStalled) {
+		cn.silent.Store(true)
+	}
+	_ = cn.tls.NetConn().Close()
+}
+
 // routineTimers sends keepalives and closes a session whose gateway went
-// silent (which unblocks readStream).
+// silent or stopped reading (which unblocks readStream). It never waits
+// for the stream's writer: a keepalive goes only when no write is in
+// progress, and a write blocked past the timeout is a stall.
 func (c *Client) routineTimers(ctx context.Context, cn *conn, pc tunnel.Config) {
 	// Keepalive 0 means never, timeout 0 never drop; tick often enough for
 	// whichever is set.
@@ -346,21 +362,39 @@ func (c *Client) routineTimers(ctx context.Context, cn *conn, pc tunnel.Config) 
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
+			if busy := cn.w.Busy(now); pc.Timeout > 0 && busy > pc.Timeout {
+				c.log.Warn("gateway not reading; dropping the session", "write_blocked", busy.Round(time.Second).String())
+				cn.drop(tunnel.ErrStalled)
+				return
+			}
 			if idle := now.Sub(time.Unix(0, cn.lastRecv.Load())); pc.Timeout > 0 && idle > pc.Timeout {
 				c.log.Warn("gateway silent; dropping the session", "idle", idle.Round(time.Second).String())
 				cn.silent.Store(true)
-				cn.tls.Close()
+				cn.drop(nil)
 				return
 			}
 			if pc.Keepalive == 0 {
 				continue
 			}
-			if err := cn.w.WriteControl(tunnel.FrameKeepalive, nil); err != nil {
-				cn.tls.Close()
+			if _, err := cn.w.TryWriteControl(tunnel.FrameKeepalive, nil); err != nil {
+				cn.drop(err)
 				return
 			}
 		}
 	}
+}
+
+// recvBatches recycles readStream's batch (BatchSize x 64 KiB: 8 MiB with
+// the wireguard TUN) across reconnects, so a laptop that roams does not
+// allocate and zero a fresh one per session.
+var recvBatches sync.Pool
+
+func recvBatch(n int) *tunnel.Batch {
+	if b, ok := recvBatches.Get().(*tunnel.Batch); ok && len(b.Bufs) == n {
+		b.N = 0
+		return b
+	}
+	return tunnel.NewBatch(n, tunnel.Headroom+tunnel.MaxPayload)
 }
 
 // closeFrame is the error for a Close frame from the gateway.
@@ -374,7 +408,8 @@ func closeFrame(payload []byte) error {
 
 // readStream relays gateway -> TUN until the stream fails.
 func (c *Client) readStream(cn *conn) error {
-	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
+	b := recvBatch(c.dev.BatchSize())
+	defer recvBatches.Put(b)
 	onControl := func(typ byte, payload []byte) error {
 		switch typ {
 		case tunnel.FrameKeepalive:
@@ -467,7 +502,7 @@ func (c *Client) routineReadTUN() {
 			continue
 		}
 		if err := cn.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom); err != nil {
-			cn.tls.Close() // the reader notices and the session reconnects
+			cn.drop(err) // the reader notices and the session reconnects
 			continue
 		}
 		c.bytesOut.Add(bytes)

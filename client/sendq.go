@@ -38,6 +38,11 @@ func drainQueue(q *sendQueue) {
 	}
 }
 
+// segBatches holds the batches sendRound cuts super-packets into for a
+// gateway without CapGSO (128 x 64 KiB): taken for a round that needs one,
+// not held for the client's life.
+var segBatches = &tunnel.BatchPool{Count: 128, Size: tunnel.Headroom + tunnel.MaxPacket}
+
 // sendPackets holds the packets read from the TUN; small ones are copied
 // to sparseMax-byte buffers.
 var sendPackets = tunnel.NewVnetPool(sparseMax)
@@ -93,7 +98,6 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 	defer drainQueue(q)
 	items := make([]*tunnel.VnetPacket, 0, sendRoundPkts)
 	view := &tunnel.Batch{Bufs: make([][]byte, sendRoundPkts), Sizes: make([]int, sendRoundPkts), GSO: make([]bool, sendRoundPkts)}
-	seg := tunnel.NewBatch(128, tunnel.Headroom+tunnel.MaxPacket)
 	for {
 		items = q.Take(items[:0], sendRoundPkts, sendRound)
 		if len(items) == 0 {
@@ -106,8 +110,8 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 		}
 		if cn := c.cur.Load(); cn == nil {
 			c.droppedOffline.Add(uint64(len(items)))
-		} else if err := c.sendRound(cn, items, view, seg); err != nil {
-			cn.tls.Close() // the stream reader notices and the session reconnects
+		} else if err := c.sendRound(cn, items, view); err != nil {
+			cn.drop(err) // the stream reader notices and the session reconnects
 		}
 		for i, p := range items {
 			sendPackets.Put(p)
@@ -119,7 +123,7 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 
 // sendRound writes items to cn: whole with their headers when the gateway
 // negotiated CapGSO, else cut into plain segments here.
-func (c *Client) sendRound(cn *conn, items []*tunnel.VnetPacket, view, seg *tunnel.Batch) error {
+func (c *Client) sendRound(cn *conn, items []*tunnel.VnetPacket, view *tunnel.Batch) error {
 	var bytes uint64
 	for _, p := range items {
 		bytes += uint64(p.Size)
@@ -132,6 +136,8 @@ func (c *Client) sendRound(cn *conn, items []*tunnel.VnetPacket, view, seg *tunn
 			return err
 		}
 	} else {
+		seg := segBatches.Get()
+		defer segBatches.Put(seg)
 		for _, p := range items {
 			h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
 			k, err := tunnel.Segment(h, p.Buf[tunnel.Headroom:tunnel.Headroom+p.Size], seg.Bufs, seg.Sizes, tunnel.Headroom)
