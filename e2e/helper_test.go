@@ -110,6 +110,8 @@ func runHelper(kind string, args []string) int {
 		err = helperUDPSend(arg(0), arg(1))
 	case "udpforge":
 		err = helperUDPForge(arg(0), arg(1), arg(2))
+	case "httpget":
+		err = helperHTTPGet(arg(0))
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:

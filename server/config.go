@@ -19,6 +19,7 @@ type Config struct {
 	TLS      TLSConfig       `toml:"tls"`
 	Tunnel   TunnelConfig    `toml:"tunnel"`
 	Admin    AdminConfig     `toml:"admin"`
+	Metrics  MetricsConfig   `toml:"metrics"`
 	Policies []policy.Policy `toml:"policy"`
 	Devices  []DeviceConfig  `toml:"device"`
 
@@ -70,6 +71,16 @@ type AdminConfig struct {
 	// Pprof lets `sallyport server pprof` fetch runtime profiles through
 	// the socket; off by default.
 	Pprof bool `toml:"pprof"`
+}
+
+// MetricsConfig is the Prometheus endpoint (README "Monitoring").
+type MetricsConfig struct {
+	// Listen is the address of the HTTP listener serving /metrics; empty
+	// turns metrics off. It may not be the VPN listener.
+	Listen string `toml:"listen"`
+	// PerDevice adds per-device series (one set per connected device: a
+	// cardinality choice for fleets that want it).
+	PerDevice bool `toml:"per_device"`
 }
 
 // DeviceConfig pins a device, by certificate CN or fingerprint, to a static
@@ -177,6 +188,9 @@ func (c *Config) normalize() error {
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultAdminSocket
 	}
+	if err := c.Metrics.check(c.Listen); err != nil {
+		return err
+	}
 	if len(c.Policies) == 0 {
 		return errors.New("no [[policy]] tables: every device would be refused")
 	}
@@ -206,4 +220,22 @@ func (c *Config) Pool() (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv4_pool\": %s is too small (need /30 or larger)", p)
 	}
 	return p.Masked(), nil
+}
+
+// check validates metrics.listen: a host:port that is not the VPN
+// listener's port on an overlapping address.
+func (m *MetricsConfig) check(vpn string) error {
+	if m.Listen == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	if err != nil || port == "" {
+		return fmt.Errorf("key \"metrics.listen\": %q is not host:port", m.Listen)
+	}
+	vhost, vport, _ := net.SplitHostPort(vpn)
+	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	if port == vport && (host == vhost || any(host) || any(vhost)) {
+		return fmt.Errorf("key \"metrics.listen\": %s overlaps the VPN listener %s; metrics are never served on the VPN port", m.Listen, vpn)
+	}
+	return nil
 }

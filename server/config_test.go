@@ -56,6 +56,9 @@ func TestConfigErrors(t *testing.T) {
 		{"long device", strings.Replace(minimal, `ipv4_pool`, "device = \"averyveryverylongname\"\nipv4_pool", 1), "longer than 15"},
 		{"driver", strings.Replace(minimal, `ipv4_pool`, "driver = \"tap\"\nipv4_pool", 1), `"tap" is not`},
 		{"negative cpus", strings.Replace(minimal, `ipv4_pool`, "cpus = -1\nipv4_pool", 1), `"tunnel.cpus": -1 is outside`},
+		{"metrics on the VPN port", minimal + "[metrics]\nlisten = \"0.0.0.0:8443\"\n", `"metrics.listen"`},
+		{"metrics not host:port", minimal + "[metrics]\nlisten = \"9580\"\n", `"metrics.listen"`},
+		{"metrics ok", minimal + "[metrics]\nlisten = \"127.0.0.1:9580\"\nper_device = true\n", ""},
 		{"cpus as text", strings.Replace(minimal, `ipv4_pool`, "cpus = \"all\"\nipv4_pool", 1), `cpus`},
 	}
 	for _, tt := range tests {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/procs"
+	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -53,6 +54,7 @@ type Server struct {
 	refusals refusalLog // rate-limited "handshake refused" lines and counts by reason
 	flaps    flapGuard  // one certificate on two laptops
 	crlStale atomic.Bool
+	meters   meters // Prometheus counters not kept elsewhere (metrics.go)
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
@@ -123,6 +125,15 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	defer s.admin.Close()
+	if cfg.Metrics.Listen != "" {
+		ms, err := metrics.Listen(cfg.Metrics.Listen, s, s.log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer ms.Close()
+		s.log.Info("metrics up", "listen", ms.Addr().String(), "per_device", cfg.Metrics.PerDevice)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -174,11 +185,13 @@ func (s *Server) Reload(why string) {
 	old := s.cfg.Load()
 	cfg, err := LoadConfig(old.Path)
 	if err != nil {
+		s.reloadFailed()
 		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
 		return
 	}
 	t, err := loadTrust(cfg, s.trust.Load())
 	if err != nil {
+		s.reloadFailed()
 		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
 		return
 	}
@@ -189,7 +202,7 @@ func (s *Server) Reload(why string) {
 		s.log.Warn("config key changed but only applies after a restart", "key", k)
 	}
 	// Keys that need a restart keep their running values.
-	cfg.Listen, cfg.Tunnel, cfg.Admin = old.Listen, old.Tunnel, old.Admin
+	cfg.Listen, cfg.Tunnel, cfg.Admin, cfg.Metrics.Listen = old.Listen, old.Tunnel, old.Admin, old.Metrics.Listen
 	s.cfg.Store(cfg)
 	s.trust.Store(t) // before recheckSessions: see register
 	s.pool.SetStatic(t.staticAddrs())
@@ -237,6 +250,9 @@ func restartOnly(a, b *Config) []string {
 	}
 	if a.Admin.Pprof != b.Admin.Pprof {
 		out = append(out, "admin.pprof")
+	}
+	if a.Metrics.Listen != b.Metrics.Listen {
+		out = append(out, "metrics.listen")
 	}
 	return out
 }
@@ -372,7 +388,9 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 		return
 	}
 	done() // now counted as a session
+	s.track(ss)
 	ss.run(ctx)
+	s.retire(ss)
 }
 
 // refuse tells an authenticated device why it gets no session (one Close

@@ -12,11 +12,13 @@ import (
 
 	"github.com/sallyport/sallyport/internal/cmdutil"
 	"github.com/sallyport/sallyport/pki/pkicmd"
+	"github.com/sallyport/sallyport/server/metrics"
 )
 
 // Main runs the sallyport command line with args (without the program
 // name) and returns the exit code: 0 ok, 1 failure, 2 bad usage.
 func Main(version string, args []string, stdout, stderr io.Writer) int {
+	metrics.Version = version
 	return cmdutil.Execute(NewRoot(version), args, stdout, stderr)
 }
 

@@ -1,0 +1,258 @@
+// Package metrics exposes the gateway's counters to Prometheus
+// (github.com/prometheus/client_golang). It holds no counters of its own:
+// a Collector asks a Source for a Snapshot at scrape time, so the data
+// plane pays nothing for metrics, and Serve answers GET /metrics (and
+// nothing else) on the address of [metrics] listen.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Version is the build's version, shown in sallyport_build_info. main sets
+// it once at start.
+var Version = "dev"
+
+// Traffic counts packets through the gateway, from the gateway's point of
+// view: In is from the device into the gateway, Out from the gateway to the
+// device.
+type Traffic struct {
+	BytesIn, BytesOut     uint64
+	PacketsIn, PacketsOut uint64
+	// Drops counts dropped packets by reason (spoofed, policy, no_flow,
+	// queue_full, malformed, congestion, no_session).
+	Drops map[string]uint64
+}
+
+// Device is one connected device.
+type Device struct {
+	Name         string // certificate CN
+	CertNotAfter time.Time
+	Traffic      Traffic
+}
+
+// CRL is one CRL in force.
+type CRL struct {
+	Issuer     string
+	Number     float64 // -1 when the CRL has no number
+	NextUpdate time.Time
+}
+
+// Snapshot is the gateway's state at one instant.
+type Snapshot struct {
+	Now               time.Time
+	Sessions          int
+	HandshakesActive  int
+	Accepted          uint64            // handshakes that became sessions
+	Refused           map[string]uint64 // refused handshakes by reason
+	Closed            map[string]uint64 // closed sessions by reason
+	Total             Traffic           // every session so far, closed and live
+	Devices           []Device          // live sessions
+	PerDevice         bool              // export Devices' traffic and expiry per device
+	CRLs              []CRL
+	LastReloadSuccess time.Time
+	ReloadFailures    uint64
+	PoolSize          int // addresses devices can be given
+	LeasesUsed        int // addresses held by live sessions
+}
+
+// Source gives a Snapshot; the gateway implements it.
+type Source interface {
+	MetricsSnapshot() Snapshot
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("sallyport_"+name, help, labels, nil)
+}
+
+var (
+	dSessions                             = desc("sessions", "Live device sessions.")
+	dHandshaking                          = desc("handshakes_in_flight", "TLS handshakes in progress.")
+	dHandshakes                           = desc("handshakes_total", "Completed handshake attempts by result (accepted, refused) and refusal reason.", "result", "reason")
+	dCloses                               = desc("session_closes_total", "Sessions closed, by close reason.", "reason")
+	dBytes                                = desc("tunnel_bytes_total", "IP bytes relayed; direction in is from devices, out is to devices.", "direction")
+	dPackets                              = desc("tunnel_packets_total", "IP packets relayed; direction in is from devices, out is to devices.", "direction")
+	dDrops                                = desc("dropped_packets_total", "Packets dropped by the gateway, by reason.", "reason")
+	dExpiryMin                            = desc("cert_expiry_shortest_seconds", "Seconds until the soonest certificate expiry among connected devices.")
+	dDevBytes                             = desc("device_tunnel_bytes_total", "IP bytes relayed for one connected device (per_device = true).", "device", "direction")
+	dDevPackets                           = desc("device_tunnel_packets_total", "IP packets relayed for one connected device (per_device = true).", "device", "direction")
+	dDevDrops                             = desc("device_dropped_packets_total", "Packets dropped for one connected device, by reason (per_device = true).", "device", "reason")
+	dDevExpiry                            = desc("device_cert_expiry_seconds", "Seconds until a connected device's certificate expires (per_device = true).", "device")
+	dCRLNext                              = desc("crl_next_update_timestamp_seconds", "nextUpdate of each CRL in force, as a Unix time.", "issuer")
+	dCRLNumber                            = desc("crl_number", "CRL number of each CRL in force.", "issuer")
+	dReloadTime                           = desc("config_last_reload_success_timestamp_seconds", "When the configuration, CA and CRL were last loaded successfully, as a Unix time.")
+	dReloadAge                            = desc("config_last_reload_success_age_seconds", "Seconds since the configuration, CA and CRL were last loaded successfully.")
+	dReloadFailures                       = desc("config_reload_failures_total", "Reloads that failed (the running configuration was kept).")
+	dPoolSize                             = desc("pool_addresses", "Tunnel addresses the pool can hand out.")
+	dPoolUsed                             = desc("pool_addresses_in_use", "Tunnel addresses held by live sessions.")
+	dBuild                                = desc("build_info", "Build of the running gateway (always 1).", "version", "goversion")
+	allDescs                              = []*prometheus.Desc{dSessions, dHandshaking, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild}
+	_                prometheus.Collector = (*Collector)(nil)
+	errNotMetricsURL                      = errors.New("only /metrics is served here")
+)
+
+// Collector turns Snapshots into Prometheus metrics.
+type Collector struct{ src Source }
+
+// NewCollector reads src at every scrape.
+func NewCollector(src Source) *Collector { return &Collector{src: src} }
+
+// Describe sends every metric's description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// Collect sends the metrics of one Snapshot.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.MetricsSnapshot()
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	gauge(dSessions, float64(s.Sessions))
+	gauge(dHandshaking, float64(s.HandshakesActive))
+	counter(dHandshakes, s.Accepted, "accepted", "")
+	for r, n := range s.Refused {
+		counter(dHandshakes, n, "refused", r)
+	}
+	for r, n := range s.Closed {
+		counter(dCloses, n, r)
+	}
+	traffic(ch, s.Total, dBytes, dPackets, dDrops)
+	var soonest time.Time
+	for _, d := range s.Devices {
+		if soonest.IsZero() || d.CertNotAfter.Before(soonest) {
+			soonest = d.CertNotAfter
+		}
+		if s.PerDevice {
+			traffic(ch, d.Traffic, dDevBytes, dDevPackets, dDevDrops, d.Name)
+			gauge(dDevExpiry, d.CertNotAfter.Sub(s.Now).Seconds(), d.Name)
+		}
+	}
+	if !soonest.IsZero() {
+		gauge(dExpiryMin, soonest.Sub(s.Now).Seconds())
+	}
+	for _, crl := range s.CRLs {
+		if !crl.NextUpdate.IsZero() {
+			gauge(dCRLNext, float64(crl.NextUpdate.Unix()), crl.Issuer)
+		}
+		if crl.Number >= 0 {
+			gauge(dCRLNumber, crl.Number, crl.Issuer)
+		}
+	}
+	if !s.LastReloadSuccess.IsZero() {
+		gauge(dReloadTime, float64(s.LastReloadSuccess.UnixMilli())/1000)
+		gauge(dReloadAge, s.Now.Sub(s.LastReloadSuccess).Seconds())
+	}
+	counter(dReloadFailures, s.ReloadFailures)
+	gauge(dPoolSize, float64(s.PoolSize))
+	gauge(dPoolUsed, float64(s.LeasesUsed))
+	gauge(dBuild, 1, Version, runtime.Version())
+}
+
+// traffic sends bytes, packets and drops, with the device label first when
+// given.
+func traffic(ch chan<- prometheus.Metric, t Traffic, bytes, packets, drops *prometheus.Desc, device ...string) {
+	c := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(device[:len(device):len(device)], l...)...)
+	}
+	c(bytes, t.BytesIn, "in")
+	c(bytes, t.BytesOut, "out")
+	c(packets, t.PacketsIn, "in")
+	c(packets, t.PacketsOut, "out")
+	for r, n := range t.Drops {
+		c(drops, n, r)
+	}
+}
+
+// Registry returns a registry with the gateway's collector and the Go
+// runtime, process and Go build collectors.
+func Registry(src Source) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(src), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
+	return reg
+}
+
+// Handler serves reg at /metrics and 404 elsewhere.
+func Handler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{log}, ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, errNotMetricsURL.Error(), http.StatusNotFound)
+	})
+	return mux
+}
+
+type slogErrorLog struct{ log *slog.Logger }
+
+func (l slogErrorLog) Println(v ...any) {
+	if l.log != nil {
+		l.log.Warn("metrics: " + fmt.Sprint(v...))
+	}
+}
+
+// Server is the metrics HTTP listener.
+type Server struct {
+	hs   *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// Listen binds addr and serves src's metrics until Close.
+func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	s := &Server{
+		ln:   ln,
+		done: make(chan struct{}),
+		hs: &http.Server{
+			Handler:           Handler(Registry(src), log),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    8 << 10,
+		},
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && log != nil {
+			log.Error("metrics listener stopped", "listen", addr, "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the address the listener is bound to.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops the listener, waiting up to two seconds for scrapes in
+// flight, and returns when its goroutine has ended.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.hs.Shutdown(ctx)
+	if err != nil {
+		err = s.hs.Close()
+	}
+	<-s.done
+	return err
+}
