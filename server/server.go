@@ -1,8 +1,9 @@
 // Package server is the sallyport gateway: it accepts mutual-TLS connections
-// from devices, checks each certificate against the CA, CRL, allowlists and
-// policies, assigns a tunnel address, and relays packets between each device
-// session and one shared TUN interface, enforcing the device's policy on
-// every packet (see dataplane.go).
+// from devices, decides trust (trust.go), assigns a tunnel address, and
+// relays packets between each device session and one shared TUN interface,
+// enforcing the device's policy on every packet (rawpath.go with offloads,
+// the default on Linux; dataplane.go otherwise). ARCHITECTURE.md at the top
+// of the repository describes the whole.
 package server
 
 import (

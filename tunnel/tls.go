@@ -23,7 +23,7 @@ import (
 // when it has that hardware too and the client listed an AES-GCM suite first
 // (isAESGCMPreferred, since Go 1.16, golang/go#41181). So between two
 // machines with AES-NI a session negotiates AES-128-GCM by itself, which is
-// what DESIGN.md asks for; a connection's ConnectionState().CipherSuite
+// what ARCHITECTURE.md asks for; a connection's ConnectionState().CipherSuite
 // shows the result.
 func TLSDefaults(c *tls.Config) {
 	c.MinVersion = tls.VersionTLS13
