@@ -50,6 +50,17 @@ var (
 // outside this package holds index.db open.
 const storeLockTimeout = 30 * time.Second
 
+// storeMmap is the initial size of bbolt's memory map. When the file
+// outgrows the map, bbolt remaps it and first copies out every node the
+// transaction holds; with the default map (the file size rounded up) that
+// happened on most commits of a growing index and cost 1 ms per issue at
+// 10,000 devices against 0.2 ms at 1,000. 64 MiB of address space (not
+// memory) holds the index of well over 50,000 devices.
+const storeMmap = 64 << 20
+
+// storeAllocSize is the step in which the index file grows.
+const storeAllocSize = 1 << 20
+
 // store is an open index database.
 type store struct {
 	db *bolt.DB
@@ -65,10 +76,13 @@ func openStore(dir string, create, readOnly bool) (*store, error) {
 			return nil, fmt.Errorf("open index: %w", err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: storeLockTimeout, ReadOnly: readOnly, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: storeLockTimeout, ReadOnly: readOnly, FreelistType: bolt.FreelistMapType, InitialMmapSize: storeMmap})
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
+	// With the large map bbolt would grow the file in 16 MiB steps; the
+	// index of 10,000 devices is about 6 MiB.
+	db.AllocSize = storeAllocSize
 	s := &store{db: db}
 	if readOnly {
 		err = db.View(func(tx *bolt.Tx) error { return checkVersion(tx, path) })
