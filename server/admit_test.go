@@ -82,8 +82,8 @@ func newAdmitFixture(t *testing.T, me, other string, meOut, otherOut [][]byte) *
 		return ss
 	}
 	f.me, f.other = mk(me, meOut), mk(other, otherOut)
-	byAddr := map[netip.Addr]*session{f.me.addr: f.me, f.other.addr: f.other}
-	f.srv.byAddr.Store(&byAddr)
+	f.srv.byAddr.store(f.me.addr, f.me)
+	f.srv.byAddr.store(f.other.addr, f.other)
 	return f
 }
 

@@ -23,8 +23,8 @@ package server
 //
 //   LAN -> device: routineReadTUN (one for the gateway)
 //     Device.Read fills a pooled batch (BatchSize packets, Headroom in front).
-//     Each packet's destination picks its session through a copy-on-write
-//     map (no lock per packet); packets move into that session's outgoing
+//     Each packet's destination picks its session through addrTable (three
+//     atomic loads, no lock per packet); packets move into that session's outgoing
 //     batch by swapping buffer slices, never by copying bytes. Each outgoing
 //     batch is pushed to its session's outQueue without blocking: it merges
 //     into the newest queued batch when that has room, and a queue at its
@@ -119,7 +119,6 @@ func (s *Server) routineReadTUN(ctx interface{ Err() error }) {
 			return
 		}
 		retry.OK()
-		byAddr := *s.byAddr.Load()
 		var last netip.Addr
 		var lastSS *session
 		for i := 0; i < n; i++ {
@@ -130,7 +129,7 @@ func (s *Server) routineReadTUN(ctx interface{ Err() error }) {
 			}
 			ss := lastSS
 			if dst != last || ss == nil {
-				ss = byAddr[dst]
+				ss = s.byAddr.lookup(dst)
 				last, lastSS = dst, ss
 			}
 			if ss == nil {
@@ -281,7 +280,7 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 
 // openedBy reports whether the device session holding addr opened flow.
 func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) bool {
-	other := (*s.byAddr.Load())[addr]
+	other := s.byAddr.lookup(addr)
 	return other != nil && other.flows.Has(flow, now)
 }
 

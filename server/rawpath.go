@@ -69,7 +69,7 @@ func (s *Server) routineReadTUNRaw(ctx interface{ Err() error }, dev tunnel.Vnet
 		if !ok {
 			continue
 		}
-		ss := (*s.byAddr.Load())[dst]
+		ss := s.byAddr.lookup(dst)
 		if ss == nil {
 			s.noRoute.Add(1)
 			continue

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -41,10 +40,10 @@ type Server struct {
 	pools      dataPools // per-round session buffers (dataplane.go)
 
 	sessMu   sync.Mutex
-	byKey    map[string]*session                     // device key -> live session
-	byAddr   atomic.Pointer[map[netip.Addr]*session] // copy-on-write, read per packet
-	noRoute  atomic.Uint64                           // TUN packets for no session
-	wg       sync.WaitGroup                          // accept loop, handshakes, sessions, TUN reader
+	byKey    map[string]*session // device key -> live session
+	byAddr   addrTable           // read per packet without a lock; O(1) updates under sessMu
+	noRoute  atomic.Uint64       // TUN packets for no session
+	wg       sync.WaitGroup      // accept loop, handshakes, sessions, TUN reader
 	ln       net.Listener
 	admin    *adminsock.Server
 	started  time.Time
@@ -85,8 +84,6 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	s.cfg.Store(cfg)
 	s.trust.Store(t)
 	s.pool.SetStatic(t.staticAddrs())
-	empty := map[netip.Addr]*session{}
-	s.byAddr.Store(&empty)
 	return s, nil
 }
 

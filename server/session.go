@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -220,9 +219,7 @@ func (s *Server) register(ss *session) error {
 		ss.grant.Store(v.grant)
 		old := s.byKey[ss.key]
 		s.byKey[ss.key] = ss
-		m := maps.Clone(*s.byAddr.Load())
-		m[ss.addr] = ss
-		s.byAddr.Store(&m)
+		s.byAddr.store(ss.addr, ss)
 		s.rescaleLocked()
 		s.sessMu.Unlock()
 		if old != nil {
@@ -243,10 +240,8 @@ func (s *Server) unregister(ss *session) {
 	if s.byKey[ss.key] == ss {
 		delete(s.byKey, ss.key)
 	}
-	if cur := *s.byAddr.Load(); cur[ss.addr] == ss {
-		m := maps.Clone(cur)
-		delete(m, ss.addr)
-		s.byAddr.Store(&m)
+	if s.byAddr.lookup(ss.addr) == ss {
+		s.byAddr.store(ss.addr, nil)
 		s.pool.Release(ss.key, ss.addr)
 	}
 	s.rescaleLocked()
