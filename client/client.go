@@ -128,13 +128,17 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		return err // tunnel.OpenDevice names the device and driver
 	}
 	c.dev = dev
-	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log}
+	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: c.cfg.Tunnel.Table,
+		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: c.cfg.Servers}
 	defer func() {
 		c.net.teardown()
 		dev.Close()
 		c.wg.Wait()
-		c.log.Info("tunnel down; routes, addresses and TUN removed")
+		c.log.Info("tunnel down; routes, rules, kill switch, addresses and TUN removed")
 	}()
+	if err := c.net.start(); err != nil {
+		return err
+	}
 	c.wg.Add(1)
 	go c.routineReadTUN()
 
@@ -193,11 +197,19 @@ func (c *Client) Down() {
 	}
 }
 
-// dial tries each configured gateway in order.
+// dial tries each configured gateway in order. The socket, and the DNS
+// queries that resolve a gateway given by name, carry the client's fwmark:
+// the policy routing rules (route.go) and the kill switch let exactly
+// those out of the laptop outside the tunnel.
 func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 	var errs []error
+	mark := tunnel.MarkControl(uint32(c.cfg.Tunnel.Table))
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		d := net.Dialer{Timeout: 5 * time.Second, Control: mark}
+		return d.DialContext(ctx, network, address)
+	}}
 	for _, addr := range c.cfg.Servers {
-		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1}
+		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, Control: mark, Resolver: resolver}
 		raw, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
@@ -292,10 +304,10 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return fmt.Errorf("%s: bad config from gateway: %w", addr, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	if err := c.net.apply(pc, c.cfg.Servers); err != nil {
+	if err := c.net.apply(pc); err != nil {
 		return fmt.Errorf("apply pushed config: %w", err)
 	}
-	cn.v6 = pc.Address.Addr().Is6()
+	cn.v6 = pc.Address.Addr().Is6() || len(pushedV6(pc)) > 0
 	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
 	cn.lastRecv.Store(time.Now().UnixNano())
 	cn.w.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
@@ -559,6 +571,11 @@ type Status struct {
 	// RetryAt is when the next connection attempt starts (zero while
 	// connected).
 	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Installed is the routing table, rules and kill switch as the kernel
+	// has them now (read back, not remembered): they stay while the client
+	// reconnects.
+	Installed  Installed `json:"installed"`
+	InstallErr string    `json:"install_error,omitempty"`
 }
 
 // Status reports the tunnel's state.
@@ -581,6 +598,12 @@ func (c *Client) Status() Status {
 	}
 	for _, d := range c.pushed.DNS {
 		st.DNS = append(st.DNS, d.String())
+	}
+	if c.net != nil {
+		var err error
+		if st.Installed, err = installed(c.sys, c.net.dev, c.net.table); err != nil {
+			st.InstallErr = err.Error()
+		}
 	}
 	return st
 }

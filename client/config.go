@@ -50,6 +50,14 @@ type TunnelConfig struct {
 	// CPUs is how many CPUs the client's Go scheduler runs on at once
 	// (GOMAXPROCS): 0 = automatic, which is one (see internal/procs).
 	CPUs int `toml:"cpus"`
+	// Table is the routing table the pushed routes go into, and the fwmark
+	// of the client's own connection to the gateway (route.go).
+	Table int `toml:"table"`
+	// KillSwitch blocks everything leaving the laptop outside the tunnel
+	// (killswitch.go); unset means on for a full tunnel, or as pushed.
+	KillSwitch *bool `toml:"kill_switch"`
+	// AllowLAN lets the kill switch pass traffic to the local networks.
+	AllowLAN bool `toml:"allow_lan"`
 }
 
 // AdminConfig is the local control socket used by `status` and `down`.
@@ -124,6 +132,12 @@ func (c *Config) normalize() error {
 	}
 	if err := procs.Check(c.Tunnel.CPUs); err != nil {
 		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
+	}
+	if c.Tunnel.Table == 0 {
+		c.Tunnel.Table = DefaultTable
+	}
+	if t := c.Tunnel.Table; t < 1 || t > 0x7fffffff || t == 253 || t == 254 || t == 255 {
+		return fmt.Errorf("key \"tunnel.table\": %d is not a free routing table (1..2147483647, not 253-255: default, main, local)", t)
 	}
 	if c.Tunnel.Driver == "" {
 		c.Tunnel.Driver = "wireguard"

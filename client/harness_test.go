@@ -139,6 +139,7 @@ type recorder struct {
 	mu     sync.Mutex
 	calls  []string
 	dnsErr error
+	k      fakeKernel // routes, rules and kill switch, for read-back (route_test.go)
 }
 
 func (r *recorder) note(format string, a ...any) error {
@@ -159,10 +160,6 @@ func (r *recorder) OpenDevice(name, driver string, mtu int) (tunnel.Device, erro
 }
 func (r *recorder) SetAddress(dev string, p netip.Prefix) error { return r.note("addr %s", p) }
 func (r *recorder) LinkUp(dev string, mtu int) error            { return r.note("up %d", mtu) }
-func (r *recorder) ReplaceRoute(dev string, dst netip.Prefix) error {
-	return r.note("route+ %s", dst)
-}
-func (r *recorder) DeleteRoute(dev string, dst netip.Prefix) error { return r.note("route- %s", dst) }
 func (r *recorder) SetDNS(dev string, servers []netip.Addr, domains []string) error {
 	if r.dnsErr != nil {
 		return r.dnsErr

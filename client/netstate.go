@@ -1,9 +1,9 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -12,57 +12,136 @@ import (
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// netState is what the client has changed on the laptop: the TUN address,
-// MTU, routes and DNS. apply reconciles it with each pushed config (so a
-// reconnect never duplicates or strands a route); teardown undoes all of it.
+// netState is what the client has changed on the laptop: the TUN addresses
+// and MTU, the routes in sallyport's table and the rules that lead there
+// (route.go), the kill switch (killswitch.go) and DNS. apply reconciles it
+// with each pushed config (so a reconnect never duplicates or strands a
+// route); teardown undoes exactly what it did.
 type netState struct {
-	sys     system
-	dev     string
-	log     *slog.Logger
+	sys      system
+	dev      string
+	log      *slog.Logger
+	table    int      // routing table and fwmark ([tunnel] table)
+	local    *bool    // [tunnel] kill_switch in the client file
+	allowLAN bool     // [tunnel] allow_lan
+	servers  []string // configured gateways (host:port)
+
 	mu      sync.Mutex
-	addr    netip.Prefix
-	routes  []netip.Prefix
+	addrs   []netip.Prefix
+	routes  []tunnel.TableRoute
+	rules   []tunnel.Rule
+	kill    bool // the kill switch is in place and this client owns it
 	dns     bool
 	closing atomic.Bool
 }
 
-// apply sets address, MTU and routes from pc. Routes that would capture the
-// gateway's own address are refused (the tunnel would route itself).
-func (n *netState) apply(pc tunnel.Config, servers []string) error {
+// start runs once before the first connection: it removes the routes and
+// rules a crashed client left behind (their TUN is gone), and puts the kill
+// switch in place when the client file asks for it or adopts the one a
+// crashed client left, without a moment in between where traffic could
+// leave.
+func (n *netState) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.sys.SetAddress(n.dev, pc.Address); err != nil {
-		return fmt.Errorf("set address %s on %s: %w", pc.Address, n.dev, err)
+	if removed := removeRouting(n.sys, n.table, n.log); removed > 0 {
+		n.log.Info("removed routes and rules left by an earlier client", "table", n.table, "count", removed)
 	}
-	n.addr = pc.Address
+	exists, err := n.sys.KillSwitchExists(killTableName(n.dev))
+	if err != nil {
+		n.log.Warn("cannot check for an existing kill switch", "err", err)
+	}
+	if !killAtStart(n.local, exists) {
+		return nil
+	}
+	if err := n.installKill(); err != nil {
+		return err
+	}
+	if exists {
+		n.log.Info("kill switch adopted: traffic outside the tunnel stays blocked", "table", "inet "+killTableName(n.dev))
+	} else {
+		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", "inet "+killTableName(n.dev))
+	}
+	return nil
+}
+
+func (n *netState) installKill() error {
+	var lan []netip.Prefix
+	if n.allowLAN {
+		var err error
+		if lan, err = n.sys.ConnectedPrefixes(n.dev); err != nil {
+			n.log.Warn("allow_lan: cannot list the local networks; the LAN stays blocked", "err", err)
+		}
+		if slices.ContainsFunc(lan, netip.Prefix.IsValid) {
+			lan = append(lan, netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff02::/16"), netip.MustParsePrefix("224.0.0.0/24"))
+		}
+	}
+	if err := n.sys.InstallKillSwitch(newKillSpec(n.dev, uint32(n.table), n.servers, lan)); err != nil {
+		return err
+	}
+	n.kill = true
+	return nil
+}
+
+// apply sets addresses, MTU, routes, rules and the kill switch from pc.
+func (n *netState) apply(pc tunnel.Config) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	addrs := []netip.Prefix{pc.Address}
+	addrs = append(addrs, pushedV6(pc)...)
+	for _, a := range addrs {
+		if err := n.sys.SetAddress(n.dev, a); err != nil {
+			return fmt.Errorf("set address %s on %s: %w", a, n.dev, err)
+		}
+	}
+	n.addrs = addrs
 	if err := n.sys.LinkUp(n.dev, pc.MTU); err != nil {
 		return fmt.Errorf("bring up %s with MTU %d: %w", n.dev, pc.MTU, err)
 	}
-	gateways := serverAddrs(servers)
-	var want []netip.Prefix
-	for _, r := range pc.Routes {
-		r = r.Masked()
-		if slices.ContainsFunc(gateways, r.Contains) {
-			n.log.Warn("pushed route not installed: it contains the gateway's own address", "route", r.String())
-			continue
+	has6 := slices.ContainsFunc(addrs, func(p netip.Prefix) bool { return p.Addr().Is6() })
+	plan := planRoutes(pc.Routes, n.dev, n.table, has6)
+	// New routes and rules first, stale ones after: a prefix that stays is
+	// never without its route.
+	var routes []tunnel.TableRoute
+	for _, r := range plan.routes {
+		if err := n.sys.ReplaceTableRoute(r); err != nil {
+			return fmt.Errorf("add route %s: %w", r, err)
 		}
-		if !slices.Contains(want, r) {
-			want = append(want, r)
-		}
+		routes = append(routes, r)
 	}
 	for _, r := range n.routes {
-		if !slices.Contains(want, r) {
-			if err := n.sys.DeleteRoute(n.dev, r); err != nil {
+		if !slices.Contains(routes, r) {
+			if err := n.sys.DeleteTableRoute(r); err != nil {
 				n.log.Warn("remove stale route failed", "route", r.String(), "err", err)
 			}
 		}
 	}
-	n.routes = n.routes[:0]
-	for _, r := range want {
-		if err := n.sys.ReplaceRoute(n.dev, r); err != nil {
-			return fmt.Errorf("add route %s via %s: %w", r, n.dev, err)
+	n.routes = routes
+	var rules []tunnel.Rule
+	for _, r := range plan.rules {
+		if err := n.sys.AddRule(r); err != nil {
+			return fmt.Errorf("add rule %s: %w", r, err)
 		}
-		n.routes = append(n.routes, r)
+		rules = append(rules, r)
+	}
+	for _, r := range n.rules {
+		if !slices.Contains(rules, r) {
+			if err := n.sys.DeleteRule(r); err != nil {
+				n.log.Warn("remove stale rule failed", "rule", r.String(), "err", err)
+			}
+		}
+	}
+	n.rules = rules
+	switch want := wantKillSwitch(n.local, pc.KillSwitch, fullTunnel(pc.Routes)); {
+	case want:
+		if err := n.installKill(); err != nil {
+			return err
+		}
+	case n.kill:
+		if err := n.sys.RemoveKillSwitch(killTableName(n.dev)); err != nil {
+			return err
+		}
+		n.kill = false
+		n.log.Info("kill switch off (pushed config)")
 	}
 	if len(pc.DNS) > 0 || len(pc.SearchDomains) > 0 {
 		if err := n.sys.SetDNS(n.dev, pc.DNS, pc.SearchDomains); err != nil {
@@ -75,18 +154,31 @@ func (n *netState) apply(pc tunnel.Config, servers []string) error {
 	return nil
 }
 
-// teardown removes routes, DNS and the address. Closing the TUN device
-// afterwards removes the link itself.
+// teardown removes the rules, routes, kill switch and DNS settings. Closing
+// the TUN device afterwards removes the link and its addresses.
 func (n *netState) teardown() {
 	n.closing.Store(true)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	for _, r := range n.rules {
+		if err := n.sys.DeleteRule(r); err != nil {
+			n.log.Warn("remove rule failed", "rule", r.String(), "err", err)
+		}
+	}
+	n.rules = nil
 	for _, r := range n.routes {
-		if err := n.sys.DeleteRoute(n.dev, r); err != nil {
+		if err := n.sys.DeleteTableRoute(r); err != nil {
 			n.log.Warn("remove route failed", "route", r.String(), "err", err)
 		}
 	}
 	n.routes = nil
+	if n.kill {
+		if err := n.sys.RemoveKillSwitch(killTableName(n.dev)); err != nil {
+			n.log.Warn("remove kill switch failed", "err", err)
+		} else {
+			n.kill = false
+		}
+	}
 	if n.dns {
 		if err := n.sys.RevertDNS(n.dev); err != nil {
 			n.log.Warn("revert DNS failed", "err", err)
@@ -95,25 +187,91 @@ func (n *netState) teardown() {
 	}
 }
 
-// serverAddrs resolves the literal IPs among the gateway addresses.
-func serverAddrs(servers []string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range servers {
-		host, _, err := net.SplitHostPort(s)
-		if err != nil {
-			continue
-		}
-		if a, err := netip.ParseAddr(host); err == nil {
-			out = append(out, a)
-			continue
-		}
-		if ips, err := net.LookupIP(host); err == nil {
-			for _, ip := range ips {
-				if a, ok := netip.AddrFromSlice(ip); ok {
-					out = append(out, a.Unmap())
-				}
+// Installed is what the kernel really has of the client's routing and kill
+// switch, read back for `sallyport status`.
+type Installed struct {
+	Table      int      `json:"table"`
+	Routes     []string `json:"routes"`
+	Rules      []string `json:"rules"`
+	KillSwitch bool     `json:"kill_switch"`
+}
+
+// installed reads the table, the client's rules and the kill switch back
+// from the kernel.
+func installed(sys system, dev string, table int) (Installed, error) {
+	in := Installed{Table: table, Routes: []string{}, Rules: []string{}}
+	var errs []error
+	routes, err := sys.TableRoutes(table)
+	errs = append(errs, err)
+	for _, r := range routes {
+		in.Routes = append(in.Routes, r.String())
+	}
+	for _, t := range []int{table, tunnel.TableMain} {
+		rules, err := sys.Rules(t)
+		errs = append(errs, err)
+		for _, r := range rules {
+			if ours(r, table) {
+				in.Rules = append(in.Rules, r.String())
 			}
 		}
 	}
-	return out
+	slices.Sort(in.Rules)
+	in.KillSwitch, err = sys.KillSwitchExists(killTableName(dev))
+	errs = append(errs, err)
+	return in, errors.Join(errs...)
+}
+
+// removeRouting deletes every rule of the client using table and every
+// route in the table, and returns how many it removed.
+func removeRouting(sys system, table int, log *slog.Logger) int {
+	n := 0
+	for _, t := range []int{table, tunnel.TableMain} {
+		rules, err := sys.Rules(t)
+		if err != nil {
+			log.Warn("cannot list routing rules", "err", err)
+		}
+		for _, r := range rules {
+			if !ours(r, table) {
+				continue
+			}
+			if err := sys.DeleteRule(r); err != nil {
+				log.Warn("remove rule failed", "rule", r.String(), "err", err)
+				continue
+			}
+			n++
+		}
+	}
+	routes, err := sys.TableRoutes(table)
+	if err != nil {
+		log.Warn("cannot list routes", "table", table, "err", err)
+	}
+	for _, r := range routes {
+		if err := sys.DeleteTableRoute(r); err != nil {
+			log.Warn("remove route failed", "route", r.String(), "err", err)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+// RemoveLeftovers removes what a client that did not exit cleanly (kill -9,
+// a crash, power loss with a persistent ruleset) left on the laptop: its
+// kill switch, its routing rules and the routes in its table. `sallyport
+// down` runs it when no client answers.
+func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
+	sys := osSystem{}
+	n := removeRouting(sys, cfg.Tunnel.Table, log)
+	table := killTableName(cfg.Tunnel.Device)
+	exists, err := sys.KillSwitchExists(table)
+	if err != nil {
+		return n, err
+	}
+	if exists {
+		if err := sys.RemoveKillSwitch(table); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +15,7 @@ import (
 )
 
 // A whole session through the harness: hello, pushed config applied to the
-// laptop (minus the route that would capture the gateway), packets both
+// laptop (the route covering the gateway too: the marked socket skips the table), packets both
 // ways, status, and on shutdown a Close frame to the gateway and every
 // change undone. Once per send path: plain device and offloads (raw).
 func TestSessionRelay(t *testing.T) {
@@ -35,13 +33,11 @@ func TestSessionRelay(t *testing.T) {
 				t.Fatal("ready never called")
 			}
 			calls := e.sys.log()
-			for _, want := range []string{"open fake0", "addr 10.8.0.2/24", "up 1400", "route+ 10.1.0.0/16", "dns [10.1.0.53] [corp.test]"} {
+			for _, want := range []string{"open fake0", "addr 10.8.0.2/24", "up 1400", "route+ 10.1.0.0/16 dev fake0 table 21328",
+				"route+ 127.0.0.0/8 dev fake0 table 21328", "dns [10.1.0.53] [corp.test]"} {
 				if !hasLine(calls, want) {
 					t.Fatalf("missing %q in %q", want, calls)
 				}
-			}
-			if hasLine(calls, "route+ 127.0.0.0/8") {
-				t.Fatal("installed a pushed route that contains the gateway's own address")
 			}
 
 			// gateway -> laptop
@@ -78,7 +74,7 @@ func TestSessionRelay(t *testing.T) {
 				t.Fatalf("on shutdown the gateway got %s %q, want a Close frame", tunnel.FrameName(typ), p)
 			}
 			calls = e.sys.log()
-			for _, want := range []string{"route- 10.1.0.0/16", "dns-"} {
+			for _, want := range []string{"route- 10.1.0.0/16 dev fake0 table 21328", "rule- v4 32700: not fwmark 0x5350 lookup 21328 suppress_prefixlength 0", "dns-"} {
 				if !hasLine(calls, want) {
 					t.Fatalf("teardown: missing %q in %q", want, calls)
 				}
@@ -361,33 +357,4 @@ func TestUnexpectedControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.status("protocol error", func(st Status) bool { return strings.Contains(st.LastError, "unexpected control frame") })
-}
-
-// netState reconciles routes across pushed configs and survives a DNS
-// failure with a warning.
-func TestNetStateApply(t *testing.T) {
-	r := &recorder{}
-	logs := &syncBuffer{}
-	n := &netState{sys: r, dev: "fake0", log: testLogger(logs)}
-	pc := testConfig()
-	if err := n.apply(pc, []string{"127.0.0.1:443"}); err != nil {
-		t.Fatal(err)
-	}
-	pc.Routes = []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("10.2.0.0/16")}
-	r.dnsErr = errors.New("no resolved")
-	if err := n.apply(pc, []string{"127.0.0.1:443"}); err != nil {
-		t.Fatal(err)
-	}
-	calls := r.log()
-	if !hasLine(calls, "route- 10.1.0.0/16") || !hasLine(calls, "route+ 10.2.0.0/16") || len(n.routes) != 1 {
-		t.Fatalf("routes not reconciled: %q, now %v", calls, n.routes)
-	}
-	mustContain(t, logs.String(), "pushed DNS not applied")
-	n.teardown()
-	if !hasLine(r.log(), "route- 10.2.0.0/16") || n.routes != nil {
-		t.Fatalf("teardown left routes: %q", r.log())
-	}
-	if got := serverAddrs([]string{"127.0.0.1:1", "localhost:2", "bad"}); len(got) < 2 || got[0] != netip.MustParseAddr("127.0.0.1") {
-		t.Fatalf("serverAddrs = %v", got)
-	}
 }

@@ -7,15 +7,24 @@ import (
 )
 
 // system is everything the client changes on the laptop: the TUN device,
-// its address, MTU and routes, and DNS. osSystem is the real one (netlink
-// and systemd-resolved, which need root); unit tests substitute a recorder
-// so Run, session and the relay run without root.
+// its addresses and MTU, the policy routing table and rules, the kill
+// switch, and DNS. osSystem is the real one (netlink, nftables and
+// systemd-resolved, which need root); unit tests substitute a recorder so
+// Run, session and the relay run without root.
 type system interface {
 	OpenDevice(name, driver string, mtu int) (tunnel.Device, error)
 	SetAddress(dev string, p netip.Prefix) error
 	LinkUp(dev string, mtu int) error
-	ReplaceRoute(dev string, dst netip.Prefix) error
-	DeleteRoute(dev string, dst netip.Prefix) error
+	ReplaceTableRoute(r tunnel.TableRoute) error
+	DeleteTableRoute(r tunnel.TableRoute) error
+	TableRoutes(table int) ([]tunnel.TableRoute, error)
+	AddRule(r tunnel.Rule) error
+	DeleteRule(r tunnel.Rule) error
+	Rules(table int) ([]tunnel.Rule, error)
+	ConnectedPrefixes(except string) ([]netip.Prefix, error)
+	InstallKillSwitch(s killSpec) error
+	RemoveKillSwitch(table string) error
+	KillSwitchExists(table string) (bool, error)
 	SetDNS(dev string, servers []netip.Addr, domains []string) error
 	RevertDNS(dev string) error
 }
@@ -26,12 +35,20 @@ type osSystem struct{}
 func (osSystem) OpenDevice(name, driver string, mtu int) (tunnel.Device, error) {
 	return tunnel.OpenDevice(name, driver, mtu)
 }
-func (osSystem) SetAddress(dev string, p netip.Prefix) error { return tunnel.SetAddress(dev, p) }
-func (osSystem) LinkUp(dev string, mtu int) error            { return tunnel.LinkUp(dev, mtu) }
-func (osSystem) ReplaceRoute(dev string, dst netip.Prefix) error {
-	return tunnel.ReplaceRoute(dev, dst)
+func (osSystem) SetAddress(dev string, p netip.Prefix) error        { return tunnel.SetAddress(dev, p) }
+func (osSystem) LinkUp(dev string, mtu int) error                   { return tunnel.LinkUp(dev, mtu) }
+func (osSystem) ReplaceTableRoute(r tunnel.TableRoute) error        { return tunnel.ReplaceTableRoute(r) }
+func (osSystem) DeleteTableRoute(r tunnel.TableRoute) error         { return tunnel.DeleteTableRoute(r) }
+func (osSystem) TableRoutes(table int) ([]tunnel.TableRoute, error) { return tunnel.TableRoutes(table) }
+func (osSystem) AddRule(r tunnel.Rule) error                        { return tunnel.AddRule(r) }
+func (osSystem) DeleteRule(r tunnel.Rule) error                     { return tunnel.DeleteRule(r) }
+func (osSystem) Rules(table int) ([]tunnel.Rule, error)             { return tunnel.Rules(table) }
+func (osSystem) ConnectedPrefixes(except string) ([]netip.Prefix, error) {
+	return tunnel.ConnectedPrefixes(except)
 }
-func (osSystem) DeleteRoute(dev string, dst netip.Prefix) error { return tunnel.DeleteRoute(dev, dst) }
+func (osSystem) InstallKillSwitch(s killSpec) error          { return installKillSwitch(s) }
+func (osSystem) RemoveKillSwitch(table string) error         { return removeKillSwitch(table) }
+func (osSystem) KillSwitchExists(table string) (bool, error) { return killSwitchExists(table) }
 func (osSystem) SetDNS(dev string, servers []netip.Addr, domains []string) error {
 	return setDNS(dev, servers, domains)
 }

@@ -53,6 +53,11 @@ type Config struct {
 	MTU           int            `json:"mtu"`
 	Keepalive     time.Duration  `json:"keepalive"` // send a keepalive after this much idle time; 0 = never
 	Timeout       time.Duration  `json:"timeout"`   // drop the peer after this much silence; 0 = never
+	// KillSwitch, when set, is the gateway's word on the laptop's kill
+	// switch (client/killswitch.go): true switches it on whatever the
+	// laptop's file says; absent leaves it to the laptop (on for a full
+	// tunnel).
+	KillSwitch *bool `json:"kill_switch,omitempty"`
 }
 
 // Addresses returns the device's tunnel addresses: Address, then Address6

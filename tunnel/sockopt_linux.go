@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"fmt"
 	"net"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -71,4 +73,26 @@ func (b *Backlog) Bytes() int {
 	b.n = 0
 	_ = b.raw.Control(b.fn)
 	return b.n
+}
+
+// MarkControl returns a net.Dialer Control function that sets SO_MARK on
+// the socket to mark (0: none). The laptop marks its connection to the
+// gateway so its policy routing rules (`not fwmark`) let it use the main
+// table, outside the tunnel; setting a mark needs CAP_NET_ADMIN.
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		if mark == 0 {
+			return nil
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
+		}
+		return nil
+	}
 }

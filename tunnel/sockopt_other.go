@@ -2,7 +2,10 @@
 
 package tunnel
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // TuneTCP sets TCP_NODELAY; TCP_NOTSENT_LOWAT is Linux-only here.
 func TuneTCP(c net.Conn) {
@@ -20,3 +23,8 @@ func NewBacklog(net.Conn) *Backlog { return nil }
 
 // Bytes is always 0 off Linux.
 func (b *Backlog) Bytes() int { return 0 }
+
+// MarkControl sets no mark off Linux (SO_MARK is Linux-only).
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(string, string, syscall.RawConn) error { return nil }
+}

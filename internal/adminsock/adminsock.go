@@ -149,7 +149,7 @@ func CallTimeout(path string, req Request, out any, d time.Duration) error {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("admin socket %s does not exist: is sallyport running?", path)
+			return fmt.Errorf("admin socket %s does not exist: is sallyport running? (%w)", path, err)
 		}
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -191,6 +193,18 @@ func printClientStatus(w io.Writer, st client.Status) error {
 	fmt.Fprintf(tw, "address:\t%s\n", dash(st.Address))
 	fmt.Fprintf(tw, "routes:\t%s\n", dash(strings.Join(st.Routes, ", ")))
 	fmt.Fprintf(tw, "dns:\t%s\n", dash(strings.Join(st.DNS, ", ")))
+	// What the kernel has now, read back (it outlives a reconnect).
+	in := st.Installed
+	fmt.Fprintf(tw, "table %d:\t%s\n", in.Table, dash(strings.Join(in.Routes, ", ")))
+	fmt.Fprintf(tw, "rules:\t%s\n", dash(strings.Join(in.Rules, "; ")))
+	ks := "off"
+	if in.KillSwitch {
+		ks = "on (traffic outside the tunnel is blocked)"
+	}
+	fmt.Fprintf(tw, "kill switch:\t%s\n", ks)
+	if st.InstallErr != "" {
+		fmt.Fprintf(tw, "read-back error:\t%s\n", st.InstallErr)
+	}
 	if !st.Since.IsZero() {
 		fmt.Fprintf(tw, "since:\t%s\n", st.Since.Format(time.RFC3339))
 	}
@@ -208,11 +222,17 @@ func downCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "down",
 		Short:   "take the laptop's tunnel down",
-		Long:    "Takes the tunnel down and removes its TUN device, routes and DNS settings.",
+		Long: `Takes the tunnel down and removes its TUN device, routes, rules, kill switch
+and DNS settings. When no client is running (it crashed or was killed), removes
+the kill switch and routing rules it left behind (for the device and table in
+--config, or sp0 and the default table).`,
 		Example: "  sallyport down -c acme-vpn.toml",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sock, err := f.call("down", "", nil)
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) {
+				return removeLeftovers(cmd, f, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -256,4 +276,26 @@ func humanBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// removeLeftovers cleans up after a client that is not running any more:
+// its kill switch would otherwise keep the laptop offline.
+func removeLeftovers(cmd *cobra.Command, f adminFlags, callErr error) error {
+	cfg := &client.Config{Tunnel: client.TunnelConfig{Device: "sp0", Table: client.DefaultTable}}
+	if f.config != "" {
+		var err error
+		if cfg, err = client.LoadConfig(f.config); err != nil {
+			return err
+		}
+	}
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+	n, err := client.RemoveLeftovers(cfg, log)
+	if err != nil {
+		return fmt.Errorf("no client running (%v); removing what it left behind: %w", callErr, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("no client running: %w", callErr)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "no client running; removed the kill switch and routing it left behind (%d items)\n", n)
+	return nil
 }

@@ -1,0 +1,113 @@
+package client
+
+// Policy routing on the laptop, the way wg-quick does it: the pushed
+// prefixes go into sallyport's own routing table ([tunnel] table), the
+// client's TLS socket to the gateway carries an fwmark (the same number),
+// and `ip rule`s ahead of the main table send everything unmarked there.
+// A more specific route that DHCP option 121 or a hostile LAN adds to the
+// main table (TunnelVision, CVE-2024-3661) therefore cannot take a pushed
+// prefix out of the tunnel, and the gateway stays reachable outside the
+// tunnel through the mark, even when a pushed prefix (0.0.0.0/0) covers it.
+//
+// Per family that has pushed routes, in this order:
+//
+//	prioSpecific: not fwmark M lookup T suppress_prefixlength 0
+//	    pushed prefixes beat anything in main; T's default route is
+//	    ignored here so the laptop's own LAN stays reachable
+//	prioMain:     lookup main suppress_prefixlength 0     (full tunnel only)
+//	    the laptop's connected and other specific routes
+//	prioDefault:  not fwmark M lookup T                   (full tunnel only)
+//	    everything else into the tunnel
+//
+// A full tunnel on a v4-only tunnel also gets `unreachable ::/0` in T, so
+// IPv6 fails at once instead of leaking outside the tunnel (the kill switch
+// drops it too); pushed IPv6 prefixes without an IPv6 tunnel address are
+// made unreachable the same way.
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// Rule priorities: ahead of the kernel's main rule (32766).
+const (
+	prioSpecific = 32700
+	prioMain     = 32701
+	prioDefault  = 32702
+)
+
+// DefaultTable is the routing table (and fwmark) the client uses unless
+// [tunnel] table says otherwise: "SP" in ASCII.
+const DefaultTable = 0x5350
+
+// routePlan is the routes and rules the laptop needs for one pushed config.
+type routePlan struct {
+	routes []tunnel.TableRoute
+	rules  []tunnel.Rule
+}
+
+// fullTunnel reports whether routes send all IPv4 or all IPv6 traffic into
+// the tunnel.
+func fullTunnel(routes []netip.Prefix) bool {
+	return slices.ContainsFunc(routes, func(p netip.Prefix) bool { return p.Bits() == 0 })
+}
+
+// planRoutes turns the pushed routes into table routes and rules for TUN
+// dev and table (also the fwmark); has6 says whether the tunnel has an
+// IPv6 address.
+func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePlan {
+	var p routePlan
+	fam := map[bool]struct{ any, def bool }{}
+	add := func(r tunnel.TableRoute) {
+		if slices.ContainsFunc(p.routes, func(x tunnel.TableRoute) bool { return x.Dst == r.Dst }) {
+			return
+		}
+		p.routes = append(p.routes, r)
+		v6 := r.Dst.Addr().Is6()
+		f := fam[v6]
+		f.any = true
+		f.def = f.def || r.Dst.Bits() == 0
+		fam[v6] = f
+	}
+	full4 := false
+	for _, r := range pushed {
+		if !r.IsValid() {
+			continue
+		}
+		r = r.Masked()
+		v6 := r.Addr().Is6()
+		full4 = full4 || (!v6 && r.Bits() == 0)
+		add(tunnel.TableRoute{Dst: r, Dev: dev, Table: table, Unreachable: v6 && !has6})
+	}
+	if full4 && !has6 {
+		add(tunnel.TableRoute{Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), Table: table, Unreachable: true})
+	}
+	for _, v6 := range []bool{false, true} {
+		f := fam[v6]
+		if !f.any {
+			continue
+		}
+		mark := uint32(table)
+		p.rules = append(p.rules, tunnel.Rule{V6: v6, Priority: prioSpecific, Table: table, NotMark: mark, SuppressPrefixlen: 0})
+		if f.def {
+			p.rules = append(p.rules,
+				tunnel.Rule{V6: v6, Priority: prioMain, Table: tunnel.TableMain, SuppressPrefixlen: 0},
+				tunnel.Rule{V6: v6, Priority: prioDefault, Table: table, NotMark: mark, SuppressPrefixlen: -1})
+		}
+	}
+	return p
+}
+
+// ours reports whether r is one of the rules a client using table installs
+// (by priority and table), so a leftover from a crash can be recognised.
+func ours(r tunnel.Rule, table int) bool {
+	switch r.Priority {
+	case prioSpecific, prioDefault:
+		return r.Table == table && r.NotMark == uint32(table)
+	case prioMain:
+		return r.Table == tunnel.TableMain && r.SuppressPrefixlen == 0 && r.NotMark == 0
+	}
+	return false
+}

@@ -1,0 +1,365 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// fakeKernel is the recorder's memory of the routing table, rules and kill
+// switch tables, so read-back (status) and adoption run without root.
+type fakeKernel struct {
+	routes []tunnel.TableRoute
+	rules  []tunnel.Rule
+	kill   map[string]killSpec
+}
+
+func (r *recorder) ReplaceTableRoute(rt tunnel.TableRoute) error {
+	r.mu.Lock()
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool { return x.Table == rt.Table && x.Dst == rt.Dst })
+	r.k.routes = append(r.k.routes, rt)
+	r.mu.Unlock()
+	return r.note("route+ %s", rt)
+}
+
+func (r *recorder) DeleteTableRoute(rt tunnel.TableRoute) error {
+	r.mu.Lock()
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool { return x == rt })
+	r.mu.Unlock()
+	return r.note("route- %s", rt)
+}
+
+func (r *recorder) TableRoutes(table int) ([]tunnel.TableRoute, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []tunnel.TableRoute
+	for _, x := range r.k.routes {
+		if x.Table == table {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+func (r *recorder) AddRule(rl tunnel.Rule) error {
+	r.mu.Lock()
+	if !slices.Contains(r.k.rules, rl) {
+		r.k.rules = append(r.k.rules, rl)
+	}
+	r.mu.Unlock()
+	return r.note("rule+ %s", rl)
+}
+
+func (r *recorder) DeleteRule(rl tunnel.Rule) error {
+	r.mu.Lock()
+	r.k.rules = slices.DeleteFunc(r.k.rules, func(x tunnel.Rule) bool { return x == rl })
+	r.mu.Unlock()
+	return r.note("rule- %s", rl)
+}
+
+func (r *recorder) Rules(table int) ([]tunnel.Rule, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []tunnel.Rule
+	for _, x := range r.k.rules {
+		if x.Table == table {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+func (r *recorder) ConnectedPrefixes(except string) ([]netip.Prefix, error) {
+	return []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}, nil
+}
+
+func (r *recorder) InstallKillSwitch(s killSpec) error {
+	r.mu.Lock()
+	if r.k.kill == nil {
+		r.k.kill = map[string]killSpec{}
+	}
+	r.k.kill[s.Table] = s
+	r.mu.Unlock()
+	return r.note("kill+ %s lan=%v", s.Table, s.LAN)
+}
+
+func (r *recorder) RemoveKillSwitch(table string) error {
+	r.mu.Lock()
+	delete(r.k.kill, table)
+	r.mu.Unlock()
+	return r.note("kill- %s", table)
+}
+
+func (r *recorder) KillSwitchExists(table string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.k.kill[table]
+	return ok, nil
+}
+
+// kernel returns a copy of the fake kernel state.
+func (r *recorder) kernel() fakeKernel {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := fakeKernel{routes: slices.Clone(r.k.routes), rules: slices.Clone(r.k.rules), kill: map[string]killSpec{}}
+	for n, s := range r.k.kill {
+		k.kill[n] = s
+	}
+	return k
+}
+
+func pfx(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
+
+func strs[T fmt.Stringer](xs []T) []string {
+	out := []string{}
+	for _, x := range xs {
+		out = append(out, x.String())
+	}
+	return out
+}
+
+// The plan for a pushed config: which routes go into the table, which
+// rules lead there. The attacker's angles: a hostile more specific route in
+// main must lose to every pushed prefix (the specific rule, ahead of main,
+// has no suppress for non-default routes); a full tunnel without IPv6 must
+// not let IPv6 out; the client's own connection must skip the table (the
+// mark) even when a pushed prefix covers the gateway.
+func TestPlanRoutes(t *testing.T) {
+	const T = 1000
+	specific4 := "v4 32700: not fwmark 0x3e8 lookup 1000 suppress_prefixlength 0"
+	main4 := "v4 32701: from all lookup main suppress_prefixlength 0"
+	default4 := "v4 32702: not fwmark 0x3e8 lookup 1000"
+	specific6, main6, default6 := "v6"+specific4[2:], "v6"+main4[2:], "v6"+default4[2:]
+	tests := []struct {
+		name   string
+		pushed []netip.Prefix
+		has6   bool
+		routes []string
+		rules  []string
+	}{
+		{"split v4", pfx("10.1.0.0/16", "10.1.2.3/16", "198.18.0.0/15"), false,
+			[]string{"10.1.0.0/16 dev sp0 table 1000", "198.18.0.0/15 dev sp0 table 1000"}, []string{specific4}},
+		{"full v4 only: v6 unreachable", pfx("0.0.0.0/0"), false,
+			[]string{"0.0.0.0/0 dev sp0 table 1000", "unreachable ::/0 table 1000"},
+			[]string{specific4, main4, default4, specific6, main6, default6}},
+		{"full dual stack", pfx("0.0.0.0/0", "::/0", "10.1.0.0/16"), true,
+			[]string{"0.0.0.0/0 dev sp0 table 1000", "::/0 dev sp0 table 1000", "10.1.0.0/16 dev sp0 table 1000"},
+			[]string{specific4, main4, default4, specific6, main6, default6}},
+		{"v6 prefix without v6 address", pfx("10.1.0.0/16", "2001:db8::/32"), false,
+			[]string{"10.1.0.0/16 dev sp0 table 1000", "unreachable 2001:db8::/32 table 1000"}, []string{specific4, specific6}},
+		{"v6 only full", pfx("::/0"), true, []string{"::/0 dev sp0 table 1000"}, []string{specific6, main6, default6}},
+		{"nothing", nil, false, []string{}, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := planRoutes(tt.pushed, "sp0", T, tt.has6)
+			if got := strs(p.routes); !slices.Equal(got, tt.routes) {
+				t.Errorf("routes\n got %q\nwant %q", got, tt.routes)
+			}
+			if got := strs(p.rules); !slices.Equal(got, tt.rules) {
+				t.Errorf("rules\n got %q\nwant %q", got, tt.rules)
+			}
+			for _, r := range p.rules {
+				if !ours(r, T) {
+					t.Errorf("rule %s not recognised as ours", r)
+				}
+				if r.Table == T && r.NotMark != T {
+					t.Errorf("rule %s into the table does not exempt the marked socket", r)
+				}
+				if r.Priority >= 32766 {
+					t.Errorf("rule %s not ahead of main", r)
+				}
+			}
+		})
+	}
+	if ours(tunnel.Rule{Priority: prioSpecific, Table: 2000, NotMark: 2000}, T) || ours(tunnel.Rule{Priority: 100, Table: T, NotMark: T}, T) {
+		t.Error("someone else's rule taken for ours")
+	}
+}
+
+func TestWantKillSwitch(t *testing.T) {
+	on, off := new(bool), new(bool)
+	*on = true
+	tests := []struct {
+		local, pushed *bool
+		full, want    bool
+	}{
+		{nil, nil, false, false},
+		{nil, nil, true, true},
+		{on, nil, false, true},
+		{off, nil, true, false},
+		{nil, off, true, false},
+		{off, on, false, true}, // the gateway's policy wins over the laptop's off
+		{on, off, true, true},  // and the employee's on over the gateway's off
+		{off, off, true, false},
+	}
+	for _, tt := range tests {
+		if got := wantKillSwitch(tt.local, tt.pushed, tt.full); got != tt.want {
+			t.Errorf("wantKillSwitch(%v, %v, full=%v) = %v, want %v", tt.local, tt.pushed, tt.full, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		local  *bool
+		exists bool
+		want   bool
+	}{{nil, false, false}, {nil, true, true}, {off, true, true}, {on, false, true}} {
+		if got := killAtStart(tt.local, tt.exists); got != tt.want {
+			t.Errorf("killAtStart(%v, %v) = %v", tt.local, tt.exists, got)
+		}
+	}
+}
+
+func TestKillSpec(t *testing.T) {
+	s := newKillSpec("sp0", 7, []string{"198.18.0.2:8443", "[2001:db8::1]:443", "gw.example:443", "198.18.0.2:8443", "bad"}, pfx("192.168.1.0/24"))
+	want := []gatewayEndpoint{{netip.MustParseAddr("198.18.0.2"), 8443}, {netip.MustParseAddr("2001:db8::1"), 443}, {netip.Addr{}, 443}}
+	if s.Table != "sallyport-sp0" || s.Dev != "sp0" || s.Mark != 7 || !slices.Equal(s.Gateways, want) || !s.DNS || len(s.LAN) != 1 {
+		t.Fatalf("spec %+v", s)
+	}
+	if s := newKillSpec("sp0", 7, []string{"198.18.0.2:8443"}, nil); s.DNS {
+		t.Fatal("marked DNS allowed although every gateway is an address")
+	}
+}
+
+// netState reconciles table routes and rules across pushed configs,
+// survives a DNS failure with a warning, and teardown leaves the kernel as
+// it found it: someone else's rule stays.
+func TestNetStateApply(t *testing.T) {
+	r := &recorder{}
+	foreign := tunnel.Rule{Priority: 100, Table: 77, SuppressPrefixlen: -1}
+	r.k.rules = []tunnel.Rule{foreign}
+	logs := &syncBuffer{}
+	n := &netState{sys: r, dev: "fake0", log: testLogger(logs), table: DefaultTable, servers: []string{"127.0.0.1:443"}}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	pc := testConfig()
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	// The route covering the gateway is installed: the marked socket skips
+	// the table.
+	for _, want := range []string{"route+ 10.1.0.0/16 dev fake0 table 21328", "route+ 127.0.0.0/8 dev fake0 table 21328"} {
+		if !hasLine(r.log(), want) {
+			t.Fatalf("missing %q in %q", want, r.log())
+		}
+	}
+	pc.Routes = pfx("10.2.0.0/16", "10.2.0.0/16")
+	r.dnsErr = errors.New("no resolved")
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.log()
+	if !hasLine(calls, "route- 10.1.0.0/16 dev fake0 table 21328") || !hasLine(calls, "route+ 10.2.0.0/16 dev fake0 table 21328") || len(n.routes) != 1 {
+		t.Fatalf("routes not reconciled: %q, now %v", calls, n.routes)
+	}
+	if k := r.kernel(); len(k.routes) != 1 || len(k.rules) != 2 || len(k.kill) != 0 {
+		t.Fatalf("kernel after split tunnel: %+v", k)
+	}
+	mustContain(t, logs.String(), "pushed DNS not applied")
+	// Full tunnel: the kill switch comes on by default.
+	pc.Routes = pfx("0.0.0.0/0")
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	in, err := installed(r, "fake0", DefaultTable)
+	if err != nil || !in.KillSwitch || len(in.Rules) != 6 || !slices.Contains(in.Routes, "unreachable ::/0 table 21328") {
+		t.Fatalf("installed after full tunnel: %+v %v", in, err)
+	}
+	// Back to split: the default rules go, and so does the kill switch.
+	pc.Routes = pfx("10.2.0.0/16")
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := installed(r, "fake0", DefaultTable); in.KillSwitch || len(in.Rules) != 1 || len(in.Routes) != 1 {
+		t.Fatalf("installed after back to split: %+v", in)
+	}
+	n.teardown()
+	if k := r.kernel(); len(k.routes) != 0 || !slices.Equal(k.rules, []tunnel.Rule{foreign}) || len(k.kill) != 0 || n.routes != nil {
+		t.Fatalf("teardown left %+v (or removed someone else's rule)", k)
+	}
+}
+
+// A client that finds a crashed client's kill switch adopts it (replaced
+// atomically, never removed first) and removes its stale rules and routes;
+// a clean exit then removes the kill switch too.
+func TestNetStateAdopt(t *testing.T) {
+	r := &recorder{}
+	stale := planRoutes(pfx("0.0.0.0/0"), "sp0", DefaultTable, false)
+	foreign := tunnel.Rule{Priority: prioSpecific, Table: 4242, NotMark: 4242}
+	r.k.rules = append(slices.Clone(stale.rules), foreign)
+	r.k.routes = stale.routes
+	r.k.kill = map[string]killSpec{"sallyport-sp0": {Table: "sallyport-sp0"}, "sallyport-sp1": {Table: "sallyport-sp1"}}
+	logs := &syncBuffer{}
+	n := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable, servers: []string{"198.18.0.2:8443"}, allowLAN: true}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	k := r.kernel()
+	if len(k.routes) != 0 || !slices.Equal(k.rules, []tunnel.Rule{foreign}) {
+		t.Fatalf("stale routing not removed (or someone else's removed): %+v", k)
+	}
+	if s, ok := k.kill["sallyport-sp0"]; !ok || s.Dev != "sp0" || len(s.Gateways) != 1 || !slices.Contains(s.LAN, netip.MustParsePrefix("192.168.1.0/24")) {
+		t.Fatalf("kill switch not adopted: %+v", k.kill)
+	}
+	for _, c := range r.log() {
+		if strings.HasPrefix(c, "kill-") {
+			t.Fatalf("kill switch removed while adopting: %q", r.log())
+		}
+	}
+	mustContain(t, logs.String(), "kill switch adopted")
+	n.teardown()
+	if k := r.kernel(); len(k.kill) != 1 || k.kill["sallyport-sp1"].Table == "" {
+		t.Fatalf("teardown: kill switches %+v, want only sp1's", k.kill)
+	}
+	// Without a leftover and without kill_switch in the file, start leaves
+	// the kill switch to the pushed config.
+	r2 := &recorder{}
+	n2 := &netState{sys: r2, dev: "sp0", log: testLogger(logs), table: DefaultTable}
+	if err := n2.start(); err != nil || len(r2.log()) != 0 {
+		t.Fatalf("start changed something: %q %v", r2.log(), err)
+	}
+}
+
+// Full tunnel through the whole client: status reads the table, rules and
+// kill switch back from the kernel; they stay in place while the client
+// reconnects; shutdown removes them all.
+func TestSessionFullTunnel(t *testing.T) {
+	noLeaks(t)
+	e := startClient(t, envOpt{})
+	pc := testConfig()
+	pc.Routes = pfx("0.0.0.0/0")
+	s, _ := e.up(pc)
+	st := e.status("connected", func(st Status) bool { return st.Connected })
+	in := st.Installed
+	if !in.KillSwitch || in.Table != DefaultTable || len(in.Rules) != 6 ||
+		!slices.Equal(in.Routes, []string{"0.0.0.0/0 dev fake0 table 21328", "unreachable ::/0 table 21328"}) {
+		t.Fatalf("installed %+v (%s)", in, st.InstallErr)
+	}
+	// Someone deletes a route behind the client's back: status says so.
+	_ = e.sys.DeleteTableRoute(tunnel.TableRoute{Dst: pfx("::/0")[0], Table: DefaultTable, Unreachable: true})
+	if in := e.c.Status().Installed; len(in.Routes) != 1 {
+		t.Fatalf("status shows what the client remembers, not what is installed: %+v", in)
+	}
+	s.tls.Close()
+	e.status("reconnecting", func(st Status) bool { return !st.Connected })
+	if in := e.c.Status().Installed; !in.KillSwitch || len(in.Rules) != 6 {
+		t.Fatalf("rules or kill switch gone while reconnecting: %+v", in)
+	}
+	e.up(pc)
+	e.status("connected again", func(st Status) bool { return st.Connected })
+	e.stop()
+	if k := e.sys.kernel(); len(k.routes) != 0 || len(k.rules) != 0 || len(k.kill) != 0 {
+		t.Fatalf("shutdown left %+v", k)
+	}
+}

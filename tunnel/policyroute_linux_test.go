@@ -1,0 +1,187 @@
+package tunnel
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// vethUp makes a veth pair in the current namespace, with addr on name and
+// a default route via gw; it stands for the laptop's physical link.
+func vethUp(t *testing.T, name string, addr netip.Prefix, gw netip.Addr) {
+	t.Helper()
+	la := netlink.NewLinkAttrs()
+	la.Name = name
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: name + "p"}); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	for _, n := range []string{name, name + "p"} {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, _ := netlink.LinkByName(name)
+	if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+		t.Fatal(err)
+	}
+	if gw.IsValid() {
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IP(gw.AsSlice())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// routeDev is the device the kernel would send dst out of (with fwmark
+// mark), as `ip route get` says.
+func routeDev(t *testing.T, dst string, mark uint32) string {
+	t.Helper()
+	rs, err := netlink.RouteGetWithOptions(net.ParseIP(dst), &netlink.RouteGetOptions{Mark: mark})
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	if len(rs) == 0 {
+		return "none"
+	}
+	l, err := netlink.LinkByIndex(rs[0].LinkIndex)
+	if err != nil {
+		return "unknown"
+	}
+	return l.Attrs().Name
+}
+
+// The routes and rules appear, read back as installed, are idempotent,
+// and steer traffic the way the client's plan says: a pushed prefix into
+// the TUN even against a more specific route in main (TunnelVision), the
+// marked gateway connection outside it, the laptop's own LAN outside it,
+// IPv6 refused; and they go again without leaving anything.
+func TestPolicyRouting(t *testing.T) {
+	inNetns(t, func() {
+		vethUp(t, "lan0", netip.MustParsePrefix("192.168.50.2/24"), netip.MustParseAddr("192.168.50.1"))
+		lan, _ := netlink.LinkByName("lan0")
+		// IPv6 on the LAN too, so an IPv6 leak would have a way out.
+		if err := netlink.AddrAdd(lan, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("2001:db8:50::2/64")), Flags: 0x02 /* IFA_F_NODAD */}); err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lan.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: net.ParseIP("2001:db8:50::1")}); err != nil {
+			t.Fatal(err)
+		}
+		if got := routeDev(t, "2001:db8::1", 0); got != "lan0" {
+			t.Fatalf("before: IPv6 goes out %q, want lan0", got)
+		}
+		dev, err := OpenDevice(testDevName(), "water", 1400)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		name := dev.Name()
+		if err := SetAddress(name, netip.MustParsePrefix("10.213.0.2/24")); err != nil {
+			t.Fatal(err)
+		}
+		if err := LinkUp(name, 1400); err != nil {
+			t.Fatal(err)
+		}
+		const table, mark = 21328, 21328
+		routes := []TableRoute{
+			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: name, Table: table},
+			{Dst: netip.MustParsePrefix("198.19.77.0/24"), Dev: name, Table: table},
+			{Dst: netip.MustParsePrefix("::/0"), Table: table, Unreachable: true},
+		}
+		rules := []Rule{
+			{Priority: 32700, Table: table, NotMark: mark, SuppressPrefixlen: 0},
+			{Priority: 32701, Table: TableMain, SuppressPrefixlen: 0},
+			{Priority: 32702, Table: table, NotMark: mark, SuppressPrefixlen: -1},
+			{V6: true, Priority: 32700, Table: table, NotMark: mark, SuppressPrefixlen: 0},
+			{V6: true, Priority: 32701, Table: TableMain, SuppressPrefixlen: 0},
+			{V6: true, Priority: 32702, Table: table, NotMark: mark, SuppressPrefixlen: -1},
+		}
+		for range 2 { // twice: idempotent
+			for _, r := range routes {
+				if err := ReplaceTableRoute(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, r := range rules {
+				if err := AddRule(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		got, err := TableRoutes(table)
+		if err != nil || len(got) != len(routes) {
+			t.Fatalf("TableRoutes = %v, %v; want %v", got, err, routes)
+		}
+		for _, r := range routes {
+			if !slices.Contains(got, r) {
+				t.Errorf("route %s not read back (have %v)", r, got)
+			}
+		}
+		var have []Rule
+		for _, tb := range []int{table, TableMain} {
+			rs, err := Rules(tb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			have = append(have, rs...)
+		}
+		if len(have) != len(rules) {
+			t.Fatalf("rules read back %v, want %v", have, rules)
+		}
+		for _, r := range rules {
+			if !slices.Contains(have, r) {
+				t.Errorf("rule %s not read back (have %v)", r, have)
+			}
+		}
+		// TunnelVision: a hostile DHCP server's more specific route in main.
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lan.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("198.19.77.0/25")), Gw: net.ParseIP("192.168.50.1")}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			dst  string
+			mark uint32
+			want string
+		}{
+			{"198.19.77.10", 0, name},      // pushed prefix beats the more specific hostile route
+			{"8.8.8.8", 0, name},           // full tunnel
+			{"8.8.8.8", mark, "lan0"},      // the gateway connection stays outside
+			{"198.19.77.10", mark, "lan0"}, // even inside a pushed prefix
+			{"192.168.50.7", 0, "lan0"},    // the laptop's own LAN
+			{"2001:db8::1", 0, "error: no route to host"}, // v4-only full tunnel: IPv6 refused, not leaked
+			{"2001:db8::1", mark, "lan0"},
+		} {
+			if got := routeDev(t, c.dst, c.mark); got != c.want {
+				t.Errorf("route to %s (mark %d) goes out %q, want %q", c.dst, c.mark, got, c.want)
+			}
+		}
+		conn, err := ConnectedPrefixes(name)
+		if err != nil || !slices.Contains(conn, netip.MustParsePrefix("192.168.50.0/24")) || slices.Contains(conn, netip.MustParsePrefix("10.213.0.0/24")) {
+			t.Errorf("ConnectedPrefixes = %v, %v", conn, err)
+		}
+		for range 2 {
+			for _, r := range rules {
+				if err := DeleteRule(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, r := range routes {
+				if err := DeleteTableRoute(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if got, _ := TableRoutes(table); len(got) != 0 {
+			t.Errorf("routes left: %v", got)
+		}
+		for _, tb := range []int{table, TableMain} {
+			if rs, _ := Rules(tb); len(rs) != 0 {
+				t.Errorf("rules left: %v", rs)
+			}
+		}
+	})
+}

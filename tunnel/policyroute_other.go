@@ -1,0 +1,28 @@
+//go:build !linux
+
+package tunnel
+
+import "net/netip"
+
+// ReplaceTableRoute is only supported on Linux.
+func ReplaceTableRoute(r TableRoute) error { return errNetlink("replace route " + r.String()) }
+
+// DeleteTableRoute is only supported on Linux.
+func DeleteTableRoute(r TableRoute) error { return errNetlink("delete route " + r.String()) }
+
+// TableRoutes is only supported on Linux.
+func TableRoutes(table int) ([]TableRoute, error) { return nil, errNetlink("list routes") }
+
+// AddRule is only supported on Linux.
+func AddRule(r Rule) error { return errNetlink("add rule " + r.String()) }
+
+// DeleteRule is only supported on Linux.
+func DeleteRule(r Rule) error { return errNetlink("delete rule " + r.String()) }
+
+// Rules is only supported on Linux.
+func Rules(table int) ([]Rule, error) { return nil, errNetlink("list rules") }
+
+// ConnectedPrefixes is only supported on Linux.
+func ConnectedPrefixes(except string) ([]netip.Prefix, error) {
+	return nil, errNetlink("list connected networks")
+}
