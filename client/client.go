@@ -37,6 +37,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,7 +309,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	if err := c.net.apply(pc); err != nil {
 		return fmt.Errorf("apply pushed config: %w", err)
 	}
-	cn.v6 = pc.Address.Addr().Is6() || len(pushedV6(pc)) > 0
+	cn.v6 = slices.ContainsFunc(pc.Addresses(), func(p netip.Prefix) bool { return p.Addr().Is6() })
 	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
 	cn.lastRecv.Store(time.Now().UnixNano())
 	cn.w.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
@@ -547,6 +549,7 @@ type Status struct {
 	Connected  bool      `json:"connected"`
 	Server     string    `json:"server"`
 	Address    string    `json:"address"`
+	Address6   string    `json:"address6,omitempty"` // the IPv6 tunnel address of a dual-stack tunnel
 	Routes     []string  `json:"routes"`
 	DNS        []string  `json:"dns"`
 	Since      time.Time `json:"since"`
@@ -592,6 +595,9 @@ func (c *Client) Status() Status {
 	}
 	if c.pushed.Address.IsValid() {
 		st.Address = c.pushed.Address.String()
+	}
+	if c.pushed.Address6.IsValid() {
+		st.Address6 = c.pushed.Address6.String()
 	}
 	for _, r := range c.pushed.Routes {
 		st.Routes = append(st.Routes, r.String())

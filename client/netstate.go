@@ -86,8 +86,7 @@ func (n *netState) installKill() error {
 func (n *netState) apply(pc tunnel.Config) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	addrs := []netip.Prefix{pc.Address}
-	addrs = append(addrs, pushedV6(pc)...)
+	addrs := pc.Addresses()
 	for _, a := range addrs {
 		if err := n.sys.SetAddress(n.dev, a); err != nil {
 			return fmt.Errorf("set address %s on %s: %w", a, n.dev, err)

@@ -363,3 +363,35 @@ func TestSessionFullTunnel(t *testing.T) {
 		t.Fatalf("shutdown left %+v", k)
 	}
 }
+
+// A dual-stack gateway pushes an IPv6 address: it goes on the TUN beside
+// the IPv4 one, ::/0 is routed into the tunnel (not made unreachable), and
+// IPv6 packets from the laptop reach the gateway. Both send paths.
+func TestSessionDualStack(t *testing.T) {
+	for _, vnet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("vnet=%v", vnet), func(t *testing.T) {
+			noLeaks(t)
+			e := startClient(t, envOpt{vnet: vnet})
+			pc := testConfig()
+			pc.Address6 = netip.MustParsePrefix("fd00:8::2/64")
+			pc.Routes = pfx("0.0.0.0/0", "::/0")
+			s, _ := e.up(pc)
+			st := e.status("connected", func(st Status) bool { return st.Connected })
+			if st.Address6 != "fd00:8::2/64" {
+				t.Fatalf("status address6 %q", st.Address6)
+			}
+			calls := e.sys.log()
+			for _, want := range []string{"addr 10.8.0.2/24", "addr fd00:8::2/64", "route+ ::/0 dev fake0 table 21328"} {
+				if !hasLine(calls, want) {
+					t.Fatalf("missing %q in %q", want, calls)
+				}
+			}
+			v6 := make([]byte, 40)
+			v6[0], v6[6], v6[7] = 0x60, 59, 64 // no next header
+			e.tun.send(t, v6, tunnel.VnetHdr{})
+			if typ, p := s.next(t); typ != tunnel.FrameData || !slices.Equal(p, v6) {
+				t.Fatalf("gateway got %s % x, want the IPv6 packet", tunnel.FrameName(typ), p)
+			}
+		})
+	}
+}

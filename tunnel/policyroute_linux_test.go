@@ -147,11 +147,11 @@ func TestPolicyRouting(t *testing.T) {
 			mark uint32
 			want string
 		}{
-			{"198.19.77.10", 0, name},      // pushed prefix beats the more specific hostile route
-			{"8.8.8.8", 0, name},           // full tunnel
-			{"8.8.8.8", mark, "lan0"},      // the gateway connection stays outside
-			{"198.19.77.10", mark, "lan0"}, // even inside a pushed prefix
-			{"192.168.50.7", 0, "lan0"},    // the laptop's own LAN
+			{"198.19.77.10", 0, name},                     // pushed prefix beats the more specific hostile route
+			{"8.8.8.8", 0, name},                          // full tunnel
+			{"8.8.8.8", mark, "lan0"},                     // the gateway connection stays outside
+			{"198.19.77.10", mark, "lan0"},                // even inside a pushed prefix
+			{"192.168.50.7", 0, "lan0"},                   // the laptop's own LAN
 			{"2001:db8::1", 0, "error: no route to host"}, // v4-only full tunnel: IPv6 refused, not leaked
 			{"2001:db8::1", mark, "lan0"},
 		} {

@@ -220,8 +220,8 @@ func printClientStatus(w io.Writer, st client.Status) error {
 func downCmd() *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{
-		Use:     "down",
-		Short:   "take the laptop's tunnel down",
+		Use:   "down",
+		Short: "take the laptop's tunnel down",
 		Long: `Takes the tunnel down and removes its TUN device, routes, rules, kill switch
 and DNS settings. When no client is running (it crashed or was killed), removes
 the kill switch and routing rules it left behind (for the device and table in
