@@ -690,9 +690,10 @@ func (l *Laptop) waitUp(timeout time.Duration) ClientStatus {
 
 // ---------------------------------------------------------------- state checks
 
-// routesOn lists `ip route show dev DEV` lines in ns (main table).
+// routesOn lists `ip route show table all dev DEV` lines in ns: the
+// laptop installs pushed routes in its own table (client/route.go).
 func routesOn(ns, dev string) []string {
-	out, err := tryRun("ip", "-n", ns, "route", "show", "dev", dev)
+	out, err := tryRun("ip", "-n", ns, "route", "show", "table", "all", "dev", dev)
 	if err != nil {
 		return nil
 	}
