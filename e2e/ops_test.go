@@ -119,3 +119,109 @@ func TestMetrics(t *testing.T) {
 	}
 	_ = gw
 }
+
+// demoPolicy is scripts/demo.sh's policy.
+var demoPolicy = Policy{
+	Name:   "engineering",
+	Match:  map[string][]string{"ou": {"eng"}},
+	Allow:  []string{lanNet + " tcp/8080", lanNet + " icmp"},
+	Routes: []string{lanNet},
+}
+
+// spRun runs the sallyport binary (no namespace) and returns its output
+// and exit code.
+func spRun(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(requireBin(t), args...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sallyport %v: %v", args, err)
+	}
+	return string(out), code
+}
+
+// TestPolicyAsCode: policy explain and policy test give the demo's
+// verdicts offline (a port outside policy, a no-policy device), policy
+// test exits 1 on a wrong expectation, and server check validates the
+// config and the files it names.
+func TestPolicyAsCode(t *testing.T) {
+	requireBin(t)
+	t.Parallel()
+	k := newPKI(t, "Test CA")
+	k.ServerCert(gwName, "--ip", gwAddr)
+	k.Issue("alice", []string{"eng"})
+	k.Issue("dave", []string{"sales"})
+	conf := filepath.Join(t.TempDir(), "server.toml")
+	render(t, serverTmpl, defaultServerConf(k, "wireguard", t.TempDir(), demoPolicy), conf)
+	aliceCrt, _ := k.Device("alice")
+	daveCrt, _ := k.Device("dave")
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--cert", aliceCrt, lanHost + ":8080/tcp"}, 0, `allowed by rule "198.19.77.0/24 tcp/8080" of policy "engineering"`},
+		{[]string{"--cert", aliceCrt, lanHost + ":8081/tcp"}, 1, `no allow rule of ["engineering"] admits 198.19.77.10:8081/tcp`},
+		{[]string{"--device", "alice", "--ou", "eng", lanHost + "/icmp"}, 0, "verdict: allow"},
+		{[]string{"--cert", daveCrt, lanHost + ":8080/tcp"}, 1, "no policy matches this identity"},
+		{[]string{"--device", "dave", "--ou", "sales", "--ou", "eng", lanHost + ":8080/tcp"}, 0, `yes ou ["eng"] against ["sales" "eng"]`},
+		{[]string{"--device", "x", lanHost + ":8080"}, 2, "needs a protocol"},
+	} {
+		out, code := spRun(t, append([]string{"policy", "explain", "-c", conf}, tc.args...)...)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("policy explain %v: exit %d, want %d and %q:\n%s", tc.args, code, tc.code, tc.want, out)
+		}
+	}
+
+	cases := filepath.Join(filepath.Dir(aliceCrt), "cases.toml")
+	good := `
+[[case]]
+name = "alice web"
+cert = "alice.crt"
+dst = "198.19.77.10:8080/tcp"
+want = "allow"
+policies = ["engineering"]
+
+[[case]]
+name = "alice other port"
+cert = "alice.crt"
+dst = "198.19.77.10:8081/tcp"
+want = "deny"
+
+[[case]]
+name = "dave no policy"
+device = "dave"
+ou = ["sales"]
+dst = "198.19.77.10:8080/tcp"
+want = "deny"
+policies = []
+`
+	if err := os.WriteFile(cases, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := spRun(t, "policy", "test", "-c", conf, cases); code != 0 || !strings.Contains(out, "3 cases, 0 failed") {
+		t.Errorf("policy test, all right: exit %d\n%s", code, out)
+	}
+	wrong := strings.Replace(good, "8081/tcp\"\nwant = \"deny\"", "8081/tcp\"\nwant = \"allow\"", 1)
+	if err := os.WriteFile(cases, []byte(wrong), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := spRun(t, "policy", "test", "-c", conf, cases)
+	if code != 1 || !strings.Contains(out, "FAIL  alice other port") || !strings.Contains(out, "- want allow\n      + got  deny") {
+		t.Errorf("policy test, one wrong expectation: exit %d, want 1 and a diff:\n%s", code, out)
+	}
+
+	if out, code := spRun(t, "server", "check", "-c", conf); code != 0 || !strings.Contains(out, "ok (1 policies") {
+		t.Errorf("server check of a good config: exit %d\n%s", code, out)
+	}
+	_, key := k.Server(gwName)
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := spRun(t, "server", "check", "-c", conf); code != 1 || !strings.Contains(out, "tls.key") {
+		t.Errorf("server check with a world-readable gateway key: exit %d, want 1 naming tls.key\n%s", code, out)
+	}
+}

@@ -181,13 +181,7 @@ func (s *Server) Reload(why string) {
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
 	old := s.cfg.Load()
-	cfg, err := LoadConfig(old.Path)
-	if err != nil {
-		s.reloadFailed()
-		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
-		return
-	}
-	t, err := loadTrust(cfg, s.trust.Load())
+	cfg, t, err := load(old.Path, s.trust.Load()) // what `server check` runs
 	if err != nil {
 		s.reloadFailed()
 		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)

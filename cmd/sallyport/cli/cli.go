@@ -53,6 +53,9 @@ IP packets between a TUN device on each side.`,
 		c.GroupID = "laptop"
 		root.AddCommand(c)
 	}
+	pol := policyCmd()
+	pol.GroupID = "gw"
+	root.AddCommand(pol)
 	pk := pkicmd.NewCommand()
 	pk.GroupID = "gw"
 	root.AddCommand(pk)

@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/internal/cmdutil"
+	"github.com/sallyport/sallyport/server"
+	"github.com/sallyport/sallyport/server/policy"
+)
+
+// policyCmd is `sallyport policy explain|test`: policy as code, offline
+// from server.toml.
+func policyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "explain and test the gateway's policies offline",
+		Long: `Explains and tests the [[policy]] tables of a server.toml without a running
+gateway: which policies match an identity and why, which allow rule admits a
+destination, and a table of expectations to keep in CI.`,
+		Args: cmdutil.NoArgs,
+		RunE: cmdutil.NeedSubcommand,
+	}
+	cmd.AddCommand(policyExplainCmd(), policyTestCmd())
+	return cmd
+}
+
+// loadPolicies compiles the policies of the server config at path.
+func loadPolicies(path string) (*policy.Set, error) {
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	set, err := policy.Compile(cfg.Policies)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return set, nil
+}
+
+func policyExplainCmd() *cobra.Command {
+	var config, cert, device, user, issuer string
+	var ous, orgs []string
+	cmd := &cobra.Command{
+		Use:   "explain (--cert FILE | --device NAME [--ou G ...]) DST[:PORT/PROTO]",
+		Short: "say which policies match an identity and whether they allow a destination",
+		Long: `Prints, for a device certificate (--cert) or an identity described by flags
+(--device CN, --ou, --o, --user), every policy and whether its match selects
+the identity (key by key), the allow rule that admits the destination or that
+none does, and the verdict. DST is ADDR, ADDR:PORT/tcp, ADDR:PORT/udp or
+ADDR/icmp; a bare ADDR asks whether any traffic to it is allowed.
+Exit status: 0 allow, 1 deny, 2 bad usage.`,
+		Example: `  sallyport policy explain -c /etc/sallyport/server.toml --device alice --ou eng 10.0.0.5:22/tcp
+  sallyport policy explain -c server.toml --cert alice.crt 10.0.0.5/icmp`,
+		Args: cmdutil.ExactArgs(1, "destination (ADDR[:PORT/PROTO])"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (cert == "") == (device == "") {
+				return cmdutil.Usagef("give --cert FILE or --device NAME")
+			}
+			if cert != "" && (len(ous) > 0 || len(orgs) > 0 || user != "" || issuer != "") {
+				return cmdutil.Usagef("--ou, --o, --user and --issuer describe an identity without a certificate; not with --cert")
+			}
+			dst, err := policy.ParseDestination(args[0])
+			if err != nil {
+				return cmdutil.Usagef("%v", err)
+			}
+			set, err := loadPolicies(config)
+			if err != nil {
+				return err
+			}
+			id := policy.IdentityFor(device, user, ous, orgs, issuer)
+			if cert != "" {
+				if id, err = policy.IdentityOfFile(cert); err != nil {
+					return err
+				}
+			}
+			e := set.Explain(id, dst)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "identity: cn=%q ou=%v o=%v user=%q issuer=%q\n", id.Device, id.Groups, id.Orgs, id.User, id.Issuer)
+			fmt.Fprint(out, e.Format())
+			if !e.Allowed {
+				return cmdutil.ExitError{Code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	cmd.Flags().StringVar(&cert, "cert", "", "device certificate (PEM)")
+	cmd.Flags().StringVar(&device, "device", "", "device name (certificate CN)")
+	cmd.Flags().StringArrayVar(&ous, "ou", nil, "group (certificate OU); repeat for several")
+	cmd.Flags().StringArrayVar(&orgs, "o", nil, "organization (certificate O); repeat for several")
+	cmd.Flags().StringVar(&user, "user", "", "user (certificate UID)")
+	cmd.Flags().StringVar(&issuer, "issuer", "", "issuer DN, for policies that match on issuer")
+	return cmd
+}
+
+func policyTestCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "test CASES.toml",
+		Short: "check a table of expected verdicts against the policies",
+		Long: `Runs every [[case]] of CASES.toml (an identity, a destination and the verdict
+wanted) against the policies of server.toml and prints one line per case.
+Exit status: 0 when every case passes, 1 when one does not (with what was
+wanted, what the policies give and why), 2 bad usage. A case:
+
+  [[case]]
+  name = "alice reaches ssh"     # optional
+  device = "alice"               # or cert = "alice.crt" (relative to this file)
+  ou = ["eng"]                   # also o, user, issuer
+  dst = "10.0.0.5:22/tcp"        # ADDR, ADDR:PORT/tcp|udp, ADDR/icmp
+  want = "allow"                 # or "deny"
+  policies = ["engineering"]     # optional: exactly these match`,
+		Example: "  sallyport policy test -c /etc/sallyport/server.toml policy-cases.toml",
+		Args:    cmdutil.ExactArgs(1, "cases file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, err := loadPolicies(config)
+			if err != nil {
+				return err
+			}
+			cases, err := policy.LoadCases(args[0])
+			if err != nil {
+				return err
+			}
+			text, failed := policy.Report(set.Run(cases))
+			fmt.Fprint(cmd.OutOrStdout(), text)
+			if failed > 0 {
+				return cmdutil.ExitError{Code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	return cmd
+}
+
+func serverCheckCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "validate server.toml and every file it names, without starting",
+		Long: `Loads server.toml and everything it names (gateway certificate and key and
+the key's permissions, client CA, CRL, policies, allowlists, static devices)
+exactly as a start or reload does, opening nothing, like "nginx -t". A
+reload runs the same load first and keeps the running configuration when it
+fails. Exit status: 0 valid, 1 not.`,
+		Example: "  sallyport server check -c /etc/sallyport/server.toml",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := server.Check(config)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, w := range r.Warnings {
+				fmt.Fprintf(out, "warning: %s\n", w)
+			}
+			fmt.Fprintf(out, "%s: ok (%d policies: %s; %d client CA certificates; CRL %s)\n", config, r.Policies,
+				strings.Join(policyNames(r.Config), ", "), r.CAs, r.CRL)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	return cmd
+}
+
+func policyNames(c *server.Config) []string {
+	out := make([]string, len(c.Policies))
+	for i, p := range c.Policies {
+		out[i] = p.Name
+	}
+	return out
+}

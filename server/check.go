@@ -1,0 +1,55 @@
+package server
+
+import (
+	"fmt"
+	"time"
+)
+
+// CheckResult is what `sallyport server check` reports about a config that
+// loads.
+type CheckResult struct {
+	Config   *Config
+	Policies int
+	CAs      int
+	CRL      string   // "number N, next update T" or "none"
+	Warnings []string // what a start or reload would log about it
+}
+
+// Check validates the config at path and every file it names (gateway
+// certificate and key, with the key's permissions; client CA; CRL; policies,
+// allowlists, static devices) exactly as a start or a reload loads them,
+// without opening a TUN device, a socket or anything else, like `nginx -t`.
+// A reload runs the same load first and keeps the running configuration
+// when it fails.
+func Check(path string) (*CheckResult, error) {
+	cfg, t, err := load(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := &CheckResult{Config: cfg, Policies: len(cfg.Policies), CAs: len(t.caCerts), CRL: "none", Warnings: t.warnings}
+	if t.crl != nil {
+		r.CRL = fmt.Sprintf("number %v, next update %s", t.crlNumber(), fmtTime(t.crl.NextUpdate()))
+		if t.crlStaleAt(time.Now()) {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("the CRL %s is stale (next update %s): with tls.crl_stale = %q new sessions are %s",
+				t.crlPath, fmtTime(t.crl.NextUpdate()), t.crlStale, map[bool]string{true: "admitted", false: "refused"}[t.crlStale == CRLStaleWarn]))
+		}
+	}
+	if t.cert.Leaf != nil && time.Until(t.cert.Leaf.NotAfter) < 30*24*time.Hour {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("the gateway certificate %s expires %s", cfg.TLS.Cert, fmtTime(t.cert.Leaf.NotAfter)))
+	}
+	return r, nil
+}
+
+// load reads the config at path and everything it names: the one loading
+// step of Check and Reload. prev is the trust in force (nil when none).
+func load(path string, prev *trust) (*Config, *trust, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := loadTrust(cfg, prev)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, t, nil
+}
