@@ -30,7 +30,6 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -282,8 +281,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	if _, ok := tunnel.AsVnet(c.dev); ok {
 		caps = append(caps, tunnel.CapGSO)
 	}
-	hello, _ := json.Marshal(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"})
-	if err := cn.w.WriteControl(tunnel.FrameHello, hello); err != nil {
+	if err := cn.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"}); err != nil {
 		// A gateway that refused this device may have closed already; its
 		// Close frame or TLS alert says why.
 		if _, _, rerr := cn.r.Next(); rerr != nil && classify(rerr).Code != codeNetwork {

@@ -59,26 +59,6 @@ func (ca *testCA) issue(t *testing.T, cn string, serial int64, ous []string, not
 	return c
 }
 
-func (ca *testCA) crl(t *testing.T, serials ...int64) *pki.RevocationList {
-	t.Helper()
-	var entries []x509.RevocationListEntry
-	for _, s := range serials {
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: big.NewInt(s), RevocationTime: time.Now()})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(2), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour),
-		RevokedCertificateEntries: entries,
-	}, ca.cert, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := pki.ParseCRL(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), []*x509.Certificate{ca.cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // sign issues tmpl (with a fresh P-256 key) under ca; missing serial and
 // validity are filled in.
 func (ca *testCA) sign(t *testing.T, tmpl *x509.Certificate) (*x509.Certificate, *ecdsa.PrivateKey) {
