@@ -403,6 +403,8 @@ type ServerConf struct {
 	Listen, Cert, Key, ClientCA, CRL string
 	Device, Pool, Driver, Socket     string
 	Extra                            string // raw TOML appended at top level (before tables)
+	Pool6                            string // tunnel.ipv6_pool, if any
+	TunnelExtra                      string // raw TOML appended to [tunnel]
 	Policies                         []Policy
 }
 
@@ -438,7 +440,12 @@ crl = {{q .CRL}}
 [tunnel]
 device = {{q .Device}}
 ipv4_pool = {{q .Pool}}
+{{- if .Pool6}}
+ipv6_pool = {{q .Pool6}}
+{{- end}}
 driver = {{q .Driver}}
+lease_file = "leases.json"
+{{.TunnelExtra}}
 
 [admin]
 socket = {{q .Socket}}

@@ -452,6 +452,7 @@ client_ca = "$CA"
 device = "sp0"
 ipv4_pool = "$POOL"
 driver = "$d"
+lease_file = "leases.json"
 
 [admin]
 socket = "$W/server-$d.sock"

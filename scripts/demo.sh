@@ -129,6 +129,7 @@ crl = "$D/crl.pem"
 [tunnel]
 device = "sp0"
 ipv4_pool = "10.213.0.0/24"
+lease_file = "leases.json"
 [admin]
 socket = "$WORK/server.sock"
 [[policy]]

@@ -204,6 +204,7 @@ crl = "$PKI/crl.pem"
 [tunnel]
 device = "sp0"
 ipv4_pool = "$POOL"
+lease_file = "leases.json"
 
 [admin]
 socket = "$W/server.sock"

@@ -75,7 +75,7 @@ func (t *addrTable) lookup(a netip.Addr) *session {
 		return nil
 	}
 	if p := t.slot(a, false); p != nil {
-		if ss := p.Load(); ss != nil && ss.addr == a {
+		if ss := p.Load(); ss != nil && ss.holds(a) {
 			return ss
 		}
 	}
@@ -87,7 +87,7 @@ func (t *addrTable) lookup(a netip.Addr) *session {
 	return t.overflow[a]
 }
 
-// store makes ss the session holding a (ss.addr must be a), or with a nil
+// store makes ss the session holding a (one of ss's addresses), or with a nil
 // ss forgets a. Callers serialize stores.
 func (t *addrTable) store(a netip.Addr, ss *session) {
 	if !a.IsValid() {
@@ -99,7 +99,7 @@ func (t *addrTable) store(a netip.Addr, ss *session) {
 	}
 	cur := p.Load()
 	switch {
-	case cur == nil || cur.addr == a:
+	case cur == nil || cur.holds(a):
 		p.Store(ss) // and drop a stale overflow entry of a, if any
 	case ss == nil:
 		// cur holds another address in this slot; a can only be in overflow.

@@ -12,12 +12,14 @@ import (
 
 // Status is the answer to `sallyport server status`.
 type Status struct {
-	Started   time.Time `json:"started"`
-	Listen    string    `json:"listen"`
-	Device    string    `json:"device"`
-	Address   string    `json:"address"`
-	NoSession uint64    `json:"dropped_no_session"`
-	CPUs      int       `json:"cpus"` // GOMAXPROCS now (tunnel.cpus)
+	Started time.Time `json:"started"`
+	Listen  string    `json:"listen"`
+	Device  string    `json:"device"`
+	Address string    `json:"address"`
+	// Address6 is the gateway's IPv6 tunnel address on a dual-stack gateway.
+	Address6  string `json:"address6,omitempty"`
+	NoSession uint64 `json:"dropped_no_session"`
+	CPUs      int    `json:"cpus"` // GOMAXPROCS now (tunnel.cpus)
 	// Refused counts refused handshakes and sessions since start, by
 	// reason (README "Trust").
 	Refused map[string]uint64 `json:"refused"`
@@ -31,12 +33,14 @@ type Status struct {
 
 // SessionStatus describes one live device session.
 type SessionStatus struct {
-	Device       string     `json:"device"`
-	User         string     `json:"user"`
-	Groups       []string   `json:"groups"`
-	Issuer       string     `json:"issuer"`
-	Serial       string     `json:"serial"`
-	Address      string     `json:"address"`
+	Device  string   `json:"device"`
+	User    string   `json:"user"`
+	Groups  []string `json:"groups"`
+	Issuer  string   `json:"issuer"`
+	Serial  string   `json:"serial"`
+	Address string   `json:"address"`
+	// Address6 is the device's IPv6 tunnel address on a dual-stack gateway.
+	Address6     string     `json:"address6,omitempty"`
 	Remote       string     `json:"remote"`
 	Policies     []string   `json:"policies"`
 	Since        time.Time  `json:"since"`
@@ -65,8 +69,11 @@ type DropStatus struct {
 func (s *Server) Status() Status {
 	cfg := s.cfg.Load()
 	t := s.trust.Load()
-	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.Gateway().String(), NoSession: s.noRoute.Load(), CPUs: s.procs.Current(),
+	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.primary().Gateway().String(), NoSession: s.noRoute.Load(), CPUs: s.procs.Current(),
 		Refused: s.refusals.counts(), CRLNextUpdate: t.crl.NextUpdate(), CRLStale: t.crlStaleAt(time.Now())}
+	if s.pool.dual() {
+		st.Address6 = s.pool.v6.Gateway().String()
+	}
 	if st.Refused == nil {
 		st.Refused = map[string]uint64{}
 	}

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/procs"
@@ -51,10 +54,19 @@ const (
 	CRLStaleWarn   = "warn"
 )
 
-// TunnelConfig describes the gateway's TUN device and the address pool.
+// TunnelConfig describes the gateway's TUN device and the address pools.
 type TunnelConfig struct {
-	Device    string        `toml:"device"`
-	IPv4Pool  string        `toml:"ipv4_pool"`
+	Device   string `toml:"device"`
+	IPv4Pool string `toml:"ipv4_pool"`
+	// IPv6Pool is the IPv6 tunnel prefix (a /64 or smaller, up to /120).
+	// At least one of the pools is required; with both, every device gets
+	// one address of each (dual stack).
+	IPv6Pool string `toml:"ipv6_pool"`
+	// LeaseFile keeps address leases across restarts (leases.go); default
+	// leases.json in $STATE_DIRECTORY or /var/lib/sallyport.
+	LeaseFile string `toml:"lease_file"`
+	// LeaseTTL is how long a lease of a device that stays away is kept.
+	LeaseTTL  time.Duration `toml:"lease_ttl"`
 	Driver    string        `toml:"driver"`
 	MTU       int           `toml:"mtu"`
 	Keepalive time.Duration `toml:"keepalive"`
@@ -89,6 +101,7 @@ type DeviceConfig struct {
 	CN          string `toml:"cn"`
 	Fingerprint string `toml:"fingerprint"`
 	IPv4        string `toml:"ipv4"`
+	IPv6        string `toml:"ipv6"`
 }
 
 // Defaults for keys left out of server.toml.
@@ -101,6 +114,8 @@ const (
 	DefaultTimeout          = 35 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultAdminSocket      = "/run/sallyport/server.sock"
+	DefaultStateDir         = "/var/lib/sallyport"
+	DefaultLeaseTTL         = 30 * 24 * time.Hour
 )
 
 // LoadConfig reads, defaults and validates server.toml. Relative file names
@@ -115,6 +130,9 @@ func LoadConfig(path string) (*Config, error) {
 	c.TLS.Key = tomlconf.Resolve(path, c.TLS.Key)
 	c.TLS.ClientCA = tomlconf.Resolve(path, c.TLS.ClientCA)
 	c.TLS.CRL = tomlconf.Resolve(path, c.TLS.CRL)
+	if c.Tunnel.LeaseFile != "" {
+		c.Tunnel.LeaseFile = tomlconf.Resolve(path, c.Tunnel.LeaseFile)
+	}
 	if err := c.normalize(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -161,11 +179,27 @@ func (c *Config) normalize() error {
 	if t.Driver != "wireguard" && t.Driver != "water" {
 		return fmt.Errorf("key \"tunnel.driver\": %q is not \"wireguard\" or \"water\"", t.Driver)
 	}
-	if t.IPv4Pool == "" {
-		return errors.New("key \"tunnel.ipv4_pool\" is required")
+	if t.IPv4Pool == "" && t.IPv6Pool == "" {
+		return errors.New("key \"tunnel.ipv4_pool\" or \"tunnel.ipv6_pool\" is required")
 	}
 	if _, err := c.Pool(); err != nil {
 		return err
+	}
+	if _, err := c.Pool6(); err != nil {
+		return err
+	}
+	if t.LeaseFile == "" {
+		dir := DefaultStateDir
+		if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); sd != "" {
+			dir = sd // systemd's StateDirectory=
+		}
+		t.LeaseFile = filepath.Join(dir, "leases.json")
+	}
+	if t.LeaseTTL == 0 {
+		t.LeaseTTL = DefaultLeaseTTL
+	}
+	if t.LeaseTTL < time.Minute {
+		return fmt.Errorf("key \"tunnel.lease_ttl\": %v is shorter than 1m", t.LeaseTTL)
 	}
 	if t.MTU == 0 {
 		t.MTU = DefaultMTU
@@ -194,24 +228,49 @@ func (c *Config) normalize() error {
 	if len(c.Policies) == 0 {
 		return errors.New("no [[policy]] tables: every device would be refused")
 	}
-	pool, _ := c.Pool()
+	pool4, _ := c.Pool()
+	pool6, _ := c.Pool6()
 	for i, d := range c.Devices {
 		if (d.CN == "") == (d.Fingerprint == "") {
 			return fmt.Errorf("[[device]] #%d: give exactly one of \"cn\" or \"fingerprint\"", i+1)
 		}
-		a, err := netip.ParseAddr(d.IPv4)
-		if err != nil || !a.Is4() {
-			return fmt.Errorf("[[device]] #%d: key \"ipv4\": %q is not an IPv4 address", i+1, d.IPv4)
+		if d.IPv4 == "" && d.IPv6 == "" {
+			return fmt.Errorf("[[device]] #%d: give \"ipv4\", \"ipv6\" or both", i+1)
 		}
-		if !pool.Contains(a) || a == pool.Addr().Next() || a == pool.Masked().Addr() {
-			return fmt.Errorf("[[device]] #%d: key \"ipv4\": %s is not a usable address of tunnel.ipv4_pool %s", i+1, a, pool)
+		if err := checkStatic("ipv4", d.IPv4, pool4, "tunnel.ipv4_pool"); err != nil {
+			return fmt.Errorf("[[device]] #%d: %w", i+1, err)
+		}
+		if err := checkStatic("ipv6", d.IPv6, pool6, "tunnel.ipv6_pool"); err != nil {
+			return fmt.Errorf("[[device]] #%d: %w", i+1, err)
 		}
 	}
 	return nil
 }
 
-// Pool returns the parsed tunnel.ipv4_pool, masked.
+// checkStatic validates a [[device]] address: it must be a usable address
+// of its pool (not the network, gateway or last address).
+func checkStatic(key, v string, pool netip.Prefix, poolKey string) error {
+	if v == "" {
+		return nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil || a.Zone() != "" || (key == "ipv4") != a.Is4() || a.Is4In6() {
+		return fmt.Errorf("key %q: %q is not an %s address", key, v, map[string]string{"ipv4": "IPv4", "ipv6": "IPv6"}[key])
+	}
+	if !pool.IsValid() {
+		return fmt.Errorf("key %q: %s given but %s is not set", key, a, poolKey)
+	}
+	if !pool.Contains(a) || a == pool.Addr().Next() || a == pool.Addr() || a == lastAddr(pool) {
+		return fmt.Errorf("key %q: %s is not a usable address of %s %s", key, a, poolKey, pool)
+	}
+	return nil
+}
+
+// Pool returns the parsed tunnel.ipv4_pool, masked (zero when unset).
 func (c *Config) Pool() (netip.Prefix, error) {
+	if c.Tunnel.IPv4Pool == "" {
+		return netip.Prefix{}, nil
+	}
 	p, err := netip.ParsePrefix(c.Tunnel.IPv4Pool)
 	if err != nil || !p.Addr().Is4() {
 		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv4_pool\": %q is not an IPv4 CIDR", c.Tunnel.IPv4Pool)
@@ -238,4 +297,24 @@ func (m *MetricsConfig) check(vpn string) error {
 		return fmt.Errorf("key \"metrics.listen\": %s overlaps the VPN listener %s; metrics are never served on the VPN port", m.Listen, vpn)
 	}
 	return nil
+}
+
+// Pool6 returns the parsed tunnel.ipv6_pool, masked (zero when unset). It
+// must be a /64 or smaller and at most a /120: large enough to hand out,
+// small enough that the kernel's own SLAAC has no part in it.
+func (c *Config) Pool6() (netip.Prefix, error) {
+	if c.Tunnel.IPv6Pool == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(c.Tunnel.IPv6Pool)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv6_pool\": %q is not an IPv6 CIDR", c.Tunnel.IPv6Pool)
+	}
+	if p.Bits() < 64 || p.Bits() > 120 {
+		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv6_pool\": %s must be a /64 to /120", p)
+	}
+	if a := p.Addr(); !a.IsGlobalUnicast() && !a.IsPrivate() || a.IsLinkLocalUnicast() {
+		return netip.Prefix{}, fmt.Errorf("key \"tunnel.ipv6_pool\": %s is not a unicast prefix (use a ULA such as fd00:8::/64)", p)
+	}
+	return p.Masked(), nil
 }

@@ -10,7 +10,9 @@ package server
 //     idle session holds neither). Reader.ReadBatch decodes frames in place
 //     and copies each packet into the batch with Headroom in front,
 //     gathering until the stream has nothing buffered. Each packet is then
-//     checked: source must be the session's address (else dropped:spoofed),
+//     checked: IPv6 neighbour discovery and MLD are dropped uncounted
+//     (nd.go), the source must be one of the session's addresses (else
+//     dropped:spoofed),
 //     destination must be allowed by the device's grant (the flow is then
 //     recorded in the session's conntrack) or be a reply to a flow the
 //     destination device opened (else dropped:policy). Passing packets are
@@ -250,7 +252,10 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 				continue
 			}
 		}
-		if info.Src != ss.addr {
+		if isLinkLocalControl(info) { // the laptop kernel's ND/MLD: not for the LAN (nd.go)
+			continue
+		}
+		if info.Src != ss.addr && info.Src != ss.addr6 { // info.Src is valid; a zero addr6 matches nothing
 			ss.drops.spoofed.Add(1)
 			continue
 		}
@@ -297,7 +302,11 @@ func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
 	flow := conntrack.FlowOf(info)
 	var ok bool
 	if isICMPError(info) { // for the flow it quotes, never as a reply of its own
-		ok = admitICMPError(pkt, info, ss.addr, ss.flows, now)
+		addr := ss.addr
+		if info.Version == 6 && ss.addr6.IsValid() {
+			addr = ss.addr6
+		}
+		ok = admitICMPError(pkt, info, addr, ss.flows, now)
 	} else {
 		ok = ss.flows.Has(flow.Reverse(), now)
 	}

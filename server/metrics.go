@@ -132,5 +132,5 @@ func (p *addrPool) usage() (size, inUse int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// Not the network, gateway or broadcast address.
-	return 1<<(32-p.prefix.Bits()) - 3, len(p.inUse)
+	return p.size - 3, len(p.inUse) // size: capped at maxScan for IPv6
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,7 @@ type Server struct {
 	cfg   atomic.Pointer[Config]
 	trust atomic.Pointer[trust]
 
-	pool       *addrPool
+	pool       *addrPools
 	dev        tunnel.Device
 	raw        bool // the TUN passes super-packets whole (rawpath.go)
 	tunBatches batchPool
@@ -55,6 +56,8 @@ type Server struct {
 	flaps    flapGuard  // one certificate on two laptops
 	crlStale atomic.Bool
 	meters   meters // Prometheus counters not kept elsewhere (metrics.go)
+
+	leaseSaveFailing atomic.Bool // a failed lease save was logged (leases.go)
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
@@ -79,12 +82,24 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	prefix, _ := cfg.Pool()
-	s := &Server{log: log, pool: newAddrPool(prefix), byKey: map[string]*session{}}
+	s := &Server{log: log, pool: newPools(cfg), byKey: map[string]*session{}}
+	s.pool.loadLeases(cfg.Tunnel.LeaseFile, cfg.Tunnel.LeaseTTL, log)
 	s.cfg.Store(cfg)
 	s.trust.Store(t)
 	s.pool.SetStatic(t.staticAddrs())
 	return s, nil
+}
+
+// newPools makes the address pools cfg asks for (validated by normalize).
+func newPools(cfg *Config) *addrPools {
+	var v4, v6 *addrPool
+	if p, _ := cfg.Pool(); p.IsValid() {
+		v4 = newAddrPool(p)
+	}
+	if p, _ := cfg.Pool6(); p.IsValid() {
+		v6 = newAddrPool(p)
+	}
+	return newAddrPools(v4, v6)
 }
 
 // Run opens the TUN device, the listener and the admin socket, then serves
@@ -104,8 +119,10 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	s.dev = dev
 	defer dev.Close()
 	s.tunBatches = batchPool{count: dev.BatchSize(), size: tunnel.Headroom + cfg.Tunnel.MTU}
-	if err := tunnel.SetAddress(dev.Name(), s.pool.Gateway()); err != nil {
-		return fmt.Errorf("set address on %s: %w", dev.Name(), err)
+	for _, gw := range s.pool.Gateways() {
+		if err := tunnel.SetAddress(dev.Name(), gw); err != nil {
+			return fmt.Errorf("set address on %s: %w", dev.Name(), err)
+		}
 	}
 	if err := tunnel.LinkUp(dev.Name(), cfg.Tunnel.MTU); err != nil {
 		return fmt.Errorf("bring up %s: %w", dev.Name(), err)
@@ -135,7 +152,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go s.routineSaveLeases(ctx)
 	if vdev, ok := tunnel.AsVnet(dev); ok {
 		s.raw = true
 		go s.routineReadTUNRaw(ctx, vdev)
@@ -145,7 +163,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	go s.routineAccept(ctx)
 	go s.routineWatch(ctx)
 	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
-		"address", s.pool.Gateway().String(), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies),
+		"address", fmt.Sprint(s.pool.Gateways()), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies),
 		"cpus", s.procs.Mode())
 	s.checkCRLFresh(time.Now())
 	if ready != nil {
@@ -159,19 +177,28 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	s.closeAll("shutdown")
 	dev.Close() // unblocks the TUN reader
 	s.wg.Wait()
+	s.saveLeases()
 	s.log.Info("gateway stopped")
 	return nil
 }
 
 // checkForwarding warns when the kernel will not route tunnel traffic.
 func (s *Server) checkForwarding() {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		return
+	check := func(file, family, sysctl string) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return
+		}
+		if strings.TrimSpace(string(b)) != "1" {
+			s.log.Warn(family+" forwarding is off: devices will reach only the gateway itself",
+				"fix", "sysctl -w "+sysctl+"=1 (persist in /etc/sysctl.d/99-sallyport.conf)")
+		}
 	}
-	if strings.TrimSpace(string(b)) != "1" {
-		s.log.Warn("IPv4 forwarding is off: devices will reach only the gateway itself",
-			"fix", "sysctl -w net.ipv4.ip_forward=1 (to persist: the package ships /usr/lib/sysctl.d/60-sallyport.conf; sysctl --system loads it)")
+	if s.pool.v4 != nil {
+		check("/proc/sys/net/ipv4/ip_forward", "IPv4", "net.ipv4.ip_forward")
+	}
+	if s.pool.v6 != nil {
+		check("/proc/sys/net/ipv6/conf/all/forwarding", "IPv6", "net.ipv6.conf.all.forwarding")
 	}
 }
 
@@ -234,7 +261,7 @@ func restartOnly(a, b *Config) []string {
 	if a.Listen != b.Listen {
 		out = append(out, "listen")
 	}
-	if a.Tunnel != b.Tunnel {
+	if !reflect.DeepEqual(a.Tunnel, b.Tunnel) {
 		out = append(out, "tunnel")
 	}
 	if a.Admin.Socket != b.Admin.Socket {

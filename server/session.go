@@ -52,7 +52,8 @@ type session struct {
 	// recheckSessions.
 	verdict atomic.Pointer[verdict]
 	conn    *tls.Conn
-	addr    netip.Addr
+	addr    netip.Addr // tunnel.Config.Address: IPv4, or IPv6 on a v6-only gateway
+	addr6   netip.Addr // tunnel.Config.Address6: IPv6 on a dual-stack gateway, else zero
 	remote  string
 	since   time.Time
 	grant   atomic.Pointer[policy.Grant]
@@ -113,15 +114,15 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	if err := ss.pushConfig(caps); err != nil {
-		s.pool.Release(ss.key, ss.addr)
+		s.pool.Release(ss.key, ss.addr, ss.addr6)
 		return nil, err
 	}
 	if err := s.register(ss); err != nil {
-		s.pool.Release(ss.key, ss.addr)
+		s.pool.Release(ss.key, ss.addr, ss.addr6)
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	ss.log.Info("session up", "address", ss.addr.String(), "policies", ss.grant.Load().Names, "gso", ss.gso, "serial", v.id.Serial,
+	ss.log.Info("session up", "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso, "serial", v.id.Serial,
 		"fingerprint", v.id.Fingerprint, "expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
 }
@@ -158,14 +159,14 @@ func (ss *session) negotiate(hello tunnel.Hello) []string {
 // assign takes the device's tunnel address: its static one, its lease, or
 // a free one. An exhausted pool is a refusal the device is told about.
 func (ss *session) assign(t *trust) error {
-	addr, err := ss.srv.pool.Acquire(ss.key, t.staticFor(ss.id))
+	addr, addr6, err := ss.srv.pool.Acquire(ss.key, t.staticFor(ss.id))
 	if errors.Is(err, errPoolExhausted) {
 		return &refusal{reasonPoolExhausted, ss.id.Device, fmt.Errorf("assign address: %w", err)}
 	}
 	if err != nil {
 		return fmt.Errorf("assign address: %w", err)
 	}
-	ss.addr = addr
+	ss.addr, ss.addr6 = addr, addr6
 	return nil
 }
 
@@ -173,18 +174,24 @@ func (ss *session) assign(t *trust) error {
 func (ss *session) pushConfig(caps []string) error {
 	cfg := ss.srv.cfg.Load()
 	g := ss.grant.Load()
-	b, err := tunnel.EncodeConfig(tunnel.Config{
+	pool := ss.srv.pool.primary()
+	tc := tunnel.Config{
 		Version:       tunnel.ProtocolVersion,
 		Caps:          caps,
-		Address:       netip.PrefixFrom(ss.addr, ss.srv.pool.prefix.Bits()),
-		Gateway:       ss.srv.pool.gateway,
+		Address:       netip.PrefixFrom(ss.addr, pool.prefix.Bits()),
+		Gateway:       pool.gateway,
 		Routes:        g.Routes,
 		DNS:           g.DNS,
 		SearchDomains: g.SearchDomains,
 		MTU:           cfg.Tunnel.MTU,
 		Keepalive:     cfg.Tunnel.Keepalive,
 		Timeout:       cfg.Tunnel.Timeout,
-	})
+	}
+	if ss.addr6.IsValid() {
+		tc.Address6 = netip.PrefixFrom(ss.addr6, ss.srv.pool.v6.prefix.Bits())
+		tc.Gateway6 = ss.srv.pool.v6.gateway
+	}
+	b, err := tunnel.EncodeConfig(tc)
 	if err == nil {
 		err = ss.w.WriteControl(tunnel.FrameConfig, b)
 	}
@@ -220,6 +227,7 @@ func (s *Server) register(ss *session) error {
 		old := s.byKey[ss.key]
 		s.byKey[ss.key] = ss
 		s.byAddr.store(ss.addr, ss)
+		s.byAddr.store(ss.addr6, ss)
 		s.rescaleLocked()
 		s.sessMu.Unlock()
 		if old != nil {
@@ -242,7 +250,10 @@ func (s *Server) unregister(ss *session) {
 	}
 	if s.byAddr.lookup(ss.addr) == ss {
 		s.byAddr.store(ss.addr, nil)
-		s.pool.Release(ss.key, ss.addr)
+		if s.byAddr.lookup(ss.addr6) == ss {
+			s.byAddr.store(ss.addr6, nil)
+		}
+		s.pool.Release(ss.key, ss.addr, ss.addr6)
 	}
 	s.rescaleLocked()
 	s.sessMu.Unlock()
@@ -331,7 +342,7 @@ func (ss *session) close(reason string, err error) {
 			// seconds in close_notify: drop the socket.
 			_ = ss.conn.NetConn().Close()
 		}
-		attrs := []any{"reason", reason, "address", ss.addr.String(), "duration", time.Since(ss.since).Round(time.Second).String(),
+		attrs := []any{"reason", reason, "address", ss.addr.String(), "address6", addrString(ss.addr6), "duration", time.Since(ss.since).Round(time.Second).String(),
 			"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load()}
 		if err != nil {
 			attrs = append(attrs, "error", err.Error())
@@ -419,7 +430,7 @@ func (ss *session) status() SessionStatus {
 	g := ss.grant.Load()
 	return SessionStatus{
 		Device: ss.id.Device, User: ss.id.User, Groups: ss.id.Groups, Issuer: ss.id.Issuer,
-		Serial: ss.id.Serial, Address: ss.addr.String(), Remote: ss.remote, Policies: g.Names,
+		Serial: ss.id.Serial, Address: ss.addr.String(), Address6: addrString(ss.addr6), Remote: ss.remote, Policies: g.Names,
 		Since: ss.since, BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		PacketsIn: ss.packetsIn.Load(), PacketsOut: ss.packetsOut.Load(), Flows: ss.flows.Len(),
 		CertNotAfter: ss.id.NotAfter,
@@ -429,4 +440,15 @@ func (ss *session) status() SessionStatus {
 			Congestion: ss.drops.congestion.Load(),
 		},
 	}
+}
+
+// holds reports whether a (a valid address) is one of ss's tunnel addresses.
+func (ss *session) holds(a netip.Addr) bool { return ss.addr == a || ss.addr6 == a }
+
+// addrString is a.String(), or "" for the zero address (no IPv6 address).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

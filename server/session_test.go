@@ -26,6 +26,7 @@ import (
 	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
 // fakeTUN is a tunnel.Device in memory: packets written to it are
@@ -57,7 +58,7 @@ func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
 	for _, b := range bufs {
 		p := append([]byte(nil), b[offset:]...)
 		f.written = append(f.written, p)
-		if dst, ok := netip.AddrFromSlice(p[16:20]); ok && f.loop.Contains(dst) {
+		if dst, ok := packet.Dst(p); ok && f.loop.Contains(dst) {
 			f.in <- p
 		}
 	}
@@ -203,6 +204,14 @@ func newGatewayHarness(t *testing.T, policies []policy.Policy, loop netip.Prefix
 // wrap from the harness's fakeTUN (nil: the fakeTUN itself).
 func newGatewayHarnessOn(t *testing.T, policies []policy.Policy, loop netip.Prefix, wrap func(*fakeTUN) tunnel.Device) *gatewayHarness {
 	t.Helper()
+	return newGatewayHarnessWith(t, policies, loop, wrap, nil)
+}
+
+// newGatewayHarnessWith is newGatewayHarnessOn with the config changed by
+// tweak (nil: none) before it is normalized; its lease file is in a
+// temporary directory.
+func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Prefix, wrap func(*fakeTUN) tunnel.Device, tweak func(*Config)) *gatewayHarness {
+	t.Helper()
 	dir := t.TempDir()
 	ca := newTestCA(t, "Harness CA")
 	gw := ca.leafWithKey(t, "gw.test", nil, x509.ExtKeyUsageServerAuth, "gw.test")
@@ -214,8 +223,11 @@ func newGatewayHarnessOn(t *testing.T, policies []policy.Policy, loop netip.Pref
 	cfg := &Config{
 		Path:     filepath.Join(dir, "server.toml"),
 		TLS:      TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt")},
-		Tunnel:   TunnelConfig{IPv4Pool: "10.8.0.0/24"},
+		Tunnel:   TunnelConfig{IPv4Pool: "10.8.0.0/24", LeaseFile: filepath.Join(dir, "leases.json")},
 		Policies: policies,
+	}
+	if tweak != nil {
+		tweak(cfg)
 	}
 	if err := cfg.normalize(); err != nil {
 		t.Fatal(err)
@@ -241,10 +253,12 @@ func newGatewayHarnessOn(t *testing.T, policies []policy.Policy, loop netip.Pref
 
 // device is one connected laptop in a gatewayHarness.
 type device struct {
-	tc   *tls.Conn
-	w    *tunnel.Writer
-	r    *tunnel.Reader
-	addr string
+	tc    *tls.Conn
+	w     *tunnel.Writer
+	r     *tunnel.Reader
+	addr  string
+	addr6 string        // on a dual-stack gateway
+	cfg   tunnel.Config // as pushed
 }
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -283,7 +297,10 @@ func (h *gatewayHarness) connect(cert tls.Certificate) *device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.addr = pc.Address.Addr().String()
+	d.addr, d.cfg = pc.Address.Addr().String(), pc
+	if pc.Address6.IsValid() {
+		d.addr6 = pc.Address6.Addr().String()
+	}
 	// The config is pushed before the session goes live (register is the
 	// last step): wait until it is.
 	waitFor(t, func() bool {

@@ -55,8 +55,8 @@ type trust struct {
 	policies  *policy.Set
 	allowFP   map[string]bool // empty: no fingerprint allowlist
 	allowSubj []string        // globs over the RFC 4514 subject; empty: none
-	staticCN  map[string]netip.Addr
-	staticFP  map[string]netip.Addr
+	staticCN  map[string]staticAddr
+	staticFP  map[string]staticAddr
 	loadedAt  time.Time
 	warnings  []string // things the admin should know about this version (logged on load)
 }
@@ -84,8 +84,8 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		crlStale: c.TLS.CRLStale,
 		anyEKU:   c.TLS.AcceptAnyEKU,
 		allowFP:  map[string]bool{},
-		staticCN: map[string]netip.Addr{},
-		staticFP: map[string]netip.Addr{},
+		staticCN: map[string]staticAddr{},
+		staticFP: map[string]staticAddr{},
 		loadedAt: time.Now(),
 	}
 	if err := t.loadCRL(c, prev); err != nil {
@@ -108,7 +108,13 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		t.allowSubj = append(t.allowSubj, s)
 	}
 	for _, d := range c.Devices {
-		a := netip.MustParseAddr(d.IPv4) // validated in normalize
+		var a staticAddr // validated in normalize
+		if d.IPv4 != "" {
+			a.v4 = netip.MustParseAddr(d.IPv4)
+		}
+		if d.IPv6 != "" {
+			a.v6 = netip.MustParseAddr(d.IPv6)
+		}
 		if d.CN != "" {
 			t.staticCN[d.CN] = a
 		} else {
@@ -193,20 +199,26 @@ func digestCerts(certs []*x509.Certificate) [32]byte {
 	return d
 }
 
-// staticAddrs lists every reserved address.
+// staticAddr is a [[device]]'s reserved addresses; either may be zero.
+type staticAddr struct{ v4, v6 netip.Addr }
+
+// staticAddrs lists every reserved address, of both families.
 func (t *trust) staticAddrs() []netip.Addr {
 	var out []netip.Addr
-	for _, a := range t.staticCN {
-		out = append(out, a)
-	}
-	for _, a := range t.staticFP {
-		out = append(out, a)
+	for _, m := range []map[string]staticAddr{t.staticCN, t.staticFP} {
+		for _, a := range m {
+			for _, x := range []netip.Addr{a.v4, a.v6} {
+				if x.IsValid() {
+					out = append(out, x)
+				}
+			}
+		}
 	}
 	return out
 }
 
-// staticFor is the device's reserved address, if any.
-func (t *trust) staticFor(id pki.Identity) netip.Addr {
+// staticFor is the device's reserved addresses, if any.
+func (t *trust) staticFor(id pki.Identity) staticAddr {
 	if a, ok := t.staticFP[id.Fingerprint]; ok {
 		return a
 	}

@@ -238,7 +238,7 @@ func TestDuplicateDevice(t *testing.T) {
 func TestPoolExhaustedTold(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	h.s.pool = newAddrPool(netip.MustParsePrefix("10.9.0.0/30")) // one device address
+	h.s.pool = newAddrPools(newAddrPool(netip.MustParsePrefix("10.9.0.0/30")), nil) // one device address
 	a := h.connect(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
 	defer a.tc.Close()
 	d := h.dial(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth))

@@ -89,14 +89,14 @@ func serverStatusCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(w, st)
 			}
-			fmt.Fprintf(w, "gateway %s on %s (%s), up since %s, %d session(s)\n", st.Address, st.Listen, st.Device,
+			fmt.Fprintf(w, "gateway %s on %s (%s), up since %s, %d session(s)\n", joinAddrs(st.Address, st.Address6), st.Listen, st.Device,
 				st.Started.Format(time.RFC3339), len(st.Sessions))
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (spoofed/policy/no_flow/queue/malformed/congestion)")
 			for _, s := range st.Sessions {
 				d := s.Dropped
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d/%d/%d\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
-					s.Address, s.Since.Format("2006-01-02 15:04:05"), humanBytes(s.BytesIn), humanBytes(s.BytesOut),
+					joinAddrs(s.Address, s.Address6), s.Since.Format("2006-01-02 15:04:05"), humanBytes(s.BytesIn), humanBytes(s.BytesOut),
 					d.Spoofed, d.Policy, d.NoFlow, d.QueueFull, d.Malformed, d.Congestion)
 			}
 			return tw.Flush()
@@ -298,4 +298,13 @@ func removeLeftovers(cmd *cobra.Command, f adminFlags, callErr error) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "no client running; removed the kill switch and routing it left behind (%d items)\n", n)
 	return nil
+}
+
+// joinAddrs shows a session's or the gateway's tunnel addresses: the IPv4
+// (or only) one, then the IPv6 one of a dual-stack gateway.
+func joinAddrs(addr, addr6 string) string {
+	if addr6 == "" {
+		return addr
+	}
+	return addr + "," + addr6
 }

@@ -1,0 +1,204 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func dualPools() *addrPools {
+	return newAddrPools(newAddrPool(netip.MustParsePrefix("10.8.0.0/24")), newAddrPool(netip.MustParsePrefix("fd00:8::/112")))
+}
+
+func logTo(buf *bytes.Buffer) *slog.Logger { return slog.New(slog.NewTextHandler(buf, nil)) }
+
+// TestLeasesRoundTrip: leases saved by one gateway are the addresses the
+// next one hands out, for both families, keyed by issuer + device: the
+// same device name under another CA is another device.
+func TestLeasesRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "leases.json")
+	p := dualPools()
+	keys := []string{"CN=A\x00alice", "CN=A\x00bob", "CN=B\x00alice"}
+	want := map[string][2]netip.Addr{}
+	for _, k := range keys {
+		a4, a6, err := p.Acquire(k, staticAddr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[k] = [2]netip.Addr{a4, a6}
+	}
+	p.Release(keys[0], want[keys[0]][0], want[keys[0]][1]) // one idle, two live: all saved
+	if err := p.saveLeases(path); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("lease file: %v %v", fi, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".leases*")); len(m) != 0 {
+		t.Fatalf("temporary files left: %v", m)
+	}
+
+	// A new gateway: a newcomer first, then the old devices in reverse.
+	q := dualPools()
+	var log bytes.Buffer
+	q.loadLeases(path, time.Hour, logTo(&log))
+	if !strings.Contains(log.String(), "addresses=6") {
+		t.Fatalf("log: %s", log.String())
+	}
+	n4, n6, _ := q.Acquire("CN=A\x00newcomer", staticAddr{})
+	for i := len(keys) - 1; i >= 0; i-- {
+		a4, a6, err := q.Acquire(keys[i], staticAddr{})
+		if err != nil || a4 != want[keys[i]][0] || a6 != want[keys[i]][1] {
+			t.Fatalf("%q: got %v %v (%v), want %v", keys[i], a4, a6, err, want[keys[i]])
+		}
+		if a4 == n4 || a6 == n6 {
+			t.Fatalf("newcomer got %q's address", keys[i])
+		}
+	}
+}
+
+// TestLeasesBadFile: a missing, corrupt, wrong-version or hostile file is
+// logged and the pools start empty (a corrupt file is kept aside), and
+// entries outside the pools are skipped.
+func TestLeasesBadFile(t *testing.T) {
+	tests := []struct {
+		name, text, log string
+		restored        int
+	}{
+		{"missing", "", "no lease file yet", 0},
+		{"not json", "{\"version\":1,\"leases\":[{", "lease file unreadable", 0},
+		{"binary", "\x00\xff\xfe", "lease file unreadable", 0},
+		{"wrong version", `{"version":2,"leases":[]}`, "version 2", 0},
+		{"bad address", `{"version":1,"leases":[{"issuer":"CN=A","device":"x","ipv4":"10.8.0.300"}]}`, "lease file unreadable", 0},
+		{"outside pools and reserved", `{"version":1,"leases":[
+			{"issuer":"CN=A","device":"a","ipv4":"10.9.0.5","last_seen":"2099-01-01T00:00:00Z"},
+			{"issuer":"CN=A","device":"b","ipv4":"10.8.0.1","last_seen":"2099-01-01T00:00:00Z"},
+			{"issuer":"CN=A","device":"c","ipv4":"10.8.0.255","ipv6":"fd00:9::5","last_seen":"2099-01-01T00:00:00Z"},
+			{"issuer":"CN=A","device":"d","ipv4":"10.8.0.7","last_seen":"2099-01-01T00:00:00Z"},
+			{"issuer":"CN=A","device":"e","ipv4":"10.8.0.7","last_seen":"2099-01-01T00:00:00Z"},
+			{"issuer":"","device":"f","ipv4":"10.8.0.8","last_seen":"2099-01-01T00:00:00Z"}]}`, "addresses_skipped=5", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "leases.json")
+			if tt.text != "" {
+				writeFile(t, path, tt.text)
+			}
+			p := dualPools()
+			var log bytes.Buffer
+			p.loadLeases(path, time.Hour, logTo(&log))
+			if !strings.Contains(log.String(), tt.log) {
+				t.Fatalf("log %q, want %q", log.String(), tt.log)
+			}
+			if got := len(p.leaseEntries()); got != tt.restored {
+				t.Fatalf("%d leases restored, want %d", got, tt.restored)
+			}
+			if strings.Contains(tt.log, "unreadable") || strings.Contains(tt.log, "version 2") {
+				if _, err := os.Stat(path + ".corrupt"); err != nil {
+					t.Fatalf("corrupt file not kept aside: %v", err)
+				}
+			}
+			if a, _, err := p.Acquire("CN=A\x00z", staticAddr{}); err != nil || !a.IsValid() {
+				t.Fatalf("pool unusable after a bad file: %v", err)
+			}
+			if err := p.saveLeases(path); err != nil { // and the next save repairs it
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestLeasesExpire: a lease idle for longer than the TTL is dropped, at
+// load and while running; a live one never is.
+func TestLeasesExpire(t *testing.T) {
+	p := dualPools()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, x := range p.families() {
+		x.now = func() time.Time { return clock }
+	}
+	a4, a6, _ := p.Acquire("CN=A\x00idle", staticAddr{})
+	p.Release("CN=A\x00idle", a4, a6)
+	p.Acquire("CN=A\x00live", staticAddr{})
+	clock = clock.Add(48 * time.Hour)
+	if n := p.expire(clock, 24*time.Hour); n != 2 { // one lease in each family
+		t.Fatalf("expired %d, want idle's two", n)
+	}
+	if es := p.leaseEntries(); len(es) != 1 || es[0].Device != "live" {
+		t.Fatalf("left %+v", es)
+	}
+
+	path := filepath.Join(t.TempDir(), "leases.json")
+	old := time.Now().Add(-48 * time.Hour).UTC().Format(time.RFC3339)
+	writeFile(t, path, `{"version":1,"leases":[{"issuer":"CN=A","device":"old","ipv4":"10.8.0.9","last_seen":"`+old+`"}]}`)
+	q := dualPools()
+	var log bytes.Buffer
+	q.loadLeases(path, 24*time.Hour, logTo(&log))
+	if !strings.Contains(log.String(), "expired_devices=1") || len(q.leaseEntries()) != 0 {
+		t.Fatalf("stale lease kept: %s", log.String())
+	}
+}
+
+// TestLeasesStaticOverride: a [[device]] address wins over a saved lease,
+// both for its owner (who moves to the static address) and against the
+// device that held it before (who gets a fresh one).
+func TestLeasesStaticOverride(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.json")
+	soon := time.Now().UTC().Format(time.RFC3339)
+	writeFile(t, path, `{"version":1,"leases":[
+		{"issuer":"CN=A","device":"alice","ipv4":"10.8.0.5","ipv6":"fd00:8::5","last_seen":"`+soon+`"},
+		{"issuer":"CN=A","device":"bob","ipv4":"10.8.0.6","ipv6":"fd00:8::6","last_seen":"`+soon+`"}]}`)
+	p := dualPools()
+	p.loadLeases(path, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p.SetStatic([]netip.Addr{netip.MustParseAddr("10.8.0.6"), netip.MustParseAddr("fd00:8::66")})
+	// bob's lease address is now alice's static one.
+	a4, a6, err := p.Acquire("CN=A\x00alice", staticAddr{v4: netip.MustParseAddr("10.8.0.6")})
+	if err != nil || a4.String() != "10.8.0.6" || a6.String() != "fd00:8::5" {
+		t.Fatalf("alice: %v %v %v", a4, a6, err)
+	}
+	b4, b6, err := p.Acquire("CN=A\x00bob", staticAddr{v6: netip.MustParseAddr("fd00:8::66")})
+	if err != nil || b4 == a4 || b4.String() == "10.8.0.5" || b6.String() != "fd00:8::66" {
+		t.Fatalf("bob: %v %v %v", b4, b6, err)
+	}
+	// A static address held by a live session is not handed to another.
+	if _, _, err := p.Acquire("CN=A\x00mallory", staticAddr{v4: a4}); err == nil {
+		t.Fatal("live static address handed to another device")
+	}
+	// And a failure in one family holds nothing in the other.
+	if es := p.leaseEntries(); len(es) != 2 {
+		t.Fatalf("leases after a failed acquire: %+v", es)
+	}
+}
+
+// TestAddrPoolV6: an IPv6 pool hands out from ::2, never the subnet-router
+// anycast, gateway or last address, and a /120 runs out like an IPv4 pool.
+func TestAddrPoolV6(t *testing.T) {
+	p := newAddrPool(netip.MustParsePrefix("fd00:8::/120"))
+	if p.Gateway().String() != "fd00:8::1/120" || p.last.String() != "fd00:8::ff" {
+		t.Fatalf("gateway %v last %v", p.Gateway(), p.last)
+	}
+	seen := map[netip.Addr]bool{}
+	for i := 0; ; i++ {
+		a, err := p.Acquire(string(rune('a'+i)), netip.Addr{})
+		if errors.Is(err, errPoolExhausted) {
+			break
+		}
+		if err != nil || seen[a] || !p.usable(a) {
+			t.Fatalf("#%d: %v %v", i, a, err)
+		}
+		seen[a] = true
+	}
+	if len(seen) != 253 {
+		t.Fatalf("%d addresses from a /120, want 253", len(seen))
+	}
+	big := newAddrPool(netip.MustParsePrefix("fd00:8::/64"))
+	if a, err := big.Acquire("x", netip.Addr{}); err != nil || a.String() != "fd00:8::2" {
+		t.Fatalf("/64: %v %v", a, err)
+	}
+}
