@@ -112,6 +112,10 @@ func runHelper(kind string, args []string) int {
 		err = helperUDPForge(arg(0), arg(1), arg(2))
 	case "httpget":
 		err = helperHTTPGet(arg(0))
+	case "capture":
+		err = helperCapture(arg(0), arg(1), atoi(arg(2), 2000))
+	case "udpany":
+		err = helperUDPAny(arg(0), arg(1))
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:

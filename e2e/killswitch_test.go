@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// IPv6 on the laptop's physical link and the LAN, so an IPv6 leak has a
+// way out (the tunnel itself is IPv4 only here).
+const (
+	lap6     = "fd00:18::1"
+	gw6      = "fd00:18::2"
+	gwLan6   = "fd00:77::1"
+	lanHost6 = "fd00:77::10"
+)
+
+// plainInternet gives the laptop a default route (both families) through
+// the gateway namespace, which forwards it to the LAN host like any
+// router on the internet would: without the tunnel, traffic to the LAN host
+// leaves through eth0 in the clear.
+func (tp *Topo) plainInternet() {
+	t := tp.t
+	t.Helper()
+	run(t, "ip", "-n", tp.Lap, "route", "add", "default", "via", gwAddr)
+	run(t, "ip", "-n", tp.Lap, "addr", "add", lap6+"/64", "dev", "eth0", "nodad")
+	run(t, "ip", "-n", tp.GW, "addr", "add", gw6+"/64", "dev", "lap0", "nodad")
+	run(t, "ip", "-n", tp.GW, "addr", "add", gwLan6+"/64", "dev", "lan0", "nodad")
+	run(t, "ip", "-n", tp.LAN, "addr", "add", lanHost6+"/64", "dev", "eth0", "nodad")
+	run(t, "ip", "-n", tp.Lap, "-6", "route", "add", "default", "via", gw6)
+	run(t, "ip", "-n", tp.LAN, "-6", "route", "add", "default", "via", gwLan6)
+	run(t, "ip", "netns", "exec", tp.GW, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
+}
+
+// leakCheck captures what leaves the laptop's eth0 while it pings the LAN
+// host and sends UDP to it over IPv4 and IPv6, and returns the capture's
+// counts and the ping's replies.
+func (tp *Topo) leakCheck(ms int) (leaks, gw, replies int, out string) {
+	tp.t.Helper()
+	capture := tp.helper(tp.Lap, "capture", "eth0", listen, fmt.Sprint(ms))
+	waitReady(tp.t, capture)
+	replies = tp.ping(tp.Lap, lanHost, 2)
+	o4, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", lanHost+":9999", "leak?")
+	o6, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", "["+lanHost6+"]:9999", "leak?")
+	if !capture.Wait(time.Duration(ms)*time.Millisecond + 10*time.Second) {
+		tp.t.Fatal("capture helper did not finish")
+	}
+	out = capture.Out()
+	if field(out, "leaks") == "" {
+		tp.t.Fatalf("capture failed: %s %s", out, capture.Err())
+	}
+	return atoi(field(out, "leaks"), -1), atoi(field(out, "gw"), -1), replies, out + " udp4:" + strings.TrimSpace(o4) + " udp6:" + strings.TrimSpace(o6)
+}
+
+// installedStatus is the read-back part of `sallyport status --json`.
+type installedStatus struct {
+	Connected bool `json:"connected"`
+	Installed struct {
+		Table      int      `json:"table"`
+		Routes     []string `json:"routes"`
+		Rules      []string `json:"rules"`
+		KillSwitch bool     `json:"kill_switch"`
+	} `json:"installed"`
+}
+
+func (l *Laptop) installed() (installedStatus, error) {
+	var st installedStatus
+	out, err := exec.Command("ip", "netns", "exec", l.NS, binPath, "status", "--socket", l.Socket, "--json").Output()
+	if err != nil {
+		return st, fmt.Errorf("client status: %w: %s", err, out)
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+// TestFullTunnelKillSwitch covers issue 10's laptop half: a full tunnel
+// (pushed 0.0.0.0/0) carries traffic to a host behind the gateway; a more
+// specific route a hostile LAN adds to the laptop's main table does not
+// take a pushed prefix out of the tunnel (TunnelVision); with the kill
+// switch (on by default for a full tunnel), a capture on the laptop's
+// physical interface sees nothing but the client's own connection to the
+// gateway (no IPv4, no IPv6) while it reconnects and after kill -9, and
+// `sallyport down` then restores plain traffic.
+func TestFullTunnelKillSwitch(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	// Plain traffic works before the tunnel, and the capture sees it: the
+	// leak checks below can fail.
+	if leaks, _, replies, out := tp.leakCheck(1500); leaks == 0 || replies != 2 {
+		t.Fatalf("before the tunnel: leaks=%d replies=%d, want plain traffic seen on eth0: %s", leaks, replies, out)
+	}
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	full := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet}, Routes: []string{"0.0.0.0/0", lanNet}}
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, full))
+	cc := clientConf(k, "alice", "wireguard", sock)
+	lap := tp.startLaptop(tp.Lap, "alice", cc)
+	lap.waitUp(15 * time.Second)
+	st, err := lap.installed()
+	if err != nil || !st.Installed.KillSwitch || len(st.Installed.Rules) != 6 || len(st.Installed.Routes) != 3 {
+		t.Fatalf("status read-back %+v %v", st, err)
+	}
+
+	// Full tunnel: the LAN host answers through the gateway, nothing leaves
+	// eth0 but the tunnel's own connection; IPv6 is refused, not leaked.
+	before, _ := gw.Session("alice")
+	if leaks, gwPkts, replies, out := tp.leakCheck(1500); leaks != 0 || replies != 2 || gwPkts == 0 {
+		t.Fatalf("full tunnel: leaks=%d replies=%d gw=%d: %s", leaks, replies, gwPkts, out)
+	}
+	if after, _ := gw.Session("alice"); after.PacketsIn <= before.PacketsIn {
+		t.Fatalf("gateway saw no packets from alice (%d -> %d)", before.PacketsIn, after.PacketsIn)
+	}
+
+	// TunnelVision: a more specific route for the pushed prefix in main.
+	run(t, "ip", "-n", tp.Lap, "route", "add", "198.19.77.0/25", "via", gwAddr, "dev", "eth0")
+	before, _ = gw.Session("alice")
+	if leaks, _, replies, out := tp.leakCheck(1500); leaks != 0 || replies != 2 {
+		t.Fatalf("with a hostile /25 in main: leaks=%d replies=%d: %s", leaks, replies, out)
+	}
+	if after, _ := gw.Session("alice"); after.PacketsIn <= before.PacketsIn {
+		t.Fatalf("with a hostile /25 in main the gateway saw no packets from alice")
+	}
+	run(t, "ip", "-n", tp.Lap, "route", "del", "198.19.77.0/25", "via", gwAddr, "dev", "eth0")
+
+	// The gateway goes away: the client reconnects (its SYNs are the only
+	// packets on eth0), nothing else leaves.
+	if !gw.Proc.Stop(10 * time.Second) {
+		t.Fatal("server did not stop on SIGTERM")
+	}
+	waitFor(5*time.Second, func() bool { st, err := lap.Status(); return err == nil && !st.Connected })
+	leaks, gwPkts, replies, out := tp.leakCheck(3000)
+	if leaks != 0 || replies != 0 {
+		t.Fatalf("while reconnecting: leaks=%d replies=%d: %s", leaks, replies, out)
+	}
+	if gwPkts == 0 {
+		t.Fatalf("while reconnecting the capture saw no reconnect attempt: %s", out)
+	}
+	if st, err := lap.installed(); err != nil || !st.Installed.KillSwitch || len(st.Installed.Rules) != 6 {
+		t.Fatalf("while reconnecting: status %+v %v", st, err)
+	}
+
+	// kill -9: the TUN goes, the kill switch and rules stay.
+	lap.Proc.Signal(syscall.SIGKILL)
+	if !lap.Proc.Wait(5 * time.Second) {
+		t.Fatal("client survived SIGKILL")
+	}
+	if linkExists(tp.Lap, "sp0") {
+		t.Fatal("TUN still there after kill -9")
+	}
+	if leaks, _, replies, out := tp.leakCheck(2000); leaks != 0 || replies != 0 {
+		t.Fatalf("after kill -9: leaks=%d replies=%d: %s", leaks, replies, out)
+	}
+	if out := run(t, "ip", "netns", "exec", tp.Lap, binPath, "down", "-c", lap.Conf); !strings.Contains(out, "removed the kill switch") {
+		t.Fatalf("down after kill -9: %s", out)
+	}
+	if leaks, _, replies, out := tp.leakCheck(1500); leaks == 0 || replies != 2 {
+		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
+	}
+	if rules := run(t, "ip", "-n", tp.Lap, "rule", "show"); strings.Contains(rules, "0x5350") {
+		t.Fatalf("down left rules:\n%s", rules)
+	}
+
+	// A new client adopts a kill switch left behind, and a clean down
+	// removes everything.
+	lap.Proc.Signal(syscall.SIGKILL) // already dead; harmless
+	gw.Start()
+	lap2 := tp.startLaptop(tp.Lap, "alice2", cc)
+	lap2.waitUp(20 * time.Second)
+	lap2.Proc.Signal(syscall.SIGKILL)
+	lap2.Proc.Wait(5 * time.Second)
+	lap3 := tp.startLaptop(tp.Lap, "alice3", cc)
+	if !waitFor(15*time.Second, func() bool { return strings.Contains(lap3.Proc.Err(), "kill switch adopted") }) {
+		t.Fatalf("a new client did not adopt the kill switch:\n%s", tail(lap3.Proc.Log(), 20))
+	}
+	lap3.waitUp(20 * time.Second)
+	if out, err := tp.sp(tp.Lap, "down", "-c", lap3.Conf); err != nil {
+		t.Fatalf("down: %v %s", err, out)
+	}
+	lap3.Proc.Wait(10 * time.Second)
+	if leaks, _, replies, out := tp.leakCheck(1500); leaks == 0 || replies != 2 {
+		t.Fatalf("after a clean down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
+	}
+	if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
+		t.Fatalf("down left: %v", bad)
+	}
+	if out := run(t, "ip", "-n", tp.Lap, "rule", "show"); strings.Contains(out, "0x5350") {
+		t.Fatalf("down left rules:\n%s", out)
+	}
+}
