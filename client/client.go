@@ -129,8 +129,10 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		return err // tunnel.OpenDevice names the device and driver
 	}
 	c.dev = dev
+	c.mu.Lock() // Status reads c.net
 	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: c.cfg.Tunnel.Table,
 		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: c.cfg.Servers}
+	c.mu.Unlock()
 	defer func() {
 		c.net.teardown()
 		dev.Close()
@@ -562,6 +564,10 @@ type Status struct {
 	CertNotAfter      time.Time `json:"cert_not_after"`
 	CertDaysLeft      int       `json:"cert_days_left"`
 	LastError         string    `json:"last_error,omitempty"`
+	// DNSMode is how the pushed DNS is applied: "systemd-resolved" (per
+	// link, over D-Bus) or "resolv.conf" (rewritten, restored on down);
+	// empty when no DNS was pushed or it could not be applied.
+	DNSMode string `json:"dns_mode,omitempty"`
 	// Refused is the code of the refusal or close reason that ended the
 	// last attempt (the shared vocabulary: revoked, no-policy, kicked, ...,
 	// or bad-certificate, gateway-cert, pin-mismatch, gateway-silent);
@@ -608,6 +614,7 @@ func (c *Client) Status() Status {
 		if st.Installed, err = installed(c.sys, c.net.dev, c.net.table); err != nil {
 			st.InstallErr = err.Error()
 		}
+		st.DNSMode = c.net.DNSMode()
 	}
 	return st
 }

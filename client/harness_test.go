@@ -160,11 +160,11 @@ func (r *recorder) OpenDevice(name, driver string, mtu int) (tunnel.Device, erro
 }
 func (r *recorder) SetAddress(dev string, p netip.Prefix) error { return r.note("addr %s", p) }
 func (r *recorder) LinkUp(dev string, mtu int) error            { return r.note("up %d", mtu) }
-func (r *recorder) SetDNS(dev string, servers []netip.Addr, domains []string) error {
+func (r *recorder) SetDNS(dev string, servers []netip.Addr, domains []string) (string, error) {
 	if r.dnsErr != nil {
-		return r.dnsErr
+		return "", r.dnsErr
 	}
-	return r.note("dns %v %v", servers, domains)
+	return "recorder", r.note("dns %v %v", servers, domains)
 }
 func (r *recorder) RevertDNS(dev string) error { return r.note("dns-") }
 

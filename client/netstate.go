@@ -30,8 +30,8 @@ type netState struct {
 	addrs   []netip.Prefix
 	routes  []tunnel.TableRoute
 	rules   []tunnel.Rule
-	kill    bool // the kill switch is in place and this client owns it
-	dns     bool
+	kill    bool   // the kill switch is in place and this client owns it
+	dnsMode string // how DNS was set ("" while not set)
 	closing atomic.Bool
 }
 
@@ -143,11 +143,12 @@ func (n *netState) apply(pc tunnel.Config) error {
 		n.log.Info("kill switch off (pushed config)")
 	}
 	if len(pc.DNS) > 0 || len(pc.SearchDomains) > 0 {
-		if err := n.sys.SetDNS(n.dev, pc.DNS, pc.SearchDomains); err != nil {
+		mode, err := n.sys.SetDNS(n.dev, pc.DNS, pc.SearchDomains)
+		if err != nil {
 			n.log.Warn("pushed DNS not applied; set these resolvers by hand", "dns", fmt.Sprint(pc.DNS),
-				"domains", fmt.Sprint(pc.SearchDomains), "err", err)
+				"domains", fmt.Sprint(pc.SearchDomains), "mode", mode, "err", err)
 		} else {
-			n.dns = true
+			n.dnsMode = mode
 		}
 	}
 	return nil
@@ -178,11 +179,11 @@ func (n *netState) teardown() {
 			n.kill = false
 		}
 	}
-	if n.dns {
+	if n.dnsMode != "" {
 		if err := n.sys.RevertDNS(n.dev); err != nil {
-			n.log.Warn("revert DNS failed", "err", err)
+			n.log.Warn("revert DNS failed", "mode", n.dnsMode, "err", err)
 		}
-		n.dns = false
+		n.dnsMode = ""
 	}
 }
 
@@ -273,4 +274,11 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// DNSMode says how the pushed DNS is applied ("" when none is).
+func (n *netState) DNSMode() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dnsMode
 }

@@ -25,7 +25,8 @@ type system interface {
 	InstallKillSwitch(s killSpec) error
 	RemoveKillSwitch(table string) error
 	KillSwitchExists(table string) (bool, error)
-	SetDNS(dev string, servers []netip.Addr, domains []string) error
+	// SetDNS returns the mode it used (DNSModeResolved, DNSModeResolvConf).
+	SetDNS(dev string, servers []netip.Addr, domains []string) (string, error)
 	RevertDNS(dev string) error
 }
 
@@ -33,7 +34,11 @@ type system interface {
 type osSystem struct{}
 
 func (osSystem) OpenDevice(name, driver string, mtu int) (tunnel.Device, error) {
-	return tunnel.OpenDevice(name, driver, mtu)
+	d, err := tunnel.OpenDevice(name, driver, mtu)
+	if err == nil {
+		recoverDNS(name)
+	}
+	return d, err
 }
 func (osSystem) SetAddress(dev string, p netip.Prefix) error        { return tunnel.SetAddress(dev, p) }
 func (osSystem) LinkUp(dev string, mtu int) error                   { return tunnel.LinkUp(dev, mtu) }
@@ -49,7 +54,7 @@ func (osSystem) ConnectedPrefixes(except string) ([]netip.Prefix, error) {
 func (osSystem) InstallKillSwitch(s killSpec) error          { return installKillSwitch(s) }
 func (osSystem) RemoveKillSwitch(table string) error         { return removeKillSwitch(table) }
 func (osSystem) KillSwitchExists(table string) (bool, error) { return killSwitchExists(table) }
-func (osSystem) SetDNS(dev string, servers []netip.Addr, domains []string) error {
+func (osSystem) SetDNS(dev string, servers []netip.Addr, domains []string) (string, error) {
 	return setDNS(dev, servers, domains)
 }
 func (osSystem) RevertDNS(dev string) error { return revertDNS(dev) }

@@ -396,6 +396,7 @@ type Policy struct {
 	Match  map[string][]string
 	Allow  []string
 	Routes []string
+	DNS    []string // resolver IPs and search domains pushed to the device
 }
 
 // ServerConf is rendered into server.toml.
@@ -456,6 +457,9 @@ match = { {{range $k, $v := .Match}}{{$k}} = {{list $v}}, {{end}}}
 allow = {{list .Allow}}
 {{- if .Routes}}
 routes = {{list .Routes}}
+{{- end}}
+{{- if .DNS}}
+dns = {{list .DNS}}
 {{- end}}
 {{end}}`))
 
@@ -626,6 +630,8 @@ type Laptop struct {
 // ClientStatus is `sallyport status --json`.
 type ClientStatus struct {
 	Connected    bool     `json:"connected"`
+	DNS          []string `json:"dns"`
+	DNSMode      string   `json:"dns_mode"`
 	Server       string   `json:"server"`
 	Address      string   `json:"address"`
 	Routes       []string `json:"routes"`

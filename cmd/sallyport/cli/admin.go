@@ -192,7 +192,14 @@ func printClientStatus(w io.Writer, st client.Status) error {
 	fmt.Fprintf(tw, "server:\t%s\n", dash(st.Server))
 	fmt.Fprintf(tw, "address:\t%s\n", dash(st.Address))
 	fmt.Fprintf(tw, "routes:\t%s\n", dash(strings.Join(st.Routes, ", ")))
-	fmt.Fprintf(tw, "dns:\t%s\n", dash(strings.Join(st.DNS, ", ")))
+	dns := dash(strings.Join(st.DNS, ", "))
+	switch {
+	case st.DNSMode != "":
+		dns += " (via " + st.DNSMode + ")"
+	case len(st.DNS) > 0:
+		dns += " (not applied; see the log)"
+	}
+	fmt.Fprintf(tw, "dns:\t%s\n", dns)
 	// What the kernel has now, read back (it outlives a reconnect).
 	in := st.Installed
 	fmt.Fprintf(tw, "table %d:\t%s\n", in.Table, dash(strings.Join(in.Routes, ", ")))
