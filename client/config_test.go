@@ -13,7 +13,7 @@ func TestExampleConfigParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Servers) != 1 || c.ServerName != "vpn.example.com" || c.Tunnel.Device != "sp0" || c.Admin.Socket == "" {
+	if len(c.Servers) != 1 || c.ServerName != "vpn.example.com" || c.Tunnel.Device != "sp0" || c.Admin.Socket == "" || c.Tunnel.Table != DefaultTable {
 		t.Fatalf("unexpected example config: %+v", c)
 	}
 }
@@ -32,6 +32,9 @@ func TestConfigErrors(t *testing.T) {
 		{"negative cpus", base + "[tunnel]\ncpus = -2\n", `"tunnel.cpus": -2 is outside`},
 		{"bad driver", base + "[tunnel]\ndriver = \"tap\"\n", `"tap"`},
 		{"backoff", base + "[reconnect]\nmin_delay = \"10s\"\nmax_delay = \"1s\"\n", "min_delay <= max_delay"},
+		{"main table", base + "[tunnel]\ntable = 254\n", `"tunnel.table": 254 is not a free routing table`},
+		{"negative table", base + "[tunnel]\ntable = -1\n", `"tunnel.table"`},
+		{"kill switch not a bool", base + "[tunnel]\nkill_switch = \"yes\"\n", "kill_switch"},
 		{"refused delay", base + "[reconnect]\nrefused_delay = \"-1m\"\n", `"reconnect.refused_delay": -1m0s is negative`},
 	}
 	for _, tt := range tests {
@@ -45,7 +48,8 @@ func TestConfigErrors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("sp0") || c.Reconnect.RefusedDelay != 5*time.Minute {
+				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("sp0") || c.Reconnect.RefusedDelay != 5*time.Minute ||
+					c.Tunnel.Table != DefaultTable || c.Tunnel.KillSwitch != nil || c.Tunnel.AllowLAN {
 					t.Fatalf("defaults: %+v", c)
 				}
 				return
