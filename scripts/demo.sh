@@ -9,7 +9,9 @@
 # policy), gives alice a one-file bundle, starts the gateway, brings alice's
 # laptop up from the bundle, shows both status views, pings and fetches data
 # from the LAN host through the tunnel, shows dave being refused, revokes
-# alice and shows her cut off. Everything it creates is removed on exit, also
+# alice and shows her cut off, then shows carol on a full tunnel whose kill
+# switch lets nothing out while the gateway is down or after kill -9, until
+# `sallyport down`. Everything it creates is removed on exit, also
 # on failure or Ctrl-C. Exit status is non-zero if any step failed.
 #
 # Needs: bash, iproute2, the sallyport binary, and Go (to build the tiny
@@ -137,6 +139,11 @@ name = "engineering"
 match = { ou = ["eng"] }
 allow = ["198.19.77.0/24 tcp/8080", "198.19.77.0/24 icmp"]
 routes = ["198.19.77.0/24"]
+[[policy]]
+name = "everything"
+match = { ou = ["ops"] }
+allow = ["198.19.77.0/24 icmp"]
+routes = ["0.0.0.0/0"]
 EOF
 sed 's/^/    /' "$WORK/server.toml"
 bg "$SP_GW" "$WORK/server.log" "$BIN" server -c "$WORK/server.toml"
@@ -162,9 +169,10 @@ echo "-- sallyport server status (gateway)"
 sstatus 2>&1 | indent
 echo "-- sallyport status (laptop)"
 cstatus 2>&1 | indent
-echo "-- laptop routes via the tunnel"
-ip -n "$SP_LAP" route show dev sp0 | indent
-if [[ $(ip -n "$SP_LAP" route show dev sp0) == *198.19.77.0/24* ]]; then
+echo "-- laptop routes via the tunnel (sallyport's own table, behind ip rules)"
+ip -n "$SP_LAP" route show table all dev sp0 | indent
+ip -n "$SP_LAP" rule show | indent
+if [[ $(ip -n "$SP_LAP" route show table all dev sp0) == *198.19.77.0/24* ]]; then
 	ok "pushed route 198.19.77.0/24 installed on sp0"
 else
 	bad "pushed route 198.19.77.0/24 missing on the laptop"
@@ -256,6 +264,41 @@ if ip -n "$SP_LAP" link show sp0 >/dev/null 2>&1 || [[ $(ip -n "$SP_LAP" route s
 	bad "sallyport down left the TUN device or routes behind"
 else
 	ok "sallyport down removed the TUN device, address and routes"
+fi
+
+step "full tunnel with the kill switch (carol, group ops: routes = [\"0.0.0.0/0\"])"
+# The laptop gets a plain default route through the gateway's namespace, as
+# if to the internet: without the VPN the LAN host answers in the clear.
+ip -n "$SP_LAP" route add default via 198.18.0.2
+"$BIN" pki issue --dir "$D" --device carol --group ops >/dev/null 2>&1 || die "pki issue carol failed"
+"$BIN" pki bundle --dir "$D" --device carol --server 198.18.0.2:8443 --server-name gw.demo \
+	-o "$WORK/carol.toml" >/dev/null 2>&1 || die "pki bundle carol failed"
+grep -q '^\[admin\]' "$WORK/carol.toml" || printf '\n[admin]\nsocket = "%s"\n' "$WORK/carol.sock" >>"$WORK/carol.toml"
+kstatus() { ip netns exec "$SP_LAP" "$BIN" status -c "$WORK/carol.toml" "$@"; }
+cping() { ip netns exec "$SP_LAP" "$HELPER" ping 198.19.77.10 1 >/dev/null 2>&1; }
+bg "$SP_LAP" "$WORK/carol.log" "$BIN" up -c "$WORK/carol.toml"
+CAROL_PID=$LASTPID
+kconnected() { local j; j=$(kstatus --json 2>/dev/null) && [[ $j =~ \"connected\":\ *true ]]; }
+if waitfor 15 kconnected; then
+	kstatus 2>&1 | indent
+	if [[ $(kstatus 2>&1) == *"kill switch:"*"on"* ]]; then ok "carol: full tunnel, kill switch on (read back from the kernel)"; else bad "carol's kill switch is not on"; fi
+else
+	indent <"$WORK/carol.log"
+	bad "carol did not connect"
+fi
+if [ -n "$HELPER" ]; then
+	if cping; then ok "ping 198.19.77.10 through the full tunnel"; else bad "no ping through the full tunnel"; fi
+	kill -TERM "$SERVER_PID" 2>/dev/null
+	sleep 1
+	if cping; then bad "traffic left the laptop with the gateway down"; else ok "gateway down, carol reconnecting: the kill switch lets nothing out"; fi
+	kill -KILL "$CAROL_PID" 2>/dev/null
+	wait "$CAROL_PID" 2>/dev/null
+	if cping; then bad "traffic left the laptop after kill -9 of the client"; else ok "client killed (kill -9): still nothing gets out"; fi
+	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" 2>&1 | indent
+	if cping; then ok "sallyport down removed the kill switch: plain traffic flows again"; else bad "no plain traffic after sallyport down"; fi
+else
+	note "kill switch traffic steps skipped (no helper)"
+	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" >/dev/null 2>&1
 fi
 
 summary
