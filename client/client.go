@@ -279,7 +279,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	})
 	defer stopClose()
 	_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
-	var caps []string
+	caps := []string{tunnel.CapPush}
 	if _, ok := tunnel.AsVnet(c.dev); ok {
 		caps = append(caps, tunnel.CapGSO)
 	}
@@ -430,6 +430,8 @@ func (c *Client) readStream(cn *conn) error {
 			return nil
 		case tunnel.FrameClose:
 			return closeFrame(payload)
+		case tunnel.FramePush:
+			return c.onPush(payload)
 		}
 		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
 	}

@@ -150,6 +150,13 @@ func (n *netState) apply(pc tunnel.Config) error {
 		} else {
 			n.dnsMode = mode
 		}
+	} else if n.dnsMode != "" {
+		// A push (or a reconnect) without DNS: the old resolvers go.
+		if err := n.sys.RevertDNS(n.dev); err != nil {
+			n.log.Warn("revert DNS failed", "mode", n.dnsMode, "err", err)
+		} else {
+			n.dnsMode = ""
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -223,5 +224,49 @@ policies = []
 	}
 	if out, code := spRun(t, "server", "check", "-c", conf); code != 1 || !strings.Contains(out, "tls.key") {
 		t.Errorf("server check with a world-readable gateway key: exit %d, want 1 naming tls.key\n%s", code, out)
+	}
+}
+
+// TestLivePush: a reload that adds a route reaches the live laptop: the
+// route appears and a ping to the new prefix works, without a reconnect.
+func TestLivePush(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	const newHost, newNet = "198.19.88.10", "198.19.88.0/24"
+	run(t, "ip", "-n", tp.LAN, "addr", "add", newHost+"/24", "dev", "eth0")
+	run(t, "ip", "-n", tp.GW, "route", "add", newNet, "via", lanHost)
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	sc := defaultServerConf(k, "wireguard", sock, restrictive)
+	gw := tp.startGateway(sc)
+	alice := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	alice.waitUp(15 * time.Second)
+	if got := tp.ping(tp.Lap, newHost, 1); got != 0 {
+		t.Fatalf("ping to %s before the reload answered", newHost)
+	}
+	before, _ := gw.Session("alice")
+
+	wider := restrictive
+	wider.Allow = append(append([]string{}, restrictive.Allow...), newNet+" icmp")
+	wider.Routes = []string{lanNet, newNet}
+	sc.Policies = []Policy{wider}
+	render(t, serverTmpl, sc, gw.Conf)
+	if !waitFor(10*time.Second, func() bool { return countRoute(routesOn(tp.Lap, alice.Dev), newNet) == 1 }) {
+		t.Fatalf("the new route never reached the laptop; routes: %v\ngateway:\n%s\nlaptop:\n%s", routesOn(tp.Lap, alice.Dev),
+			tail(gw.Proc.Err(), 10), tail(alice.Proc.Err(), 10))
+	}
+	if got := tp.ping(tp.Lap, newHost, 3); got != 3 {
+		t.Fatalf("ping to the pushed prefix: %d/3", got)
+	}
+	if st, _ := alice.Status(); !slices.Contains(st.Routes, newNet) {
+		t.Errorf("laptop status routes %v lack %s", st.Routes, newNet)
+	}
+	after, ok := gw.Session("alice")
+	if !ok || after.Since != before.Since || strings.Count(alice.Proc.Err(), `msg="tunnel up"`) != 1 {
+		t.Fatalf("the laptop reconnected for the push (since %s -> %s)", before.Since, after.Since)
+	}
+	if !strings.Contains(gw.Proc.Err(), "new config pushed to the live session") {
+		t.Errorf("gateway did not log the push:\n%s", tail(gw.Proc.Err(), 10))
 	}
 }

@@ -288,6 +288,7 @@ func (s *Server) recheckSessions(t *trust) {
 		}
 		ss.verdict.Store(&v)
 		ss.setGrant(v.grant)
+		s.repushLater(ss)
 	}
 }
 
@@ -408,6 +409,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 	}
 	done() // now counted as a session
 	s.track(ss)
+	ss.repush() // a reload between the config and register changed the grant
 	ss.run(ctx)
 	s.retire(ss)
 }

@@ -74,6 +74,7 @@ type session struct {
 	closeOnce             sync.Once
 	done                  chan struct{}
 	reason                atomic.Pointer[string]
+	push                  pushState // what the device was last pushed (push.go)
 }
 
 func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
@@ -153,6 +154,9 @@ func (ss *session) negotiate(hello tunnel.Hello) []string {
 		caps = append(caps, tunnel.CapGSO)
 		ss.gso = true
 	}
+	if tunnel.HasCap(hello.Caps, tunnel.CapPush) {
+		caps = append(caps, tunnel.CapPush)
+	}
 	return caps
 }
 
@@ -172,6 +176,21 @@ func (ss *session) assign(t *trust) error {
 
 // pushConfig sends the device its tunnel configuration.
 func (ss *session) pushConfig(caps []string) error {
+	c := ss.config(caps)
+	b, err := tunnel.EncodeConfig(c)
+	if err == nil {
+		err = ss.w.WriteControl(tunnel.FrameConfig, b)
+	}
+	if err != nil {
+		return fmt.Errorf("push config: %w", err)
+	}
+	ss.push.sent(caps, c)
+	return nil
+}
+
+// config is the tunnel configuration for the device now: the first
+// FrameConfig and every live push (push.go) are built here.
+func (ss *session) config(caps []string) tunnel.Config {
 	cfg := ss.srv.cfg.Load()
 	g := ss.grant.Load()
 	pool := ss.srv.pool.primary()
@@ -191,14 +210,7 @@ func (ss *session) pushConfig(caps []string) error {
 		tc.Address6 = netip.PrefixFrom(ss.addr6, ss.srv.pool.v6.prefix.Bits())
 		tc.Gateway6 = ss.srv.pool.v6.gateway
 	}
-	b, err := tunnel.EncodeConfig(tc)
-	if err == nil {
-		err = ss.w.WriteControl(tunnel.FrameConfig, b)
-	}
-	if err != nil {
-		return fmt.Errorf("push config: %w", err)
-	}
-	return nil
+	return tc
 }
 
 // register decides trust once more against the trust in force and makes

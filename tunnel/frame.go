@@ -9,6 +9,9 @@
  *   Config    0x11  server -> client, JSON Config (answer to Hello)
  *   Keepalive 0x12  empty
  *   Close     0x13  JSON CloseMsg, sent before an orderly shutdown
+ *   Push      0x14  server -> client, JSON Config replacing the one in force
+ *                   (only after both ends negotiated the "push" capability;
+ *                   push.go)
  *
  * Any other type is a protocol error, as is a length above MaxPayload; the
  * length is checked before anything is read or allocated for it.
@@ -91,6 +94,8 @@ func FrameName(typ byte) string {
 		return "keepalive"
 	case FrameClose:
 		return "close"
+	case FramePush:
+		return "push"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", typ)
 }
@@ -113,7 +118,7 @@ func checkFrame(typ byte, n int) error {
 		if n != 0 {
 			return fmt.Errorf("%w: keepalive frame with %d-byte payload", ErrProtocol, n)
 		}
-	case FrameHello, FrameConfig, FrameClose:
+	case FrameHello, FrameConfig, FrameClose, FramePush:
 	default:
 		return fmt.Errorf("%w: unknown frame type 0x%02x", ErrProtocol, typ)
 	}

@@ -488,7 +488,7 @@ func TestBuffered(t *testing.T) {
 
 func TestFrameName(t *testing.T) {
 	for typ, want := range map[byte]string{FrameData: "data", FrameHello: "hello", FrameConfig: "config",
-		FrameKeepalive: "keepalive", FrameClose: "close", 0x99: "unknown(0x99)"} {
+		FrameKeepalive: "keepalive", FrameClose: "close", FramePush: "push", 0x99: "unknown(0x99)"} {
 		if got := FrameName(typ); got != want {
 			t.Errorf("FrameName(%#x) = %q, want %q", typ, got, want)
 		}
@@ -500,6 +500,7 @@ func FuzzReader(f *testing.F) {
 	s, _ = AppendFrame(s, FrameData, pkt(40, 1))
 	s, _ = AppendFrame(s, FrameKeepalive, nil)
 	s, _ = AppendFrame(s, FrameHello, []byte(`{"version":1}`))
+	s, _ = AppendFrame(s, FramePush, []byte(`{"version":1,"address":"10.8.0.2/24","mtu":1400}`))
 	f.Add(s)
 	f.Add([]byte{1, 0xff, 0xff, 0xff})
 	f.Add([]byte{1, 0, 0, 5, 1, 2})
