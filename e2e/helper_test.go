@@ -116,6 +116,8 @@ func runHelper(kind string, args []string) int {
 		err = helperCapture(arg(0), arg(1), atoi(arg(2), 2000))
 	case "udpany":
 		err = helperUDPAny(arg(0), arg(1))
+	case "udprecv":
+		err = helperUDPRecv(arg(0))
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:

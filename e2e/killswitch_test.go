@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -189,5 +190,52 @@ func TestFullTunnelKillSwitch(t *testing.T) {
 	}
 	if out := run(t, "ip", "-n", tp.Lap, "rule", "show"); strings.Contains(out, "0x5350") {
 		t.Fatalf("down left rules:\n%s", out)
+	}
+}
+
+// TestFullTunnelDualStack: a dual-stack gateway pushes an IPv6 address and
+// routes = ["0.0.0.0/0", "::/0"]; the laptop puts the address on the TUN
+// and ::/0 into its table, and IPv6 to the LAN host goes through the
+// tunnel (the LAN host sees the tunnel address), nothing leaves eth0 but
+// the tunnel's own connection.
+func TestFullTunnelDualStack(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	full := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet, "fd00:77::/64"},
+		Routes: []string{"0.0.0.0/0", "::/0", lanNet}}
+	sc := defaultServerConf(k, "wireguard", sock, full)
+	sc.Pool6 = "fd00:213::/64"
+	tp.startGateway(sc)
+	lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	lap.waitUp(15 * time.Second)
+	var st struct {
+		Address6  string `json:"address6"`
+		Installed struct {
+			Routes     []string `json:"routes"`
+			KillSwitch bool     `json:"kill_switch"`
+		} `json:"installed"`
+	}
+	out, err := exec.Command("ip", "netns", "exec", lap.NS, binPath, "status", "--socket", lap.Socket, "--json").Output()
+	if err != nil || json.Unmarshal(out, &st) != nil {
+		t.Fatalf("status: %v %s", err, out)
+	}
+	if !strings.HasPrefix(st.Address6, "fd00:213::") || !st.Installed.KillSwitch || !slices.Contains(st.Installed.Routes, "::/0 dev sp0 table 21328") {
+		t.Fatalf("status %s", out)
+	}
+	if a := run(t, "ip", "-n", tp.Lap, "-6", "addr", "show", "dev", "sp0"); !strings.Contains(a, strings.Split(st.Address6, "/")[0]) {
+		t.Fatalf("IPv6 tunnel address not on sp0:\n%s", a)
+	}
+	recv := tp.helper(tp.LAN, "udprecv", "[::]:9999")
+	waitReady(t, recv)
+	leaks, _, replies, capOut := tp.leakCheck(1500)
+	if leaks != 0 || replies != 2 {
+		t.Fatalf("dual-stack full tunnel: leaks=%d replies=%d: %s", leaks, replies, capOut)
+	}
+	want := "recv from=" + strings.Split(st.Address6, "/")[0] + " "
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(recv.Out(), want) }) {
+		t.Fatalf("LAN host did not get the IPv6 datagram from the tunnel address %s: %q (%s)", st.Address6, recv.Out(), capOut)
 	}
 }
