@@ -712,7 +712,9 @@ func routesOn(ns, dev string) []string {
 	}
 	var lines []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
+		// The kernel's own local/broadcast entries for the TUN's
+		// addresses (table local) are not routes the client installed.
+		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, "table local") {
 			lines = append(lines, l)
 		}
 	}

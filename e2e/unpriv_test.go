@@ -142,7 +142,10 @@ func TestUnprivilegedStartErrors(t *testing.T) {
 			}
 			var errLines []string
 			for _, l := range strings.Split(strings.TrimSpace(g.Proc.Err()), "\n") {
-				if !strings.Contains(l, "level=WARN") { // the forwarding warning is a log line
+				// Log lines before the failure (the forwarding warning, the
+				// lease file) are slog lines; the fatal error is the one
+				// plain line.
+				if !strings.HasPrefix(l, "time=") {
 					errLines = append(errLines, l)
 				}
 			}
