@@ -2,8 +2,7 @@ package server
 
 // The address -> session table the data plane reads per packet.
 //
-// routineReadTUN and routineReadTUNRaw look up the session of every
-// packet's destination, and the conntrack check between devices looks up
+// routineReadTUN looks up the session of every packet's destination, and the conntrack check between devices looks up
 // the other device's session, so the lookup must be cheap and take no lock
 // shared with connecting devices. Registering and unregistering must not
 // cost more with more sessions either (the old copy-on-write map copied

@@ -1,6 +1,6 @@
 package server
 
-// The gateway data plane.
+// The gateway data plane: device -> LAN here, LAN -> device in todevice.go.
 //
 // One TUN device is shared by all sessions; each session is one TLS stream.
 //
@@ -23,24 +23,7 @@ package server
 //     packet now and then (dropped:congestion) so the unread backlog, and
 //     the latency of everything behind it, stays short.
 //
-//   LAN -> device: routineReadTUN (one for the gateway)
-//     Device.Read fills a pooled batch (BatchSize packets, Headroom in front).
-//     Each packet's destination picks its session through addrTable (three
-//     atomic loads, no lock per packet); packets move into that session's outgoing
-//     batch by swapping buffer slices, never by copying bytes. Each outgoing
-//     batch is pushed to its session's outQueue without blocking: it merges
-//     into the newest queued batch when that has room, and a queue at its
-//     packet limit drops it (dropped:queue_full) rather than delaying every
-//     other device.
-//
-//   routineWriteStream (one per session)
-//     Takes a batch off the queue, lets through only replies to flows the
-//     device opened, ICMP errors about those flows (path MTU), or flows
-//     another device opened to it under its own policy (else
-//     dropped:no_flow), writes every packet as a frame into the
-//     buffered writer and flushes once per batch (one large TLS write).
-//     Every write runs under a deadline of the session timeout: a device
-//     that stops reading is closed as "stalled" (session.go).
+//   LAN -> device: routineReadTUN and routineWriteStream (todevice.go).
 //
 // Buffers come from sync.Pools of whole batches; nothing on these paths
 // allocates per packet, and an idle session holds none of them.
@@ -58,31 +41,12 @@ import (
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
-// tunBatches hands out batches for TUN reads: BatchSize packets of up to
-// Headroom+MTU bytes (wireguard/tun splits GSO reads into MTU-sized
-// segments). Stream reads use a larger per-session batch instead, because
-// coalescing (GRO) on Device.Write grows the first packet of a flow in place
-// up to 64 KiB.
-type batchPool struct {
-	count, size int
-	p           sync.Pool
-}
-
-func (bp *batchPool) get() *tunnel.Batch {
-	if b, ok := bp.p.Get().(*tunnel.Batch); ok {
-		b.N = 0
-		return b
-	}
-	return tunnel.NewBatch(bp.count, bp.size)
-}
-
-func (bp *batchPool) put(b *tunnel.Batch) { bp.p.Put(b) }
-
 // dataPools are the gateway's shared pools of the big per-round buffers:
 // batches the session readers decode device packets into (BatchSize
 // buffers of a whole frame each, because coalescing (GRO) on Device.Write
 // grows the first packet of a flow in place up to 64 KiB) and the segment
-// batches raw mode cuts super-packets into for devices without CapGSO.
+// batches routineWriteStream cuts super-packets into for devices without
+// CapGSO (todevice.go).
 // Sessions take them per round of traffic, so memory follows traffic, not
 // the number of sessions.
 type dataPools struct {
@@ -98,89 +62,6 @@ func (s *Server) dataPools() *dataPools {
 		s.pools.seg = tunnel.BatchPool{Count: 2 * maxSegs, Size: tunnel.Headroom + s.cfg.Load().Tunnel.MTU}
 	})
 	return &s.pools
-}
-
-// routineReadTUN reads packets from the shared TUN and hands each session
-// the packets addressed to it, a batch at a time.
-func (s *Server) routineReadTUN(ctx interface{ Err() error }) {
-	defer s.wg.Done()
-	type pending struct {
-		ss *session
-		b  *tunnel.Batch
-	}
-	out := make([]pending, 0, 8)
-	in := s.tunBatches.get()
-	defer s.tunBatches.put(in)
-	retry := tunnel.ReadRetry{Log: s.log}
-	for {
-		n, err := s.dev.Read(in.Bufs, in.Sizes, tunnel.Headroom)
-		if err != nil {
-			if retry.Failed(err, ctx.Err() != nil || s.draining.Load()) {
-				continue
-			}
-			return
-		}
-		retry.OK()
-		var last netip.Addr
-		var lastSS *session
-		for i := 0; i < n; i++ {
-			pkt := in.Bufs[i][tunnel.Headroom : tunnel.Headroom+in.Sizes[i]]
-			dst, ok := packet.Dst(pkt)
-			if !ok {
-				continue
-			}
-			ss := lastSS
-			if dst != last || ss == nil {
-				ss = s.byAddr.lookup(dst)
-				last, lastSS = dst, ss
-			}
-			if ss == nil {
-				s.noRoute.Add(1)
-				continue
-			}
-			j := 0
-			for j < len(out) && out[j].ss != ss {
-				j++
-			}
-			if j == len(out) {
-				out = append(out, pending{ss, s.tunBatches.get()})
-			}
-			ob := out[j].b
-			ob.Bufs[ob.N], in.Bufs[i] = in.Bufs[i], ob.Bufs[ob.N]
-			ob.Sizes[ob.N] = in.Sizes[i]
-			ob.N++
-			if ob.N == len(ob.Bufs) { // full: ship it now
-				s.offer(ss, ob)
-				out[j].b = s.tunBatches.get()
-			}
-		}
-		for j := range out {
-			if out[j].b.N > 0 {
-				s.offer(out[j].ss, out[j].b)
-			} else {
-				s.tunBatches.put(out[j].b)
-			}
-			out[j] = pending{}
-		}
-		out = out[:0]
-	}
-}
-
-// offer queues b for ss without blocking.
-func (s *Server) offer(ss *session, b *tunnel.Batch) {
-	select {
-	case <-ss.done:
-		s.tunBatches.put(b)
-		return
-	default:
-	}
-	spare, dropped := ss.queue.push(b)
-	if dropped > 0 {
-		ss.drops.queueFull.Add(uint64(dropped))
-	}
-	if spare != nil {
-		s.tunBatches.put(spare)
-	}
 }
 
 // routineReadStream decodes the device's frames, filters the packets and
@@ -315,45 +196,4 @@ func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
 	}
 	ss.drops.noFlow.Add(1)
 	return false
-}
-
-// routineWriteStream sends the batches the TUN reader queued for this
-// device, one flush per batch.
-func (ss *session) routineWriteStream() {
-	var info packet.Info
-	for {
-		b := ss.queue.pop()
-		if b == nil {
-			select {
-			case <-ss.done:
-				return
-			case <-ss.queue.ready:
-				continue
-			}
-		}
-		now := time.Now()
-		keep := 0
-		var bytes uint64
-		for i := 0; i < b.N; i++ {
-			pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
-			if !ss.admit(pkt, &info, now) {
-				continue
-			}
-			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-			b.Sizes[keep] = b.Sizes[i]
-			bytes += uint64(len(pkt))
-			keep++
-		}
-		var err error
-		if keep > 0 {
-			err = ss.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom)
-		}
-		ss.srv.tunBatches.put(b)
-		if err != nil {
-			ss.closeWrite(err)
-			return
-		}
-		ss.bytesOut.Add(bytes)
-		ss.packetsOut.Add(uint64(keep))
-	}
 }

@@ -1,9 +1,9 @@
 // Package server is the sallyport gateway: it accepts mutual-TLS connections
 // from devices, decides trust (trust.go), assigns a tunnel address, and
 // relays packets between each device session and one shared TUN interface,
-// enforcing the device's policy on every packet (rawpath.go with offloads,
-// the default on Linux; dataplane.go otherwise). ARCHITECTURE.md at the top
-// of the repository describes the whole.
+// enforcing the device's policy on every packet (dataplane.go device ->
+// LAN, todevice.go LAN -> device: one loop each, whatever the TUN driver).
+// ARCHITECTURE.md at the top of the repository describes the whole.
 package server
 
 import (
@@ -34,11 +34,10 @@ type Server struct {
 	cfg   atomic.Pointer[Config]
 	trust atomic.Pointer[trust]
 
-	pool       *addrPools
-	dev        tunnel.Device
-	raw        bool // the TUN passes super-packets whole (rawpath.go)
-	tunBatches batchPool
-	pools      dataPools // per-round session buffers (dataplane.go)
+	pool  *addrPools
+	dev   tunnel.Device
+	raw   bool      // the TUN passes super-packets whole (tunnel.AsVnet)
+	pools dataPools // per-round session buffers (dataplane.go)
 
 	sessMu   sync.Mutex
 	byKey    map[string]*session // device key -> live session
@@ -118,7 +117,6 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	}
 	s.dev = dev
 	defer dev.Close()
-	s.tunBatches = batchPool{count: dev.BatchSize(), size: tunnel.Headroom + cfg.Tunnel.MTU}
 	for _, gw := range s.pool.Gateways() {
 		if err := tunnel.SetAddress(dev.Name(), gw); err != nil {
 			return fmt.Errorf("set address on %s: %w", dev.Name(), err)
@@ -154,12 +152,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	defer cancel()
 	s.wg.Add(4)
 	go s.routineSaveLeases(ctx)
-	if vdev, ok := tunnel.AsVnet(dev); ok {
-		s.raw = true
-		go s.routineReadTUNRaw(ctx, vdev)
-	} else {
-		go s.routineReadTUN(ctx)
-	}
+	_, s.raw = tunnel.AsVnet(dev)
+	go s.routineReadTUN(ctx, tunnel.NewPacketSource(dev)) // todevice.go
 	go s.routineAccept(ctx)
 	go s.routineWatch(ctx)
 	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,

@@ -61,8 +61,7 @@ type session struct {
 
 	w       *tunnel.Writer
 	r       *tunnel.Reader
-	queue   *outQueue       // batch path (routineReadTUN)
-	rawq    *rawQueue       // raw path (routineReadTUNRaw)
+	queue   *deviceQueue    // packets from routineReadTUN (todevice.go)
 	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
 	aqm     *tunnel.AQM     // used by routineReadStream only
 
@@ -91,8 +90,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		conn: conn, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
 		w:       tunnel.NewWriter(conn, streamBufSize),
 		r:       tunnel.NewReader(conn, streamBufSize),
-		queue:   newOutQueue(sessionQueuePackets),
-		rawq:    newRawQueue(),
+		queue:   newDeviceQueue(),
 		backlog: tunnel.NewBacklog(raw),
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
@@ -305,21 +303,11 @@ func (ss *session) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); ss.routineReadStream() }()
-	go func() {
-		defer wg.Done()
-		if ss.srv.raw {
-			ss.routineWriteStreamRaw()
-		} else {
-			ss.routineWriteStream()
-		}
-	}()
+	go func() { defer wg.Done(); ss.routineWriteStream() }()
 	ss.routineTimers(ctx)
 	wg.Wait()
-	for b := ss.queue.pop(); b != nil; b = ss.queue.pop() {
-		ss.srv.tunBatches.put(b)
-	}
-	for _, p := range ss.rawq.Take(nil, sessionQueuePackets, 0) {
-		rawPackets.Put(p)
+	for _, p := range ss.queue.Take(nil, sessionQueuePackets, 0) {
+		tunPackets.Put(p)
 	}
 }
 

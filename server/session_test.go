@@ -243,11 +243,10 @@ func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Pr
 	if wrap != nil {
 		s.dev = wrap(h.tun)
 	}
-	s.tunBatches = batchPool{count: 1, size: tunnel.Headroom + 1500}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	s.wg.Add(1)
-	go s.routineReadTUN(ctx)
+	go s.routineReadTUN(ctx, tunnel.NewPacketSource(s.dev))
 	return h
 }
 
