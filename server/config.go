@@ -66,11 +66,14 @@ type TunnelConfig struct {
 	// leases.json in $STATE_DIRECTORY or /var/lib/sallyport.
 	LeaseFile string `toml:"lease_file"`
 	// LeaseTTL is how long a lease of a device that stays away is kept.
-	LeaseTTL  time.Duration `toml:"lease_ttl"`
-	Driver    string        `toml:"driver"`
-	MTU       int           `toml:"mtu"`
-	Keepalive time.Duration `toml:"keepalive"`
-	Timeout   time.Duration `toml:"timeout"`
+	LeaseTTL time.Duration `toml:"lease_ttl"`
+	// Masquerade lists the interfaces (or "auto") behind which the pools
+	// are source-NATed (nftables masquerade, nat_linux.go); empty = routed.
+	Masquerade []string      `toml:"masquerade"`
+	Driver     string        `toml:"driver"`
+	MTU        int           `toml:"mtu"`
+	Keepalive  time.Duration `toml:"keepalive"`
+	Timeout    time.Duration `toml:"timeout"`
 	// CPUs is how many CPUs the gateway's Go scheduler runs on at once
 	// (GOMAXPROCS): 0 = one per live session or handshake in flight, up to
 	// the machine's CPUs.
@@ -116,6 +119,9 @@ const (
 	DefaultAdminSocket      = "/run/sallyport/server.sock"
 	DefaultStateDir         = "/var/lib/sallyport"
 	DefaultLeaseTTL         = 30 * 24 * time.Hour
+	// MasqueradeAuto in tunnel.masquerade NATs out of the interfaces that
+	// carry the routes the policies push.
+	MasqueradeAuto = "auto"
 )
 
 // LoadConfig reads, defaults and validates server.toml. Relative file names
@@ -200,6 +206,14 @@ func (c *Config) normalize() error {
 	}
 	if t.LeaseTTL < time.Minute {
 		return fmt.Errorf("key \"tunnel.lease_ttl\": %v is shorter than 1m", t.LeaseTTL)
+	}
+	for _, m := range t.Masquerade {
+		if m == MasqueradeAuto && len(t.Masquerade) > 1 {
+			return errors.New("key \"tunnel.masquerade\": \"auto\" cannot be combined with interface names")
+		}
+		if m == "" || len(m) > 15 || strings.ContainsAny(m, "/ \t") {
+			return fmt.Errorf("key \"tunnel.masquerade\": %q is not an interface name", m)
+		}
 	}
 	if t.MTU == 0 {
 		t.MTU = DefaultMTU

@@ -75,6 +75,12 @@ func TestConfigErrors(t *testing.T) {
 		{"static v6 in ipv4 key", minimal + "[[device]]\ncn = \"a\"\nipv4 = \"fd00:8::5\"\n", "not an IPv4 address"},
 		{"static neither", minimal + "[[device]]\ncn = \"a\"\n", `give "ipv4", "ipv6" or both`},
 		{"static v4 without pool", strings.Replace(minimal, `ipv4_pool = "10.9.0.0/24"`, "ipv6_pool = \"fd00:8::/112\"", 1) + "[[device]]\ncn = \"a\"\nipv4 = \"10.9.0.5\"\n", "tunnel.ipv4_pool is not set"},
+		{"masquerade", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"eth1\", \"wan0\"]\nipv4_pool", 1), ""},
+		{"masquerade auto", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"auto\"]\nipv4_pool", 1), ""},
+		{"masquerade auto and more", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"auto\", \"eth1\"]\nipv4_pool", 1), `"auto" cannot be combined`},
+		{"masquerade bad name", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"eth 1\"]\nipv4_pool", 1), `not an interface name`},
+		{"masquerade long name", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"averyveryverylongname\"]\nipv4_pool", 1), `not an interface name`},
+		{"masquerade not a list", strings.Replace(minimal, `ipv4_pool`, "masquerade = \"eth1\"\nipv4_pool", 1), `masquerade`},
 		{"cpus as text", strings.Replace(minimal, `ipv4_pool`, "cpus = \"all\"\nipv4_pool", 1), `cpus`},
 	}
 	for _, tt := range tests {

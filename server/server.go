@@ -125,6 +125,13 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	if err := tunnel.LinkUp(dev.Name(), cfg.Tunnel.MTU); err != nil {
 		return fmt.Errorf("bring up %s: %w", dev.Name(), err)
 	}
+	stopNAT, err := s.startNAT(dev.Name())
+	if err != nil {
+		return err
+	}
+	if stopNAT != nil {
+		defer stopNAT()
+	}
 
 	lc := net.ListenConfig{}
 	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)

@@ -473,3 +473,18 @@ func (m *matcher) matches(v *idView) bool {
 		(m.fingerprint == nil || anyEqual(m.fingerprint, v.fingerprint)) &&
 		(m.serial == nil || anyEqual(m.serial, v.serial))
 }
+
+// Routes returns the routes every policy pushes, masked and deduplicated,
+// in config order (the gateway NATs out of the interfaces behind them
+// when tunnel.masquerade is "auto").
+func (s *Set) Routes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range s.policies {
+		for _, r := range c.routes {
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}

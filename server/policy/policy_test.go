@@ -545,3 +545,18 @@ func BenchmarkAllows(b *testing.B) {
 		}
 	}
 }
+
+func TestSetRoutes(t *testing.T) {
+	s, err := Compile([]Policy{
+		{Name: "a", Match: Match{CN: []string{"*"}}, Allow: []string{"192.168.77.0/24", "fd00:77::/64 tcp/443"}},
+		{Name: "b", Match: Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}, Routes: []string{"0.0.0.0/0", "::/0", "192.168.77.9/24"}},
+		{Name: "c", Match: Match{CN: []string{"*"}}, Allow: []string{"10.1.0.0/16"}, Routes: []string{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(s.Routes())
+	if want := "[192.168.77.0/24 fd00:77::/64 0.0.0.0/0 ::/0]"; got != want {
+		t.Fatalf("Routes() = %s, want %s", got, want)
+	}
+}
