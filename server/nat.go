@@ -60,4 +60,3 @@ func (s *Server) startNAT(tun string) (stop func(), err error) {
 		s.log.Info("NAT table removed", "table", "inet "+spec.Table)
 	}, nil
 }
-

@@ -153,8 +153,8 @@ func TestAutoInterfaces(t *testing.T) {
 			{[]string{"0.0.0.0/0"}, []string{"wan0"}},
 			{[]string{"198.51.100.0/24"}, []string{"lan0"}},
 			{[]string{"198.51.100.0/24", "203.0.113.0/24", "0.0.0.0/0"}, []string{"lan0", "wan0"}}, // 203.0.113/24 goes by default
-			{[]string{"10.8.0.0/24"}, nil},                                                          // only the TUN
-			{[]string{"::/0"}, nil},                                                                 // no v6 default route
+			{[]string{"10.8.0.0/24"}, nil},                                                         // only the TUN
+			{[]string{"::/0"}, nil},                                                                // no v6 default route
 		}
 		for _, tt := range tests {
 			var rs []netip.Prefix
