@@ -27,10 +27,10 @@
 #   SCALE_SESSIONS=10000   devices issued and sessions held
 #   SCALE_KEY=ecdsa        device and gateway key type: ecdsa (P-256) or ed25519
 #   SCALE_CONCURRENCY=16   handshakes in flight (ramp, cycles, churn)
-#   SCALE_IDLE=60          seconds of idle CPU measurement
+#   SCALE_IDLE=30          seconds of idle CPU measurement (reported per minute)
 #   SCALE_STORM=2000       sessions in the reconnect storm (capped at SESSIONS)
 #   SCALE_CYCLES=4         full reconnect cycles
-#   SCALE_CHURN=2000       connect+close operations per server for the ratio
+#   SCALE_CHURN=1000       connect+close operations per server for the ratio
 #   SCALE_MAX_RSS_MB=14000 stop when the gateway's RSS passes this (the
 #                          machine has no swap; a leak must not take it down)
 #   SCALE_TIMEOUT=540      bound on the load run, seconds
@@ -49,10 +49,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SESSIONS=${SCALE_SESSIONS:-10000}
 KEY=${SCALE_KEY:-ecdsa}
 CONC=${SCALE_CONCURRENCY:-16}
-IDLE=${SCALE_IDLE:-60}
+IDLE=${SCALE_IDLE:-30}
 STORM=${SCALE_STORM:-2000}
 CYCLES=${SCALE_CYCLES:-4}
-CHURN=${SCALE_CHURN:-2000}
+CHURN=${SCALE_CHURN:-1000}
 MAX_RSS=${SCALE_MAX_RSS_MB:-14000}
 TIMEOUT=${SCALE_TIMEOUT:-540}
 
@@ -112,7 +112,7 @@ stop_pid() { # stop_pid PID [SECONDS]: SIGTERM, wait (default 10 s), then SIGKIL
 cleanup() {
 	local pid
 	trap - EXIT INT TERM HUP
-	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+	for pid in "${PIDS[@]}"; do stop_pid "$pid" 30; done
 	ip netns del "$NS_GEN" 2>/dev/null
 	ip netns del "$NS_GW" 2>/dev/null
 	if [ "${SCALE_KEEP:-0}" = 1 ]; then
@@ -220,6 +220,7 @@ start gateway "$NS_GW" "$BIN" server -c "$W/server.toml"
 GW_PID=$LAST_PID
 start bare "$NS_GW" "$SCALE" bare --listen "$GW_IP:$BARE_PORT" --cert "$PKI/servers/gw.scale.crt" \
 	--key "$PKI/servers/gw.scale.key" --ca "$PKI/ca.crt"
+BARE_PID=$LAST_PID
 wait_listen "$NS_GW" "$SP_PORT" || die "gateway did not start: $(tail -5 "$W/gateway.log")"
 wait_listen "$NS_GW" "$BARE_PORT" || die "bare TLS server did not start: $(tail -5 "$W/bare.log")"
 sleep 1 # let the gateway's start-up garbage settle before the baseline
@@ -228,7 +229,7 @@ sleep 1 # let the gateway's start-up garbage settle before the baseline
 
 log "gateway pid $GW_PID; driving sessions from $NS_GEN"
 nsx "$NS_GEN" "$SCALE" load --gateway "$GW_IP:$SP_PORT" --bare "$GW_IP:$BARE_PORT" --server-name gw.scale \
-	--dir "$PKI" --devices "$SESSIONS" --gateway-pid "$GW_PID" --concurrency "$CONC" \
+	--dir "$PKI" --devices "$SESSIONS" --gateway-pid "$GW_PID" --bare-pid "$BARE_PID" --concurrency "$CONC" \
 	--idle "${IDLE}s" --storm "$STORM" --cycles "$CYCLES" --churn "$CHURN" --source-addrs "$SRC_ADDRS" \
 	--max-rss-mb "$MAX_RSS" --timeout "${TIMEOUT}s" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
 	2> >(tee "$W/load.log" >&2)

@@ -29,7 +29,7 @@ type loadOpts struct {
 	gateway, bare, serverName, dir, prefix, caFile string
 	devices, conc, storm, cycles, churn            int
 	idle, settle, timeout                          time.Duration
-	gwPID, clkTck                                  int
+	gwPID, barePID, clkTck                         int
 	maxRSS                                         uint64
 	locals                                         []netip.Addr
 }
@@ -45,6 +45,7 @@ func parseLoad(args []string) (*loadOpts, error) {
 	fs.StringVar(&o.prefix, "prefix", "scale-", "device name prefix")
 	fs.IntVar(&o.devices, "devices", 0, "sessions to hold (devices issued by `scale issue`) (required)")
 	fs.IntVar(&o.gwPID, "gateway-pid", 0, "pid of the gateway process, for RSS and CPU (required)")
+	fs.IntVar(&o.barePID, "bare-pid", 0, "pid of the bare server, for its CPU per session (optional)")
 	fs.IntVar(&o.conc, "concurrency", 16, "handshakes in flight during ramp, cycles and churn")
 	fs.IntVar(&o.storm, "storm", 2000, "sessions that drop and reconnect at once (0: skip)")
 	fs.IntVar(&o.cycles, "cycles", 4, "full reconnect cycles of every device")
@@ -336,8 +337,15 @@ func phases(ctx context.Context, o *loadOpts, f *fleet, bare *dialer, r *results
 	progress("gateway baseline RSS %s; ramping up %d sessions, %d handshakes in flight", mib(r.BaselineRSS), n, o.conc)
 
 	t := time.Now()
+	c0, err := procCPUTicks(o.gwPID)
+	if err != nil {
+		return err
+	}
 	forEach(ctx, n, o.conc, func(i int) { _, _ = f.connect(ctx, i, connectAttempts) })
 	r.RampSeconds = time.Since(t).Seconds()
+	if c1, err := procCPUTicks(o.gwPID); err == nil {
+		r.RampCPUSeconds = float64(c1-c0) / float64(o.clkTck)
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -424,20 +432,33 @@ func phases(ctx context.Context, o *loadOpts, f *fleet, bare *dialer, r *results
 		half := []int{o.churn / 2, o.churn - o.churn/2}
 		var bareOK, gwOK int
 		var bareT, gwT float64
+		var bareCPU, gwCPU uint64
+		cpuOK := o.barePID > 0
 		for round := range 2 {
 			for _, target := range []*dialer{bare, f.d} {
+				pid := o.gwPID
+				if target == bare {
+					pid = o.barePID
+				}
+				c0, err0 := procCPUTicks(pid)
 				ok, el := churn(ctx, target, f.devs, half[round], o.conc)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				c1, err1 := procCPUTicks(pid)
+				cpuOK = cpuOK && err0 == nil && err1 == nil
 				if target == bare {
-					bareOK, bareT = bareOK+ok, bareT+el
+					bareOK, bareT, bareCPU = bareOK+ok, bareT+el, bareCPU+c1-c0
 				} else {
-					gwOK, gwT = gwOK+ok, gwT+el
+					gwOK, gwT, gwCPU = gwOK+ok, gwT+el, gwCPU+c1-c0
 				}
 			}
 		}
 		r.BareRate, r.GatewayRate = float64(bareOK)/bareT, float64(gwOK)/gwT
+		if cpuOK && bareOK > 0 && gwOK > 0 {
+			r.BareCPUms = float64(bareCPU) / float64(o.clkTck) * 1000 / float64(bareOK)
+			r.GatewayCPUms = float64(gwCPU) / float64(o.clkTck) * 1000 / float64(gwOK)
+		}
 		r.ChurnFailed = 2*o.churn - bareOK - gwOK
 		progress("churn: gateway %.0f new sessions/s, bare TLS %.0f/s", r.GatewayRate, r.BareRate)
 	}

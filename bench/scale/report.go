@@ -20,7 +20,7 @@ type results struct {
 	Devices, CPUs               int
 	BaselineRSS, HeldRSS        uint64
 	Held, HeldAfterIdle         int
-	RampSeconds                 float64
+	RampSeconds, RampCPUSeconds float64
 	IdleSeconds, IdleCPUSeconds float64
 	Storm, StormRetries         int
 	StormFailed                 int
@@ -31,6 +31,7 @@ type results struct {
 	ClosedRSS, PeakRSS          uint64
 	ChurnOps, ChurnFailed       int
 	BareRate, GatewayRate       float64
+	BareCPUms, GatewayCPUms     float64 // server CPU per churned session
 	Lost, Errors                map[string]int
 	Aborted                     string
 }
@@ -57,7 +58,7 @@ func verdict(ok bool) string {
 func (r *results) format() string {
 	var b, kv strings.Builder
 	row := func(name, value, note string) {
-		fmt.Fprintf(&b, "  %-40s %-22s %s\n", name, value, note)
+		fmt.Fprintf(&b, "  %-44s %-22s %s\n", name, value, note)
 	}
 	pair := func(k string, v any) { fmt.Fprintf(&kv, "%s=%v ", k, v) }
 	fmt.Fprintf(&b, "scale: %d devices against one gateway, %d CPUs\n", r.Devices, r.CPUs)
@@ -71,6 +72,10 @@ func (r *results) format() string {
 		pair("baseline_rss_mib", fmt.Sprintf("%.1f", float64(r.BaselineRSS)/(1<<20)))
 		pair("held_rss_mib", fmt.Sprintf("%.1f", float64(r.HeldRSS)/(1<<20)))
 		pair("rss_per_session_kib", fmt.Sprintf("%.1f", float64(per)/1024))
+		if r.RampCPUSeconds > 0 {
+			row("gateway CPU per session set up (ramp)", fmt.Sprintf("%.2f ms", r.RampCPUSeconds*1000/float64(r.Held)), "")
+			pair("ramp_cpu_ms_per_session", fmt.Sprintf("%.2f", r.RampCPUSeconds*1000/float64(r.Held)))
+		}
 	}
 	if r.IdleSeconds > 0 {
 		perMin := r.IdleCPUSeconds * 60 / r.IdleSeconds
@@ -107,6 +112,11 @@ func (r *results) format() string {
 		pair("gateway_sessions_per_s", fmt.Sprintf("%.0f", r.GatewayRate))
 		pair("bare_sessions_per_s", fmt.Sprintf("%.0f", r.BareRate))
 		pair("churn_ratio", fmt.Sprintf("%.2f", ratio))
+		if r.BareCPUms > 0 && r.GatewayCPUms > 0 {
+			row("server CPU per new session: gateway / bare", fmt.Sprintf("%.2f / %.2f ms", r.GatewayCPUms, r.BareCPUms), fmt.Sprintf("(x%.2f)", r.GatewayCPUms/r.BareCPUms))
+			pair("gateway_cpu_ms_per_session", fmt.Sprintf("%.2f", r.GatewayCPUms))
+			pair("bare_cpu_ms_per_session", fmt.Sprintf("%.2f", r.BareCPUms))
+		}
 	}
 	if r.PeakRSS > 0 {
 		row("gateway peak RSS", mib(r.PeakRSS), "")

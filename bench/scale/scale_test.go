@@ -94,7 +94,7 @@ func TestPerSessionAndFormat(t *testing.T) {
 	r := &results{Devices: 10, CPUs: 2, BaselineRSS: 100 << 20, HeldRSS: 100<<20 + 10*100<<10, Held: 10, RampSeconds: 2,
 		IdleSeconds: 30, IdleCPUSeconds: 1.5, HeldAfterIdle: 10, Storm: 4, StormSeconds: 1.25,
 		CycleRates: []float64{50, 60}, CycleRSS: []uint64{110 << 20, 140 << 20}, HeldAfterCycles: 10,
-		ChurnOps: 100, BareRate: 400, GatewayRate: 360, Lost: map[string]int{"eof": 1, "close: timeout": 3}}
+		ChurnOps: 100, BareRate: 400, GatewayRate: 360, BareCPUms: 2, GatewayCPUms: 3, RampCPUSeconds: 0.05, Lost: map[string]int{"eof": 1, "close: timeout": 3}}
 	out := r.format()
 	for _, want := range []string{
 		"sessions held", "10 / 10",
@@ -104,6 +104,7 @@ func TestPerSessionAndFormat(t *testing.T) {
 		"ratchet x1.27, goal <= 1.25) MISS",
 		"360 / 400", "ratio 0.90 (goal >= 0.8) PASS",
 		"3 close: timeout, 1 eof",
+		"3.00 / 2.00 ms", "(x1.50)", "gateway CPU per session set up (ramp)", "5.00 ms", "ramp_cpu_ms_per_session=5.00",
 		"scale devices=10 held=10 ", "churn_ratio=0.90",
 	} {
 		if !strings.Contains(out, want) {
