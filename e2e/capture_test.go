@@ -16,9 +16,9 @@ import (
 // client's own TCP connection to the gateway endpoint gw (addr:port), "nd"
 // neighbour/router discovery and DHCP, anything else IP is a "leak" (the
 // first few are printed as leak_pkt=src>dst/proto). ARP is not IP and is
-// ignored. It prints "ready" once capturing and "leaks=N gw=N nd=N" at the
-// end.
-func helperCapture(ifname, gw string, ms int) error {
+// ignored. With only set, a leak counts only when it goes to that address.
+// It prints "ready" once capturing and "leaks=N gw=N nd=N" at the end.
+func helperCapture(ifname, gw string, ms int, only string) error {
 	gwAP, err := netip.ParseAddrPort(gw)
 	if err != nil {
 		return fmt.Errorf("gateway %q: %w", gw, err)
@@ -80,6 +80,7 @@ func helperCapture(ifname, gw string, ms int) error {
 		case l4 == unix.IPPROTO_ICMPV6 && len(payload) > 0 && payload[0] >= 130 && payload[0] <= 143, // MLD, router and neighbour discovery
 			l4 == unix.IPPROTO_UDP && (port(2) == 67 || port(2) == 547):
 			nd++
+		case only != "" && dst.String() != only:
 		default:
 			leaks++
 			if len(shown) < 5 {

@@ -113,7 +113,7 @@ func runHelper(kind string, args []string) int {
 	case "httpget":
 		err = helperHTTPGet(arg(0))
 	case "capture":
-		err = helperCapture(arg(0), arg(1), atoi(arg(2), 2000))
+		err = helperCapture(arg(0), arg(1), atoi(arg(2), 2000), arg(3))
 	case "udpany":
 		err = helperUDPAny(arg(0), arg(1))
 	case "udprecv":

@@ -239,3 +239,37 @@ func TestFullTunnelDualStack(t *testing.T) {
 		t.Fatalf("LAN host did not get the IPv6 datagram from the tunnel address %s: %q (%s)", st.Address6, recv.Out(), capOut)
 	}
 }
+
+// TestSplitTunnelVision: a split tunnel without the kill switch. A hostile
+// LAN's more specific route for the pushed prefix in the laptop's main
+// table (DHCP option 121, TunnelVision) would send the traffic out eth0 in
+// the clear, where the gateway namespace would still forward it: only the
+// capture tells. The pushed prefix must stay in the tunnel.
+func TestSplitTunnelVision(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	split := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet}, Routes: []string{lanNet}}
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, split))
+	lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	lap.waitUp(15 * time.Second)
+	if st, err := lap.installed(); err != nil || st.Installed.KillSwitch || len(st.Installed.Rules) != 1 {
+		t.Fatalf("split tunnel read-back %+v %v", st, err)
+	}
+	run(t, "ip", "-n", tp.Lap, "route", "add", "198.19.77.0/25", "via", gwAddr, "dev", "eth0")
+	before, _ := gw.Session("alice")
+	capture := tp.helper(tp.Lap, "capture", "eth0", listen, "1500", lanHost)
+	waitReady(t, capture)
+	if got := tp.ping(tp.Lap, lanHost, 2); got != 2 {
+		t.Fatalf("ping %s with a hostile /25 in main: %d/2", lanHost, got)
+	}
+	capture.Wait(15 * time.Second)
+	if leaks := atoi(field(capture.Out(), "leaks"), -1); leaks != 0 {
+		t.Fatalf("a more specific route in main took the pushed prefix out of the tunnel: %s", capture.Out())
+	}
+	if after, _ := gw.Session("alice"); after.PacketsIn < before.PacketsIn+2 {
+		t.Fatalf("the pings did not go through the gateway's tunnel (%d -> %d packets)", before.PacketsIn, after.PacketsIn)
+	}
+}
