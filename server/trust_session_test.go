@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -296,3 +297,43 @@ func TestRefusalLogRateLimit(t *testing.T) {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// TestResumedHandshakeDecided: a device that kept a TLS session ticket
+// from before its revocation resumes the session (no certificate is sent on
+// resumption) and must still be refused: the decision runs on resumed
+// handshakes too.
+func TestResumedHandshakeDecided(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	cert := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	cache := tls.NewLRUClientSessionCache(4)
+	conf := h.s.tlsConfig() // one listener config, as routineAccept has: its ticket keys
+	dial := func() (*device, bool) {
+		cli, srv := h.tcpPair()
+		h.conns.Add(1)
+		go func() { defer h.conns.Done(); h.s.handshake(context.Background(), srv, conf) }()
+		tc := tls.Client(cli, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test", NextProtos: []string{tunnel.ALPN},
+			ClientSessionCache: cache, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }})
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return &device{tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0)}, tc.ConnectionState().DidResume
+	}
+	first, _ := dial()
+	if err := first.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _, ok := first.next(5 * time.Second); !ok || typ != tunnel.FrameConfig { // the ticket arrives with it
+		t.Fatalf("first session: frame %#x", typ)
+	}
+	first.tc.Close()
+
+	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, cert))
+	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
+	again, resumed := dial()
+	defer again.tc.Close()
+	if !resumed {
+		t.Fatal("the second handshake did not resume: the test proves nothing")
+	}
+	again.wantClose(t, reasonRevoked)
+}
