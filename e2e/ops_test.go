@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -268,5 +269,84 @@ func TestLivePush(t *testing.T) {
 	}
 	if !strings.Contains(gw.Proc.Err(), "new config pushed to the live session") {
 		t.Errorf("gateway did not log the push:\n%s", tail(gw.Proc.Err(), 10))
+	}
+}
+
+// jsonLines returns the gateway's JSON log records with msg == msg.
+func jsonLines(t *testing.T, log, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(log, "\n") {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestAuditLog: with [log] format = "json" and log_drops = true, session
+// up, refused, re-checked, closed and dropped-packet lines are JSON and
+// carry the identity, policies and reason.
+func TestAuditLog(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	k := stdPKI(t)
+	k.Issue("carol", []string{"sales"})
+	sock := shortTempDir(t)
+	sc := defaultServerConf(k, "wireguard", sock, restrictive)
+	sc.Extra = "[log]\nformat = \"json\"\nlog_drops = true\n"
+	gw := tp.startGateway(sc)
+	alice := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	alice.waitUp(15 * time.Second)
+	crt, key := k.Device("carol")
+	hold := filepath.Join(t.TempDir(), "go")
+	if err := os.WriteFile(hold, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tp.helperRun(15*time.Second, tp.Lap, "tlsdial", listen, gwName, k.CA(), crt, key, hold)
+	// udp/5353 is outside the policy: dropped, and logged.
+	tp.helperRun(10*time.Second, tp.Lap, "udpsend", lanHost+":5353", "x")
+
+	identity := func(m map[string]any, device string) bool {
+		for _, key := range []string{"user", "groups", "issuer", "serial", "fingerprint"} {
+			if _, ok := m[key]; !ok {
+				return false
+			}
+		}
+		return m["device"] == device && m["issuer"] != "" && m["fingerprint"] != ""
+	}
+	var up, refused, drops []map[string]any
+	if !waitFor(15*time.Second, func() bool {
+		log := gw.Proc.Err()
+		up, refused, drops = jsonLines(t, log, "session up"), jsonLines(t, log, "handshake refused"), jsonLines(t, log, "packets dropped")
+		return len(up) == 1 && len(refused) == 1 && len(drops) >= 1
+	}) {
+		t.Fatalf("up %d, refused %d, drop lines %d:\n%s", len(up), len(refused), len(drops), tail(gw.Proc.Err(), 20))
+	}
+	if !identity(up[0], "alice") || fmt.Sprint(up[0]["policies"]) != "[engineering]" || fmt.Sprint(up[0]["groups"]) != "[eng]" {
+		t.Errorf("session up line %v", up[0])
+	}
+	if !identity(refused[0], "carol") || refused[0]["reason"] != "no-policy" {
+		t.Errorf("handshake refused line %v", refused[0])
+	}
+	if !identity(drops[0], "alice") || drops[0]["policy"] == nil {
+		t.Errorf("packets dropped line %v", drops[0])
+	}
+
+	gw.tp.sp(tp.GW, "server", "kick", "--socket", gw.Socket, "alice")
+	if !waitFor(5*time.Second, func() bool { return len(jsonLines(t, gw.Proc.Err(), "session closed")) == 1 }) {
+		t.Fatalf("no session closed line:\n%s", tail(gw.Proc.Err(), 10))
+	}
+	closed := jsonLines(t, gw.Proc.Err(), "session closed")[0]
+	if !identity(closed, "alice") || closed["reason"] != "kicked" || fmt.Sprint(closed["policies"]) != "[engineering]" {
+		t.Errorf("session closed line %v", closed)
 	}
 }

@@ -171,6 +171,9 @@ func (s *Server) routineWatch(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			s.refusals.flush(now, s.log)
+			if s.cfg.Load().Log.LogDrops {
+				s.drops.flush(now, s.sessions(), s.log)
+			}
 			s.checkCRLFresh(now)
 		}
 		changed := ""

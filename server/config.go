@@ -23,6 +23,7 @@ type Config struct {
 	Tunnel   TunnelConfig    `toml:"tunnel"`
 	Admin    AdminConfig     `toml:"admin"`
 	Metrics  MetricsConfig   `toml:"metrics"`
+	Log      LogConfig       `toml:"log"`
 	Policies []policy.Policy `toml:"policy"`
 	Devices  []DeviceConfig  `toml:"device"`
 
@@ -86,6 +87,16 @@ type AdminConfig struct {
 	// Pprof lets `sallyport server pprof` fetch runtime profiles through
 	// the socket; off by default.
 	Pprof bool `toml:"pprof"`
+}
+
+// LogConfig is how the gateway logs (README "Logs").
+type LogConfig struct {
+	// Format is "text" (key=value, the default) or "json"; the command
+	// line's --log-format wins over it. Applies at start.
+	Format string `toml:"format"`
+	// LogDrops logs, per device and at most every ten seconds, the packets
+	// the gateway dropped for it, by reason (rate-limited).
+	LogDrops bool `toml:"log_drops"`
 }
 
 // MetricsConfig is the Prometheus endpoint (README "Monitoring").
@@ -235,6 +246,11 @@ func (c *Config) normalize() error {
 	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultAdminSocket
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("key \"log.format\": %q is not \"text\" or \"json\"", c.Log.Format)
 	}
 	if err := c.Metrics.check(c.Listen); err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/procs"
+	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -54,7 +55,8 @@ type Server struct {
 	refusals refusalLog // rate-limited "handshake refused" lines and counts by reason
 	flaps    flapGuard  // one certificate on two laptops
 	crlStale atomic.Bool
-	meters   meters // Prometheus counters not kept elsewhere (metrics.go)
+	meters   meters  // Prometheus counters not kept elsewhere (metrics.go)
+	drops    dropLog // log_drops (audit.go)
 
 	leaseSaveFailing atomic.Bool // a failed lease save was logged (leases.go)
 }
@@ -288,7 +290,9 @@ func (s *Server) recheckSessions(t *trust) {
 			continue
 		}
 		ss.verdict.Store(&v)
+		old := ss.grant.Load()
 		ss.setGrant(v.grant)
+		ss.logRecheck(old, v.grant)
 		s.repushLater(ss)
 	}
 }
@@ -379,17 +383,17 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 	err := conn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		s.logRefusal(remote, classify(err))
+		s.logRefusal(remote, classify(err), pki.Identity{})
 		conn.Close()
 		return
 	}
 	if sc.err != nil {
-		s.refuse(conn, remote, classify(sc.err))
+		s.refuse(conn, remote, classify(sc.err), sc.v.id)
 		return
 	}
 	cs := conn.ConnectionState()
 	if cs.NegotiatedProtocol != tunnel.ALPN {
-		s.logRefusal(remote, &refusal{reasonHandshake, sc.v.id.Device, fmt.Errorf("client did not offer ALPN %q", tunnel.ALPN)})
+		s.logRefusal(remote, &refusal{reasonHandshake, sc.v.id.Device, fmt.Errorf("client did not offer ALPN %q", tunnel.ALPN)}, sc.v.id)
 		conn.Close()
 		return
 	}
@@ -401,7 +405,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 	if err != nil {
 		var r *refusal
 		if errors.As(err, &r) {
-			s.refuse(conn, remote, r)
+			s.refuse(conn, remote, r, sc.v.id)
 			return
 		}
 		s.log.Warn("session refused", "remote", remote, "device", sc.v.id.Device, "user", sc.v.id.User, "error", err.Error())
@@ -418,8 +422,8 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 // refuse tells an authenticated device why it gets no session (one Close
 // frame with the reason, which the laptop shows as a sentence), logs the
 // refusal and closes the connection. Nothing the device sent is read.
-func (s *Server) refuse(conn *tls.Conn, remote string, r *refusal) {
-	s.logRefusal(remote, r)
+func (s *Server) refuse(conn *tls.Conn, remote string, r *refusal, id pki.Identity) {
+	s.logRefusal(remote, r, id)
 	if r.authenticated() {
 		if msg, err := tunnel.EncodeClose(tunnel.CloseMsg{Reason: r.reason}); err == nil {
 			if frame, err := tunnel.AppendFrame(nil, tunnel.FrameClose, msg); err == nil {
@@ -434,8 +438,15 @@ func (s *Server) refuse(conn *tls.Conn, remote string, r *refusal) {
 // logRefusal counts a refused handshake and logs it, at most
 // refusalLogBurst lines per refusalLogWindow; the rest are summed up in one
 // line when the window ends.
-func (s *Server) logRefusal(remote string, r *refusal) {
+// id is the certificate's identity when the device sent one that parsed.
+func (s *Server) logRefusal(remote string, r *refusal, id pki.Identity) {
 	if s.refusals.note(time.Now(), r.reason) {
-		s.log.Warn("handshake refused", "remote", remote, "reason", r.reason, "device", r.device, "error", r.err.Error())
+		attrs := []any{"remote", remote, "reason", r.reason}
+		if id.Device != "" || id.Serial != "" {
+			attrs = append(attrs, identityAttrs(id)...)
+		} else {
+			attrs = append(attrs, "device", r.device)
+		}
+		s.log.Warn("handshake refused", append(attrs, "error", r.err.Error())...)
 	}
 }

@@ -95,8 +95,8 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
 	}
-	ss.w.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // a device that stops reading is "stalled"
-	ss.log = s.log.With("device", v.id.Device, "user", v.id.User, "remote", remote)
+	ss.w.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout)                    // a device that stops reading is "stalled"
+	ss.log = s.log.With(append(identityAttrs(v.id), "remote", remote)...) // the identity on every session line
 	ss.grant.Store(v.grant)
 	ss.verdict.Store(&v)
 	ss.lastRecv.Store(time.Now().UnixNano())
@@ -121,8 +121,8 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	ss.log.Info("session up", "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso, "serial", v.id.Serial,
-		"fingerprint", v.id.Fingerprint, "expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
+	ss.log.Info("session up", "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
+		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
 }
 
@@ -241,7 +241,7 @@ func (s *Server) register(ss *session) error {
 		s.rescaleLocked()
 		s.sessMu.Unlock()
 		if old != nil {
-			old.log.Info("session replaced by a new connection of the same device", "new_remote", ss.remote)
+			old.log.Info("session replaced by a new connection of the same device", "reason", "replaced", "policies", old.grant.Load().Names, "new_remote", ss.remote)
 			old.close("replaced", nil)
 			if s.flaps.replaced(ss.key, time.Now()) {
 				ss.log.Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
@@ -342,7 +342,7 @@ func (ss *session) close(reason string, err error) {
 			// seconds in close_notify: drop the socket.
 			_ = ss.conn.NetConn().Close()
 		}
-		attrs := []any{"reason", reason, "address", ss.addr.String(), "address6", addrString(ss.addr6), "duration", time.Since(ss.since).Round(time.Second).String(),
+		attrs := []any{"reason", reason, "policies", ss.grant.Load().Names, "address", ss.addr.String(), "address6", addrString(ss.addr6), "duration", time.Since(ss.since).Round(time.Second).String(),
 			"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load()}
 		if err != nil {
 			attrs = append(attrs, "error", err.Error())

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sallyport/sallyport/client"
 	"github.com/sallyport/sallyport/internal/cmdutil"
+	"github.com/sallyport/sallyport/internal/logfmt"
 	"github.com/sallyport/sallyport/server"
 )
 
@@ -23,20 +24,30 @@ import (
 type daemonFlags struct {
 	config string
 	level  string
+	format string
 }
 
 func (f *daemonFlags) add(cmd *cobra.Command, defCfg, cfgUsage string) {
 	cmd.Flags().StringVarP(&f.config, "config", "c", defCfg, cfgUsage)
 	cmd.Flags().StringVar(&f.level, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.Flags().StringVar(&f.format, "log-format", "", "log format: text (key=value) or json (default: the config's, else text)")
 }
 
-// logger writes one key=value line per event to stderr.
-func (f *daemonFlags) logger(cmd *cobra.Command) (*slog.Logger, error) {
+// logger writes one line per event to stderr, in --log-format, else
+// cfgFormat (the config file's), else text; without its own timestamp
+// under the systemd journal (internal/logfmt).
+func (f *daemonFlags) logger(cmd *cobra.Command, cfgFormat string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(f.level)); err != nil {
 		return nil, cmdutil.Usagef("--log-level %q: use debug, info, warn or error", f.level)
 	}
-	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: l})), nil
+	format := f.format
+	if format == "" {
+		format = cfgFormat
+	} else if err := logfmt.Check(format); err != nil {
+		return nil, cmdutil.Usagef("--log-format %q: use text or json", f.format)
+	}
+	return logfmt.New(cmd.ErrOrStderr(), format, l)
 }
 
 func serverCmd() *cobra.Command {
@@ -49,13 +60,16 @@ the config, CA, CRL and policies and re-checks every live session.`,
 		Example: "  sallyport server -c /etc/sallyport/server.toml",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := f.logger(cmd)
-			if err != nil {
-				return err
+			if _, err := f.logger(cmd, ""); err != nil {
+				return err // a bad flag is a usage error before the config is read
 			}
 			cfg, err := server.LoadConfig(f.config)
 			if err != nil {
 				return withHint(err)
+			}
+			log, err := f.logger(cmd, cfg.Log.Format)
+			if err != nil {
+				return err
 			}
 			srv, err := server.New(cfg, log)
 			if err != nil {
@@ -80,7 +94,7 @@ The config is a file made by "sallyport pki bundle".`,
 		Example: "  sudo sallyport up -c acme-vpn.toml",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := f.logger(cmd)
+			log, err := f.logger(cmd, "")
 			if err != nil {
 				return err
 			}
