@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sallyport/sallyport/client"
+)
+
+// sp runs sallyport with args and fails t unless it exits with code.
+func sp(t *testing.T, code int, args ...string) (stdout, stderr string) {
+	t.Helper()
+	c, out, errs := run(args...)
+	if c != code {
+		t.Fatalf("sallyport %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), c, code, out, errs)
+	}
+	return out, errs
+}
+
+// TestPKIToGatewayFlow walks what an admin does on day one, through the
+// command tree only: a CA, a gateway certificate, two laptops, a bundle,
+// a server.toml that `server check` accepts, its policies explained and
+// tested, then a revocation.
+func TestPKIToGatewayFlow(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "pki")
+	sp(t, 0, "pki", "init", "--dir", d, "--name", "Acme CA", "--intermediate", "--key", "ed25519")
+	if _, errs := sp(t, 1, "pki", "init", "--dir", d); !strings.Contains(errs, "refusing to overwrite") {
+		t.Errorf("second init: %s", errs)
+	}
+	sp(t, 0, "pki", "server", "--dir", d, "--name", "vpn.example.com", "--ip", "127.0.0.1", "--key", "ed25519")
+	sp(t, 0, "pki", "issue", "--dir", d, "--device", "alice", "--user", "alice", "--group", "eng", "--key", "ed25519")
+	sp(t, 0, "pki", "issue", "--dir", d, "--device", "carol", "--group", "sales", "--key", "ed25519")
+	if _, errs := sp(t, 1, "pki", "issue", "--dir", d, "--device", "alice"); !strings.Contains(errs, "already has a valid certificate") {
+		t.Errorf("second certificate for alice: %s", errs)
+	}
+	sp(t, 2, "pki", "issue", "--dir", d) // no --device
+	out, _ := sp(t, 0, "pki", "list", "--dir", d)
+	for _, w := range []string{"alice", "carol", "vpn.example.com"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("pki list lacks %s:\n%s", w, out)
+		}
+	}
+
+	bundle := filepath.Join(dir, "alice.toml")
+	sp(t, 0, "pki", "bundle", "--dir", d, "--device", "alice", "--server", "vpn.example.com:8443", "-o", bundle)
+	if fi, err := os.Stat(bundle); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("bundle file: %v %v", fi, err)
+	}
+	cc, err := client.LoadConfig(bundle)
+	if err != nil {
+		t.Fatalf("the bundle is not a client config: %v", err)
+	}
+	if cc.Server != "vpn.example.com:8443" || cc.ServerName != "vpn.example.com" {
+		t.Errorf("bundle server %q name %q", cc.Server, cc.ServerName)
+	}
+
+	conf := filepath.Join(dir, "server.toml")
+	writeFile(t, conf, `listen = "127.0.0.1:8443"
+[tls]
+cert = "pki/servers/vpn.example.com.crt"
+key = "pki/servers/vpn.example.com.key"
+client_ca = "pki/ca.crt"
+crl = "pki/crl.pem"
+[tunnel]
+ipv4_pool = "10.8.0.0/24"
+[[policy]]
+name = "engineering"
+match = { ou = ["eng"] }
+allow = ["192.168.77.0/24 tcp/22"]
+[[policy]]
+name = "everyone-dns"
+match = { cn = ["*"] }
+allow = ["192.168.77.53 udp/53"]
+`)
+	out, _ = sp(t, 0, "server", "check", "-c", conf)
+	if !strings.Contains(out, conf+": ok (2 policies: engineering, everyone-dns; ") || !strings.Contains(out, "CRL number") {
+		t.Errorf("server check:\n%s", out)
+	}
+
+	alice, carol := filepath.Join(d, "devices", "alice.crt"), filepath.Join(d, "devices", "carol.crt")
+	for _, tt := range []struct {
+		code int
+		args []string
+		want string
+	}{
+		{0, []string{"--cert", alice, "192.168.77.5:22/tcp"}, "engineering"},
+		{1, []string{"--cert", carol, "192.168.77.5:22/tcp"}, "carol"},
+		{0, []string{"--device", "bob", "--ou", "eng", "192.168.77.9:22/tcp"}, "bob"},
+		{1, []string{"--device", "bob", "--ou", "eng", "192.168.77.9:80/tcp"}, "bob"},
+		{0, []string{"--device", "carol", "192.168.77.53:53/udp"}, "everyone-dns"},
+		{2, []string{"192.168.77.5"}, "--cert FILE or --device NAME"},
+		{2, []string{"--cert", alice, "--device", "x", "192.168.77.5"}, "--cert FILE or --device NAME"},
+		{2, []string{"--cert", alice, "--ou", "eng", "192.168.77.5"}, "not with --cert"},
+		{2, []string{"--device", "x", "nowhere:22/tcp"}, "policy explain"},
+		{1, []string{"--cert", filepath.Join(dir, "none.crt"), "192.168.77.5"}, "none.crt"},
+	} {
+		out, errs := sp(t, tt.code, append([]string{"policy", "explain", "-c", conf}, tt.args...)...)
+		if !strings.Contains(out+errs, tt.want) {
+			t.Errorf("policy explain %q: no %q in\n%s%s", tt.args, tt.want, out, errs)
+		}
+	}
+	if _, errs := sp(t, 1, "policy", "explain", "-c", filepath.Join(dir, "none.toml"), "--device", "x", "10.0.0.1"); !strings.Contains(errs, "none.toml") {
+		t.Errorf("explain with a missing config: %s", errs)
+	}
+
+	cases := filepath.Join(dir, "cases.toml")
+	writeFile(t, cases, `[[case]]
+name = "alice reaches ssh"
+cert = "pki/devices/alice.crt"
+dst = "192.168.77.5:22/tcp"
+want = "allow"
+policies = ["engineering", "everyone-dns"]
+[[case]]
+name = "carol does not"
+device = "carol"
+ou = ["sales"]
+dst = "192.168.77.5:22/tcp"
+want = "deny"
+`)
+	out, _ = sp(t, 0, "policy", "test", "-c", conf, cases)
+	if !strings.Contains(out, "alice reaches ssh") || !strings.Contains(out, "carol does not") {
+		t.Errorf("policy test:\n%s", out)
+	}
+	wrong := filepath.Join(dir, "wrong.toml")
+	writeFile(t, wrong, "[[case]]\nname = \"carol reaches ssh\"\ndevice = \"carol\"\ndst = \"192.168.77.5:22/tcp\"\nwant = \"allow\"\n")
+	if out, _ = sp(t, 1, "policy", "test", "-c", conf, wrong); !strings.Contains(out, "carol reaches ssh") {
+		t.Errorf("failing policy test:\n%s", out)
+	}
+	sp(t, 1, "policy", "test", "-c", conf, filepath.Join(dir, "no-cases.toml"))
+	sp(t, 2, "policy", "test", "-c", conf)
+
+	// Revoke alice: the CRL the gateway loads lists her; the config still checks.
+	sp(t, 0, "pki", "revoke", "--dir", d, "--device", "alice", "--reason", "keyCompromise")
+	out, _ = sp(t, 0, "pki", "list", "--dir", d)
+	if !strings.Contains(out, "revoked") {
+		t.Errorf("pki list after revoke:\n%s", out)
+	}
+	sp(t, 0, "pki", "crl", "--dir", d)
+	sp(t, 0, "server", "check", "-c", conf)
+	if _, errs := sp(t, 1, "pki", "bundle", "--dir", d, "--device", "alice", "--server", "vpn.example.com"); !strings.Contains(errs, "no valid certificate") {
+		t.Errorf("bundle of a revoked device: %s", errs)
+	}
+
+	// A gateway key others can read fails the check, naming the fix.
+	os.Chmod(filepath.Join(d, "servers", "vpn.example.com.key"), 0o644)
+	if _, errs := sp(t, 1, "server", "check", "-c", conf); !strings.Contains(errs, "chmod") {
+		t.Errorf("server check with a world-readable key: %s", errs)
+	}
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
