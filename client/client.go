@@ -37,7 +37,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,11 @@ const streamBufSize = 256 << 10
 // Client is one laptop connection manager. Create it with New, run it with
 // Run.
 type Client struct {
+	// OnState, if set before Run, is told each time a session starts
+	// (connected) or ends, with a one-line state for the service
+	// manager's status line (sd_notify STATUS=).
+	OnState func(connected bool, line string)
+
 	cfg *Config
 	log *slog.Logger
 	mat *material
@@ -110,7 +117,10 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 
 // Run brings the tunnel up and keeps it up until ctx is cancelled or `down`
 // is requested, then removes the TUN device, routes, addresses and DNS
-// settings it made. ready is called once the first session is up.
+// settings it made. ready is called once the TUN device and the kill switch
+// are in place, before the first session: a laptop that boots without the
+// gateway is up (and blocking, if the kill switch is on) and keeps trying.
+// OnState reports each session's start and end.
 func (c *Client) Run(ctx context.Context, ready func()) error {
 	ctx, c.stop = context.WithCancel(ctx)
 	defer c.stop()
@@ -130,7 +140,16 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	}
 	c.dev = dev
 	c.mu.Lock() // Status reads c.net
-	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: c.cfg.Tunnel.Table,
+	table := c.cfg.Tunnel.Table
+	if c.cfg.Tunnel.tableAuto {
+		table = TableFor(dev.Name()) // two profiles (sp0, sp1) never share a table
+	}
+	if c.cfg.Tunnel.Device == AutoDevice {
+		// Which spN this profile got, for `down` after a crash.
+		_ = os.WriteFile(deviceFile(c.cfg), []byte(dev.Name()+"\n"), 0o600)
+		defer os.Remove(deviceFile(c.cfg))
+	}
+	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: table,
 		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: c.cfg.Servers}
 	c.mu.Unlock()
 	defer func() {
@@ -142,18 +161,21 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	if err := c.net.start(); err != nil {
 		return err
 	}
+	if ready != nil {
+		ready()
+	}
+	c.state(false, "not connected: connecting to "+strings.Join(c.cfg.Servers, ", "))
 	c.wg.Add(1)
 	go c.routineReadTUN()
 
 	backoff := c.cfg.Reconnect.MinDelay
-	first := true
 	for ctx.Err() == nil {
 		err := c.session(ctx, func() {
 			backoff = c.cfg.Reconnect.MinDelay
-			if first && ready != nil {
-				ready()
-			}
-			first = false
+			c.mu.Lock()
+			line := "connected to " + c.server + ", address " + c.pushed.Address.String()
+			c.mu.Unlock()
+			c.state(true, line)
 		})
 		if ctx.Err() != nil {
 			break
@@ -173,6 +195,11 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		}
 		c.refused, c.message, c.retryAt = r.Code, r.Message, time.Now().Add(wait)
 		c.mu.Unlock()
+		why := r.Message
+		if why == "" && err != nil {
+			why = err.Error()
+		}
+		c.state(false, "not connected: "+why+"; next try at "+time.Now().Add(wait).Format("15:04:05"))
 		retry := wait.Round(time.Millisecond).String()
 		switch {
 		case r.Permanent:
@@ -193,6 +220,13 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
+// state tells OnState, if set, whether a session is up, in one line.
+func (c *Client) state(connected bool, line string) {
+	if c.OnState != nil {
+		c.OnState(connected, line)
+	}
+}
+
 // Down asks a running Run to stop.
 func (c *Client) Down() {
 	if c.stop != nil {
@@ -206,7 +240,7 @@ func (c *Client) Down() {
 // those out of the laptop outside the tunnel.
 func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 	var errs []error
-	mark := tunnel.MarkControl(uint32(c.cfg.Tunnel.Table))
+	mark := tunnel.MarkControl(uint32(c.net.table))
 	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 		d := net.Dialer{Timeout: 5 * time.Second, Control: mark}
 		return d.DialContext(ctx, network, address)

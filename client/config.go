@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,7 +60,14 @@ type TunnelConfig struct {
 	KillSwitch *bool `toml:"kill_switch"`
 	// AllowLAN lets the kill switch pass traffic to the local networks.
 	AllowLAN bool `toml:"allow_lan"`
+	// tableAuto: table was not set, so it follows the device's number
+	// (spN uses DefaultTable+N) and two profiles never share one.
+	tableAuto bool
 }
+
+// AutoDevice is the device name when none is configured: the kernel gives
+// the first free spN, so several profiles can be up at once.
+const AutoDevice = "sp%d"
 
 // AdminConfig is the local control socket used by `status` and `down`.
 type AdminConfig struct {
@@ -87,6 +96,23 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &c, nil
+}
+
+// Profile names a client config after its file: /etc/sallyport/acme.toml
+// is "acme".
+func Profile(path string) string {
+	return strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+}
+
+// TableFor is the routing table of a client on device dev when none is
+// configured: DefaultTable+N for spN, DefaultTable for any other name.
+func TableFor(dev string) int {
+	if n, ok := strings.CutPrefix(dev, "sp"); ok {
+		if i, err := strconv.Atoi(n); err == nil && i >= 0 && i < 1<<16 {
+			return DefaultTable + i
+		}
+	}
+	return DefaultTable
 }
 
 // DefaultSocket is the admin socket of the client using TUN device dev.
@@ -125,7 +151,10 @@ func (c *Config) normalize() error {
 		c.TLS.PinSHA256 = n
 	}
 	if c.Tunnel.Device == "" {
-		c.Tunnel.Device = "sp0"
+		c.Tunnel.Device = AutoDevice
+	}
+	if strings.Contains(c.Tunnel.Device, "%") && c.Tunnel.Device != AutoDevice {
+		return fmt.Errorf("key \"tunnel.device\": %q: leave it out for the first free spN, or give a name without %%", c.Tunnel.Device)
 	}
 	if len(c.Tunnel.Device) > 15 {
 		return fmt.Errorf("key \"tunnel.device\": interface name %q longer than 15 bytes", c.Tunnel.Device)
@@ -134,7 +163,7 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
 	}
 	if c.Tunnel.Table == 0 {
-		c.Tunnel.Table = DefaultTable
+		c.Tunnel.Table, c.Tunnel.tableAuto = DefaultTable, true
 	}
 	if t := c.Tunnel.Table; t < 1 || t > 0x7fffffff || t == 253 || t == 254 || t == 255 {
 		return fmt.Errorf("key \"tunnel.table\": %d is not a free routing table (1..2147483647, not 253-255: default, main, local)", t)
@@ -147,6 +176,11 @@ func (c *Config) normalize() error {
 	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultSocket(c.Tunnel.Device)
+		if c.Tunnel.Device == AutoDevice {
+			// Named after the profile (the config file), which status and
+			// down find with -c, before the device has a name.
+			c.Admin.Socket = DefaultSocket(Profile(c.Path))
+		}
 	}
 	if c.Reconnect.MinDelay == 0 {
 		c.Reconnect.MinDelay = 500 * time.Millisecond

@@ -288,7 +288,9 @@ type testEnv struct {
 	sys      *recorder
 	c        *Client
 	logs     *syncBuffer
-	ready    chan struct{}
+	ready    chan struct{} // closed when the first session is up
+	stMu     sync.Mutex
+	states   []string // OnState lines, "+line" connected, "-line" not
 	cancel   context.CancelFunc
 	done     chan error
 	stopOnce sync.Once
@@ -344,6 +346,7 @@ type envOpt struct {
 	gwConf  func(t *testing.T, ca *testCA) *tls.Config // default gatewayTLS(ca, ca)
 	edit    func(*Config)
 	keepLog bool
+	onReady func() // Run's ready: the device is in place
 }
 
 // startClient starts a client against a fresh fake gateway.
@@ -379,7 +382,17 @@ func startClient(t *testing.T, o envOpt) *testEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	var once sync.Once
-	go func() { e.done <- c.Run(ctx, func() { once.Do(func() { close(e.ready) }) }) }()
+	// ready means a session is up; Run's own ready (the device is in
+	// place) comes earlier and is checked by TestReadyBeforeSession.
+	c.OnState = func(connected bool, line string) {
+		e.stMu.Lock()
+		e.states = append(e.states, map[bool]string{true: "+", false: "-"}[connected]+line)
+		e.stMu.Unlock()
+		if connected {
+			once.Do(func() { close(e.ready) })
+		}
+	}
+	go func() { e.done <- c.Run(ctx, o.onReady) }()
 	t.Cleanup(func() {
 		e.stop()
 		if t.Failed() {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -268,8 +270,21 @@ func removeRouting(sys system, table int, log *slog.Logger) int {
 // down` runs it when no client answers.
 func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 	sys := osSystem{}
-	n := removeRouting(sys, cfg.Tunnel.Table, log)
-	table := killTableName(cfg.Tunnel.Device)
+	dev, rt := cfg.Tunnel.Device, cfg.Tunnel.Table
+	if dev == AutoDevice {
+		// The device the kernel gave this profile, recorded by Run.
+		b, err := os.ReadFile(deviceFile(cfg))
+		if err != nil {
+			return 0, nil // never ran, or exited cleanly
+		}
+		dev = strings.TrimSpace(string(b))
+		if cfg.Tunnel.tableAuto {
+			rt = TableFor(dev)
+		}
+		defer os.Remove(deviceFile(cfg))
+	}
+	n := removeRouting(sys, rt, log)
+	table := killTableName(dev)
 	exists, err := sys.KillSwitchExists(table)
 	if err != nil {
 		return n, err
@@ -282,6 +297,9 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 	}
 	return n, nil
 }
+
+// deviceFile records which spN a profile without a configured device got.
+func deviceFile(cfg *Config) string { return cfg.Admin.Socket + ".dev" }
 
 // DNSMode says how the pushed DNS is applied ("" when none is).
 func (n *netState) DNSMode() string {

@@ -75,7 +75,9 @@ func (p *PKI) Bundle(device, server, serverName string) ([]byte, error) {
 	fmt.Fprintf(&b, "ca_pem = \"\"\"\n%s\"\"\"\n", pemText(ca))
 	fmt.Fprintf(&b, "cert_pem = \"\"\"\n%s\"\"\"\n", pemText(cert))
 	fmt.Fprintf(&b, "key_pem = \"\"\"\n%s\"\"\"\n\n", pemText(key))
-	b.WriteString("[tunnel]\ndevice = \"sp0\"\ndriver = \"wireguard\"\n")
+	// No device: the client takes the first free spN, so profiles from
+	// several gateways can be up on one laptop at once.
+	b.WriteString("[tunnel]\n# device: left out, so the client takes the first free spN.\ndriver = \"wireguard\"\n")
 	return []byte(b.String()), nil
 }
 

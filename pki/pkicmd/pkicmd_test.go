@@ -658,7 +658,7 @@ func TestBundle(t *testing.T) {
 	if len(md.Undecoded()) != 0 {
 		t.Errorf("unexpected keys %v", md.Undecoded())
 	}
-	if cfg.Server != "vpn.example.com:8443" || cfg.ServerName != "vpn.example.com" || cfg.Tunnel.Device != "sp0" || cfg.Tunnel.Driver != "wireguard" {
+	if cfg.Server != "vpn.example.com:8443" || cfg.ServerName != "vpn.example.com" || cfg.Tunnel.Device != "" || cfg.Tunnel.Driver != "wireguard" {
 		t.Errorf("cfg %+v", cfg)
 	}
 	if !strings.Contains(out, "ca_pem = \"\"\"\n-----BEGIN CERTIFICATE-----") {

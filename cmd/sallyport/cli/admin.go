@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -58,7 +59,15 @@ func (f *adminFlags) path() (string, error) {
 	case f.isServer:
 		return server.DefaultAdminSocket, nil
 	}
-	return client.DefaultSocket("sp0"), nil
+	// No flag: the one client running, whatever its device or profile.
+	socks, _ := filepath.Glob(filepath.Join(filepath.Dir(client.DefaultSocket("sp0")), "client-*.sock"))
+	switch len(socks) {
+	case 0:
+		return client.DefaultSocket("sp0"), nil
+	case 1:
+		return socks[0], nil
+	}
+	return "", cmdutil.Usagef("several tunnels are up (%s): say which with -c PROFILE.toml or --socket", strings.Join(socks, ", "))
 }
 
 // call sends cmd (for device, if any) to the admin socket and decodes the

@@ -106,6 +106,9 @@ The config is a file made by "sallyport pki bundle".`,
 			if err != nil {
 				return withHint(err)
 			}
+			// READY comes when the device is in place; the status line
+			// (systemctl status) says whether a session is up.
+			c.OnState = func(_ bool, line string) { _, _ = daemon.SdNotify(false, "STATUS="+line) }
 			return withHint(runDaemon(nil, c.Run))
 		},
 	}
