@@ -48,7 +48,7 @@ func TestConfigErrors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("sp0") || c.Reconnect.RefusedDelay != 5*time.Minute ||
+				if c.ServerName != "gw.test" || c.Admin.Socket != DefaultSocket("client") || c.Tunnel.Device != AutoDevice || c.Reconnect.RefusedDelay != 5*time.Minute ||
 					c.Tunnel.Table != DefaultTable || c.Tunnel.KillSwitch != nil || c.Tunnel.AllowLAN {
 					t.Fatalf("defaults: %+v", c)
 				}
