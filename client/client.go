@@ -8,17 +8,15 @@ package client
 // The laptop data plane.
 //
 //   laptop -> gateway: routineReadTUN (one, lives as long as the client)
-//     With a TUN that has offloads (wireguard driver on Linux) it reads one
-//     unsplit packet at a time, TCP super-packets of up to 64 KiB included,
-//     into a two-lane queue and never waits for the network; routineSend
-//     sends small packets first, then bulk, one TLS flush per round, whole
-//     (FrameDataGSO) when the gateway negotiated CapGSO and cut into
-//     segments otherwise (sendq.go). Without offloads, Device.Read fills a
-//     batch and the whole batch goes to Writer.WriteBatch: one frame per
-//     packet into a 256 KiB buffered writer, one flush per batch. With no
-//     session packets are dropped, so nothing queues up while reconnecting
-//     and nothing leaks outside the tunnel: the TUN and its routes stay in
-//     place until the client exits.
+//     and routineSend (sendq.go), one loop for every TUN driver: one packet
+//     per read through tunnel.PacketSource (a super-packet whole with
+//     offloads), into a two-lane queue, never waiting for the network;
+//     routineSend sends small packets first, then bulk, one TLS flush per
+//     round, whole (FrameDataGSO) when the gateway negotiated CapGSO and cut
+//     into segments otherwise (tunnel.Round). With no session packets are
+//     dropped, so nothing queues up while reconnecting and nothing leaks
+//     outside the tunnel: the TUN and its routes stay in place until the
+//     client exits.
 //
 //   gateway -> laptop: routineReadStream (one per session)
 //     Reader.ReadPackets decodes frames in place and copies each packet into
@@ -508,55 +506,6 @@ func (c *Client) readStream(cn *conn) error {
 			}
 			return err
 		}
-	}
-}
-
-// routineReadTUN relays TUN -> gateway for the client's whole life.
-func (c *Client) routineReadTUN() {
-	defer c.wg.Done()
-	if vdev, ok := tunnel.AsVnet(c.dev); ok {
-		c.readTUNRaw(vdev) // sendq.go
-		return
-	}
-	b := tunnel.NewBatch(c.dev.BatchSize(), tunnel.Headroom+tunnel.MaxPayload)
-	retry := tunnel.ReadRetry{Log: c.log}
-	for {
-		n, err := c.dev.Read(b.Bufs, b.Sizes, tunnel.Headroom)
-		if err != nil {
-			if retry.Failed(err, c.net.closing.Load()) {
-				continue
-			}
-			return
-		}
-		retry.OK()
-		cn := c.cur.Load()
-		if cn == nil {
-			c.droppedOffline.Add(uint64(n))
-			continue
-		}
-		// Without an IPv6 tunnel address the kernel's IPv6 chatter (router
-		// solicitations, MLD) has nowhere to go: drop it here.
-		keep := 0
-		var bytes uint64
-		for i := 0; i < n; i++ {
-			pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
-			if len(pkt) == 0 || (pkt[0]>>4 == 6 && !cn.v6) {
-				continue
-			}
-			b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-			b.Sizes[keep] = b.Sizes[i]
-			bytes += uint64(len(pkt))
-			keep++
-		}
-		if keep == 0 {
-			continue
-		}
-		if err := cn.w.WriteBatch(b.Bufs, b.Sizes, keep, tunnel.Headroom); err != nil {
-			cn.drop(err) // the reader notices and the session reconnects
-			continue
-		}
-		c.bytesOut.Add(bytes)
-		c.packetsOut.Add(uint64(keep))
 	}
 }
 

@@ -1,14 +1,23 @@
 package client
 
-// The laptop's send path in raw mode (TUN with offloads).
+// The laptop -> gateway path: one loop for every TUN driver.
 //
-// routineReadTUN hands each packet it reads, unsplit, to a tunnel.Lanes
-// queue and never waits for the network, so the kernel's TUN queue stays
+// routineReadTUN reads the TUN through a tunnel.PacketSource, one packet per
+// read whatever the driver: with offloads (wireguard on Linux) a TCP
+// super-packet of up to 64 KiB whole behind its virtio-net header, without
+// (water, or offloads off) a plain packet behind an all-zero header. With
+// no session the packet is dropped (nothing queues up while reconnecting,
+// and nothing leaks outside the tunnel: the TUN and its routes stay until
+// the client exits); without an IPv6 tunnel address the kernel's IPv6
+// chatter is dropped. Everything else goes to a tunnel.Lanes queue, and
+// the reader never waits for the network, so the kernel's TUN queue stays
 // empty. The queue has two lanes: packets up to sparseMax bytes (pings,
-// ACKs, DNS, keystrokes) and bulk. routineSend drains the sparse lane first,
-// then up to sendRound bytes of bulk, with one TLS flush per round. So during a
-// large upload a ping waits for at most one round instead of for the
-// megabytes of upload the kernel would otherwise queue ahead of it (TCP
+// ACKs, DNS, keystrokes) and bulk. routineSend drains the sparse lane
+// first, then up to sendRound bytes of bulk, and writes the round with one
+// TLS flush (tunnel.Round: whole, FrameDataGSO for super-packets, when the
+// gateway negotiated CapGSO, else super-packets cut into segments). So
+// during a large upload a ping waits for at most one round instead of for
+// the megabytes of upload the kernel would otherwise queue ahead of it (TCP
 // small queues allow 1 to 4 MiB per flow), and the bulk lane is bounded
 // (bulkQueueBytes): past it the newest bulk packet is dropped (counted as
 // congestion), which is the signal the uploading TCP flow needs.
@@ -19,10 +28,10 @@ import (
 
 const (
 	sparseMax      = 1024    // packets up to this size take the sparse lane
+	smallPacket    = 2048    // packets up to this size (MTU-sized ones included) are copied into a small buffer
 	bulkQueueBytes = 1 << 20 // bulk bytes queued before new bulk is dropped
 	queuePackets   = 512
 	sendRound      = 256 << 10
-	sendRoundPkts  = 64
 )
 
 type sendQueue = tunnel.Lanes[*tunnel.VnetPacket]
@@ -38,18 +47,21 @@ func drainQueue(q *sendQueue) {
 	}
 }
 
-// segBatches holds the batches sendRound cuts super-packets into for a
-// gateway without CapGSO (128 x 64 KiB): taken for a round that needs one,
-// not held for the client's life.
-var segBatches = &tunnel.BatchPool{Count: 128, Size: tunnel.Headroom + tunnel.MaxPacket}
+// segBatches holds the batches a round cuts super-packets into for a
+// gateway without CapGSO (MaxSegs x 64 KiB: the pushed MTU may be anything):
+// taken for a round that needs one, not held for the client's life.
+var segBatches = &tunnel.BatchPool{Count: tunnel.MaxSegs, Size: tunnel.Headroom + tunnel.MaxPacket}
 
-// sendPackets holds the packets read from the TUN; small ones are copied
-// to sparseMax-byte buffers.
-var sendPackets = tunnel.NewVnetPool(sparseMax)
+// sendPackets holds the packets read from the TUN; packets up to
+// smallPacket bytes are copied to buffers of that size, so the queue never
+// pins 64 KiB per packet.
+var sendPackets = tunnel.NewVnetPool(smallPacket)
 
-// readTUNRaw is routineReadTUN for a device with offloads: one unsplit
+// routineReadTUN relays TUN -> gateway for the client's whole life: one
 // packet per read, queued for routineSend.
-func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
+func (c *Client) routineReadTUN() {
+	defer c.wg.Done()
+	src := tunnel.NewPacketSource(c.dev)
 	q := newSendQueue()
 	done := make(chan struct{})
 	c.wg.Add(1)
@@ -59,7 +71,7 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 	cur := sendPackets.Get()
 	defer func() { sendPackets.Put(cur) }()
 	for {
-		n, err := dev.ReadVnet(cur.Buf, tunnel.Headroom)
+		n, err := src.ReadPacket(cur.Buf, tunnel.Headroom)
 		if err != nil {
 			if retry.Failed(err, c.net.closing.Load()) {
 				continue
@@ -67,6 +79,9 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 			return
 		}
 		retry.OK()
+		if n == 0 {
+			continue
+		}
 		cn := c.cur.Load()
 		if cn == nil {
 			c.droppedOffline.Add(1)
@@ -91,15 +106,14 @@ func (c *Client) readTUNRaw(dev tunnel.VnetDevice) {
 	}
 }
 
-// routineSend writes what readTUNRaw queued to the live session, one flush
-// per round; with no session the packets are dropped.
+// routineSend writes what routineReadTUN queued to the live session, one
+// flush per round; with no session the packets are dropped.
 func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 	defer c.wg.Done()
 	defer drainQueue(q)
-	items := make([]*tunnel.VnetPacket, 0, sendRoundPkts)
-	view := &tunnel.Batch{Bufs: make([][]byte, sendRoundPkts), Sizes: make([]int, sendRoundPkts), GSO: make([]bool, sendRoundPkts)}
+	rd := tunnel.NewRound() // a few KiB of slices, no packet buffers
 	for {
-		items = q.Take(items[:0], sendRoundPkts, sendRound)
+		items := q.Take(rd.Items[:0], tunnel.MaxRound, sendRound)
 		if len(items) == 0 {
 			select {
 			case <-done:
@@ -110,47 +124,21 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 		}
 		if cn := c.cur.Load(); cn == nil {
 			c.droppedOffline.Add(uint64(len(items)))
-		} else if err := c.sendRound(cn, items, view); err != nil {
-			cn.drop(err) // the stream reader notices and the session reconnects
+		} else {
+			res, err := rd.Write(cn.w, items, cn.gso, segBatches, nil)
+			if res.Malformed > 0 {
+				c.log.Debug("dropped packets the TUN handed over with a header that cannot be segmented", "packets", res.Malformed)
+			}
+			if err != nil {
+				cn.drop(err) // the stream reader notices and the session reconnects
+			} else {
+				c.bytesOut.Add(res.Bytes)
+				c.packetsOut.Add(uint64(res.Packets))
+			}
 		}
 		for i, p := range items {
 			sendPackets.Put(p)
 			items[i] = nil
 		}
-		clear(view.Bufs)
 	}
-}
-
-// sendRound writes items to cn: whole with their headers when the gateway
-// negotiated CapGSO, else cut into plain segments here.
-func (c *Client) sendRound(cn *conn, items []*tunnel.VnetPacket, view *tunnel.Batch) error {
-	var bytes uint64
-	for _, p := range items {
-		bytes += uint64(p.Size)
-	}
-	if cn.gso {
-		for i, p := range items {
-			view.Bufs[i], view.Sizes[i], view.GSO[i] = p.Buf, p.Size, p.GSO
-		}
-		if err := cn.w.WritePackets(view.Bufs, view.Sizes, view.GSO, len(items), tunnel.Headroom); err != nil {
-			return err
-		}
-	} else {
-		seg := segBatches.Get()
-		defer segBatches.Put(seg)
-		for _, p := range items {
-			h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
-			k, err := tunnel.Segment(h, p.Buf[tunnel.Headroom:tunnel.Headroom+p.Size], seg.Bufs, seg.Sizes, tunnel.Headroom)
-			if err != nil {
-				c.log.Debug("segment packet failed", "err", err)
-				continue
-			}
-			if err := cn.w.WriteBatch(seg.Bufs, seg.Sizes, k, tunnel.Headroom); err != nil {
-				return err
-			}
-		}
-	}
-	c.bytesOut.Add(bytes)
-	c.packetsOut.Add(uint64(len(items)))
-	return nil
 }

@@ -15,7 +15,7 @@ func TestSendQueueBounds(t *testing.T) {
 	b1, ping := pk(60000), pk(84)
 	q.Push(b1, b1.Size)
 	q.Push(ping, ping.Size)
-	if got := q.Take(nil, sendRoundPkts, sendRound); len(got) != 2 || got[0] != ping || got[1] != b1 {
+	if got := q.Take(nil, tunnel.MaxRound, sendRound); len(got) != 2 || got[0] != ping || got[1] != b1 {
 		t.Fatalf("round order wrong: %v", got)
 	}
 	n := 0
@@ -28,7 +28,7 @@ func TestSendQueueBounds(t *testing.T) {
 	if !q.Push(pk(100), 100) {
 		t.Fatal("sparse packet refused while bulk is full")
 	}
-	round := q.Take(nil, sendRoundPkts, sendRound)
+	round := q.Take(nil, tunnel.MaxRound, sendRound)
 	bulk := 0
 	for _, p := range round[1:] {
 		bulk += p.Size

@@ -59,7 +59,7 @@ type dataPools struct {
 func (s *Server) dataPools() *dataPools {
 	s.pools.once.Do(func() {
 		s.pools.stream = tunnel.BatchPool{Count: s.dev.BatchSize(), Size: tunnel.Headroom + tunnel.MaxPayload}
-		s.pools.seg = tunnel.BatchPool{Count: 2 * maxSegs, Size: tunnel.Headroom + s.cfg.Load().Tunnel.MTU}
+		s.pools.seg = tunnel.BatchPool{Count: 2 * tunnel.MaxSegs, Size: tunnel.Headroom + s.cfg.Load().Tunnel.MTU}
 	})
 	return &s.pools
 }

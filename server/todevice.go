@@ -17,16 +17,16 @@ package server
 //     copied into a small buffer so the queue never pins 64 KiB per ACK.
 //
 //   routineWriteStream (one per session)
-//     Takes up to maxRound packets off the lanes, lets through only what
+//     Takes up to tunnel.MaxRound packets off the lanes, lets through only what
 //     admit allows (dataplane.go: replies to flows the device opened, ICMP
 //     errors about those flows, flows another device opened to it; else
 //     dropped:no_flow) and writes them with one flush: super-packets whole
 //     (FrameDataGSO) to a device that negotiated CapGSO, cut into MTU-sized
-//     segments with complete checksums (tunnel.Segment) for one that did
-//     not. Segmenting there, in the per-session goroutine, keeps the shared
-//     reader fast and runs on whichever core is free. Its scratch state
-//     (round) and the segment batch come from shared pools for one
-//     round, so an idle session holds neither. Every write runs under a
+//     segments with complete checksums for one that did not (tunnel.Round,
+//     shared with the laptop). Segmenting there, in the per-session
+//     goroutine, keeps the shared reader fast and runs on whichever core is
+//     free. Its scratch state (tunnel.Round) and the segment batch come from
+//     shared pools for one round, so an idle session holds neither. Every write runs under a
 //     deadline of the session timeout: a device that stops reading is
 //     closed as "stalled" (session.go).
 
@@ -98,24 +98,7 @@ func (s *Server) routineReadTUN(ctx interface{ Err() error }, src tunnel.PacketS
 	}
 }
 
-// A super-packet of 64 KiB cut at the smallest MSS (536) is 123
-// segments; maxSegs leaves room for one. maxRound is the most packets
-// taken off the queue per round.
-const maxRound, maxSegs = 64, 128
-
-// round is the scratch state of one routineWriteStream round, pooled
-// so that an idle session holds none of it.
-type round struct {
-	items []*tunnel.VnetPacket
-	view  tunnel.Batch // what one flush writes: queued packets and segments
-}
-
-var rounds = sync.Pool{New: func() any {
-	return &round{
-		items: make([]*tunnel.VnetPacket, 0, maxRound),
-		view:  tunnel.Batch{Bufs: make([][]byte, maxRound+maxSegs), Sizes: make([]int, maxRound+maxSegs), GSO: make([]bool, maxRound+maxSegs)},
-	}
-}}
+var rounds = sync.Pool{New: func() any { return tunnel.NewRound() }}
 
 // routineWriteStream sends what routineReadTUN queued for this device, one
 // flush per round.
@@ -130,7 +113,7 @@ func (ss *session) routineWriteStream() {
 				continue
 			}
 		}
-		rd := rounds.Get().(*round)
+		rd := rounds.Get().(*tunnel.Round)
 		err := ss.writeRound(rd, &info)
 		rounds.Put(rd)
 		if err != nil {
@@ -140,70 +123,24 @@ func (ss *session) routineWriteStream() {
 	}
 }
 
-// writeRound takes what is queued and writes it with one flush (more
-// when segments overflow the view).
-func (ss *session) writeRound(rd *round, info *packet.Info) error {
-	items := ss.queue.Take(rd.items[:0], maxRound, 0)
-	rd.items = items[:0]
-	view := &rd.view
-	var seg *tunnel.Batch // taken from the pool for the first super-packet to cut
+// writeRound takes what is queued, lets through what admit allows and
+// writes it with one flush (tunnel.Round: whole to a device with gso,
+// segmented for one without).
+func (ss *session) writeRound(rd *tunnel.Round, info *packet.Info) error {
+	items := ss.queue.Take(rd.Items[:0], tunnel.MaxRound, 0)
 	now := time.Now()
-	n, used, sent := 0, 0, 0
-	var bytes uint64
-	var err error
-	flush := func() {
-		if n > 0 && err == nil {
-			err = ss.w.WritePackets(view.Bufs, view.Sizes, view.GSO, n, tunnel.Headroom)
-		}
-		n, used = 0, 0
-	}
-	for _, p := range items {
-		pkt := p.Buf[tunnel.Headroom : tunnel.Headroom+p.Size]
-		if !ss.admit(pkt, info, now) {
-			continue
-		}
-		bytes += uint64(p.Size)
-		sent++
-		if !p.GSO || ss.gso {
-			if n == len(view.Bufs) {
-				flush()
-			}
-			view.Bufs[n], view.Sizes[n], view.GSO[n] = p.Buf, p.Size, p.GSO
-			n++
-			continue
-		}
-		// A device without CapGSO gets MTU-sized segments.
-		if seg == nil {
-			seg = ss.srv.dataPools().seg.Get()
-		}
-		h := tunnel.DecodeVnetHdr(p.Buf[tunnel.Headroom-tunnel.VnetHdrLen:])
-		if n > maxRound || used > maxSegs {
-			flush()
-		}
-		k, serr := tunnel.Segment(h, pkt, seg.Bufs[used:], seg.Sizes[used:], tunnel.Headroom)
-		if serr != nil {
-			ss.drops.malformed.Add(1)
-			continue
-		}
-		for j := 0; j < k; j++ {
-			view.Bufs[n], view.Sizes[n], view.GSO[n] = seg.Bufs[used+j], seg.Sizes[used+j], false
-			n++
-		}
-		used += k
-	}
-	flush()
+	res, err := rd.Write(ss.w, items, ss.gso, &ss.srv.dataPools().seg, func(pkt []byte) bool { return ss.admit(pkt, info, now) })
 	for i, p := range items {
 		tunPackets.Put(p)
 		items[i] = nil
 	}
-	clear(view.Bufs) // drop references to pooled buffers
-	if seg != nil {
-		ss.srv.dataPools().seg.Put(seg)
+	if res.Malformed > 0 {
+		ss.drops.malformed.Add(uint64(res.Malformed))
 	}
 	if err != nil {
 		return err
 	}
-	ss.bytesOut.Add(bytes)
-	ss.packetsOut.Add(uint64(sent))
+	ss.bytesOut.Add(res.Bytes)
+	ss.packetsOut.Add(uint64(res.Packets))
 	return nil
 }
