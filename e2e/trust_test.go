@@ -170,3 +170,36 @@ func laptopMessage(t *testing.T, l *Laptop) string {
 	_ = json.Unmarshal(out, &st)
 	return st.Message
 }
+
+// TestPoolExhaustedShown: a device that finds no free tunnel address is
+// told so, and its employee reads it in `sallyport status`.
+func TestPoolExhaustedShown(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, true)
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	sc := defaultServerConf(k, "wireguard", sock)
+	sc.Pool = strings.TrimSuffix(poolNet, "/24") + "/30" // the gateway and one device
+	gw := tp.startGateway(sc)
+	alice := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	alice.waitUp(15 * time.Second)
+	bob := tp.startLaptop(tp.Lap2, "bob", clientConf(k, "bob", "wireguard", sock))
+	var msg string
+	if !waitFor(10*time.Second, func() bool { msg = laptopMessage(t, bob); return msg != "" }) {
+		t.Fatalf("bob's status shows no refusal with the pool full:\n%s", tail(bob.Proc.Log(), 10))
+	}
+	if !strings.Contains(msg, "no free tunnel address") {
+		t.Errorf("bob's refusal message %q does not say the pool is full", msg)
+	}
+	found := false
+	for _, l := range refusals(gw.Proc.Err()) {
+		found = found || (hasKV(l, "reason", "pool-exhausted") && hasKV(l, "device", "bob"))
+	}
+	if !found {
+		t.Errorf("no refusal reason=pool-exhausted device=bob in the gateway log:\n%s", tail(gw.Proc.Err(), 10))
+	}
+	if _, ok := gw.Session("alice"); !ok {
+		t.Error("alice lost her session")
+	}
+}
