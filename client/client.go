@@ -80,6 +80,7 @@ type Client struct {
 	refused   string    // code of the last refusal or close reason (refusal.go)
 	message   string    // its sentence for the employee
 	retryAt   time.Time // when the next attempt starts
+	skip      string    // a gateway that drained us: dial it last next time (drain.go)
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
@@ -186,6 +187,13 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			d := c.cfg.Reconnect.RefusedDelay
 			wait = d - rand.N(d/10+1)
 		}
+		if r.Code == codeDrain {
+			// The gateway asked us to move: the next one, now (drain.go).
+			c.mu.Lock()
+			c.skip = c.server
+			c.mu.Unlock()
+			wait = 0
+		}
 		c.mu.Lock()
 		c.connected = false
 		if err != nil {
@@ -243,7 +251,7 @@ func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 		d := net.Dialer{Timeout: 5 * time.Second, Control: mark}
 		return d.DialContext(ctx, network, address)
 	}}
-	for _, addr := range c.cfg.Servers {
+	for _, addr := range c.dialOrder() {
 		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, Control: mark, Resolver: resolver}
 		raw, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {

@@ -58,6 +58,7 @@ var refusals = map[string]refusal{
 	"timeout":          {Message: "disconnected: the gateway heard nothing from this laptop for too long — retrying"},
 	"stalled":          {Message: "disconnected: this laptop stopped taking data from the gateway — retrying"},
 	"shutdown":         {Message: "disconnected: the gateway is shutting down — retrying"},
+	"drain":            {Message: "disconnected: the gateway is being drained for maintenance — moving to the next gateway"},
 	codeBadCert:        {Message: "refused: the gateway does not accept this device's certificate (not issued by an authority it trusts) — contact your admin", Permanent: true},
 	codeCertRequired:   {Message: "refused: the gateway got no device certificate from this laptop — contact your admin", Permanent: true},
 	codeAccessDenied:   {Message: "refused: the gateway denies this device access — contact your admin", Permanent: true},

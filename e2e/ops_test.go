@@ -350,3 +350,64 @@ func TestAuditLog(t *testing.T) {
 		t.Errorf("session closed line %v", closed)
 	}
 }
+
+// TestDrain: with two gateways in the laptop's servers, draining the first
+// moves the laptop to the second within a few seconds, traffic resumes,
+// and the drained gateway exits 0.
+func TestDrain(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	sc1 := defaultServerConf(k, "wireguard", sock, restrictive)
+	sc1.Extra = "drain_timeout = \"5s\"\n"
+	gw1 := tp.startGateway(sc1)
+	sc2 := defaultServerConf(k, "wireguard", sock, restrictive)
+	const listen2 = gwAddr + ":8444"
+	sc2.Listen, sc2.Device, sc2.Pool, sc2.Socket = listen2, "sp1", "10.214.0.0/24", filepath.Join(sock, "gw2.sock")
+	gw2 := tp.startGateway(sc2)
+
+	cc := clientConf(k, "alice", "wireguard", sock)
+	lap := tp.startLaptop(tp.Lap, "alice", cc)
+	conf, _ := os.ReadFile(lap.Conf)
+	// Two gateways: rewrite server = "..." as servers = [first, second].
+	_ = lap.Proc.Stop(5 * time.Second)
+	two := strings.Replace(string(conf), "server = "+strconv.Quote(listen), "servers = ["+strconv.Quote(listen)+", "+strconv.Quote(listen2)+"]", 1)
+	if two == string(conf) {
+		t.Fatalf("client config has no server line:\n%s", conf)
+	}
+	if err := os.WriteFile(lap.Conf, []byte(two), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lap.Proc = tp.start(tp.Lap, "client-alice2", nil, binPath, "up", "-c", lap.Conf)
+	st := lap.waitUp(15 * time.Second)
+	if st.Server != listen {
+		t.Fatalf("laptop on %s, want the first gateway %s", st.Server, listen)
+	}
+	if got := tp.ping(tp.Lap, lanHost, 2); got != 2 {
+		t.Fatalf("ping via the first gateway: %d/2", got)
+	}
+
+	start := time.Now()
+	if out, err := tp.sp(tp.GW, "server", "drain", "--socket", gw1.Socket); err != nil || !strings.Contains(out, "draining 1 sessions") {
+		t.Fatalf("server drain: %v\n%s", err, out)
+	}
+	if !waitFor(10*time.Second, func() bool { st, err := lap.Status(); return err == nil && st.Connected && st.Server == listen2 }) {
+		st, _ := lap.Status()
+		t.Fatalf("laptop did not move to the second gateway (status %+v):\n%s", st, tail(lap.Proc.Err(), 15))
+	}
+	t.Logf("laptop on the second gateway %v after the drain", time.Since(start).Round(time.Millisecond))
+	if !waitFor(10*time.Second, func() bool { return tp.ping(tp.Lap, lanHost, 1) == 1 }) {
+		t.Fatal("no traffic through the second gateway")
+	}
+	if !gw1.Proc.Wait(10 * time.Second) {
+		t.Fatalf("the drained gateway did not exit:\n%s", tail(gw1.Proc.Err(), 10))
+	}
+	if code := gw1.Proc.ExitCode(); code != 0 || !strings.Contains(gw1.Proc.Err(), "reason=drain") || !strings.Contains(gw1.Proc.Err(), `msg="gateway drained"`) {
+		t.Errorf("drained gateway exit %d, log:\n%s", code, tail(gw1.Proc.Err(), 15))
+	}
+	if _, ok := gw2.Session("alice"); !ok {
+		t.Error("no session on the second gateway")
+	}
+}

@@ -117,6 +117,10 @@ func (s *Server) handleAdmin(ctx context.Context, req adminsock.Request) (any, e
 			return nil, fmt.Errorf("kick: no session for device %q", req.Device)
 		}
 		return map[string]string{"kicked": req.Device}, nil
+	case "drain":
+		n := len(s.sessions())
+		s.drainReq.request()
+		return map[string]any{"draining": true, "sessions": n, "drain_timeout": s.cfg.Load().DrainTimeout.String()}, nil
 	case "reload":
 		s.Reload("admin")
 		return map[string]bool{"reloaded": true}, nil

@@ -18,14 +18,17 @@ import (
 // Config is the gateway configuration (server.toml). configs/server.toml
 // documents every key and marks which ones a reload applies.
 type Config struct {
-	Listen   string          `toml:"listen"`
-	TLS      TLSConfig       `toml:"tls"`
-	Tunnel   TunnelConfig    `toml:"tunnel"`
-	Admin    AdminConfig     `toml:"admin"`
-	Metrics  MetricsConfig   `toml:"metrics"`
-	Log      LogConfig       `toml:"log"`
-	Policies []policy.Policy `toml:"policy"`
-	Devices  []DeviceConfig  `toml:"device"`
+	Listen string `toml:"listen"`
+	// DrainTimeout is how long a drain (SIGTERM, `server drain`) waits for
+	// the sessions to end before the gateway exits anyway.
+	DrainTimeout time.Duration   `toml:"drain_timeout"`
+	TLS          TLSConfig       `toml:"tls"`
+	Tunnel       TunnelConfig    `toml:"tunnel"`
+	Admin        AdminConfig     `toml:"admin"`
+	Metrics      MetricsConfig   `toml:"metrics"`
+	Log          LogConfig       `toml:"log"`
+	Policies     []policy.Policy `toml:"policy"`
+	Devices      []DeviceConfig  `toml:"device"`
 
 	// Path is the file the config was loaded from ("" when built in code).
 	Path string `toml:"-"`
@@ -127,6 +130,7 @@ const (
 	DefaultKeepalive        = 10 * time.Second
 	DefaultTimeout          = 35 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultDrainTimeout     = 10 * time.Second
 	DefaultAdminSocket      = "/run/sallyport/server.sock"
 	DefaultStateDir         = "/var/lib/sallyport"
 	DefaultLeaseTTL         = 30 * 24 * time.Hour
@@ -246,6 +250,12 @@ func (c *Config) normalize() error {
 	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultAdminSocket
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.DrainTimeout < 0 {
+		return errors.New("key \"drain_timeout\" must be positive")
 	}
 	switch c.Log.Format {
 	case "", "text", "json":

@@ -57,6 +57,7 @@ type Server struct {
 	crlStale atomic.Bool
 	meters   meters  // Prometheus counters not kept elsewhere (metrics.go)
 	drops    dropLog // log_drops (audit.go)
+	drainReq drainer // `sallyport server drain` (drain.go)
 
 	leaseSaveFailing atomic.Bool // a failed lease save was logged (leases.go)
 }
@@ -157,14 +158,17 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		s.log.Info("metrics up", "listen", ms.Addr().String(), "per_device", cfg.Metrics.PerDevice)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The routines live until the drain is over, not until SIGTERM:
+	// sessions are ended by drain with reason "drain", not by their own
+	// timers with "shutdown".
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	s.wg.Add(4)
-	go s.routineSaveLeases(ctx)
+	go s.routineSaveLeases(life)
 	_, s.raw = tunnel.AsVnet(dev)
-	go s.routineReadTUN(ctx, tunnel.NewPacketSource(dev)) // todevice.go
-	go s.routineAccept(ctx)
-	go s.routineWatch(ctx)
+	go s.routineReadTUN(life, tunnel.NewPacketSource(dev)) // todevice.go
+	go s.routineAccept(life)
+	go s.routineWatch(life)
 	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
 		"address", fmt.Sprint(s.pool.Gateways()), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies),
 		"cpus", s.procs.Mode())
@@ -173,10 +177,15 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		ready()
 	}
 
-	<-ctx.Done()
-	s.draining.Store(true)
+	trigger := "signal"
+	select {
+	case <-ctx.Done():
+	case <-s.drainReq.c():
+		trigger = "admin"
+	}
+	s.drain(trigger)
 	s.log.Info("gateway shutting down")
-	ln.Close()
+	cancel()
 	s.closeAll("shutdown")
 	dev.Close() // unblocks the TUN reader
 	s.wg.Wait()

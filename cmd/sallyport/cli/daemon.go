@@ -79,7 +79,7 @@ the config, CA, CRL and policies and re-checks every live session.`,
 		},
 	}
 	f.add(cmd, "/etc/sallyport/server.toml", "gateway config file")
-	cmd.AddCommand(serverStatusCmd(), serverKickCmd(), serverReloadCmd(), serverPprofCmd(), serverCheckCmd())
+	cmd.AddCommand(serverStatusCmd(), serverKickCmd(), serverReloadCmd(), serverPprofCmd(), serverCheckCmd(), serverDrainCmd())
 	return cmd
 }
 

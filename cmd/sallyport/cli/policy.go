@@ -173,3 +173,30 @@ func policyNames(c *server.Config) []string {
 	}
 	return out
 }
+
+func serverDrainCmd() *cobra.Command {
+	f := adminFlags{isServer: true}
+	cmd := &cobra.Command{
+		Use:   "drain",
+		Short: "move every device to another gateway, then stop this one",
+		Long: `Drains the running gateway, as SIGTERM does: it stops accepting, closes every
+session with reason "drain" (laptops with several gateways in "servers"
+connect to the next one at once), waits up to drain_timeout for the sessions
+to end, then exits with status 0.`,
+		Example: "  sallyport server drain",
+		Args:    cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				Sessions int    `json:"sessions"`
+				Timeout  string `json:"drain_timeout"`
+			}
+			if _, err := f.call("drain", "", &out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "draining %d sessions; the gateway exits when they have left (at most %s)\n", out.Sessions, out.Timeout)
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
