@@ -575,6 +575,7 @@ type Session struct {
 	User       string   `json:"user"`
 	Groups     []string `json:"groups"`
 	Address    string   `json:"address"`
+	Address6   string   `json:"address6"`
 	Since      string   `json:"since"`
 	BytesIn    uint64   `json:"bytes_in"`
 	BytesOut   uint64   `json:"bytes_out"`
@@ -634,6 +635,7 @@ type ClientStatus struct {
 	DNSMode      string   `json:"dns_mode"`
 	Server       string   `json:"server"`
 	Address      string   `json:"address"`
+	Address6     string   `json:"address6"`
 	Routes       []string `json:"routes"`
 	Since        string   `json:"since"`
 	BytesIn      uint64   `json:"bytes_in"`

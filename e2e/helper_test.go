@@ -137,15 +137,21 @@ func atoi(s string, def int) int {
 	return def
 }
 
-// helperPing sends count ICMP echo requests to dst over a raw socket (no
-// ping binary needed) and prints "received=N".
+// helperPing sends count ICMP (or, to an IPv6 dst, ICMPv6) echo requests
+// to dst over a raw socket (no ping binary needed) and prints "received=N".
 func helperPing(dst string, count int, wait time.Duration) error {
-	c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+	ip := net.ParseIP(dst)
+	v6 := ip != nil && ip.To4() == nil
+	network, laddr, echo, echoReply := "ip4:icmp", "0.0.0.0", byte(8), byte(0)
+	if v6 {
+		// The kernel fills in the ICMPv6 checksum (RFC 3542).
+		network, laddr, echo, echoReply = "ip6:ipv6-icmp", "::", 128, 129
+	}
+	c, err := net.ListenPacket(network, laddr)
 	if err != nil {
 		return fmt.Errorf("icmp socket: %w", err)
 	}
 	defer c.Close()
-	ip := net.ParseIP(dst)
 	id := uint16(os.Getpid())
 	replies := make(chan uint16, 64)
 	done := make(chan struct{})
@@ -158,7 +164,7 @@ func helperPing(dst string, count int, wait time.Duration) error {
 				return
 			}
 			// Type 0 = echo reply; identifier and sequence follow the checksum.
-			if n >= 8 && buf[0] == 0 && binary.BigEndian.Uint16(buf[4:]) == id && from.String() == ip.String() {
+			if n >= 8 && buf[0] == echoReply && binary.BigEndian.Uint16(buf[4:]) == id && from.String() == ip.String() {
 				select {
 				case replies <- binary.BigEndian.Uint16(buf[6:]):
 				default:
@@ -179,11 +185,13 @@ func helperPing(dst string, count int, wait time.Duration) error {
 	}
 	for seq := 1; seq <= count; seq++ {
 		msg := make([]byte, 8+56)
-		msg[0] = 8
+		msg[0] = echo
 		binary.BigEndian.PutUint16(msg[4:], id)
 		binary.BigEndian.PutUint16(msg[6:], uint16(seq))
 		copy(msg[8:], "sallyport-e2e-ping")
-		binary.BigEndian.PutUint16(msg[2:], csum(msg))
+		if !v6 {
+			binary.BigEndian.PutUint16(msg[2:], csum(msg))
+		}
 		if _, err := c.WriteTo(msg, &net.IPAddr{IP: ip}); err != nil {
 			fmt.Printf("send_error=%s\n", strings.ReplaceAll(err.Error(), " ", "_"))
 		}
@@ -230,7 +238,7 @@ func helperTCPSink(addr string) error {
 // serveTCP listens on addr, prints "ready", and runs handle for each
 // connection in its own goroutine, closing the connection after.
 func serveTCP(addr string, handle func(net.Conn)) error {
-	ln, err := net.Listen("tcp4", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
@@ -250,7 +258,7 @@ func serveTCP(addr string, handle func(net.Conn)) error {
 // helperTCPSend connects to addr, sends n random bytes, half-closes, and
 // prints "sent=N sha256=X echo_bytes=.. echo_sha256=.." from the sink.
 func helperTCPSend(addr string, n int, dialTimeout time.Duration) error {
-	c, err := net.DialTimeout("tcp4", addr, dialTimeout)
+	c, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -303,7 +311,7 @@ func helperTCPSource(addr string, n int) error {
 // helperTCPFetch downloads everything addr sends and prints
 // "fetched=N sha256=X".
 func helperTCPFetch(addr string, dialTimeout time.Duration) error {
-	c, err := net.DialTimeout("tcp4", addr, dialTimeout)
+	c, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -360,6 +368,9 @@ func helperUDPForge(src, dst, payload string) error {
 	dap, err := netip.ParseAddrPort(dst)
 	if err != nil {
 		return fmt.Errorf("destination: %w", err)
+	}
+	if s.Is6() {
+		return helperUDPForge6(s, dap, payload)
 	}
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 	if err != nil {
@@ -496,5 +507,40 @@ func readAllFrames(c net.Conn, since time.Time) error {
 		}
 	}
 	fmt.Printf("frames=%s close_reason=%s ended_ms=%d\n", strings.Join(types, ","), reason, time.Since(since).Milliseconds())
+	return nil
+}
+
+// helperUDPForge6 is helperUDPForge for IPv6: an IPPROTO_RAW socket of
+// AF_INET6 takes the whole IPv6 header (IPV6_HDRINCL) from us.
+func helperUDPForge6(s netip.Addr, dap netip.AddrPort, payload string) error {
+	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer syscall.Close(fd)
+	pl := []byte(payload)
+	ulen := 8 + len(pl)
+	pkt := make([]byte, 40+ulen)
+	pkt[0] = 0x60
+	binary.BigEndian.PutUint16(pkt[4:], uint16(ulen))
+	pkt[6] = syscall.IPPROTO_UDP
+	pkt[7] = 64
+	sa, da := s.As16(), dap.Addr().As16()
+	copy(pkt[8:24], sa[:])
+	copy(pkt[24:40], da[:])
+	binary.BigEndian.PutUint16(pkt[40:], 40000)
+	binary.BigEndian.PutUint16(pkt[42:], dap.Port())
+	binary.BigEndian.PutUint16(pkt[44:], uint16(ulen))
+	copy(pkt[48:], pl)
+	ph := make([]byte, 0, 40+ulen)
+	ph = append(ph, sa[:]...)
+	ph = append(ph, da[:]...)
+	ph = append(ph, 0, 0, byte(ulen>>8), byte(ulen), 0, 0, 0, syscall.IPPROTO_UDP)
+	ph = append(ph, pkt[40:]...)
+	binary.BigEndian.PutUint16(pkt[46:], csum(ph))
+	if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet6{Addr: da}); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	fmt.Println("sent=1")
 	return nil
 }
