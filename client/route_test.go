@@ -395,3 +395,34 @@ func TestSessionDualStack(t *testing.T) {
 		})
 	}
 }
+
+// The gateway's word on the kill switch: a split tunnel pushed with
+// kill_switch = true gets it; a later push without it drops it again; a
+// full tunnel pushed with false has none.
+func TestNetStatePushedKillSwitch(t *testing.T) {
+	r := &recorder{}
+	n := &netState{sys: r, dev: "sp0", log: testLogger(&syncBuffer{}), table: DefaultTable}
+	on, off := true, false
+	pc := testConfig()
+	pc.KillSwitch = &on
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	if k := r.kernel(); len(k.kill) != 1 {
+		t.Fatalf("pushed kill_switch = true on a split tunnel: %+v", k.kill)
+	}
+	pc.KillSwitch = nil
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	if k := r.kernel(); len(k.kill) != 0 {
+		t.Fatalf("kill switch stayed after the push dropped it: %+v", k.kill)
+	}
+	pc.Routes, pc.KillSwitch = pfx("0.0.0.0/0"), &off
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	if k := r.kernel(); len(k.kill) != 0 {
+		t.Fatalf("pushed kill_switch = false on a full tunnel: %+v", k.kill)
+	}
+}

@@ -200,6 +200,7 @@ func (ss *session) config(caps []string) tunnel.Config {
 		Routes:        g.Routes,
 		DNS:           g.DNS,
 		SearchDomains: g.SearchDomains,
+		KillSwitch:    g.KillSwitch,
 		MTU:           cfg.Tunnel.MTU,
 		Keepalive:     cfg.Tunnel.Keepalive,
 		Timeout:       cfg.Tunnel.Timeout,

@@ -58,6 +58,10 @@ type Policy struct {
 	Routes []string `toml:"routes"`
 	// DNS entries: IP addresses are resolvers, anything else a search domain.
 	DNS []string `toml:"dns"`
+	// KillSwitch, when set, is pushed to the devices: true switches the
+	// laptop's kill switch on whatever its file says, false turns off the
+	// laptop's default (on for a full tunnel) unless its file says true.
+	KillSwitch *bool `toml:"kill_switch"`
 }
 
 // Grant is the union of the policies matching one identity. Grants are
@@ -68,7 +72,10 @@ type Grant struct {
 	Routes        []netip.Prefix // routes to push, masked, deduplicated
 	DNS           []netip.Addr   // resolvers to push, deduplicated
 	SearchDomains []string       // search domains, lowercase, deduplicated
-	filter        filter
+	// KillSwitch is true when a matching policy sets kill_switch = true,
+	// else false when one sets it false, else nil (left to the laptop).
+	KillSwitch *bool
+	filter     filter
 }
 
 // Allows reports whether a packet from the device to p.Dst with p's
@@ -88,7 +95,8 @@ func (g *Grant) Equal(o *Grant) bool {
 	}
 	return slices.Equal(g.Names, o.Names) && slices.Equal(g.Allow, o.Allow) &&
 		slices.Equal(g.Routes, o.Routes) && slices.Equal(g.DNS, o.DNS) &&
-		slices.Equal(g.SearchDomains, o.SearchDomains)
+		slices.Equal(g.SearchDomains, o.SearchDomains) && (g.KillSwitch == nil) == (o.KillSwitch == nil) &&
+		(g.KillSwitch == nil || *g.KillSwitch == *o.KillSwitch)
 }
 
 type compiled struct {
@@ -98,6 +106,7 @@ type compiled struct {
 	routes []netip.Prefix
 	dns    []netip.Addr
 	search []string
+	kill   *bool
 }
 
 // Set is a compiled list of policies. It is safe for concurrent use.
@@ -135,7 +144,7 @@ func Compile(ps []Policy) (*Set, error) {
 }
 
 func compile(name string, p Policy) (compiled, error) {
-	c := compiled{name: name}
+	c := compiled{name: name, kill: p.KillSwitch}
 	var err error
 	if c.match, err = compileMatch(p.Match); err != nil {
 		return c, err
@@ -268,6 +277,9 @@ func (s *Set) Lookup(id pki.Identity) *Grant {
 		}
 		for _, d := range c.search {
 			g.SearchDomains = appendUnique(g.SearchDomains, d)
+		}
+		if c.kill != nil && (g.KillSwitch == nil || *c.kill) {
+			g.KillSwitch = c.kill
 		}
 	}
 	g.filter = buildFilter(rules)

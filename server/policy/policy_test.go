@@ -560,3 +560,44 @@ func TestSetRoutes(t *testing.T) {
 		t.Fatalf("Routes() = %s, want %s", got, want)
 	}
 }
+
+// kill_switch across matching policies: any true wins, else any false,
+// else nothing is pushed (the laptop decides). A change shows in Equal, so
+// a reload pushes it to live sessions.
+func TestKillSwitchUnion(t *testing.T) {
+	on, off := true, false
+	ps := []Policy{
+		{Name: "full", Match: Match{OU: []string{"full"}}, Allow: []string{"10.0.0.0/8"}, KillSwitch: &on},
+		{Name: "relaxed", Match: Match{OU: []string{"relaxed"}}, Allow: []string{"10.0.0.0/8"}, KillSwitch: &off},
+		{Name: "plain", Match: Match{OU: []string{"plain"}}, Allow: []string{"10.0.0.0/8"}},
+	}
+	s, err := Compile(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		ous  []string
+		want *bool
+	}{
+		{[]string{"plain"}, nil},
+		{[]string{"relaxed"}, &off},
+		{[]string{"full"}, &on},
+		{[]string{"relaxed", "full"}, &on},
+		{[]string{"full", "relaxed"}, &on},
+		{[]string{"plain", "relaxed"}, &off},
+	}
+	for _, tt := range tests {
+		g := s.Lookup(pki.Identity{Device: "d", User: "u", Groups: tt.ous})
+		if g == nil {
+			t.Fatalf("%v: no grant", tt.ous)
+		}
+		if (g.KillSwitch == nil) != (tt.want == nil) || (g.KillSwitch != nil && *g.KillSwitch != *tt.want) {
+			t.Errorf("%v: kill switch %v, want %v", tt.ous, g.KillSwitch, tt.want)
+		}
+	}
+	a := s.Lookup(pki.Identity{Device: "d", User: "u", Groups: []string{"plain"}})
+	b, _ := Compile([]Policy{{Name: "plain", Match: Match{OU: []string{"plain"}}, Allow: []string{"10.0.0.0/8"}, KillSwitch: &on}})
+	if a.Equal(b.Lookup(pki.Identity{Device: "d", User: "u", Groups: []string{"plain"}})) {
+		t.Error("grants differing only in kill_switch compare equal")
+	}
+}
