@@ -116,6 +116,12 @@ func serve(addr string) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Println("listening on", addr)
+	return serveOn(ln, os.Stdout)
+}
+
+// serveOn is serve's accept loop on ln, printing to out; it returns when ln
+// is closed.
+func serveOn(ln net.Listener, out io.Writer) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -126,11 +132,11 @@ func serve(addr string) error {
 			data := make([]byte, 1<<20)
 			_, _ = rand.Read(data)
 			if _, err := c.Write(data); err != nil {
-				fmt.Println("send failed:", err)
+				fmt.Fprintln(out, "send failed:", err)
 				return
 			}
 			sum := sha256.Sum256(data)
-			fmt.Printf("sent bytes=%d sha256=%s to %s\n", len(data), hex.EncodeToString(sum[:]), c.RemoteAddr())
+			fmt.Fprintf(out, "sent bytes=%d sha256=%s to %s\n", len(data), hex.EncodeToString(sum[:]), c.RemoteAddr())
 		}()
 	}
 }
