@@ -1,21 +1,24 @@
 /* Devices: the TUN end of the data plane.
  *
- * Outbound (TUN -> TLS), one goroutine per session direction:
+ * Outbound (TUN -> TLS), one loop per side whatever the driver:
  *
- *   1. Device.Read fills a Batch: up to BatchSize() packets, each at offset
- *      Headroom in its own pooled buffer (the wireguard driver may split one
- *      TCP super-packet read from the kernel into many).
- *   2. The caller filters the packets in place (policy, anti-spoofing).
- *   3. Writer.WriteBatch frames them into one buffered TLS write.
+ *   1. A PacketSource (source.go) reads one packet per call at offset
+ *      Headroom, its virtio-net header in front: ReadVnet on a TUN with
+ *      offloads (a TCP super-packet whole), an adapter over Device.Read on
+ *      one without (an all-zero header).
+ *   2. The caller queues it in Lanes (lanes.go) for its writer goroutine.
+ *   3. Round.Write (round.go) frames a round into one buffered TLS write,
+ *      segmenting super-packets for a peer without gso.
  *
  * Inbound (TLS -> TUN):
  *
- *   1. Reader.ReadBatch copies every data frame already buffered into a
+ *   1. Reader.ReadPackets copies every data frame already buffered into a
  *      Batch at offset Headroom.
  *   2. The caller filters in place and compacts the batch.
- *   3. One Device.Write of the batch; the wireguard driver coalesces TCP/UDP
- *      segments (GRO) into super-packets and writes the virtio-net header into
- *      the headroom in front of them, so Write mutates bufs.
+ *   3. WritePackets: one Device.Write per run of plain packets; the
+ *      wireguard driver coalesces TCP/UDP segments (GRO) into super-packets
+ *      and writes the virtio-net header into the headroom in front of them,
+ *      so Write mutates bufs. Super-packets go whole through WriteVnet.
  *
  * Both drivers present this batch API; "water" has BatchSize 1 and loops.
  */
