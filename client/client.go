@@ -127,7 +127,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	// One tunnel is one pipeline: a single P avoids cross-thread wake-ups
 	// on every hand-off (internal/procs).
 	c.procs = procs.New(c.cfg.Tunnel.CPUs)
-	admin, err := adminsock.Listen(c.cfg.Admin.Socket, c.handleAdmin, c.log)
+	admin, err := adminsock.ListenOptions(c.cfg.Admin.Socket, adminsock.Options{Group: c.cfg.Admin.Group, ReadOnly: []string{"status"}},
+		c.handleAdmin, c.log)
 	if err != nil {
 		return err
 	}

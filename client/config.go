@@ -72,6 +72,9 @@ const AutoDevice = "sp%d"
 // AdminConfig is the local control socket used by `status` and `down`.
 type AdminConfig struct {
 	Socket string `toml:"socket"`
+	// Group, if set, may use the socket for `sallyport status` without
+	// root (socket mode 0660 in that group); `down` stays root-only.
+	Group string `toml:"group"`
 }
 
 // ReconnectConfig bounds the exponential backoff between attempts, and

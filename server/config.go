@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,7 +91,16 @@ type AdminConfig struct {
 	// Pprof lets `sallyport server pprof` fetch runtime profiles through
 	// the socket; off by default.
 	Pprof bool `toml:"pprof"`
+	// Group, if set, may use the socket for `server status` without root
+	// (socket mode 0660 in that group).
+	Group string `toml:"group"`
+	// GroupCommands are further commands the group may send (kick,
+	// reload, drain, pprof); by default they stay root-only.
+	GroupCommands []string `toml:"group_commands"`
 }
+
+// adminCommands are the commands group_commands may name.
+var adminCommands = []string{"kick", "reload", "drain", "pprof"}
 
 // LogConfig is how the gateway logs (README "Logs").
 type LogConfig struct {
@@ -250,6 +260,14 @@ func (c *Config) normalize() error {
 	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = DefaultAdminSocket
+	}
+	for _, cmd := range c.Admin.GroupCommands {
+		if !slices.Contains(adminCommands, cmd) {
+			return fmt.Errorf("key \"admin.group_commands\": %q is not one of %v", cmd, adminCommands)
+		}
+	}
+	if len(c.Admin.GroupCommands) > 0 && c.Admin.Group == "" {
+		return errors.New("key \"admin.group_commands\" needs \"admin.group\"")
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,7 +143,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	s.ln = ln
-	s.admin, err = adminsock.Listen(cfg.Admin.Socket, s.handleAdmin, s.log)
+	s.admin, err = adminsock.ListenOptions(cfg.Admin.Socket, adminsock.Options{Group: cfg.Admin.Group, GroupCmds: cfg.Admin.GroupCommands,
+		ReadOnly: []string{"status"}}, s.handleAdmin, s.log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -281,6 +283,9 @@ func restartOnly(a, b *Config) []string {
 	}
 	if a.Admin.Pprof != b.Admin.Pprof {
 		out = append(out, "admin.pprof")
+	}
+	if a.Admin.Group != b.Admin.Group || !slices.Equal(a.Admin.GroupCommands, b.Admin.GroupCommands) {
+		out = append(out, "admin.group")
 	}
 	if a.Metrics.Listen != b.Metrics.Listen {
 		out = append(out, "metrics.listen")

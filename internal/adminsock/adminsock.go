@@ -59,11 +59,24 @@ type Server struct {
 	once    sync.Once
 	ctx     context.Context
 	cancel  context.CancelFunc
+	opts    Options
 }
 
 // Listen creates the socket at path (replacing a stale one left by a crashed
 // process, but refusing to steal one that still answers) and serves h.
 func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+	return ListenOptions(path, Options{}, h, log)
+}
+
+// ListenOptions is Listen with the group access of opts (group.go).
+func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Server, error) {
+	gid := -1
+	if opts.Group != "" {
+		var err error
+		if gid, err = LookupGroup(opts.Group); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
@@ -80,8 +93,14 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
+	if gid >= 0 {
+		if err := share(path, gid); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ln: ln, path: path, handler: h, log: log, ctx: ctx, cancel: cancel}
+	s := &Server{ln: ln, path: path, handler: h, log: log, ctx: ctx, cancel: cancel, opts: opts}
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
@@ -109,6 +128,8 @@ func (s *Server) serve(c net.Conn) {
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req); err != nil {
 		resp.Error = "bad request: " + err.Error()
+	} else if err := s.opts.allowed(peerOf(c), req.Cmd); err != nil {
+		resp.Error = err.Error()
 	} else if v, err := s.handler(s.ctx, req); err != nil {
 		resp.Error = err.Error()
 	} else {
