@@ -94,6 +94,15 @@ func (n *netState) apply(pc tunnel.Config) error {
 			return fmt.Errorf("set address %s on %s: %w", a, n.dev, err)
 		}
 	}
+	// A family the gateway no longer gives an address for (a dual-stack
+	// session followed by a v4-only one) loses its old address.
+	for _, old := range n.addrs {
+		if !slices.ContainsFunc(addrs, func(p netip.Prefix) bool { return p.Addr().Is6() == old.Addr().Is6() }) {
+			if err := n.sys.RemoveAddress(n.dev, old); err != nil {
+				n.log.Warn("remove stale address failed", "address", old.String(), "err", err)
+			}
+		}
+	}
 	n.addrs = addrs
 	if err := n.sys.LinkUp(n.dev, pc.MTU); err != nil {
 		return fmt.Errorf("bring up %s with MTU %d: %w", n.dev, pc.MTU, err)

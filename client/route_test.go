@@ -74,6 +74,8 @@ func (r *recorder) Rules(table int) ([]tunnel.Rule, error) {
 	return out, nil
 }
 
+func (r *recorder) RemoveAddress(dev string, p netip.Prefix) error { return r.note("addr- %s", p) }
+
 func (r *recorder) ConnectedPrefixes(except string) ([]netip.Prefix, error) {
 	return []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}, nil
 }
@@ -424,5 +426,28 @@ func TestNetStatePushedKillSwitch(t *testing.T) {
 	}
 	if k := r.kernel(); len(k.kill) != 0 {
 		t.Fatalf("pushed kill_switch = false on a full tunnel: %+v", k.kill)
+	}
+}
+
+// A dual-stack session followed by a v4-only one: the old IPv6 address
+// leaves the TUN (and ::/0 becomes unreachable instead of routed).
+func TestNetStateDropsStaleV6(t *testing.T) {
+	r := &recorder{}
+	n := &netState{sys: r, dev: "sp0", log: testLogger(&syncBuffer{}), table: DefaultTable}
+	pc := testConfig()
+	pc.Address6 = netip.MustParsePrefix("fd00:8::2/64")
+	pc.Routes = pfx("0.0.0.0/0", "::/0")
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	pc.Address6 = netip.Prefix{}
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	if !hasLine(r.log(), "addr- fd00:8::2/64") || hasLine(r.log(), "addr- 10.8.0.2/24") {
+		t.Fatalf("stale IPv6 address handling: %q", r.log())
+	}
+	if in, _ := installed(r, "sp0", DefaultTable); !slices.Contains(in.Routes, "unreachable ::/0 table 21328") {
+		t.Fatalf("::/0 after losing IPv6: %+v", in.Routes)
 	}
 }

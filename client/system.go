@@ -14,6 +14,7 @@ import (
 type system interface {
 	OpenDevice(name, driver string, mtu int) (tunnel.Device, error)
 	SetAddress(dev string, p netip.Prefix) error
+	RemoveAddress(dev string, p netip.Prefix) error
 	LinkUp(dev string, mtu int) error
 	ReplaceTableRoute(r tunnel.TableRoute) error
 	DeleteTableRoute(r tunnel.TableRoute) error
@@ -41,6 +42,7 @@ func (osSystem) OpenDevice(name, driver string, mtu int) (tunnel.Device, error) 
 	return d, err
 }
 func (osSystem) SetAddress(dev string, p netip.Prefix) error        { return tunnel.SetAddress(dev, p) }
+func (osSystem) RemoveAddress(dev string, p netip.Prefix) error     { return tunnel.RemoveAddress(dev, p) }
 func (osSystem) LinkUp(dev string, mtu int) error                   { return tunnel.LinkUp(dev, mtu) }
 func (osSystem) ReplaceTableRoute(r tunnel.TableRoute) error        { return tunnel.ReplaceTableRoute(r) }
 func (osSystem) DeleteTableRoute(r tunnel.TableRoute) error         { return tunnel.DeleteTableRoute(r) }

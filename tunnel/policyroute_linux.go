@@ -213,3 +213,21 @@ func ConnectedPrefixes(except string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// RemoveAddress removes address p from link name; a missing address or
+// link is not an error. The laptop uses it when a gateway stops giving the
+// device an address of one family (SetAddress replaces within a family).
+func RemoveAddress(name string, p netip.Prefix) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("remove address %s from %s: %w", p, name, err)
+	}
+	if err := netlink.AddrDel(link, &netlink.Addr{IPNet: ipNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove address %s from %s: %w", p, name, err)
+	}
+	return nil
+}

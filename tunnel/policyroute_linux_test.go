@@ -87,6 +87,24 @@ func TestPolicyRouting(t *testing.T) {
 		if err := LinkUp(name, 1400); err != nil {
 			t.Fatal(err)
 		}
+		// A v6 address beside the v4 one, then removed: v4 stays.
+		v6 := netip.MustParsePrefix("fd00:213::2/64")
+		if err := SetAddress(name, v6); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := RemoveAddress(name, v6); err != nil {
+				t.Fatal(err)
+			}
+		}
+		link, _ := netlink.LinkByName(name)
+		if as, _ := netlink.AddrList(link, netlink.FAMILY_ALL); !slices.ContainsFunc(as, func(a netlink.Addr) bool { return a.IP.String() == "10.213.0.2" }) ||
+			slices.ContainsFunc(as, func(a netlink.Addr) bool { return a.IP.String() == "fd00:213::2" }) {
+			t.Fatalf("after RemoveAddress: %v", as)
+		}
+		if err := RemoveAddress("nosuchlink0", v6); err != nil {
+			t.Fatal(err)
+		}
 		const table, mark = 21328, 21328
 		routes := []TableRoute{
 			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: name, Table: table},

@@ -26,3 +26,8 @@ func Rules(table int) ([]Rule, error) { return nil, errNetlink("list rules") }
 func ConnectedPrefixes(except string) ([]netip.Prefix, error) {
 	return nil, errNetlink("list connected networks")
 }
+
+// RemoveAddress is only supported on Linux.
+func RemoveAddress(name string, p netip.Prefix) error {
+	return errNetlink("remove address from " + name)
+}
