@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -139,9 +140,15 @@ func TestParseLoad(t *testing.T) {
 	}
 }
 
-// TestIssueAndBareSessions issues devices through the store, then runs
-// sessions and churn against the bare server on loopback.
-func TestIssueAndBareSessions(t *testing.T) {
+// bareFixture is a PKI with five issued devices (prefix t-) and a bare
+// server on loopback.
+type bareFixture struct {
+	p    *ca.PKI
+	addr string
+}
+
+func newBareFixture(t *testing.T) *bareFixture {
+	t.Helper()
 	dir := t.TempDir()
 	p := ca.New(dir)
 	if err := p.Init(ca.InitOptions{Key: ca.KeyEd25519, Intermediate: true}); err != nil {
@@ -161,10 +168,6 @@ func TestIssueAndBareSessions(t *testing.T) {
 	if err := runIssue([]string{"--dir", dir, "--devices", "5", "--prefix", "t-"}, &out); err == nil {
 		t.Error("issuing the same devices twice succeeded")
 	}
-	devs, err := loadDevices(dir, "t-", 5)
-	if err != nil {
-		t.Fatal(err)
-	}
 	conf, err := bareTLS(srv.CertPath, srv.KeyPath, p.Path("ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -176,13 +179,44 @@ func TestIssueAndBareSessions(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- serveBare(ctx, ln, conf) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("serveBare: %v", err)
 		}
-	}()
-	d, err := newDialer(ln.Addr().String(), "gw.test", p.Path("ca.crt"), nil)
+	})
+	return &bareFixture{p: p, addr: ln.Addr().String()}
+}
+
+// noLeaks fails the test if goroutines started after base are still
+// running a few seconds after the test's own cleanup.
+func noLeaks(t *testing.T) {
+	base := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		var n int
+		for range 50 {
+			if n = runtime.NumGoroutine(); n <= base {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines left (had %d):\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	})
+}
+
+// TestIssueAndBareSessions issues devices through the store, then runs
+// sessions and churn against the bare server on loopback.
+func TestIssueAndBareSessions(t *testing.T) {
+	noLeaks(t)
+	fx := newBareFixture(t)
+	p := fx.p
+	ctx := t.Context()
+	devs, err := loadDevices(p.Dir, "t-", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDialer(fx.addr, "gw.test", p.Path("ca.crt"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +257,39 @@ func TestIssueAndBareSessions(t *testing.T) {
 	if s, err := d.connect(ctx, stranger[0]); err == nil {
 		s.closeNow()
 		t.Error("bare server took a device from another CA")
+	}
+}
+
+// TestLoadPhases runs every phase of a load run, small, with the bare
+// server standing in for the gateway and this process for its pid.
+func TestLoadPhases(t *testing.T) {
+	noLeaks(t)
+	fx := newBareFixture(t)
+	var out, progress bytes.Buffer
+	err := runLoad(t.Context(), []string{"--gateway", fx.addr, "--bare", fx.addr, "--server-name", "gw.test",
+		"--dir", fx.p.Dir, "--prefix", "t-", "--devices", "5", "--gateway-pid", fmt.Sprint(os.Getpid()),
+		"--bare-pid", fmt.Sprint(os.Getpid()), "--concurrency", "2", "--idle", "200ms", "--settle", "0s",
+		"--storm", "3", "--cycles", "2", "--churn", "6", "--timeout", "60s", "--source-addrs", "127.0.0.1"}, &out, &progress)
+	if err != nil {
+		t.Fatalf("runLoad: %v\n%s\n%s", err, out.String(), progress.String())
+	}
+	report := out.String()
+	for _, want := range []string{"scale devices=5 ", " held=5 ", " storm_sessions=3 ", " cycles=2 ", "churn_ratio=", "0 failed", "(5 sessions held after)"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	for _, bad := range []string{"stopped early", "sessions the gateway ended", "failed connect attempts"} {
+		if strings.Contains(report, bad) {
+			t.Errorf("report has %q:\n%s", bad, report)
+		}
+	}
+	// A gateway pid that does not exist stops the run with a clear reason.
+	out.Reset()
+	err = runLoad(t.Context(), []string{"--gateway", fx.addr, "--bare", fx.addr, "--server-name", "gw.test",
+		"--dir", fx.p.Dir, "--prefix", "t-", "--devices", "2", "--gateway-pid", "999999999", "--idle", "0s", "--settle", "0s",
+		"--cycles", "0", "--storm", "0", "--churn", "0"}, &out, &progress)
+	if err == nil || !strings.Contains(out.String(), "run stopped early") {
+		t.Errorf("missing gateway: %v\n%s", err, out.String())
 	}
 }
