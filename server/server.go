@@ -205,7 +205,7 @@ func (s *Server) checkForwarding() {
 		}
 		if strings.TrimSpace(string(b)) != "1" {
 			s.log.Warn(family+" forwarding is off: devices will reach only the gateway itself",
-				"fix", "sysctl -w "+sysctl+"=1 (persist in /etc/sysctl.d/99-sallyport.conf)")
+				"fix", "sysctl -w "+sysctl+"=1 (to persist: the package ships /usr/lib/sysctl.d/60-sallyport.conf; sysctl --system loads it)")
 		}
 	}
 	if s.pool.v4 != nil {
