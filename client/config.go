@@ -60,8 +60,9 @@ type TunnelConfig struct {
 	KillSwitch *bool `toml:"kill_switch"`
 	// AllowLAN lets the kill switch pass traffic to the local networks.
 	AllowLAN bool `toml:"allow_lan"`
-	// tableAuto: table was not set, so it follows the device's number
-	// (spN uses DefaultTable+N) and two profiles never share one.
+	// tableAuto: neither table nor device was set, so the table follows
+	// the device the kernel gives (spN uses DefaultTable+N) and two
+	// profiles never share one.
 	tableAuto bool
 }
 
@@ -166,7 +167,9 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
 	}
 	if c.Tunnel.Table == 0 {
-		c.Tunnel.Table, c.Tunnel.tableAuto = DefaultTable, true
+		// A profile without a device follows its spN (DefaultTable+N); a
+		// named device keeps DefaultTable.
+		c.Tunnel.Table, c.Tunnel.tableAuto = DefaultTable, c.Tunnel.Device == AutoDevice
 	}
 	if t := c.Tunnel.Table; t < 1 || t > 0x7fffffff || t == 253 || t == 254 || t == 255 {
 		return fmt.Errorf("key \"tunnel.table\": %d is not a free routing table (1..2147483647, not 253-255: default, main, local)", t)

@@ -496,6 +496,11 @@ func render(t *testing.T, tm *template.Template, data any, path string) {
 	}
 }
 
+// capsOnly runs every gateway of the suite with only CAP_NET_ADMIN and
+// CAP_NET_BIND_SERVICE, the capabilities its unit grants
+// (SALLYPORT_E2E_CAPS_ONLY=1; `make test` sets it).
+var capsOnly = os.Getenv("SALLYPORT_E2E_CAPS_ONLY") == "1"
+
 // Gateway is a running (or stopped) sallyport server.
 type Gateway struct {
 	tp     *Topo
@@ -546,7 +551,13 @@ func (g *Gateway) Start() {
 	if g.Bin != "" {
 		bin = g.Bin
 	}
-	argv := append(append([]string{}, g.Wrap...), bin, "server", "-c", g.Conf)
+	wrap := g.Wrap
+	if wrap == nil && capsOnly {
+		// Root's uid, but only the packaged unit's capabilities.
+		wrap = []string{"setpriv", "--no-new-privs", "--inh-caps=-all" + unprivCaps,
+			"--ambient-caps=-all" + unprivCaps, "--bounding-set=-all" + unprivCaps}
+	}
+	argv := append(append([]string{}, wrap...), bin, "server", "-c", g.Conf)
 	g.Proc = g.tp.start(g.tp.GW, fmt.Sprintf("server%d", g.starts), nil, argv...)
 	ok := waitFor(10*time.Second, func() bool {
 		if g.Proc.Exited() {
