@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -37,13 +38,16 @@ type Config struct {
 
 // TLSConfig holds the gateway's certificate and what it trusts.
 type TLSConfig struct {
-	Cert              string        `toml:"cert"`
-	Key               string        `toml:"key"`
-	ClientCA          string        `toml:"client_ca"`
-	CRL               string        `toml:"crl"`
-	HandshakeTimeout  time.Duration `toml:"handshake_timeout"`
-	AllowFingerprints []string      `toml:"allow_fingerprints"`
-	AllowSubjects     []string      `toml:"allow_subjects"`
+	Cert             string        `toml:"cert"`
+	Key              string        `toml:"key"`
+	ClientCA         string        `toml:"client_ca"`
+	CRL              string        `toml:"crl"`
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	// MaxHandshakes caps TLS handshakes in flight; a connection over the
+	// cap is closed before TLS (0: DefaultMaxHandshakesPerCPU per CPU).
+	MaxHandshakes     int      `toml:"max_handshakes"`
+	AllowFingerprints []string `toml:"allow_fingerprints"`
+	AllowSubjects     []string `toml:"allow_subjects"`
 	// CRLStale is what a CRL past its nextUpdate does to new sessions:
 	// CRLStaleRefuse (default) or CRLStaleWarn.
 	CRLStale string `toml:"crl_stale"`
@@ -83,6 +87,9 @@ type TunnelConfig struct {
 	// (GOMAXPROCS): 0 = one per live session or handshake in flight, up to
 	// the machine's CPUs.
 	CPUs int `toml:"cpus"`
+	// MaxSessions caps live sessions; a further device is refused with
+	// reason "capacity" (0: DefaultMaxSessions).
+	MaxSessions int `toml:"max_sessions"`
 }
 
 // AdminConfig is the local control socket.
@@ -194,6 +201,12 @@ func (c *Config) normalize() error {
 	default:
 		return fmt.Errorf("key \"tls.crl_stale\": %q is not \"refuse\" or \"warn\"", c.TLS.CRLStale)
 	}
+	if c.TLS.MaxHandshakes == 0 {
+		c.TLS.MaxHandshakes = DefaultMaxHandshakesPerCPU * runtime.NumCPU()
+	}
+	if c.TLS.MaxHandshakes < 0 {
+		return fmt.Errorf("key \"tls.max_handshakes\": %d is negative", c.TLS.MaxHandshakes)
+	}
 	if c.TLS.HandshakeTimeout < 0 {
 		return errors.New("key \"tls.handshake_timeout\" must be positive")
 	}
@@ -248,6 +261,12 @@ func (c *Config) normalize() error {
 	}
 	if err := procs.Check(t.CPUs); err != nil {
 		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
+	}
+	if t.MaxSessions == 0 {
+		t.MaxSessions = DefaultMaxSessions
+	}
+	if t.MaxSessions < 0 {
+		return fmt.Errorf("key \"tunnel.max_sessions\": %d is negative", t.MaxSessions)
 	}
 	if t.Keepalive == 0 {
 		t.Keepalive = DefaultKeepalive

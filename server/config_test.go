@@ -81,6 +81,9 @@ func TestConfigErrors(t *testing.T) {
 		{"masquerade bad name", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"eth 1\"]\nipv4_pool", 1), `not an interface name`},
 		{"masquerade long name", strings.Replace(minimal, `ipv4_pool`, "masquerade = [\"averyveryverylongname\"]\nipv4_pool", 1), `not an interface name`},
 		{"masquerade not a list", strings.Replace(minimal, `ipv4_pool`, "masquerade = \"eth1\"\nipv4_pool", 1), `masquerade`},
+		{"negative max_sessions", strings.Replace(minimal, `ipv4_pool`, "max_sessions = -1\nipv4_pool", 1), `"tunnel.max_sessions": -1 is negative`},
+		{"max_sessions ok", strings.Replace(minimal, `ipv4_pool`, "max_sessions = 5\nipv4_pool", 1), ""},
+		{"negative max_handshakes", strings.Replace(minimal, `cert = "s.crt"`, "cert = \"s.crt\"\nmax_handshakes = -3", 1), `"tls.max_handshakes": -3 is negative`},
 		{"cpus as text", strings.Replace(minimal, `ipv4_pool`, "cpus = \"all\"\nipv4_pool", 1), `cpus`},
 	}
 	for _, tt := range tests {

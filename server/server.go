@@ -373,10 +373,13 @@ func (s *Server) routineAccept(ctx context.Context) {
 			continue
 		}
 		backoff = 0
+		if !s.admitHandshake(c) {
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handshake(ctx, c, conf)
+			s.admitted(ctx, c, conf)
 		}()
 	}
 }
@@ -385,6 +388,12 @@ func (s *Server) routineAccept(ctx context.Context) {
 // deadline, then hands the connection to a new session.
 func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	s.shakingDelta(1)
+	s.admitted(ctx, raw, conf)
+}
+
+// admitted is handshake for a connection already counted as a handshake in
+// flight (by admitHandshake, limits.go).
+func (s *Server) admitted(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	done := sync.OnceFunc(func() { s.shakingDelta(-1) })
 	defer done()
 	cfg := s.cfg.Load()

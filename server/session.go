@@ -108,6 +108,9 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 	if s.flaps.blocked(ss.key, time.Now()) {
 		return nil, &refusal{reasonDuplicate, v.id.Device, errors.New("this certificate keeps replacing its own session from another connection; new connections are refused for a while")}
 	}
+	if err := s.sessionSlot(ss); err != nil { // early, so the device gets no config first; register decides
+		return nil, err
+	}
 	caps := ss.negotiate(hello)
 	if err := ss.assign(s.trust.Load()); err != nil {
 		return nil, err
@@ -232,6 +235,10 @@ func (s *Server) register(ss *session) error {
 		if s.trust.Load() != t {
 			s.sessMu.Unlock()
 			continue
+		}
+		if err := s.sessionSlotLocked(ss); err != nil {
+			s.sessMu.Unlock()
+			return err
 		}
 		ss.verdict.Store(&v)
 		ss.grant.Store(v.grant)

@@ -241,6 +241,8 @@ const (
 	reasonHandshake      = "handshake-failed"
 	reasonDuplicate      = "duplicate-device"
 	reasonPoolExhausted  = "pool-exhausted"
+	reasonCapacity       = "capacity"        // tunnel.max_sessions reached (limits.go)
+	reasonOverload       = "handshakes-full" // tls.max_handshakes reached: closed before TLS, log only
 )
 
 // refusal is a verification failure with its log reason.
@@ -257,7 +259,7 @@ func (r *refusal) Unwrap() error { return r.err }
 // trusted CA: such a device is told why it is refused (a Close frame with
 // the reason) instead of only getting a TLS alert.
 func (r *refusal) authenticated() bool {
-	return r.reason != reasonUnknownCA && r.reason != reasonNoCert && r.reason != reasonHandshake
+	return r.reason != reasonUnknownCA && r.reason != reasonNoCert && r.reason != reasonHandshake && r.reason != reasonOverload
 }
 
 // purpose says what a decision is for: a stale CRL refuses new sessions
