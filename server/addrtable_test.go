@@ -16,9 +16,12 @@ func TestAddrTable(t *testing.T) {
 	a, b := mk("10.8.0.2"), mk("10.8.0.3")
 	c, d := mk("fd00:8::a00:2"), mk("fd00:9::a00:2") // same low 32 bits as each other and as 10.0.0.2
 	e := mk("10.0.0.2")
-	for _, ss := range []*session{a, b, c, d, e} {
+	f := mk("10.8.0.9") // dual stack: both addresses lead to it
+	f.addr6 = netip.MustParseAddr("fd00:8::9")
+	for _, ss := range []*session{a, b, c, d, e, f} {
 		tab.store(ss.addr, ss)
 	}
+	tab.store(f.addr6, f)
 	check := func(step string, want map[string]*session) {
 		t.Helper()
 		for addr, ss := range want {
@@ -28,7 +31,7 @@ func TestAddrTable(t *testing.T) {
 		}
 	}
 	check("stored", map[string]*session{
-		"10.8.0.2": a, "10.8.0.3": b, "fd00:8::a00:2": c, "fd00:9::a00:2": d, "10.0.0.2": e,
+		"10.8.0.2": a, "10.8.0.3": b, "fd00:8::a00:2": c, "fd00:9::a00:2": d, "10.0.0.2": e, "10.8.0.9": f, "fd00:8::9": f,
 		"10.8.0.4": nil, "192.168.1.1": nil, "fd00:8::a00:3": nil, "fd00:7::a00:2": nil, "::ffff:10.8.0.2": nil,
 	})
 	if got := tab.lookup(netip.Addr{}); got != nil {
@@ -50,7 +53,10 @@ func TestAddrTable(t *testing.T) {
 	tab.store(b.addr, nil)
 	tab.store(c.addr, nil)
 	tab.store(e.addr, nil)
-	check("all removed", map[string]*session{"10.8.0.2": nil, "10.8.0.3": nil, "fd00:8::a00:2": nil, "10.0.0.2": nil})
+	tab.store(f.addr, nil)
+	check("dual stack, IPv4 removed", map[string]*session{"10.8.0.9": nil, "fd00:8::9": f})
+	tab.store(f.addr6, nil)
+	check("all removed", map[string]*session{"10.8.0.2": nil, "10.8.0.3": nil, "fd00:8::a00:2": nil, "10.0.0.2": nil, "fd00:8::9": nil})
 	if n := tab.overflowN.Load(); n != 0 || len(tab.overflow) != 0 {
 		t.Fatalf("overflow holds %d entries after every address was removed", len(tab.overflow))
 	}
