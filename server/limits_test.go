@@ -76,9 +76,16 @@ func TestMaxSessions(t *testing.T) {
 	wg.Wait()
 	refused := 0
 	for _, d := range devs {
-		typ, payload, ok := d.next(5 * time.Second)
-		if m, _ := tunnel.DecodeClose(payload); ok && typ == tunnel.FrameClose && m.Reason == reasonCapacity {
-			refused++
+		// Refused early: Close first. Refused by register (it raced
+		// another device past the early check): its config, then Close.
+		for range 2 {
+			typ, payload, ok := d.next(time.Second)
+			if m, _ := tunnel.DecodeClose(payload); ok && typ == tunnel.FrameClose && m.Reason == reasonCapacity {
+				refused++
+			}
+			if !ok || typ != tunnel.FrameConfig {
+				break
+			}
 		}
 	}
 	if n := len(h.s.Status().Sessions); n > 2 || refused != len(devs)-n {
