@@ -10,6 +10,8 @@ package server
 import (
 	"fmt"
 	"net"
+
+	"github.com/sallyport/sallyport/pki"
 )
 
 // Defaults of the limits (config.go applies them).
@@ -37,7 +39,7 @@ func (s *Server) admitHandshake(c net.Conn) bool {
 	s.sessMu.Unlock()
 	if !ok {
 		s.logRefusal(c.RemoteAddr().String(), &refusal{reasonOverload, "-",
-			fmt.Errorf("%d handshakes in flight (tls.max_handshakes): connection closed before TLS", limit)})
+			fmt.Errorf("%d handshakes in flight (tls.max_handshakes): connection closed before TLS", limit)}, pki.Identity{})
 		_ = c.Close()
 	}
 	return ok
