@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/sallyport/sallyport/pki"
 )
@@ -569,5 +570,70 @@ func TestBrokenIssuer(t *testing.T) {
 		if err := f(); !errors.Is(err, ErrNoCA) {
 			t.Errorf("%s on an empty directory: %v", name, err)
 		}
+	}
+}
+
+// TestCorruptIndex: an index.db that is not ours, or from a newer release,
+// or not a database at all, is refused with its path, by readers and by
+// the CA alike, and left as it is for the admin to look at.
+func TestCorruptIndex(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		make func(t *testing.T, path string)
+		want string
+	}{
+		{"not a database", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, bytes.Repeat([]byte("junk"), 4096), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "open index"},
+		{"another program's database", func(t *testing.T, path string) {
+			rewrite(t, path, func(tx *bolt.Tx) error { return tx.DeleteBucket(bktMeta) })
+		}, "not a sallyport index (no meta bucket)"},
+		{"a newer index version", func(t *testing.T, path string) {
+			rewrite(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bktMeta).Put(keyVersion, []byte("2")) })
+		}, `unsupported index version "2"`},
+		{"a record that is not JSON", func(t *testing.T, path string) {
+			rewrite(t, path, func(tx *bolt.Tx) error {
+				k, _ := tx.Bucket(bktCerts).Cursor().Last() // device a's
+				return tx.Bucket(bktCerts).Put(k, []byte("{torn"))
+			})
+		}, "index: record"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newTestPKI(t)
+			if _, err := p.IssueDevice(IssueOptions{Name: "a", Key: KeyEd25519}); err != nil {
+				t.Fatal(err)
+			}
+			tt.make(t, p.Path(indexDB))
+			before, _ := os.ReadFile(p.Path(indexDB))
+			for op, f := range map[string]func() error{
+				"list":   func() error { _, err := p.List(); return err },
+				"issue":  func() error { _, err := p.IssueDevice(IssueOptions{Name: "a", Key: KeyEd25519}); return err },
+				"revoke": func() error { _, err := p.Revoke("", "a", "", 0); return err },
+			} {
+				err := f()
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("%s: %v, want %q", op, err, tt.want)
+				}
+			}
+			if after, _ := os.ReadFile(p.Path(indexDB)); tt.name != "a record that is not JSON" && !bytes.Equal(before, after) {
+				t.Error("a refused index was rewritten")
+			}
+		})
+	}
+}
+
+// rewrite changes the index at path in one transaction, as another
+// program or a newer release might have.
+func rewrite(t *testing.T, path string, f func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(f); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -88,7 +88,9 @@ func openStore(dir string, create, readOnly bool) (*store, error) {
 		err = db.View(func(tx *bolt.Tx) error { return checkVersion(tx, path) })
 	} else {
 		err = db.Update(func(tx *bolt.Tx) error {
-			if tx.Bucket(bktMeta) == nil {
+			// Only a database with nothing in it is new; one with other
+			// buckets and no meta is not ours, and is left alone.
+			if k, _ := tx.Cursor().First(); k == nil {
 				return initBuckets(tx)
 			}
 			return checkVersion(tx, path)
