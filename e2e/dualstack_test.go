@@ -75,6 +75,16 @@ func TestDualStack(t *testing.T) {
 				t.Fatalf("alice: gateway session %+v, laptop status %+v: want an IPv6 tunnel address on both", sess, st)
 			}
 			t.Logf("alice has %s and %s", sess.Address, sess.Address6)
+			// bob leaves now: two clients in one namespace claiming the same
+			// prefixes each have a rule ahead of main (client/route.go), and
+			// the one installed first (bob's) would carry alice's traffic.
+			var bs Session
+			if bob != nil {
+				bs, _ = gw.Session("bob")
+				if !bob.Proc.Stop(10 * time.Second) {
+					t.Fatal("bob's client did not stop")
+				}
+			}
 
 			if got := tp.ping(tp.Lap, lanHost6b, 3); got != 3 {
 				s, _ := gw.Session("alice")
@@ -117,10 +127,6 @@ func TestDualStack(t *testing.T) {
 
 			// Restart: alice keeps her addresses although bob, who held the
 			// first ones, is gone.
-			bs, _ := gw.Session("bob")
-			if !bob.Proc.Stop(10 * time.Second) {
-				t.Fatal("bob's client did not stop")
-			}
 			if !gw.Proc.Stop(10 * time.Second) {
 				t.Fatal("gateway did not stop")
 			}
