@@ -1,5 +1,5 @@
 # sallyport build, test, demo and benchmark entry points.
-# `make test` is what CI runs (.ci/run); `make demo` and `make bench` need root.
+# `make test` is what CI runs (.ci/run); `make demo`, `make bench` and `make scale` need root.
 
 GO        ?= go
 BIN       := bin/sallyport
