@@ -96,7 +96,11 @@ func (r *results) format() string {
 		last := r.CycleRSS[len(r.CycleRSS)-1]
 		per, _ := perSession(last, r.BaselineRSS, r.HeldAfterCycles)
 		growth := float64(last) / float64(r.CycleRSS[0])
-		row(fmt.Sprintf("gateway RSS after %d reconnect cycles", len(r.CycleRSS)), mib(last),
+		cycles := "cycles"
+		if len(r.CycleRSS) == 1 {
+			cycles = "cycle"
+		}
+		row(fmt.Sprintf("gateway RSS after %d reconnect %s", len(r.CycleRSS), cycles), mib(last),
 			fmt.Sprintf("%.1f KiB/session %s; per cycle %s MiB (ratchet x%.2f, goal <= %.2f) %s", float64(per)/1024, verdict(per <= goalPerSession), strings.Join(rs, " "), growth, goalRatchet, verdict(growth <= goalRatchet)))
 		row("reconnects/s per cycle", strings.Join(rates, " "), fmt.Sprintf("(%d sessions held after)", r.HeldAfterCycles))
 		pair("cycles", len(r.CycleRSS))
