@@ -86,6 +86,7 @@ type Client struct {
 	packetsIn, packetsOut atomic.Uint64
 	droppedOffline        atomic.Uint64
 	droppedCongestion     atomic.Uint64
+	connects              atomic.Uint64 // sessions established (metrics.go)
 }
 
 // conn is one TLS session with the gateway.
@@ -133,6 +134,13 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	defer admin.Close()
+	if c.cfg.Metrics.Listen != "" {
+		ms, err := listenMetrics(c)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 
 	dev, err := c.sys.OpenDevice(c.cfg.Tunnel.Device, c.cfg.Tunnel.Driver, 1500)
 	if err != nil {
@@ -359,6 +367,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	c.refused, c.message, c.retryAt = "", "", time.Time{}
 	c.mu.Unlock()
 	c.cur.Store(cn)
+	c.connects.Add(1)
 	defer c.cur.CompareAndSwap(cn, nil)
 	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU, "gso", cn.gso,
 		"cpus", c.procs.Current(),

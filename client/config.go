@@ -28,6 +28,7 @@ type Config struct {
 	Tunnel     TunnelConfig    `toml:"tunnel"`
 	Admin      AdminConfig     `toml:"admin"`
 	Reconnect  ReconnectConfig `toml:"reconnect"`
+	Metrics    MetricsConfig   `toml:"metrics"`
 
 	// Path is the file the config was loaded from.
 	Path string `toml:"-"`
@@ -78,6 +79,12 @@ type AdminConfig struct {
 	Group string `toml:"group"`
 }
 
+// MetricsConfig is the laptop's optional Prometheus endpoint (off when
+// Listen is empty).
+type MetricsConfig struct {
+	Listen string `toml:"listen"`
+}
+
 // ReconnectConfig bounds the exponential backoff between attempts, and
 // sets the wait after a refusal that needs an admin (revoked, no policy...).
 type ReconnectConfig struct {
@@ -123,6 +130,11 @@ func TableFor(dev string) int {
 func DefaultSocket(dev string) string { return "/run/sallyport/client-" + dev + ".sock" }
 
 func (c *Config) normalize() error {
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
+			return fmt.Errorf("key \"metrics.listen\": %q is not host:port", c.Metrics.Listen)
+		}
+	}
 	if c.Server != "" && len(c.Servers) > 0 {
 		return errors.New("give \"server\" or \"servers\", not both")
 	}

@@ -216,6 +216,12 @@ type Server struct {
 
 // Listen binds addr and serves src's metrics until Close.
 func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
+	return ListenRegistry(addr, Registry(src), log)
+}
+
+// ListenRegistry binds addr and serves reg at /metrics until Close (the
+// laptop's metrics use it with their own collector).
+func ListenRegistry(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
@@ -224,7 +230,7 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 		ln:   ln,
 		done: make(chan struct{}),
 		hs: &http.Server{
-			Handler:           Handler(Registry(src), log),
+			Handler:           Handler(reg, log),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,

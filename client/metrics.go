@@ -1,0 +1,65 @@
+package client
+
+// The laptop's optional Prometheus metrics ([metrics] listen, off by
+// default): whether the tunnel is up, how often it connected, bytes and
+// packets, certificate expiry. Read from Status at scrape time.
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sallyport/sallyport/server/metrics"
+)
+
+var (
+	dUp       = prometheus.NewDesc("sallyport_client_connected", "1 while the tunnel is up.", nil, nil)
+	dConnects = prometheus.NewDesc("sallyport_client_connects_total", "Sessions established with a gateway (reconnects + 1).", nil, nil)
+	dBytes    = prometheus.NewDesc("sallyport_client_tunnel_bytes_total", "IP bytes through the tunnel; in is from the gateway.", []string{"direction"}, nil)
+	dPackets  = prometheus.NewDesc("sallyport_client_tunnel_packets_total", "IP packets through the tunnel; in is from the gateway.", []string{"direction"}, nil)
+	dExpiry   = prometheus.NewDesc("sallyport_client_cert_expiry_seconds", "Seconds until this device's certificate expires.", nil, nil)
+)
+
+// collector exports one client's state.
+type collector struct{ c *Client }
+
+func (m collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dUp, dConnects, dBytes, dPackets, dExpiry} {
+		ch <- d
+	}
+}
+
+func (m collector) Collect(ch chan<- prometheus.Metric) {
+	c := m.c
+	up := 0.0
+	if c.cur.Load() != nil {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(dUp, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(dConnects, prometheus.CounterValue, float64(c.connects.Load()))
+	for _, v := range []struct {
+		d   *prometheus.Desc
+		val uint64
+		dir string
+	}{{dBytes, c.bytesIn.Load(), "in"}, {dBytes, c.bytesOut.Load(), "out"}, {dPackets, c.packetsIn.Load(), "in"}, {dPackets, c.packetsOut.Load(), "out"}} {
+		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.val), v.dir)
+	}
+	ch <- prometheus.MustNewConstMetric(dExpiry, prometheus.GaugeValue, time.Until(c.mat.leaf.NotAfter).Seconds())
+}
+
+// registry is the laptop's metrics with the Go runtime's.
+func registry(c *Client) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{c}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func listenMetrics(c *Client) (*metrics.Server, error) {
+	ms, err := metrics.ListenRegistry(c.cfg.Metrics.Listen, registry(c), c.log)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("metrics up", "listen", ms.Addr().String())
+	return ms, nil
+}
