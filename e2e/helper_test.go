@@ -114,6 +114,8 @@ func runHelper(kind string, args []string) int {
 		err = helperHTTPGet(arg(0))
 	case "capture":
 		err = helperCapture(arg(0), arg(1), atoi(arg(2), 2000), arg(3))
+	case "udpblast":
+		err = helperUDPBlast(arg(0), arg(1), atoi(arg(2), 1), atoi(arg(3), 1400), atoi(arg(4), 10))
 	case "udpany":
 		err = helperUDPAny(arg(0), arg(1))
 	case "udprecv":
