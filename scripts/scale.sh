@@ -204,6 +204,8 @@ crl = "$PKI/crl.pem"
 [tunnel]
 device = "sp0"
 ipv4_pool = "$POOL"
+# room for every device plus the churn phase's short sessions
+max_sessions = $((SESSIONS + 1000))
 lease_file = "leases.json"
 
 [admin]
