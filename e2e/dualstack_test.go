@@ -50,7 +50,7 @@ func TestDualStack(t *testing.T) {
 	requireRoot(t)
 	for i, drv := range drivers {
 		t.Run(drv, func(t *testing.T) {
-			tp := newTopo(t, false)
+			tp := newTopo(t, i == 0) // bob, on the first driver, is a second laptop
 			tp.lanIPv6()
 			k := stdPKI(t)
 			sock := shortTempDir(t)
@@ -63,12 +63,10 @@ func TestDualStack(t *testing.T) {
 
 			var bob *Laptop
 			if i == 0 {
-				bob = tp.startLaptop(tp.Lap, "bob", clientConf(k, "bob", drv, sock))
+				bob = tp.startLaptop(tp.Lap2, "bob", clientConf(k, "bob", drv, sock))
 				bob.waitUp(15 * time.Second)
 			}
-			cc := clientConf(k, "alice", drv, sock)
-			cc.Device = "sp1"
-			lap := tp.startLaptop(tp.Lap, "alice", cc)
+			lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", drv, sock))
 			st := lap.waitUp(15 * time.Second)
 			sess, ok := gw.Session("alice")
 			if !ok || sess.Address6 == "" || !strings.HasPrefix(st.Address6, sess.Address6+"/") {

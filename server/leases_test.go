@@ -202,3 +202,40 @@ func TestAddrPoolV6(t *testing.T) {
 		t.Fatalf("/64: %v %v", a, err)
 	}
 }
+
+// FuzzLoadLeases: whatever is in the lease file, loading it never panics,
+// only restores usable addresses of the pools, at most one per device and
+// address, and leaves the pools able to hand out addresses and save.
+func FuzzLoadLeases(f *testing.F) {
+	f.Add([]byte(`{"version":1,"leases":[{"issuer":"CN=A","device":"a","ipv4":"10.8.0.5","ipv6":"fd00:8::5","last_seen":"2099-01-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{"version":1,"leases":[{"issuer":"CN=A","device":"a","ipv4":"10.8.0.5","last_seen":"2099-01-01T00:00:00Z"},{"issuer":"CN=A","device":"a","ipv4":"10.8.0.6","last_seen":"2099-01-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{"version":1,"leases":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "leases.json")
+		if err := os.WriteFile(path, in, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := dualPools()
+		p.loadLeases(path, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		seen := map[netip.Addr]bool{}
+		for _, e := range p.leaseEntries() {
+			for _, a := range []netip.Addr{e.IPv4, e.IPv6} {
+				if !a.IsValid() {
+					continue
+				}
+				if seen[a] || !(p.v4.usable(a) || p.v6.usable(a)) {
+					t.Fatalf("restored %v for %q twice or outside the pools", a, e.Device)
+				}
+				seen[a] = true
+			}
+		}
+		if _, _, err := p.Acquire("CN=Z\x00new", staticAddr{}); err != nil {
+			t.Fatalf("acquire after load: %v", err)
+		}
+		if err := p.saveLeases(path); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
