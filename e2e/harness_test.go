@@ -513,6 +513,9 @@ type Gateway struct {
 	Wrap []string
 	// Bin, if set, is the sallyport binary to run instead of binPath.
 	Bin string
+	// Groups are supplementary groups for a capability-limited gateway,
+	// as a unit's SupplementaryGroups= would give (comma-separated).
+	Groups string
 }
 
 // defaultServerConf returns the usual gateway config for pki k.
@@ -553,9 +556,13 @@ func (g *Gateway) Start() {
 	}
 	wrap := g.Wrap
 	if wrap == nil && capsOnly {
-		// Root's uid, but only the packaged unit's capabilities.
+		// Root's uid, but only the packaged unit's capabilities (and its
+		// SupplementaryGroups=, if the test gives one).
 		wrap = []string{"setpriv", "--no-new-privs", "--inh-caps=-all" + unprivCaps,
 			"--ambient-caps=-all" + unprivCaps, "--bounding-set=-all" + unprivCaps}
+		if g.Groups != "" {
+			wrap = append(wrap, "--groups="+g.Groups)
+		}
 	}
 	argv := append(append([]string{}, wrap...), bin, "server", "-c", g.Conf)
 	g.Proc = g.tp.start(g.tp.GW, fmt.Sprintf("server%d", g.starts), nil, argv...)

@@ -200,6 +200,7 @@ func TestWithHint(t *testing.T) {
 		{"unreadable file", &fs.PathError{Op: "open", Path: "/etc/sallyport/server.key", Err: syscall.EACCES}, "/etc/sallyport/server.key is not readable by uid"},
 		{"privileged port", fmt.Errorf("listen 0.0.0.0:443: %w", &net.OpError{Op: "listen", Net: "tcp", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}}), "CAP_NET_BIND_SERVICE"},
 		{"netlink", fmt.Errorf("add address: %w", syscall.EPERM), "needs root or CAP_NET_ADMIN"},
+		{"chown to a group", fmt.Errorf("admin socket: group: %w", &fs.PathError{Op: "chown", Path: "/run/sallyport/server.sock", Err: syscall.EPERM}), "SupplementaryGroups="},
 	}
 	for _, tt := range tests {
 		got := withHint(tt.err).Error()

@@ -160,6 +160,8 @@ func withHint(err error) error {
 	}
 	var pe *fs.PathError
 	switch {
+	case errors.As(err, &pe) && pe.Op == "chown":
+		return fmt.Errorf("%w (giving %s to a group needs membership in it: SupplementaryGroups= in the unit, or root)", err, pe.Path)
 	case errors.As(err, &pe) && pe.Path != "/dev/net/tun":
 		return fmt.Errorf("%w (%s is not readable by uid %d: run as root, or make it group sallyport mode 0640)", err, pe.Path, os.Geteuid())
 	case strings.Contains(err.Error(), "bind:"):
