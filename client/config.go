@@ -179,9 +179,11 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("key \"tunnel.cpus\": %w", err)
 	}
 	if c.Tunnel.Table == 0 {
-		// A profile without a device follows its spN (DefaultTable+N); a
-		// named device keeps DefaultTable.
-		c.Tunnel.Table, c.Tunnel.tableAuto = DefaultTable, c.Tunnel.Device == AutoDevice
+		// A profile without a device follows the spN it gets at start
+		// (DefaultTable+N); a named spN device gets DefaultTable+N now, so
+		// two profiles naming sp0 and sp1 never share a table (one's start
+		// or teardown would remove the other's routes and rules).
+		c.Tunnel.Table, c.Tunnel.tableAuto = TableFor(c.Tunnel.Device), c.Tunnel.Device == AutoDevice
 	}
 	if t := c.Tunnel.Table; t < 1 || t > 0x7fffffff || t == 253 || t == 254 || t == 255 {
 		return fmt.Errorf("key \"tunnel.table\": %d is not a free routing table (1..2147483647, not 253-255: default, main, local)", t)

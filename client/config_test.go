@@ -60,3 +60,30 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// Two profiles with named devices get two tables (and marks) unless one
+// is configured.
+func TestConfigTablePerDevice(t *testing.T) {
+	base := "server = \"gw.test:8443\"\n[tls]\nca = \"ca.crt\"\ncert = \"d.crt\"\nkey = \"d.key\"\n[tunnel]\n"
+	for _, tt := range []struct {
+		extra string
+		want  int
+	}{
+		{"device = \"sp0\"\n", DefaultTable},
+		{"device = \"sp1\"\n", DefaultTable + 1},
+		{"device = \"sp1\"\ntable = 100\n", 100},
+		{"", DefaultTable},
+	} {
+		path := filepath.Join(t.TempDir(), "client.toml")
+		if err := os.WriteFile(path, []byte(base+tt.extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Tunnel.Table != tt.want {
+			t.Errorf("%q: table %d, want %d", tt.extra, c.Tunnel.Table, tt.want)
+		}
+	}
+}
