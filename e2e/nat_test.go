@@ -83,8 +83,9 @@ func natRules(t *testing.T, ns, name string) int {
 // internet host that has no route back to the pools, over IPv4 and IPv6,
 // and that host sees the gateway's address; the LAN, not behind a
 // masqueraded interface, still sees the device's own address; the NAT
-// table exists only while the gateway runs. ("auto", which would pick
-// lan0 and wan0 here, is covered by server.TestAutoInterfaces.)
+// table exists only while the gateway runs. Restarted with ["auto"], the
+// gateway NATs out of both interfaces behind the pushed routes (wan0 for
+// the default routes, lan0 for the LAN), and the LAN host sees the gateway.
 func TestMasquerade(t *testing.T) {
 	requireRoot(t)
 	tp := newTopo(t, false)
@@ -131,5 +132,28 @@ func TestMasquerade(t *testing.T) {
 	}
 	if n := natRules(t, tp.GW, "sallyport-gw-sp0"); n != -1 {
 		t.Fatalf("NAT table still there after stop (%d rules)", n)
+	}
+
+	// "auto": the interfaces behind the pushed routes, here the default
+	// routes' wan0 and the LAN's lan0; now the LAN host sees the gateway.
+	sc.TunnelExtra = `masquerade = ["auto"]`
+	gw = tp.startGateway(sc)
+	if !strings.Contains(gw.Proc.Err(), "out=\"[lan0 wan0]\"") {
+		t.Fatalf("auto did not pick lan0 and wan0:\n%s", tail(gw.Proc.Log(), 10))
+	}
+	if n := natRules(t, tp.GW, "sallyport-gw-sp0"); n != 4 {
+		t.Fatalf("NAT table has %d rules, want 4 (two pools, two interfaces)", n)
+	}
+	if !waitFor(20*time.Second, func() bool { _, ok := gw.Session("alice"); return ok }) {
+		t.Fatalf("alice did not reconnect:\n%s", tail(lap.Proc.Log(), 20))
+	}
+	sink := tp.helper(tp.LAN, "tcpsink", lanHost+":5203")
+	waitReady(t, sink)
+	tp.transfer(tp.Lap, lanHost+":5203", 1<<20)
+	if from := field(sink.Out(), "from"); !strings.HasPrefix(from, gwLanAddr+":") {
+		t.Fatalf("with auto the LAN host saw %s, want the gateway's %s", from, gwLanAddr)
+	}
+	if got := tp.ping(tp.Lap, inetHst6, 2); got != 2 {
+		t.Fatalf("IPv6 ping to the internet host with auto: %d/2", got)
 	}
 }
