@@ -18,10 +18,22 @@ fi
 make deb
 deb=$(ls -t bin/sallyport_*.deb | head -1)
 [ -n "$deb" ] || fail "make deb made no package"
-cleanup() { dpkg --purge sallyport >/dev/null 2>&1 || true; }
+cleanup() { dpkg_wait --purge sallyport >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-dpkg -i "$deb"
+# dpkg does not wait for its lock; another package manager run (a helper's
+# apt-get on a shared machine) gets up to two minutes to finish.
+dpkg_wait() {
+	local i out
+	for i in $(seq 60); do
+		if out=$(dpkg "$@" 2>&1); then echo "$out"; return 0; fi
+		grep -q 'lock' <<<"$out" || { echo "$out" >&2; return 1; }
+		sleep 2
+	done
+	echo "$out" >&2
+	return 1
+}
+dpkg_wait -i "$deb" || fail "dpkg -i $deb failed"
 /usr/bin/sallyport version || fail "installed binary does not run"
 /usr/bin/sallyport --help >/dev/null || fail "installed binary's --help fails"
 for f in /usr/bin/sallyport /lib/systemd/system/sallyport-server.service \
@@ -55,7 +67,7 @@ if [ -d /run/systemd/system ]; then
 	! systemctl is-enabled --quiet sallyport-server.service 2>/dev/null || fail "installing the package enabled the gateway"
 fi
 
-dpkg --purge sallyport
+dpkg_wait --purge sallyport || fail "dpkg --purge failed"
 for f in /usr/bin/sallyport /lib/systemd/system/sallyport-server.service /usr/lib/sysctl.d/60-sallyport.conf /usr/share/doc/sallyport; do
 	[ ! -e "$f" ] || fail "dpkg --purge left $f"
 done
