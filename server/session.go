@@ -95,7 +95,6 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
 	}
-	ss.w.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout)                    // a device that stops reading is "stalled"
 	ss.log = s.log.With(append(identityAttrs(v.id), "remote", remote)...) // the identity on every session line
 	ss.grant.Store(v.grant)
 	ss.verdict.Store(&v)
@@ -124,6 +123,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
+	ss.w.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // from now on a device that stops reading is "stalled"
 	ss.log.Info("session up", "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
 		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
