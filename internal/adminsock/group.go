@@ -51,8 +51,8 @@ func LookupGroup(group string) (int, error) {
 // share gives group read/write on the socket and, when this process owns
 // the socket's directory, traversal of it.
 func share(path string, gid int) error {
-	if err := os.Chown(path, -1, gid); err != nil {
-		return fmt.Errorf("admin socket %s: group: %w", path, err)
+	if err := setGroup(path, gid); err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		return fmt.Errorf("admin socket %s: %w", path, err)
@@ -65,11 +65,28 @@ func share(path string, gid int) error {
 	if owner(fi) != os.Geteuid() {
 		return nil // someone else's directory (RuntimeDirectory=, /run): leave it
 	}
-	if err := os.Chown(dir, -1, gid); err != nil {
-		return fmt.Errorf("admin socket directory %s: group: %w", dir, err)
+	if err := setGroup(dir, gid); err != nil {
+		return fmt.Errorf("admin socket directory %s: %w", dir, err)
 	}
 	if err := os.Chmod(dir, 0o750); err != nil {
 		return fmt.Errorf("admin socket directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// setGroup gives path group gid unless it has it already: a daemon whose
+// own group is the admin group (Group= in the unit) changes nothing, one
+// in it as a supplementary group may chgrp without CAP_CHOWN.
+func setGroup(path string, gid int) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if group(fi) == gid {
+		return nil
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("group: %w", err) // cli's start hint names SupplementaryGroups=
 	}
 	return nil
 }

@@ -30,3 +30,10 @@ func owner(fi os.FileInfo) int {
 	}
 	return -1
 }
+
+func group(fi os.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Gid)
+	}
+	return -1
+}
