@@ -35,6 +35,18 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	binPath, binErr = findBinary(tmp)
+	if binErr == nil && os.Geteuid() == 0 {
+		// The copy the unprivileged gateway runs is made here, before any
+		// test forks: a file being written while another goroutine forks
+		// can be held open by the child, and exec then fails with "text
+		// file busy".
+		dir, err := prepareNobodyBin(binPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+	}
 	if os.Geteuid() == 0 && haveIP() {
 		defer sweepNamespaces()
 	}

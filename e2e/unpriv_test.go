@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func unprivGateway(t *testing.T, tp *Topo, k *PKI, drv, sock, caps string) (*Gat
 	// directory of the build tree needs to be open to it.
 	home := shortTempDir(t)
 	crt, key := k.Server(gwName)
-	files := map[string]string{"server.crt": crt, "server.key": key, "ca.crt": k.CA(), "sallyport": binPath}
+	files := map[string]string{"server.crt": crt, "server.key": key, "ca.crt": k.CA()}
 	for dst, src := range files {
 		copyFile(t, src, filepath.Join(home, dst))
 	}
@@ -105,7 +106,7 @@ func unprivGateway(t *testing.T, tp *Topo, k *PKI, drv, sock, caps string) (*Gat
 		"--inh-caps=-all" + caps, "--ambient-caps=-all" + caps, "--bounding-set=-all" + caps,
 	}}
 	render(t, serverTmpl, sc, g.Conf)
-	for _, p := range []string{home, g.Conf, sc.Key, filepath.Join(home, "sallyport")} {
+	for _, p := range []string{home, g.Conf, sc.Key} {
 		if err := os.Chown(p, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
@@ -113,8 +114,39 @@ func unprivGateway(t *testing.T, tp *Topo, k *PKI, drv, sock, caps string) (*Gat
 	if err := os.Chmod(home, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	g.Bin = filepath.Join(home, "sallyport")
+	if nobodyBin == "" {
+		t.Fatal("no copy of the binary for nobody (TestMain runs as root and makes it)")
+	}
+	g.Bin = nobodyBin
 	return g, sc
+}
+
+// nobodyBin is a copy of the binary under test that nobody may run (no
+// parent directory of the build tree needs to be open to it); TestMain
+// makes it before any test runs.
+var nobodyBin string
+
+// prepareNobodyBin copies bin into a new directory open to all and
+// returns the directory.
+func prepareNobodyBin(bin string) (string, error) {
+	dir, err := os.MkdirTemp("", "sp-e2e-nobody")
+	if err != nil {
+		return "", fmt.Errorf("temp dir for the unprivileged binary: %w", err)
+	}
+	dst := filepath.Join(dir, "sallyport")
+	b, err := os.ReadFile(bin)
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o755)
+	}
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("copy %s for the unprivileged gateway: %w", bin, err)
+	}
+	nobodyBin = dst
+	return dir, nil
 }
 
 // TestUnprivilegedStartErrors checks what an admin sees when the gateway
