@@ -397,6 +397,8 @@ type Policy struct {
 	Allow  []string
 	Routes []string
 	DNS    []string // resolver IPs and search domains pushed to the device
+	// KillSwitch, if set, is the policy's kill_switch (pushed to laptops).
+	KillSwitch *bool
 }
 
 // ServerConf is rendered into server.toml.
@@ -417,7 +419,8 @@ type ClientConf struct {
 }
 
 var tmplFuncs = template.FuncMap{
-	"q": strconv.Quote,
+	"q":     strconv.Quote,
+	"deref": func(b *bool) bool { return *b },
 	"list": func(s []string) string {
 		q := make([]string, len(s))
 		for i, v := range s {
@@ -457,6 +460,9 @@ match = { {{range $k, $v := .Match}}{{$k}} = {{list $v}}, {{end}}}
 allow = {{list .Allow}}
 {{- if .Routes}}
 routes = {{list .Routes}}
+{{- end}}
+{{- if .KillSwitch}}
+kill_switch = {{deref .KillSwitch}}
 {{- end}}
 {{- if .DNS}}
 dns = {{list .DNS}}

@@ -273,3 +273,34 @@ func TestSplitTunnelVision(t *testing.T) {
 		t.Fatalf("the pings did not go through the gateway's tunnel (%d -> %d packets)", before.PacketsIn, after.PacketsIn)
 	}
 }
+
+// TestPushedKillSwitch: the gateway's policy switches the kill switch on
+// for a split tunnel (kill_switch = true); the laptop's file says nothing.
+// Traffic outside the pushed prefix (here IPv6 to the LAN host, which is
+// not pushed) is blocked, the pushed prefix still works through the
+// tunnel, and a clean down removes it all.
+func TestPushedKillSwitch(t *testing.T) {
+	requireRoot(t)
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	on := true
+	split := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet}, Routes: []string{lanNet}, KillSwitch: &on}
+	tp.startGateway(defaultServerConf(k, "wireguard", sock, split))
+	lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	lap.waitUp(15 * time.Second)
+	if st, err := lap.installed(); err != nil || !st.Installed.KillSwitch {
+		t.Fatalf("kill switch not on although the policy pushes it: %+v %v", st, err)
+	}
+	if leaks, _, replies, out := tp.leakCheck(1500); leaks != 0 || replies != 2 || !strings.Contains(out, "udp6:send_error") {
+		t.Fatalf("pushed kill switch: leaks=%d replies=%d: %s", leaks, replies, out)
+	}
+	if out, err := tp.sp(tp.Lap, "down", "-c", lap.Conf); err != nil {
+		t.Fatalf("down: %v %s", err, out)
+	}
+	lap.Proc.Wait(10 * time.Second)
+	if leaks, _, replies, out := tp.leakCheck(1500); leaks == 0 || replies != 2 {
+		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
+	}
+}
