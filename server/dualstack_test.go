@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/binary"
 	"net/netip"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/server/conntrack"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/packet"
@@ -110,4 +113,75 @@ func TestV6OnlySession(t *testing.T) {
 	d.send(t, udp6(d.addr, "fd00:77::10", 5000, 53))
 	waitFor(t, func() bool { return len(h.tun.packets()) == 1 })
 	waitFor(t, func() bool { return h.s.Status().Sessions[0].Dropped.Spoofed == 1 })
+}
+
+// TestForwardFilter6 is the device -> LAN filter of a dual-stack session,
+// packet by packet, with what a thief on the laptop would try: every
+// source but the device's own two addresses is spoofed, an ICMPv6 type
+// next to the neighbour-discovery ones is not waved through, and the
+// kernel's ND/MLD is dropped without a count.
+func TestForwardFilter6(t *testing.T) {
+	const me4, me6, host4, host6 = "10.8.0.2", "fd00:8::2", "192.168.77.10", "fd00:77::10"
+	set, err := policy.Compile([]policy.Policy{{Name: "p", Match: policy.Match{CN: []string{"*"}},
+		Allow: []string{"192.168.77.0/24 udp/53", "fd00:77::/64 udp/53", "fd00:77::/64 icmp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := set.Lookup(pki.Identity{Device: "alice"})
+	tests := []struct {
+		name string
+		pkt  []byte
+		want string // "forward", "spoofed", "policy", "quiet"
+	}{
+		{"v6 allowed", udp6(me6, host6, 5000, 53), "forward"},
+		{"v4 allowed", udp4(me4, host4, 5000, 53), "forward"},
+		{"v6 echo allowed", icmp6(128, me6, host6), "forward"},
+		{"v6 outside policy", udp6(me6, host6, 5000, 80), "policy"},
+		{"another pool address", udp6("fd00:8::3", host6, 5000, 53), "spoofed"},
+		{"the gateway's address", udp6("fd00:8::1", host6, 5000, 53), "spoofed"},
+		{"link-local source", udp6("fe80::1", host6, 5000, 53), "spoofed"},
+		{"unspecified source", udp6("::", host6, 5000, 53), "spoofed"},
+		{"v4-mapped own IPv4", udp6("::ffff:"+me4, host6, 5000, 53), "spoofed"},
+		{"own IPv4 as v4 source of a v6 flow", udp4(me4, host4, 5000, 80), "policy"},
+		{"echo from link-local", icmp6(128, "fe80::1", host6), "spoofed"},
+		{"router renumbering (138) from link-local", icmp6(138, "fe80::1", "ff02::2"), "spoofed"},
+		{"node information (139) from link-local", icmp6(139, "fe80::1", host6), "spoofed"},
+		{"router solicitation", icmp6(icmpv6RouterSolicit, "fe80::1", "ff02::2"), "quiet"},
+		{"router advertisement", icmp6(icmpv6RouterAdvert, "fe80::1", "ff02::1"), "quiet"},
+		{"neighbour solicitation (DAD)", icmp6(icmpv6NeighborSolicit, "::", "ff02::1:ff00:2"), "quiet"},
+		{"neighbour advertisement from own address", icmp6(icmpv6NeighborAdvert, me6, host6), "quiet"},
+		{"redirect", icmp6(icmpv6Redirect, "fe80::1", host6), "quiet"},
+		{"MLD query", icmp6(icmpv6MLDQuery, "fe80::1", "ff02::1"), "quiet"},
+		{"MLD report", icmp6(icmpv6MLDReport, "fe80::1", "ff02::1:ff00:2"), "quiet"},
+		{"MLD done", icmp6(icmpv6MLDDone, "fe80::1", "ff02::2"), "quiet"},
+		{"MLDv2 report", icmp6(icmpv6MLDv2Report, "fe80::1", "ff02::16"), "quiet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tun := newFakeTUN()
+			srv := &Server{dev: tun}
+			srv.cfg.Store(&Config{Tunnel: TunnelConfig{MTU: 1500}})
+			ss := &session{srv: srv, addr: netip.MustParseAddr(me4), addr6: netip.MustParseAddr(me6),
+				flows: conntrack.New(64), aqm: tunnel.NewAQM(), r: tunnel.NewReader(bytes.NewReader(nil), 0)}
+			ss.grant.Store(grant)
+			b := tunnel.NewBatch(1, tunnel.Headroom+len(tt.pkt))
+			b.Sizes[0] = copy(b.Bufs[0][tunnel.Headroom:], tt.pkt)
+			var info packet.Info
+			ss.forwardBatch(b, 1, &info)
+			got := "quiet"
+			switch {
+			case len(tun.packets()) == 1:
+				got = "forward"
+			case ss.drops.spoofed.Load() == 1:
+				got = "spoofed"
+			case ss.drops.policy.Load() == 1:
+				got = "policy"
+			case ss.drops.malformed.Load()+ss.drops.noFlow.Load()+ss.drops.congestion.Load() > 0:
+				got = "other drop"
+			}
+			if got != tt.want {
+				t.Fatalf("%s, want %s", got, tt.want)
+			}
+		})
+	}
 }
