@@ -108,3 +108,29 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestLeaseFileDefault: the lease file defaults to systemd's
+// StateDirectory (first of several), else /var/lib/sallyport; a relative
+// lease_file is taken relative to the config file.
+func TestLeaseFileDefault(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "server.toml")
+	for _, tt := range []struct{ env, extra, want string }{
+		{"", "", "/var/lib/sallyport/leases.json"},
+		{"/var/lib/sallyport:/var/lib/other", "", "/var/lib/sallyport/leases.json"},
+		{"/srv/state", "", "/srv/state/leases.json"},
+		{"/srv/state", "lease_file = \"l.json\"\n", filepath.Join(dir, "l.json")},
+	} {
+		t.Setenv("STATE_DIRECTORY", tt.env)
+		if err := os.WriteFile(path, []byte(strings.Replace(minimal, "ipv4_pool", tt.extra+"ipv4_pool", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Tunnel.LeaseFile != tt.want || c.Tunnel.LeaseTTL != DefaultLeaseTTL {
+			t.Errorf("STATE_DIRECTORY=%q %q: lease_file %q ttl %v, want %q", tt.env, tt.extra, c.Tunnel.LeaseFile, c.Tunnel.LeaseTTL, tt.want)
+		}
+	}
+}
