@@ -247,11 +247,14 @@ func (s *Server) register(ss *session) error {
 		s.byAddr.store(ss.addr, ss)
 		s.byAddr.store(ss.addr6, ss)
 		s.rescaleLocked()
+		// Counted before the session is visible, so the device's next
+		// connection is judged with this replacement in.
+		flapping := old != nil && s.flaps.replaced(ss.key, time.Now())
 		s.sessMu.Unlock()
 		if old != nil {
 			old.log.Info("session replaced by a new connection of the same device", "reason", "replaced", "policies", old.grant.Load().Names, "new_remote", ss.remote)
 			old.close("replaced", nil)
-			if s.flaps.replaced(ss.key, time.Now()) {
+			if flapping {
 				ss.log.Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
 					"remote_a", old.remote, "remote_b", ss.remote, "refused_for", flapBlock.String())
 			}

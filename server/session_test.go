@@ -301,10 +301,12 @@ func (h *gatewayHarness) connect(cert tls.Certificate) *device {
 		d.addr6 = pc.Address6.Addr().String()
 	}
 	// The config is pushed before the session goes live (register is the
-	// last step): wait until it is.
+	// last step): wait until this connection's session is (an older
+	// session of the same device may hold the same address until then).
+	me := d.tc.LocalAddr().String()
 	waitFor(t, func() bool {
 		for _, st := range h.s.Status().Sessions {
-			if st.Address == d.addr {
+			if st.Address == d.addr && st.Remote == me {
 				return true
 			}
 		}
