@@ -345,7 +345,6 @@ type envOpt struct {
 	vnet    bool
 	gwConf  func(t *testing.T, ca *testCA) *tls.Config // default gatewayTLS(ca, ca)
 	edit    func(*Config)
-	keepLog bool
 	onReady func() // Run's ready: the device is in place
 }
 
