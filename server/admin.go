@@ -152,7 +152,8 @@ const watchInterval = 250 * time.Millisecond
 
 // routineWatch reloads when server.toml, the client CA or the CRL changes
 // (written in place or replaced by rename), and re-checks certificate
-// validity of live sessions.
+// validity of live sessions. It also gives freed memory back to the OS
+// when sessions have gone (memreturn.go).
 func (s *Server) routineWatch(ctx context.Context) {
 	defer s.wg.Done()
 	files := func() []string {
@@ -179,6 +180,7 @@ func (s *Server) routineWatch(ctx context.Context) {
 				s.drops.flush(now, s.sessions(), s.log)
 			}
 			s.checkCRLFresh(now)
+			s.returnMemory(now)
 		}
 		changed := ""
 		for _, f := range files() {

@@ -60,6 +60,8 @@ type Server struct {
 	drops    dropLog // log_drops (audit.go)
 	drainReq drainer // `sallyport server drain` (drain.go)
 
+	memReturn memReturn // freed memory back to the OS after sessions close (memreturn.go); routineWatch only
+
 	leaseSaveFailing atomic.Bool // a failed lease save was logged (leases.go)
 }
 
