@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -167,6 +168,13 @@ func (p *addrPool) forget(key string) {
 	}
 }
 
+// leaseOf is key's leased address (zero when none).
+func (p *addrPool) leaseOf(key string) netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leases[key]
+}
+
 // Release marks key's address free for reuse by key later (the lease stays).
 func (p *addrPool) Release(key string, a netip.Addr) {
 	p.mu.Lock()
@@ -257,7 +265,8 @@ func (p *addrPool) Restore(leases map[string]poolLease) (skipped int) {
 // gateway. Leases are saved to tunnel.lease_file by leases.go.
 type addrPools struct {
 	v4, v6 *addrPool     // either may be nil, not both
-	dirty  chan struct{} // a lease changed: save soon (leases.go)
+	dirty  chan struct{} // a lease was made, moved or dropped: save soon (leases.go)
+	seen   atomic.Bool   // only last-seen times changed since the last save: save within leaseSeenSave
 }
 
 func newAddrPools(v4, v6 *addrPool) *addrPools {
@@ -307,9 +316,19 @@ func (p *addrPools) SetStatic(addrs []netip.Addr) {
 }
 
 // Acquire takes key's addresses (see addrPools), static ones when given.
-// Either both families succeed or neither is held.
+// Either both families succeed or neither is held. A device that gets the
+// addresses it already had changes only its last-seen time, which is saved
+// with the next save or within leaseSeenSave; a new or moved lease is
+// saved within leaseSaveDelay.
 func (p *addrPools) Acquire(key string, want staticAddr) (addr, addr6 netip.Addr, err error) {
 	var a4, a6 netip.Addr
+	var had4, had6 netip.Addr
+	if p.v4 != nil {
+		had4 = p.v4.leaseOf(key)
+	}
+	if p.v6 != nil {
+		had6 = p.v6.leaseOf(key)
+	}
 	if p.v4 != nil {
 		if a4, err = p.v4.Acquire(key, want.v4); err != nil {
 			return netip.Addr{}, netip.Addr{}, fmt.Errorf("IPv4: %w", err)
@@ -323,14 +342,19 @@ func (p *addrPools) Acquire(key string, want staticAddr) (addr, addr6 netip.Addr
 			return netip.Addr{}, netip.Addr{}, fmt.Errorf("IPv6: %w", err)
 		}
 	}
-	p.changed()
+	if a4 != had4 || a6 != had6 {
+		p.changed()
+	} else {
+		p.seen.Store(true)
+	}
 	if p.v4 == nil {
 		return a6, netip.Addr{}, nil
 	}
 	return a4, a6, nil
 }
 
-// Release frees key's addresses for its next session (the leases stay).
+// Release frees key's addresses for its next session (the leases stay;
+// only their last-seen time changes).
 func (p *addrPools) Release(key string, addrs ...netip.Addr) {
 	for _, a := range addrs {
 		for _, x := range p.families() {
@@ -339,7 +363,7 @@ func (p *addrPools) Release(key string, addrs ...netip.Addr) {
 			}
 		}
 	}
-	p.changed()
+	p.seen.Store(true)
 }
 
 func (p *addrPools) changed() {

@@ -5,8 +5,12 @@ package server
 // atomically: a temporary file in the same directory, fsync, rename, fsync
 // of the directory), keyed by the certificate's issuer and device identity,
 // so LAN firewall rules and logs keyed on tunnel addresses keep working.
-// A change is saved within leaseSaveDelay by routineSaveLeases, and once
-// more when the gateway stops. Idle leases expire after tunnel.lease_ttl.
+// A new, moved or dropped lease is saved within leaseSaveDelay by
+// routineSaveLeases; a change of last-seen times only (a device that
+// reconnects, or leaves, keeping its address) within leaseSeenSave, so a
+// fleet reconnecting all day does not rewrite the whole file every second
+// (53 ms of CPU a save at 10,000 devices); and once more when the gateway
+// stops. Idle leases expire after tunnel.lease_ttl.
 // A missing or corrupt file is logged and the pools start empty (a corrupt
 // one is kept beside as <file>.corrupt); nothing here stops the gateway.
 
@@ -29,6 +33,7 @@ import (
 const (
 	leaseFileVersion = 1
 	leaseSaveDelay   = time.Second
+	leaseSeenSave    = time.Minute
 	leaseExpiryCheck = time.Hour
 	maxLeaseFile     = 64 << 20
 )
@@ -219,10 +224,17 @@ func (s *Server) routineSaveLeases(ctx context.Context) {
 	t := s.cfg.Load().Tunnel
 	tick := time.NewTicker(leaseExpiryCheck)
 	defer tick.Stop()
+	seen := time.NewTicker(leaseSeenSave)
+	defer seen.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-seen.C:
+			if s.pool.seen.Load() {
+				s.saveLeases()
+			}
+			continue
 		case <-tick.C:
 			if n := s.pool.expire(time.Now(), t.LeaseTTL); n > 0 {
 				s.log.Info("idle address leases expired", "leases", n, "lease_ttl", t.LeaseTTL.String())
@@ -244,7 +256,11 @@ func (s *Server) routineSaveLeases(ctx context.Context) {
 // success.
 func (s *Server) saveLeases() {
 	path := s.cfg.Load().Tunnel.LeaseFile
+	s.pool.seen.Store(false) // before the snapshot: a change during the save is saved next time
 	err := s.pool.saveLeases(path)
+	if err != nil {
+		s.pool.seen.Store(true) // retried within leaseSeenSave even if nothing changes
+	}
 	if err != nil && !s.leaseSaveFailing.Swap(true) {
 		s.log.Error("cannot save address leases; devices may get new addresses after a restart", "lease_file", path, "error", err.Error())
 	}
