@@ -39,19 +39,28 @@ import (
 //
 // Devices are round-robin over a few certificates so that sessions end
 // before the same device comes back (no replacement, no flap rule).
+// gateway-10k-leases is a gateway that also keeps the leases of 10,000
+// other devices and saves its lease file as it runs (routineSaveLeases),
+// as a company's gateway does.
 func BenchmarkSessionSetup(b *testing.B) {
 	bs := newBenchSetup(b)
-	b.Run("gateway", func(b *testing.B) {
-		s := bs.gateway(b)
-		conf := s.tlsConfig()
-		var wg sync.WaitGroup
-		bs.run(b, func(c net.Conn) {
-			wg.Add(1)
-			go func() { defer wg.Done(); s.handshake(context.Background(), c, conf) }()
-		}, wg.Wait)
-		s.closeAll("shutdown")
-		wg.Wait()
-	})
+	for _, leases := range []int{0, 10000} {
+		name := "gateway"
+		if leases > 0 {
+			name = fmt.Sprintf("gateway-%dk-leases", leases/1000)
+		}
+		b.Run(name, func(b *testing.B) {
+			s := bs.gateway(b, leases)
+			conf := s.tlsConfig()
+			var wg sync.WaitGroup
+			bs.run(b, func(c net.Conn) {
+				wg.Add(1)
+				go func() { defer wg.Done(); s.handshake(context.Background(), c, conf) }()
+			}, wg.Wait)
+			s.closeAll("shutdown")
+			wg.Wait()
+		})
+	}
 	b.Run("bare", func(b *testing.B) {
 		conf := &tls.Config{Certificates: []tls.Certificate{bs.gwCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: bs.caPool}
 		tunnel.TLSDefaults(conf)
@@ -113,8 +122,9 @@ func newBenchSetup(b *testing.B) *benchSetup {
 }
 
 // gateway is a Server with the setup's files on a fake TUN, as in
-// newGatewayHarnessWith.
-func (bs *benchSetup) gateway(b *testing.B) *Server {
+// newGatewayHarnessWith; with leases > 0 its pool is a /16 that holds that
+// many leases of other devices, and it saves its lease file as it runs.
+func (bs *benchSetup) gateway(b *testing.B, leases int) *Server {
 	b.Helper()
 	dir := b.TempDir()
 	writePEM := func(path, typ string, der []byte) {
@@ -129,7 +139,7 @@ func (bs *benchSetup) gateway(b *testing.B) *Server {
 	cfg := &Config{
 		Path:     filepath.Join(dir, "server.toml"),
 		TLS:      TLSConfig{Cert: filepath.Join(dir, "gw.crt"), Key: filepath.Join(dir, "gw.key"), ClientCA: filepath.Join(dir, "ca.crt")},
-		Tunnel:   TunnelConfig{IPv4Pool: "10.8.0.0/24", LeaseFile: filepath.Join(dir, "leases.json")},
+		Tunnel:   TunnelConfig{IPv4Pool: "10.8.0.0/16", LeaseFile: filepath.Join(dir, "leases.json")},
 		Policies: []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"192.168.77.0/24"}}},
 	}
 	if err := cfg.normalize(); err != nil {
@@ -144,6 +154,19 @@ func (bs *benchSetup) gateway(b *testing.B) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.routineReadTUN(ctx, tunnel.NewPacketSource(s.dev))
+	if leases > 0 {
+		for i := range leases {
+			key := fmt.Sprintf("CN=Other CA\x00device-%05d", i)
+			a, a6, err := s.pool.Acquire(key, staticAddr{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.pool.Release(key, a, a6)
+		}
+		s.saveLeases()
+		s.wg.Add(1)
+		go s.routineSaveLeases(ctx)
+	}
 	b.Cleanup(func() { cancel(); tun.Close(); s.wg.Wait() })
 	return s
 }
