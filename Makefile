@@ -20,7 +20,7 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 
-.PHONY: all build test test-short vet fmt-check fuzz demo bench install uninstall units man deb rpm clean FORCE
+.PHONY: all build test test-short vet fmt-check fuzz demo bench scale install uninstall units man deb rpm clean FORCE
 
 all: build
 
@@ -59,6 +59,11 @@ demo: build
 # Throughput and latency: direct path, raw TLS, sallyport with each driver.
 bench: build
 	bash scripts/bench.sh $(CURDIR)/$(BIN)
+
+# One gateway holding a fleet: memory per session, churn against bare TLS,
+# reconnect storm (bench/scale; sizes from SCALE_* in scripts/scale.sh).
+scale: build
+	bash scripts/scale.sh $(CURDIR)/$(BIN)
 
 # Man pages (one per command) and shell completions, generated from the
 # command tree (scripts/gendoc) so they never drift from the flags.
