@@ -5,49 +5,19 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sallyport/sallyport/internal/testenv"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on a locked OS thread inside a fresh, anonymous network
-// namespace (the project's netns test pattern, see tunnel's tests), so the
-// kill switch never touches the host.
+// inNetns runs fn in a throwaway network namespace (testenv.InNetns).
 func inNetns(t *testing.T, fn func()) {
 	t.Helper()
-	testenv.Root(t, "network namespaces and nftables")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Errorf("get netns: %v", err)
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			t.Errorf("new netns: %v", err)
-			return
-		}
-		defer func() {
-			ns.Close()
-			if err := netns.Set(orig); err != nil {
-				t.Errorf("restore netns: %v", err)
-				return
-			}
-			runtime.UnlockOSThread()
-		}()
-		fn()
-	}()
-	<-done
+	testenv.InNetns(t, "network namespaces and nftables", fn)
 }
 
 // veth makes a veth pair with addrs on name (the peer stays without

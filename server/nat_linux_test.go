@@ -3,47 +3,18 @@ package server
 import (
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/sallyport/sallyport/internal/testenv"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
-// inNetns runs fn on a locked OS thread inside a fresh, anonymous network
-// namespace, so nothing here touches the host's nftables or routes.
+// inNetns runs fn in a throwaway network namespace (testenv.InNetns).
 func inNetns(t *testing.T, fn func()) {
 	t.Helper()
-	testenv.Root(t, "network namespaces and nftables")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Errorf("get netns: %v", err)
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			t.Errorf("new netns: %v", err)
-			return
-		}
-		defer func() {
-			ns.Close()
-			if err := netns.Set(orig); err != nil {
-				t.Errorf("restore netns: %v", err)
-				return
-			}
-			runtime.UnlockOSThread()
-		}()
-		fn()
-	}()
-	<-done
+	testenv.InNetns(t, "network namespaces and nftables", fn)
 }
 
 // inetTables lists the inet tables with their chains' rule counts.

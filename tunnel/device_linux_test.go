@@ -14,44 +14,12 @@ import (
 
 	"github.com/sallyport/sallyport/internal/testenv"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
-// inNetns runs fn on a locked OS thread inside a fresh, anonymous network
-// namespace, so nothing here touches the host's interfaces. The namespace
-// (and any TUN left in it) disappears when its last reference goes: the
-// handle is closed and the thread returns to the original namespace. If
-// returning fails the thread stays locked and is destroyed with the
-// goroutine.
+// inNetns runs fn in a throwaway network namespace (testenv.InNetns).
 func inNetns(t *testing.T, fn func()) {
 	t.Helper()
-	testenv.Root(t, "network namespaces and TUN devices")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			t.Errorf("get netns: %v", err)
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New() // also switches this thread into it
-		if err != nil {
-			t.Errorf("new netns: %v", err)
-			return
-		}
-		defer func() {
-			ns.Close()
-			if err := netns.Set(orig); err != nil {
-				t.Errorf("restore netns: %v", err)
-				return // thread stays locked and dies with the goroutine
-			}
-			runtime.UnlockOSThread()
-		}()
-		fn()
-	}()
-	<-done
+	testenv.InNetns(t, "network namespaces and TUN devices", fn)
 }
 
 // checkGoroutines fails t if more goroutines than before remain after a
