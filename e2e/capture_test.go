@@ -111,21 +111,3 @@ func helperUDPAny(addr, payload string) error {
 	fmt.Println("sent=1")
 	return nil
 }
-
-// helperUDPRecv listens on addr (IPv4 or IPv6) and prints one line per
-// datagram with its source address.
-func helperUDPRecv(addr string) error {
-	c, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	fmt.Println("ready")
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := c.ReadFrom(buf)
-		if err != nil {
-			return fmt.Errorf("read: %w", err)
-		}
-		fmt.Printf("recv from=%s payload=%s\n", from.(*net.UDPAddr).IP, strings.ReplaceAll(string(buf[:n]), " ", "_"))
-	}
-}

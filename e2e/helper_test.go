@@ -105,7 +105,7 @@ func runHelper(kind string, args []string) int {
 	case "tcpfetch":
 		err = helperTCPFetch(arg(0), time.Duration(atoi(arg(1), 3000))*time.Millisecond)
 	case "udplisten":
-		err = helperUDPListen(arg(0))
+		err = helperUDPListen("udp4", arg(0))
 	case "udpsend":
 		err = helperUDPSend(arg(0), arg(1))
 	case "udpforge":
@@ -119,7 +119,7 @@ func runHelper(kind string, args []string) int {
 	case "udpany":
 		err = helperUDPAny(arg(0), arg(1))
 	case "udprecv":
-		err = helperUDPRecv(arg(0))
+		err = helperUDPListen("udp", arg(0)) // IPv4 or IPv6
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:
@@ -328,9 +328,10 @@ func helperTCPFetch(addr string, dialTimeout time.Duration) error {
 	return nil
 }
 
-// helperUDPListen prints "recv from=IP payload=P" for every datagram.
-func helperUDPListen(addr string) error {
-	c, err := net.ListenPacket("udp4", addr)
+// helperUDPListen listens on addr with network ("udp4", or "udp" for
+// IPv4 or IPv6) and prints "recv from=IP payload=P" for every datagram.
+func helperUDPListen(network, addr string) error {
+	c, err := net.ListenPacket(network, addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
