@@ -93,21 +93,8 @@ func TestGatewayRejectsBadVnetHeader(t *testing.T) {
 	var vt *fakeVnetTUN
 	h := newGatewayHarnessOn(t, engPolicy, netip.Prefix{}, func(f *fakeTUN) tunnel.Device { vt = newFakeVnetTUN(f); return vt })
 	defer h.close()
-	d := h.dial(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	d := h.connectGSO(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
 	defer d.tc.Close()
-	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: []string{tunnel.CapGSO}}); err != nil {
-		t.Fatal(err)
-	}
-	typ, payload, err := d.r.Next()
-	if err != nil || typ != tunnel.FrameConfig {
-		t.Fatalf("config: %#x %v", typ, err)
-	}
-	pc, _ := tunnel.DecodeConfig(payload)
-	if !tunnel.HasCap(pc.Caps, tunnel.CapGSO) {
-		t.Fatal("gso not negotiated with a vnet-capable TUN")
-	}
-	d.addr = pc.Address.Addr().String()
-	waitFor(t, func() bool { _, ok := h.sessionOf("alice"); return ok })
 
 	pkt := udp4(d.addr, "192.168.77.10", 5000, 53)
 	lies := []tunnel.VnetHdr{
