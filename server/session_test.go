@@ -107,7 +107,7 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 }
 
 // leafWithKey issues a certificate and returns it as a tls.Certificate.
-func (ca *testCA) leafWithKey(t *testing.T, cn string, ous []string, eku x509.ExtKeyUsage, dns ...string) tls.Certificate {
+func (ca *testCA) leafWithKey(t testing.TB, cn string, ous []string, eku x509.ExtKeyUsage, dns ...string) tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{

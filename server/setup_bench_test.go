@@ -4,17 +4,12 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -88,31 +83,11 @@ type benchSetup struct {
 
 func newBenchSetup(b *testing.B) *benchSetup {
 	b.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(der)
-	bs := &benchSetup{dir: b.TempDir(), caCert: caCert, caPool: x509.NewCertPool()}
-	bs.caPool.AddCert(caCert)
+	ca := newTestCA(b, "Bench CA")
+	bs := &benchSetup{dir: b.TempDir(), caCert: ca.cert, caPool: x509.NewCertPool()}
+	bs.caPool.AddCert(ca.cert)
 	leaf := func(cn string, eku x509.ExtKeyUsage, dns ...string) tls.Certificate {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn, OrganizationalUnit: []string{"eng"}},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{eku}, KeyUsage: x509.KeyUsageDigitalSignature, DNSNames: dns,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+		return ca.leafWithKey(b, cn, []string{"eng"}, eku, dns...)
 	}
 	bs.gwCert = leaf("gw.test", x509.ExtKeyUsageServerAuth, "gw.test")
 	for i := range 32 {
