@@ -210,3 +210,40 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestLaptopStartErrors checks what an employee sees when `sallyport up`
+// cannot start: one plain line naming what is missing, and no format verb
+// (a bundle names no device, so the client asks the kernel for "sp%d").
+func TestLaptopStartErrors(t *testing.T) {
+	requireRoot(t)
+	testenv.Command(t, "setpriv")
+	tp := newTopo(t, false)
+	k := stdPKI(t)
+	noCaps := []string{"setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"}
+	for _, tt := range []struct {
+		name string
+		wrap []string
+		edit func(cc *ClientConf)
+		want string
+	}{
+		{"no capabilities, bundle without device", noCaps, func(cc *ClientConf) { cc.Device = "" },
+			"sallyport: open TUN spN (first free, driver wireguard): operation not permitted (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cc := clientConf(k, "alice", "wireguard", shortTempDir(t))
+			tt.edit(&cc)
+			conf := filepath.Join(t.TempDir(), "acme.toml")
+			render(t, clientTmpl, cc, conf)
+			p := tp.start(tp.Lap, "client", nil, append(tt.wrap, binPath, "up", "-c", conf)...)
+			if !p.Wait(10 * time.Second) {
+				t.Fatal("client did not exit")
+			}
+			if p.ExitCode() != 1 {
+				t.Fatalf("client exited %d, want 1:\n%s", p.ExitCode(), p.Log())
+			}
+			if got := strings.TrimSpace(p.Err()); got != tt.want {
+				t.Fatalf("stderr:\n%s\nwant exactly:\n%s", got, tt.want)
+			}
+		})
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Device is a TUN interface with a batch API (the shape of
@@ -64,14 +65,16 @@ const (
 var ErrDeviceClosed = os.ErrClosed
 
 // OpenDevice creates the TUN interface name with the given MTU using driver
-// ("wireguard", the default when empty, or "water"). The link is left down;
-// see LinkUp.
+// ("wireguard", the default when empty, or "water"). A name with %d (such
+// as "sp%d") asks the kernel for the first free number; errors then say
+// "spN (first free)", never the template. The link is left down; see LinkUp.
 func OpenDevice(name, driver string, mtu int) (Device, error) {
 	if name == "" || len(name) > 15 {
 		return nil, fmt.Errorf("open TUN %q: name must be 1..15 bytes", name)
 	}
+	shown := DisplayName(name)
 	if mtu < MinMTU || mtu > MaxMTU {
-		return nil, fmt.Errorf("open TUN %s: MTU %d out of range %d..%d", name, mtu, MinMTU, MaxMTU)
+		return nil, fmt.Errorf("open TUN %s: MTU %d out of range %d..%d", shown, mtu, MinMTU, MaxMTU)
 	}
 	var (
 		d   Device
@@ -83,18 +86,32 @@ func OpenDevice(name, driver string, mtu int) (Device, error) {
 	case DriverWater:
 		d, err = openWater(name, mtu)
 	default:
-		return nil, fmt.Errorf("open TUN %s: unknown driver %q (want %q or %q)", name, driver, DriverWireguard, DriverWater)
+		return nil, fmt.Errorf("open TUN %s: unknown driver %q (want %q or %q)", shown, driver, DriverWireguard, DriverWater)
 	}
 	if err != nil {
 		if driver == "" {
 			driver = DriverWireguard
 		}
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("open TUN %s (driver %s): %w (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)", name, driver, err)
+		what := name + " (driver " + driver + ")"
+		if shown != name {
+			what = strings.TrimSuffix(shown, ")") + ", driver " + driver + ")"
 		}
-		return nil, fmt.Errorf("open TUN %s (driver %s): %w", name, driver, err)
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open TUN %s: %w (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)", what, err)
+		}
+		return nil, fmt.Errorf("open TUN %s: %w", what, err)
 	}
 	return d, nil
+}
+
+// DisplayName is a TUN name as a message shows it: a kernel name template
+// ("sp%d", the first free spN) becomes "spN (first free)", so no format
+// verb ever reaches a user; any other name is returned as it is.
+func DisplayName(name string) string {
+	if before, after, ok := strings.Cut(name, "%d"); ok {
+		return before + "N" + after + " (first free)"
+	}
+	return name
 }
 
 // closedErr maps the various "file closed" errors of the drivers to one

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,22 +40,32 @@ func checkGoroutines(t *testing.T, before int) {
 
 func testDevName() string { return fmt.Sprintf("sptest%d", os.Getpid()%10000) }
 
+// TestOpenDeviceErrors: bad arguments fail before the kernel is asked, and
+// the message names the device as a person reads it: the kernel's
+// template "sp%d" is shown as "spN (first free)", never with its verb.
 func TestOpenDeviceErrors(t *testing.T) {
 	tests := []struct {
 		name, dev, driver string
 		mtu               int
+		want              string
 	}{
-		{"unknown driver", "sp0", "tap", 1400},
-		{"empty name", "", "", 1400},
-		{"long name", "abcdefghijklmnop", "", 1400},
-		{"mtu low", "sp0", "", 100},
-		{"mtu high", "sp0", "", 70000},
+		{"unknown driver", "sp0", "tap", 1400, `open TUN sp0: unknown driver "tap"`},
+		{"empty name", "", "", 1400, `open TUN "": name must be 1..15 bytes`},
+		{"long name", "abcdefghijklmnop", "", 1400, "name must be 1..15 bytes"},
+		{"mtu low", "sp0", "", 100, "open TUN sp0: MTU 100 out of range"},
+		{"mtu high", "sp0", "", 70000, "MTU 70000 out of range"},
+		{"template, unknown driver", "sp%d", "tap", 1400, `open TUN spN (first free): unknown driver "tap"`},
+		{"template, mtu", "sp%d", "", 100, "open TUN spN (first free): MTU 100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if d, err := OpenDevice(tt.dev, tt.driver, tt.mtu); err == nil {
+			d, err := OpenDevice(tt.dev, tt.driver, tt.mtu)
+			if err == nil {
 				d.Close()
 				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "%") {
+				t.Fatalf("error %q, want it to contain %q and no %%", err, tt.want)
 			}
 		})
 	}

@@ -80,6 +80,9 @@ func TestRun(t *testing.T) {
 			if code != tt.code || !strings.Contains(out, tt.stdout) || !strings.Contains(errs, tt.stderr) {
 				t.Fatalf("sallyport %q = %d, want %d with %q/%q\nstdout: %s\nstderr: %s", tt.args, code, tt.code, tt.stdout, tt.stderr, out, errs)
 			}
+			if tt.code != 0 && (hasVerb(errs) || strings.Contains(errs, "%!")) {
+				t.Errorf("a format verb reached the message (verbs_test.go):\n%s", errs)
+			}
 			if tt.code == 1 && (strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.HasPrefix(errs, "sallyport: ") || strings.Contains(errs, "level=")) {
 				t.Errorf("a failure must be one plain line on stderr starting with \"sallyport: \", got:\n%s", errs)
 			}
