@@ -200,22 +200,39 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 
 // checkForwarding warns when the kernel will not route tunnel traffic.
 func (s *Server) checkForwarding() {
-	check := func(file, family, sysctl string) {
+	check := func(file, family string, v6 bool) {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return
 		}
 		if strings.TrimSpace(string(b)) != "1" {
 			s.log.Warn(family+" forwarding is off: devices will reach only the gateway itself",
-				"fix", "sysctl -w "+sysctl+"=1 (to persist: the package ships /usr/lib/sysctl.d/60-sallyport.conf; sysctl --system loads it)")
+				"fix", forwardingFix(v6))
 		}
 	}
 	if s.pool.v4 != nil {
-		check("/proc/sys/net/ipv4/ip_forward", "IPv4", "net.ipv4.ip_forward")
+		check("/proc/sys/net/ipv4/ip_forward", "IPv4", false)
 	}
 	if s.pool.v6 != nil {
-		check("/proc/sys/net/ipv6/conf/all/forwarding", "IPv6", "net.ipv6.conf.all.forwarding")
+		check("/proc/sys/net/ipv6/conf/all/forwarding", "IPv6", true)
 	}
+}
+
+// forwardingFix is the advice logged when forwarding is off: the command
+// that turns it on now and how to keep it on across reboots. The packaged
+// sysctl.d file (systemd/60-sallyport.conf) turns on IPv4 forwarding only;
+// its IPv6 line is commented out because forwarding makes the kernel ignore
+// router advertisements on interfaces with accept_ra = 1, so IPv6 needs a
+// drop-in of the admin's own in /etc/sysctl.d.
+func forwardingFix(v6 bool) string {
+	if v6 {
+		return "sysctl -w net.ipv6.conf.all.forwarding=1; to persist: " +
+			"echo 'net.ipv6.conf.all.forwarding = 1' > /etc/sysctl.d/61-sallyport-ipv6.conf " +
+			"(the packaged 60-sallyport.conf leaves IPv6 off: with forwarding on, an uplink that takes " +
+			"its address or route from router advertisements needs net.ipv6.conf.IFACE.accept_ra = 2)"
+	}
+	return "sysctl -w net.ipv4.ip_forward=1; to persist: sysctl --system loads the packaged " +
+		"/usr/lib/sysctl.d/60-sallyport.conf (or put net.ipv4.ip_forward = 1 in /etc/sysctl.d/)"
 }
 
 // Reload re-reads the config, CA, CRL and policies; on success it re-checks

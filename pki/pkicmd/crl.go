@@ -15,9 +15,10 @@ func init() {
 		usage:   "[--days N]",
 		help: `Re-sign crl.pem with every recorded revocation, a higher CRL number and a
 new nextUpdate --days ahead. Run it regularly (well before nextUpdate) so
-gateways never hold a stale CRL.`,
+gateways never hold a stale CRL; a gateway re-reads its CRL file by itself
+when it changes.`,
 		example: `  # crontab: every week
-  0 3 * * 1  sallyport pki crl --dir /etc/sallyport/pki && systemctl reload sallyport-server`,
+  0 3 * * 1  sallyport pki crl --dir /etc/sallyport/pki`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
 			days := fs.Int("days", ca.DefaultCRLDays, "days until nextUpdate")
 			return func(pos []string, stdout, stderr io.Writer) error {

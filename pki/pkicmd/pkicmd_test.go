@@ -102,6 +102,20 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
+	// The gateway watches its CRL file and reloads by itself: help that
+	// tells the admin to reload or restart it sends them on a needless
+	// errand (and makes them think a revocation waits for it).
+	for _, name := range []string{"revoke", "crl"} {
+		_, out, _ := run(t, name, "--help")
+		for _, bad := range []string{"Reload the gateway", "systemctl reload", "restart the gateway"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s --help says %q; the gateway re-reads its CRL by itself:\n%s", name, bad, out)
+			}
+		}
+		if !strings.Contains(out, "by itself") {
+			t.Errorf("%s --help does not say the gateway picks up the CRL by itself:\n%s", name, out)
+		}
+	}
 	if code, out, _ := run(t, "help", "issue"); code != 0 || !strings.Contains(out, "--device") {
 		t.Errorf("help issue: %d", code)
 	}

@@ -20,8 +20,10 @@ digits); it must be in the index. --device revokes every certificate issued
 to that device. Revoking twice is not an error; revocations are never
 dropped. Reasons: unspecified, keyCompromise, cACompromise,
 affiliationChanged, superseded, cessationOfOperation, certificateHold,
-privilegeWithdrawn, aACompromise. Reload the gateway afterwards so it picks
-up the new CRL.`,
+privilegeWithdrawn, aACompromise. A gateway whose tls.crl is this crl.pem
+re-reads it by itself within a second and disconnects the revoked device: no
+reload or restart is needed. A gateway on another machine needs the new
+crl.pem copied to it; it picks that up the same way.`,
 		example: `  sallyport pki revoke 1a7f3c9e... --reason keyCompromise
   sallyport pki revoke --device alice-laptop --reason superseded`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
