@@ -78,6 +78,10 @@ $(UNITBUILD)/%: systemd/%.in FORCE
 	@mkdir -p $(@D)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' $< > $@
 
+# The user documentation README.md links to, installed beside it so the
+# links work in DOCDIR too.
+DOCS := $(sort $(wildcard docs/*.md))
+
 # Everything install puts down, as DEST:SOURCE:MODE; uninstall removes
 # exactly these (and the directories only we own, when empty).
 INSTALL_FILES := \
@@ -87,6 +91,8 @@ INSTALL_FILES := \
 	$(SYSCTLDIR)/60-sallyport.conf:systemd/60-sallyport.conf:0644 \
 	$(SYSUSERSDIR)/sallyport.conf:systemd/sallyport.sysusers:0644 \
 	$(DOCDIR)/README.md:README.md:0644 \
+	$(DOCDIR)/ARCHITECTURE.md:ARCHITECTURE.md:0644 \
+	$(foreach f,$(DOCS),$(DOCDIR)/$(f):$(f):0644) \
 	$(DOCDIR)/examples/server.toml:configs/server.toml:0644 \
 	$(DOCDIR)/examples/client.toml:configs/client.toml:0644 \
 	$(BASHCOMPDIR)/sallyport:bin/completions/sallyport.bash:0644 \
@@ -110,7 +116,7 @@ uninstall:
 	  dst=$(DESTDIR)$${f%%:*}; echo "rm -f $$dst"; rm -f $$dst; \
 	done
 	rm -f $(DESTDIR)$(MANDIR)/man1/sallyport.1 $(DESTDIR)$(MANDIR)/man1/sallyport-*.1
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sallyport 2>/dev/null
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sallyport 2>/dev/null
 	@if [ -n "$(DESTDIR)" ]; then for f in $(INSTALL_FILES) $(SYSCONFDIR)/sallyport/x $(MANDIR)/man1/x; do \
 	  d=$$(dirname $(DESTDIR)$${f%%:*}); \
 	  while [ "$$d" != "$(DESTDIR)" ] && [ "$${d#$(DESTDIR)/}" != "$$d" ]; do \

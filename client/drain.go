@@ -1,6 +1,6 @@
 package client
 
-// Drain (README "Drain"): a gateway being drained closes every session
+// Drain (docs/admin-guide.md, "Drain"): a gateway being drained closes every session
 // with reason "drain". The client reconnects at once, without backoff, and
 // dials the gateways of `servers` starting after the one that drained it
 // (that one is tried last).

@@ -40,7 +40,7 @@ type refusal struct {
 	Permanent bool   // needs an admin: back off to reconnect.refused_delay
 }
 
-// refusals is the shared vocabulary (see the README, "Refusals").
+// refusals is the shared vocabulary (see docs/laptop.md, "Refusals", and docs/trust.md).
 var refusals = map[string]refusal{
 	"revoked":          {Message: "refused: this device's certificate was revoked — contact your admin", Permanent: true},
 	"expired":          {Message: "refused: this device's certificate has expired — ask your admin for a new one", Permanent: true},

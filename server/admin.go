@@ -21,7 +21,7 @@ type Status struct {
 	NoSession uint64 `json:"dropped_no_session"`
 	CPUs      int    `json:"cpus"` // GOMAXPROCS now (tunnel.cpus)
 	// Refused counts refused handshakes and sessions since start, by
-	// reason (README "Trust").
+	// reason (docs/trust.md).
 	Refused map[string]uint64 `json:"refused"`
 	// CRLNumber and CRLNextUpdate describe the CRL in force (empty and
 	// zero without one); CRLStale is true past its nextUpdate.

@@ -1,6 +1,6 @@
 package server
 
-// The audit trail (README "Logs"): every session event (up, refused,
+// The audit trail (docs/monitoring.md, "Logs"): every session event (up, refused,
 // replaced, re-checked, closed) is one line that carries the device's
 // identity, its policies and the reason; with [log] log_drops = true the
 // gateway also logs, per device, the packets it dropped, rate-limited.

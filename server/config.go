@@ -109,7 +109,7 @@ type AdminConfig struct {
 // adminCommands are the commands group_commands may name.
 var adminCommands = []string{"kick", "reload", "drain", "pprof"}
 
-// LogConfig is how the gateway logs (README "Logs").
+// LogConfig is how the gateway logs (docs/monitoring.md, "Logs").
 type LogConfig struct {
 	// Format is "text" (key=value, the default) or "json"; the command
 	// line's --log-format wins over it. Applies at start.
@@ -119,7 +119,7 @@ type LogConfig struct {
 	LogDrops bool `toml:"log_drops"`
 }
 
-// MetricsConfig is the Prometheus endpoint (README "Monitoring").
+// MetricsConfig is the Prometheus endpoint (docs/monitoring.md).
 type MetricsConfig struct {
 	// Listen is the address of the HTTP listener serving /metrics; empty
 	// turns metrics off. It may not be the VPN listener.

@@ -1,6 +1,6 @@
 package server
 
-// Drain (README "Drain"): SIGTERM or `sallyport server drain` stops
+// Drain (docs/admin-guide.md, "Drain"): SIGTERM or `sallyport server drain` stops
 // accepting, closes every session with reason "drain" (a laptop with
 // several gateways in `servers` moves to the next one at once), waits up to
 // drain_timeout for the sessions to end, then lets Run return.

@@ -80,7 +80,7 @@ func (l *refusalLog) counts() map[string]uint64 {
 }
 
 // One certificate on two laptops makes them replace each other's session
-// for ever. The rule (README "Trust"): when a device's session has been
+// for ever. The rule (docs/trust.md): when a device's session has been
 // replaced by a new connection of the same certificate more than
 // flapLimit times within flapWindow, the gateway logs one warning naming
 // the device and both remote addresses and refuses further new

@@ -1,6 +1,6 @@
 package server
 
-// Prometheus metrics (README "Monitoring"). Nothing here is on the data
+// Prometheus metrics (docs/monitoring.md). Nothing here is on the data
 // plane: the counters sessions already keep are read at scrape time.
 // Gateway totals must never go backwards, so a session's counters stay in
 // the tracked set until its goroutines have ended (run returned) and are

@@ -227,7 +227,7 @@ func (t *trust) staticFor(id pki.Identity) staticAddr {
 
 // Refusal reasons, logged as reason=... on "handshake refused" and
 // "session closed" lines and sent to the device as the Close frame's reason
-// (the laptop turns them into a sentence). README "Trust" lists them.
+// (the laptop turns them into a sentence). docs/trust.md lists them.
 const (
 	reasonUnknownCA      = "unknown-ca"
 	reasonRevoked        = "revoked"

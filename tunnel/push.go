@@ -1,6 +1,6 @@
 package tunnel
 
-// Live push (README "Wire protocol"): when a reload changes what a live
+// Live push (ARCHITECTURE.md, "Wire protocol"): when a reload changes what a live
 // session is pushed (routes, DNS, search domains, MTU), the gateway sends
 // the session's whole new Config in a FramePush, only to a device whose
 // hello offered CapPush and whose config answer listed it. The laptop

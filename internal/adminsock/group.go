@@ -1,6 +1,6 @@
 package adminsock
 
-// Group access (README "Non-root status"): with Options.Group the socket is
+// Group access (docs/admin-guide.md, "Non-root status"): with Options.Group the socket is
 // mode 0660 in that group (its directory 0750 when this process owns it),
 // so members can connect without sudo. The kernel's permission check on
 // connect lets in only root, the process's own user and members of the

@@ -8,8 +8,8 @@
 // context switch (and, across CPUs, an inter-processor interrupt). Measured
 // on a 2-CPU machine with the laptop, gateway and iperf3 ends sharing it,
 // one P per process cut sallyport's CPU per GB by about 12% and raised
-// single-stream throughput by about 8% (make bench; see README
-// "Performance").
+// single-stream throughput by about 8% (make bench; see
+// docs/performance.md).
 //
 // So in automatic mode the laptop runs on one P, and the gateway runs on
 // one P per live session or handshake in flight, up to the CPUs Go found at

@@ -1,6 +1,6 @@
 package policy
 
-// Policy as code (README "Policy as code"): Explain says, for one identity
+// Policy as code (docs/policy.md, "Policy as code"): Explain says, for one identity
 // and one destination, which policies match and why, which allow rule
 // admits the traffic, and the verdict. The verdict is the packet filter's
 // own (Grant.Allows on a packet built from the destination), so an
