@@ -220,6 +220,20 @@ func TestLaptopStartErrors(t *testing.T) {
 	tp := newTopo(t, false)
 	k := stdPKI(t)
 	noCaps := []string{"setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"}
+	nobody := append([]string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}, noCaps[1:]...)
+	// home is a directory nobody may read but not write, holding the
+	// config and its certificate and key (nobody's own).
+	home := shortTempDir(t)
+	crt, key := k.Device("alice")
+	for _, f := range []string{crt, key, k.CA()} {
+		copyFile(t, f, filepath.Join(home, filepath.Base(f)))
+		if err := os.Chown(filepath.Join(home, filepath.Base(f)), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name string
 		wrap []string
@@ -228,13 +242,28 @@ func TestLaptopStartErrors(t *testing.T) {
 	}{
 		{"no capabilities, bundle without device", noCaps, func(cc *ClientConf) { cc.Device = "" },
 			"sallyport: open TUN spN (first free, driver wireguard): operation not permitted (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)"},
+		// Not "ports below 1024 need CAP_NET_BIND_SERVICE": it is a directory.
+		{"admin socket directory not writable", nobody, func(cc *ClientConf) { cc.Socket = filepath.Join(home, "lap.sock") },
+			"sallyport: admin socket " + home + "/lap.sock: directory " + home + " is not writable by uid 65534 (permission denied): run as root (sudo), or set [admin] socket to a path in a directory this user may write"},
+		{"admin socket directory cannot be made", nobody, func(cc *ClientConf) { cc.Socket = filepath.Join(home, "run", "lap.sock") },
+			"sallyport: admin socket " + home + "/run/lap.sock: uid 65534 may not create directory " + home + "/run (permission denied): run as root (sudo), or set [admin] socket to a path in a directory this user may write"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cc := clientConf(k, "alice", "wireguard", shortTempDir(t))
-			tt.edit(&cc)
 			conf := filepath.Join(t.TempDir(), "acme.toml")
+			asNobody := tt.wrap[1] == "--reuid=nobody"
+			if asNobody {
+				cc.Cert, cc.Key, cc.CA = filepath.Join(home, filepath.Base(crt)), filepath.Join(home, filepath.Base(key)), filepath.Join(home, filepath.Base(k.CA()))
+				conf = filepath.Join(home, strings.ReplaceAll(tt.name, " ", "-")+".toml")
+			}
+			tt.edit(&cc)
 			render(t, clientTmpl, cc, conf)
-			p := tp.start(tp.Lap, "client", nil, append(tt.wrap, binPath, "up", "-c", conf)...)
+			if asNobody {
+				if err := os.Chown(conf, 65534, 65534); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := tp.start(tp.Lap, "client", nil, append(tt.wrap, nobodyBin, "up", "-c", conf)...)
 			if !p.Wait(10 * time.Second) {
 				t.Fatal("client did not exit")
 			}

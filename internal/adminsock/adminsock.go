@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -78,7 +80,7 @@ func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Ser
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+		return nil, dirError(path, err)
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
@@ -87,7 +89,7 @@ func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Ser
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+		return nil, dirError(path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
@@ -104,6 +106,44 @@ func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Ser
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
+}
+
+// DirError is an admin socket that could not be made because its
+// directory may not be created (Mkdir) or written by this user. Its
+// message says so and how to fix it (not a hint about TCP ports or
+// capabilities).
+type DirError struct {
+	Socket, Dir string
+	Mkdir       bool
+	UID         int
+	Err         error
+}
+
+func (e *DirError) Error() string {
+	what := fmt.Sprintf("directory %s is not writable by uid %d", e.Dir, e.UID)
+	if e.Mkdir {
+		what = fmt.Sprintf("uid %d may not create directory %s", e.UID, e.Dir)
+	}
+	return fmt.Sprintf("admin socket %s: %s (%v): run as root (sudo), or set [admin] socket to a path in a directory this user may write",
+		e.Socket, what, e.Err)
+}
+
+func (e *DirError) Unwrap() error { return e.Err }
+
+// dirError wraps err from creating the socket at path: a permission error
+// becomes a DirError naming the directory.
+func dirError(path string, err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		// The innermost cause (EACCES) reads best after the directory.
+		var errno syscall.Errno
+		cause := err
+		if errors.As(err, &errno) {
+			cause = errno
+		}
+		var pe *fs.PathError
+		return &DirError{Socket: path, Dir: filepath.Dir(path), Mkdir: errors.As(err, &pe) && pe.Op == "mkdir", UID: os.Geteuid(), Err: cause}
+	}
+	return fmt.Errorf("admin socket %s: %w", path, err)
 }
 
 func (s *Server) acceptLoop() {

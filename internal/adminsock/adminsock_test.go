@@ -3,10 +3,13 @@ package adminsock
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -97,5 +100,37 @@ func TestSlowHandler(t *testing.T) {
 	// A caller whose deadline passes first gets an error, not a hang.
 	if err := CallTimeout(path, Request{Cmd: "pprof"}, nil, 100*time.Millisecond); err == nil {
 		t.Fatal("call past its deadline succeeded")
+	}
+}
+
+// A socket whose directory this user may not create or write is reported
+// as a DirError naming the directory and the fix (not a TCP port hint);
+// other errors keep their text.
+func TestDirError(t *testing.T) {
+	sock := "/run/sallyport/client-acme.sock"
+	for _, tt := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"bind", &net.OpError{Op: "listen", Net: "unix", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}},
+			"admin socket /run/sallyport/client-acme.sock: directory /run/sallyport is not writable by uid"},
+		{"mkdir", &fs.PathError{Op: "mkdir", Path: "/run/sallyport", Err: syscall.EACCES}, "may not create directory /run/sallyport (permission denied)"},
+		{"other", &net.OpError{Op: "listen", Net: "unix", Err: syscall.EADDRINUSE}, "admin socket /run/sallyport/client-acme.sock: listen unix"},
+	} {
+		err := dirError(sock, tt.err)
+		if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %q, want %q", tt.name, err, tt.want)
+		}
+		var de *DirError
+		isDir := errors.As(err, &de)
+		switch {
+		case isDir != errors.Is(tt.err, os.ErrPermission):
+			t.Errorf("%s: %#v: want a DirError exactly for a permission error", tt.name, err)
+		case !isDir && !errors.Is(err, tt.err):
+			t.Errorf("%s: %q does not wrap %v", tt.name, err, tt.err)
+		case isDir && (!strings.Contains(err.Error(), "[admin] socket") || !errors.Is(err, syscall.EACCES)):
+			t.Errorf("%s: %q does not say how to fix it or does not wrap EACCES", tt.name, err)
+		}
 	}
 }

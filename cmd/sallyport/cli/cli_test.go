@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sallyport/sallyport/internal/adminsock"
 )
 
 func run(args ...string) (int, string, string) {
@@ -204,11 +206,17 @@ func TestWithHint(t *testing.T) {
 		{"privileged port", fmt.Errorf("listen 0.0.0.0:443: %w", &net.OpError{Op: "listen", Net: "tcp", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}}), "CAP_NET_BIND_SERVICE"},
 		{"netlink", fmt.Errorf("add address: %w", syscall.EPERM), "needs root or CAP_NET_ADMIN"},
 		{"chown to a group", fmt.Errorf("admin socket: group: %w", &fs.PathError{Op: "chown", Path: "/run/sallyport/server.sock", Err: syscall.EPERM}), "SupplementaryGroups="},
+		// A unix socket's bind is about its directory, never about ports.
+		{"admin socket directory", &adminsock.DirError{Socket: "/run/sallyport/client-acme.sock", Dir: "/run/sallyport", UID: 1000, Err: syscall.EACCES}, ""},
+		{"unix bind", fmt.Errorf("x: %w", &net.OpError{Op: "listen", Net: "unix", Err: &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}}), "needs root"},
 	}
 	for _, tt := range tests {
 		got := withHint(tt.err).Error()
 		if tt.want == "" && got != tt.err.Error() || tt.want != "" && !strings.Contains(got, tt.want) {
 			t.Errorf("%s: withHint(%q) = %q, want %q", tt.name, tt.err, got, tt.want)
+		}
+		if strings.Contains(tt.err.Error(), "unix") && strings.Contains(got, "ports below 1024") {
+			t.Errorf("%s: a TCP port hint on a unix socket: %q", tt.name, got)
 		}
 		if !errors.Is(withHint(tt.err), tt.err) {
 			t.Errorf("%s: the hint must wrap the error", tt.name)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sallyport/sallyport/client"
+	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/cmdutil"
 	"github.com/sallyport/sallyport/internal/logfmt"
 	"github.com/sallyport/sallyport/server"
@@ -151,20 +153,25 @@ func signalContext(hup func()) (context.Context, func()) {
 }
 
 // withHint adds to a permission error what would grant it, unless the
-// error already says: a file the process may not read names the file and
-// the user; a privileged port names CAP_NET_BIND_SERVICE; anything else
-// (netlink, nftables) CAP_NET_ADMIN.
+// error already says (a capability named, or an admin socket directory it
+// may not write: adminsock.DirError): a file the process may not read
+// names the file and the user; a privileged TCP port names
+// CAP_NET_BIND_SERVICE; anything else (netlink, nftables) CAP_NET_ADMIN.
 func withHint(err error) error {
-	if err == nil || !errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "CAP_") {
+	var de *adminsock.DirError
+	if err == nil || !errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "CAP_") || errors.As(err, &de) {
 		return err
 	}
 	var pe *fs.PathError
+	var op *net.OpError
 	switch {
 	case errors.As(err, &pe) && pe.Op == "chown":
 		return fmt.Errorf("%w (giving %s to a group needs membership in it: SupplementaryGroups= in the unit, or root)", err, pe.Path)
+	case errors.As(err, &pe) && pe.Op == "mkdir":
+		return fmt.Errorf("%w (uid %d may not create %s: run as root)", err, os.Geteuid(), pe.Path)
 	case errors.As(err, &pe) && pe.Path != "/dev/net/tun":
 		return fmt.Errorf("%w (%s is not readable by uid %d: run as root, or make it group sallyport mode 0640)", err, pe.Path, os.Geteuid())
-	case strings.Contains(err.Error(), "bind:"):
+	case errors.As(err, &op) && op.Op == "listen" && strings.HasPrefix(op.Net, "tcp"):
 		return fmt.Errorf("%w (ports below 1024 need root or CAP_NET_BIND_SERVICE)", err)
 	}
 	return fmt.Errorf("%w (needs root or CAP_NET_ADMIN)", err)
