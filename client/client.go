@@ -28,6 +28,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -107,12 +108,39 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkValidity(mat.leaf, cfg.certSource(), time.Now()); err != nil {
+		return nil, err
+	}
 	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat, sys: osSystem{}}
 	if left := time.Until(mat.leaf.NotAfter); left < 14*24*time.Hour {
 		c.log.Warn("device certificate expires soon; ask your admin for a new one", "not_after", mat.leaf.NotAfter.Format(time.RFC3339),
 			"days_left", int(left.Hours()/24))
 	}
 	return c, nil
+}
+
+// checkValidity refuses a device certificate outside its validity at now,
+// with its dates: the gateway would refuse it anyway (expired), and an
+// employee should read why at once instead of a client that dials and
+// waits. src names where the certificate came from.
+func checkValidity(leaf *x509.Certificate, src string, now time.Time) error {
+	const day = "2006-01-02 15:04 MST"
+	valid := fmt.Sprintf("valid from %s to %s", leaf.NotBefore.UTC().Format(day), leaf.NotAfter.UTC().Format(day))
+	switch {
+	case now.After(leaf.NotAfter):
+		ago := "today"
+		if d := int(now.Sub(leaf.NotAfter).Hours() / 24); d == 1 {
+			ago = "1 day ago"
+		} else if d > 1 {
+			ago = fmt.Sprintf("%d days ago", d)
+		}
+		return fmt.Errorf("device certificate (%s) expired on %s, %s (%s): ask your admin for a new one",
+			src, leaf.NotAfter.UTC().Format(day), ago, valid)
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("device certificate (%s) is not valid yet: %s, and this laptop's clock says %s; check the clock (timedatectl), or ask your admin",
+			src, valid, now.UTC().Format(day))
+	}
+	return nil
 }
 
 // Run brings the tunnel up and keeps it up until ctx is cancelled or `down`

@@ -220,6 +220,18 @@ func (c *Config) normalize() error {
 	return nil
 }
 
+// certSource says where the device certificate comes from, for messages:
+// "tls.cert /path" or "tls.cert_pem in /path/acme.toml".
+func (c *Config) certSource() string {
+	if c.TLS.Cert != "" {
+		return "tls.cert " + c.TLS.Cert
+	}
+	if c.Path == "" {
+		return "tls.cert_pem"
+	}
+	return "tls.cert_pem in " + c.Path
+}
+
 // material is the loaded TLS identity and trust anchors.
 type material struct {
 	cert    tls.Certificate
