@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // resolvConf manages /etc/resolv.conf on a laptop where systemd-resolved
@@ -53,7 +55,7 @@ func (r resolvConf) set(servers []netip.Addr, domains []string) error {
 		if err := os.MkdirAll(filepath.Dir(r.backup), 0o700); err != nil {
 			return fmt.Errorf("resolv.conf backup: %w", err)
 		}
-		if err := writeSync(r.backup, orig, 0o600); err != nil {
+		if err := atomicfile.Write(r.backup, orig, 0o600); err != nil {
 			return fmt.Errorf("resolv.conf backup %s: %w", r.backup, err)
 		}
 	default:
@@ -168,27 +170,4 @@ func writeInPlace(path string, data []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-// writeSync writes a new file at path via a synced temp file and rename.
-func writeSync(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -239,3 +239,41 @@ func FuzzLoadLeases(f *testing.F) {
 		}
 	})
 }
+
+// TestLeasesSaveIsAtomic: a save replaces the lease file whole; a reader
+// (or a gateway starting after a crash) that holds the previous file reads
+// the previous leases complete, never a truncated or half-written one.
+// Writing the file in place (os.WriteFile) fails this test.
+func TestLeasesSaveIsAtomic(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.json")
+	p := dualPools()
+	if _, _, err := p.Acquire("CN=A\x00alice", staticAddr{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.saveLeases(path); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if _, _, err := p.Acquire("CN=A\x00bob", staticAddr{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.saveLeases(path); err != nil {
+		t.Fatal(err)
+	}
+	held, err := io.ReadAll(old)
+	if err != nil || !bytes.Equal(held, before) {
+		t.Fatalf("the previous lease file changed under its reader (%v):\n%s", err, held)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Contains(after, []byte("bob")) || !bytes.Contains(after, []byte("alice")) {
+		t.Fatalf("new lease file lacks a device:\n%s", after)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/pki"
 )
 
@@ -166,7 +167,7 @@ func (p *PKI) Init(o InitOptions) error {
 	if err := writeKey(p.Path("root.key"), rootKey); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(p.Path("root.crt"), encodeCert(rootCert), 0o644); err != nil {
+	if err := atomicfile.Write(p.Path("root.crt"), encodeCert(rootCert), 0o644); err != nil {
 		return err
 	}
 	bundle := encodeCert(rootCert)
@@ -204,7 +205,7 @@ func (p *PKI) Init(o InitOptions) error {
 		if err := writeKey(p.Path("intermediate.key"), ikey); err != nil {
 			return err
 		}
-		if err := WriteFileAtomic(p.Path("intermediate.crt"), encodeCert(icert), 0o644); err != nil {
+		if err := atomicfile.Write(p.Path("intermediate.crt"), encodeCert(icert), 0o644); err != nil {
 			return err
 		}
 		bundle = append(bundle, encodeCert(icert)...)
@@ -212,7 +213,7 @@ func (p *PKI) Init(o InitOptions) error {
 		records = append(records, &r)
 		iss = &issuer{cert: icert, key: ikey, chain: []*x509.Certificate{icert}}
 	}
-	if err := WriteFileAtomic(p.Path("ca.crt"), bundle, 0o644); err != nil {
+	if err := atomicfile.Write(p.Path("ca.crt"), bundle, 0o644); err != nil {
 		return err
 	}
 	st, err := openStore(p.Dir, true, false)
@@ -232,7 +233,7 @@ func writeKey(path string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 func createCert(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
@@ -626,7 +627,7 @@ func (p *PKI) issueLocked(iss *issuer, st *store, kind string, o IssueOptions, c
 	for _, c := range iss.chain {
 		chain = append(chain, encodeCert(c)...)
 	}
-	if err := WriteFileAtomic(out.CertPath, chain, 0o644); err != nil {
+	if err := atomicfile.Write(out.CertPath, chain, 0o644); err != nil {
 		return nil, err
 	}
 	out.Record = recordOf(cert, kind, now, csr != nil)

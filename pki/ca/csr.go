@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // MakeCSR creates a device key (never leaving this machine) and a CSR for it
@@ -41,7 +43,7 @@ func MakeCSR(dir, name string, kt KeyType) (csrPath, keyPath string, err error) 
 	if err := writeKey(keyPath, key); err != nil {
 		return "", "", err
 	}
-	if err := WriteFileAtomic(csrPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(csrPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644); err != nil {
 		return "", "", err
 	}
 	return csrPath, keyPath, nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/pki"
 )
 
@@ -172,7 +173,7 @@ func (p *PKI) writeCRL(st *store, iss *issuer, days int) (*x509.RevocationList, 
 	if err != nil {
 		return nil, fmt.Errorf("sign CRL: %w", err)
 	}
-	if err := WriteFileAtomic(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
 		return nil, err
 	}
 	if err := st.setCRLNumber(num); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/pki"
 )
 
@@ -43,13 +44,13 @@ func TestKeyRoundTrip(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomicAndPerms(t *testing.T) {
+func TestKeyWriteAndPerms(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "k")
-	if err := WriteFileAtomic(p, []byte("one"), 0o600); err != nil {
+	if err := atomicfile.Write(p, []byte("one"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFileAtomic(p, []byte("two"), 0o600); err != nil {
+	if err := atomicfile.Write(p, []byte("two"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "two" {
@@ -65,7 +66,7 @@ func TestWriteFileAtomicAndPerms(t *testing.T) {
 	if err := pki.CheckCAKeyPerm(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing key accepted")
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, "no", "such"), nil, 0o600); err == nil {
+	if err := atomicfile.Write(filepath.Join(dir, "no", "such"), nil, 0o600); err == nil {
 		t.Error("write into missing dir succeeded")
 	}
 	ents, _ := os.ReadDir(dir)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/pki/ca"
 )
 
@@ -39,7 +40,7 @@ must have a valid certificate issued with "issue" (not from a CSR).`,
 					_, err := stdout.Write(data)
 					return err
 				}
-				if err := ca.WriteFileAtomic(*out, data, 0o600); err != nil {
+				if err := atomicfile.Write(*out, data, 0o600); err != nil {
 					return err
 				}
 				fmt.Fprintf(stderr, "wrote %s (mode 0600; it holds the device key)\n", *out)

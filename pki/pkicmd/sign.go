@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/pki/ca"
 )
 
@@ -57,7 +58,7 @@ given) and prints serial and fingerprint.`,
 					if err != nil {
 						return err
 					}
-					if err := ca.WriteFileAtomic(*out, chain, 0o644); err != nil {
+					if err := atomicfile.Write(*out, chain, 0o644); err != nil {
 						return err
 					}
 					fmt.Fprintf(stdout, "wrote %s\n", *out)
