@@ -85,9 +85,8 @@ type Client struct {
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
-	droppedOffline        atomic.Uint64
-	droppedCongestion     atomic.Uint64
-	connects              atomic.Uint64 // sessions established (metrics.go)
+	drops                 tunnel.DropCounts // by reason (tunnel.LaptopDrops)
+	connects              atomic.Uint64     // sessions established (metrics.go)
 }
 
 // conn is one TLS session with the gateway.
@@ -529,7 +528,7 @@ func (c *Client) readStream(cn *conn) error {
 				n--
 				b.Bufs[v], b.Bufs[n] = b.Bufs[n], b.Bufs[v]
 				b.Sizes[v], b.GSO[v] = b.Sizes[n], b.GSO[n]
-				c.droppedCongestion.Add(1)
+				c.drops.Add(tunnel.DropCongestion, 1)
 			}
 		}
 		if n > 0 {
@@ -624,7 +623,7 @@ func (c *Client) Status() Status {
 		Connected: c.connected, Server: c.server, Since: c.since, LastError: c.lastError,
 		Refused: c.refused, Message: c.message, RetryAt: c.retryAt,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
-		DroppedCongestion: c.droppedCongestion.Load(),
+		DroppedCongestion: c.drops.Load(tunnel.DropCongestion),
 		Device:            pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,
 		CertDaysLeft: int(time.Until(c.mat.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
 	}

@@ -5,10 +5,14 @@ package client
 // dials the gateways of `servers` starting after the one that drained it
 // (that one is tried last).
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
 
 // codeDrain is the close reason of a draining gateway.
-const codeDrain = "drain"
+const codeDrain = string(tunnel.ReasonDrain)
 
 // dialOrder is the order to try the gateways in: servers as configured,
 // or, right after a drain, rotated to start after the drained one. The

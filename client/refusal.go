@@ -19,6 +19,8 @@ import (
 	"net"
 	"reflect"
 	"strings"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Codes that are not gateway close reasons.
@@ -40,38 +42,31 @@ type refusal struct {
 	Permanent bool   // needs an admin: back off to reconnect.refused_delay
 }
 
-// refusals is the shared vocabulary (see docs/laptop.md, "Refusals", and docs/trust.md).
-var refusals = map[string]refusal{
-	"revoked":          {Message: "refused: this device's certificate was revoked — contact your admin", Permanent: true},
-	"expired":          {Message: "refused: this device's certificate has expired — ask your admin for a new one", Permanent: true},
-	"bad-eku":          {Message: "refused: this device's certificate is not made for VPN clients (no clientAuth usage) — ask your admin for a new one", Permanent: true},
-	"ca-leaf":          {Message: "refused: this device's certificate is a CA certificate, not a device certificate — ask your admin for a new one", Permanent: true},
-	"no-policy":        {Message: "refused: no access policy on the gateway matches this device — contact your admin", Permanent: true},
-	"not-allowlisted":  {Message: "refused: this device is not on the gateway's allowlist — contact your admin", Permanent: true},
-	"unknown-ca":       {Message: "refused: the gateway no longer trusts the authority that issued this device's certificate — contact your admin", Permanent: true},
-	"duplicate-device": {Message: "refused: this device's certificate is already connected from another computer — contact your admin", Permanent: true},
-	"crl-stale":        {Message: "refused for now: the gateway's revocation list is out of date — retrying; tell your admin if this lasts"},
-	"pool-exhausted":   {Message: "refused for now: the gateway has no free tunnel address — retrying"},
-	"capacity":         {Message: "refused for now: the gateway is at capacity — retrying"},
-	"replaced":         {Message: "disconnected: this device's certificate connected again, from here or from another computer — retrying"},
-	"kicked":           {Message: "disconnected: an admin ended this session — retrying"},
-	"timeout":          {Message: "disconnected: the gateway heard nothing from this laptop for too long — retrying"},
-	"stalled":          {Message: "disconnected: this laptop stopped taking data from the gateway — retrying"},
-	"shutdown":         {Message: "disconnected: the gateway is shutting down — retrying"},
-	"drain":            {Message: "disconnected: the gateway is being drained for maintenance — moving to the next gateway"},
-	codeBadCert:        {Message: "refused: the gateway does not accept this device's certificate (not issued by an authority it trusts) — contact your admin", Permanent: true},
-	codeCertRequired:   {Message: "refused: the gateway got no device certificate from this laptop — contact your admin", Permanent: true},
-	codeAccessDenied:   {Message: "refused: the gateway denies this device access — contact your admin", Permanent: true},
-	codeGatewayCert:    {Message: "not connected: the gateway's certificate was not accepted (possibly a network that intercepts traffic) — retrying; tell your admin if this lasts"},
-	codePin:            {Message: "not connected: the gateway's certificate is not the pinned one (tls.pin_sha256) — retrying; tell your admin if this lasts"},
-	codeSilent:         {Message: "disconnected: the gateway stopped answering — retrying"},
-}
+// refusals is the shared vocabulary (tunnel.Reasons: the gateway's close
+// and refusal reasons with their sentences) and the laptop's own codes;
+// docs/laptop.md "Refusals" and docs/trust.md list them.
+var refusals = func() map[string]refusal {
+	m := map[string]refusal{
+		codeBadCert:      {Message: "refused: the gateway does not accept this device's certificate (not issued by an authority it trusts) — contact your admin", Permanent: true},
+		codeCertRequired: {Message: "refused: the gateway got no device certificate from this laptop — contact your admin", Permanent: true},
+		codeAccessDenied: {Message: "refused: the gateway denies this device access — contact your admin", Permanent: true},
+		codeGatewayCert:  {Message: "not connected: the gateway's certificate was not accepted (possibly a network that intercepts traffic) — retrying; tell your admin if this lasts"},
+		codePin:          {Message: "not connected: the gateway's certificate is not the pinned one (tls.pin_sha256) — retrying; tell your admin if this lasts"},
+		codeSilent:       {Message: "disconnected: the gateway stopped answering — retrying"},
+	}
+	for _, ri := range tunnel.Reasons {
+		if ri.Sentence != "" {
+			m[string(ri.Reason)] = refusal{Message: ri.Sentence, Permanent: ri.Permanent}
+		}
+	}
+	return m
+}()
 
 // TLS alerts a gateway may send instead of a Close frame (RFC 8446 6.2).
 var alertCodes = map[uint8]string{
 	42:  codeBadCert,
-	44:  "revoked",
-	45:  "expired",
+	44:  string(tunnel.ReasonRevoked),
+	45:  string(tunnel.ReasonExpired),
 	48:  codeBadCert, // a gateway verifying with ClientCAs sends unknown_ca
 	49:  codeAccessDenied,
 	116: codeCertRequired,

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Every code of the shared vocabulary has a sentence and the backoff
@@ -75,4 +77,18 @@ func FuzzCloseFrame(f *testing.F) {
 			t.Fatalf("message of %d bytes", len(r.Message))
 		}
 	})
+}
+
+// TestRefusalsFromVocabulary: every reason of tunnel.Reasons with a
+// sentence is classified with that sentence and that backoff class.
+func TestRefusalsFromVocabulary(t *testing.T) {
+	for _, ri := range tunnel.Reasons {
+		if ri.Sentence == "" {
+			continue
+		}
+		r := classify(&closeError{reason: string(ri.Reason)})
+		if r.Code != string(ri.Reason) || r.Message != ri.Sentence || r.Permanent != ri.Permanent {
+			t.Errorf("%s classified as %+v", ri.Reason, r)
+		}
+	}
 }

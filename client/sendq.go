@@ -84,7 +84,7 @@ func (c *Client) routineReadTUN() {
 		}
 		cn := c.cur.Load()
 		if cn == nil {
-			c.droppedOffline.Add(1)
+			c.drops.Add(tunnel.DropOffline, 1)
 			continue
 		}
 		// Without an IPv6 tunnel address the kernel's IPv6 chatter (router
@@ -94,7 +94,7 @@ func (c *Client) routineReadTUN() {
 		}
 		p := sendPackets.Detach(cur, n)
 		if !q.Push(p, n) {
-			c.droppedCongestion.Add(1)
+			c.drops.Add(tunnel.DropCongestion, 1)
 			if p != cur {
 				sendPackets.Put(p)
 			}
@@ -123,7 +123,7 @@ func (c *Client) routineSend(q *sendQueue, done <-chan struct{}) {
 			}
 		}
 		if cn := c.cur.Load(); cn == nil {
-			c.droppedOffline.Add(uint64(len(items)))
+			c.drops.Add(tunnel.DropOffline, uint64(len(items)))
 		} else {
 			res, err := rd.Write(cn.w, items, cn.gso, segBatches, nil)
 			if res.Malformed > 0 {

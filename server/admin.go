@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/adminsock"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Status is the answer to `sallyport server status`.
@@ -53,7 +54,8 @@ type SessionStatus struct {
 	Dropped      DropStatus `json:"dropped"`
 }
 
-// DropStatus counts a session's dropped packets by reason.
+// DropStatus counts a session's dropped packets by reason: one field per
+// tunnel.GatewayDrops reason, named by its word (TestDropStatusFields).
 type DropStatus struct {
 	Spoofed   uint64 `json:"spoofed"`
 	Policy    uint64 `json:"policy"`
@@ -63,6 +65,32 @@ type DropStatus struct {
 	// Congestion counts bulk packets dropped on purpose because the
 	// gateway fell behind the device's stream (tunnel.AQM).
 	Congestion uint64 `json:"congestion"`
+}
+
+func dropStatus(c *tunnel.DropCounts) DropStatus {
+	return DropStatus{
+		Spoofed: c.Load(tunnel.DropSpoofed), Policy: c.Load(tunnel.DropPolicy), NoFlow: c.Load(tunnel.DropNoFlow),
+		QueueFull: c.Load(tunnel.DropQueueFull), Malformed: c.Load(tunnel.DropMalformed), Congestion: c.Load(tunnel.DropCongestion),
+	}
+}
+
+// Get returns the count for r (0 for a reason the gateway does not count).
+func (d DropStatus) Get(r tunnel.DropReason) uint64 {
+	switch r {
+	case tunnel.DropSpoofed:
+		return d.Spoofed
+	case tunnel.DropPolicy:
+		return d.Policy
+	case tunnel.DropNoFlow:
+		return d.NoFlow
+	case tunnel.DropQueueFull:
+		return d.QueueFull
+	case tunnel.DropMalformed:
+		return d.Malformed
+	case tunnel.DropCongestion:
+		return d.Congestion
+	}
+	return 0
 }
 
 // Status reports the gateway and its sessions, sorted by device.
@@ -98,7 +126,7 @@ func (s *Server) Kick(device string) int {
 	n := 0
 	for _, ss := range s.sessions() {
 		if ss.id.Device == device {
-			ss.close("kicked", nil)
+			ss.close(tunnel.ReasonKicked, nil)
 			n++
 		}
 	}

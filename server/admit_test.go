@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/server/conntrack"
+	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
@@ -168,11 +169,11 @@ func TestAdmit(t *testing.T) {
 	run := func(ss *session, name string, pkt []byte, want bool) {
 		t.Run(name, func(t *testing.T) {
 			var info packet.Info
-			before := ss.drops.noFlow.Load() + ss.drops.malformed.Load()
+			before := ss.drops.Load(tunnel.DropNoFlow) + ss.drops.Load(tunnel.DropMalformed)
 			if got := ss.admit(append([]byte(nil), pkt...), &info, t0.Add(time.Second)); got != want {
 				t.Fatalf("admit = %v, want %v", got, want)
 			}
-			if dropped := ss.drops.noFlow.Load() + ss.drops.malformed.Load() - before; dropped != map[bool]uint64{true: 0, false: 1}[want] {
+			if dropped := ss.drops.Load(tunnel.DropNoFlow) + ss.drops.Load(tunnel.DropMalformed) - before; dropped != map[bool]uint64{true: 0, false: 1}[want] {
 				t.Fatalf("drop counters moved by %d", dropped)
 			}
 		})

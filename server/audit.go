@@ -15,6 +15,7 @@ import (
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // identityAttrs is a certificate identity as log attributes.
@@ -49,9 +50,6 @@ type dropLog struct {
 	seen map[*session]map[string]uint64
 }
 
-// dropReasons are the per-session drop counters, in log order.
-var dropReasons = []string{"spoofed", "policy", "no_flow", "queue_full", "malformed", "congestion"}
-
 // flush logs, once per dropLogWindow, one line per device that dropped
 // packets since the last window (counts by reason), at most dropLogBurst,
 // and a summary of the rest.
@@ -71,7 +69,8 @@ func (d *dropLog) flush(now time.Time, sessions []*session, log *slog.Logger) {
 		d.seen[ss] = cur
 		var attrs []any
 		total := uint64(0)
-		for _, r := range dropReasons {
+		for _, reason := range tunnel.GatewayDrops {
+			r := reason.String()
 			if n := cur[r] - prev[ss][r]; n > 0 {
 				attrs = append(attrs, r, n)
 				total += n

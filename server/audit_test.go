@@ -10,6 +10,7 @@ import (
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // TestDropLogRateLimit: one line per device with new drops per window, at
@@ -22,7 +23,7 @@ func TestDropLogRateLimit(t *testing.T) {
 		ss := &session{id: pki.Identity{Device: fmt.Sprintf("dev%02d", i)}}
 		ss.log = log.With(identityAttrs(ss.id)...)
 		ss.grant.Store(&policy.Grant{Names: []string{"eng"}})
-		ss.drops.policy.Add(2)
+		ss.drops.Add(tunnel.DropPolicy, 2)
 		sessions = append(sessions, ss)
 	}
 	var d dropLog
@@ -36,7 +37,7 @@ func TestDropLogRateLimit(t *testing.T) {
 		t.Fatalf("summary or counts missing:\n%s", out)
 	}
 	buf.Reset()
-	sessions[0].drops.spoofed.Add(1)
+	sessions[0].drops.Add(tunnel.DropSpoofed, 1)
 	d.flush(now.Add(time.Second), sessions, log) // same window
 	if buf.Len() != 0 {
 		t.Fatalf("logged inside the window: %s", buf.String())

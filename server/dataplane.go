@@ -90,11 +90,11 @@ func (ss *session) routineReadStream() {
 			var pc *peerClosed
 			switch {
 			case errors.As(err, &pc):
-				ss.close("peer-closed", nil)
+				ss.close(tunnel.ReasonPeerClosed, nil)
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-				ss.close("peer-closed", nil)
+				ss.close(tunnel.ReasonPeerClosed, nil)
 			default:
-				ss.close("error", err)
+				ss.close(tunnel.ReasonError, err)
 			}
 			return
 		}
@@ -119,17 +119,17 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 		pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
 		bytes += uint64(len(pkt))
 		if i == victim {
-			ss.drops.congestion.Add(1)
+			ss.drops.Add(tunnel.DropCongestion, 1)
 			continue
 		}
 		if err := packet.Parse(pkt, info); err != nil {
-			ss.drops.malformed.Add(1)
+			ss.drops.Add(tunnel.DropMalformed, 1)
 			continue
 		}
 		if b.GSO[i] {
 			h := tunnel.DecodeVnetHdr(b.Bufs[i][tunnel.Headroom-tunnel.VnetHdrLen:])
 			if tunnel.ValidateVnet(h, pkt, ss.srv.cfg.Load().Tunnel.MTU) != nil {
-				ss.drops.malformed.Add(1)
+				ss.drops.Add(tunnel.DropMalformed, 1)
 				continue
 			}
 		}
@@ -137,17 +137,17 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 			continue
 		}
 		if info.Src != ss.addr && info.Src != ss.addr6 { // info.Src is valid; a zero addr6 matches nothing
-			ss.drops.spoofed.Add(1)
+			ss.drops.Add(tunnel.DropSpoofed, 1)
 			continue
 		}
 		flow := conntrack.FlowOf(info)
 		if g.Allows(info) {
 			if !ss.flows.Add(flow, now) { // Add refreshes a known flow
-				ss.drops.policy.Add(1) // flow table full
+				ss.drops.Add(tunnel.DropPolicy, 1) // flow table full
 				continue
 			}
 		} else if !ss.srv.openedBy(info.Dst, flow.Reverse(), now) {
-			ss.drops.policy.Add(1)
+			ss.drops.Add(tunnel.DropPolicy, 1)
 			continue
 		}
 		b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
@@ -177,7 +177,7 @@ func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) b
 // what it refuses.
 func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
 	if packet.Parse(pkt, info) != nil {
-		ss.drops.malformed.Add(1)
+		ss.drops.Add(tunnel.DropMalformed, 1)
 		return false
 	}
 	flow := conntrack.FlowOf(info)
@@ -194,6 +194,6 @@ func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
 	if ok || ss.srv.openedBy(info.Src, flow, now) {
 		return true
 	}
-	ss.drops.noFlow.Add(1)
+	ss.drops.Add(tunnel.DropNoFlow, 1)
 	return false
 }

@@ -8,6 +8,8 @@ package server
 import (
 	"sync"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // drainer is the request to drain, from the admin socket.
@@ -53,7 +55,7 @@ func (s *Server) drain(trigger string) int {
 	for {
 		// Again each round: a handshake that was past its draining check
 		// may register a session late.
-		s.closeAll("drain")
+		s.closeAll(tunnel.ReasonDrain)
 		n := s.liveSessions()
 		if n == 0 {
 			s.log.Info("gateway drained", "took", time.Since(start).Round(time.Millisecond).String())

@@ -172,11 +172,11 @@ func TestForwardFilter6(t *testing.T) {
 			switch {
 			case len(tun.packets()) == 1:
 				got = "forward"
-			case ss.drops.spoofed.Load() == 1:
+			case ss.drops.Load(tunnel.DropSpoofed) == 1:
 				got = "spoofed"
-			case ss.drops.policy.Load() == 1:
+			case ss.drops.Load(tunnel.DropPolicy) == 1:
 				got = "policy"
-			case ss.drops.malformed.Load()+ss.drops.noFlow.Load()+ss.drops.congestion.Load() > 0:
+			case ss.drops.Load(tunnel.DropMalformed)+ss.drops.Load(tunnel.DropNoFlow)+ss.drops.Load(tunnel.DropCongestion) > 0:
 				got = "other drop"
 			}
 			if got != tt.want {

@@ -12,6 +12,7 @@ import (
 	"net"
 
 	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Defaults of the limits (config.go applies them).
@@ -38,7 +39,7 @@ func (s *Server) admitHandshake(c net.Conn) bool {
 	}
 	s.sessMu.Unlock()
 	if !ok {
-		s.logRefusal(c.RemoteAddr().String(), &refusal{reasonOverload, "-",
+		s.logRefusal(c.RemoteAddr().String(), &refusal{tunnel.ReasonOverload, "-",
 			fmt.Errorf("%d handshakes in flight (tls.max_handshakes): connection closed before TLS", limit)}, pki.Identity{})
 		_ = c.Close()
 	}
@@ -61,5 +62,5 @@ func (s *Server) sessionSlotLocked(ss *session) error {
 	if limit <= 0 || len(s.byKey) < limit || s.byKey[ss.key] != nil {
 		return nil
 	}
-	return &refusal{reasonCapacity, ss.id.Device, fmt.Errorf("%d sessions live (tunnel.max_sessions)", len(s.byKey))}
+	return &refusal{tunnel.ReasonCapacity, ss.id.Device, fmt.Errorf("%d sessions live (tunnel.max_sessions)", len(s.byKey))}
 }

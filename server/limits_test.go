@@ -39,7 +39,7 @@ func TestMaxSessions(t *testing.T) {
 	if err := carol.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
 		t.Fatal(err)
 	}
-	carol.wantClose(t, reasonCapacity) // the first frame: no config before it
+	carol.wantClose(t, tunnel.ReasonCapacity) // the first frame: no config before it
 	if _, live := h.sessionOf("carol"); live {
 		t.Fatal("a device over max_sessions got a session")
 	}
@@ -80,7 +80,7 @@ func TestMaxSessions(t *testing.T) {
 		// another device past the early check): its config, then Close.
 		for range 2 {
 			typ, payload, ok := d.next(time.Second)
-			if m, _ := tunnel.DecodeClose(payload); ok && typ == tunnel.FrameClose && m.Reason == reasonCapacity {
+			if m, _ := tunnel.DecodeClose(payload); ok && typ == tunnel.FrameClose && m.Reason == string(tunnel.ReasonCapacity) {
 				refused++
 			}
 			if !ok || typ != tunnel.FrameConfig {
@@ -128,8 +128,8 @@ func TestMaxHandshakes(t *testing.T) {
 	if n, err := over.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("connection over the cap: read %d bytes, %v; want it closed before TLS (EOF)", n, err)
 	}
-	if n := h.s.refusals.counts()[reasonOverload]; n != 1 {
-		t.Fatalf("%d refusals counted as %s, want 1", n, reasonOverload)
+	if n := h.s.refusals.counts()[string(tunnel.ReasonOverload)]; n != 1 {
+		t.Fatalf("%d refusals counted as %s, want 1", n, tunnel.ReasonOverload)
 	}
 
 	hog.Close() // its handshake fails and frees the slot

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/server/metrics"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // meters is the gateway's metrics state.
@@ -45,14 +46,14 @@ func (s *Server) retire(ss *session) {
 	defer m.mu.Unlock()
 	delete(m.tracked, ss)
 	addTraffic(&m.retired, ss.traffic())
-	reason := "unknown"
+	reason := tunnel.Reason("unknown")
 	if r := ss.reason.Load(); r != nil {
 		reason = *r
 	}
 	if m.closed == nil {
 		m.closed = map[string]uint64{}
 	}
-	m.closed[reason]++
+	m.closed[string(reason)]++
 }
 
 func (s *Server) reloadFailed() {
@@ -66,10 +67,7 @@ func (ss *session) traffic() metrics.Traffic {
 	return metrics.Traffic{
 		BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		PacketsIn: ss.packetsIn.Load(), PacketsOut: ss.packetsOut.Load(),
-		Drops: map[string]uint64{
-			"spoofed": ss.drops.spoofed.Load(), "policy": ss.drops.policy.Load(), "no_flow": ss.drops.noFlow.Load(),
-			"queue_full": ss.drops.queueFull.Load(), "malformed": ss.drops.malformed.Load(), "congestion": ss.drops.congestion.Load(),
-		},
+		Drops: ss.drops.Map(tunnel.GatewayDrops),
 	}
 }
 
@@ -102,8 +100,8 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 	}
 	snap.Accepted, snap.Closed, snap.ReloadFailures = m.accepted, maps.Clone(m.closed), m.reloadFailures
 	m.mu.Unlock()
-	for _, r := range []string{"spoofed", "policy", "no_flow", "queue_full", "malformed", "congestion"} {
-		total.Drops[r] += 0 // every reason present from the first scrape
+	for _, r := range tunnel.GatewayDrops {
+		total.Drops[r.String()] += 0 // every reason present from the first scrape
 	}
 	total.Drops["no_session"] = s.noRoute.Load()
 	snap.Total = total

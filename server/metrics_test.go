@@ -12,6 +12,7 @@ import (
 
 	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // scrape returns the text of GET /metrics.
@@ -46,7 +47,7 @@ func TestMetricsFromGateway(t *testing.T) {
 	defer alice.tc.Close()
 	alice.send(t, udp4(alice.addr, "192.168.77.10", 5000, 53))  // allowed
 	alice.send(t, udp4("10.8.0.99", "192.168.77.10", 5000, 53)) // spoofed
-	h.dial(h.ca.leafWithKey(t, "carol", []string{"sales"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonNoPolicy)
+	h.dial(h.ca.leafWithKey(t, "carol", []string{"sales"}, x509.ExtKeyUsageClientAuth)).wantClose(t, tunnel.ReasonNoPolicy)
 	waitFor(t, func() bool { st, _ := h.sessionOf("alice"); return st.Dropped.Spoofed == 1 })
 
 	text := scrape(t, h.s)

@@ -52,7 +52,7 @@ func (ss *session) repush() {
 		err = ss.w.WriteControl(tunnel.FramePush, b)
 	}
 	if err != nil {
-		ss.close("error", fmt.Errorf("push new config: %w", err))
+		ss.close(tunnel.ReasonError, fmt.Errorf("push new config: %w", err))
 		return
 	}
 	p.last = c

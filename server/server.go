@@ -435,7 +435,7 @@ func (s *Server) admitted(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	}
 	cs := conn.ConnectionState()
 	if cs.NegotiatedProtocol != tunnel.ALPN {
-		s.logRefusal(remote, &refusal{reasonHandshake, sc.v.id.Device, fmt.Errorf("client did not offer ALPN %q", tunnel.ALPN)}, sc.v.id)
+		s.logRefusal(remote, &refusal{tunnel.ReasonHandshake, sc.v.id.Device, fmt.Errorf("client did not offer ALPN %q", tunnel.ALPN)}, sc.v.id)
 		conn.Close()
 		return
 	}
@@ -467,7 +467,7 @@ func (s *Server) admitted(ctx context.Context, raw net.Conn, conf *tls.Config) {
 func (s *Server) refuse(conn *tls.Conn, remote string, r *refusal, id pki.Identity) {
 	s.logRefusal(remote, r, id)
 	if r.authenticated() {
-		if msg, err := tunnel.EncodeClose(tunnel.CloseMsg{Reason: r.reason}); err == nil {
+		if msg, err := tunnel.EncodeClose(tunnel.CloseMsg{Reason: string(r.reason)}); err == nil {
 			if frame, err := tunnel.AppendFrame(nil, tunnel.FrameClose, msg); err == nil {
 				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 				_, _ = conn.Write(frame)
@@ -482,7 +482,7 @@ func (s *Server) refuse(conn *tls.Conn, remote string, r *refusal, id pki.Identi
 // line when the window ends.
 // id is the certificate's identity when the device sent one that parsed.
 func (s *Server) logRefusal(remote string, r *refusal, id pki.Identity) {
-	if s.refusals.note(time.Now(), r.reason) {
+	if s.refusals.note(time.Now(), string(r.reason)) {
 		attrs := []any{"remote", remote, "reason", r.reason}
 		if id.Device != "" || id.Serial != "" {
 			attrs = append(attrs, identityAttrs(id)...)

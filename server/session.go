@@ -31,11 +31,6 @@ const (
 	maxHelloWait        = 10 * time.Second
 )
 
-// dropCounters count packets dropped for one session, by reason.
-type dropCounters struct {
-	spoofed, policy, noFlow, queueFull, malformed, congestion atomic.Uint64
-}
-
 // session is one device's connection. It runs routineReadStream (device
 // -> TUN) and routineWriteStream (TUN -> device) in goroutines of their
 // own and routineTimers (keepalive, idle and stall timeouts, certificate
@@ -69,10 +64,10 @@ type session struct {
 	lastRecv              atomic.Int64 // unix nanos of the last frame from the device
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
-	drops                 dropCounters
+	drops                 tunnel.DropCounts
 	closeOnce             sync.Once
 	done                  chan struct{}
-	reason                atomic.Pointer[string]
+	reason                atomic.Pointer[tunnel.Reason]
 	push                  pushState // what the device was last pushed (push.go)
 }
 
@@ -105,7 +100,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	if s.flaps.blocked(ss.key, time.Now()) {
-		return nil, &refusal{reasonDuplicate, v.id.Device, errors.New("this certificate keeps replacing its own session from another connection; new connections are refused for a while")}
+		return nil, &refusal{tunnel.ReasonDuplicate, v.id.Device, errors.New("this certificate keeps replacing its own session from another connection; new connections are refused for a while")}
 	}
 	if err := s.sessionSlot(ss); err != nil { // early, so the device gets no config first; register decides
 		return nil, err
@@ -166,7 +161,7 @@ func (ss *session) negotiate(hello tunnel.Hello) []string {
 func (ss *session) assign(t *trust) error {
 	addr, addr6, err := ss.srv.pool.Acquire(ss.key, t.staticFor(ss.id))
 	if errors.Is(err, errPoolExhausted) {
-		return &refusal{reasonPoolExhausted, ss.id.Device, fmt.Errorf("assign address: %w", err)}
+		return &refusal{tunnel.ReasonPoolExhausted, ss.id.Device, fmt.Errorf("assign address: %w", err)}
 	}
 	if err != nil {
 		return fmt.Errorf("assign address: %w", err)
@@ -252,8 +247,8 @@ func (s *Server) register(ss *session) error {
 		flapping := old != nil && s.flaps.replaced(ss.key, time.Now())
 		s.sessMu.Unlock()
 		if old != nil {
-			old.log.Info("session replaced by a new connection of the same device", "reason", "replaced", "policies", old.grant.Load().Names, "new_remote", ss.remote)
-			old.close("replaced", nil)
+			old.log.Info("session replaced by a new connection of the same device", "reason", tunnel.ReasonReplaced, "policies", old.grant.Load().Names, "new_remote", ss.remote)
+			old.close(tunnel.ReasonReplaced, nil)
 			if flapping {
 				ss.log.Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
 					"remote_a", old.remote, "remote_b", ss.remote, "refused_for", flapBlock.String())
@@ -290,7 +285,7 @@ func (s *Server) sessions() []*session {
 	return out
 }
 
-func (s *Server) closeAll(reason string) {
+func (s *Server) closeAll(reason tunnel.Reason) {
 	for _, ss := range s.sessions() {
 		ss.close(reason, nil)
 	}
@@ -326,23 +321,23 @@ func (ss *session) run(ctx context.Context) {
 // that hit its deadline means the device stopped reading.
 func (ss *session) closeWrite(err error) {
 	if errors.Is(err, tunnel.ErrStalled) {
-		ss.close("stalled", err)
+		ss.close(tunnel.ReasonStalled, err)
 		return
 	}
-	ss.close("error", err)
+	ss.close(tunnel.ReasonError, err)
 }
 
 // close ends the session once: it tells the device why (best effort,
 // within a second even when a write to it is blocked), closes the stream
 // and unregisters. Safe to call from any goroutine.
-func (ss *session) close(reason string, err error) {
+func (ss *session) close(reason tunnel.Reason, err error) {
 	ss.closeOnce.Do(func() {
 		ss.reason.Store(&reason)
 		ss.srv.unregister(ss)
 		close(ss.done)
 		told := false
-		if reason != "peer-closed" && reason != "error" && reason != "stalled" {
-			if msg, e := tunnel.EncodeClose(tunnel.CloseMsg{Reason: reason}); e == nil {
+		if reason.Told() {
+			if msg, e := tunnel.EncodeClose(tunnel.CloseMsg{Reason: string(reason)}); e == nil {
 				told = ss.w.Finish(tunnel.FrameClose, msg, time.Second) == nil
 			}
 		}
@@ -379,21 +374,21 @@ func (ss *session) routineTimers(ctx context.Context) {
 		case <-ss.done:
 			return
 		case <-ctx.Done():
-			ss.close("shutdown", nil)
+			ss.close(tunnel.ReasonShutdown, nil)
 			return
 		case <-expiry.C:
-			ss.close("expired", fmt.Errorf("certificate chain expired at %s", ss.expiry().Format(time.RFC3339)))
+			ss.close(tunnel.ReasonExpired, fmt.Errorf("certificate chain expired at %s", ss.expiry().Format(time.RFC3339)))
 			return
 		case now := <-tick.C:
 			busy := ss.w.Busy(now)
 			idle := now.Sub(time.Unix(0, ss.lastRecv.Load()))
 			switch {
 			case busy > cfg.Tunnel.Timeout, idle > cfg.Tunnel.Timeout && busy > 0:
-				ss.close("stalled", fmt.Errorf("write to the device blocked for %s, nothing received for %s",
+				ss.close(tunnel.ReasonStalled, fmt.Errorf("write to the device blocked for %s, nothing received for %s",
 					busy.Round(time.Millisecond), idle.Round(time.Millisecond)))
 				return
 			case idle > cfg.Tunnel.Timeout:
-				ss.close("timeout", fmt.Errorf("nothing received for %s", idle.Round(time.Second)))
+				ss.close(tunnel.ReasonTimeout, fmt.Errorf("nothing received for %s", idle.Round(time.Second)))
 				return
 			}
 			if _, err := ss.w.TryWriteControl(tunnel.FrameKeepalive, nil); err != nil {
@@ -445,11 +440,7 @@ func (ss *session) status() SessionStatus {
 		Since: ss.since, BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		PacketsIn: ss.packetsIn.Load(), PacketsOut: ss.packetsOut.Load(), Flows: ss.flows.Len(),
 		CertNotAfter: ss.id.NotAfter,
-		Dropped: DropStatus{
-			Spoofed: ss.drops.spoofed.Load(), Policy: ss.drops.policy.Load(), NoFlow: ss.drops.noFlow.Load(),
-			QueueFull: ss.drops.queueFull.Load(), Malformed: ss.drops.malformed.Load(),
-			Congestion: ss.drops.congestion.Load(),
-		},
+		Dropped:      dropStatus(&ss.drops),
 	}
 }
 

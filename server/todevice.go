@@ -86,7 +86,7 @@ func (s *Server) routineReadTUN(ctx interface{ Err() error }, src tunnel.PacketS
 		}
 		p := tunPackets.Detach(cur, n)
 		if !ss.queue.Push(p, n) {
-			ss.drops.queueFull.Add(1)
+			ss.drops.Add(tunnel.DropQueueFull, 1)
 			if p != cur {
 				tunPackets.Put(p)
 			}
@@ -135,7 +135,7 @@ func (ss *session) writeRound(rd *tunnel.Round, info *packet.Info) error {
 		items[i] = nil
 	}
 	if res.Malformed > 0 {
-		ss.drops.malformed.Add(uint64(res.Malformed))
+		ss.drops.Add(tunnel.DropMalformed, uint64(res.Malformed))
 	}
 	if err != nil {
 		return err

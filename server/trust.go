@@ -37,6 +37,7 @@ import (
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // trust is everything a reload may change about who gets in and what they
@@ -225,41 +226,21 @@ func (t *trust) staticFor(id pki.Identity) staticAddr {
 	return t.staticCN[id.Device]
 }
 
-// Refusal reasons, logged as reason=... on "handshake refused" and
-// "session closed" lines and sent to the device as the Close frame's reason
-// (the laptop turns them into a sentence). docs/trust.md lists them.
-const (
-	reasonUnknownCA      = "unknown-ca"
-	reasonRevoked        = "revoked"
-	reasonExpired        = "expired"
-	reasonBadEKU         = "bad-eku"
-	reasonCALeaf         = "ca-leaf"
-	reasonNoCert         = "no-cert"
-	reasonNoPolicy       = "no-policy"
-	reasonNotAllowlisted = "not-allowlisted"
-	reasonCRLStale       = "crl-stale"
-	reasonHandshake      = "handshake-failed"
-	reasonDuplicate      = "duplicate-device"
-	reasonPoolExhausted  = "pool-exhausted"
-	reasonCapacity       = "capacity"        // tunnel.max_sessions reached (limits.go)
-	reasonOverload       = "handshakes-full" // tls.max_handshakes reached: closed before TLS, log only
-)
-
 // refusal is a verification failure with its log reason.
 type refusal struct {
-	reason string
+	reason tunnel.Reason
 	device string
 	err    error
 }
 
-func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
+func (r *refusal) Error() string { return string(r.reason) + ": " + r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
 // authenticated reports whether the peer proved a key that chains to a
 // trusted CA: such a device is told why it is refused (a Close frame with
 // the reason) instead of only getting a TLS alert.
 func (r *refusal) authenticated() bool {
-	return r.reason != reasonUnknownCA && r.reason != reasonNoCert && r.reason != reasonHandshake && r.reason != reasonOverload
+	return r.reason != tunnel.ReasonUnknownCA && r.reason != tunnel.ReasonNoCert && r.reason != tunnel.ReasonHandshake && r.reason != tunnel.ReasonOverload
 }
 
 // purpose says what a decision is for: a stale CRL refuses new sessions
@@ -288,7 +269,7 @@ type verdict struct {
 // order of the checks.
 func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, why purpose) (verdict, error) {
 	if len(peer) == 0 || peer[0] == nil {
-		return verdict{}, &refusal{reasonNoCert, "-", errors.New("no client certificate")}
+		return verdict{}, &refusal{tunnel.ReasonNoCert, "-", errors.New("no client certificate")}
 	}
 	leaf := peer[0]
 	id := pki.IdentityOf(leaf)
@@ -308,15 +289,15 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 			if i > 0 {
 				who = fmt.Sprintf("issuing CA %q", c.Subject.CommonName)
 			}
-			return v, &refusal{reasonExpired, id.Device, fmt.Errorf("%s valid %s to %s", who,
+			return v, &refusal{tunnel.ReasonExpired, id.Device, fmt.Errorf("%s valid %s to %s", who,
 				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))}
 		}
 	}
 	if leaf.IsCA {
-		return v, &refusal{reasonCALeaf, id.Device, errors.New("certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate")}
+		return v, &refusal{tunnel.ReasonCALeaf, id.Device, errors.New("certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate")}
 	}
 	if err := t.checkEKU(v.chain); err != nil {
-		return v, &refusal{reasonBadEKU, id.Device, err}
+		return v, &refusal{tunnel.ReasonBadEKU, id.Device, err}
 	}
 	// Every certificate but the trust anchor: a revoked intermediate
 	// takes every device under it along.
@@ -326,11 +307,11 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 			if i > 0 {
 				who = fmt.Sprintf("issuing CA %q (serial %s)", c.Subject.CommonName, pki.FormatSerial(c.SerialNumber))
 			}
-			return v, &refusal{reasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", who, why)}
+			return v, &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", who, why)}
 		}
 	}
 	if why == forNewSession && t.crlStale != CRLStaleWarn && t.crlStaleAt(now) {
-		return v, &refusal{reasonCRLStale, id.Device, fmt.Errorf("the CRL %s is stale (nextUpdate %s): new sessions are refused until it is renewed (tls.crl_stale = \"refuse\")",
+		return v, &refusal{tunnel.ReasonCRLStale, id.Device, fmt.Errorf("the CRL %s is stale (nextUpdate %s): new sessions are refused until it is renewed (tls.crl_stale = \"refuse\")",
 			t.crlPath, t.crl.NextUpdate().UTC().Format(time.RFC3339))}
 	}
 	if len(t.allowFP) > 0 || len(t.allowSubj) > 0 {
@@ -341,11 +322,11 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 			}
 		}
 		if !ok {
-			return v, &refusal{reasonNotAllowlisted, id.Device, fmt.Errorf("fingerprint %s / subject %q not in tls.allow_fingerprints or tls.allow_subjects", id.Fingerprint, id.Subject)}
+			return v, &refusal{tunnel.ReasonNotAllowlisted, id.Device, fmt.Errorf("fingerprint %s / subject %q not in tls.allow_fingerprints or tls.allow_subjects", id.Fingerprint, id.Subject)}
 		}
 	}
 	if v.grant = t.policies.Lookup(id); v.grant == nil {
-		return v, &refusal{reasonNoPolicy, id.Device, fmt.Errorf("no matching policy for subject %q", id.Subject)}
+		return v, &refusal{tunnel.ReasonNoPolicy, id.Device, fmt.Errorf("no matching policy for subject %q", id.Subject)}
 	}
 	return v, nil
 }
@@ -369,13 +350,13 @@ func (t *trust) verifyChain(peer []*x509.Certificate, now time.Time) ([]*x509.Ce
 		// trusted CA issued it at all.
 		err := fmt.Errorf("certificate valid %s to %s", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 		if t.issuedByTrusted(leaf, peer[1:], opts) {
-			return nil, &refusal{reasonExpired, certName(leaf), err}
+			return nil, &refusal{tunnel.ReasonExpired, certName(leaf), err}
 		}
-		return nil, &refusal{reasonUnknownCA, certName(leaf), fmt.Errorf("%w, and not issued by a CA of tls.client_ca", err)}
+		return nil, &refusal{tunnel.ReasonUnknownCA, certName(leaf), fmt.Errorf("%w, and not issued by a CA of tls.client_ca", err)}
 	}
 	chains, err := leaf.Verify(opts)
 	if err != nil {
-		return nil, &refusal{reasonUnknownCA, certName(leaf), fmt.Errorf("certificate chain does not verify against tls.client_ca: %w", err)}
+		return nil, &refusal{tunnel.ReasonUnknownCA, certName(leaf), fmt.Errorf("certificate chain does not verify against tls.client_ca: %w", err)}
 	}
 	return chains[0], nil
 }
@@ -435,30 +416,30 @@ func classify(err error) *refusal {
 	}
 	var ua x509.UnknownAuthorityError
 	if errors.As(err, &ua) {
-		return &refusal{reasonUnknownCA, certName(ua.Cert), err}
+		return &refusal{tunnel.ReasonUnknownCA, certName(ua.Cert), err}
 	}
 	var ci x509.CertificateInvalidError
 	if errors.As(err, &ci) {
 		switch ci.Reason {
 		case x509.Expired:
-			return &refusal{reasonExpired, certName(ci.Cert), err}
+			return &refusal{tunnel.ReasonExpired, certName(ci.Cert), err}
 		case x509.IncompatibleUsage:
-			return &refusal{reasonBadEKU, certName(ci.Cert), err}
+			return &refusal{tunnel.ReasonBadEKU, certName(ci.Cert), err}
 		}
-		return &refusal{reasonHandshake, certName(ci.Cert), err}
+		return &refusal{tunnel.ReasonHandshake, certName(ci.Cert), err}
 	}
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "didn't provide a certificate"), strings.Contains(msg, "certificate required"):
-		return &refusal{reasonNoCert, "-", err}
+		return &refusal{tunnel.ReasonNoCert, "-", err}
 	case strings.Contains(msg, "incompatible key usage"):
-		return &refusal{reasonBadEKU, "-", err}
+		return &refusal{tunnel.ReasonBadEKU, "-", err}
 	case strings.Contains(msg, "expired or is not yet valid"):
-		return &refusal{reasonExpired, "-", err}
+		return &refusal{tunnel.ReasonExpired, "-", err}
 	case strings.Contains(msg, "unknown authority"):
-		return &refusal{reasonUnknownCA, "-", err}
+		return &refusal{tunnel.ReasonUnknownCA, "-", err}
 	}
-	return &refusal{reasonHandshake, "-", err}
+	return &refusal{tunnel.ReasonHandshake, "-", err}
 }
 
 func certName(c *x509.Certificate) string {

@@ -66,14 +66,14 @@ func serialOf(t *testing.T, c tls.Certificate) *big.Int {
 
 // wantClose reads frames until a Close and checks its reason; the stream
 // must end after it.
-func (d *device) wantClose(t *testing.T, reason string) {
+func (d *device) wantClose(t *testing.T, reason tunnel.Reason) {
 	t.Helper()
 	typ, payload, ok := d.next(5 * time.Second)
 	if !ok || typ != tunnel.FrameClose {
 		t.Fatalf("want close %q, got frame %#x (ok %v)", reason, typ, ok)
 	}
 	m, err := tunnel.DecodeClose(payload)
-	if err != nil || m.Reason != reason {
+	if err != nil || m.Reason != string(reason) {
 		t.Fatalf("close reason %q (%v), want %q", m.Reason, err, reason)
 	}
 	if _, _, ok := d.next(2 * time.Second); ok {
@@ -98,15 +98,15 @@ func TestHelloAfterRevocation(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		change func(h *gatewayHarness, serial *big.Int)
-		reason string
+		reason tunnel.Reason
 	}{
 		{"revoked", func(h *gatewayHarness, serial *big.Int) {
 			h.writeCRL(2, time.Now().Add(time.Hour), serial)
 			h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
-		}, reasonRevoked},
+		}, tunnel.ReasonRevoked},
 		{"policy cut", func(h *gatewayHarness, _ *big.Int) {
 			h.reload(strings.ReplaceAll(engPolicyTOML, `ou = ["eng"]`, `ou = ["ops"]`))
-		}, reasonNoPolicy},
+		}, tunnel.ReasonNoPolicy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
@@ -124,7 +124,7 @@ func TestHelloAfterRevocation(t *testing.T) {
 				typ, payload, ok = d.next(5 * time.Second)
 			}
 			m, _ := tunnel.DecodeClose(payload)
-			if !ok || typ != tunnel.FrameClose || m.Reason != tc.reason {
+			if !ok || typ != tunnel.FrameClose || m.Reason != string(tc.reason) {
 				t.Fatalf("after hello: frame %#x %q (ok %v), want close %q", typ, m.Reason, ok, tc.reason)
 			}
 			if _, live := h.sessionOf("alice"); live {
@@ -146,9 +146,9 @@ func TestRefusalTold(t *testing.T) {
 	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, bob))
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
 
-	h.dial(bob).wantClose(t, reasonRevoked)
-	h.dial(h.ca.leafWithKey(t, "carol", []string{"sales"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonNoPolicy)
-	h.dial(h.ca.leafWithKey(t, "srv", []string{"eng"}, x509.ExtKeyUsageServerAuth)).wantClose(t, reasonBadEKU)
+	h.dial(bob).wantClose(t, tunnel.ReasonRevoked)
+	h.dial(h.ca.leafWithKey(t, "carol", []string{"sales"}, x509.ExtKeyUsageClientAuth)).wantClose(t, tunnel.ReasonNoPolicy)
+	h.dial(h.ca.leafWithKey(t, "srv", []string{"eng"}, x509.ExtKeyUsageServerAuth)).wantClose(t, tunnel.ReasonBadEKU)
 	d := h.dial(newTestCA(t, "Other CA").leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
 	_ = d.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := d.tc.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "bad certificate") {
@@ -156,7 +156,7 @@ func TestRefusalTold(t *testing.T) {
 	}
 	waitFor(t, func() bool {
 		c := h.s.Status().Refused
-		return c[reasonRevoked] == 1 && c[reasonNoPolicy] == 1 && c[reasonBadEKU] == 1 && c[reasonUnknownCA] == 1
+		return c[string(tunnel.ReasonRevoked)] == 1 && c[string(tunnel.ReasonNoPolicy)] == 1 && c[string(tunnel.ReasonBadEKU)] == 1 && c[string(tunnel.ReasonUnknownCA)] == 1
 	})
 }
 
@@ -182,13 +182,13 @@ func TestReloadRechecksLiveSessions(t *testing.T) {
 	// Revocation reaches the live session.
 	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, bobCert))
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
-	bob.wantClose(t, reasonRevoked)
+	bob.wantClose(t, tunnel.ReasonRevoked)
 
 	// client_ca replaced by another CA: alice's chain no longer verifies.
 	other := newTestCA(t, "Other CA")
 	writePEM(t, filepath.Join(h.dir(), "ca.crt"), "CERTIFICATE", other.cert.Raw)
 	h.reload(engPolicyTOML)
-	alice.wantClose(t, reasonUnknownCA)
+	alice.wantClose(t, tunnel.ReasonUnknownCA)
 	waitFor(t, func() bool { return len(h.s.Status().Sessions) == 0 })
 	h.close()
 	alice.tc.Close()
@@ -205,7 +205,7 @@ func TestSessionEndsAtNotAfter(t *testing.T) {
 		NotAfter: time.Now().Add(1500 * time.Millisecond), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		KeyUsage: x509.KeyUsageDigitalSignature})
 	d := h.connect(tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key})
-	d.wantClose(t, reasonExpired)
+	d.wantClose(t, tunnel.ReasonExpired)
 	d.tc.Close()
 }
 
@@ -229,7 +229,7 @@ func TestDuplicateDevice(t *testing.T) {
 	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
 		t.Fatal(err)
 	}
-	d.wantClose(t, reasonDuplicate)
+	d.wantClose(t, tunnel.ReasonDuplicate)
 	if _, live := h.sessionOf("alice"); !live {
 		t.Fatal("the session in place was dropped too")
 	}
@@ -247,7 +247,7 @@ func TestPoolExhaustedTold(t *testing.T) {
 	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
 		t.Fatal(err)
 	}
-	d.wantClose(t, reasonPoolExhausted)
+	d.wantClose(t, tunnel.ReasonPoolExhausted)
 }
 
 // TestStaleCRLRefusesNewSessions: past nextUpdate new devices are refused
@@ -259,7 +259,7 @@ func TestStaleCRLRefusesNewSessions(t *testing.T) {
 	defer alice.tc.Close()
 	h.writeCRL(2, time.Now().Add(-time.Minute))
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
-	h.dial(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)).wantClose(t, reasonCRLStale)
+	h.dial(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)).wantClose(t, tunnel.ReasonCRLStale)
 	if st := h.s.Status(); !st.CRLStale || st.CRLNumber != "2" {
 		t.Fatalf("status: crl_stale %v, crl_number %q", st.CRLStale, st.CRLNumber)
 	}
@@ -276,7 +276,7 @@ func TestRefusalLogRateLimit(t *testing.T) {
 	now := time.Now()
 	logged := 0
 	for i := 0; i < 1000; i++ {
-		if l.note(now.Add(time.Duration(i)*time.Millisecond), reasonUnknownCA) {
+		if l.note(now.Add(time.Duration(i)*time.Millisecond), string(tunnel.ReasonUnknownCA)) {
 			logged++
 		}
 	}
@@ -288,10 +288,10 @@ func TestRefusalLogRateLimit(t *testing.T) {
 	if !strings.Contains(out.String(), fmt.Sprintf("not_logged=%d", 1000-refusalLogBurst)) {
 		t.Fatalf("summary line: %q", out.String())
 	}
-	if !l.note(now.Add(refusalLogWindow+2*time.Second), reasonRevoked) {
+	if !l.note(now.Add(refusalLogWindow+2*time.Second), string(tunnel.ReasonRevoked)) {
 		t.Fatal("a refusal in the next window was not logged")
 	}
-	if c := l.counts(); c[reasonUnknownCA] != 1000 || c[reasonRevoked] != 1 {
+	if c := l.counts(); c[string(tunnel.ReasonUnknownCA)] != 1000 || c[string(tunnel.ReasonRevoked)] != 1 {
 		t.Fatalf("counts %v", c)
 	}
 }
@@ -335,5 +335,5 @@ func TestResumedHandshakeDecided(t *testing.T) {
 	if !resumed {
 		t.Fatal("the second handshake did not resume: the test proves nothing")
 	}
-	again.wantClose(t, reasonRevoked)
+	again.wantClose(t, tunnel.ReasonRevoked)
 }

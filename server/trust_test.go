@@ -20,6 +20,7 @@ import (
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 type testCA struct {
@@ -186,38 +187,38 @@ func TestTrustDecide(t *testing.T) {
 		peer   []*x509.Certificate
 		at     time.Time
 		why    purpose
-		reason string
+		reason tunnel.Reason
 	}{
 		{"allowed", base, []*x509.Certificate{alice}, now, forNewSession, ""},
-		{"no certificate", base, nil, now, forNewSession, reasonNoCert},
-		{"another CA, same name", base, []*x509.Certificate{foreign}, now, forNewSession, reasonUnknownCA},
-		{"CA removed on reload", swapped, []*x509.Certificate{alice}, now, forRecheck, reasonUnknownCA},
-		{"no EKU extension", base, []*x509.Certificate{noEKU}, now, forNewSession, reasonBadEKU},
-		{"anyExtendedKeyUsage", base, []*x509.Certificate{anyEKU}, now, forNewSession, reasonBadEKU},
+		{"no certificate", base, nil, now, forNewSession, tunnel.ReasonNoCert},
+		{"another CA, same name", base, []*x509.Certificate{foreign}, now, forNewSession, tunnel.ReasonUnknownCA},
+		{"CA removed on reload", swapped, []*x509.Certificate{alice}, now, forRecheck, tunnel.ReasonUnknownCA},
+		{"no EKU extension", base, []*x509.Certificate{noEKU}, now, forNewSession, tunnel.ReasonBadEKU},
+		{"anyExtendedKeyUsage", base, []*x509.Certificate{anyEKU}, now, forNewSession, tunnel.ReasonBadEKU},
 		{"no EKU with accept_any_eku", anyOK, []*x509.Certificate{noEKU}, now, forNewSession, ""},
 		{"anyEKU with accept_any_eku", anyOK, []*x509.Certificate{anyEKU}, now, forNewSession, ""},
-		{"serverAuth only", anyOK, []*x509.Certificate{serverOnly}, now, forNewSession, reasonBadEKU},
-		{"under a CA restricted to serverAuth", base, []*x509.Certificate{underSrvCA, srvCA.cert}, now, forNewSession, reasonBadEKU},
-		{"expired long ago", base, []*x509.Certificate{ancient}, now, forNewSession, reasonExpired},
-		{"expired, another CA", base, []*x509.Certificate{foreignAncient}, now, forNewSession, reasonUnknownCA},
-		{"leaf marked CA:TRUE", base, []*x509.Certificate{caLeaf}, now, forNewSession, reasonCALeaf},
-		{"no policy", base, []*x509.Certificate{sales}, now, forNewSession, reasonNoPolicy},
-		{"revoked", withCRL, []*x509.Certificate{bob}, now, forNewSession, reasonRevoked},
-		{"revoked on re-check", withCRL, []*x509.Certificate{bob}, now, forRecheck, reasonRevoked},
+		{"serverAuth only", anyOK, []*x509.Certificate{serverOnly}, now, forNewSession, tunnel.ReasonBadEKU},
+		{"under a CA restricted to serverAuth", base, []*x509.Certificate{underSrvCA, srvCA.cert}, now, forNewSession, tunnel.ReasonBadEKU},
+		{"expired long ago", base, []*x509.Certificate{ancient}, now, forNewSession, tunnel.ReasonExpired},
+		{"expired, another CA", base, []*x509.Certificate{foreignAncient}, now, forNewSession, tunnel.ReasonUnknownCA},
+		{"leaf marked CA:TRUE", base, []*x509.Certificate{caLeaf}, now, forNewSession, tunnel.ReasonCALeaf},
+		{"no policy", base, []*x509.Certificate{sales}, now, forNewSession, tunnel.ReasonNoPolicy},
+		{"revoked", withCRL, []*x509.Certificate{bob}, now, forNewSession, tunnel.ReasonRevoked},
+		{"revoked on re-check", withCRL, []*x509.Certificate{bob}, now, forRecheck, tunnel.ReasonRevoked},
 		{"not revoked", withCRL, []*x509.Certificate{alice}, now, forNewSession, ""},
 		{"via intermediate", base, []*x509.Certificate{underInter, inter.cert}, now, forNewSession, ""},
-		{"intermediate not sent", base, []*x509.Certificate{underInter}, now, forNewSession, reasonUnknownCA},
-		{"intermediate revoked", interRevoked, []*x509.Certificate{underInter, inter.cert}, now, forNewSession, reasonRevoked},
-		{"intermediate expired since", base, []*x509.Certificate{underShort, shortInter.cert}, now.Add(2 * time.Minute), forRecheck, reasonExpired},
-		{"expired since handshake", base, []*x509.Certificate{soon}, now.Add(2 * time.Minute), forRecheck, reasonExpired},
-		{"not yet valid", base, []*x509.Certificate{alice}, now.Add(-2 * time.Hour), forNewSession, reasonExpired},
-		{"stale CRL refuses new sessions", stale, []*x509.Certificate{alice}, now, forNewSession, reasonCRLStale},
+		{"intermediate not sent", base, []*x509.Certificate{underInter}, now, forNewSession, tunnel.ReasonUnknownCA},
+		{"intermediate revoked", interRevoked, []*x509.Certificate{underInter, inter.cert}, now, forNewSession, tunnel.ReasonRevoked},
+		{"intermediate expired since", base, []*x509.Certificate{underShort, shortInter.cert}, now.Add(2 * time.Minute), forRecheck, tunnel.ReasonExpired},
+		{"expired since handshake", base, []*x509.Certificate{soon}, now.Add(2 * time.Minute), forRecheck, tunnel.ReasonExpired},
+		{"not yet valid", base, []*x509.Certificate{alice}, now.Add(-2 * time.Hour), forNewSession, tunnel.ReasonExpired},
+		{"stale CRL refuses new sessions", stale, []*x509.Certificate{alice}, now, forNewSession, tunnel.ReasonCRLStale},
 		{"stale CRL keeps live sessions", stale, []*x509.Certificate{alice}, now, forRecheck, ""},
 		{"stale CRL in warn mode", staleWarn, []*x509.Certificate{alice}, now, forNewSession, ""},
 		{"fingerprint allowlist hit", allowlisted, []*x509.Certificate{alice}, now, forNewSession, ""},
-		{"fingerprint allowlist miss", allowlisted, []*x509.Certificate{bob}, now, forNewSession, reasonNotAllowlisted},
+		{"fingerprint allowlist miss", allowlisted, []*x509.Certificate{bob}, now, forNewSession, tunnel.ReasonNotAllowlisted},
 		{"subject allowlist hit", bySubject, []*x509.Certificate{bob}, now, forNewSession, ""},
-		{"subject allowlist then policy", bySubject, []*x509.Certificate{sales}, now, forNewSession, reasonNoPolicy},
+		{"subject allowlist then policy", bySubject, []*x509.Certificate{sales}, now, forNewSession, tunnel.ReasonNoPolicy},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,15 +330,15 @@ func TestClassify(t *testing.T) {
 	leaf := ca.issue(t, "mallory", 5, nil, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
 	tests := []struct {
 		err    error
-		reason string
+		reason tunnel.Reason
 		device string
 	}{
-		{&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{Cert: leaf}}, reasonUnknownCA, "mallory"},
-		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: leaf, Reason: x509.Expired}}, reasonExpired, "mallory"},
-		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: leaf, Reason: x509.IncompatibleUsage}}, reasonBadEKU, "mallory"},
-		{errors.New("tls: client didn't provide a certificate"), reasonNoCert, "-"},
-		{fmt.Errorf("wrapped: %w", &refusal{reasonRevoked, "bob", errors.New("x")}), reasonRevoked, "bob"},
-		{errors.New("tls: client offered only unsupported versions"), reasonHandshake, "-"},
+		{&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{Cert: leaf}}, tunnel.ReasonUnknownCA, "mallory"},
+		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: leaf, Reason: x509.Expired}}, tunnel.ReasonExpired, "mallory"},
+		{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: leaf, Reason: x509.IncompatibleUsage}}, tunnel.ReasonBadEKU, "mallory"},
+		{errors.New("tls: client didn't provide a certificate"), tunnel.ReasonNoCert, "-"},
+		{fmt.Errorf("wrapped: %w", &refusal{tunnel.ReasonRevoked, "bob", errors.New("x")}), tunnel.ReasonRevoked, "bob"},
+		{errors.New("tls: client offered only unsupported versions"), tunnel.ReasonHandshake, "-"},
 	}
 	for _, tt := range tests {
 		r := classify(tt.err)

@@ -33,10 +33,22 @@ func Require(t testing.TB, what string, ok bool) {
 	t.Skipf("missing %s: skipping (in CI this fails)", what)
 }
 
-// Root requires the test to run as root, for what (e.g. "network namespaces").
+// Root requires the test to run as root, for what (e.g. "network
+// namespaces"). Under -short a root-only test is skipped, even as root and
+// in CI: `go test -short` is the quick run that touches no namespace,
+// nftables or TUN of the machine.
 func Root(t testing.TB, what string) {
 	t.Helper()
-	Require(t, "root (for "+what+")", os.Geteuid() == 0)
+	root(t, what, testing.Short(), os.Geteuid() == 0)
+}
+
+func root(t testing.TB, what string, short, isRoot bool) {
+	t.Helper()
+	if short {
+		t.Skipf("needs root (for %s): skipped under -short", what)
+		return
+	}
+	Require(t, "root (for "+what+")", isRoot)
 }
 
 // Command requires the program name on PATH and returns its path.

@@ -59,3 +59,29 @@ func TestCommand(t *testing.T) {
 		t.Fatalf("go on PATH: path %q fatal %q skip %q", p, r.fatal, r.skip)
 	}
 }
+
+// TestRootShort: under -short a root-only test skips, as root and in CI
+// too; otherwise root runs it and a non-root CI run fails it.
+func TestRootShort(t *testing.T) {
+	for _, tt := range []struct {
+		name                string
+		ci                  string
+		short, isRoot       bool
+		wantFatal, wantSkip bool
+	}{
+		{"short, root, CI", "true", true, true, false, true},
+		{"short, not root", "", true, false, false, true},
+		{"root", "true", false, true, false, false},
+		{"not root, CI", "true", false, false, true, false},
+		{"not root, local", "", false, false, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CI", tt.ci)
+			r := &recorder{TB: t}
+			root(r, "namespaces", tt.short, tt.isRoot)
+			if (r.fatal != "") != tt.wantFatal || (r.skip != "") != tt.wantSkip {
+				t.Fatalf("fatal=%q skip=%q, want fatal %v skip %v", r.fatal, r.skip, tt.wantFatal, tt.wantSkip)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -19,6 +20,7 @@ import (
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/cmdutil"
 	"github.com/sallyport/sallyport/server"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // adminFlags pick the admin socket of a running gateway or client:
@@ -37,6 +39,10 @@ func (f *adminFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.socket, "socket", "", "admin socket of the running process")
 	cmd.Flags().StringVarP(&f.config, "config", "c", "", "config file to read the admin socket from ("+what+")")
 }
+
+// clientSocketDir is where running clients put their admin sockets (a
+// variable so tests look in a directory of their own, not the host's).
+var clientSocketDir = filepath.Dir(client.DefaultSocket("sp0"))
 
 func (f *adminFlags) path() (string, error) {
 	switch {
@@ -60,7 +66,7 @@ func (f *adminFlags) path() (string, error) {
 		return server.DefaultAdminSocket, nil
 	}
 	// No flag: the one client running, whatever its device or profile.
-	socks, _ := filepath.Glob(filepath.Join(filepath.Dir(client.DefaultSocket("sp0")), "client-*.sock"))
+	socks, _ := filepath.Glob(filepath.Join(clientSocketDir, "client-*.sock"))
 	switch len(socks) {
 	case 0:
 		return client.DefaultSocket("sp0"), nil
@@ -101,12 +107,19 @@ func serverStatusCmd() *cobra.Command {
 			fmt.Fprintf(w, "gateway %s on %s (%s), up since %s, %d session(s)\n", joinAddrs(st.Address, st.Address6), st.Listen, st.Device,
 				st.Started.Format(time.RFC3339), len(st.Sessions))
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (spoofed/policy/no_flow/queue/malformed/congestion)")
+			names := make([]string, len(tunnel.GatewayDrops))
+			for i, r := range tunnel.GatewayDrops {
+				names[i] = r.String()
+			}
+			fmt.Fprintf(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (%s)\n", strings.Join(names, "/"))
 			for _, s := range st.Sessions {
-				d := s.Dropped
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d/%d/%d/%d/%d\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
+				counts := make([]string, len(tunnel.GatewayDrops))
+				for i, r := range tunnel.GatewayDrops {
+					counts[i] = strconv.FormatUint(s.Dropped.Get(r), 10)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
 					joinAddrs(s.Address, s.Address6), s.Since.Format("2006-01-02 15:04:05"), humanBytes(s.BytesIn), humanBytes(s.BytesOut),
-					d.Spoofed, d.Policy, d.NoFlow, d.QueueFull, d.Malformed, d.Congestion)
+					strings.Join(counts, "/"))
 			}
 			return tw.Flush()
 		},

@@ -255,8 +255,12 @@ func TestDown(t *testing.T) {
 }
 
 // TestClientSocketFromConfig: `status -c` reads the socket from a client
-// config, and the default socket follows the TUN device name.
+// config, and the default socket follows the TUN device name. It looks for
+// running clients in a directory of its own, never in the host's
+// /run/sallyport.
 func TestClientSocketFromConfig(t *testing.T) {
+	clientSocketDir = t.TempDir()
+	t.Cleanup(func() { clientSocketDir = filepath.Dir(client.DefaultSocket("sp0")) })
 	fa := newFakeAdmin(t, func(adminsock.Request) (any, error) { return client.Status{Connected: true, Device: "d"}, nil })
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "client.toml")
@@ -274,6 +278,20 @@ func TestClientSocketFromConfig(t *testing.T) {
 	f = adminFlags{isServer: true}
 	if p, err := f.path(); err != nil || p != server.DefaultAdminSocket {
 		t.Errorf("default gateway socket %q, %v", p, err)
+	}
+	// One client running: its socket, whatever its device. Two: say which.
+	one := filepath.Join(clientSocketDir, "client-work.sock")
+	if err := os.WriteFile(one, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := (&adminFlags{}).path(); err != nil || p != one {
+		t.Errorf("with one client running: socket %q, %v; want %s", p, err, one)
+	}
+	if err := os.WriteFile(filepath.Join(clientSocketDir, "client-home.sock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&adminFlags{}).path(); err == nil || !strings.Contains(err.Error(), "several tunnels") {
+		t.Errorf("with two clients running: %v", err)
 	}
 }
 
