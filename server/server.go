@@ -190,7 +190,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	s.drain(trigger)
 	s.log.Info("gateway shutting down")
 	cancel()
-	s.closeAll("shutdown")
+	s.closeAll(tunnel.ReasonShutdown)
 	dev.Close() // unblocks the TUN reader
 	s.wg.Wait()
 	s.saveLeases()
