@@ -58,6 +58,7 @@ func equalFold(a, b string) bool { return bytes.EqualFold([]byte(a), []byte(b)) 
 type RevocationList struct {
 	crls    []*x509.RevocationList
 	revoked map[revKey]int // reason code
+	serials map[string]int // FormatSerial -> reason code, whatever the issuer (RevokedSerial)
 }
 
 type revKey struct {
@@ -105,7 +106,7 @@ func ParseCRL(data []byte, issuers []*x509.Certificate) (*RevocationList, error)
 		}
 		ders = [][]byte{data}
 	}
-	rl := &RevocationList{revoked: make(map[revKey]int)}
+	rl := &RevocationList{revoked: make(map[revKey]int), serials: make(map[string]int)}
 	for i, der := range ders {
 		c, err := x509.ParseRevocationList(der)
 		if err != nil {
@@ -120,6 +121,7 @@ func ParseCRL(data []byte, issuers []*x509.Certificate) (*RevocationList, error)
 				continue
 			}
 			rl.revoked[revKey{string(c.RawIssuer), FormatSerial(e.SerialNumber)}] = e.ReasonCode
+			rl.serials[FormatSerial(e.SerialNumber)] = e.ReasonCode
 		}
 	}
 	return rl, nil
@@ -156,19 +158,21 @@ func (r *RevocationList) Revoked(cert *x509.Certificate) (revoked bool, reason s
 	return true, ReasonString(code)
 }
 
-// RevokedSerial reports whether serial is revoked by any CRL, whatever the
-// issuer (for tools that only have a serial).
-func (r *RevocationList) RevokedSerial(serial *big.Int) bool {
+// RevokedSerial reports whether serial is listed by any CRL of the set,
+// whatever the issuer, and the reason name. The trust decision uses it for
+// lineage serials (lineage.go): a renewed certificate names its enrollment
+// by serial, and after a CA rotation the CRL that lists the enrollment may
+// be signed by the next CA. Every CRL of the set was verified against a
+// trusted CA; the serials sallyport's CA draws are random 128-bit numbers.
+func (r *RevocationList) RevokedSerial(serial *big.Int) (revoked bool, reason string) {
 	if r == nil || serial == nil {
-		return false
+		return false, ""
 	}
-	s := FormatSerial(serial)
-	for k := range r.revoked {
-		if k.serial == s {
-			return true
-		}
+	code, ok := r.serials[FormatSerial(serial)]
+	if !ok {
+		return false, ""
 	}
-	return false
+	return true, ReasonString(code)
 }
 
 // Len is the number of revoked entries.

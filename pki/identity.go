@@ -29,6 +29,18 @@ type Identity struct {
 	URIs        []string  // URI SANs
 	NotBefore   time.Time // start of validity
 	NotAfter    time.Time // end of validity
+	// Lineage is the serial of the certificate the admin first issued to
+	// the device (the enrollment): Serial itself for an enrollment
+	// certificate, the lineage extension's serial for a renewed one, ""
+	// when that extension does not decode (see LineageOf).
+	Lineage string
+	// LineageIssuer is the enrollment certificate's issuer (RFC 4514):
+	// Issuer for an enrollment certificate. It stays the same however
+	// often, and by whichever issuer, the device is renewed.
+	LineageIssuer string
+	// Renewed is true for a certificate the online issuer renewed (it
+	// carries the lineage extension).
+	Renewed bool
 }
 
 // IdentityOf extracts the identity of a (verified) leaf certificate. A nil
@@ -53,6 +65,16 @@ func IdentityOf(cert *x509.Certificate) Identity {
 	}
 	for _, u := range cert.URIs {
 		id.URIs = append(id.URIs, u.String())
+	}
+	if l, renewed, err := LineageOf(cert); err == nil {
+		id.Lineage, id.Renewed = l.SerialString(), renewed
+		if renewed {
+			id.LineageIssuer = l.IssuerString()
+		} else {
+			id.LineageIssuer = id.Issuer
+		}
+	} else {
+		id.Renewed = true
 	}
 	return id
 }

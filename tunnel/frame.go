@@ -12,6 +12,9 @@
  *   Push      0x14  server -> client, JSON Config replacing the one in force
  *                   (only after both ends negotiated the "push" capability;
  *                   push.go)
+ *   Renew     0x15  client -> server, JSON RenewRequest (only after both ends
+ *                   negotiated the "renew" capability; message.go)
+ *   Renewed   0x16  server -> client, JSON RenewReply, the answer to a Renew
  *
  * Any other type is a protocol error, as is a length above MaxPayload; the
  * length is checked before anything is read or allocated for it.
@@ -96,6 +99,10 @@ func FrameName(typ byte) string {
 		return "close"
 	case FramePush:
 		return "push"
+	case FrameRenew:
+		return "renew"
+	case FrameRenewed:
+		return "renewed"
 	}
 	return fmt.Sprintf("unknown(0x%02x)", typ)
 }
@@ -117,6 +124,10 @@ func checkFrame(typ byte, n int) error {
 	case FrameKeepalive:
 		if n != 0 {
 			return fmt.Errorf("%w: keepalive frame with %d-byte payload", ErrProtocol, n)
+		}
+	case FrameRenew, FrameRenewed:
+		if n == 0 {
+			return fmt.Errorf("%w: empty %s frame", ErrProtocol, FrameName(typ))
 		}
 	case FrameHello, FrameConfig, FrameClose, FramePush:
 	default:

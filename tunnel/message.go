@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -23,6 +24,14 @@ const (
 	MaxMTU           = 65535
 	MaxKeepalive     = time.Hour
 	MaxTimeout       = 24 * time.Hour
+	// Renewal messages (FrameRenew, FrameRenewed).
+	MaxRenewCSR     = 8 << 10  // RenewRequest.CSR, DER (pki.MaxRenewalRequest)
+	MaxRenewCerts   = 8        // RenewReply.Certs: the leaf and its issuers
+	MaxRenewCAs     = 16       // RenewReply.CAs
+	MaxRenewCertLen = 16 << 10 // one DER certificate
+	MaxRetryAfter   = 24 * time.Hour
+	MinRenewAt      = 0.1 // Config.RenewAt, a fraction of a certificate's lifetime
+	MaxRenewAt      = 0.95
 )
 
 // Hello is the client's first frame: protocol version and capabilities.
@@ -58,6 +67,10 @@ type Config struct {
 	// laptop's file says; absent leaves it to the laptop (on for a full
 	// tunnel).
 	KillSwitch *bool `json:"kill_switch,omitempty"`
+	// RenewAt is, when CapRenew was negotiated, the fraction of its
+	// certificate's lifetime at which the laptop asks for a new one
+	// (MinRenewAt..MaxRenewAt; the laptop adds jitter). Zero otherwise.
+	RenewAt float64 `json:"renew_at,omitempty"`
 }
 
 // Addresses returns the device's tunnel addresses: Address, then Address6
@@ -289,6 +302,9 @@ func (c Config) Validate() error {
 	if c.Timeout > 0 && c.Keepalive > 0 && c.Timeout <= c.Keepalive {
 		return fmt.Errorf("config: timeout %v must exceed keepalive %v", c.Timeout, c.Keepalive)
 	}
+	if c.RenewAt != 0 && !(c.RenewAt >= MinRenewAt && c.RenewAt <= MaxRenewAt) {
+		return fmt.Errorf("config: renew_at %v out of range %v..%v", c.RenewAt, MinRenewAt, MaxRenewAt)
+	}
 	return nil
 }
 
@@ -339,6 +355,125 @@ func DecodeClose(b []byte) (CloseMsg, error) {
 		return CloseMsg{}, fmt.Errorf("%w: close reason of %d bytes exceeds %d", ErrProtocol, len(m.Reason), MaxReasonLen)
 	}
 	return m, nil
+}
+
+// Certificate renewal inside the session (ARCHITECTURE.md, "Renewal").
+// After both ends negotiated CapRenew the laptop may send a FrameRenew with
+// a RenewRequest; the gateway answers each with one FrameRenewed carrying a
+// RenewReply: the new certificate chain, or the reason it is refused.
+
+// FrameRenew carries a JSON RenewRequest, laptop -> gateway; only after
+// both ends negotiated CapRenew.
+const FrameRenew byte = 0x15
+
+// FrameRenewed carries a JSON RenewReply, gateway -> laptop: the answer
+// to one FrameRenew.
+const FrameRenewed byte = 0x16
+
+// CapRenew is the hello/config capability for renewal.
+const CapRenew = "renew"
+
+// RenewRequest asks for a new device certificate.
+type RenewRequest struct {
+	// CSR is a DER PKCS#10 request signed by the new key and bound to this
+	// session (pki.NewRenewalRequest); the gateway uses only its key.
+	CSR []byte `json:"csr"`
+}
+
+// RenewReply answers one RenewRequest: Certs on success, Reason otherwise.
+type RenewReply struct {
+	// Certs is the new certificate chain, DER, leaf first.
+	Certs [][]byte `json:"certs,omitempty"`
+	// CAs, when set beside Certs, is the CA bundle (DER) the laptop trusts
+	// for the gateway from now on (renewal.ca_bundle): how a laptop learns
+	// the next CA during a rotation.
+	CAs [][]byte `json:"cas,omitempty"`
+	// Reason is why the renewal was refused: a word of the refusal
+	// vocabulary (revoked, expired, crl-stale, ...) or one of renewal's own.
+	Reason string `json:"reason,omitempty"`
+	// RetryAfter is, with Reason, how many seconds to wait before asking
+	// again (0: the laptop's own schedule).
+	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+// EncodeRenewRequest validates r and returns its JSON encoding.
+func EncodeRenewRequest(r RenewRequest) ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(r)
+}
+
+// DecodeRenewRequest parses and validates a FrameRenew payload.
+func DecodeRenewRequest(b []byte) (RenewRequest, error) {
+	var r RenewRequest
+	if err := decodeJSON("renew", b, &r); err != nil {
+		return RenewRequest{}, err
+	}
+	if err := r.Validate(); err != nil {
+		return RenewRequest{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return r, nil
+}
+
+// Validate checks the request's size.
+func (r RenewRequest) Validate() error {
+	if len(r.CSR) == 0 || len(r.CSR) > MaxRenewCSR {
+		return fmt.Errorf("renew: request of %d bytes (want 1..%d)", len(r.CSR), MaxRenewCSR)
+	}
+	return nil
+}
+
+// EncodeRenewReply validates r and returns its JSON encoding.
+func EncodeRenewReply(r RenewReply) ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(r)
+}
+
+// DecodeRenewReply parses and validates a FrameRenewed payload.
+func DecodeRenewReply(b []byte) (RenewReply, error) {
+	var r RenewReply
+	if err := decodeJSON("renewed", b, &r); err != nil {
+		return RenewReply{}, err
+	}
+	if err := r.Validate(); err != nil {
+		return RenewReply{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if len(r.CAs) == 0 {
+		r.CAs = nil
+	}
+	return r, nil
+}
+
+// Validate checks that r is exactly one of a chain (with an optional CA
+// bundle) or a refusal, within the limits.
+func (r RenewReply) Validate() error {
+	switch {
+	case len(r.Certs) > 0 && r.Reason != "":
+		return errors.New("renewed: both certificates and a refusal reason")
+	case len(r.Certs) == 0 && r.Reason == "":
+		return errors.New("renewed: neither certificates nor a refusal reason")
+	case len(r.Certs) == 0 && len(r.CAs) > 0:
+		return errors.New("renewed: a CA bundle without certificates")
+	case len(r.Certs) > MaxRenewCerts:
+		return fmt.Errorf("renewed: %d certificates exceed maximum %d", len(r.Certs), MaxRenewCerts)
+	case len(r.CAs) > MaxRenewCAs:
+		return fmt.Errorf("renewed: %d CA certificates exceed maximum %d", len(r.CAs), MaxRenewCAs)
+	case len(r.Reason) > MaxReasonLen || !printable(r.Reason):
+		return fmt.Errorf("renewed: reason %.64q invalid (printable ASCII, at most %d bytes)", r.Reason, MaxReasonLen)
+	case r.RetryAfter < 0 || r.RetryAfter > int(MaxRetryAfter/time.Second) || r.RetryAfter > 0 && r.Reason == "":
+		return fmt.Errorf("renewed: retry_after %d invalid", r.RetryAfter)
+	}
+	for _, list := range [][][]byte{r.Certs, r.CAs} {
+		for _, c := range list {
+			if len(c) == 0 || len(c) > MaxRenewCertLen {
+				return fmt.Errorf("renewed: certificate of %d bytes (want 1..%d)", len(c), MaxRenewCertLen)
+			}
+		}
+	}
+	return nil
 }
 
 func decodeJSON(what string, b []byte, v any) error {

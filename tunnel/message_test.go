@@ -320,3 +320,146 @@ func TestConfigAddresses(t *testing.T) {
 		t.Fatalf("dual stack: %v", got)
 	}
 }
+
+func TestRenewMessages(t *testing.T) {
+	req := RenewRequest{CSR: []byte{0x30, 0x82, 1, 2, 3}}
+	b, err := EncodeRenewRequest(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeRenewRequest(b); err != nil || !reflect.DeepEqual(got, req) {
+		t.Fatalf("request round trip: %+v %v", got, err)
+	}
+	ok := RenewReply{Certs: [][]byte{{1, 2}, {3}}, CAs: [][]byte{{4}}}
+	refused := RenewReply{Reason: "crl-stale", RetryAfter: 600}
+	for _, r := range []RenewReply{ok, refused} {
+		b, err := EncodeRenewReply(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := DecodeRenewReply(b); err != nil || !reflect.DeepEqual(got, r) {
+			t.Fatalf("reply round trip: %+v %v", got, err)
+		}
+	}
+	many := func(n, size int) [][]byte {
+		out := make([][]byte, n)
+		for i := range out {
+			out[i] = make([]byte, size)
+		}
+		return out
+	}
+	badReplies := []struct {
+		name string
+		r    RenewReply
+	}{
+		{"empty", RenewReply{}},
+		{"both", RenewReply{Certs: [][]byte{{1}}, Reason: "revoked"}},
+		{"bundle alone", RenewReply{CAs: [][]byte{{1}}, Reason: "revoked"}},
+		{"too many certs", RenewReply{Certs: many(MaxRenewCerts+1, 1)}},
+		{"too many CAs", RenewReply{Certs: [][]byte{{1}}, CAs: many(MaxRenewCAs+1, 1)}},
+		{"empty cert", RenewReply{Certs: [][]byte{{}}}},
+		{"huge cert", RenewReply{Certs: many(1, MaxRenewCertLen+1)}},
+		{"reason not printable", RenewReply{Reason: "re\x00voked"}},
+		{"negative retry", RenewReply{Reason: "x", RetryAfter: -1}},
+		{"retry without reason", RenewReply{Certs: [][]byte{{1}}, RetryAfter: 5}},
+		{"retry too long", RenewReply{Reason: "x", RetryAfter: 86401}},
+	}
+	for _, tc := range badReplies {
+		if _, err := EncodeRenewReply(tc.r); err == nil {
+			t.Errorf("%s: encoded", tc.name)
+		}
+		raw, _ := json.Marshal(tc.r)
+		if _, err := DecodeRenewReply(raw); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: decode %v, want a protocol error", tc.name, err)
+		}
+	}
+	for _, r := range []RenewRequest{{}, {CSR: make([]byte, MaxRenewCSR+1)}} {
+		raw, _ := json.Marshal(r)
+		if _, err := DecodeRenewRequest(raw); !errors.Is(err, ErrProtocol) {
+			t.Errorf("request of %d bytes: %v, want a protocol error", len(r.CSR), err)
+		}
+	}
+	if _, err := DecodeRenewRequest([]byte(`{"csr":"not base64!"}`)); !errors.Is(err, ErrProtocol) {
+		t.Errorf("bad base64: %v", err)
+	}
+	for _, typ := range []byte{FrameRenew, FrameRenewed} {
+		if err := checkFrame(typ, 0); !errors.Is(err, ErrProtocol) {
+			t.Errorf("empty %s frame: %v", FrameName(typ), err)
+		}
+		if err := checkFrame(typ, 100); err != nil {
+			t.Errorf("%s frame: %v", FrameName(typ), err)
+		}
+	}
+}
+
+func TestConfigRenewAt(t *testing.T) {
+	for _, v := range []float64{0, MinRenewAt, 2.0 / 3, MaxRenewAt} {
+		c := goodConfig()
+		c.RenewAt = v
+		b, err := EncodeConfig(c)
+		if err != nil {
+			t.Fatalf("renew_at %v: %v", v, err)
+		}
+		if got, err := DecodeConfig(b); err != nil || got.RenewAt != v {
+			t.Fatalf("renew_at %v round trip: %v %v", v, got.RenewAt, err)
+		}
+	}
+	for _, v := range []float64{-1, 0.05, 0.96, 2} {
+		c := goodConfig()
+		c.RenewAt = v
+		if _, err := EncodeConfig(c); err == nil || !strings.Contains(err.Error(), "renew_at") {
+			t.Errorf("renew_at %v: %v", v, err)
+		}
+	}
+}
+
+// FuzzDecodeRenewRequest: any bytes as a renew payload never panic; what
+// decodes is within the limits and round-trips.
+func FuzzDecodeRenewRequest(f *testing.F) {
+	b, _ := EncodeRenewRequest(RenewRequest{CSR: []byte("csr")})
+	f.Add(b)
+	f.Add([]byte(`{"csr":null}`))
+	f.Add([]byte(`{"csr":""}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := DecodeRenewRequest(in)
+		if err != nil {
+			return
+		}
+		if len(r.CSR) == 0 || len(r.CSR) > MaxRenewCSR {
+			t.Fatalf("accepted a request of %d bytes", len(r.CSR))
+		}
+		b, err := EncodeRenewRequest(r)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if r2, err := DecodeRenewRequest(b); err != nil || !reflect.DeepEqual(r, r2) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeRenewReply: any bytes as a renewed payload never panic; what
+// decodes validates and round-trips.
+func FuzzDecodeRenewReply(f *testing.F) {
+	b, _ := EncodeRenewReply(RenewReply{Certs: [][]byte{{1}, {2}}, CAs: [][]byte{{3}}})
+	f.Add(b)
+	b, _ = EncodeRenewReply(RenewReply{Reason: "revoked", RetryAfter: 3})
+	f.Add(b)
+	f.Add([]byte(`{"certs":[],"cas":[""]}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := DecodeRenewReply(in)
+		if err != nil {
+			return
+		}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("decoded reply invalid: %v", err)
+		}
+		b, err := EncodeRenewReply(r)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if r2, err := DecodeRenewReply(b); err != nil || !reflect.DeepEqual(r, r2) {
+			t.Fatalf("round trip: %v\n%+v\n%+v", err, r, r2)
+		}
+	})
+}

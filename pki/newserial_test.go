@@ -1,10 +1,8 @@
-package ca
+package pki
 
 import (
 	"strings"
 	"testing"
-
-	"github.com/sallyport/sallyport/pki"
 )
 
 func TestNewSerial(t *testing.T) {
@@ -14,12 +12,12 @@ func TestNewSerial(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := pki.FormatSerial(n)
+		s := FormatSerial(n)
 		if n.BitLen() != 129 || !strings.ContainsAny(s, "abcdef") || seen[s] {
 			t.Fatalf("bad serial %s", s)
 		}
 		seen[s] = true
-		back, err := pki.ParseSerial(s)
+		back, err := ParseSerial(s)
 		if err != nil || back.Cmp(n) != 0 {
 			t.Fatalf("round trip %s: %v", s, err)
 		}

@@ -1,0 +1,237 @@
+package renew
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/pki"
+)
+
+type ca struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func sign(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newRoot(t testing.TB) *ca {
+	k := newKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Acme Root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLen: 1, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	return &ca{sign(t, tmpl, tmpl, k.Public(), k), k}
+}
+
+// issuerTmpl is a proper online issuer; tests break one rule at a time.
+func issuerTmpl() *x509.Certificate {
+	return &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "Acme Online Issuer"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+}
+
+func (r *ca) issuer(t testing.TB, edit func(*x509.Certificate)) (*x509.Certificate, crypto.Signer) {
+	k := newKey(t)
+	tmpl := issuerTmpl()
+	if edit != nil {
+		edit(tmpl)
+	}
+	return sign(t, tmpl, r.cert, k.Public(), r.key), k
+}
+
+// enrollment is the certificate the admin issued: subject with CN, two
+// groups and the user; SANs of every kind.
+func (r *ca) enrollment(t testing.TB) *x509.Certificate {
+	u, _ := url.Parse("spiffe://acme/alice")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x5eed),
+		Subject: pkix.Name{CommonName: "alice-laptop", OrganizationalUnit: []string{"eng", "ops"},
+			ExtraNames: []pkix.AttributeTypeAndValue{{Type: pki.OIDUserID, Value: "alice"}}},
+		DNSNames: []string{"alice.acme.example"}, EmailAddresses: []string{"alice@acme.example"}, URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	return sign(t, tmpl, r.cert, newKey(t).Public(), r.key)
+}
+
+func sanOf(c *x509.Certificate) []byte {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidSAN) {
+			return e.Value
+		}
+	}
+	return nil
+}
+
+func TestReissue(t *testing.T) {
+	root := newRoot(t)
+	icert, ikey := root.issuer(t, nil)
+	is, err := New([]*x509.Certificate{icert}, ikey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enroll := root.enrollment(t)
+	now := time.Now()
+	newKey := newKey(t)
+	got, err := is.Reissue(enroll, newKey.Public(), now, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.RawSubject, enroll.RawSubject) || !bytes.Equal(sanOf(got), sanOf(enroll)) {
+		t.Fatalf("identity not copied: subject %q SAN %x, want %q %x", got.Subject, sanOf(got), enroll.Subject, sanOf(enroll))
+	}
+	if got.IsCA || len(got.ExtKeyUsage) != 1 || got.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || !pki.SamePublicKey(got.PublicKey, newKey.Public()) {
+		t.Fatalf("renewed certificate: CA %v EKU %v", got.IsCA, got.ExtKeyUsage)
+	}
+	if got.SerialNumber.Cmp(enroll.SerialNumber) == 0 || got.SerialNumber.BitLen() != 129 {
+		t.Fatalf("serial %s", got.SerialNumber)
+	}
+	if err := got.CheckSignatureFrom(icert); err != nil {
+		t.Fatal(err)
+	}
+	if !got.NotBefore.Equal(now.Add(-Backdate).Truncate(time.Second)) || !got.NotAfter.Equal(now.Add(2*time.Minute).Truncate(time.Second)) {
+		t.Fatalf("validity %s .. %s", got.NotBefore, got.NotAfter)
+	}
+	id := pki.IdentityOf(got)
+	if id.Device != "alice-laptop" || id.User != "alice" || strings.Join(id.Groups, ",") != "eng,ops" || id.Lineage != "5eed" ||
+		id.LineageIssuer != enroll.Issuer.String() || !id.Renewed {
+		t.Fatalf("renewed identity %+v", id)
+	}
+	// Renewing the renewal keeps the enrollment's lineage.
+	again, err := is.Reissue(got, newKeyT(t).Public(), now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id2 := pki.IdentityOf(again); id2.Lineage != "5eed" || id2.LineageIssuer != id.LineageIssuer || !bytes.Equal(again.RawSubject, enroll.RawSubject) {
+		t.Fatalf("second renewal %+v", id2)
+	}
+	// The issuer's own end cuts the lifetime.
+	long, err := is.Reissue(got, newKeyT(t).Public(), now, 1000*time.Hour)
+	if err != nil || !long.NotAfter.Equal(icert.NotAfter) {
+		t.Fatalf("long lifetime: not after %v, want the issuer's %v (%v)", long.NotAfter, icert.NotAfter, err)
+	}
+
+	rsaWeak, _ := rsa.GenerateKey(rand.Reader, 1024)
+	ca2 := root.enrollment(t)
+	ca2.IsCA = true
+	bad := []struct {
+		name     string
+		leaf     *x509.Certificate
+		pub      crypto.PublicKey
+		now      time.Time
+		lifetime time.Duration
+		want     string
+	}{
+		{"weak key", enroll, rsaWeak.Public(), now, time.Hour, "1024 bits"},
+		{"CA leaf", ca2, newKeyT(t).Public(), now, time.Hour, "device certificate"},
+		{"short life", enroll, newKeyT(t).Public(), now, time.Second, "shorter"},
+		{"issuer expired", enroll, newKeyT(t).Public(), icert.NotAfter.Add(time.Minute), time.Hour, "expired"},
+	}
+	for _, tc := range bad {
+		if _, err := is.Reissue(tc.leaf, tc.pub, tc.now, tc.lifetime); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func newKeyT(t *testing.T) *ecdsa.PrivateKey { return newKey(t) }
+
+func TestCheckIssuer(t *testing.T) {
+	root := newRoot(t)
+	cases := []struct {
+		name string
+		edit func(*x509.Certificate)
+		want string
+	}{
+		{"good", nil, ""},
+		{"not a CA", func(c *x509.Certificate) { c.IsCA, c.MaxPathLenZero = false, false }, "not a CA"},
+		{"path length 1", func(c *x509.Certificate) { c.MaxPathLenZero, c.MaxPathLen = false, 1 }, "path length 0"},
+		{"no path length", func(c *x509.Certificate) { c.MaxPathLenZero, c.MaxPathLen = false, -1 }, "path length 0"},
+		{"serverAuth", func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} }, "only extended key usage"},
+		{"clientAuth and serverAuth", func(c *x509.Certificate) {
+			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+		}, "only extended key usage"},
+		{"no EKU", func(c *x509.Certificate) { c.ExtKeyUsage = nil }, "only extended key usage"},
+		{"no certSign", func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDigitalSignature }, "keyCertSign"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, k := root.issuer(t, tc.edit)
+			_, err := New([]*x509.Certificate{c}, k)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("New: %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c, _ := root.issuer(t, nil)
+	if _, err := New([]*x509.Certificate{c}, newKey(t)); err == nil || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("mismatched key: %v", err)
+	}
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	root := newRoot(t)
+	c, k := root.issuer(t, nil)
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "issuer.crt"), filepath.Join(dir, "issuer.key")
+	writePEM(t, crt, "CERTIFICATE", c.Raw, 0o644)
+	kd, _ := x509.MarshalPKCS8PrivateKey(k)
+	writePEM(t, key, "PRIVATE KEY", kd, 0o644)
+	if _, err := Load(crt, key); err == nil || !strings.Contains(err.Error(), "issuer key") || !strings.Contains(err.Error(), "chmod") {
+		t.Fatalf("world-readable issuer key: %v", err)
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	is, err := Load(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !is.Cert().Equal(c) || len(is.Chain()) != 1 {
+		t.Fatal("loaded another issuer")
+	}
+	if _, err := Load(filepath.Join(dir, "none.crt"), key); err == nil {
+		t.Fatal("missing certificate accepted")
+	}
+}
