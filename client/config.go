@@ -14,6 +14,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/internal/tomlconf"
+	"github.com/sallyport/sallyport/internal/userfile"
 	"github.com/sallyport/sallyport/pki"
 )
 
@@ -245,9 +246,9 @@ func readPEM(file, inline, what string) ([]byte, error) {
 	if inline != "" {
 		return []byte(strings.TrimSpace(inline) + "\n"), nil
 	}
-	b, err := os.ReadFile(file)
+	b, err := pki.ReadPEMFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("read %s %s: %w", what, file, err)
+		return nil, fmt.Errorf("%s %s: %w", what, file, userfile.Cause(err))
 	}
 	return b, nil
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,41 @@ func TestConfigTablePerDevice(t *testing.T) {
 		}
 		if c.Tunnel.Table != tt.want {
 			t.Errorf("%q: table %d, want %d", tt.extra, c.Tunnel.Table, tt.want)
+		}
+	}
+}
+
+// TestConfigFilesBounded: the laptop reads its config, CA, certificate and
+// key only from regular files under a cap: /dev/zero or a directory gets
+// one error naming the key and the file, not a process growing without
+// bound.
+func TestConfigFilesBounded(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadConfig("/dev/zero"); err == nil || !strings.Contains(err.Error(), "/dev/zero: not a regular file (a character device)") {
+		t.Fatalf("config /dev/zero: %v", err)
+	}
+	ca := newTestCA(t, "Laptop CA")
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"ca", "cert", "key"} {
+		files := map[string]string{"ca": "ca.crt", "cert": "ca.crt", "key": "d.key"}
+		files[key] = "/dev/zero"
+		if key == "key" {
+			files[key] = dir // a directory
+		}
+		path := filepath.Join(dir, "client.toml")
+		text := "server = \"gw.test:8443\"\n[tls]\nca = \"" + files["ca"] + "\"\ncert = \"" + files["cert"] + "\"\nkey = \"" + files["key"] + "\"\n"
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.loadMaterial()
+		if err == nil || !strings.Contains(err.Error(), "tls."+key+" "+files[key]+": not a regular file") {
+			t.Fatalf("tls.%s = %s: %v", key, files[key], err)
 		}
 	}
 }

@@ -2,19 +2,18 @@ package pki
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-)
 
-// maxFileSize bounds the PEM/DER files this package reads.
-const maxFileSize = 16 << 20
+	"github.com/sallyport/sallyport/internal/userfile"
+)
 
 // LoadCertificates reads a PEM file holding one or more CERTIFICATE blocks.
 func LoadCertificates(path string) ([]*x509.Certificate, error) {
-	data, err := readFile(path)
+	data, err := ReadPEMFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load certificates: %w", err)
 	}
@@ -67,22 +66,22 @@ func NewPool(certs []*x509.Certificate) *x509.CertPool {
 	return p
 }
 
-func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// ReadPEMFile reads a certificate, key or CRL file: a regular file of at
+// most userfile.MaxPEM bytes (internal/userfile), so a path naming
+// /dev/zero or a FIFO gets an error, not a hang or a huge allocation.
+func ReadPEMFile(path string) ([]byte, error) {
+	return userfile.Read(path, userfile.MaxPEM)
+}
+
+// LoadKeyPair is tls.LoadX509KeyPair through ReadPEMFile.
+func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, err := ReadPEMFile(certFile)
 	if err != nil {
-		return nil, err
+		return tls.Certificate{}, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
+	keyPEM, err := ReadPEMFile(keyFile)
 	if err != nil {
-		return nil, err
+		return tls.Certificate{}, err
 	}
-	if fi.Size() > maxFileSize {
-		return nil, fmt.Errorf("%s: file too large (%d bytes)", path, fi.Size())
-	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(f); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return buf.Bytes(), nil
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -69,7 +69,7 @@ type revKey struct {
 // LoadCRL reads a file with one or more PEM "X509 CRL" blocks, or one DER
 // CRL, and verifies that every CRL in it is signed by one of issuers.
 func LoadCRL(path string, issuers []*x509.Certificate) (*RevocationList, error) {
-	data, err := readFile(path)
+	data, err := ReadPEMFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load CRL: %w", err)
 	}

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/userfile"
 )
 
 // CheckResult is what `sallyport server check` reports about a config that
@@ -17,7 +20,8 @@ type CheckResult struct {
 
 // Check validates the config at path and every file it names (gateway
 // certificate and key, with the key's permissions; client CA; CRL; policies,
-// allowlists, static devices) exactly as a start or a reload loads them,
+// allowlists, static devices; that the lease file, if present, is a
+// regular file) exactly as a start or a reload loads them,
 // without opening a TUN device, a socket or anything else, like `nginx -t`.
 // A reload runs the same load first and keeps the running configuration
 // when it fails.
@@ -27,6 +31,12 @@ func Check(path string) (*CheckResult, error) {
 		return nil, err
 	}
 	r := &CheckResult{Config: cfg, Policies: len(cfg.Policies), CAs: len(t.caCerts), CRL: "none", Warnings: t.warnings}
+	switch err := userfile.Check(cfg.Tunnel.LeaseFile, maxLeaseFile); {
+	case errors.Is(err, userfile.ErrTooLarge):
+		r.Warnings = append(r.Warnings, fmt.Sprintf("the lease file %s is larger than its cap: a start keeps it aside and devices may get new addresses", cfg.Tunnel.LeaseFile))
+	case err != nil:
+		return nil, fmt.Errorf("config %s: key \"tunnel.lease_file\": %w", path, err)
+	}
 	if t.crl != nil {
 		r.CRL = fmt.Sprintf("number %v, next update %s", t.crlNumber(), fmtTime(t.crl.NextUpdate()))
 		if t.crlStaleAt(time.Now()) {

@@ -11,10 +11,14 @@ package server
 // fleet reconnecting all day does not rewrite the whole file every second
 // (53 ms of CPU a save at 10,000 devices); and once more when the gateway
 // stops. Idle leases expire after tunnel.lease_ttl.
-// A missing or corrupt file is logged and the pools start empty (a corrupt
-// one is kept beside as <file>.corrupt); nothing here stops the gateway.
+// A missing file is logged and the pools start empty; a malformed entry is
+// dropped alone; a damaged file is kept aside under a unique name
+// (<file>.corrupt-<time>) and what could be read of it is restored. The
+// file is read through internal/userfile: a path that is not a regular
+// file (FIFO, directory, device) is the only problem that stops the start.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +34,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
+	"github.com/sallyport/sallyport/internal/userfile"
 )
 
 const (
@@ -56,30 +61,51 @@ type leaseEntry struct {
 }
 
 // loadLeases restores the pools from path and drops leases idle for longer
-// than ttl. Problems are logged, never returned: the pools then start with
-// what could be read (usually nothing).
-func (p *addrPools) loadLeases(path string, ttl time.Duration, log *slog.Logger) {
-	f, err := readLeaseFile(path)
+// than ttl. A damaged file never stops the gateway: a malformed entry is
+// dropped and logged (the others are restored), a file damaged as a whole
+// (not JSON past some point, another version, over the size cap) is kept
+// aside under a name of its own (<file>.corrupt-<time>, never replacing an
+// earlier one) and the entries read before the damage are restored. Only a
+// path that is not a regular file (a directory, FIFO or device: a config
+// mistake the gateway could never save to) is an error.
+func (p *addrPools) loadLeases(path string, ttl time.Duration, log *slog.Logger) error {
+	b, err := userfile.Read(path, maxLeaseFile)
+	var rd leaseRead
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		log.Info("no lease file yet; address pools start empty", "lease_file", path)
-		return
+		return nil
+	case errors.Is(err, userfile.ErrNotRegular):
+		return fmt.Errorf("key \"tunnel.lease_file\": %w", err)
+	case errors.Is(err, userfile.ErrTooLarge):
+		rd.damage = userfile.Cause(err)
 	case err != nil:
-		aside := path + ".corrupt"
-		if rerr := os.Rename(path, aside); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			aside = "-"
-		}
+		// Unreadable (permissions, I/O): the file may be fine; leave it.
 		log.Error("lease file unreadable; address pools start empty and devices may get new addresses", "lease_file", path,
-			"error", err.Error(), "kept_as", aside)
-		return
+			"error", err.Error())
+		return nil
+	default:
+		rd = parseLeases(b)
+	}
+	for i, d := range rd.dropped {
+		if i == maxDroppedLogged {
+			log.Warn("more malformed lease entries dropped (not logged one by one)", "lease_file", path, "entries", len(rd.dropped)-i)
+			break
+		}
+		log.Warn("malformed lease entry dropped", "lease_file", path, "entry", d.index, "error", d.err.Error(), "text", d.text)
+	}
+	if rd.damage != nil {
+		aside, aerr := setAside(path, time.Now())
+		if aerr != nil {
+			aside = "- (" + aerr.Error() + ")"
+		}
+		log.Error("lease file damaged; restoring only the entries before the damage, devices may get new addresses", "lease_file", path,
+			"error", rd.damage.Error(), "entries_read", len(rd.entries), "kept_as", aside)
 	}
 	byFamily := []map[string]poolLease{{}, {}}
 	cutoff := time.Now().Add(-ttl)
 	expired := 0
-	for _, e := range f.Leases {
-		if e.Issuer == "" || e.Device == "" || strings.ContainsRune(e.Issuer+e.Device, 0) {
-			continue
-		}
+	for _, e := range rd.entries {
 		if e.LastSeen.Before(cutoff) {
 			expired++
 			continue
@@ -103,30 +129,160 @@ func (p *addrPools) loadLeases(path string, ttl time.Duration, log *slog.Logger)
 		restored += len(byFamily[i]) - sk
 	}
 	log.Info("address leases restored", "lease_file", path, "addresses", restored, "expired_devices", expired,
-		"addresses_skipped", skipped)
+		"addresses_skipped", skipped, "entries_dropped", len(rd.dropped))
+	if len(rd.dropped) > 0 {
+		p.changed() // the next save writes the file without them
+	}
+	return nil
 }
 
-func readLeaseFile(path string) (*leaseFile, error) {
-	fh, err := os.Open(path)
+// maxDroppedLogged is how many dropped lease entries get a line each.
+const maxDroppedLogged = 20
+
+// leaseRead is what parseLeases found in a lease file.
+type leaseRead struct {
+	entries []leaseEntry   // well-formed entries, in file order
+	dropped []droppedLease // malformed entries, each dropped alone
+	// damage is set when the file is damaged as a whole (entries then
+	// holds those read before the damage, or none when the file is not
+	// one we know how to read).
+	damage error
+}
+
+// droppedLease is one malformed entry.
+type droppedLease struct {
+	index int    // 0-based position in "leases"
+	text  string // the entry as written, cut to maxDroppedText bytes
+	err   error
+}
+
+const maxDroppedText = 256
+
+// parseLeases reads a lease file entry by entry, so one malformed entry
+// costs that entry only.
+func parseLeases(b []byte) leaseRead {
+	var rd leaseRead
+	dec := json.NewDecoder(bytes.NewReader(b))
+	version := -1
+	fail := func(err error) leaseRead {
+		rd.damage = err
+		if version != -1 && version != leaseFileVersion {
+			rd.entries = nil
+		}
+		return rd
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return fail(errors.New("not a JSON object"))
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fail(fmt.Errorf("at byte %d: %w", dec.InputOffset(), err))
+		}
+		switch tok {
+		case "version":
+			if err := dec.Decode(&version); err != nil {
+				return fail(fmt.Errorf("key \"version\": %w", err))
+			}
+			if version != leaseFileVersion {
+				return fail(fmt.Errorf("version %d, want %d", version, leaseFileVersion))
+			}
+		case "leases":
+			if err := rd.readEntries(dec); err != nil {
+				return fail(err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return fail(fmt.Errorf("at byte %d: %w", dec.InputOffset(), err))
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fail(fmt.Errorf("at byte %d: %w", dec.InputOffset(), err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fail(fmt.Errorf("text after the JSON object at byte %d", dec.InputOffset()))
+	}
+	if version == -1 {
+		return fail(errors.New("no \"version\" key"))
+	}
+	return rd
+}
+
+// readEntries reads the "leases" array, keeping the entries that decode
+// and dropping the others one by one.
+func (rd *leaseRead) readEntries(dec *json.Decoder) error {
+	tok, err := dec.Token()
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("key \"leases\": %w", err)
 	}
-	defer fh.Close()
-	b, err := io.ReadAll(io.LimitReader(fh, maxLeaseFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	if tok == nil { // null: no leases
+		return nil
 	}
-	if len(b) > maxLeaseFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxLeaseFile)
+	if tok != json.Delim('[') {
+		return errors.New("key \"leases\" is not a list")
 	}
-	var f leaseFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", path, err)
+	for i := 0; dec.More(); i++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return fmt.Errorf("lease entry %d: %w", i, err)
+		}
+		var e leaseEntry
+		err := json.Unmarshal(raw, &e)
+		if err == nil {
+			err = e.check()
+		}
+		if err != nil {
+			text := string(raw)
+			if len(text) > maxDroppedText {
+				text = text[:maxDroppedText] + "..."
+			}
+			rd.dropped = append(rd.dropped, droppedLease{i, text, err})
+			continue
+		}
+		rd.entries = append(rd.entries, e)
 	}
-	if f.Version != leaseFileVersion {
-		return nil, fmt.Errorf("%s: version %d, want %d", path, f.Version, leaseFileVersion)
+	if _, err := dec.Token(); err != nil { // ']'
+		return fmt.Errorf("key \"leases\": %w", err)
 	}
-	return &f, nil
+	return nil
+}
+
+// check refuses an entry that names no device.
+func (e *leaseEntry) check() error {
+	if e.Issuer == "" || e.Device == "" {
+		return errors.New("no issuer or device")
+	}
+	if strings.ContainsRune(e.Issuer+e.Device, 0) {
+		return errors.New("NUL byte in issuer or device")
+	}
+	return nil
+}
+
+// setAside renames a damaged lease file to a name no earlier one has
+// (<path>.corrupt-<UTC time>[-N]) and returns it. It links before it
+// removes, so an existing file of that name is never replaced.
+func setAside(path string, now time.Time) (string, error) {
+	base := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	for n := 0; n < 100; n++ {
+		aside := base
+		if n > 0 {
+			aside = fmt.Sprintf("%s-%d", base, n)
+		}
+		err := os.Link(path, aside)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("keep %s aside: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return aside, fmt.Errorf("keep %s aside: %w", path, err)
+		}
+		return aside, nil
+	}
+	return "", fmt.Errorf("keep %s aside: 100 earlier copies for this second", path)
 }
 
 // leaseEntries merges the pools' leases into one entry per device, sorted.

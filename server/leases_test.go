@@ -3,14 +3,19 @@ package server
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/userfile"
 )
 
 func dualPools() *addrPools {
@@ -64,45 +69,57 @@ func TestLeasesRoundTrip(t *testing.T) {
 	}
 }
 
-// TestLeasesBadFile: a missing, corrupt, wrong-version or hostile file is
-// logged and the pools start empty (a corrupt file is kept aside), and
-// entries outside the pools are skipped.
+// TestLeasesBadFile: a missing, damaged, wrong-version or hostile file is
+// logged and the pools start with what could be read (a damaged file is
+// kept aside), malformed entries are dropped alone, and entries outside the
+// pools are skipped.
 func TestLeasesBadFile(t *testing.T) {
 	tests := []struct {
 		name, text, log string
 		restored        int
+		aside           bool
 	}{
-		{"missing", "", "no lease file yet", 0},
-		{"not json", "{\"version\":1,\"leases\":[{", "lease file unreadable", 0},
-		{"binary", "\x00\xff\xfe", "lease file unreadable", 0},
-		{"wrong version", `{"version":2,"leases":[]}`, "version 2", 0},
-		{"bad address", `{"version":1,"leases":[{"issuer":"CN=A","device":"x","ipv4":"10.8.0.300"}]}`, "lease file unreadable", 0},
+		{"missing", "", "no lease file yet", 0, false},
+		{"not json", "{\"version\":1,\"leases\":[{", "lease file damaged", 0, true},
+		{"binary", "\x00\xff\xfe", "lease file damaged", 0, true},
+		{"wrong version", `{"version":2,"leases":[]}`, "version 2", 0, true},
+		{"no version", `{"leases":[]}`, "no \\\"version\\\" key", 0, true},
+		{"leases not a list", `{"version":1,"leases":{}}`, "not a list", 0, true},
+		{"text after the object", `{"version":1,"leases":[]} x`, "text after the JSON object", 0, true},
+		{"bad address", `{"version":1,"leases":[{"issuer":"CN=A","device":"x","ipv4":"10.8.0.300"}]}`, "malformed lease entry dropped", 0, false},
 		{"outside pools and reserved", `{"version":1,"leases":[
 			{"issuer":"CN=A","device":"a","ipv4":"10.9.0.5","last_seen":"2099-01-01T00:00:00Z"},
 			{"issuer":"CN=A","device":"b","ipv4":"10.8.0.1","last_seen":"2099-01-01T00:00:00Z"},
 			{"issuer":"CN=A","device":"c","ipv4":"10.8.0.255","ipv6":"fd00:9::5","last_seen":"2099-01-01T00:00:00Z"},
 			{"issuer":"CN=A","device":"d","ipv4":"10.8.0.7","last_seen":"2099-01-01T00:00:00Z"},
 			{"issuer":"CN=A","device":"e","ipv4":"10.8.0.7","last_seen":"2099-01-01T00:00:00Z"},
-			{"issuer":"","device":"f","ipv4":"10.8.0.8","last_seen":"2099-01-01T00:00:00Z"}]}`, "addresses_skipped=5", 1},
+			{"issuer":"","device":"f","ipv4":"10.8.0.8","last_seen":"2099-01-01T00:00:00Z"}]}`, "addresses_skipped=5", 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "leases.json")
+			dir := t.TempDir()
+			path := filepath.Join(dir, "leases.json")
 			if tt.text != "" {
 				writeFile(t, path, tt.text)
 			}
 			p := dualPools()
 			var log bytes.Buffer
-			p.loadLeases(path, time.Hour, logTo(&log))
+			if err := p.loadLeases(path, time.Hour, logTo(&log)); err != nil {
+				t.Fatal(err)
+			}
 			if !strings.Contains(log.String(), tt.log) {
 				t.Fatalf("log %q, want %q", log.String(), tt.log)
 			}
 			if got := len(p.leaseEntries()); got != tt.restored {
 				t.Fatalf("%d leases restored, want %d", got, tt.restored)
 			}
-			if strings.Contains(tt.log, "unreadable") || strings.Contains(tt.log, "version 2") {
-				if _, err := os.Stat(path + ".corrupt"); err != nil {
-					t.Fatalf("corrupt file not kept aside: %v", err)
+			aside, _ := filepath.Glob(path + ".corrupt-*")
+			if tt.aside != (len(aside) == 1) {
+				t.Fatalf("kept aside: %v, want %v", aside, tt.aside)
+			}
+			if tt.aside {
+				if b, err := os.ReadFile(aside[0]); err != nil || string(b) != tt.text {
+					t.Fatalf("the file kept aside is not the damaged file: %q %v", b, err)
 				}
 			}
 			if a, _, err := p.Acquire("CN=A\x00z", staticAddr{}); err != nil || !a.IsValid() {
@@ -112,6 +129,120 @@ func TestLeasesBadFile(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestLeasesMalformedEntry: among 100 good leases, a malformed entry (a
+// bad address, a wrong type, no device) costs that entry only, each logged;
+// the next save writes the file without them.
+func TestLeasesMalformedEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.json")
+	var entries []string
+	for i := range 100 {
+		entries = append(entries, fmt.Sprintf(`{"issuer":"CN=A","device":"d%d","ipv4":"10.8.0.%d","last_seen":"2099-01-01T00:00:00Z"}`, i, i+2))
+		switch i {
+		case 10:
+			entries = append(entries, `{"issuer":"CN=A","device":"bad","ipv4":"10.8.0.300","last_seen":"2099-01-01T00:00:00Z"}`)
+		case 50:
+			entries = append(entries, `{"issuer":"CN=A","device":7}`, `{"issuer":"CN=A","ipv4":"10.8.0.200"}`, `"text"`)
+		}
+	}
+	writeFile(t, path, `{"version":1,"leases":[`+strings.Join(entries, ",\n")+`]}`)
+	p := dualPools()
+	var log bytes.Buffer
+	if err := p.loadLeases(path, time.Hour, logTo(&log)); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(p.leaseEntries()); got != 100 {
+		t.Fatalf("%d leases restored, want 100; log:\n%s", got, log.String())
+	}
+	if n := strings.Count(log.String(), "malformed lease entry dropped"); n != 4 || !strings.Contains(log.String(), "entries_dropped=4") {
+		t.Fatalf("%d dropped entries logged, want 4:\n%s", n, log.String())
+	}
+	if m, _ := filepath.Glob(path + ".corrupt*"); len(m) != 0 {
+		t.Fatalf("a file with malformed entries was kept aside: %v", m)
+	}
+	select {
+	case <-p.dirty:
+	default:
+		t.Fatal("no save scheduled to write the file without the dropped entries")
+	}
+}
+
+// TestLeasesTruncated: a file cut short restores the entries before the
+// cut and is kept aside.
+func TestLeasesTruncated(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases.json")
+	p := dualPools()
+	for i := range 10 {
+		p.Acquire(fmt.Sprintf("CN=A\x00d%d", i), staticAddr{})
+	}
+	if err := p.saveLeases(path); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	cut := bytes.Index(b, []byte(`"d5"`)) // in the middle of the sixth entry
+	writeFile(t, path, string(b[:cut]))
+	q := dualPools()
+	var log bytes.Buffer
+	if err := q.loadLeases(path, time.Hour, logTo(&log)); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(q.leaseEntries()); got != 5 || !strings.Contains(log.String(), "entries_read=5") {
+		t.Fatalf("%d leases restored from a file cut in the sixth entry, want 5:\n%s", got, log.String())
+	}
+}
+
+// TestLeasesSetAsideUnique: a second damaged file in the same second is
+// kept under another name; the first copy is never replaced.
+func TestLeasesSetAsideUnique(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases.json")
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	var names []string
+	for i := range 3 {
+		writeFile(t, path, fmt.Sprintf("damage %d", i))
+		aside, err := setAside(path, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, aside)
+	}
+	for i, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil || string(b) != fmt.Sprintf("damage %d", i) {
+			t.Fatalf("%s: %q %v (names %v)", n, b, err, names)
+		}
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the damaged file is still in place: %v", err)
+	}
+}
+
+// TestLeasesNotRegular: a lease_file that is a FIFO, a directory or a
+// device is a config error at start and in `server check`, at once (a FIFO
+// used to hang the start with no log line); nothing is renamed.
+func TestLeasesNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, dir, "/dev/zero"} {
+		err := dualPools().loadLeases(path, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if !errors.Is(err, userfile.ErrNotRegular) || !strings.Contains(err.Error(), "tunnel.lease_file") {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if m, _ := filepath.Glob(path + ".corrupt*"); len(m) != 0 {
+			t.Fatalf("%s was renamed: %v", path, m)
+		}
+	}
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	writeFile(t, h.s.cfg.Load().Path, harnessTOML("")+"lease_file = \""+fifo+"\"\n"+engPolicyTOML)
+	if _, err := Check(h.s.cfg.Load().Path); !errors.Is(err, userfile.ErrNotRegular) {
+		t.Fatalf("server check with a FIFO as lease file: %v", err)
 	}
 }
 
@@ -276,4 +407,23 @@ func TestLeasesSaveIsAtomic(t *testing.T) {
 	if !bytes.Contains(after, []byte("bob")) || !bytes.Contains(after, []byte("alice")) {
 		t.Fatalf("new lease file lacks a device:\n%s", after)
 	}
+}
+
+// FuzzParseLeases: the entry-by-entry reader never panics, keeps only
+// entries that name a device, and never both drops and keeps one entry.
+func FuzzParseLeases(f *testing.F) {
+	f.Add([]byte(`{"version":1,"leases":[{"issuer":"CN=A","device":"a","ipv4":"10.8.0.5","last_seen":"2099-01-01T00:00:00Z"},{"issuer":"CN=A","device":7}]}`))
+	f.Add([]byte(`{"leases":[{"issuer":"CN=A","device":"a"}],"version":1}`))
+	f.Add([]byte(`{"version":1,"leases":[{"issuer":"CN=A","device":"a"},`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		rd := parseLeases(in)
+		for _, e := range rd.entries {
+			if e.check() != nil {
+				t.Fatalf("kept an entry that names no device: %+v", e)
+			}
+		}
+		if rd.damage == nil && len(rd.entries)+len(rd.dropped) > 0 && !bytes.Contains(in, []byte(`"version"`)) {
+			t.Fatal("a file without a version was read as undamaged")
+		}
+	})
 }

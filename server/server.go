@@ -88,7 +88,9 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: log, pool: newPools(cfg), byKey: map[string]*session{}}
-	s.pool.loadLeases(cfg.Tunnel.LeaseFile, cfg.Tunnel.LeaseTTL, log)
+	if err := s.pool.loadLeases(cfg.Tunnel.LeaseFile, cfg.Tunnel.LeaseTTL, log); err != nil {
+		return nil, err
+	}
 	s.cfg.Store(cfg)
 	s.trust.Store(t)
 	s.pool.SetStatic(t.staticAddrs())

@@ -69,7 +69,7 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 	if err := pki.CheckKeyPerm(c.TLS.Key); err != nil {
 		return nil, fmt.Errorf("gateway key (tls.key): %w", err)
 	}
-	cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+	cert, err := pki.LoadKeyPair(c.TLS.Cert, c.TLS.Key)
 	if err != nil {
 		return nil, fmt.Errorf("load gateway certificate %s / key %s: %w", c.TLS.Cert, c.TLS.Key, err)
 	}

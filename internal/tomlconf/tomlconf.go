@@ -6,21 +6,22 @@ package tomlconf
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/sallyport/sallyport/internal/userfile"
 )
 
 // Load reads the TOML file at path into v and rejects any key that v does
 // not declare.
 func Load(path string, v any) error {
-	data, err := os.ReadFile(path)
+	data, err := userfile.Read(path, userfile.MaxConfig)
 	if err != nil {
-		return fmt.Errorf("read config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", path, userfile.Cause(err))
 	}
 	return Decode(path, string(data), v)
 }

@@ -312,7 +312,7 @@ func (p *PKI) loadIssuer() (*issuer, error) {
 	if err := pki.CheckCAKeyPerm(kp); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(kp)
+	data, err := pki.ReadPEMFile(kp)
 	if err != nil {
 		return nil, fmt.Errorf("CA key: %w", err)
 	}

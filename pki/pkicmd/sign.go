@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
+	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/pki/ca"
 )
 
@@ -43,7 +44,7 @@ given) and prints serial and fingerprint.`,
 				if *device == "" {
 					return usagef("--device is required: name the device; the CSR's CN must match it")
 				}
-				data, err := os.ReadFile(*csrPath)
+				data, err := pki.ReadPEMFile(*csrPath)
 				if err != nil {
 					return fmt.Errorf("read CSR: %w", err)
 				}

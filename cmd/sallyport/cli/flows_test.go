@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sallyport/sallyport/client"
 )
@@ -155,5 +157,60 @@ func writeFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUserPathsBounded: every file a command line or a config names is
+// read only if it is a regular file under its cap. /dev/zero, a FIFO with
+// no writer, a directory and a huge (sparse) file each get one error naming
+// the path, at once: no hang, no growing to gigabytes.
+func TestUserPathsBounded(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge")
+	if err := os.WriteFile(huge, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, 1<<30); err != nil { // sparse: costs no disk
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "subdir")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "server.toml")
+	writeFile(t, conf, "[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\nclient_ca = \"ca.crt\"\n[tunnel]\nipv4_pool = \"10.8.0.0/24\"\n"+
+		"[[policy]]\nname = \"all\"\nmatch = { cn = [\"*\"] }\nallow = [\"10.0.0.0/8\"]\n")
+	for _, bad := range []struct{ path, words string }{
+		{"/dev/zero", "not a regular file (a character device)"},
+		{fifo, "not a regular file (a FIFO)"},
+		{sub, "not a regular file (a directory)"},
+		{huge, "file too large"},
+	} {
+		for _, args := range [][]string{
+			{"server", "check", "-c", bad.path},
+			{"policy", "explain", "-c", bad.path, "--device", "x", "10.0.0.1"},
+			{"policy", "explain", "-c", conf, "--cert", bad.path, "10.0.0.1"},
+			{"policy", "test", "-c", conf, bad.path},
+		} {
+			type result struct {
+				code      int
+				out, errs string
+			}
+			done := make(chan result, 1)
+			go func() { c, o, e := run(args...); done <- result{c, o, e} }()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(time.Minute):
+				t.Fatalf("sallyport %s hung", strings.Join(args, " "))
+			}
+			if r.code == 0 || !strings.Contains(r.errs, bad.path) || !strings.Contains(r.errs, bad.words) {
+				t.Errorf("sallyport %s: exit %d, stderr %q; want an error naming %s and %q", strings.Join(args, " "), r.code, r.errs, bad.path, bad.words)
+			}
+		}
 	}
 }
