@@ -111,6 +111,7 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat, sys: osSystem{}}
+	c.log.Info("device key", "kind", mat.keyKind, "where", mat.keyAt)
 	if left := time.Until(mat.leaf.NotAfter); left < 14*24*time.Hour {
 		c.log.Warn("device certificate expires soon; ask your admin for a new one", "not_after", mat.leaf.NotAfter.Format(time.RFC3339),
 			"days_left", int(left.Hours()/24))
@@ -151,6 +152,9 @@ func checkValidity(leaf *x509.Certificate, src string, now time.Time) error {
 func (c *Client) Run(ctx context.Context, ready func()) error {
 	ctx, c.stop = context.WithCancel(ctx)
 	defer c.stop()
+	if c.mat.closer != nil {
+		defer c.mat.closer.Close() // the token's sessions; the TPM holds nothing
+	}
 	c.started = time.Now()
 	// One tunnel is one pipeline: a single P avoids cross-thread wake-ups
 	// on every hand-off (internal/procs).
@@ -593,7 +597,12 @@ type Status struct {
 	Device            string    `json:"device"`
 	CertNotAfter      time.Time `json:"cert_not_after"`
 	CertDaysLeft      int       `json:"cert_days_left"`
-	LastError         string    `json:"last_error,omitempty"`
+	// KeyKind is where the device key lives: "file", "tpm" or "pkcs11";
+	// KeyLocation says it in words (the file, the TPM and key file, the
+	// token and object).
+	KeyKind     string `json:"key_kind"`
+	KeyLocation string `json:"key_location"`
+	LastError   string `json:"last_error,omitempty"`
 	// DNSMode is how the pushed DNS is applied: "systemd-resolved" (per
 	// link, over D-Bus) or "resolv.conf" (rewritten, restored on down);
 	// empty when no DNS was pushed or it could not be applied.
@@ -626,6 +635,7 @@ func (c *Client) Status() Status {
 		DroppedCongestion: c.drops.Load(tunnel.DropCongestion),
 		Device:            pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,
 		CertDaysLeft: int(time.Until(c.mat.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
+		KeyKind: string(c.mat.keyKind), KeyLocation: c.mat.keyAt,
 	}
 	if c.pushed.Address.IsValid() {
 		st.Address = c.pushed.Address.String()

@@ -1,10 +1,12 @@
 package client
 
 import (
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/internal/userfile"
 	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/hwkey"
 )
 
 // Config is the laptop configuration (client.toml); configs/client.toml
@@ -38,13 +41,26 @@ type Config struct {
 // TLSConfig names the trust anchor and the device's identity, as files or
 // inline PEM.
 type TLSConfig struct {
-	CA        string `toml:"ca"`
-	CAPEM     string `toml:"ca_pem"`
-	Cert      string `toml:"cert"`
-	CertPEM   string `toml:"cert_pem"`
-	Key       string `toml:"key"`
-	KeyPEM    string `toml:"key_pem"`
+	CA      string `toml:"ca"`
+	CAPEM   string `toml:"ca_pem"`
+	Cert    string `toml:"cert"`
+	CertPEM string `toml:"cert_pem"`
+	Key     string `toml:"key"`
+	KeyPEM  string `toml:"key_pem"`
+	// KeyTPM is the device key's TPM key file (made by `sallyport pki csr
+	// --tpm`): the key lives in this laptop's TPM, the file only wraps it.
+	KeyTPM string `toml:"key_tpm"`
+	// TPMDevice is the TPM for KeyTPM (default /dev/tpmrm0).
+	TPMDevice string `toml:"tpm_device"`
+	// KeyPKCS11 is an RFC 7512 pkcs11: URI naming the device key in a
+	// token (smart card, security key), with module-path and pin-source.
+	KeyPKCS11 string `toml:"key_pkcs11"`
 	PinSHA256 string `toml:"pin_sha256"`
+}
+
+// hardwareKey is the device key's hardware reference ("" kind file).
+func (t TLSConfig) hardwareKey() hwkey.Ref {
+	return hwkey.Ref{TPMKey: t.KeyTPM, TPMDevice: t.TPMDevice, PKCS11: t.KeyPKCS11}
 }
 
 // TunnelConfig is the laptop's TUN device.
@@ -104,6 +120,7 @@ func LoadConfig(path string) (*Config, error) {
 	c.TLS.CA = tomlconf.Resolve(path, c.TLS.CA)
 	c.TLS.Cert = tomlconf.Resolve(path, c.TLS.Cert)
 	c.TLS.Key = tomlconf.Resolve(path, c.TLS.Key)
+	c.TLS.KeyTPM = tomlconf.Resolve(path, c.TLS.KeyTPM)
 	if err := c.normalize(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -154,10 +171,27 @@ func (c *Config) normalize() error {
 		c.ServerName, _, _ = net.SplitHostPort(c.Servers[0])
 	}
 	for _, p := range []struct{ key, file, inline string }{
-		{"tls.ca", c.TLS.CA, c.TLS.CAPEM}, {"tls.cert", c.TLS.Cert, c.TLS.CertPEM}, {"tls.key", c.TLS.Key, c.TLS.KeyPEM},
+		{"tls.ca", c.TLS.CA, c.TLS.CAPEM}, {"tls.cert", c.TLS.Cert, c.TLS.CertPEM},
 	} {
 		if (p.file == "") == (p.inline == "") {
 			return fmt.Errorf("give exactly one of %q or %q", p.key, p.key+"_pem")
+		}
+	}
+	n := 0
+	for _, v := range []string{c.TLS.Key, c.TLS.KeyPEM, c.TLS.KeyTPM, c.TLS.KeyPKCS11} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New(`give exactly one of "tls.key", "tls.key_pem" (a key file, or inline), "tls.key_tpm" (a key in this laptop's TPM) or "tls.key_pkcs11" (a key in a token)`)
+	}
+	if c.TLS.TPMDevice != "" && c.TLS.KeyTPM == "" {
+		return errors.New(`key "tls.tpm_device" is set but "tls.key_tpm" is not`)
+	}
+	if c.TLS.KeyPKCS11 != "" {
+		if _, err := hwkey.ParsePKCS11URI(c.TLS.KeyPKCS11); err != nil {
+			return fmt.Errorf("key \"tls.key_pkcs11\": %w", err)
 		}
 	}
 	if c.TLS.PinSHA256 != "" {
@@ -236,6 +270,9 @@ func (c *Config) certSource() string {
 // material is the loaded TLS identity and trust anchors.
 type material struct {
 	cert    tls.Certificate
+	keyKind hwkey.Kind // where the device key lives
+	keyAt   string     // ... in words, for status
+	closer  io.Closer  // the hardware key's device or token; nil for a file
 	leaf    *x509.Certificate
 	roots   *x509.CertPool
 	pin     string
@@ -266,6 +303,9 @@ func (c *Config) loadMaterial() (*material, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ref := c.TLS.hardwareKey(); ref.Kind() != hwkey.KindFile {
+		return c.hardwareMaterial(ref, cas, certPEM)
+	}
 	keyPEM, err := readPEM(c.TLS.Key, c.TLS.KeyPEM, "tls.key")
 	if err != nil {
 		return nil, err
@@ -283,5 +323,30 @@ func (c *Config) loadMaterial() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load device certificate and key: %w", err)
 	}
-	return &material{cert: cert, leaf: cert.Leaf, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName}, nil
+	return &material{cert: cert, leaf: cert.Leaf, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
+		keyKind: hwkey.KindFile, keyAt: "file " + keyFile}, nil
+}
+
+// hardwareMaterial opens the device key in the TPM or the token and pairs
+// it with the certificate, which must be for that key.
+func (c *Config) hardwareMaterial(ref hwkey.Ref, cas []*x509.Certificate, certPEM []byte) (*material, error) {
+	chain, err := pki.ParseCertificatesPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("parse tls.cert: %w", err)
+	}
+	key, err := hwkey.Open(ref)
+	if err != nil {
+		return nil, fmt.Errorf("device key: %w", err)
+	}
+	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		key.Close()
+		return nil, fmt.Errorf("the device certificate (%s) is not for the key in %s: was it issued for this device's CSR?", chain[0].Subject, key.Where())
+	}
+	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return &material{cert: cert, leaf: chain[0], roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
+		keyKind: ref.Kind(), keyAt: key.Where(), closer: key}, nil
 }

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -36,15 +37,28 @@ func MakeCSR(dir, name string, kt KeyType) (csrPath, keyPath string, err error) 
 	if err != nil {
 		return "", "", fmt.Errorf("csr: generate key: %w", err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
+	csr, err := EncodeCSR(name, key)
 	if err != nil {
-		return "", "", fmt.Errorf("csr: %w", err)
+		return "", "", err
 	}
 	if err := writeKey(keyPath, key); err != nil {
 		return "", "", err
 	}
-	if err := atomicfile.Write(csrPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(csrPath, csr, 0o644); err != nil {
 		return "", "", err
 	}
 	return csrPath, keyPath, nil
+}
+
+// EncodeCSR returns a PEM CSR for device name (the CN, and nothing else:
+// the signer decides the rest) signed by key, which may live in hardware.
+func EncodeCSR(name string, key crypto.Signer) ([]byte, error) {
+	if err := ValidName("device", name); err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: name}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("csr: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }

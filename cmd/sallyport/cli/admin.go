@@ -243,6 +243,9 @@ func printClientStatus(w io.Writer, st client.Status) error {
 		warn = "  WARNING: renew soon"
 	}
 	fmt.Fprintf(tw, "certificate:\texpires %s (%d days left)%s\n", st.CertNotAfter.Format("2006-01-02"), st.CertDaysLeft, warn)
+	if st.KeyLocation != "" {
+		fmt.Fprintf(tw, "device key:\t%s\n", keyWords(st.KeyKind, st.KeyLocation))
+	}
 	return tw.Flush()
 }
 
@@ -336,4 +339,16 @@ func joinAddrs(addr, addr6 string) string {
 		return addr
 	}
 	return addr + "," + addr6
+}
+
+// keyWords says where the device key lives: a file anyone with a copy can
+// use, or hardware it cannot leave.
+func keyWords(kind, where string) string {
+	switch kind {
+	case "tpm":
+		return "in this laptop's TPM (cannot be copied off it): " + where
+	case "pkcs11":
+		return "in a PKCS#11 token (cannot be copied off it): " + where
+	}
+	return where + " (a copy of the file is a copy of the key)"
 }

@@ -162,7 +162,7 @@ func TestClientStatus(t *testing.T) {
 	up := client.Status{
 		Connected: true, Server: "vpn.example.com:443", Address: "10.8.0.2", Routes: []string{"192.168.77.0/24", "10.1.0.0/16"},
 		DNS: []string{"192.168.77.53"}, Since: started, BytesIn: 5 << 20, BytesOut: 1023, Device: "alice-laptop",
-		CertNotAfter: notAfter, CertDaysLeft: 45,
+		CertNotAfter: notAfter, CertDaysLeft: 45, KeyKind: "tpm", KeyLocation: "TPM /dev/tpmrm0 (ECDSA P-256, key file /etc/sallyport/devices/alice-laptop.tpmkey)",
 		Installed: client.Installed{Table: 51820, Routes: []string{"192.168.77.0/24"}, Rules: []string{"from all lookup 51820"}, KillSwitch: true},
 	}
 	for _, tt := range []struct {
@@ -176,7 +176,10 @@ func TestClientStatus(t *testing.T) {
 			"routes: 192.168.77.0/24, 10.1.0.0/16", "table 51820: 192.168.77.0/24", "rules: from all lookup 51820",
 			"kill switch: on (traffic outside the tunnel is blocked)", "since: 2026-11-30T08:00:00Z",
 			"traffic: 5.0 MiB in, 1023 B out", "certificate: expires 2027-01-15 (45 days left)",
+			"device key: in this laptop's TPM (cannot be copied off it): TPM /dev/tpmrm0 (ECDSA P-256, key file /etc/sallyport/devices/alice-laptop.tpmkey)",
 		}, []string{"WARNING", "read-back error"}},
+		{"key in a file", client.Status{Device: "d", CertDaysLeft: 100, KeyKind: "file", KeyLocation: "file /etc/sallyport/d.key"},
+			[]string{"device key: file /etc/sallyport/d.key (a copy of the file is a copy of the key)"}, []string{"TPM"}},
 		{"refused, with the sentence for the employee", client.Status{
 			Device: "alice-laptop", Message: "Your device certificate was revoked: ask IT.", LastError: "close: revoked",
 			RetryAt: retry, CertDaysLeft: 3, CertNotAfter: notAfter, InstallErr: "netlink: permission denied",

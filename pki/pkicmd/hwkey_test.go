@@ -1,0 +1,123 @@
+package pkicmd
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/hwkey"
+	"github.com/sallyport/sallyport/pki/hwkey/hwtest"
+)
+
+// noKeyOnDisk fails when any file under dir holds a PEM private key a
+// program could use (a TPM key file is a wrapped blob, not such a key).
+func noKeyOnDisk(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if _, err := pki.ParseKey(data); err == nil {
+			t.Errorf("%s holds a usable private key", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// csrKey returns the public key of the CSR at path.
+func csrKey(t *testing.T, path string) any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil || csr.CheckSignature() != nil || csr.Subject.CommonName != "bob" {
+		t.Fatalf("CSR: %v %v", err, csr.Subject)
+	}
+	return csr.PublicKey
+}
+
+// TestCSRInTPM: "pki csr --tpm" makes the key in the TPM and a CSR for it,
+// keeps only the TPM key file; "pki sign" signs it; "pki bundle --key-tpm"
+// writes a profile with the key's reference and no key, and refuses the
+// mixes that would be wrong (a CSR device without the reference, a
+// CA-made key with one).
+func TestCSRInTPM(t *testing.T) {
+	dir := newPKI(t)
+	tpm := hwtest.StartSWTPM(t, t.TempDir())
+	laptop := filepath.Join(t.TempDir(), "laptop")
+	out := mustRun(t, "csr", "--dir", laptop, "--device", "bob", "--tpm", "--tpm-device", tpm.Socket)
+	keyFile := filepath.Join(laptop, "devices", "bob.tpmkey")
+	if !strings.Contains(out, `key_tpm = "`+keyFile+`"`) || !strings.Contains(out, "tpm_device") || !strings.Contains(out, "cannot be exported") {
+		t.Errorf("csr output does not name the key reference:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(laptop, "devices", "bob.key")); err == nil {
+		t.Error("a key file was written next to the TPM key")
+	}
+	noKeyOnDisk(t, laptop)
+	s, err := hwkey.OpenTPM(keyFile, tpm.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(csrKey(t, filepath.Join(laptop, "devices", "bob.csr"))) {
+		t.Fatal("the CSR is not for the key in the TPM")
+	}
+	if code, _, errs := run(t, "csr", "--dir", laptop, "--device", "bob", "--tpm", "--tpm-device", tpm.Socket); code != 1 || !strings.Contains(errs, "already exists") {
+		t.Errorf("second csr --tpm for bob: exit %d %s", code, errs)
+	}
+
+	mustRun(t, "sign", "--dir", dir, "--csr", filepath.Join(laptop, "devices", "bob.csr"), "--device", "bob", "--group", "eng")
+	if code, _, errs := run(t, "bundle", "--dir", dir, "--device", "bob", "--server", "vpn:443"); code != 1 || !strings.Contains(errs, "--key-tpm") {
+		t.Errorf("bundle of a CSR device without a key reference: exit %d %s", code, errs)
+	}
+	prof := filepath.Join(t.TempDir(), "bob.toml")
+	mustRun(t, "bundle", "--dir", dir, "--device", "bob", "--server", "vpn:443", "--key-tpm", keyFile, "--tpm-device", tpm.Socket, "-o", prof)
+	data, err := os.ReadFile(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		TLS map[string]string `toml:"tls"`
+	}
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLS["key_tpm"] != keyFile || cfg.TLS["tpm_device"] != tpm.Socket || cfg.TLS["key_pem"] != "" || cfg.TLS["cert_pem"] == "" {
+		t.Errorf("profile [tls] = %v", cfg.TLS)
+	}
+	if strings.Contains(string(data), "PRIVATE KEY") {
+		t.Error("the hardware-key profile holds a private key")
+	}
+
+	issue(t, dir, "--device", "carol")
+	if code, _, errs := run(t, "bundle", "--dir", dir, "--device", "carol", "--server", "vpn:443", "--key-tpm", keyFile); code != 1 || !strings.Contains(errs, "not hardware") {
+		t.Errorf("hardware profile for a CA-made key: exit %d %s", code, errs)
+	}
+	for _, args := range [][]string{
+		{"csr", "--dir", laptop, "--device", "x", "--tpm", "--pkcs11", "pkcs11:token=a;object=b?module-path=/m.so"},
+		{"csr", "--dir", laptop, "--device", "x", "--tpm-device", tpm.Socket},
+		{"csr", "--dir", laptop, "--device", "x", "--tpm", "--key", "ed25519"},
+		{"bundle", "--dir", dir, "--device", "bob", "--server", "vpn:443", "--key-tpm", "rel.tpmkey"},
+		{"bundle", "--dir", dir, "--device", "bob", "--server", "vpn:443", "--key-pkcs11", "pkcs11:token=a?module-path=/m.so"},
+	} {
+		if code, _, _ := run(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (usage)", args, code)
+		}
+	}
+}
