@@ -39,6 +39,12 @@ type RoundResult struct {
 	Malformed int    // packets with a header Segment refused, dropped
 }
 
+// PacketWriter is where a Round writes: the TLS stream's *Writer, or the
+// datagram path (one QUIC datagram per packet, server and client).
+type PacketWriter interface {
+	WritePackets(bufs [][]byte, sizes []int, gso []bool, n int, offset int) error
+}
+
 // Write writes the items (at most MaxRound, read at Headroom) to w with one
 // flush, more only when segments overflow the view. keep, when not nil,
 // decides each packet first; what it refuses is skipped (and counted by
@@ -47,7 +53,7 @@ type RoundResult struct {
 // for the first such packet, back before Write returns; Count at least
 // MaxSegs, Size Headroom plus the largest segment). Write neither keeps
 // nor recycles the items.
-func (r *Round) Write(w *Writer, items []*VnetPacket, peerGSO bool, segs *BatchPool, keep func(pkt []byte) bool) (RoundResult, error) {
+func (r *Round) Write(w PacketWriter, items []*VnetPacket, peerGSO bool, segs *BatchPool, keep func(pkt []byte) bool) (RoundResult, error) {
 	var res RoundResult
 	view := &r.view
 	var seg *Batch
