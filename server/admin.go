@@ -34,12 +34,15 @@ type Status struct {
 
 // SessionStatus describes one live device session.
 type SessionStatus struct {
-	Device  string   `json:"device"`
-	User    string   `json:"user"`
-	Groups  []string `json:"groups"`
-	Issuer  string   `json:"issuer"`
-	Serial  string   `json:"serial"`
-	Address string   `json:"address"`
+	Device string   `json:"device"`
+	User   string   `json:"user"`
+	Groups []string `json:"groups"`
+	Issuer string   `json:"issuer"`
+	Serial string   `json:"serial"`
+	// Path is how the device is connected: "tls" (the TLS stream) or
+	// "quic" (the datagram path, CONNECT-IP over QUIC).
+	Path    string `json:"path"`
+	Address string `json:"address"`
 	// Address6 is the device's IPv6 tunnel address on a dual-stack gateway.
 	Address6     string     `json:"address6,omitempty"`
 	Remote       string     `json:"remote"`

@@ -26,6 +26,7 @@ type Config struct {
 	DrainTimeout time.Duration   `toml:"drain_timeout"`
 	TLS          TLSConfig       `toml:"tls"`
 	Tunnel       TunnelConfig    `toml:"tunnel"`
+	QUIC         QUICConfig      `toml:"quic"`
 	Admin        AdminConfig     `toml:"admin"`
 	Metrics      MetricsConfig   `toml:"metrics"`
 	Log          LogConfig       `toml:"log"`
@@ -91,6 +92,17 @@ type TunnelConfig struct {
 	// reason "capacity" (0: DefaultMaxSessions).
 	MaxSessions int `toml:"max_sessions"`
 }
+
+// QUICConfig is the datagram path: CONNECT-IP (RFC 9484) over QUIC on
+// the listen address's port over UDP (quic.go, masque.go).
+type QUICConfig struct {
+	// Enabled serves the datagram path (default true). Off, the gateway
+	// listens on TCP only and laptops use the TLS stream.
+	Enabled *bool `toml:"enabled"`
+}
+
+// On reports whether the datagram path is served.
+func (q QUICConfig) On() bool { return q.Enabled == nil || *q.Enabled }
 
 // AdminConfig is the local control socket.
 type AdminConfig struct {

@@ -110,7 +110,7 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 	g := ss.grant.Load()
 	now := time.Now()
 	victim := -1
-	if ss.aqm.Drop(now, ss.backlog.Bytes()+ss.r.Buffered()) {
+	if ss.backlog != nil && ss.aqm.Drop(now, ss.backlog.Bytes()+ss.r.Buffered()) { // the TLS stream's backlog; datagrams queue nowhere
 		victim = tunnel.BulkVictim(b.Bufs, b.Sizes, n, tunnel.Headroom)
 	}
 	var bytes uint64

@@ -51,6 +51,9 @@ func (s *Server) drain(trigger string) int {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	if s.quic != nil {
+		_ = s.quic.ln.Close() // no new QUIC connections; the sessions are closed below
+	}
 	start := time.Now()
 	for {
 		// Again each round: a handshake that was past its draining check

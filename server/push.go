@@ -40,11 +40,21 @@ func (ss *session) repush() {
 	p := &ss.push
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !tunnel.HasCap(p.caps, tunnel.CapPush) {
-		return
-	}
 	c := ss.config(p.caps)
 	if pushedEqual(c, p.last) {
+		return
+	}
+	if ss.link != nil && !slices.Equal(c.Routes, p.last.Routes) {
+		// Any CONNECT-IP client takes new routes (ROUTE_ADVERTISEMENT).
+		if err := ss.advertise(c); err != nil {
+			ss.close("error", fmt.Errorf("advertise new routes: %w", err))
+			return
+		}
+		if !tunnel.HasCap(p.caps, tunnel.CapPush) {
+			p.last.Routes = c.Routes
+		}
+	}
+	if !tunnel.HasCap(p.caps, tunnel.CapPush) {
 		return
 	}
 	b, err := tunnel.EncodeConfig(c)

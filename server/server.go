@@ -26,6 +26,7 @@ import (
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/masque"
 )
 
 // Server is one running gateway. Create it with New, run it with Run.
@@ -47,6 +48,7 @@ type Server struct {
 	noRoute  atomic.Uint64       // TUN packets for no session
 	wg       sync.WaitGroup      // accept loop, handshakes, sessions, TUN reader
 	ln       net.Listener
+	quic     *quicListener // the datagram path (quic.go); nil when quic.enabled is off
 	admin    *adminsock.Server
 	started  time.Time
 	draining atomic.Bool
@@ -169,13 +171,22 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	// timers with "shutdown".
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	if cfg.QUIC.On() {
+		q, err := s.startQUIC(life)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.quic = q
+		defer q.close()
+	}
 	s.wg.Add(4)
 	go s.routineSaveLeases(life)
 	_, s.raw = tunnel.AsVnet(dev)
 	go s.routineReadTUN(life, tunnel.NewPacketSource(dev)) // todevice.go
 	go s.routineAccept(life)
 	go s.routineWatch(life)
-	s.log.Info("gateway up", "listen", ln.Addr().String(), "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
+	s.log.Info("gateway up", "listen", ln.Addr().String(), "quic", s.quic != nil, "tun", dev.Name(), "driver", cfg.Tunnel.Driver, "gso", s.raw,
 		"address", fmt.Sprint(s.pool.Gateways()), "mtu", cfg.Tunnel.MTU, "policies", len(cfg.Policies),
 		"cpus", s.procs.Mode())
 	s.checkCRLFresh(time.Now())
@@ -193,6 +204,9 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	s.log.Info("gateway shutting down")
 	cancel()
 	s.closeAll(tunnel.ReasonShutdown)
+	if s.quic != nil {
+		s.quic.close() // waits for the datagram sessions
+	}
 	dev.Close() // unblocks the TUN reader
 	s.wg.Wait()
 	s.saveLeases()
@@ -256,7 +270,7 @@ func (s *Server) Reload(why string) {
 		s.log.Warn("config key changed but only applies after a restart", "key", k)
 	}
 	// Keys that need a restart keep their running values.
-	cfg.Listen, cfg.Tunnel, cfg.Admin, cfg.Metrics.Listen = old.Listen, old.Tunnel, old.Admin, old.Metrics.Listen
+	cfg.Listen, cfg.Tunnel, cfg.Admin, cfg.Metrics.Listen, cfg.QUIC = old.Listen, old.Tunnel, old.Admin, old.Metrics.Listen, old.QUIC
 	s.cfg.Store(cfg)
 	s.trust.Store(t) // before recheckSessions: see register
 	s.pool.SetStatic(t.staticAddrs())
@@ -295,6 +309,9 @@ func restartOnly(a, b *Config) []string {
 	var out []string
 	if a.Listen != b.Listen {
 		out = append(out, "listen")
+	}
+	if a.QUIC.On() != b.QUIC.On() {
+		out = append(out, "quic")
 	}
 	if !reflect.DeepEqual(a.Tunnel, b.Tunnel) {
 		out = append(out, "tunnel")
@@ -347,11 +364,23 @@ type shakeConn struct {
 // else, on full and resumed handshakes alike. A chain that does not verify
 // fails the handshake (alert bad_certificate); a device that chains to a
 // trusted CA but is refused completes it and is told why (handshake).
-func (s *Server) tlsConfig() *tls.Config {
+func (s *Server) tlsConfig() *tls.Config { return s.tlsConfigFor(tunnel.ALPN) }
+
+// tlsConfigFor is tlsConfig for the TLS stream (tunnel.ALPN) or the
+// datagram path's QUIC listener (masque.ALPN, quic.go), where every
+// refusal fails the handshake.
+func (s *Server) tlsConfigFor(alpn string) *tls.Config {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequireAnyClientCert,
-		NextProtos: []string{tunnel.ALPN},
+		NextProtos: []string{alpn},
+	}
+	if alpn == masque.ALPN {
+		// So that VerifyConnection runs, and logs and counts the refusal,
+		// for a client without a certificate too: decide refuses it first
+		// thing (no-cert), failing the handshake as RequireAnyClientCert
+		// would. A certificate sent is still proven (CertificateVerify).
+		base.ClientAuth = tls.RequestClientCert
 	}
 	tunnel.TLSDefaults(base)
 	base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -364,6 +393,9 @@ func (s *Server) tlsConfig() *tls.Config {
 		c.VerifyConnection = func(cs tls.ConnectionState) error {
 			v, err := t.decide(cs.PeerCertificates, nil, time.Now(), forNewSession)
 			if sc == nil {
+				if alpn == masque.ALPN {
+					return s.quicRefusal(hi, err, v.id)
+				}
 				return err // not from handshake: nobody would act on a verdict
 			}
 			sc.t, sc.v, sc.err = t, v, err

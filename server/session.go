@@ -17,6 +17,7 @@ import (
 	"github.com/sallyport/sallyport/server/conntrack"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/masque"
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
@@ -54,8 +55,14 @@ type session struct {
 	grant   atomic.Pointer[policy.Grant]
 	flows   *conntrack.Table
 
-	w       *tunnel.Writer
-	r       *tunnel.Reader
+	w sessionWriter  // the TLS stream's *tunnel.Writer, or the datagram path's *masque.Link
+	r *tunnel.Reader // TLS stream only
+	// link is the datagram path (CONNECT-IP over QUIC, masque.go) of a
+	// session that came over it; nil for one on the TLS stream.
+	link *masque.Link
+	// hangup ends the connection: told says the device was sent a Close
+	// (TLS: close_notify after it; else the socket is dropped).
+	hangup  func(told bool)
 	queue   *deviceQueue    // packets from routineReadTUN (todevice.go)
 	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
 	aqm     *tunnel.AQM     // used by routineReadStream only
@@ -71,6 +78,31 @@ type session struct {
 	push                  pushState // what the device was last pushed (push.go)
 }
 
+// sessionWriter is how a session writes to its device, whatever the path:
+// packets in rounds (tunnel.Round), control frames, and the stall clock.
+type sessionWriter interface {
+	tunnel.PacketWriter
+	WriteControl(typ byte, payload []byte) error
+	TryWriteControl(typ byte, payload []byte) (sent bool, err error)
+	Finish(typ byte, payload []byte, d time.Duration) error
+	Busy(now time.Time) time.Duration
+}
+
+// path is the name of the session's path in logs and status: "tls" (the
+// TLS stream) or "quic" (the datagram path).
+func (ss *session) path() string {
+	if ss.link != nil {
+		return pathQUIC
+	}
+	return pathTLS
+}
+
+// Path names (SessionStatus.Path).
+const (
+	pathTLS  = "tls"
+	pathQUIC = "quic"
+)
+
 func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
 
 // newSession turns an authenticated connection into a live session, in
@@ -83,12 +115,22 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 	ss := &session{
 		srv: s, key: deviceKey(v.id), id: v.id, peer: conn.ConnectionState().PeerCertificates,
 		conn: conn, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
-		w:       tunnel.NewWriter(conn, streamBufSize),
 		r:       tunnel.NewReader(conn, streamBufSize),
 		queue:   newDeviceQueue(),
 		backlog: tunnel.NewBacklog(raw),
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
+	}
+	tw := tunnel.NewWriter(conn, streamBufSize)
+	ss.w = tw
+	ss.hangup = func(told bool) {
+		if told {
+			_ = conn.Close() // with TLS close_notify
+		} else {
+			// A device that does not read would hold tls.Conn.Close for
+			// seconds in close_notify: drop the socket.
+			_ = conn.NetConn().Close()
+		}
 	}
 	ss.log = s.log.With(append(identityAttrs(v.id), "remote", remote)...) // the identity on every session line
 	ss.grant.Store(v.grant)
@@ -118,8 +160,8 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	ss.w.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // from now on a device that stops reading is "stalled"
-	ss.log.Info("session up", "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
+	tw.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // from now on a device that stops reading is "stalled"
+	ss.log.Info("session up", "path", pathTLS, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
 		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
 }
@@ -170,10 +212,14 @@ func (ss *session) assign(t *trust) error {
 	return nil
 }
 
-// pushConfig sends the device its tunnel configuration.
+// pushConfig sends the device its tunnel configuration (on the datagram
+// path also as ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT, masque.go).
 func (ss *session) pushConfig(caps []string) error {
 	c := ss.config(caps)
 	b, err := tunnel.EncodeConfig(c)
+	if err == nil && ss.link != nil {
+		err = ss.advertise(c)
+	}
 	if err == nil {
 		err = ss.w.WriteControl(tunnel.FrameConfig, b)
 	}
@@ -307,9 +353,12 @@ func (ss *session) setGrant(g *policy.Grant) {
 // goroutine, its timers. It returns when all have ended.
 func (ss *session) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); ss.routineReadStream() }()
-	go func() { defer wg.Done(); ss.routineWriteStream() }()
+	if ss.link != nil {
+		ss.startDatagrams(&wg) // masque.go
+	} else {
+		wg.Go(ss.routineReadStream)
+	}
+	wg.Go(ss.routineWriteStream)
 	ss.routineTimers(ctx)
 	wg.Wait()
 	for _, p := range ss.queue.Take(nil, sessionQueuePackets, 0) {
@@ -341,14 +390,8 @@ func (ss *session) close(reason tunnel.Reason, err error) {
 				told = ss.w.Finish(tunnel.FrameClose, msg, time.Second) == nil
 			}
 		}
-		if told {
-			_ = ss.conn.Close() // with TLS close_notify
-		} else {
-			// A device that does not read would hold tls.Conn.Close for
-			// seconds in close_notify: drop the socket.
-			_ = ss.conn.NetConn().Close()
-		}
-		attrs := []any{"reason", reason, "policies", ss.grant.Load().Names, "address", ss.addr.String(), "address6", addrString(ss.addr6), "duration", time.Since(ss.since).Round(time.Second).String(),
+		ss.hangup(told)
+		attrs := []any{"reason", reason, "path", ss.path(), "policies", ss.grant.Load().Names, "address", ss.addr.String(), "address6", addrString(ss.addr6), "duration", time.Since(ss.since).Round(time.Second).String(),
 			"bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load()}
 		if err != nil {
 			attrs = append(attrs, "error", err.Error())
@@ -380,6 +423,9 @@ func (ss *session) routineTimers(ctx context.Context) {
 			ss.close(tunnel.ReasonExpired, fmt.Errorf("certificate chain expired at %s", ss.expiry().Format(time.RFC3339)))
 			return
 		case now := <-tick.C:
+			if ss.link != nil {
+				continue // QUIC keeps the path alive and times it out itself (quic.go)
+			}
 			busy := ss.w.Busy(now)
 			idle := now.Sub(time.Unix(0, ss.lastRecv.Load()))
 			switch {
@@ -436,7 +482,7 @@ func (ss *session) status() SessionStatus {
 	g := ss.grant.Load()
 	return SessionStatus{
 		Device: ss.id.Device, User: ss.id.User, Groups: ss.id.Groups, Issuer: ss.id.Issuer,
-		Serial: ss.id.Serial, Address: ss.addr.String(), Address6: addrString(ss.addr6), Remote: ss.remote, Policies: g.Names,
+		Serial: ss.id.Serial, Path: ss.path(), Address: ss.addr.String(), Address6: addrString(ss.addr6), Remote: ss.remote, Policies: g.Names,
 		Since: ss.since, BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		PacketsIn: ss.packetsIn.Load(), PacketsOut: ss.packetsOut.Load(), Flows: ss.flows.Len(),
 		CertNotAfter: ss.id.NotAfter,

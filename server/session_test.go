@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -232,7 +231,7 @@ func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Pr
 	if err := cfg.normalize(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, slog.New(slog.NewTextHandler(testLogOut(), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
