@@ -125,6 +125,10 @@ type Topo struct {
 
 	mu    sync.Mutex
 	procs []*Proc
+	// home is each laptop namespace's own directories (laptopHome): a
+	// laptop is a namespace, with its own state, runtime directory and
+	// resolv.conf, as a real laptop has.
+	home map[string]string
 }
 
 // newTopo creates laptop, gateway and LAN namespaces (plus a second laptop
@@ -159,6 +163,12 @@ func newTopo(t *testing.T, twoLaptops bool) *Topo {
 		run(t, "ip", "netns", "add", ns)
 		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
+	tp.home = map[string]string{}
+	for _, ns := range []string{tp.Lap, tp.Lap2} {
+		if ns != "" {
+			tp.home[ns] = laptopHome(t, ns)
+		}
+	}
 	// laptop <-> gateway
 	run(t, "ip", "-n", tp.Lap, "link", "add", "eth0", "type", "veth", "peer", "name", "lap0", "netns", tp.GW)
 	run(t, "ip", "-n", tp.Lap, "addr", "add", lapAddr+"/30", "dev", "eth0")
@@ -184,6 +194,47 @@ func newTopo(t *testing.T, twoLaptops bool) *Topo {
 	}
 	run(t, "ip", "netns", "exec", tp.GW, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 	return tp
+}
+
+// laptopHome gives laptop namespace ns what a laptop keeps of its own, so
+// no test touches the host's: a resolv.conf (/etc/netns/NS/resolv.conf,
+// which `ip netns exec` binds over /etc/resolv.conf, removed at cleanup),
+// and a directory with the client's state and runtime directories
+// (laptopEnv). It returns that directory.
+func laptopHome(t *testing.T, ns string) string {
+	t.Helper()
+	etc := filepath.Join("/etc/netns", ns)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("# e2e laptop "+ns+"\nnameserver 192.0.2.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	for _, d := range []string{"state", "run"} {
+		if err := os.Mkdir(filepath.Join(home, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return home
+}
+
+// laptopEnv is the environment of every process the test starts in
+// laptop namespace ns (none for other namespaces): the client's
+// StateDirectory= and RuntimeDirectory= of its own, and a system bus that
+// does not exist, so the client never talks to the host's
+// systemd-resolved (a test that wants one passes its own address).
+func (tp *Topo) laptopEnv(ns string) []string {
+	home, ok := tp.home[ns]
+	if !ok {
+		return nil
+	}
+	return []string{
+		"STATE_DIRECTORY=" + filepath.Join(home, "state"),
+		"RUNTIME_DIRECTORY=" + filepath.Join(home, "run"),
+		"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + filepath.Join(home, "no-system-bus"),
+	}
 }
 
 // Proc is a process started inside a namespace with output in files.
@@ -218,7 +269,8 @@ func (tp *Topo) start(ns, name string, env []string, argv ...string) *Proc {
 	}
 	p.Cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
 	p.Cmd.Stdout, p.Cmd.Stderr = so, se
-	p.Cmd.Env = append(os.Environ(), env...)
+	// Later entries win: the test's own env over the laptop's defaults.
+	p.Cmd.Env = append(append(os.Environ(), tp.laptopEnv(ns)...), env...)
 	if err := p.Cmd.Start(); err != nil {
 		so.Close()
 		se.Close()
@@ -319,9 +371,13 @@ func tail(s string, lines int) string {
 	return strings.Join(l, "\n")
 }
 
-// sp runs the sallyport binary in ns and returns combined output and error.
+// sp runs the sallyport binary in ns (with the laptop's environment, if
+// ns is a laptop) and returns combined output and error.
 func (tp *Topo) sp(ns string, args ...string) (string, error) {
-	return tryRun("ip", append([]string{"netns", "exec", ns, binPath}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, binPath}, args...)...)
+	cmd.Env = append(os.Environ(), tp.laptopEnv(ns)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // ---------------------------------------------------------------- PKI
