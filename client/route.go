@@ -19,10 +19,13 @@ package client
 //	prioDefault:  not fwmark M lookup T                   (full tunnel only)
 //	    everything else into the tunnel
 //
-// A full tunnel on a v4-only tunnel also gets `unreachable ::/0` in T, so
-// IPv6 fails at once instead of leaking outside the tunnel (the kill switch
-// drops it too); pushed IPv6 prefixes without an IPv6 tunnel address are
-// made unreachable the same way.
+// A full tunnel (pushed prefixes that together cover all of IPv4: 0.0.0.0/0,
+// or OpenVPN's def1 0.0.0.0/1 + 128.0.0.0/1, ...) on a v4-only tunnel also
+// gets `unreachable ::/0` in T, so IPv6 fails at once instead of leaking
+// outside the tunnel (the kill switch drops it too); pushed IPv6 prefixes
+// without an IPv6 tunnel address are made unreachable the same way. Only a
+// pushed /0 lets the laptop's own LAN through (prioMain): a narrower pushed
+// prefix, /1 included, beats main as any pushed prefix does.
 
 import (
 	"net/netip"
@@ -49,9 +52,54 @@ type routePlan struct {
 }
 
 // fullTunnel reports whether routes send all IPv4 or all IPv6 traffic into
-// the tunnel.
+// the tunnel: the pushed prefixes of one family together cover its whole
+// space, whether as one default route or as several (OpenVPN's def1
+// 0.0.0.0/1 + 128.0.0.0/1, four /2s, ...).
 func fullTunnel(routes []netip.Prefix) bool {
-	return slices.ContainsFunc(routes, func(p netip.Prefix) bool { return p.Bits() == 0 })
+	return coversAll(routes, false) || coversAll(routes, true)
+}
+
+// coversAll reports whether the prefixes of one family (IPv6 when v6, else
+// IPv4) in routes together cover every address of that family. Invalid
+// prefixes and those of the other family are ignored; overlaps and
+// duplicates are fine.
+func coversAll(routes []netip.Prefix, v6 bool) bool {
+	type span struct{ first, last netip.Addr }
+	var spans []span
+	for _, p := range routes {
+		if !p.IsValid() || p.Addr().Is6() != v6 {
+			continue
+		}
+		p = p.Masked()
+		spans = append(spans, span{p.Addr(), lastAddr(p)})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.first.Compare(b.first) })
+	next := netip.IPv4Unspecified() // the first address not yet covered
+	if v6 {
+		next = netip.IPv6Unspecified()
+	}
+	for _, s := range spans {
+		if s.first.Compare(next) > 0 {
+			return false // a gap before s
+		}
+		if s.last.Compare(next) >= 0 {
+			if !s.last.Next().IsValid() {
+				return true // s reaches the family's last address
+			}
+			next = s.last.Next()
+		}
+	}
+	return false
+}
+
+// lastAddr is the highest address in p (p masked).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // planRoutes turns the pushed routes into table routes and rules for TUN
@@ -71,17 +119,15 @@ func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePl
 		f.def = f.def || r.Dst.Bits() == 0
 		fam[v6] = f
 	}
-	full4 := false
 	for _, r := range pushed {
 		if !r.IsValid() {
 			continue
 		}
 		r = r.Masked()
 		v6 := r.Addr().Is6()
-		full4 = full4 || (!v6 && r.Bits() == 0)
 		add(tunnel.TableRoute{Dst: r, Dev: dev, Table: table, Unreachable: v6 && !has6})
 	}
-	if full4 && !has6 {
+	if coversAll(pushed, false) && !has6 {
 		add(tunnel.TableRoute{Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), Table: table, Unreachable: true})
 	}
 	for _, v6 := range []bool{false, true} {

@@ -161,6 +161,10 @@ func TestPlanRoutes(t *testing.T) {
 		{"v6 prefix without v6 address", pfx("10.1.0.0/16", "2001:db8::/32"), false,
 			[]string{"10.1.0.0/16 dev sp0 table 1000", "unreachable 2001:db8::/32 table 1000"}, []string{specific4, specific6}},
 		{"v6 only full", pfx("::/0"), true, []string{"::/0 dev sp0 table 1000"}, []string{specific6, main6, default6}},
+		{"def1 v4 only: v6 unreachable", pfx("0.0.0.0/1", "128.0.0.0/1"), false,
+			[]string{"0.0.0.0/1 dev sp0 table 1000", "128.0.0.0/1 dev sp0 table 1000", "unreachable ::/0 table 1000"},
+			[]string{specific4, specific6, main6, default6}},
+		{"half of v4 is not full", pfx("0.0.0.0/1"), false, []string{"0.0.0.0/1 dev sp0 table 1000"}, []string{specific4}},
 		{"nothing", nil, false, []string{}, []string{}},
 	}
 	for _, tt := range tests {
@@ -187,6 +191,59 @@ func TestPlanRoutes(t *testing.T) {
 	}
 	if ours(tunnel.Rule{Priority: prioSpecific, Table: 2000, NotMark: 2000}, T) || ours(tunnel.Rule{Priority: 100, Table: T, NotMark: T}, T) {
 		t.Error("someone else's rule taken for ours")
+	}
+}
+
+// Any set of pushed prefixes whose union is a family's whole space is a
+// full tunnel, however it is cut; a set with a gap anywhere, even of one
+// address at either end, is not.
+func TestCoversAll(t *testing.T) {
+	tests := []struct {
+		name   string
+		routes []netip.Prefix
+		v4, v6 bool
+	}{
+		{"nothing", nil, false, false},
+		{"default v4", pfx("0.0.0.0/0"), true, false},
+		{"default v6", pfx("::/0"), false, true},
+		{"def1", pfx("0.0.0.0/1", "128.0.0.0/1"), true, false},
+		{"def1 v6", pfx("::/1", "8000::/1"), false, true},
+		{"def1 reversed, duplicated, with extras", pfx("128.0.0.0/1", "10.0.0.0/8", "0.0.0.0/1", "128.0.0.0/1", "2001:db8::/32"), true, false},
+		{"four /2", pfx("192.0.0.0/2", "0.0.0.0/2", "128.0.0.0/2", "64.0.0.0/2"), true, false},
+		{"uneven cuts", pfx("0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/3"), true, false},
+		{"overlapping", pfx("0.0.0.0/1", "64.0.0.0/2", "100.0.0.0/7", "128.0.0.0/1"), true, false},
+		{"unmasked prefixes", pfx("1.2.3.4/1", "200.1.1.1/1"), true, false},
+		{"half", pfx("0.0.0.0/1"), false, false},
+		{"gap in the middle", pfx("0.0.0.0/2", "128.0.0.0/1"), false, false},
+		{"last address missing", pfx("0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/4", "240.0.0.0/5",
+			"248.0.0.0/6", "252.0.0.0/7", "254.0.0.0/8", "255.0.0.0/9", "255.128.0.0/10", "255.192.0.0/11", "255.224.0.0/12",
+			"255.240.0.0/13", "255.248.0.0/14", "255.252.0.0/15", "255.254.0.0/16", "255.255.0.0/17", "255.255.128.0/18",
+			"255.255.192.0/19", "255.255.224.0/20", "255.255.240.0/21", "255.255.248.0/22", "255.255.252.0/23",
+			"255.255.254.0/24", "255.255.255.0/25", "255.255.255.128/26", "255.255.255.192/27", "255.255.255.224/28",
+			"255.255.255.240/29", "255.255.255.248/30", "255.255.255.252/31", "255.255.255.254/32"), false, false},
+		{"first address missing", pfx("0.0.0.1/32", "0.0.0.2/31", "0.0.0.4/30", "0.0.0.8/29", "0.0.0.16/28", "0.0.0.32/27",
+			"0.0.0.64/26", "0.0.0.128/25", "0.0.1.0/24", "0.0.2.0/23", "0.0.4.0/22", "0.0.8.0/21", "0.0.16.0/20", "0.0.32.0/19",
+			"0.0.64.0/18", "0.0.128.0/17", "0.1.0.0/16", "0.2.0.0/15", "0.4.0.0/14", "0.8.0.0/13", "0.16.0.0/12", "0.32.0.0/11",
+			"0.64.0.0/10", "0.128.0.0/9", "1.0.0.0/8", "2.0.0.0/7", "4.0.0.0/6", "8.0.0.0/5", "16.0.0.0/4", "32.0.0.0/3",
+			"64.0.0.0/2", "128.0.0.0/1"), false, false},
+		{"both families, one whole", pfx("0.0.0.0/1", "128.0.0.0/1", "::/1"), true, false},
+		{"v4-mapped v6 is not v4", pfx("::ffff:0.0.0.0/96"), false, false},
+		{"invalid ignored", []netip.Prefix{{}, netip.MustParsePrefix("0.0.0.0/0")}, true, false},
+	}
+	for _, tt := range tests {
+		if got := coversAll(tt.routes, false); got != tt.v4 {
+			t.Errorf("%s: coversAll(v4) = %v, want %v", tt.name, got, tt.v4)
+		}
+		if got := coversAll(tt.routes, true); got != tt.v6 {
+			t.Errorf("%s: coversAll(v6) = %v, want %v", tt.name, got, tt.v6)
+		}
+		if got := fullTunnel(tt.routes); got != (tt.v4 || tt.v6) {
+			t.Errorf("%s: fullTunnel = %v", tt.name, got)
+		}
+	}
+	// The last address plus the rest is whole again.
+	if !coversAll(pfx("0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/3", "255.255.255.255/32"), false) {
+		t.Error("a redundant /32 at the top breaks coverage")
 	}
 }
 
@@ -400,7 +457,8 @@ func TestSessionDualStack(t *testing.T) {
 
 // The gateway's word on the kill switch: a split tunnel pushed with
 // kill_switch = true gets it; a later push without it drops it again; a
-// full tunnel pushed with false has none.
+// full tunnel pushed with false has none; a full tunnel cut in two /1s has
+// it by default.
 func TestNetStatePushedKillSwitch(t *testing.T) {
 	r := &recorder{}
 	n := &netState{sys: r, dev: "sp0", log: testLogger(&syncBuffer{}), table: DefaultTable}
@@ -426,6 +484,15 @@ func TestNetStatePushedKillSwitch(t *testing.T) {
 	}
 	if k := r.kernel(); len(k.kill) != 0 {
 		t.Fatalf("pushed kill_switch = false on a full tunnel: %+v", k.kill)
+	}
+	// OpenVPN's def1 is a full tunnel too: the kill switch comes on without
+	// a word from either side, and IPv6 is unreachable.
+	pc.Routes, pc.KillSwitch = pfx("0.0.0.0/1", "128.0.0.0/1"), nil
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := installed(r, "sp0", DefaultTable); !in.KillSwitch || !slices.Contains(in.Routes, "unreachable ::/0 table 21328") {
+		t.Fatalf("def1 push: %+v", in)
 	}
 }
 

@@ -155,8 +155,8 @@ func TestFullTunnelKillSwitch(t *testing.T) {
 	if leaks, _, replies, out := tp.leakCheck(2000); leaks != 0 || replies != 0 {
 		t.Fatalf("after kill -9: leaks=%d replies=%d: %s", leaks, replies, out)
 	}
-	if out := run(t, "ip", "netns", "exec", tp.Lap, binPath, "down", "-c", lap.Conf); !strings.Contains(out, "removed the kill switch") {
-		t.Fatalf("down after kill -9: %s", out)
+	if out, err := tp.sp(tp.Lap, "down", "-c", lap.Conf); err != nil || !strings.Contains(out, "removed the kill switch") {
+		t.Fatalf("down after kill -9: %v %s", err, out)
 	}
 	if leaks, _, replies, out := tp.leakCheck(1500); leaks == 0 || replies != 2 {
 		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
@@ -302,5 +302,36 @@ func TestPushedKillSwitch(t *testing.T) {
 	lap.Proc.Wait(10 * time.Second)
 	if leaks, _, replies, out := tp.leakCheck(1500); leaks == 0 || replies != 2 {
 		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
+	}
+}
+
+// TestDef1FullTunnel: a policy that pushes OpenVPN's def1 routes
+// (0.0.0.0/1 + 128.0.0.0/1) instead of 0.0.0.0/0 is a full tunnel all the
+// same: the kill switch comes on by default and IPv6, which the v4-only
+// tunnel does not carry, is refused instead of leaving in the clear; the
+// LAN host is reached through the tunnel.
+func TestDef1FullTunnel(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	def1 := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet}, Routes: []string{"0.0.0.0/1", "128.0.0.0/1"}}
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, def1))
+	lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	if !waitFor(15*time.Second, func() bool { st, err := lap.Status(); return err == nil && st.Connected }) {
+		t.Fatalf("alice did not connect:\n%s", tail(lap.Proc.Log(), 20))
+	}
+	st, err := lap.installed()
+	if err != nil || !st.Installed.KillSwitch || !slices.Contains(st.Installed.Routes, "unreachable ::/0 table 21328") {
+		t.Fatalf("def1 is not treated as a full tunnel: %+v %v", st, err)
+	}
+	before, _ := gw.Session("alice")
+	if leaks, gwPkts, replies, out := tp.leakCheck(1500); leaks != 0 || replies != 2 || gwPkts == 0 || !strings.Contains(out, "udp6:send_error") {
+		t.Fatalf("def1 full tunnel: leaks=%d replies=%d gw=%d: %s", leaks, replies, gwPkts, out)
+	}
+	if after, _ := gw.Session("alice"); after.PacketsIn < before.PacketsIn+2 {
+		t.Fatalf("the pings did not go through the tunnel (%d -> %d packets)", before.PacketsIn, after.PacketsIn)
 	}
 }
