@@ -37,17 +37,15 @@ type netState struct {
 	closing atomic.Bool
 }
 
-// start runs once before the first connection: it removes the routes and
-// rules a crashed client left behind (their TUN is gone), and puts the kill
+// start runs once before the first connection: it adopts the routes and
+// rules a crashed client left behind (adoptRouting), and puts the kill
 // switch in place when the client file asks for it or adopts the one a
 // crashed client left, without a moment in between where traffic could
 // leave.
 func (n *netState) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if removed := removeRouting(n.sys, n.table, n.log); removed > 0 {
-		n.log.Info("removed routes and rules left by an earlier client", "table", n.table, "count", removed)
-	}
+	n.adoptRouting()
 	exists, err := n.sys.KillSwitchExists(killTableName(n.dev))
 	if err != nil {
 		n.log.Warn("cannot check for an existing kill switch", "err", err)
@@ -64,6 +62,37 @@ func (n *netState) start() error {
 		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", "inet "+killTableName(n.dev))
 	}
 	return nil
+}
+
+// adoptRouting takes over what a client that did not exit cleanly left in
+// the table and its rules: its routes through its TUN went with the TUN,
+// the unreachable ones behind them (route.go) still refuse the company's
+// prefixes. They stay in place, so there is no moment in which those
+// prefixes could leave in the clear; the first pushed config reconciles
+// them like its own (new routes first, stale ones after), and a `down`
+// removes them.
+func (n *netState) adoptRouting() {
+	routes, err := n.sys.TableRoutes(n.table)
+	if err != nil {
+		n.log.Warn("cannot list routes", "table", n.table, "err", err)
+	}
+	var rules []tunnel.Rule
+	for _, t := range []int{n.table, tunnel.TableMain} {
+		rs, err := n.sys.Rules(t)
+		if err != nil {
+			n.log.Warn("cannot list routing rules", "err", err)
+		}
+		for _, r := range rs {
+			if ours(r, n.table) && !slices.Contains(rules, r) {
+				rules = append(rules, r)
+			}
+		}
+	}
+	n.routes, n.rules = routes, rules
+	if len(routes)+len(rules) > 0 {
+		n.log.Info("kept the routes and rules an earlier client left: its prefixes stay refused until the tunnel is up",
+			"table", n.table, "routes", len(routes), "rules", len(rules))
+	}
 }
 
 func (n *netState) installKill() error {

@@ -23,7 +23,14 @@ package client
 // or OpenVPN's def1 0.0.0.0/1 + 128.0.0.0/1, ...) on a v4-only tunnel also
 // gets `unreachable ::/0` in T, so IPv6 fails at once instead of leaking
 // outside the tunnel (the kill switch drops it too); pushed IPv6 prefixes
-// without an IPv6 tunnel address are made unreachable the same way. Only a
+// without an IPv6 tunnel address are made unreachable the same way.
+//
+// Every pushed prefix also gets an unreachable route behind its route
+// through the TUN (fallbackMetric): the kernel removes the TUN's routes
+// with the TUN, so when the client dies (kill -9, a crash) the company's
+// prefixes are refused, not sent out the café's network in the clear, kill
+// switch or not, until `sallyport down` or the next `up`, which adopts them.
+// Only a
 // pushed /0 lets the laptop's own LAN through (prioMain): a narrower pushed
 // prefix, /1 included, beats main as any pushed prefix does.
 
@@ -44,6 +51,11 @@ const (
 // DefaultTable is the routing table (and fwmark) the client uses unless
 // [tunnel] table says otherwise: "SP" in ASCII.
 const DefaultTable = 0x5350
+
+// fallbackMetric is the metric of the unreachable route planned behind
+// every pushed prefix: higher than a route through the TUN (0, which the
+// kernel makes 1024 for IPv6), so it only answers once the TUN is gone.
+const fallbackMetric = 0x5350
 
 // routePlan is the routes and rules the laptop needs for one pushed config.
 type routePlan struct {
@@ -108,15 +120,20 @@ func lastAddr(p netip.Prefix) netip.Addr {
 func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePlan {
 	var p routePlan
 	fam := map[bool]struct{ any, def bool }{}
-	add := func(r tunnel.TableRoute) {
-		if slices.ContainsFunc(p.routes, func(x tunnel.TableRoute) bool { return x.Dst == r.Dst }) {
+	// add plans dst through the TUN with its fallback behind it, or only
+	// the fallback when unreachable.
+	add := func(dst netip.Prefix, unreachable bool) {
+		if slices.ContainsFunc(p.routes, func(x tunnel.TableRoute) bool { return x.Dst == dst }) {
 			return
 		}
-		p.routes = append(p.routes, r)
-		v6 := r.Dst.Addr().Is6()
+		if !unreachable {
+			p.routes = append(p.routes, tunnel.TableRoute{Dst: dst, Dev: dev, Table: table})
+		}
+		p.routes = append(p.routes, tunnel.TableRoute{Dst: dst, Table: table, Unreachable: true, Metric: fallbackMetric})
+		v6 := dst.Addr().Is6()
 		f := fam[v6]
 		f.any = true
-		f.def = f.def || r.Dst.Bits() == 0
+		f.def = f.def || dst.Bits() == 0
 		fam[v6] = f
 	}
 	for _, r := range pushed {
@@ -124,11 +141,10 @@ func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePl
 			continue
 		}
 		r = r.Masked()
-		v6 := r.Addr().Is6()
-		add(tunnel.TableRoute{Dst: r, Dev: dev, Table: table, Unreachable: v6 && !has6})
+		add(r, r.Addr().Is6() && !has6)
 	}
 	if coversAll(pushed, false) && !has6 {
-		add(tunnel.TableRoute{Dst: netip.PrefixFrom(netip.IPv6Unspecified(), 0), Table: table, Unreachable: true})
+		add(netip.PrefixFrom(netip.IPv6Unspecified(), 0), true)
 	}
 	for _, v6 := range []bool{false, true} {
 		f := fam[v6]

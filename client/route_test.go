@@ -21,7 +21,10 @@ type fakeKernel struct {
 
 func (r *recorder) ReplaceTableRoute(rt tunnel.TableRoute) error {
 	r.mu.Lock()
-	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool { return x.Table == rt.Table && x.Dst == rt.Dst })
+	// As the kernel: one route per destination and metric in a table.
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool {
+		return x.Table == rt.Table && x.Dst == rt.Dst && x.Metric == rt.Metric
+	})
 	r.k.routes = append(r.k.routes, rt)
 	r.mu.Unlock()
 	return r.note("route+ %s", rt)
@@ -104,6 +107,14 @@ func (r *recorder) KillSwitchExists(table string) (bool, error) {
 	return ok, nil
 }
 
+// linkGone is the kernel's part of a TUN going away (its client was
+// killed): every route through it goes with it.
+func (r *recorder) linkGone(dev string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool { return !x.Unreachable && x.Dev == dev })
+}
+
 // kernel returns a copy of the fake kernel state.
 func (r *recorder) kernel() fakeKernel {
 	r.mu.Lock()
@@ -143,6 +154,7 @@ func TestPlanRoutes(t *testing.T) {
 	main4 := "v4 32701: from all lookup main suppress_prefixlength 0"
 	default4 := "v4 32702: not fwmark 0x3e8 lookup 1000"
 	specific6, main6, default6 := "v6"+specific4[2:], "v6"+main4[2:], "v6"+default4[2:]
+	const fb = " metric 21328" // the fallback behind each route through the TUN
 	tests := []struct {
 		name   string
 		pushed []netip.Prefix
@@ -151,20 +163,25 @@ func TestPlanRoutes(t *testing.T) {
 		rules  []string
 	}{
 		{"split v4", pfx("10.1.0.0/16", "10.1.2.3/16", "198.18.0.0/15"), false,
-			[]string{"10.1.0.0/16 dev sp0 table 1000", "198.18.0.0/15 dev sp0 table 1000"}, []string{specific4}},
+			[]string{"10.1.0.0/16 dev sp0 table 1000", "unreachable 10.1.0.0/16 table 1000" + fb,
+				"198.18.0.0/15 dev sp0 table 1000", "unreachable 198.18.0.0/15 table 1000" + fb}, []string{specific4}},
 		{"full v4 only: v6 unreachable", pfx("0.0.0.0/0"), false,
-			[]string{"0.0.0.0/0 dev sp0 table 1000", "unreachable ::/0 table 1000"},
+			[]string{"0.0.0.0/0 dev sp0 table 1000", "unreachable 0.0.0.0/0 table 1000" + fb, "unreachable ::/0 table 1000" + fb},
 			[]string{specific4, main4, default4, specific6, main6, default6}},
 		{"full dual stack", pfx("0.0.0.0/0", "::/0", "10.1.0.0/16"), true,
-			[]string{"0.0.0.0/0 dev sp0 table 1000", "::/0 dev sp0 table 1000", "10.1.0.0/16 dev sp0 table 1000"},
+			[]string{"0.0.0.0/0 dev sp0 table 1000", "unreachable 0.0.0.0/0 table 1000" + fb, "::/0 dev sp0 table 1000",
+				"unreachable ::/0 table 1000" + fb, "10.1.0.0/16 dev sp0 table 1000", "unreachable 10.1.0.0/16 table 1000" + fb},
 			[]string{specific4, main4, default4, specific6, main6, default6}},
 		{"v6 prefix without v6 address", pfx("10.1.0.0/16", "2001:db8::/32"), false,
-			[]string{"10.1.0.0/16 dev sp0 table 1000", "unreachable 2001:db8::/32 table 1000"}, []string{specific4, specific6}},
-		{"v6 only full", pfx("::/0"), true, []string{"::/0 dev sp0 table 1000"}, []string{specific6, main6, default6}},
+			[]string{"10.1.0.0/16 dev sp0 table 1000", "unreachable 10.1.0.0/16 table 1000" + fb, "unreachable 2001:db8::/32 table 1000" + fb},
+			[]string{specific4, specific6}},
+		{"v6 only full", pfx("::/0"), true, []string{"::/0 dev sp0 table 1000", "unreachable ::/0 table 1000" + fb}, []string{specific6, main6, default6}},
 		{"def1 v4 only: v6 unreachable", pfx("0.0.0.0/1", "128.0.0.0/1"), false,
-			[]string{"0.0.0.0/1 dev sp0 table 1000", "128.0.0.0/1 dev sp0 table 1000", "unreachable ::/0 table 1000"},
+			[]string{"0.0.0.0/1 dev sp0 table 1000", "unreachable 0.0.0.0/1 table 1000" + fb, "128.0.0.0/1 dev sp0 table 1000",
+				"unreachable 128.0.0.0/1 table 1000" + fb, "unreachable ::/0 table 1000" + fb},
 			[]string{specific4, specific6, main6, default6}},
-		{"half of v4 is not full", pfx("0.0.0.0/1"), false, []string{"0.0.0.0/1 dev sp0 table 1000"}, []string{specific4}},
+		{"half of v4 is not full", pfx("0.0.0.0/1"), false, []string{"0.0.0.0/1 dev sp0 table 1000", "unreachable 0.0.0.0/1 table 1000" + fb},
+			[]string{specific4}},
 		{"nothing", nil, false, []string{}, []string{}},
 	}
 	for _, tt := range tests {
@@ -319,10 +336,10 @@ func TestNetStateApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := r.log()
-	if !hasLine(calls, "route- 10.1.0.0/16 dev fake0 table 21328") || !hasLine(calls, "route+ 10.2.0.0/16 dev fake0 table 21328") || len(n.routes) != 1 {
+	if !hasLine(calls, "route- 10.1.0.0/16 dev fake0 table 21328") || !hasLine(calls, "route+ 10.2.0.0/16 dev fake0 table 21328") || len(n.routes) != 2 {
 		t.Fatalf("routes not reconciled: %q, now %v", calls, n.routes)
 	}
-	if k := r.kernel(); len(k.routes) != 1 || len(k.rules) != 2 || len(k.kill) != 0 {
+	if k := r.kernel(); len(k.routes) != 2 || len(k.rules) != 2 || len(k.kill) != 0 {
 		t.Fatalf("kernel after split tunnel: %+v", k)
 	}
 	mustContain(t, logs.String(), "pushed DNS not applied")
@@ -332,7 +349,7 @@ func TestNetStateApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	in, err := installed(r, "fake0", DefaultTable)
-	if err != nil || !in.KillSwitch || len(in.Rules) != 6 || !slices.Contains(in.Routes, "unreachable ::/0 table 21328") {
+	if err != nil || !in.KillSwitch || len(in.Rules) != 6 || !slices.Contains(in.Routes, "unreachable ::/0 table 21328 metric 21328") {
 		t.Fatalf("installed after full tunnel: %+v %v", in, err)
 	}
 	// Back to split: the default rules go, and so does the kill switch.
@@ -340,7 +357,7 @@ func TestNetStateApply(t *testing.T) {
 	if err := n.apply(pc); err != nil {
 		t.Fatal(err)
 	}
-	if in, _ := installed(r, "fake0", DefaultTable); in.KillSwitch || len(in.Rules) != 1 || len(in.Routes) != 1 {
+	if in, _ := installed(r, "fake0", DefaultTable); in.KillSwitch || len(in.Rules) != 1 || len(in.Routes) != 2 {
 		t.Fatalf("installed after back to split: %+v", in)
 	}
 	n.teardown()
@@ -350,14 +367,16 @@ func TestNetStateApply(t *testing.T) {
 }
 
 // A client that finds a crashed client's kill switch adopts it (replaced
-// atomically, never removed first) and removes its stale rules and routes;
-// a clean exit then removes the kill switch too.
+// atomically, never removed first), and keeps its rules and routes until
+// its own config replaces them; a clean exit then removes the kill switch
+// and them too, and nobody else's.
 func TestNetStateAdopt(t *testing.T) {
 	r := &recorder{}
 	stale := planRoutes(pfx("0.0.0.0/0"), "sp0", DefaultTable, false)
 	foreign := tunnel.Rule{Priority: prioSpecific, Table: 4242, NotMark: 4242}
 	r.k.rules = append(slices.Clone(stale.rules), foreign)
 	r.k.routes = stale.routes
+	r.linkGone("sp0")
 	r.k.kill = map[string]killSpec{"sallyport-sp0": {Table: "sallyport-sp0"}, "sallyport-sp1": {Table: "sallyport-sp1"}}
 	logs := &syncBuffer{}
 	n := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable, servers: []string{"198.18.0.2:8443"}, allowLAN: true}
@@ -365,9 +384,15 @@ func TestNetStateAdopt(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := r.kernel()
-	if len(k.routes) != 0 || !slices.Equal(k.rules, []tunnel.Rule{foreign}) {
-		t.Fatalf("stale routing not removed (or someone else's removed): %+v", k)
+	if len(k.routes) != 2 || len(k.rules) != 7 || len(n.routes) != 2 || len(n.rules) != 6 {
+		t.Fatalf("the crashed client's routing not kept and adopted: kernel %+v, adopted %v %v", k, n.routes, n.rules)
 	}
+	for _, c := range r.log() {
+		if strings.HasPrefix(c, "route-") || strings.HasPrefix(c, "rule-") {
+			t.Fatalf("start removed routing before any config: %q", r.log())
+		}
+	}
+	mustContain(t, logs.String(), "kept the routes and rules an earlier client left")
 	if s, ok := k.kill["sallyport-sp0"]; !ok || s.Dev != "sp0" || len(s.Gateways) != 1 || !slices.Contains(s.LAN, netip.MustParsePrefix("192.168.1.0/24")) {
 		t.Fatalf("kill switch not adopted: %+v", k.kill)
 	}
@@ -381,12 +406,70 @@ func TestNetStateAdopt(t *testing.T) {
 	if k := r.kernel(); len(k.kill) != 1 || k.kill["sallyport-sp1"].Table == "" {
 		t.Fatalf("teardown: kill switches %+v, want only sp1's", k.kill)
 	}
+	if k := r.kernel(); len(k.routes) != 0 || !slices.Equal(k.rules, []tunnel.Rule{foreign}) {
+		t.Fatalf("teardown left the adopted routing (or removed someone else's): %+v", k)
+	}
 	// Without a leftover and without kill_switch in the file, start leaves
 	// the kill switch to the pushed config.
 	r2 := &recorder{}
 	n2 := &netState{sys: r2, dev: "sp0", log: testLogger(logs), table: DefaultTable}
 	if err := n2.start(); err != nil || len(r2.log()) != 0 {
 		t.Fatalf("start changed something: %q %v", r2.log(), err)
+	}
+}
+
+// Split tunnel, no kill switch: when the client dies (its TUN goes, and
+// with it every route through it) each pushed prefix, IPv4 and IPv6, is
+// still refused by the table; a new client keeps that state until its own
+// config is in place, adding the new routes before it drops the stale
+// ones; its teardown (`down`) removes all of it.
+func TestNetStateCrashFailsClosed(t *testing.T) {
+	r := &recorder{}
+	logs := &syncBuffer{}
+	n := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable}
+	if err := n.start(); err != nil {
+		t.Fatal(err)
+	}
+	pc := testConfig()
+	pc.Address6 = netip.MustParsePrefix("fd00:8::2/64")
+	pc.Routes = pfx("10.1.0.0/16", "2001:db8:77::/48")
+	if err := n.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	r.linkGone("sp0") // kill -9
+	k := r.kernel()
+	for _, p := range pc.Routes {
+		if !slices.ContainsFunc(k.routes, func(x tunnel.TableRoute) bool { return x.Dst == p && x.Unreachable }) {
+			t.Errorf("after the TUN went, %s is not refused: %v", p, strs(k.routes))
+		}
+	}
+	if len(k.rules) != 2 {
+		t.Errorf("after the TUN went, the rules into the table are %v", k.rules)
+	}
+	// The next up: nothing goes before its config is in place.
+	n2 := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable}
+	if err := n2.start(); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.calls = nil
+	r.mu.Unlock()
+	pc.Routes = pfx("10.2.0.0/16", "2001:db8:77::/48")
+	if err := n2.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.log()
+	added := slices.Index(calls, "route+ 10.2.0.0/16 dev sp0 table 21328")
+	dropped := slices.Index(calls, "route- unreachable 10.1.0.0/16 table 21328 metric 21328")
+	if added < 0 || dropped < added || slices.Contains(calls, "route- unreachable 2001:db8:77::/48 table 21328 metric 21328") {
+		t.Fatalf("the adopted routes were not reconciled (new first, stale after, kept ones kept): %q", calls)
+	}
+	if in, _ := installed(r, "sp0", DefaultTable); len(in.Routes) != 4 || len(in.Rules) != 2 {
+		t.Fatalf("after the new config: %+v", in)
+	}
+	n2.teardown()
+	if k := r.kernel(); len(k.routes) != 0 || len(k.rules) != 0 {
+		t.Fatalf("down left %+v", k)
 	}
 }
 
@@ -402,12 +485,13 @@ func TestSessionFullTunnel(t *testing.T) {
 	st := e.status("connected", func(st Status) bool { return st.Connected })
 	in := st.Installed
 	if !in.KillSwitch || in.Table != DefaultTable || len(in.Rules) != 6 ||
-		!slices.Equal(in.Routes, []string{"0.0.0.0/0 dev fake0 table 21328", "unreachable ::/0 table 21328"}) {
+		!slices.Equal(in.Routes, []string{"0.0.0.0/0 dev fake0 table 21328", "unreachable 0.0.0.0/0 table 21328 metric 21328",
+			"unreachable ::/0 table 21328 metric 21328"}) {
 		t.Fatalf("installed %+v (%s)", in, st.InstallErr)
 	}
 	// Someone deletes a route behind the client's back: status says so.
-	_ = e.sys.DeleteTableRoute(tunnel.TableRoute{Dst: pfx("::/0")[0], Table: DefaultTable, Unreachable: true})
-	if in := e.c.Status().Installed; len(in.Routes) != 1 {
+	_ = e.sys.DeleteTableRoute(tunnel.TableRoute{Dst: pfx("::/0")[0], Table: DefaultTable, Unreachable: true, Metric: fallbackMetric})
+	if in := e.c.Status().Installed; len(in.Routes) != 2 {
 		t.Fatalf("status shows what the client remembers, not what is installed: %+v", in)
 	}
 	s.tls.Close()
@@ -491,7 +575,7 @@ func TestNetStatePushedKillSwitch(t *testing.T) {
 	if err := n.apply(pc); err != nil {
 		t.Fatal(err)
 	}
-	if in, _ := installed(r, "sp0", DefaultTable); !in.KillSwitch || !slices.Contains(in.Routes, "unreachable ::/0 table 21328") {
+	if in, _ := installed(r, "sp0", DefaultTable); !in.KillSwitch || !slices.Contains(in.Routes, "unreachable ::/0 table 21328 metric 21328") {
 		t.Fatalf("def1 push: %+v", in)
 	}
 }
@@ -514,7 +598,8 @@ func TestNetStateDropsStaleV6(t *testing.T) {
 	if !hasLine(r.log(), "addr- fd00:8::2/64") || hasLine(r.log(), "addr- 10.8.0.2/24") {
 		t.Fatalf("stale IPv6 address handling: %q", r.log())
 	}
-	if in, _ := installed(r, "sp0", DefaultTable); !slices.Contains(in.Routes, "unreachable ::/0 table 21328") {
+	if in, _ := installed(r, "sp0", DefaultTable); !slices.Contains(in.Routes, "unreachable ::/0 table 21328 metric 21328") ||
+		slices.Contains(in.Routes, "::/0 dev sp0 table 21328") {
 		t.Fatalf("::/0 after losing IPv6: %+v", in.Routes)
 	}
 }

@@ -102,7 +102,7 @@ func TestFullTunnelKillSwitch(t *testing.T) {
 	lap := tp.startLaptop(tp.Lap, "alice", cc)
 	lap.waitUp(15 * time.Second)
 	st, err := lap.installed()
-	if err != nil || !st.Installed.KillSwitch || len(st.Installed.Rules) != 6 || len(st.Installed.Routes) != 3 {
+	if err != nil || !st.Installed.KillSwitch || len(st.Installed.Rules) != 6 || len(st.Installed.Routes) != 5 {
 		t.Fatalf("status read-back %+v %v", st, err)
 	}
 
@@ -324,7 +324,7 @@ func TestDef1FullTunnel(t *testing.T) {
 		t.Fatalf("alice did not connect:\n%s", tail(lap.Proc.Log(), 20))
 	}
 	st, err := lap.installed()
-	if err != nil || !st.Installed.KillSwitch || !slices.Contains(st.Installed.Routes, "unreachable ::/0 table 21328") {
+	if err != nil || !st.Installed.KillSwitch || !slices.Contains(st.Installed.Routes, "unreachable ::/0 table 21328 metric 21328") {
 		t.Fatalf("def1 is not treated as a full tunnel: %+v %v", st, err)
 	}
 	before, _ := gw.Session("alice")
@@ -333,5 +333,95 @@ func TestDef1FullTunnel(t *testing.T) {
 	}
 	if after, _ := gw.Session("alice"); after.PacketsIn < before.PacketsIn+2 {
 		t.Fatalf("the pings did not go through the tunnel (%d -> %d packets)", before.PacketsIn, after.PacketsIn)
+	}
+}
+
+// lanLeaks captures what leaves the laptop's eth0 for the LAN host while
+// the laptop pings it twice, and returns the packets seen and the replies.
+func (tp *Topo) lanLeaks(ms int) (leaks, replies int, out string) {
+	tp.t.Helper()
+	capture := tp.helper(tp.Lap, "capture", "eth0", listen, fmt.Sprint(ms), lanHost)
+	waitReady(tp.t, capture)
+	replies = tp.ping(tp.Lap, lanHost, 2)
+	if !capture.Wait(time.Duration(ms)*time.Millisecond + 10*time.Second) {
+		tp.t.Fatal("capture helper did not finish")
+	}
+	out = capture.Out()
+	if field(out, "leaks") == "" {
+		tp.t.Fatalf("capture failed: %s %s", out, capture.Err())
+	}
+	return atoi(field(out, "leaks"), -1), replies, out
+}
+
+// TestSplitTunnelCrash: a split tunnel without the kill switch, and the
+// client dies (kill -9). The TUN and its routes go with it, but the
+// company's prefix stays refused (an unreachable route behind it in
+// sallyport's table): a ping to the LAN host gets no answer and nothing
+// for it leaves eth0 in the clear, also while a new client waits for the
+// gateway (it adopts those routes). Connected, the new client has the
+// prefix once through the TUN and once unreachable behind it; after
+// another kill -9, `down` removes them and plain traffic flows again.
+func TestSplitTunnelCrash(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	if leaks, replies, out := tp.lanLeaks(1000); leaks == 0 || replies != 2 {
+		t.Fatalf("before the tunnel: leaks=%d replies=%d, want plain traffic seen on eth0: %s", leaks, replies, out)
+	}
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	split := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet}, Routes: []string{lanNet}}
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, split))
+	cc := clientConf(k, "alice", "wireguard", sock)
+	lap := tp.startLaptop(tp.Lap, "alice", cc)
+	lap.waitUp(15 * time.Second)
+	wantRoutes := []string{lanNet + " dev sp0 table 21328", "unreachable " + lanNet + " table 21328 metric 21328"}
+	if st, err := lap.installed(); err != nil || st.Installed.KillSwitch || !slices.Equal(st.Installed.Routes, wantRoutes) {
+		t.Fatalf("split tunnel read-back %+v %v", st, err)
+	}
+
+	lap.Proc.Signal(syscall.SIGKILL)
+	lap.Proc.Wait(5 * time.Second)
+	if !waitFor(5*time.Second, func() bool { return !linkExists(tp.Lap, "sp0") }) {
+		t.Fatal("TUN still there after kill -9")
+	}
+	if leaks, replies, out := tp.lanLeaks(1500); leaks != 0 || replies != 0 {
+		t.Fatalf("after kill -9: leaks=%d replies=%d, want the LAN prefix refused: %s", leaks, replies, out)
+	}
+
+	// A new client while the gateway is away: it keeps them.
+	if !gw.Proc.Stop(10 * time.Second) {
+		t.Fatal("server did not stop on SIGTERM")
+	}
+	lap2 := tp.startLaptop(tp.Lap, "alice2", cc)
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(lap2.Proc.Err(), "kept the routes and rules an earlier client left")
+	}) {
+		t.Fatalf("the new client did not adopt the routes:\n%s", tail(lap2.Proc.Log(), 20))
+	}
+	if leaks, replies, out := tp.lanLeaks(1500); leaks != 0 || replies != 0 {
+		t.Fatalf("new client, gateway down: leaks=%d replies=%d: %s", leaks, replies, out)
+	}
+	gw.Start()
+	lap2.waitUp(20 * time.Second)
+	if st, err := lap2.installed(); err != nil || !slices.Equal(st.Installed.Routes, wantRoutes) || len(st.Installed.Rules) != 1 {
+		t.Fatalf("after the new client connected: %+v %v", st, err)
+	}
+	if got := tp.ping(tp.Lap, lanHost, 2); got != 2 {
+		t.Fatalf("ping through the new client's tunnel: %d/2", got)
+	}
+
+	lap2.Proc.Signal(syscall.SIGKILL)
+	lap2.Proc.Wait(5 * time.Second)
+	waitFor(5*time.Second, func() bool { return !linkExists(tp.Lap, "sp0") })
+	if out, err := tp.sp(tp.Lap, "down", "-c", lap2.Conf); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("down after kill -9: %v %s", err, out)
+	}
+	if out := run(t, "ip", "-n", tp.Lap, "route", "show", "table", "21328"); strings.TrimSpace(out) != "" {
+		t.Fatalf("down left routes in table 21328:\n%s", out)
+	}
+	if leaks, replies, out := tp.lanLeaks(1000); leaks == 0 || replies != 2 {
+		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
 	}
 }

@@ -506,9 +506,10 @@ func TestGatewayRestart(t *testing.T) {
 				t.Errorf("round %d: duplicate route %s (%d times)", round, dst, n)
 			}
 		}
+		// Once through the TUN, once unreachable behind it (for a crash).
 		all, _ := tryRun("ip", "-n", tp.Lap, "-4", "route", "show", "table", "all")
-		if c := strings.Count(all, lanNet+" "); c != 1 {
-			t.Errorf("round %d: %s appears %d times across all tables:\n%s", round, lanNet, c, all)
+		if c, u := strings.Count(all, lanNet+" "), strings.Count(all, "unreachable "+lanNet+" "); c != 2 || u != 1 {
+			t.Errorf("round %d: %s appears %d times (%d unreachable) across all tables, want 2 (1):\n%s", round, lanNet, c, u, all)
 		}
 	}
 	if after, ok := gw.Session("alice"); ok && before.Address != "" && after.Address != before.Address {

@@ -6,20 +6,29 @@ import (
 )
 
 // TableRoute is one route in a policy routing table: Dst through link Dev,
-// or, when Unreachable, a route that refuses Dst (no device).
+// or, when Unreachable, a route that refuses Dst (no device). Metric is the
+// route's priority (lower wins; 0 is the kernel's default, which for IPv6
+// is 1024); two routes to one Dst with different metrics live side by
+// side, so a route through a link can have an unreachable one behind it
+// that takes over when the link goes away.
 type TableRoute struct {
 	Dst         netip.Prefix
 	Dev         string
 	Table       int
 	Unreachable bool
+	Metric      int
 }
 
 // String is the route as `ip route` would print it.
 func (r TableRoute) String() string {
+	s := fmt.Sprintf("%s dev %s table %d", r.Dst, r.Dev, r.Table)
 	if r.Unreachable {
-		return fmt.Sprintf("unreachable %s table %d", r.Dst, r.Table)
+		s = fmt.Sprintf("unreachable %s table %d", r.Dst, r.Table)
 	}
-	return fmt.Sprintf("%s dev %s table %d", r.Dst, r.Dev, r.Table)
+	if r.Metric != 0 {
+		s += fmt.Sprintf(" metric %d", r.Metric)
+	}
+	return s
 }
 
 // Rule is one policy routing rule (`ip rule`): traffic of family V6 (else

@@ -21,7 +21,7 @@ func tableRoute(r TableRoute) (*netlink.Route, error) {
 	if !r.Dst.IsValid() {
 		return nil, fmt.Errorf("invalid prefix %q", r.Dst)
 	}
-	nr := &netlink.Route{Dst: ipNet(r.Dst.Masked()), Table: r.Table}
+	nr := &netlink.Route{Dst: ipNet(r.Dst.Masked()), Table: r.Table, Priority: r.Metric}
 	if r.Unreachable {
 		nr.Type = unix.RTN_UNREACHABLE
 		nr.Family = netlink.FAMILY_V4
@@ -39,8 +39,9 @@ func tableRoute(r TableRoute) (*netlink.Route, error) {
 	return nr, nil
 }
 
-// ReplaceTableRoute installs r, replacing any route to the same
-// destination in its table. It is idempotent.
+// ReplaceTableRoute installs r, replacing the route to the same
+// destination with the same metric in its table (one with another metric
+// stays). It is idempotent.
 func ReplaceTableRoute(r TableRoute) error {
 	nr, err := tableRoute(r)
 	if err != nil {
@@ -52,7 +53,9 @@ func ReplaceTableRoute(r TableRoute) error {
 	return nil
 }
 
-// DeleteTableRoute removes r. A missing route or link is not an error.
+// DeleteTableRoute removes r: for a route through a link, the one through
+// that link (any metric); for an unreachable route, the one with r's
+// metric. A missing route or link is not an error.
 func DeleteTableRoute(r TableRoute) error {
 	nr, err := tableRoute(r)
 	if err != nil {
@@ -69,7 +72,9 @@ func DeleteTableRoute(r TableRoute) error {
 }
 
 // TableRoutes reads back every route in table (both families), as the
-// kernel has them: routes through a link name it, unreachable ones none.
+// kernel has them: routes through a link name it, unreachable ones none
+// but carry their metric (a route through a link reads back with metric 0,
+// whatever the kernel's default made it).
 func TableRoutes(table int) ([]TableRoute, error) {
 	filter := &netlink.Route{Table: table}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE)
@@ -79,6 +84,9 @@ func TableRoutes(table int) ([]TableRoute, error) {
 	var out []TableRoute
 	for _, r := range routes {
 		tr := TableRoute{Table: table, Unreachable: r.Type == unix.RTN_UNREACHABLE}
+		if tr.Unreachable {
+			tr.Metric = r.Priority
+		}
 		if r.Type != unix.RTN_UNICAST && !tr.Unreachable {
 			continue
 		}

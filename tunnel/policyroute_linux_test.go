@@ -109,7 +109,7 @@ func TestPolicyRouting(t *testing.T) {
 		routes := []TableRoute{
 			{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: name, Table: table},
 			{Dst: netip.MustParsePrefix("198.19.77.0/24"), Dev: name, Table: table},
-			{Dst: netip.MustParsePrefix("::/0"), Table: table, Unreachable: true},
+			{Dst: netip.MustParsePrefix("::/0"), Table: table, Unreachable: true, Metric: 21328},
 		}
 		rules := []Rule{
 			{Priority: 32700, Table: table, NotMark: mark, SuppressPrefixlen: 0},
@@ -200,6 +200,103 @@ func TestPolicyRouting(t *testing.T) {
 			if rs, _ := Rules(tb); len(rs) != 0 {
 				t.Errorf("rules left: %v", rs)
 			}
+		}
+	})
+}
+
+// A route through the TUN with an unreachable route behind it (a higher
+// metric) for the same prefix, both families: both are installed side by
+// side and read back, replacing the TUN's route again leaves the one
+// behind it, traffic goes into the TUN while it lives and is refused, not
+// sent out the LAN, once it is gone (the client crashed); deleting one
+// leaves the other.
+func TestFallbackRoute(t *testing.T) {
+	inNetns(t, func() {
+		vethUp(t, "lan0", netip.MustParsePrefix("192.168.50.2/24"), netip.MustParseAddr("192.168.50.1"))
+		lan, _ := netlink.LinkByName("lan0")
+		if err := netlink.AddrAdd(lan, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("2001:db8:50::2/64")), Flags: 0x02 /* IFA_F_NODAD */}); err != nil {
+			t.Fatal(err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lan.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: net.ParseIP("2001:db8:50::1")}); err != nil {
+			t.Fatal(err)
+		}
+		dev, err := OpenDevice(testDevName(), "water", 1400)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := dev.Name()
+		if err := LinkUp(name, 1400); err != nil {
+			t.Fatal(err)
+		}
+		const table, mark, metric = 21328, 21328, 21328
+		var routes []TableRoute
+		for _, p := range []string{"198.19.77.0/24", "2001:db8:77::/48"} {
+			dst := netip.MustParsePrefix(p)
+			routes = append(routes, TableRoute{Dst: dst, Dev: name, Table: table}, TableRoute{Dst: dst, Table: table, Unreachable: true, Metric: metric})
+		}
+		rules := []Rule{
+			{Priority: 32700, Table: table, NotMark: mark, SuppressPrefixlen: 0},
+			{V6: true, Priority: 32700, Table: table, NotMark: mark, SuppressPrefixlen: 0},
+		}
+		for range 2 { // twice: a replace of one metric leaves the other
+			for _, r := range routes {
+				if err := ReplaceTableRoute(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, r := range rules {
+			if err := AddRule(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer func() {
+			for _, r := range rules {
+				_ = DeleteRule(r)
+			}
+		}()
+		got, err := TableRoutes(table)
+		if err != nil || len(got) != len(routes) {
+			t.Fatalf("TableRoutes = %v, %v; want %v", got, err, routes)
+		}
+		for _, r := range routes {
+			if !slices.Contains(got, r) {
+				t.Errorf("route %s not read back (have %v)", r, got)
+			}
+		}
+		for _, dst := range []string{"198.19.77.10", "2001:db8:77::10"} {
+			if got := routeDev(t, dst, 0); got != name {
+				t.Errorf("with the TUN up, %s goes out %q, want %s", dst, got, name)
+			}
+		}
+		// Deleting the TUN's route leaves the one behind it, and back.
+		if err := DeleteTableRoute(routes[0]); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := TableRoutes(table); len(got) != 3 || !slices.Contains(got, routes[1]) {
+			t.Fatalf("after deleting %s: %v", routes[0], got)
+		}
+		if err := ReplaceTableRoute(routes[0]); err != nil {
+			t.Fatal(err)
+		}
+		// The TUN goes (the client is killed): its routes go with it, the
+		// unreachable ones stay and refuse, for both families.
+		dev.Close()
+		if got, _ := TableRoutes(table); len(got) != 2 || !slices.Contains(got, routes[1]) || !slices.Contains(got, routes[3]) {
+			t.Fatalf("after the TUN went: %v, want only the unreachable routes", got)
+		}
+		for _, dst := range []string{"198.19.77.10", "2001:db8:77::10"} {
+			if got := routeDev(t, dst, 0); got != "error: no route to host" {
+				t.Errorf("with the TUN gone, %s goes out %q, want refused", dst, got)
+			}
+		}
+		for _, r := range routes {
+			if err := DeleteTableRoute(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := TableRoutes(table); len(got) != 0 {
+			t.Errorf("routes left: %v", got)
 		}
 	})
 }
