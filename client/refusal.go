@@ -16,9 +16,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"reflect"
-	"strings"
+	"time"
 
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -79,7 +77,7 @@ func (e *closeError) Error() string {
 	if e.reason == "" {
 		return "gateway closed the session"
 	}
-	return "gateway closed the session: " + printableReason(e.reason)
+	return "gateway closed the session: " + clean(e.reason, 64)
 }
 
 // errGatewaySilent ends a session whose gateway sent nothing within the
@@ -101,15 +99,21 @@ func classify(err error) refusal {
 			r.Code = ce.reason
 			return r
 		}
-		return refusal{Code: codeUnknown, Message: fmt.Sprintf("disconnected by the gateway (reason %q) — retrying", printableReason(ce.reason))}
+		return refusal{Code: codeUnknown, Message: fmt.Sprintf("disconnected by the gateway (reason %q) — retrying", clean(ce.reason, 64))}
 	case errors.Is(err, errPinMismatch):
 		return known(codePin)
 	case errors.As(err, &gce), errors.As(err, &cve):
-		return known(codeGatewayCert)
+		// The generic sentence, made specific: which name, which CA, which
+		// date (trust.go).
+		r := known(codeGatewayCert)
+		if why := gatewayCertCause(err, time.Now()); why != "" {
+			r.Message = "not connected: " + why + " — retrying; tell your admin if this lasts"
+		}
+		return r
 	case errors.Is(err, errGatewaySilent):
 		return known(codeSilent)
 	}
-	if a, ok := remoteAlert(err); ok {
+	if a, ok := tunnel.RemoteAlert(err); ok {
 		if code, ok := alertCodes[a]; ok {
 			return known(code)
 		}
@@ -121,32 +125,4 @@ func known(code string) refusal {
 	r := refusals[code]
 	r.Code = code
 	return r
-}
-
-// remoteAlert returns the TLS alert the gateway sent, if err is one.
-// crypto/tls reports it as a net.OpError "remote error" around its
-// unexported alert type (a uint8).
-func remoteAlert(err error) (uint8, bool) {
-	var op *net.OpError
-	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
-		return 0, false
-	}
-	if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
-		return uint8(v.Uint()), true
-	}
-	return 0, false
-}
-
-// printableReason is a close reason from the network made safe for a log
-// line and a terminal: printable ASCII, at most 64 bytes.
-func printableReason(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s) && b.Len() < 64; i++ {
-		if s[i] >= 0x20 && s[i] <= 0x7e {
-			b.WriteByte(s[i])
-		} else {
-			b.WriteByte('?')
-		}
-	}
-	return b.String()
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/sallyport/sallyport/pki"
 )
@@ -54,4 +56,77 @@ func verifyGateway(cs tls.ConnectionState, pin string) error {
 		}
 	}
 	return nil
+}
+
+// gatewayCertCause says in words why the laptop refused the gateway's
+// certificate: the names it is valid for and the one this file expects,
+// the CA that issued it when it is not the file's, its dates, or the
+// laptop's own rule it broke; "" when err says none of these. Everything
+// taken from the certificate is cleaned for a terminal (a network that
+// intercepts traffic chooses it).
+func gatewayCertCause(err error, now time.Time) string {
+	var he x509.HostnameError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var gce *gatewayCertError
+	switch {
+	case errors.As(err, &gce):
+		return clean(gce.msg, 200)
+	case errors.As(err, &he) && he.Certificate != nil:
+		names := certNames(he.Certificate)
+		if names == "" {
+			return fmt.Sprintf("the gateway's certificate has no DNS or IP name (subject alternative name), only the common name %q, which is not accepted; server_name in your file is %s",
+				clean(he.Certificate.Subject.CommonName, 64), clean(he.Host, 64))
+		}
+		return fmt.Sprintf("the gateway's certificate is valid for %s, not %s (server_name in your file)", names, clean(he.Host, 64))
+	case errors.As(err, &ua):
+		issuer := ""
+		if ua.Cert != nil {
+			name := ua.Cert.Issuer.CommonName
+			if name == "" {
+				name = ua.Cert.Issuer.String()
+			}
+			issuer = fmt.Sprintf(" (issued by %q)", clean(name, 64))
+		}
+		return "the CA in your file did not sign this gateway's certificate" + issuer + "; possibly a network that intercepts traffic"
+	case errors.As(err, &ci) && ci.Reason == x509.Expired && ci.Cert != nil:
+		if now.Before(ci.Cert.NotBefore) {
+			return fmt.Sprintf("the gateway's certificate is not valid until %s, and this laptop's clock says %s", ci.Cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		return fmt.Sprintf("the gateway's certificate expired on %s", ci.Cert.NotAfter.UTC().Format(time.RFC3339))
+	case errors.As(err, &ci) && ci.Reason == x509.IncompatibleUsage:
+		return "the gateway's certificate is not made for a server (its extended key usage lacks serverAuth)"
+	}
+	return ""
+}
+
+// certNames lists the DNS names and IP addresses a certificate is valid
+// for, at most five, cleaned.
+func certNames(c *x509.Certificate) string {
+	var names []string
+	for _, n := range c.DNSNames {
+		names = append(names, clean(n, 64))
+	}
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) > 5 {
+		names = append(names[:5], fmt.Sprintf("and %d more", len(names)-5))
+	}
+	return strings.Join(names, ", ")
+}
+
+// clean makes text from the network (a close reason, a name in a
+// certificate) safe for one line of a log and a terminal: printable ASCII
+// only, at most max bytes.
+func clean(s string, max int) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < max; i++ {
+		if s[i] >= 0x20 && s[i] <= 0x7e {
+			b.WriteByte(s[i])
+		} else {
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/tunnel"
@@ -49,7 +50,10 @@ func trustClient(t *testing.T, ca *testCA, pin string) *Client {
 }
 
 // The laptop's own rules for the gateway's leaf: crypto/tls alone accepts
-// no EKU, anyExtendedKeyUsage and CA:TRUE leaves from the trusted CA.
+// no EKU, anyExtendedKeyUsage and CA:TRUE leaves from the trusted CA. Each
+// refusal's sentence (sallyport status, the log) names the real cause: the
+// names the certificate is valid for and the one expected, the CA that is
+// not the file's, the dates.
 func TestGatewayCertificateRules(t *testing.T) {
 	ca := newTestCA(t, "Test CA")
 	other := newTestCA(t, "Other CA")
@@ -57,18 +61,34 @@ func TestGatewayCertificateRules(t *testing.T) {
 		name string
 		ca   *testCA
 		edit func(*x509.Certificate)
-		want string // "" = accepted
+		want string // in the handshake error; "" = accepted
+		msg  string // in the sentence for the employee
 	}{
-		{"serverAuth", ca, gatewayLeaf, ""},
+		{"serverAuth", ca, gatewayLeaf, "", ""},
 		{"serverAuth and anyEKU", ca, both(gatewayLeaf, func(c *x509.Certificate) {
 			c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageAny)
-		}), ""},
-		{"no EKU", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.ExtKeyUsage = nil }), "has no extended key usage"},
-		{"anyEKU only", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} }), "anyExtendedKeyUsage instead of serverAuth"},
-		{"CA:TRUE", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.IsCA = true }), "is a CA certificate"},
-		{"clientAuth only", ca, both(gatewayLeaf, deviceLeaf), "incompatible key usage"},
-		{"other CA", other, gatewayLeaf, "unknown authority"},
-		{"wrong name", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.DNSNames = []string{"evil.test"} }), "not gw.test"},
+		}), "", ""},
+		{"no EKU", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.ExtKeyUsage = nil }), "has no extended key usage",
+			`not connected: gateway certificate "gw.test" has no extended key usage; serverAuth is required — retrying`},
+		{"anyEKU only", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} }), "anyExtendedKeyUsage instead of serverAuth",
+			"anyExtendedKeyUsage instead of serverAuth"},
+		{"CA:TRUE", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.IsCA = true }), "is a CA certificate", "is a CA certificate"},
+		{"clientAuth only", ca, both(gatewayLeaf, deviceLeaf), "incompatible key usage",
+			"not connected: the gateway's certificate is not made for a server (its extended key usage lacks serverAuth)"},
+		{"other CA", other, gatewayLeaf, "unknown authority",
+			`not connected: the CA in your file did not sign this gateway's certificate (issued by "Other CA"); possibly a network that intercepts traffic — retrying; tell your admin if this lasts`},
+		{"wrong name", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.DNSNames = []string{"vpn.example", "evil.test"} }), "not gw.test",
+			"not connected: the gateway's certificate is valid for vpn.example, evil.test, 127.0.0.1, not gw.test (server_name in your file) — retrying; tell your admin if this lasts"},
+		{"no names", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.DNSNames, c.IPAddresses = nil, nil }), "legacy Common Name",
+			`has no DNS or IP name (subject alternative name), only the common name "gw.test", which is not accepted; server_name in your file is gw.test`},
+		{"many names, one hostile", ca, both(gatewayLeaf, func(c *x509.Certificate) {
+			c.DNSNames = []string{"a.test", "b.test", "c\x1b[2J.test", "d.test", "e.test", "f.test"}
+		}), "not gw.test", "valid for a.test, b.test, c?[2J.test, d.test, e.test, and 2 more, not gw.test"},
+		{"expired", ca, both(gatewayLeaf, func(c *x509.Certificate) {
+			c.NotBefore, c.NotAfter = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
+		}), "expired", "not connected: the gateway's certificate expired on 2021-01-01T00:00:00Z — retrying"},
+		{"not yet valid", ca, both(gatewayLeaf, func(c *x509.Certificate) { c.NotBefore = time.Now().Add(12 * time.Hour) }), "not yet valid",
+			"the gateway's certificate is not valid until"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,8 +103,12 @@ func TestGatewayCertificateRules(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("handshake error = %v, want %q", err, tt.want)
 			}
-			if r := classify(err); r.Code != codeGatewayCert || r.Permanent {
+			r := classify(err)
+			if r.Code != codeGatewayCert || r.Permanent {
 				t.Fatalf("classified as %+v, want %s (transient)", r, codeGatewayCert)
+			}
+			if !strings.Contains(r.Message, tt.msg) || strings.ContainsAny(r.Message, "\x1b\n") || strings.Contains(r.Message, "possibly") != (tt.name == "other CA") {
+				t.Fatalf("sentence %q\nwant it to contain %q", r.Message, tt.msg)
 			}
 		})
 	}

@@ -203,3 +203,60 @@ func TestPoolExhaustedShown(t *testing.T) {
 		t.Error("alice lost her session")
 	}
 }
+
+// TestGatewayCertCauseShown: a laptop whose file expects another gateway
+// name, or trusts another CA, says which in `sallyport status` (the names
+// the certificate is valid for and the one expected; "the CA in your file
+// did not sign this gateway"), and the gateway logs the refusal as its own
+// certificate's (reason=gateway-cert-rejected), not a failed handshake
+// that reads as if the device's certificate were bad.
+func TestGatewayCertCauseShown(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, true)
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock))
+	other := newPKI(t, "Other CA")
+
+	wrongName := clientConf(k, "alice", "wireguard", sock)
+	wrongName.ServerName = "vpn.example"
+	wrongCA := clientConf(k, "bob", "wireguard", sock)
+	wrongCA.CA = other.CA()
+	for _, tt := range []struct {
+		ns, name string
+		cc       ClientConf
+		want     string
+	}{
+		{tp.Lap, "alice", wrongName, "not connected: the gateway's certificate is valid for " + gwName + ", " + gwAddr + ", not vpn.example (server_name in your file)"},
+		{tp.Lap2, "bob", wrongCA, `not connected: the CA in your file did not sign this gateway's certificate (issued by "Test CA")`},
+	} {
+		l := tp.startLaptop(tt.ns, tt.name, tt.cc)
+		var msg string
+		if !waitFor(10*time.Second, func() bool { msg = laptopMessage(t, l); return msg != "" }) {
+			t.Fatalf("%s: status shows no reason:\n%s", tt.name, tail(l.Proc.Log(), 10))
+		}
+		if !strings.HasPrefix(msg, tt.want) {
+			t.Errorf("%s: status message %q\nwant it to start with %q", tt.name, msg, tt.want)
+		}
+		out, _ := exec.Command("ip", "netns", "exec", l.NS, binPath, "status", "--socket", l.Socket).CombinedOutput()
+		if !strings.Contains(string(out), tt.want) {
+			t.Errorf("%s: sallyport status does not show the cause:\n%s", tt.name, out)
+		}
+		if !strings.Contains(l.Proc.Err(), strings.ReplaceAll(tt.want, `"`, `\"`)) { // as logfmt quotes it
+			t.Errorf("%s: the laptop's log does not name the cause:\n%s", tt.name, tail(l.Proc.Err(), 5))
+		}
+	}
+	n := 0
+	for _, l := range refusals(gw.Proc.Err()) {
+		if hasKV(l, "reason", "gateway-cert-rejected") && strings.Contains(l, "the device refused this gateway's certificate") {
+			n++
+		}
+		if hasKV(l, "reason", "handshake-failed") {
+			t.Errorf("logged as a failed handshake: %s", l)
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d refusals with reason=gateway-cert-rejected in the gateway log, want one per laptop at least:\n%s", n, tail(gw.Proc.Err(), 10))
+	}
+}

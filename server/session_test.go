@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -190,6 +191,7 @@ type gatewayHarness struct {
 	s      *Server
 	tun    *fakeTUN
 	gwPool *x509.CertPool
+	logs   *syncBuffer // the gateway's log
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
 }
@@ -231,11 +233,12 @@ func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Pr
 	if err := cfg.normalize(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, slog.New(slog.NewTextHandler(testLogOut(), nil)))
+	logs := &syncBuffer{}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLogOut()), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &gatewayHarness{t: t, ca: ca, s: s, tun: newFakeTUN(), gwPool: x509.NewCertPool()}
+	h := &gatewayHarness{t: t, ca: ca, s: s, logs: logs, tun: newFakeTUN(), gwPool: x509.NewCertPool()}
 	h.tun.loop = loop
 	h.gwPool.AddCert(ca.cert)
 	s.dev = h.tun

@@ -240,7 +240,8 @@ func (r *refusal) Unwrap() error { return r.err }
 // trusted CA: such a device is told why it is refused (a Close frame with
 // the reason) instead of only getting a TLS alert.
 func (r *refusal) authenticated() bool {
-	return r.reason != tunnel.ReasonUnknownCA && r.reason != tunnel.ReasonNoCert && r.reason != tunnel.ReasonHandshake && r.reason != tunnel.ReasonOverload
+	return r.reason != tunnel.ReasonUnknownCA && r.reason != tunnel.ReasonNoCert && r.reason != tunnel.ReasonHandshake && r.reason != tunnel.ReasonOverload &&
+		r.reason != tunnel.ReasonGatewayCert
 }
 
 // purpose says what a decision is for: a stale CRL refuses new sessions
@@ -428,6 +429,12 @@ func classify(err error) *refusal {
 		}
 		return &refusal{tunnel.ReasonHandshake, certName(ci.Cert), err}
 	}
+	if a, ok := tunnel.RemoteAlert(err); ok && certificateAlert(a) {
+		// In TLS 1.3 the device checks the gateway's certificate before it
+		// sends its own: a certificate alert from it is about ours.
+		return &refusal{tunnel.ReasonGatewayCert, "-", fmt.Errorf("the device refused this gateway's certificate (%w): "+
+			"the name it expects (its server_name) is not one of tls.cert's names, or the CA in its file did not sign tls.cert; its `sallyport status` says which", err)}
+	}
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "didn't provide a certificate"), strings.Contains(msg, "certificate required"):
@@ -440,6 +447,14 @@ func classify(err error) *refusal {
 		return &refusal{tunnel.ReasonUnknownCA, "-", err}
 	}
 	return &refusal{tunnel.ReasonHandshake, "-", err}
+}
+
+// certificateAlert reports whether a TLS alert from the peer is about a
+// certificate (RFC 8446 6.2: bad_certificate, unsupported_certificate,
+// certificate_revoked, certificate_expired, certificate_unknown,
+// unknown_ca).
+func certificateAlert(a uint8) bool {
+	return (a >= 42 && a <= 46) || a == 48
 }
 
 func certName(c *x509.Certificate) string {

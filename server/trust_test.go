@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -325,6 +326,11 @@ func TestGatewayKeyMode(t *testing.T) {
 	}
 }
 
+// fakeAlert stands for crypto/tls's unexported alert type (a uint8).
+type fakeAlert uint8
+
+func (a fakeAlert) Error() string { return "tls: alert" }
+
 func TestClassify(t *testing.T) {
 	ca := newTestCA(t, "Other CA")
 	leaf := ca.issue(t, "mallory", 5, nil, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
@@ -339,6 +345,10 @@ func TestClassify(t *testing.T) {
 		{errors.New("tls: client didn't provide a certificate"), tunnel.ReasonNoCert, "-"},
 		{fmt.Errorf("wrapped: %w", &refusal{tunnel.ReasonRevoked, "bob", errors.New("x")}), tunnel.ReasonRevoked, "bob"},
 		{errors.New("tls: client offered only unsupported versions"), tunnel.ReasonHandshake, "-"},
+		// A certificate alert from the device is about the gateway's own.
+		{&net.OpError{Op: "remote error", Err: fakeAlert(42)}, tunnel.ReasonGatewayCert, "-"},
+		{&net.OpError{Op: "remote error", Err: fakeAlert(48)}, tunnel.ReasonGatewayCert, "-"},
+		{&net.OpError{Op: "remote error", Err: fakeAlert(40)}, tunnel.ReasonHandshake, "-"}, // handshake_failure
 	}
 	for _, tt := range tests {
 		r := classify(tt.err)

@@ -112,6 +112,11 @@ const (
 	ReasonError          Reason = "error"            // the stream failed
 )
 
+// ReasonGatewayCert: the device refused the gateway's certificate (a
+// certificate alert from it), so tls.cert, or the laptop's server_name or
+// CA, is wrong, not the device's certificate.
+const ReasonGatewayCert Reason = "gateway-cert-rejected"
+
 // ReasonInfo describes one Reason.
 type ReasonInfo struct {
 	Reason Reason
@@ -145,6 +150,7 @@ var Reasons = []ReasonInfo{
 	{ReasonCapacity, true, true, false, "refused for now: the gateway is at capacity — retrying"},
 	{ReasonNoCert, false, true, false, ""},
 	{ReasonHandshake, false, true, false, ""},
+	{ReasonGatewayCert, false, true, false, ""}, // the laptop says it in its own words (client/trust.go)
 	{ReasonOverload, false, true, false, ""},
 	{ReasonReplaced, true, false, false, "disconnected: this device's certificate connected again, from here or from another computer — retrying"},
 	{ReasonKicked, true, false, false, "disconnected: an admin ended this session — retrying"},

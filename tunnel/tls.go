@@ -2,6 +2,9 @@ package tunnel
 
 import (
 	"crypto/tls"
+	"errors"
+	"net"
+	"reflect"
 	"slices"
 )
 
@@ -39,4 +42,18 @@ func TLSDefaults(c *tls.Config) {
 		// fast classical curves; no P-384/P-521.
 		c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256}
 	}
+}
+
+// RemoteAlert returns the TLS alert the peer sent, if err is one (RFC 8446
+// 6.2: 42 bad_certificate, 48 unknown_ca, ...). crypto/tls reports it as a
+// net.OpError "remote error" around its unexported alert type (a uint8).
+func RemoteAlert(err error) (uint8, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return 0, false
+	}
+	if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
+		return uint8(v.Uint()), true
+	}
+	return 0, false
 }
