@@ -117,6 +117,9 @@ func (p *PKI) Init(o InitOptions) error {
 	if o.Days <= 0 {
 		o.Days = DefaultRootDays
 	}
+	// Inside the gateway's directory (group sallyport), share what the
+	// gateway reads with its group (share.go); elsewhere, owner only.
+	gid := p.initShare()
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
@@ -125,6 +128,11 @@ func (p *PKI) Init(o InitOptions) error {
 	}
 	for _, sub := range []string{"devices", "servers"} {
 		if err := os.MkdirAll(p.Path(sub), 0o700); err != nil {
+			return fmt.Errorf("init: %w", err)
+		}
+	}
+	for _, dir := range []string{p.Dir, p.Path("servers")} {
+		if err := shareDir(dir, gid); err != nil {
 			return fmt.Errorf("init: %w", err)
 		}
 	}
@@ -375,6 +383,7 @@ type Issued struct {
 	Cert     *x509.Certificate
 	CertPath string
 	KeyPath  string   // "" when signed from a CSR
+	KeyGroup string   // the group that may read the key (mode 0640), "" when owner only
 	Warnings []string // e.g. lifetime clamped to the issuer's
 }
 
@@ -616,11 +625,26 @@ func (p *PKI) issueLocked(iss *issuer, st *store, kind string, o IssueOptions, c
 	if err := os.MkdirAll(p.Path(sub), 0o700); err != nil {
 		return nil, err
 	}
+	// A gateway's certificate and key in a PKI shared with the gateway's
+	// group are readable by that group (share.go); a device's never are.
+	gid := -1
+	if kind == KindServer {
+		gid = shareGID(p.Dir)
+		if err := shareDir(p.Path(sub), gid); err != nil {
+			return nil, err
+		}
+	}
 	out.CertPath = p.Path(sub, o.Name+".crt")
 	if key != nil {
 		out.KeyPath = p.Path(sub, o.Name+".key")
 		if err := writeKey(out.KeyPath, key); err != nil {
 			return nil, err
+		}
+		if err := shareKey(out.KeyPath, gid); err != nil {
+			return nil, err
+		}
+		if gid >= 0 {
+			out.KeyGroup = ShareGroup
 		}
 	}
 	chain := encodeCert(cert)

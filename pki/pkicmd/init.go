@@ -16,7 +16,14 @@ func init() {
 		help: `Create a new CA in --dir: root certificate and key, the trust bundle ca.crt,
 an empty index and CRL. With --intermediate the root also signs an issuing
 intermediate, and every later certificate and CRL is signed by it (the root
-key can then be moved offline). Refuses to overwrite an existing CA.`,
+key can then be moved offline). Refuses to overwrite an existing CA.
+
+Made inside a directory of the group sallyport (the package's
+/etc/sallyport), the PKI shares with that group exactly what the packaged
+gateway reads: the directory and servers/ are 0750 root:sallyport, the
+certificates and the CRL 0644, and gateway keys written later 0640
+root:sallyport. The CA keys, the index and devices/ stay owner-only (0600,
+0700). Made anywhere else, everything is owner-only.`,
 		example: `  sallyport pki init --name "Acme Device CA" --intermediate --dir /etc/sallyport/pki`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
 			name := fs.String("name", "sallyport Device CA", "root CA common name")
@@ -43,6 +50,9 @@ key can then be moved offline). Refuses to overwrite an existing CA.`,
 					fmt.Fprintf(stdout, "  issuing CA:   %s\n", p.Path("intermediate.crt"))
 				}
 				fmt.Fprintf(stdout, "  CRL:          %s\n", p.Path("crl.pem"))
+				if g := p.Shared(); g != "" {
+					fmt.Fprintf(stdout, "  shared with group %s (the gateway's): %s, ca.crt, crl.pem and servers/ are readable by it; the CA keys and devices/ are not\n", g, p.Dir)
+				}
 				return nil
 			}
 		},

@@ -4,7 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/user"
 
+	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/pki/ca"
 )
 
@@ -15,7 +17,9 @@ func init() {
 		usage:   "--name HOST [--dns NAME]... [--ip ADDR]... [--days N] [--key TYPE]",
 		help: `Issue the gateway (server) certificate: CN and a DNS SAN for --name (an IP
 SAN when --name is an address), extra --dns and --ip SANs, serverAuth EKU
-only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
+only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key:
+mode 0640 group sallyport when the PKI directory is shared with the
+gateway's group (see pki init --help), else 0600.`,
 		example: `  sallyport pki server --name vpn.acme.example --ip 203.0.113.1`,
 		flags: func(fs *flag.FlagSet) func([]string, io.Writer, io.Writer) error {
 			name := fs.String("name", "", "gateway host name (required)")
@@ -44,6 +48,10 @@ only. Writes servers/HOST.crt (leaf + intermediate) and servers/HOST.key.`,
 					return err
 				}
 				printIssued(stdout, stderr, "server", is)
+				if is.KeyGroup == "" && groupExists(pki.KeyGroup) {
+					fmt.Fprintf(stderr, "note: %s is not shared with group %s, so the packaged gateway (user %s) cannot read this key: "+
+						"make the PKI inside /etc/sallyport, or see docs/admin-guide.md (\"The gateway's key\")\n", dirOf(fs), pki.KeyGroup, pki.KeyGroup)
+				}
 				return nil
 			}
 		},
@@ -86,7 +94,18 @@ func printIssued(stdout, stderr io.Writer, what string, is *ca.Issued) {
 	fmt.Fprintf(stdout, "fingerprint: %s\n", is.Record.Fingerprint)
 	fmt.Fprintf(stdout, "valid: %s to %s\n", fmtTime(is.Record.NotBefore), fmtTime(is.Record.NotAfter))
 	fmt.Fprintf(stdout, "certificate: %s\n", is.CertPath)
-	if is.KeyPath != "" {
-		fmt.Fprintf(stdout, "key: %s\n", is.KeyPath)
+	switch {
+	case is.KeyPath == "":
+	case is.KeyGroup != "":
+		fmt.Fprintf(stdout, "key: %s (mode 0640, group %s: the gateway reads it)\n", is.KeyPath, is.KeyGroup)
+	default:
+		fmt.Fprintf(stdout, "key: %s (mode 0600)\n", is.KeyPath)
 	}
+}
+
+// groupExists reports whether the group exists on this machine (the package
+// creates sallyport: a gateway is installed here).
+func groupExists(name string) bool {
+	_, err := user.LookupGroup(name)
+	return err == nil
 }
