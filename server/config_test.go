@@ -21,6 +21,49 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 }
 
+// TestExampleConfigAfterEdits: the annotated example loads as shipped and
+// after the edits the README tells an admin to make (another pool, IPv6
+// turned on, or IPv6 only): no example entry is tied to the shipped pool.
+// A static [[device]] uncommented with an address of the new pool loads
+// too.
+func TestExampleConfigAfterEdits(t *testing.T) {
+	b, err := os.ReadFile("../configs/server.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped := string(b)
+	const v4, v6 = `ipv4_pool = "10.8.0.0/24"`, `#ipv6_pool = "fd00:8::/64"`
+	if !strings.Contains(shipped, v4) || !strings.Contains(shipped, v6) {
+		t.Fatalf("the example no longer has %s and %s; update this test with the README", v4, v6)
+	}
+	device := func(s, addr string) string {
+		s = strings.Replace(s, "#[[device]]\n#cn = ", "[[device]]\ncn = ", 1)
+		s = strings.Replace(s, `#ipv4 = "10.8.0.200"`, `ipv4 = "`+addr+`"`, 1)
+		if !strings.Contains(s, "\n[[device]]\ncn = \"build-server\"\nipv4 = \""+addr) {
+			t.Fatal("the example's commented [[device]] changed; update this test")
+		}
+		return s
+	}
+	for _, tt := range []struct{ name, text string }{
+		{"as shipped", shipped},
+		{"another IPv4 pool", strings.Replace(shipped, v4, `ipv4_pool = "172.16.40.0/22"`, 1)},
+		{"a small pool", strings.Replace(shipped, v4, `ipv4_pool = "192.168.200.0/28"`, 1)},
+		{"dual stack", strings.Replace(shipped, v6, `ipv6_pool = "fd00:8::/64"`, 1)},
+		{"IPv6 only", strings.Replace(strings.Replace(shipped, v4, "", 1), v6, `ipv6_pool = "fd12:3456::/64"`, 1)},
+		{"static device in another pool", device(strings.Replace(shipped, v4, `ipv4_pool = "172.16.40.0/22"`, 1), "172.16.40.200")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "server.toml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LoadConfig(path); err != nil {
+				t.Errorf("%v", err)
+			}
+		})
+	}
+}
+
 const minimal = `
 listen = "127.0.0.1:8443"
 [tls]
