@@ -16,6 +16,11 @@ type CheckResult struct {
 	CAs      int
 	CRL      string   // "number N, next update T" or "none"
 	Warnings []string // what a start or reload would log about it
+	// CheckedAs is the user the files were also read as ("" when only as
+	// the caller) and why that user (see CheckCommand).
+	CheckedAs string
+	// Note is worth telling the admin about how it was checked.
+	Note string
 }
 
 // Check validates the config at path and every file it names (gateway
@@ -25,8 +30,22 @@ type CheckResult struct {
 // without opening a TUN device, a socket or anything else, like `nginx -t`.
 // A reload runs the same load first and keeps the running configuration
 // when it fails.
-func Check(path string) (*CheckResult, error) {
-	cfg, t, err := load(path, nil)
+func Check(path string) (*CheckResult, error) { return CheckWith(path, CheckOptions{}) }
+
+// CheckWith is Check with the files named in o.Credentials read from where
+// systemd would load them.
+func CheckWith(path string, o CheckOptions) (*CheckResult, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	read := *cfg // the files as loaded; cfg keeps the paths as written
+	for _, p := range []*string{&read.TLS.Cert, &read.TLS.Key, &read.TLS.ClientCA, &read.TLS.CRL} {
+		if src, ok := o.Credentials[*p]; ok && *p != "" {
+			*p = src
+		}
+	}
+	t, err := loadTrust(&read, nil)
 	if err != nil {
 		return nil, err
 	}

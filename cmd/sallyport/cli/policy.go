@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -137,7 +138,8 @@ wanted, what the policies give and why), 2 bad usage. A case:
 }
 
 func serverCheckCmd() *cobra.Command {
-	var config string
+	var config, as string
+	var creds []string
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "validate server.toml and every file it names, without starting",
@@ -145,11 +147,32 @@ func serverCheckCmd() *cobra.Command {
 the key's permissions, client CA, CRL, policies, allowlists, static devices)
 exactly as a start or reload does, opening nothing, like "nginx -t". A
 reload runs the same load first and keeps the running configuration when it
-fails. Exit status: 0 valid, 1 not.`,
-		Example: "  sallyport server check -c /etc/sallyport/server.toml",
-		Args:    cmdutil.NoArgs,
+fails.
+
+Run as root on the config sallyport-server.service runs (its -c, by default
+/etc/sallyport/server.toml), it then reads the files again as the unit's
+User= (sallyport), with the unit's groups, credentials (LoadCredential=)
+and sandbox (ProtectHome=, PrivateTmp=), since that is who reads them at
+start; when that fails it names the directory or file that keeps the user
+out and the chgrp/chmod that lets it in. --as USER checks as another user;
+--as root checks as root only. Exit status: 0 valid, 1 not.`,
+		Example: `  sallyport server check -c /etc/sallyport/server.toml
+  sallyport server check -c /srv/vpn/server.toml --as sallyport`,
+		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := server.Check(config)
+			extra := map[string]string{}
+			for _, c := range creds {
+				dst, src, ok := strings.Cut(c, "=")
+				if !ok || dst == "" || src == "" {
+					return cmdutil.Usagef("--credential %q: want PATH=SOURCE", c)
+				}
+				extra[dst] = src
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			r, err := server.CheckCommand(config, as, extra, exe)
 			if err != nil {
 				return err
 			}
@@ -159,10 +182,19 @@ fails. Exit status: 0 valid, 1 not.`,
 			}
 			fmt.Fprintf(out, "%s: ok (%d policies: %s; %d client CA certificates; CRL %s)\n", config, r.Policies,
 				strings.Join(policyNames(r.Config), ", "), r.CAs, r.CRL)
+			if r.CheckedAs != "" {
+				fmt.Fprintf(out, "files read as user %s: ok\n", r.CheckedAs)
+			}
+			if r.Note != "" {
+				fmt.Fprintf(out, "note: %s\n", r.Note)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	cmd.Flags().StringVar(&as, "as", "auto", `also read the files as this user ("auto": the gateway unit's User= when root checks the unit's config; "root": as root only)`)
+	cmd.Flags().StringArrayVar(&creds, "credential", nil, "PATH=SOURCE: read PATH from SOURCE, as systemd delivers a credential (used by the check as the unit's user)")
+	_ = cmd.Flags().MarkHidden("credential")
 	return cmd
 }
 
