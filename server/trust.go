@@ -84,7 +84,6 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		caDigest: digestCerts(cas),
 		crlStale: c.TLS.CRLStale,
 		anyEKU:   c.TLS.AcceptAnyEKU,
-		allowFP:  map[string]bool{},
 		staticCN: map[string]staticAddr{},
 		staticFP: map[string]staticAddr{},
 		loadedAt: time.Now(),
@@ -95,18 +94,8 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 	if t.policies, err = policy.Compile(c.Policies); err != nil {
 		return nil, fmt.Errorf("config %s: %w", c.Path, err)
 	}
-	for _, f := range c.TLS.AllowFingerprints {
-		n, err := pki.NormalizeFingerprint(f)
-		if err != nil {
-			return nil, fmt.Errorf("config %s: key \"tls.allow_fingerprints\": %w", c.Path, err)
-		}
-		t.allowFP[n] = true
-	}
-	for _, s := range c.TLS.AllowSubjects {
-		if _, err := path.Match(s, ""); err != nil {
-			return nil, fmt.Errorf("config %s: key \"tls.allow_subjects\": bad pattern %q: %w", c.Path, s, err)
-		}
-		t.allowSubj = append(t.allowSubj, s)
+	if err := t.loadAllowlists(c); err != nil {
+		return nil, err
 	}
 	for _, d := range c.Devices {
 		var a staticAddr // validated in normalize
@@ -127,6 +116,25 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		}
 	}
 	return t, nil
+}
+
+// loadAllowlists parses tls.allow_fingerprints and tls.allow_subjects.
+func (t *trust) loadAllowlists(c *Config) error {
+	t.allowFP = map[string]bool{}
+	for _, f := range c.TLS.AllowFingerprints {
+		n, err := pki.NormalizeFingerprint(f)
+		if err != nil {
+			return fmt.Errorf("config %s: key \"tls.allow_fingerprints\": %w", c.Path, err)
+		}
+		t.allowFP[n] = true
+	}
+	for _, s := range c.TLS.AllowSubjects {
+		if _, err := path.Match(s, ""); err != nil {
+			return fmt.Errorf("config %s: key \"tls.allow_subjects\": bad pattern %q: %w", c.Path, s, err)
+		}
+		t.allowSubj = append(t.allowSubj, s)
+	}
+	return nil
 }
 
 // loadCRL loads tls.crl into t. Against the CRL in force (prev) it refuses
@@ -300,36 +308,65 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 	if err := t.checkEKU(v.chain); err != nil {
 		return v, &refusal{tunnel.ReasonBadEKU, id.Device, err}
 	}
-	// Every certificate but the trust anchor: a revoked intermediate
-	// takes every device under it along.
-	for i, c := range v.chain[:len(v.chain)-1] {
-		if revoked, why := t.crl.Revoked(c); revoked {
-			who := "certificate serial " + id.Serial
-			if i > 0 {
-				who = fmt.Sprintf("issuing CA %q (serial %s)", c.Subject.CommonName, pki.FormatSerial(c.SerialNumber))
-			}
-			return v, &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", who, why)}
+	if err := t.checkRevoked(v.chain[:len(v.chain)-1], id); err != nil {
+		return v, err
+	}
+	if why == forNewSession {
+		if err := t.checkCRLFresh(now, id); err != nil {
+			return v, err
 		}
 	}
-	if why == forNewSession && t.crlStale != CRLStaleWarn && t.crlStaleAt(now) {
-		return v, &refusal{tunnel.ReasonCRLStale, id.Device, fmt.Errorf("the CRL %s is stale (nextUpdate %s): new sessions are refused until it is renewed (tls.crl_stale = \"refuse\")",
-			t.crlPath, t.crl.NextUpdate().UTC().Format(time.RFC3339))}
-	}
-	if len(t.allowFP) > 0 || len(t.allowSubj) > 0 {
-		ok := t.allowFP[id.Fingerprint]
-		for _, g := range t.allowSubj {
-			if m, _ := path.Match(g, id.Subject); m {
-				ok = true
-			}
-		}
-		if !ok {
-			return v, &refusal{tunnel.ReasonNotAllowlisted, id.Device, fmt.Errorf("fingerprint %s / subject %q not in tls.allow_fingerprints or tls.allow_subjects", id.Fingerprint, id.Subject)}
-		}
+	if err := t.checkAllowlists(id); err != nil {
+		return v, err
 	}
 	if v.grant = t.policies.Lookup(id); v.grant == nil {
 		return v, &refusal{tunnel.ReasonNoPolicy, id.Device, fmt.Errorf("no matching policy for subject %q", id.Subject)}
 	}
 	return v, nil
+}
+
+// checkRevoked refuses when a certificate of certs (the chain without its
+// trust anchor: a revoked intermediate takes every device under it along)
+// is on the CRL.
+func (t *trust) checkRevoked(certs []*x509.Certificate, id pki.Identity) error {
+	for i, c := range certs {
+		if revoked, why := t.crl.Revoked(c); revoked {
+			who := "certificate serial " + id.Serial
+			if i > 0 {
+				who = fmt.Sprintf("issuing CA %q (serial %s)", c.Subject.CommonName, pki.FormatSerial(c.SerialNumber))
+			}
+			return &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", who, why)}
+		}
+	}
+	return nil
+}
+
+// checkCRLFresh refuses new sessions while the CRL is past its nextUpdate
+// (unless tls.crl_stale = "warn").
+func (t *trust) checkCRLFresh(now time.Time, id pki.Identity) error {
+	if t.crlStale != CRLStaleWarn && t.crlStaleAt(now) {
+		return &refusal{tunnel.ReasonCRLStale, id.Device, fmt.Errorf("the CRL %s is stale (nextUpdate %s): new sessions are refused until it is renewed (tls.crl_stale = \"refuse\")",
+			t.crlPath, t.crl.NextUpdate().UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// hasAllowlists reports whether tls.allow_fingerprints or
+// tls.allow_subjects is set.
+func (t *trust) hasAllowlists() bool { return len(t.allowFP) > 0 || len(t.allowSubj) > 0 }
+
+// checkAllowlists refuses an identity that neither allowlist names, when
+// one is set.
+func (t *trust) checkAllowlists(id pki.Identity) error {
+	if !t.hasAllowlists() || t.allowFP[id.Fingerprint] {
+		return nil
+	}
+	for _, g := range t.allowSubj {
+		if m, _ := path.Match(g, id.Subject); m {
+			return nil
+		}
+	}
+	return &refusal{tunnel.ReasonNotAllowlisted, id.Device, fmt.Errorf("fingerprint %s / subject %q not in tls.allow_fingerprints or tls.allow_subjects", id.Fingerprint, id.Subject)}
 }
 
 // verifyChain builds a chain from the leaf through the intermediates the

@@ -30,6 +30,17 @@ type ExitError struct{ Code int }
 
 func (e ExitError) Error() string { return fmt.Sprintf("exit %d", e.Code) }
 
+// CodeError is a failure printed like any other ("sallyport: MESSAGE") that
+// ends the command with Code instead of 1: for commands where 1 is an
+// answer (policy explain: 0 allow, 1 deny, 2 error, like grep).
+type CodeError struct {
+	Code int
+	Err  error
+}
+
+func (e CodeError) Error() string { return e.Err.Error() }
+func (e CodeError) Unwrap() error { return e.Err }
+
 // Execute runs root with args and returns the process exit code. Errors are
 // printed as one line to stderr: "sallyport: MESSAGE" for a failure, and
 // "COMMAND: MESSAGE" plus a --help hint for a usage error.
@@ -54,6 +65,10 @@ func Execute(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", root.Name(), OneLine(err.Error()))
+	var ce CodeError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
 	return 1
 }
 

@@ -51,6 +51,9 @@ func TestExecute(t *testing.T) {
 		{"unknown flag is a usage error", []string{"grp", "leaf", "--frob", "x"}, ok, 2, "", "unknown flag: --frob", ""},
 		{"usage error from RunE", []string{"grp", "leaf", "x"}, func(*cobra.Command, []string) error { return fmt.Errorf("wrapped: %w", Usagef("bad %s", "value")) }, 2, "", "tool grp leaf: bad value\n", ""},
 		{"failure: one line", []string{"grp", "leaf", "x"}, func(*cobra.Command, []string) error { return errors.New("first\n  second\n") }, 1, "", "tool: first second\n", "Usage"},
+		{"code error: its code, the message on one line", []string{"grp", "leaf", "x"}, func(*cobra.Command, []string) error {
+			return fmt.Errorf("explain: %w", CodeError{2, errors.New("no such\nfile")})
+		}, 2, "", "tool: explain: no such file\n", ""},
 		{"exit error: code, no message", []string{"grp", "leaf", "x"}, func(*cobra.Command, []string) error { return fmt.Errorf("check: %w", ExitError{3}) }, 3, "", "", "exit"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

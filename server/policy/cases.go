@@ -5,6 +5,7 @@ package policy
 // repository and run in their CI.
 
 import (
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
 	"slices"
@@ -73,13 +74,14 @@ func IdentityFor(device, user string, ous, orgs []string, issuer string) pki.Ide
 	return pki.Identity{Device: device, User: user, Groups: ous, Orgs: orgs, Subject: subj.String(), Issuer: issuer}
 }
 
-// IdentityOfFile is the identity of the first certificate in a PEM file.
-func IdentityOfFile(path string) (pki.Identity, error) {
+// IdentityOfFile is the identity of the first certificate in a PEM file,
+// and every certificate of the file (leaf first).
+func IdentityOfFile(path string) (pki.Identity, []*x509.Certificate, error) {
 	certs, err := pki.LoadCertificates(path)
 	if err != nil {
-		return pki.Identity{}, fmt.Errorf("load certificate %s: %w", path, err)
+		return pki.Identity{}, nil, fmt.Errorf("load certificate %s: %w", path, err)
 	}
-	return pki.IdentityOf(certs[0]), nil
+	return pki.IdentityOf(certs[0]), certs, nil
 }
 
 // Result is one case's outcome.
@@ -90,21 +92,22 @@ type Result struct {
 	Pass        bool
 }
 
-// Run evaluates every case.
-func (s *Set) Run(cases []Case) []Result {
+// Run evaluates every case against the set and the gates.
+func (s *Set) Run(cases []Case, gates ...Gate) []Result {
 	out := make([]Result, 0, len(cases))
 	for _, c := range cases {
 		r := Result{Case: c}
 		id := IdentityFor(c.Device, c.User, c.OU, c.O, c.Issuer)
+		var certs []*x509.Certificate
 		if c.Cert != "" {
-			id, r.Err = IdentityOfFile(c.Cert)
+			id, certs, r.Err = IdentityOfFile(c.Cert)
 		}
 		dst, err := ParseDestination(c.Dst)
 		if r.Err == nil {
 			r.Err = err
 		}
 		if r.Err == nil {
-			r.Explanation = s.Explain(id, dst)
+			r.Explanation = s.Explain(id, certs, dst, gates...)
 			r.Pass = r.Explanation.Verdict() == c.Want && (c.Policies == nil || slices.Equal(c.Policies, nonNil(r.Explanation.Matched)))
 		}
 		out = append(out, r)
@@ -121,10 +124,10 @@ func nonNil(s []string) []string {
 
 // Report writes one line per case ("ok" or "FAIL") and, under each
 // failure, what was wanted and what the policies give; it returns the
-// number of failures.
-func Report(results []Result) (string, int) {
+// number of failures and, among them, of cases that could not be
+// evaluated (an unreadable certificate: an error, not a verdict).
+func Report(results []Result) (text string, failed, errs int) {
 	var b strings.Builder
-	failed := 0
 	for _, r := range results {
 		c := r.Case
 		who := c.Device
@@ -138,6 +141,7 @@ func Report(results []Result) (string, int) {
 		failed++
 		fmt.Fprintf(&b, "FAIL  %s: %s -> %s\n", c.Name, who, c.Dst)
 		if r.Err != nil {
+			errs++
 			fmt.Fprintf(&b, "      error: %v\n", r.Err)
 			continue
 		}
@@ -148,7 +152,9 @@ func Report(results []Result) (string, int) {
 		if c.Policies != nil && !slices.Equal(c.Policies, nonNil(e.Matched)) {
 			fmt.Fprintf(&b, "      - want policies %s\n      + got  policies %s\n", quoteList(c.Policies), quoteList(e.Matched))
 		}
-		switch {
+		switch g := e.refusedBy(); {
+		case g != nil && e.Verdict() != c.Want:
+			fmt.Fprintf(&b, "      because %s: %s\n", g.Name, g.Line)
 		case len(e.Matched) == 0:
 			b.WriteString("      because no policy matches this identity\n")
 		case e.Rule != "":
@@ -158,5 +164,5 @@ func Report(results []Result) (string, int) {
 		}
 	}
 	fmt.Fprintf(&b, "%d cases, %d failed\n", len(results), failed)
-	return b.String(), failed
+	return b.String(), failed, errs
 }

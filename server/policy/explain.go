@@ -1,12 +1,15 @@
 package policy
 
-// Policy as code (docs/policy.md, "Policy as code"): Explain says, for one identity
-// and one destination, which policies match and why, which allow rule
-// admits the traffic, and the verdict. The verdict is the packet filter's
-// own (Grant.Allows on a packet built from the destination), so an
-// explanation cannot disagree with the data plane.
+// Policy as code (docs/policy.md): Explain says, for one identity and one
+// destination, which policies match and why, which allow rule admits the
+// traffic, whether the other steps of the trust decision it is given
+// (gates: the allowlists, the CRL) let the device in, and the verdict. The
+// filter's part of the verdict is the packet filter's own (Grant.Allows on
+// a packet built from the destination; Grant.AllowsSome for a bare
+// address), so an explanation cannot disagree with the data plane.
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -132,7 +135,36 @@ type Explanation struct {
 	// Covering lists the rules of matching policies whose prefix holds the
 	// address but whose protocol or port does not fit (why a deny is one).
 	Covering []string
-	Allowed  bool
+	// Gates are the other steps of the trust decision (allowlists, CRL),
+	// in the order given.
+	Gates []GateResult
+	// Filtered is the packet filter's verdict alone; Allowed is the
+	// verdict: Filtered and every gate passed.
+	Filtered, Allowed bool
+}
+
+// Gate is a step of the gateway's trust decision other than the policies
+// (the allowlists, the CRL) that an explanation counts in its verdict.
+// certs is the certificate file the identity came from (leaf first), nil
+// when the identity was described by flags.
+type Gate func(id pki.Identity, certs []*x509.Certificate) GateResult
+
+// GateResult is a gate's answer: its name ("allowlist", "revocation"),
+// whether the identity passes, and one line saying why.
+type GateResult struct {
+	Name string
+	OK   bool
+	Line string
+}
+
+// refusedBy is the first gate that refuses, or nil.
+func (e *Explanation) refusedBy() *GateResult {
+	for i := range e.Gates {
+		if !e.Gates[i].OK {
+			return &e.Gates[i]
+		}
+	}
+	return nil
 }
 
 // Verdict is "allow" or "deny".
@@ -143,9 +175,13 @@ func (e *Explanation) Verdict() string {
 	return "deny"
 }
 
-// Explain evaluates id and dst against the set.
-func (s *Set) Explain(id pki.Identity, dst Destination) Explanation {
+// Explain evaluates id (from certs, or nil when described by flags) and
+// dst against the set and the gates.
+func (s *Set) Explain(id pki.Identity, certs []*x509.Certificate, dst Destination, gates ...Gate) Explanation {
 	e := Explanation{Dst: dst}
+	for _, g := range gates {
+		e.Gates = append(e.Gates, g(id, certs))
+	}
 	v := newIDView(&id)
 	for i := range s.policies {
 		c := &s.policies[i]
@@ -169,27 +205,28 @@ func (s *Set) Explain(id pki.Identity, dst Destination) Explanation {
 	}
 	g := s.Lookup(id)
 	if dst.Proto == 0 {
-		// No protocol asked: any traffic to the address at all.
-		e.Allowed = g != nil && e.Rule != ""
-		return e
-	}
-	info := packet.Info{Proto: dst.Proto, Dst: dst.Addr, DstPort: dst.Port}
-	if dst.Addr.Is4() {
-		info.Version, info.Src = 4, netip.IPv4Unspecified()
+		// No protocol asked: is some traffic to the address allowed?
+		e.Filtered = g.AllowsSome(dst.Addr)
 	} else {
-		info.Version, info.Src = 6, netip.IPv6Unspecified()
-	}
-	if dst.Proto == packet.ProtoICMP || dst.Proto == packet.ProtoICMPv6 {
-		info.ICMPType = 8
-		if dst.Proto == packet.ProtoICMPv6 {
-			info.ICMPType = 128
+		info := packet.Info{Proto: dst.Proto, Dst: dst.Addr, DstPort: dst.Port}
+		if dst.Addr.Is4() {
+			info.Version, info.Src = 4, netip.IPv4Unspecified()
+		} else {
+			info.Version, info.Src = 6, netip.IPv6Unspecified()
 		}
+		if dst.Proto == packet.ProtoICMP || dst.Proto == packet.ProtoICMPv6 {
+			info.ICMPType = 8
+			if dst.Proto == packet.ProtoICMPv6 {
+				info.ICMPType = 128
+			}
+		}
+		e.Filtered = g.Allows(&info)
 	}
-	e.Allowed = g.Allows(&info)
-	if e.Allowed != (e.Rule != "") {
+	if e.Filtered != (e.Rule != "") {
 		// The filter is the truth; say so rather than name a wrong rule.
 		e.Rule, e.RulePolicy = "", ""
 	}
+	e.Allowed = e.Filtered && e.refusedBy() == nil
 	return e
 }
 
@@ -266,6 +303,9 @@ func (e *Explanation) Format() string {
 		for _, c := range e.Covering {
 			fmt.Fprintf(&b, "  covers the address but not this protocol/port: %s\n", c)
 		}
+	}
+	for _, g := range e.Gates {
+		fmt.Fprintf(&b, "%s: %s\n", g.Name, g.Line)
 	}
 	fmt.Fprintf(&b, "verdict: %s\n", e.Verdict())
 	return b.String()

@@ -1,11 +1,14 @@
 package policy
 
 import (
+	"crypto/x509"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/pki"
 )
 
 var demo = []Policy{
@@ -77,20 +80,20 @@ func TestExplain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := set.Explain(IdentityFor(tc.id, tc.user, tc.ous, nil, ""), d)
+			e := set.Explain(IdentityFor(tc.id, tc.user, tc.ous, nil, ""), nil, d)
 			if e.Allowed != tc.allowed || e.Rule != tc.rule || strings.Join(e.Matched, ",") != tc.matched {
 				t.Errorf("allowed %v rule %q matched %v, want %v %q %s\n%s", e.Allowed, e.Rule, e.Matched, tc.allowed, tc.rule, tc.matched, e.Format())
 			}
 		})
 	}
 	// The explanation names the failing key.
-	e := set.Explain(eng, Destination{Addr: eng0})
+	e := set.Explain(eng, nil, Destination{Addr: eng0})
 	if txt := e.Format(); !strings.Contains(txt, `no  ou ["ops"] against ["eng"]`) || !strings.Contains(txt, `yes ou ["eng"] against ["eng"]`) {
 		t.Errorf("explanation does not say which key failed:\n%s", txt)
 	}
 	// No policy at all: only with a match-nothing set.
 	none, _ := Compile(demo[:1])
-	e = none.Explain(IdentityFor("carol", "", []string{"sales"}, nil, ""), Destination{Addr: eng0})
+	e = none.Explain(IdentityFor("carol", "", []string{"sales"}, nil, ""), nil, Destination{Addr: eng0})
 	if e.Allowed || !strings.Contains(e.Format(), "no policy matches this identity") {
 		t.Errorf("no-policy device:\n%s", e.Format())
 	}
@@ -127,7 +130,7 @@ want = "allow"
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, failed := Report(set.Run(cases))
+	text, failed, _ := Report(set.Run(cases))
 	if failed != 1 || !strings.Contains(text, "ok    ssh") || !strings.Contains(text, "FAIL  telnet") ||
 		!strings.Contains(text, "- want allow\n      + got  deny") {
 		t.Errorf("failed %d:\n%s", failed, text)
@@ -147,3 +150,79 @@ want = "allow"
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestBareAddressFromFilter: the verdict for a bare address is the packet
+// filter's (Grant.AllowsSome), for every protocol class and on both lookup
+// structures (linear scan and per-length maps), not a second evaluator.
+func TestBareAddressFromFilter(t *testing.T) {
+	ps := []Policy{{Name: "p", Match: Match{CN: []string{"*"}}, Allow: []string{
+		"10.1.0.0/16 tcp/22", "10.2.0.5 udp/53", "10.3.0.0/24 icmp", "10.4.0.0/16", "fd00:1::/64 tcp/443", "fd00:2::7 icmp",
+	}}}
+	for _, lm := range []int{16, 0} {
+		old := linearMax
+		linearMax = lm
+		set, err := Compile(ps)
+		linearMax = old
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := set.Lookup(IdentityFor("x", "", nil, nil, ""))
+		for _, tc := range []struct {
+			addr string
+			want bool
+		}{
+			{"10.1.200.1", true},       // a TCP port
+			{"10.2.0.5", true},         // a UDP port
+			{"10.2.0.6", false},        // next to it
+			{"10.3.0.255", true},       // ICMP only
+			{"10.4.9.9", true},         // any protocol
+			{"10.5.0.1", false},        // nothing
+			{"fd00:1::99", true},       // v6 TCP
+			{"fd00:2::7", true},        // v6 ICMP
+			{"fd00:2::8", false},       // v6 nothing
+			{"::ffff:10.4.0.1", false}, // not unmapped here: the filter's own answer for a v6 address
+		} {
+			a := mustAddr(tc.addr)
+			if got := g.AllowsSome(a); got != tc.want {
+				t.Errorf("linearMax %d: AllowsSome(%s) = %v, want %v", lm, a, got, tc.want)
+			}
+			if e := set.Explain(IdentityFor("x", "", nil, nil, ""), nil, Destination{Addr: a}); e.Allowed != g.AllowsSome(a) || e.Filtered != e.Allowed {
+				t.Errorf("linearMax %d: explain %s says %v, the filter %v", lm, a, e.Allowed, g.AllowsSome(a))
+			}
+		}
+	}
+}
+
+// TestExplainGates: a gate that refuses (allowlist, CRL) makes the verdict
+// deny even where the filter allows, on its own line; gates see the
+// certificates.
+func TestExplainGates(t *testing.T) {
+	set, _ := Compile(demo)
+	seen := 0
+	refuse := func(id pki.Identity, certs []*x509.Certificate) GateResult {
+		seen += len(certs)
+		return GateResult{Name: "allowlist", OK: id.Device != "mallory", Line: "refused for " + id.Device}
+	}
+	pass := func(pki.Identity, []*x509.Certificate) GateResult {
+		return GateResult{Name: "revocation", OK: true, Line: "not revoked"}
+	}
+	dst, _ := ParseDestination("10.0.0.53:53/udp")
+	e := set.Explain(IdentityFor("mallory", "", nil, nil, ""), []*x509.Certificate{{}}, dst, refuse, pass)
+	if e.Allowed || !e.Filtered || seen != 1 {
+		t.Fatalf("allowed %v filtered %v certs seen %d", e.Allowed, e.Filtered, seen)
+	}
+	if f := e.Format(); !strings.Contains(f, "allowlist: refused for mallory\nrevocation: not revoked\nverdict: deny") {
+		t.Fatalf("format:\n%s", f)
+	}
+	if e := set.Explain(IdentityFor("alice", "", nil, nil, ""), nil, dst, refuse, pass); !e.Allowed {
+		t.Fatalf("alice refused:\n%s", e.Format())
+	}
+	text, failed, errs := Report(set.Run([]Case{{Name: "m", Device: "mallory", Dst: "10.0.0.53:53/udp", Want: "allow"}}, refuse))
+	if failed != 1 || errs != 0 || !strings.Contains(text, "because allowlist: refused for mallory") {
+		t.Fatalf("report (%d failed, %d errors):\n%s", failed, errs, text)
+	}
+	_, failed, errs = Report(set.Run([]Case{{Name: "c", Cert: filepath.Join(t.TempDir(), "none.crt"), Dst: "10.0.0.53:53/udp", Want: "allow"}}))
+	if failed != 1 || errs != 1 {
+		t.Fatalf("unreadable certificate: %d failed, %d errors; want an error", failed, errs)
+	}
+}

@@ -155,31 +155,43 @@ func mergeRanges(rs []portRange) []portRange {
 	return slices.Clip(out)
 }
 
-// portsMatch: with allPorts set (non-first fragment) only a range covering
-// every port matches.
-func portsMatch(rs []portRange, port uint16, allPorts bool) bool {
+// portMode says which port ranges of a group match.
+type portMode uint8
+
+const (
+	onePort  portMode = iota // a range holding the port
+	allPorts                 // a range of every port (a non-first fragment has no port)
+	anyPort                  // any range at all (some traffic to the address)
+)
+
+func portsMatch(rs []portRange, port uint16, mode portMode) bool {
 	for _, r := range rs {
-		if allPorts {
+		switch mode {
+		case onePort:
+			if r.lo <= port && port <= r.hi {
+				return true
+			}
+		case allPorts:
 			if r.lo == 0 && r.hi == 65535 {
 				return true
 			}
-		} else if r.lo <= port && port <= r.hi {
+		case anyPort:
 			return true
 		}
 	}
 	return false
 }
 
-func (t *table) allows(k u128, port uint16, allPorts bool) bool {
+func (t *table) allows(k u128, port uint16, mode portMode) bool {
 	for i := range t.linear {
 		g := &t.linear[i]
-		if k.mask(g.bits) == g.key && portsMatch(g.ports, port, allPorts) {
+		if k.mask(g.bits) == g.key && portsMatch(g.ports, port, mode) {
 			return true
 		}
 	}
 	for i := range t.levels {
 		l := &t.levels[i]
-		if rs, ok := l.m[k.mask(l.bits)]; ok && portsMatch(rs, port, allPorts) {
+		if rs, ok := l.m[k.mask(l.bits)]; ok && portsMatch(rs, port, mode) {
 			return true
 		}
 	}
@@ -195,12 +207,35 @@ func (f *filter) allows(p *packet.Info) bool {
 		fam = 0
 	}
 	k := keyOf(p.Dst)
-	if f[fam][classAny].allows(k, 0, false) {
+	if f[fam][classAny].allows(k, 0, onePort) {
 		return true
 	}
 	class := classOf(fam, p.Proto)
 	if class < 0 {
 		return false
 	}
-	return f[fam][class].allows(k, p.DstPort, p.FragOffset != 0)
+	mode := onePort
+	if p.FragOffset != 0 {
+		mode = allPorts
+	}
+	return f[fam][class].allows(k, p.DstPort, mode)
+}
+
+// allowsSome reports whether some packet to a passes: a rule of any
+// protocol and any port whose prefix holds it.
+func (f *filter) allowsSome(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	fam := 1
+	if a.Is4() {
+		fam = 0
+	}
+	k := keyOf(a)
+	for class := range f[fam] {
+		if f[fam][class].allows(k, 0, anyPort) {
+			return true
+		}
+	}
+	return false
 }

@@ -87,6 +87,13 @@ func (g *Grant) Allows(p *packet.Info) bool {
 	return g != nil && g.filter.allows(p)
 }
 
+// AllowsSome reports whether the filter lets some packet to a through (any
+// protocol, any port): the verdict `policy explain` gives for a bare
+// address. A nil Grant allows nothing.
+func (g *Grant) AllowsSome(a netip.Addr) bool {
+	return g != nil && g.filter.allowsSome(a)
+}
+
 // Equal reports whether g and o grant the same access, routes and DNS
 // (policy names included).
 func (g *Grant) Equal(o *Grant) bool {

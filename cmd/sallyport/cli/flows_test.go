@@ -97,14 +97,19 @@ allow = ["192.168.77.53 udp/53"]
 		{2, []string{"--cert", alice, "--device", "x", "192.168.77.5"}, "--cert FILE or --device NAME"},
 		{2, []string{"--cert", alice, "--ou", "eng", "192.168.77.5"}, "not with --cert"},
 		{2, []string{"--device", "x", "nowhere:22/tcp"}, "policy explain"},
-		{1, []string{"--cert", filepath.Join(dir, "none.crt"), "192.168.77.5"}, "none.crt"},
+		{2, []string{"--cert", filepath.Join(dir, "none.crt"), "192.168.77.5"}, "none.crt"}, // an error, not a deny
+		{0, []string{"--cert", alice, "192.168.77.5"}, "allowed by rule"},                   // bare address: some traffic
+		{1, []string{"--cert", carol, "192.168.77.5"}, "verdict: deny"},
+		{0, []string{"--cert", alice, "192.168.77.53"}, "revocation: not revoked (CRL "},
+		{0, []string{"--device", "bob", "--ou", "eng", "192.168.77.53"}, "revocation: not checked: no certificate"},
+		{0, []string{"--device", "bob", "--ou", "eng", "192.168.77.53"}, "allowlist: none"},
 	} {
 		out, errs := sp(t, tt.code, append([]string{"policy", "explain", "-c", conf}, tt.args...)...)
 		if !strings.Contains(out+errs, tt.want) {
 			t.Errorf("policy explain %q: no %q in\n%s%s", tt.args, tt.want, out, errs)
 		}
 	}
-	if _, errs := sp(t, 1, "policy", "explain", "-c", filepath.Join(dir, "none.toml"), "--device", "x", "10.0.0.1"); !strings.Contains(errs, "none.toml") {
+	if _, errs := sp(t, 2, "policy", "explain", "-c", filepath.Join(dir, "none.toml"), "--device", "x", "10.0.0.1"); !strings.Contains(errs, "none.toml") {
 		t.Errorf("explain with a missing config: %s", errs)
 	}
 
@@ -131,8 +136,13 @@ want = "deny"
 	if out, _ = sp(t, 1, "policy", "test", "-c", conf, wrong); !strings.Contains(out, "carol reaches ssh") {
 		t.Errorf("failing policy test:\n%s", out)
 	}
-	sp(t, 1, "policy", "test", "-c", conf, filepath.Join(dir, "no-cases.toml"))
+	sp(t, 2, "policy", "test", "-c", conf, filepath.Join(dir, "no-cases.toml"))
 	sp(t, 2, "policy", "test", "-c", conf)
+	missing := filepath.Join(dir, "missing-cert.toml")
+	writeFile(t, missing, "[[case]]\ncert = \"nowhere.crt\"\ndst = \"192.168.77.5:22/tcp\"\nwant = \"deny\"\n")
+	if out, _ = sp(t, 2, "policy", "test", "-c", conf, missing); !strings.Contains(out, "nowhere.crt") { // "must deny" cannot pass on a wrong path
+		t.Errorf("policy test with a missing certificate:\n%s", out)
+	}
 
 	// Revoke alice: the CRL the gateway loads lists her; the config still checks.
 	sp(t, 0, "pki", "revoke", "--dir", d, "--device", "alice", "--reason", "keyCompromise")
@@ -142,6 +152,16 @@ want = "deny"
 	}
 	sp(t, 0, "pki", "crl", "--dir", d)
 	sp(t, 0, "server", "check", "-c", conf)
+	// The CRL the config names is part of the verdict: alice is denied now.
+	if out, _ = sp(t, 1, "policy", "explain", "-c", conf, "--cert", alice, "192.168.77.5:22/tcp"); !strings.Contains(out, "allowed by rule") ||
+		!strings.Contains(out, "revocation: refused, the gateway answers revoked") {
+		t.Errorf("explain of a revoked device:\n%s", out)
+	}
+	if out, _ = sp(t, 1, "policy", "test", "-c", conf, cases); !strings.Contains(out, "because revocation: refused") {
+		t.Errorf("policy test of a revoked device:\n%s", out)
+	}
+	// --crl names another CRL; one that does not load is an error.
+	sp(t, 2, "policy", "explain", "-c", conf, "--crl", filepath.Join(dir, "none.pem"), "--cert", alice, "192.168.77.5:22/tcp")
 	if _, errs := sp(t, 1, "pki", "bundle", "--dir", d, "--device", "alice", "--server", "vpn.example.com"); !strings.Contains(errs, "no valid certificate") {
 		t.Errorf("bundle of a revoked device: %s", errs)
 	}
@@ -212,5 +232,36 @@ func TestUserPathsBounded(t *testing.T) {
 				t.Errorf("sallyport %s: exit %d, stderr %q; want an error naming %s and %q", strings.Join(args, " "), r.code, r.errs, bad.path, bad.words)
 			}
 		}
+	}
+}
+
+// TestPolicyExplainAllowlist: the allowlists are part of the verdict, on a
+// line of their own, with the gateway's reason.
+func TestPolicyExplainAllowlist(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "pki")
+	sp(t, 0, "pki", "init", "--dir", d, "--name", "Acme CA", "--key", "ed25519")
+	sp(t, 0, "pki", "issue", "--dir", d, "--device", "alice", "--group", "eng", "--key", "ed25519")
+	sp(t, 0, "pki", "issue", "--dir", d, "--device", "mallory", "--group", "eng", "--key", "ed25519")
+	conf := filepath.Join(dir, "server.toml")
+	writeFile(t, conf, `[tls]
+cert = "gw.crt"
+key = "gw.key"
+client_ca = "pki/ca.crt"
+allow_subjects = ["CN=alice,*"]
+[tunnel]
+ipv4_pool = "10.8.0.0/24"
+[[policy]]
+name = "engineering"
+match = { ou = ["eng"] }
+allow = ["192.168.77.0/24"]
+`)
+	out, _ := sp(t, 0, "policy", "explain", "-c", conf, "--cert", filepath.Join(d, "devices", "alice.crt"), "192.168.77.5:22/tcp")
+	if !strings.Contains(out, "allowlist: passes") {
+		t.Errorf("alice:\n%s", out)
+	}
+	out, _ = sp(t, 1, "policy", "explain", "-c", conf, "--cert", filepath.Join(d, "devices", "mallory.crt"), "192.168.77.5:22/tcp")
+	if !strings.Contains(out, "allowed by rule") || !strings.Contains(out, "allowlist: refused, the gateway answers not-allowlisted") || !strings.Contains(out, "verdict: deny") {
+		t.Errorf("mallory:\n%s", out)
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/x509"
 	"fmt"
 	"os"
 	"strings"
@@ -28,21 +29,30 @@ destination, and a table of expectations to keep in CI.`,
 	return cmd
 }
 
-// loadPolicies compiles the policies of the server config at path.
-func loadPolicies(path string) (*policy.Set, error) {
+// loadPolicies compiles the policies of the server config at path and
+// the gates of the trust decision besides them (allowlists; the CRL of
+// crlFile, or else of the config's tls.crl). Errors exit 2: 1 is "deny".
+func loadPolicies(path, crlFile string) (*policy.Set, []policy.Gate, error) {
 	cfg, err := server.LoadConfig(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, errExit2(err)
 	}
 	set, err := policy.Compile(cfg.Policies)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, nil, errExit2(fmt.Errorf("config %s: %w", path, err))
 	}
-	return set, nil
+	gates, err := server.AdmissionGates(cfg, crlFile)
+	if err != nil {
+		return nil, nil, errExit2(err)
+	}
+	return set, gates, nil
 }
 
+// errExit2 is err ending a policy command with status 2 (1 is a verdict).
+func errExit2(err error) error { return cmdutil.CodeError{Code: 2, Err: err} }
+
 func policyExplainCmd() *cobra.Command {
-	var config, cert, device, user, issuer string
+	var config, crl, cert, device, user, issuer string
 	var ous, orgs []string
 	cmd := &cobra.Command{
 		Use:   "explain (--cert FILE | --device NAME [--ou G ...]) DST[:PORT/PROTO]",
@@ -50,9 +60,13 @@ func policyExplainCmd() *cobra.Command {
 		Long: `Prints, for a device certificate (--cert) or an identity described by flags
 (--device CN, --ou, --o, --user), every policy and whether its match selects
 the identity (key by key), the allow rule that admits the destination or that
-none does, and the verdict. DST is ADDR, ADDR:PORT/tcp, ADDR:PORT/udp or
-ADDR/icmp; a bare ADDR asks whether any traffic to it is allowed.
-Exit status: 0 allow, 1 deny, 2 bad usage.`,
+none does, whether the allowlists (tls.allow_fingerprints, tls.allow_subjects)
+and the CRL (--crl, or the config's tls.crl; with --cert) let the device in,
+and the verdict. DST is ADDR, ADDR:PORT/tcp, ADDR:PORT/udp or ADDR/icmp; a
+bare ADDR asks whether some traffic to it is allowed. The verdict is the
+gateway's own packet filter and trust steps.
+Exit status: 0 allow, 1 deny, 2 error (bad usage, unreadable config,
+certificate or CRL), like grep.`,
 		Example: `  sallyport policy explain -c /etc/sallyport/server.toml --device alice --ou eng 10.0.0.5:22/tcp
   sallyport policy explain -c server.toml --cert alice.crt 10.0.0.5/icmp`,
 		Args: cmdutil.ExactArgs(1, "destination (ADDR[:PORT/PROTO])"),
@@ -67,17 +81,18 @@ Exit status: 0 allow, 1 deny, 2 bad usage.`,
 			if err != nil {
 				return cmdutil.Usagef("%v", err)
 			}
-			set, err := loadPolicies(config)
+			set, gates, err := loadPolicies(config, crl)
 			if err != nil {
 				return err
 			}
 			id := policy.IdentityFor(device, user, ous, orgs, issuer)
+			var certs []*x509.Certificate
 			if cert != "" {
-				if id, err = policy.IdentityOfFile(cert); err != nil {
-					return err
+				if id, certs, err = policy.IdentityOfFile(cert); err != nil {
+					return errExit2(err)
 				}
 			}
-			e := set.Explain(id, dst)
+			e := set.Explain(id, certs, dst, gates...)
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "identity: cn=%q ou=%v o=%v user=%q issuer=%q\n", id.Device, id.Groups, id.Orgs, id.User, id.Issuer)
 			fmt.Fprint(out, e.Format())
@@ -88,6 +103,7 @@ Exit status: 0 allow, 1 deny, 2 bad usage.`,
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	cmd.Flags().StringVar(&crl, "crl", "", "CRL to check the certificate against (default: the config's tls.crl)")
 	cmd.Flags().StringVar(&cert, "cert", "", "device certificate (PEM)")
 	cmd.Flags().StringVar(&device, "device", "", "device name (certificate CN)")
 	cmd.Flags().StringArrayVar(&ous, "ou", nil, "group (certificate OU); repeat for several")
@@ -98,14 +114,16 @@ Exit status: 0 allow, 1 deny, 2 bad usage.`,
 }
 
 func policyTestCmd() *cobra.Command {
-	var config string
+	var config, crl string
 	cmd := &cobra.Command{
 		Use:   "test CASES.toml",
 		Short: "check a table of expected verdicts against the policies",
 		Long: `Runs every [[case]] of CASES.toml (an identity, a destination and the verdict
-wanted) against the policies of server.toml and prints one line per case.
+wanted) against the policies of server.toml, its allowlists and its CRL
+(--crl, or tls.crl; for cases with a cert) and prints one line per case.
 Exit status: 0 when every case passes, 1 when one does not (with what was
-wanted, what the policies give and why), 2 bad usage. A case:
+wanted, what the gateway gives and why), 2 on an error (bad usage, an
+unreadable config, cases file, certificate or CRL). A case:
 
   [[case]]
   name = "alice reaches ssh"     # optional
@@ -117,23 +135,27 @@ wanted, what the policies give and why), 2 bad usage. A case:
 		Example: "  sallyport policy test -c /etc/sallyport/server.toml policy-cases.toml",
 		Args:    cmdutil.ExactArgs(1, "cases file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, err := loadPolicies(config)
+			set, gates, err := loadPolicies(config, crl)
 			if err != nil {
 				return err
 			}
 			cases, err := policy.LoadCases(args[0])
 			if err != nil {
-				return err
+				return errExit2(err)
 			}
-			text, failed := policy.Report(set.Run(cases))
+			text, failed, errs := policy.Report(set.Run(cases, gates...))
 			fmt.Fprint(cmd.OutOrStdout(), text)
-			if failed > 0 {
+			switch {
+			case errs > 0:
+				return cmdutil.ExitError{Code: 2}
+			case failed > 0:
 				return cmdutil.ExitError{Code: 1}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	cmd.Flags().StringVar(&crl, "crl", "", "CRL to check the cases' certificates against (default: the config's tls.crl)")
 	return cmd
 }
 
