@@ -341,7 +341,7 @@ func (c *Config) hardwareMaterial(ref hwkey.Ref, cas []*x509.Certificate, certPE
 	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(key.Public()) {
 		key.Close()
-		return nil, fmt.Errorf("the device certificate (%s) is not for the key in %s: was it issued for this device's CSR?", chain[0].Subject, key.Where())
+		return nil, fmt.Errorf("the device certificate (%s) is not for the key in %s: was it issued for this device's CSR?", pki.NameString(chain[0].Subject), key.Where())
 	}
 	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
 	for _, c := range chain {

@@ -84,7 +84,7 @@ func gatewayCertCause(err error, now time.Time) string {
 		if ua.Cert != nil {
 			name := ua.Cert.Issuer.CommonName
 			if name == "" {
-				name = ua.Cert.Issuer.String()
+				name = pki.NameString(ua.Cert.Issuer)
 			}
 			issuer = fmt.Sprintf(" (issued by %q)", clean(name, 64))
 		}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -94,14 +95,50 @@ func TestIdentityOf(t *testing.T) {
 		len(id.Fingerprint) != 64 || id.DNSNames[0] != "a.example" || id.Emails[0] != "alice@example.com" {
 		t.Fatalf("identity = %+v", id)
 	}
-	if !strings.Contains(id.Subject, "CN=alice-laptop") {
-		t.Errorf("subject %q", id.Subject)
+	if id.Subject != "CN=alice-laptop,OU=eng+OU=ops,O=Acme,UID=alice" {
+		t.Errorf("subject %q, want the user as UID=alice", id.Subject)
 	}
 	if z := IdentityOf(nil); z.Device != "" || z.Serial != "" || z.Fingerprint != "" || z.Groups != nil {
 		t.Error("nil cert should give zero identity")
 	}
 	if UserOf(ca.cert) != "" {
 		t.Error("CA has no user")
+	}
+}
+
+// NameString names UID, DC and emailAddress where pkix.Name.String prints
+// an OID and hex, escapes their values as it does the others, and leaves
+// everything else as pkix.Name.String has it.
+func TestNameString(t *testing.T) {
+	dc := asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}
+	email := asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+	other := asn1.ObjectIdentifier{1, 2, 3, 4}
+	ca := newTestCA(t, "Test CA")
+	for _, tt := range []struct {
+		extra  []pkix.AttributeTypeAndValue
+		parsed string   // NameString of the subject parsed from a certificate
+		attrs  []string // in the name as built (ExtraNames) too
+	}{
+		{nil, "CN=alice-laptop,OU=eng", nil},
+		{[]pkix.AttributeTypeAndValue{{Type: OIDUserID, Value: "alice"}}, "CN=alice-laptop,OU=eng,UID=alice", []string{"UID=alice"}},
+		{[]pkix.AttributeTypeAndValue{{Type: OIDUserID, Value: "O'Brien, Pat"}}, `CN=alice-laptop,OU=eng,UID=O'Brien\, Pat`, []string{`UID=O'Brien\, Pat`}},
+		{[]pkix.AttributeTypeAndValue{{Type: OIDUserID, Value: "#x "}}, `CN=alice-laptop,OU=eng,UID=\#x\ `, []string{`UID=\#x\ `}},
+		{[]pkix.AttributeTypeAndValue{{Type: dc, Value: "corp"}, {Type: email, Value: "it@corp.example"}},
+			"CN=alice-laptop,OU=eng,emailAddress=it@corp.example,DC=corp", []string{"DC=corp", "emailAddress=it@corp.example"}},
+		// An attribute it does not know stays as pkix.Name.String has it.
+		{[]pkix.AttributeTypeAndValue{{Type: other, Value: "x"}}, "CN=alice-laptop,OU=eng,1.2.3.4=#130178", []string{"1.2.3.4=#130178"}},
+	} {
+		built := pkix.Name{CommonName: "alice-laptop", OrganizationalUnit: []string{"eng"}, ExtraNames: tt.extra}
+		c := ca.leaf(t, big.NewInt(7), built)
+		if got := NameString(c.Subject); got != tt.parsed {
+			t.Errorf("parsed: NameString = %q, want %q", got, tt.parsed)
+		}
+		got := NameString(built)
+		for _, a := range tt.attrs {
+			if !strings.Contains(got, a) {
+				t.Errorf("built: NameString = %q, want %q in it", got, a)
+			}
+		}
 	}
 }
 

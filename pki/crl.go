@@ -113,7 +113,7 @@ func ParseCRL(data []byte, issuers []*x509.Certificate) (*RevocationList, error)
 			return nil, fmt.Errorf("CRL %d: %w", i+1, err)
 		}
 		if err := checkCRLIssuer(c, issuers); err != nil {
-			return nil, fmt.Errorf("CRL %d (issuer %s): %w", i+1, c.Issuer, err)
+			return nil, fmt.Errorf("CRL %d (issuer %s): %w", i+1, NameString(c.Issuer), err)
 		}
 		rl.crls = append(rl.crls, c)
 		for _, e := range c.RevokedCertificateEntries {

@@ -3,9 +3,11 @@ package pki
 import (
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -14,14 +16,69 @@ import (
 // user a device certificate belongs to.
 var OIDUserID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
 
+// shortNames are the attribute names NameString uses where Go's
+// pkix.Name.String prints the OID and the value's DER in hex
+// ("0.9.2342.19200300.100.1.1=#1305616c696365"): UID and DC (RFC 4514)
+// and emailAddress (as OpenSSL prints it).
+var shortNames = []struct {
+	oid  asn1.ObjectIdentifier
+	name string
+}{
+	{OIDUserID, "UID"},
+	{asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}, "DC"},
+	{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}, "emailAddress"},
+}
+
+// NameString is n in RFC 4514 form like pkix.Name.String, but with UID,
+// DC and emailAddress by name ("UID=alice,CN=alice-laptop,OU=eng"): the
+// form every subject and issuer is shown, logged and matched in
+// (tls.allow_subjects, policy issuer globs).
+func NameString(n pkix.Name) string {
+	s := n.String()
+	// A parsed name has them in Names, one being built in ExtraNames.
+	for _, atv := range append(slices.Clip(n.Names), n.ExtraNames...) {
+		for _, sn := range shortNames {
+			v, ok := atv.Value.(string)
+			if !ok || !atv.Type.Equal(sn.oid) {
+				continue
+			}
+			if der, err := asn1.Marshal(atv.Value); err == nil {
+				s = strings.Replace(s, atv.Type.String()+"=#"+hex.EncodeToString(der), sn.name+"="+escapeDN(v), 1)
+			}
+		}
+	}
+	return s
+}
+
+// escapeDN escapes an attribute value as pkix.Name.String does (RFC 4514).
+func escapeDN(v string) string {
+	var b strings.Builder
+	for k, c := range v {
+		escape := false
+		switch c {
+		case ',', '+', '"', '\\', '<', '>', ';':
+			escape = true
+		case ' ':
+			escape = k == 0 || k == len(v)-1
+		case '#':
+			escape = k == 0
+		}
+		if escape {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
 // Identity is what a verified certificate says about its holder.
 type Identity struct {
 	Device      string    // subject CN
 	User        string    // subject UID attribute, "" if absent
 	Groups      []string  // subject OUs
 	Orgs        []string  // subject O
-	Subject     string    // cert.Subject.String()
-	Issuer      string    // cert.Issuer.String()
+	Subject     string    // NameString(cert.Subject): "UID=alice,CN=alice-laptop,OU=eng"
+	Issuer      string    // NameString(cert.Issuer)
 	Serial      string    // FormatSerial(cert.SerialNumber)
 	Fingerprint string    // Fingerprint(cert)
 	DNSNames    []string  // DNS SANs
@@ -54,8 +111,8 @@ func IdentityOf(cert *x509.Certificate) Identity {
 		User:        UserOf(cert),
 		Groups:      clone(cert.Subject.OrganizationalUnit),
 		Orgs:        clone(cert.Subject.Organization),
-		Subject:     cert.Subject.String(),
-		Issuer:      cert.Issuer.String(),
+		Subject:     NameString(cert.Subject),
+		Issuer:      NameString(cert.Issuer),
 		Serial:      FormatSerial(cert.SerialNumber),
 		Fingerprint: Fingerprint(cert),
 		DNSNames:    clone(cert.DNSNames),

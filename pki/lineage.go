@@ -46,7 +46,8 @@ type Lineage struct {
 // SerialString is FormatSerial(l.Serial).
 func (l Lineage) SerialString() string { return FormatSerial(l.Serial) }
 
-// IssuerString is the issuer in RFC 4514 form, like Certificate.Issuer.String().
+// IssuerString is the issuer in RFC 4514 form, as NameString gives a
+// certificate's Issuer.
 func (l Lineage) IssuerString() string {
 	var rdn pkix.RDNSequence
 	if rest, err := asn1.Unmarshal(l.RawIssuer, &rdn); err != nil || len(rest) > 0 {
@@ -54,7 +55,7 @@ func (l Lineage) IssuerString() string {
 	}
 	var n pkix.Name
 	n.FillFromRDNSequence(&rdn)
-	return n.String()
+	return NameString(n)
 }
 
 type lineageASN1 struct {

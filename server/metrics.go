@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -118,7 +119,7 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 		if c.Number != nil {
 			n, _ = c.Number.Float64()
 		}
-		snap.CRLs = append(snap.CRLs, metrics.CRL{Issuer: c.Issuer.String(), Number: n, NextUpdate: c.NextUpdate})
+		snap.CRLs = append(snap.CRLs, metrics.CRL{Issuer: pki.NameString(c.Issuer), Number: n, NextUpdate: c.NextUpdate})
 	}
 	snap.PoolSize, snap.LeasesUsed = s.pool.usage()
 	return snap

@@ -174,7 +174,7 @@ func crlNotOlder(next, cur *pki.RevocationList) error {
 			}
 			if n.Number.Cmp(o.Number) < 0 {
 				return fmt.Errorf("CRL number %s of issuer %q is lower than the %s in force: refusing to go back to an older CRL (keeping the current one)",
-					n.Number, n.Issuer, o.Number)
+					n.Number, pki.NameString(n.Issuer), o.Number)
 			}
 		}
 	}

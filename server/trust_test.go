@@ -178,7 +178,12 @@ func TestTrustDecide(t *testing.T) {
 	allowlisted := base
 	allowlisted.allowFP = map[string]bool{pki.Fingerprint(alice): true}
 	bySubject := base
-	bySubject.allowSubj = []string{"CN=carol,*", "CN=bob,OU=eng"}
+	bySubject.allowSubj = []string{"CN=carol,*", "CN=bob,OU=eng", "*,UID=dave"}
+	// The user is matched as UID=dave, as `pki show` prints the subject,
+	// not as 0.9.2342.19200300.100.1.1=#1304...
+	dave, _ := ca.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "dave-laptop", OrganizationalUnit: []string{"eng"},
+		ExtraNames: []pkix.AttributeTypeAndValue{{Type: pki.OIDUserID, Value: "dave"}}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
 	swapped := trustFor(set, other.cert) // client_ca replaced by another CA
 
 	now := time.Now()
@@ -220,6 +225,7 @@ func TestTrustDecide(t *testing.T) {
 		{"fingerprint allowlist miss", allowlisted, []*x509.Certificate{bob}, now, forNewSession, tunnel.ReasonNotAllowlisted},
 		{"subject allowlist hit", bySubject, []*x509.Certificate{bob}, now, forNewSession, ""},
 		{"subject allowlist then policy", bySubject, []*x509.Certificate{sales}, now, forNewSession, tunnel.ReasonNoPolicy},
+		{"subject allowlist by UID", bySubject, []*x509.Certificate{dave}, now, forNewSession, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -59,7 +59,7 @@ func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult
 	var res []RevokeResult
 	var serials []string
 	for _, r := range targets {
-		if r.Issuer != iss.cert.Subject.String() {
+		if r.Issuer != pki.NameString(iss.cert.Subject) {
 			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
 		}
 		if r.Revoked() {
@@ -155,7 +155,7 @@ func (p *PKI) writeCRL(st *store, iss *issuer, days int) (*x509.RevocationList, 
 		ThisUpdate: now.Add(-backdate),
 		NextUpdate: now.AddDate(0, 0, days),
 	}
-	issName := iss.cert.Subject.String()
+	issName := pki.NameString(iss.cert.Subject)
 	for _, r := range revoked {
 		if !r.Revoked() || r.Issuer != issName {
 			continue

@@ -71,7 +71,11 @@ func LoadCases(path string) ([]Case, error) {
 // attributes, for explaining or testing a policy without one.
 func IdentityFor(device, user string, ous, orgs []string, issuer string) pki.Identity {
 	subj := pkix.Name{CommonName: device, OrganizationalUnit: ous, Organization: orgs}
-	return pki.Identity{Device: device, User: user, Groups: ous, Orgs: orgs, Subject: subj.String(), Issuer: issuer}
+	if user != "" {
+		// Where a parsed certificate has it (Names), so Subject reads the same.
+		subj.Names = []pkix.AttributeTypeAndValue{{Type: pki.OIDUserID, Value: user}}
+	}
+	return pki.Identity{Device: device, User: user, Groups: ous, Orgs: orgs, Subject: pki.NameString(subj), Issuer: issuer}
 }
 
 // IdentityOfFile is the identity of the first certificate in a PEM file,
