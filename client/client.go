@@ -18,12 +18,14 @@ package client
 //     outside the tunnel: the TUN and its routes stay in place until the
 //     client exits.
 //
-//   gateway -> laptop: routineReadStream (one per session)
-//     Reader.ReadPackets decodes frames in place and copies each packet into
-//     the batch, gathering until the stream has nothing buffered; AQM drops
-//     a bulk packet when the laptop falls behind the stream; then
-//     tunnel.WritePackets: plain runs with one Device.Write (GRO), validated
-//     super-packets whole.
+//   gateway -> laptop: readStream (one per session)
+//     tunnel.Inbound, the receive side the gateway uses too:
+//     Reader.ReadPackets decodes frames in place, gathering until the stream
+//     has nothing buffered; AQM drops a bulk packet when the laptop falls
+//     behind the stream; super-packets whose virtio-net header does not
+//     describe them for the pushed MTU are dropped; the survivors keep their
+//     order and go out with tunnel.WritePackets: plain runs with one
+//     Device.Write (GRO), super-packets whole.
 
 import (
 	"context"
@@ -501,10 +503,17 @@ func closeFrame(payload []byte) error {
 	return &closeError{reason: m.Reason}
 }
 
-// readStream relays gateway -> TUN until the stream fails.
+// readStream relays gateway -> TUN until the stream fails: each batch goes
+// through tunnel.Inbound (congestion, header validation for the pushed MTU,
+// order-keeping compaction, one TUN write). The laptop passes no verdict:
+// what reaches it is what the gateway's rules let through.
 func (c *Client) readStream(cn *conn) error {
 	b := recvBatch(c.dev.BatchSize())
 	defer recvBatches.Put(b)
+	c.mu.Lock()
+	mtu := c.pushed.MTU
+	c.mu.Unlock()
+	in := tunnel.Inbound{Dev: c.dev, MTU: mtu, Drops: &c.drops, AQM: tunnel.NewAQM()}
 	onControl := func(typ byte, payload []byte) error {
 		switch typ {
 		case tunnel.FrameKeepalive:
@@ -512,42 +521,23 @@ func (c *Client) readStream(cn *conn) error {
 		case tunnel.FrameClose:
 			return closeFrame(payload)
 		case tunnel.FramePush:
-			return c.onPush(payload)
+			if err := c.onPush(payload); err != nil {
+				return err
+			}
+			c.mu.Lock()
+			in.MTU = c.pushed.MTU
+			c.mu.Unlock()
+			return nil
 		}
 		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
 	}
-	aqm := tunnel.NewAQM()
-	var gso []bool
-	if cn.gso {
-		gso = b.GSO
-	} else {
-		clear(b.GSO)
-	}
 	for {
-		n, err := cn.r.ReadPackets(b.Bufs, b.Sizes, gso, tunnel.Headroom, onControl)
-		now := time.Now()
-		cn.lastRecv.Store(now.UnixNano())
-		if n > 0 && aqm.Drop(now, cn.backlog.Bytes()+cn.r.Buffered()) {
-			if v := tunnel.BulkVictim(b.Bufs, b.Sizes, n, tunnel.Headroom); v >= 0 {
-				n--
-				b.Bufs[v], b.Bufs[n] = b.Bufs[n], b.Bufs[v]
-				b.Sizes[v], b.GSO[v] = b.Sizes[n], b.GSO[n]
-				c.drops.Add(tunnel.DropCongestion, 1)
-			}
-		}
-		if n > 0 {
-			var bytes uint64
-			for i := 0; i < n; i++ {
-				bytes += uint64(b.Sizes[i])
-			}
-			c.bytesIn.Add(bytes)
-			c.packetsIn.Add(uint64(n))
-			if cn.gso {
-				n = c.validGSO(b, n)
-			}
-			if werr := tunnel.WritePackets(c.dev, b, n, tunnel.Headroom); werr != nil {
-				c.log.Debug("write TUN failed", "err", werr, "packets", n)
-			}
+		res, err := in.ReadStream(cn.r, b, cn.gso, cn.backlog, onControl)
+		cn.lastRecv.Store(time.Now().UnixNano())
+		c.bytesIn.Add(res.Bytes)
+		c.packetsIn.Add(uint64(res.Packets))
+		if res.WriteErr != nil {
+			c.log.Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -556,26 +546,6 @@ func (c *Client) readStream(cn *conn) error {
 			return err
 		}
 	}
-}
-
-// validGSO drops GSO packets whose virtio-net header does not describe
-// them (a header from the network reaches the kernel only when valid) and
-// returns the number of packets kept, compacted to the front of b.
-func (c *Client) validGSO(b *tunnel.Batch, n int) int {
-	keep := 0
-	for i := 0; i < n; i++ {
-		if b.GSO[i] {
-			h := tunnel.DecodeVnetHdr(b.Bufs[i][tunnel.Headroom-tunnel.VnetHdrLen:])
-			if err := tunnel.ValidateVnet(h, b.Bufs[i][tunnel.Headroom:tunnel.Headroom+b.Sizes[i]], tunnel.MaxPacket); err != nil {
-				c.log.Debug("dropped a GSO packet from the gateway", "err", err)
-				continue
-			}
-		}
-		b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-		b.Sizes[keep], b.GSO[keep] = b.Sizes[i], b.GSO[i]
-		keep++
-	}
-	return keep
 }
 
 // Status is the answer to `sallyport status`.

@@ -7,10 +7,10 @@ import (
 )
 
 // The queue itself is tested in tunnel (Lanes); this checks the laptop's
-// bounds: a ping overtakes queued bulk, bulk stops at bulkQueueBytes while
+// bounds: a ping overtakes queued bulk, bulk stops at tunnel.QueueBytes while
 // small packets still get in, and a round carries at most sendRound bytes.
 func TestSendQueueBounds(t *testing.T) {
-	q := newSendQueue()
+	q := tunnel.NewQueue()
 	pk := func(size int) *tunnel.VnetPacket { return &tunnel.VnetPacket{Size: size} }
 	b1, ping := pk(60000), pk(84)
 	q.Push(b1, b1.Size)
@@ -22,7 +22,7 @@ func TestSendQueueBounds(t *testing.T) {
 	for q.Push(pk(60000), 60000) {
 		n++
 	}
-	if n != bulkQueueBytes/60000 {
+	if n != tunnel.QueueBytes/60000 {
 		t.Fatalf("bulk lane took %d packets of 60000 bytes", n)
 	}
 	if !q.Push(pk(100), 100) {
@@ -36,7 +36,7 @@ func TestSendQueueBounds(t *testing.T) {
 	if round[0].Size != 100 || bulk > sendRound {
 		t.Fatalf("round: first %d bytes, %d bulk bytes", round[0].Size, bulk)
 	}
-	drainQueue(q)
+	tunnel.DrainQueue(q)
 	if q.Len() != 0 {
 		t.Fatal("drain left packets")
 	}

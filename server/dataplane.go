@@ -7,21 +7,19 @@ package server
 //   device -> LAN: routineReadStream (one per session)
 //     Waits for the stream in a small read, then takes a batch and a 256 KiB
 //     stream buffer from shared pools (given back after the round, so an
-//     idle session holds neither). Reader.ReadBatch decodes frames in place
-//     and copies each packet into the batch with Headroom in front,
-//     gathering until the stream has nothing buffered. Each packet is then
-//     checked: IPv6 neighbour discovery and MLD are dropped uncounted
-//     (nd.go), the source must be one of the session's addresses (else
-//     dropped:spoofed),
-//     destination must be allowed by the device's grant (the flow is then
-//     recorded in the session's conntrack) or be a reply to a flow the
-//     destination device opened (else dropped:policy). Passing packets are
-//     compacted to the front of the batch and written by
-//     tunnel.WritePackets: each run of plain packets with ONE Device.Write
-//     (wireguard/tun coalesces TCP segments, GRO), each super-packet whole.
-//     When the gateway falls behind the stream, tunnel.AQM drops one bulk
-//     packet now and then (dropped:congestion) so the unread backlog, and
-//     the latency of everything behind it, stays short.
+//     idle session holds neither) and hands the round to the session's
+//     tunnel.Inbound (tunnel/inbound.go), the receive side both relays
+//     share: Reader.ReadPackets decodes frames in place; when the gateway
+//     falls behind the stream tunnel.AQM drops one bulk packet now and then
+//     (dropped:congestion); a virtio-net header must describe its packet
+//     for the tunnel MTU (else dropped:malformed); then the session's
+//     verdict (fromDevice, verdict.go: IPv6 neighbour discovery and MLD
+//     dropped uncounted, anti-spoofing -> dropped:spoofed, the grant or a
+//     flow the destination device opened -> else dropped:policy, the flow
+//     recorded in the session's conntrack). Survivors keep their order and
+//     are written by tunnel.WritePackets: each run of plain packets with
+//     ONE Device.Write (wireguard/tun coalesces TCP segments, GRO), each
+//     super-packet whole.
 //
 //   LAN -> device: routineReadTUN and routineWriteStream (todevice.go).
 //
@@ -38,7 +36,6 @@ import (
 
 	"github.com/sallyport/sallyport/server/conntrack"
 	"github.com/sallyport/sallyport/tunnel"
-	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
 // dataPools are the gateway's shared pools of the big per-round buffers:
@@ -64,28 +61,22 @@ func (s *Server) dataPools() *dataPools {
 	return &s.pools
 }
 
-// routineReadStream decodes the device's frames, filters the packets and
-// writes them to the TUN in batches. It waits for the stream in a small
-// read and takes a batch from the shared pool only once bytes arrived,
-// giving it back after each round, so an idle session holds none.
+// routineReadStream reads the device's stream and hands each batch to the
+// session's tunnel.Inbound (congestion, header validation, fromDevice,
+// order-keeping compaction, one TUN write). It waits for the stream in a
+// small read and takes a batch from the shared pool only once bytes
+// arrived, giving it back after each round, so an idle session holds none.
 func (ss *session) routineReadStream() {
 	pool := &ss.srv.dataPools().stream
-	var info packet.Info
+	in := ss.inbound(ss.aqm)
 	for {
 		ss.r.Wait()
+		in.MTU = ss.srv.cfg.Load().Tunnel.MTU
 		b := pool.Get()
-		var gso []bool
-		if ss.gso {
-			gso = b.GSO
-		} else {
-			clear(b.GSO) // the batch may come from a session that had CapGSO
-		}
-		n, err := ss.r.ReadPackets(b.Bufs, b.Sizes, gso, tunnel.Headroom, ss.onControl)
-		if n > 0 {
-			ss.lastRecv.Store(time.Now().UnixNano())
-			ss.forwardBatch(b, n, &info)
-		}
+		res, err := in.ReadStream(ss.r, b, ss.gso, ss.backlog, ss.onControl)
 		pool.Put(b)
+		ss.lastRecv.Store(time.Now().UnixNano()) // data or control frames
+		ss.received(res)
 		if err != nil {
 			var pc *peerClosed
 			switch {
@@ -98,69 +89,23 @@ func (ss *session) routineReadStream() {
 			}
 			return
 		}
-		if n == 0 {
-			ss.lastRecv.Store(time.Now().UnixNano()) // control frames only
-		}
 	}
 }
 
-// forwardBatch filters the first n packets of b (device -> network) and
-// writes the survivors to the TUN with one call.
-func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
-	g := ss.grant.Load()
-	now := time.Now()
-	victim := -1
-	if ss.backlog != nil && ss.aqm.Drop(now, ss.backlog.Bytes()+ss.r.Buffered()) { // the TLS stream's backlog; datagrams queue nowhere
-		victim = tunnel.BulkVictim(b.Bufs, b.Sizes, n, tunnel.Headroom)
-	}
-	var bytes uint64
-	keep := 0
-	for i := 0; i < n; i++ {
-		pkt := b.Bufs[i][tunnel.Headroom : tunnel.Headroom+b.Sizes[i]]
-		bytes += uint64(len(pkt))
-		if i == victim {
-			ss.drops.Add(tunnel.DropCongestion, 1)
-			continue
-		}
-		if err := packet.Parse(pkt, info); err != nil {
-			ss.drops.Add(tunnel.DropMalformed, 1)
-			continue
-		}
-		if b.GSO[i] {
-			h := tunnel.DecodeVnetHdr(b.Bufs[i][tunnel.Headroom-tunnel.VnetHdrLen:])
-			if tunnel.ValidateVnet(h, pkt, ss.srv.cfg.Load().Tunnel.MTU) != nil {
-				ss.drops.Add(tunnel.DropMalformed, 1)
-				continue
-			}
-		}
-		if isLinkLocalControl(info) { // the laptop kernel's ND/MLD: not for the LAN (nd.go)
-			continue
-		}
-		if info.Src != ss.addr && info.Src != ss.addr6 { // info.Src is valid; a zero addr6 matches nothing
-			ss.drops.Add(tunnel.DropSpoofed, 1)
-			continue
-		}
-		flow := conntrack.FlowOf(info)
-		if g.Allows(info) {
-			if !ss.flows.Add(flow, now) { // Add refreshes a known flow
-				ss.drops.Add(tunnel.DropPolicy, 1) // flow table full
-				continue
-			}
-		} else if !ss.srv.openedBy(info.Dst, flow.Reverse(), now) {
-			ss.drops.Add(tunnel.DropPolicy, 1)
-			continue
-		}
-		b.Bufs[keep], b.Bufs[i] = b.Bufs[i], b.Bufs[keep]
-		b.Sizes[keep], b.GSO[keep] = b.Sizes[i], b.GSO[i]
-		keep++
-	}
-	ss.bytesIn.Add(bytes)
-	ss.packetsIn.Add(uint64(n))
-	if keep == 0 {
-		return
-	}
-	if err := tunnel.WritePackets(ss.srv.dev, b, keep, tunnel.Headroom); err != nil && !ss.srv.draining.Load() {
-		ss.log.Debug("write TUN failed", "err", err, "packets", keep)
+// inbound is the session's receive half: every transport that carries the
+// device's packets (the TLS stream here, datagrams in masque.go) hands its
+// batches to one of these, with the same verdict (fromDevice). aqm is nil
+// for a transport with no backlog to measure.
+func (ss *session) inbound(aqm *tunnel.AQM) *tunnel.Inbound {
+	return &tunnel.Inbound{Dev: ss.srv.dev, MTU: ss.srv.cfg.Load().Tunnel.MTU, Verdict: ss.fromDevice, Drops: &ss.drops, AQM: aqm}
+}
+
+// received counts what one batch from the device did.
+func (ss *session) received(res tunnel.InboundResult) {
+	ss.bytesIn.Add(res.Bytes)
+	ss.packetsIn.Add(uint64(res.Packets))
+	if res.WriteErr != nil && !ss.srv.draining.Load() {
+		ss.log.Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
 	}
 }
 
@@ -168,32 +113,4 @@ func (ss *session) forwardBatch(b *tunnel.Batch, n int, info *packet.Info) {
 func (s *Server) openedBy(addr netip.Addr, flow conntrack.Flow, now time.Time) bool {
 	other := s.byAddr.lookup(addr)
 	return other != nil && other.flows.Has(flow, now)
-}
-
-// admit decides whether a packet from the network may go to the device:
-// a reply to a flow the device opened (of ICMP only the echo reply to its
-// request), an ICMP error quoting such a flow (path MTU; see icmperr.go),
-// or a flow another device opened to it under its own policy. It counts
-// what it refuses.
-func (ss *session) admit(pkt []byte, info *packet.Info, now time.Time) bool {
-	if packet.Parse(pkt, info) != nil {
-		ss.drops.Add(tunnel.DropMalformed, 1)
-		return false
-	}
-	flow := conntrack.FlowOf(info)
-	var ok bool
-	if isICMPError(info) { // for the flow it quotes, never as a reply of its own
-		addr := ss.addr
-		if info.Version == 6 && ss.addr6.IsValid() {
-			addr = ss.addr6
-		}
-		ok = admitICMPError(pkt, info, addr, ss.flows, now)
-	} else {
-		ok = ss.flows.Has(flow.Reverse(), now)
-	}
-	if ok || ss.srv.openedBy(info.Src, flow, now) {
-		return true
-	}
-	ss.drops.Add(tunnel.DropNoFlow, 1)
-	return false
 }

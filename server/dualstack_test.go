@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/binary"
 	"net/netip"
@@ -156,30 +155,15 @@ func TestForwardFilter6(t *testing.T) {
 		{"MLD done", icmp6(icmpv6MLDDone, "fe80::1", "ff02::2"), "quiet"},
 		{"MLDv2 report", icmp6(icmpv6MLDv2Report, "fe80::1", "ff02::16"), "quiet"},
 	}
+	names := map[string]tunnel.DropReason{"forward": tunnel.Accept, "spoofed": tunnel.DropSpoofed, "policy": tunnel.DropPolicy, "quiet": tunnel.DropQuiet}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tun := newFakeTUN()
-			srv := &Server{dev: tun}
-			srv.cfg.Store(&Config{Tunnel: TunnelConfig{MTU: 1500}})
-			ss := &session{srv: srv, addr: netip.MustParseAddr(me4), addr6: netip.MustParseAddr(me6),
-				flows: conntrack.New(64), aqm: tunnel.NewAQM(), r: tunnel.NewReader(bytes.NewReader(nil), 0)}
-			ss.grant.Store(grant)
-			b := tunnel.NewBatch(1, tunnel.Headroom+len(tt.pkt))
-			b.Sizes[0] = copy(b.Bufs[0][tunnel.Headroom:], tt.pkt)
+			r := rules{addr: netip.MustParseAddr(me4), addr6: netip.MustParseAddr(me6), grant: grant, flows: conntrack.New(64), others: noOwners{}}
 			var info packet.Info
-			ss.forwardBatch(b, 1, &info)
-			got := "quiet"
-			switch {
-			case len(tun.packets()) == 1:
-				got = "forward"
-			case ss.drops.Load(tunnel.DropSpoofed) == 1:
-				got = "spoofed"
-			case ss.drops.Load(tunnel.DropPolicy) == 1:
-				got = "policy"
-			case ss.drops.Load(tunnel.DropMalformed)+ss.drops.Load(tunnel.DropNoFlow)+ss.drops.Load(tunnel.DropCongestion) > 0:
-				got = "other drop"
+			if err := packet.Parse(tt.pkt, &info); err != nil {
+				t.Fatal(err)
 			}
-			if got != tt.want {
+			if got := verdictIn(&info, &r, time.Now()); got != names[tt.want] {
 				t.Fatalf("%s, want %s", got, tt.want)
 			}
 		})

@@ -1,7 +1,7 @@
 package server
 
 // ICMP errors on the LAN -> device path (routineWriteStream calls
-// session.admit, which calls admitICMPError). An error is how path-MTU
+// verdictOut, which calls admitICMPError). An error is how path-MTU
 // discovery and unreachable ports reach a device, so it is let in for the
 // flow it quotes, never as a reply of its own: the quoted packet must be
 // one the device sent (quoted source = the device's address) on a flow in

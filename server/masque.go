@@ -12,8 +12,10 @@ package server
 //             guard, session slot, address, 200 + capsules (ADDRESS_ASSIGN,
 //             ROUTE_ADVERTISEMENT, the sallyport config), register.
 //   device -> LAN  routineReadDatagrams: masque.Link.ReadPackets takes the
-//             datagrams that arrived as one batch; forwardBatch (dataplane.go)
-//             filters and writes them exactly as it does the TLS stream's.
+//             datagrams that arrived as one batch; the session's
+//             tunnel.Inbound (dataplane.go inbound) decides and writes them
+//             exactly as it does the TLS stream's, with the same verdict
+//             (verdict.go), without AQM (datagrams queue nowhere).
 //   LAN -> device  routineWriteStream (todevice.go), unchanged: tunnel.Round
 //             writes to the Link (one datagram per packet; super-packets
 //             segmented as for a peer without gso). A packet larger than
@@ -173,7 +175,7 @@ func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session,
 	ss := &session{
 		srv: s, key: deviceKey(v.id), id: v.id, peer: qc.conn.ConnectionState().TLS.PeerCertificates,
 		remote: qc.remote, since: time.Now(), flows: conntrack.New(conntrackMax),
-		queue: newDeviceQueue(), aqm: tunnel.NewAQM(), done: make(chan struct{}),
+		queue: tunnel.NewQueue(), aqm: tunnel.NewAQM(), done: make(chan struct{}),
 	}
 	ss.log = s.log.With(append(identityAttrs(v.id), "remote", qc.remote)...)
 	ss.grant.Store(v.grant)
@@ -278,7 +280,7 @@ func (ss *session) startDatagrams(wg *sync.WaitGroup) {
 // datagram path, one batch of what arrived at a time.
 func (ss *session) routineReadDatagrams() {
 	pool := &ss.srv.dataPools().stream
-	var info packet.Info
+	in := ss.inbound(nil)
 	for {
 		b := pool.Get()
 		clear(b.GSO)
@@ -287,8 +289,10 @@ func (ss *session) routineReadDatagrams() {
 			ss.drops.Add(tunnel.DropMalformed, uint64(bad))
 		}
 		if n > 0 {
-			ss.lastRecv.Store(time.Now().UnixNano())
-			ss.forwardBatch(b, n, &info)
+			now := time.Now()
+			ss.lastRecv.Store(now.UnixNano())
+			in.MTU = ss.srv.cfg.Load().Tunnel.MTU
+			ss.received(in.Deliver(b, n, now, 0))
 		}
 		pool.Put(b)
 		if err != nil {

@@ -152,7 +152,7 @@ func TestQUICSessionRelay(t *testing.T) {
 	ss := h.s.sessions()[0]
 	b := tunnel.NewBatch(1, tunnel.Headroom+64)
 	b.Sizes[0] = copy(b.Bufs[0][tunnel.Headroom:], udp4("10.8.0.99", "192.168.88.5", 4000, 53))
-	ss.forwardBatch(b, 1, &info)
+	ss.received(ss.inbound(nil).Deliver(b, 1, time.Now(), 0))
 	if got := ss.drops.Load(tunnel.DropSpoofed); got != 1 {
 		t.Fatalf("spoofed drops = %d, want 1", got)
 	}

@@ -1,6 +1,6 @@
 package server
 
-// IPv6 link-local chatter on the device -> LAN path (forwardBatch). A
+// IPv6 link-local chatter on the device -> LAN path (verdictIn). A
 // laptop's kernel sends router and neighbour solicitations and MLD reports
 // on every interface with IPv6, the tunnel included. They are meant for the
 // link, and a TUN link has no neighbours: the gateway drops them before the

@@ -21,15 +21,15 @@ import (
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
-// Sizes of the per-session stream buffers and of the queue of packets from
-// the TUN reader. The queue is short on purpose (about 0.7 ms of 10 Gbit/s):
-// a slow device loses packets (counted as queue_full), which its TCP flows
-// answer by slowing down, instead of building latency for everyone.
+// Sizes of the per-session stream buffers. The queue of packets from the
+// TUN reader (tunnel.Queue) is short on purpose (about 0.7 ms of 10
+// Gbit/s): a slow device loses packets (counted as queue_full), which its
+// TCP flows answer by slowing down, instead of building latency for
+// everyone.
 const (
-	streamBufSize       = 256 << 10
-	sessionQueuePackets = 512
-	conntrackMax        = 16384
-	maxHelloWait        = 10 * time.Second
+	streamBufSize = 256 << 10
+	conntrackMax  = 16384
+	maxHelloWait  = 10 * time.Second
 )
 
 // session is one device's connection. It runs routineReadStream (device
@@ -63,7 +63,7 @@ type session struct {
 	// hangup ends the connection: told says the device was sent a Close
 	// (TLS: close_notify after it; else the socket is dropped).
 	hangup  func(told bool)
-	queue   *deviceQueue    // packets from routineReadTUN (todevice.go)
+	queue   *tunnel.Queue   // packets from routineReadTUN (todevice.go)
 	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
 	aqm     *tunnel.AQM     // used by routineReadStream only
 
@@ -116,7 +116,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		srv: s, key: deviceKey(v.id), id: v.id, peer: conn.ConnectionState().PeerCertificates,
 		conn: conn, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
 		r:       tunnel.NewReader(conn, streamBufSize),
-		queue:   newDeviceQueue(),
+		queue:   tunnel.NewQueue(),
 		backlog: tunnel.NewBacklog(raw),
 		aqm:     tunnel.NewAQM(),
 		done:    make(chan struct{}),
@@ -361,9 +361,7 @@ func (ss *session) run(ctx context.Context) {
 	wg.Go(ss.routineWriteStream)
 	ss.routineTimers(ctx)
 	wg.Wait()
-	for _, p := range ss.queue.Take(nil, sessionQueuePackets, 0) {
-		tunPackets.Put(p)
-	}
+	tunnel.DrainQueue(ss.queue)
 }
 
 // closeWrite ends the session after a failed write to the device: a write

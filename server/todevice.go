@@ -3,22 +3,19 @@ package server
 // The gateway's LAN -> device path: one loop for every TUN driver.
 //
 //   routineReadTUN (one for the gateway)
-//     Reads the shared TUN through a tunnel.PacketSource, one packet per
-//     read whatever the driver: with offloads (wireguard on Linux, the
-//     default) a TCP super-packet of up to 64 KiB whole behind its
-//     virtio-net header; without (water, or wireguard with offloads off) a
-//     plain packet behind an all-zero header. The destination address
+//     Runs tunnel.ReadTUN, the TUN-reader loop the laptop runs too: one
+//     packet per read whatever the driver (with offloads, wireguard on Linux
+//     the default, a TCP super-packet of up to 64 KiB whole behind its
+//     virtio-net header; without, water or wireguard with offloads off, a
+//     plain packet behind an all-zero header). The destination address
 //     picks the session through addrTable (atomic loads, no lock per
-//     packet) and the packet is queued in that session's lanes
-//     (tunnel.Lanes: small packets first, bounded in packets and in bytes
-//     of bulk; a full queue drops, dropped:queue_full) without copying a
-//     large one: a super-packet keeps the 64 KiB buffer it was read into
-//     and the reader takes a fresh one; a packet up to smallPacket bytes is
-//     copied into a small buffer so the queue never pins 64 KiB per ACK.
+//     packet) and the packet is queued in that session's tunnel.Queue
+//     (small packets first, bounded in packets and in bytes of bulk; a full
+//     queue drops, dropped:queue_full) without copying a large one.
 //
 //   routineWriteStream (one per session)
 //     Takes up to tunnel.MaxRound packets off the lanes, lets through only what
-//     admit allows (dataplane.go: replies to flows the device opened, ICMP
+//     admit allows (verdict.go verdictOut: replies to flows the device opened, ICMP
 //     errors about those flows, flows another device opened to it; else
 //     dropped:no_flow) and writes them with one flush: super-packets whole
 //     (FrameDataGSO) to a device that negotiated CapGSO, cut into MTU-sized
@@ -38,64 +35,23 @@ import (
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
 
-// deviceQueue is a session's queue of packets from the TUN: small packets
-// (pings, ACKs, DNS) in a lane of their own that is sent first, so a
-// download does not delay them by the whole queue; bounded by
-// sessionQueuePackets packets and deviceQueueBytes bytes of bulk.
-type deviceQueue = tunnel.Lanes[*tunnel.VnetPacket]
-
-const sparseMax = 1024 // packets up to this size take the sparse lane
-
-func newDeviceQueue() *deviceQueue {
-	return tunnel.NewLanes[*tunnel.VnetPacket](sessionQueuePackets, deviceQueueBytes, sparseMax)
-}
-
-// Packet buffer classes of the queue.
-const (
-	smallPacket      = 2048 // packets up to this size (MTU-sized ones included) are copied into a small buffer
-	deviceQueueBytes = 1 << 20
-)
-
-var tunPackets = tunnel.NewVnetPool(smallPacket)
-
 // routineReadTUN reads the shared TUN one packet at a time and queues each
-// for its session.
+// for the session holding its destination.
 func (s *Server) routineReadTUN(ctx interface{ Err() error }, src tunnel.PacketSource) {
 	defer s.wg.Done()
-	cur := tunPackets.Get()
-	defer func() { tunPackets.Put(cur) }()
-	retry := tunnel.ReadRetry{Log: s.log}
-	for {
-		n, err := src.ReadPacket(cur.Buf, tunnel.Headroom)
-		if err != nil {
-			if retry.Failed(err, ctx.Err() != nil || s.draining.Load()) {
-				continue
-			}
-			return
-		}
-		retry.OK()
-		pkt := cur.Buf[tunnel.Headroom : tunnel.Headroom+n]
+	route := func(pkt []byte) (*tunnel.Queue, *tunnel.DropCounts) {
 		dst, ok := packet.Dst(pkt)
 		if !ok {
-			continue
+			return nil, nil
 		}
 		ss := s.byAddr.lookup(dst)
 		if ss == nil {
 			s.noRoute.Add(1)
-			continue
+			return nil, nil
 		}
-		p := tunPackets.Detach(cur, n)
-		if !ss.queue.Push(p, n) {
-			ss.drops.Add(tunnel.DropQueueFull, 1)
-			if p != cur {
-				tunPackets.Put(p)
-			}
-			continue
-		}
-		if p == cur {
-			cur = tunPackets.Get()
-		}
+		return ss.queue, &ss.drops
 	}
+	tunnel.ReadTUN(src, s.log, func() bool { return ctx.Err() != nil || s.draining.Load() }, route, tunnel.DropQueueFull)
 }
 
 var rounds = sync.Pool{New: func() any { return tunnel.NewRound() }}
@@ -123,7 +79,7 @@ func (ss *session) routineWriteStream() {
 	}
 }
 
-// writeRound takes what is queued, lets through what admit allows and
+// writeRound takes what is queued, lets through what admit (verdict.go) allows and
 // writes it with one flush (tunnel.Round: whole to a device with gso,
 // segmented for one without).
 func (ss *session) writeRound(rd *tunnel.Round, info *packet.Info) error {
@@ -131,7 +87,7 @@ func (ss *session) writeRound(rd *tunnel.Round, info *packet.Info) error {
 	now := time.Now()
 	res, err := rd.Write(ss.w, items, ss.gso, &ss.srv.dataPools().seg, func(pkt []byte) bool { return ss.admit(pkt, info, now) })
 	for i, p := range items {
-		tunPackets.Put(p)
+		tunnel.TUNPackets.Put(p)
 		items[i] = nil
 	}
 	if res.Malformed > 0 {

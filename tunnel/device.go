@@ -14,7 +14,8 @@
  *
  *   1. Reader.ReadPackets copies every data frame already buffered into a
  *      Batch at offset Headroom.
- *   2. The caller filters in place and compacts the batch.
+ *   2. Inbound (inbound.go) decides each packet and compacts the batch,
+ *      keeping order.
  *   3. WritePackets: one Device.Write per run of plain packets; the
  *      wireguard driver coalesces TCP/UDP segments (GRO) into super-packets
  *      and writes the virtio-net header into the headroom in front of them,

@@ -1,0 +1,274 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+// recDev records what is written to it, plain packets and super-packets
+// alike, in order.
+type recDev struct {
+	scriptDev
+	got    [][]byte
+	writes int
+	err    error
+}
+
+func (d *recDev) Write(bufs [][]byte, offset int) (int, error) {
+	d.writes++
+	for _, b := range bufs {
+		d.got = append(d.got, append([]byte(nil), b[offset:]...))
+	}
+	return len(bufs), d.err
+}
+func (d *recDev) VnetCapable() bool                            { return true }
+func (d *recDev) ReadVnet(buf []byte, offset int) (int, error) { return 0, io.EOF }
+func (d *recDev) WriteVnet(buf []byte, offset int) error { // header and packet
+	d.writes++
+	d.got = append(d.got, append([]byte(nil), buf[offset-VnetHdrLen:]...))
+	return d.err
+}
+
+// tagged is a TCP packet of size bytes whose size tells it apart.
+func tagged(size int) []byte { return superPacket(false, 6, size-40) }
+
+// batchOf puts pkts into a batch at Headroom; gso[i] packets get hdrs[i].
+func batchOf(pkts [][]byte, hdrs map[int]VnetHdr) *Batch {
+	b := NewBatch(len(pkts), Headroom+MaxPayload)
+	for i, p := range pkts {
+		b.Sizes[i] = copy(b.Bufs[i][Headroom:], p)
+		if h, ok := hdrs[i]; ok {
+			h.Encode(b.Bufs[i][Headroom-VnetHdrLen:])
+			b.GSO[i] = true
+		}
+	}
+	return b
+}
+
+func sizes(pkts [][]byte) []int {
+	out := make([]int, len(pkts))
+	for i, p := range pkts {
+		out[i] = len(p)
+	}
+	return out
+}
+
+// congested returns an AQM that drops at the next decision.
+func congested(now time.Time) *AQM {
+	a := NewAQM()
+	a.Drop(now.Add(-time.Second), 1<<30)
+	return a
+}
+
+// TestInboundKeepsOrderUnderCongestion: when AQM drops the bulk victim the
+// rest reach the TUN in the order they came, on the laptop as on the
+// gateway. (The laptop used to swap the last packet into the victim's
+// slot, reordering the batch its TCP stack received.)
+func TestInboundKeepsOrderUnderCongestion(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	pkts := [][]byte{tagged(100), tagged(1500), tagged(120), tagged(1400), tagged(140), tagged(160)}
+	dev := &recDev{}
+	var drops DropCounts
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, AQM: congested(now)}
+	res := in.Deliver(batchOf(pkts, nil), len(pkts), now, 1<<30)
+	want := []int{100, 120, 1400, 140, 160} // 1500, the largest bulk packet, is the victim
+	if got := sizes(dev.got); !equalInts(got, want) {
+		t.Fatalf("TUN got sizes %v, want %v (order kept)", got, want)
+	}
+	if drops.Load(DropCongestion) != 1 || res.Packets != 6 || res.Written != 5 || dev.writes != 1 {
+		t.Fatalf("congestion %d, result %+v, %d writes", drops.Load(DropCongestion), res, dev.writes)
+	}
+	var total uint64
+	for _, p := range pkts {
+		total += uint64(len(p))
+	}
+	if res.Bytes != total {
+		t.Fatalf("bytes %d, want %d (dropped ones included)", res.Bytes, total)
+	}
+}
+
+// TestInboundNoCongestion: below the AQM target nothing is dropped; a nil
+// AQM never drops.
+func TestInboundNoCongestion(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	pkts := [][]byte{tagged(1500), tagged(1400)}
+	for _, aqm := range []*AQM{nil, NewAQM()} {
+		dev := &recDev{}
+		var drops DropCounts
+		in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, AQM: aqm}
+		in.Deliver(batchOf(pkts, nil), 2, now, 0)
+		in.Deliver(batchOf(pkts, nil), 2, now.Add(time.Second), 0)
+		if len(dev.got) != 4 || drops.Load(DropCongestion) != 0 {
+			t.Fatalf("aqm %v: %d written, %d dropped", aqm != nil, len(dev.got), drops.Load(DropCongestion))
+		}
+	}
+}
+
+// TestInboundHeaderValidation: one rule and one limit on both sides: a
+// super-packet reaches the TUN only with a header that describes it for
+// the tunnel MTU; plain packets are not parsed at all (no verdict).
+func TestInboundHeaderValidation(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	super := superPacket(false, 6, 8000)
+	good := hdrFor(super, 6, 1400)
+	tooBig := hdrFor(super, 6, 1461) // 1461+40 > 1500
+	atMTU := hdrFor(super, 6, 1460)  // 1460+40 = 1500
+	lying := good
+	lying.CsumOffset = 10
+	garbage := []byte{1, 2, 3}
+	pkts := [][]byte{tagged(60), super, super, super, super, garbage}
+	dev := &recDev{}
+	var drops DropCounts
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops}
+	res := in.Deliver(batchOf(pkts, map[int]VnetHdr{1: good, 2: tooBig, 3: lying, 4: atMTU}), len(pkts), now, 0)
+	if got, want := sizes(dev.got), []int{60, VnetHdrLen + len(super), VnetHdrLen + len(super), 3}; !equalInts(got, want) {
+		t.Fatalf("TUN got %v, want %v", got, want)
+	}
+	if drops.Load(DropMalformed) != 2 || res.Written != 4 {
+		t.Fatalf("malformed %d, written %d", drops.Load(DropMalformed), res.Written)
+	}
+	if h := DecodeVnetHdr(dev.got[1]); h != good {
+		t.Fatalf("header written %+v, want %+v", h, good)
+	}
+	// The same header is refused for a smaller tunnel MTU.
+	dev2 := &recDev{}
+	in2 := Inbound{Dev: dev2, MTU: 1280, Drops: &drops}
+	in2.Deliver(batchOf([][]byte{super}, map[int]VnetHdr{0: good}), 1, now, 0)
+	if len(dev2.got) != 0 || drops.Load(DropMalformed) != 3 {
+		t.Fatalf("segment of 1400 at MTU 1280 reached the TUN")
+	}
+}
+
+// TestInboundVerdict: the verdict decides each packet that passed the
+// header check; drops are counted by its reason (DropQuiet not at all),
+// survivors keep their order, and no buffer leaves the batch.
+func TestInboundVerdict(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	pkts := [][]byte{tagged(100), tagged(101), tagged(102), tagged(103), tagged(104), tagged(105)}
+	why := map[int]DropReason{101: DropSpoofed, 102: DropQuiet, 104: DropPolicy}
+	var seen []int
+	var gotNow time.Time
+	verdict := func(pkt []byte, t time.Time) DropReason {
+		seen = append(seen, len(pkt))
+		gotNow = t
+		return why[len(pkt)]
+	}
+	dev := &recDev{}
+	var drops DropCounts
+	in := Inbound{Dev: dev, MTU: 1500, Verdict: verdict, Drops: &drops}
+	b := batchOf(pkts, nil)
+	before := map[*byte]bool{}
+	for _, buf := range b.Bufs {
+		before[&buf[:1][0]] = true
+	}
+	res := in.Deliver(b, len(pkts), now, 0)
+	if got, want := sizes(dev.got), []int{100, 103, 105}; !equalInts(got, want) {
+		t.Fatalf("TUN got %v, want %v", got, want)
+	}
+	if !equalInts(seen, []int{100, 101, 102, 103, 104, 105}) || !gotNow.Equal(now) {
+		t.Fatalf("verdict saw %v at %v", seen, gotNow)
+	}
+	if drops.Load(DropSpoofed) != 1 || drops.Load(DropPolicy) != 1 || drops.Load(DropQuiet) != 0 || res.Written != 3 {
+		t.Fatalf("drops spoofed=%d policy=%d, result %+v", drops.Load(DropSpoofed), drops.Load(DropPolicy), res)
+	}
+	for _, buf := range b.Bufs {
+		if !before[&buf[:1][0]] {
+			t.Fatal("a buffer of the batch was replaced")
+		}
+		delete(before, &buf[:1][0])
+	}
+	if len(before) != 0 {
+		t.Fatalf("%d buffers lost from the batch", len(before))
+	}
+	// Nothing passes: no write at all.
+	dev.got, dev.writes = nil, 0
+	in.Verdict = func([]byte, time.Time) DropReason { return DropPolicy }
+	if res := in.Deliver(batchOf(pkts, nil), len(pkts), now, 0); res.Written != 0 || dev.writes != 0 {
+		t.Fatalf("all dropped, yet %d writes", dev.writes)
+	}
+}
+
+// TestInboundWriteError: a failing TUN write is reported, not fatal.
+func TestInboundWriteError(t *testing.T) {
+	dev := &recDev{err: errors.New("tun gone")}
+	var drops DropCounts
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops}
+	res := in.Deliver(batchOf([][]byte{tagged(100)}, nil), 1, time.Now(), 0)
+	if res.WriteErr == nil || res.Written != 1 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestInboundReadStream: packets framed by a Writer come out of the TUN in
+// order; control frames reach the callback; a FrameDataGSO from a peer that
+// did not negotiate gso is a protocol error after the packets before it.
+func TestInboundReadStream(t *testing.T) {
+	var wire bytes.Buffer
+	w := NewWriter(&wire, 0)
+	pkts := [][]byte{tagged(100), tagged(200), tagged(300)}
+	bufs := make([][]byte, len(pkts))
+	szs := make([]int, len(pkts))
+	for i, p := range pkts {
+		bufs[i] = append(make([]byte, Headroom), p...)
+		szs[i] = len(p)
+	}
+	if err := w.WriteBatch(bufs, szs, len(pkts), Headroom); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteKeepalive(); err != nil {
+		t.Fatal(err)
+	}
+	super := superPacket(false, 6, 4000)
+	sb := append(make([]byte, Headroom), super...)
+	hdrFor(super, 6, 1400).Encode(sb[Headroom-VnetHdrLen:])
+	if err := w.WritePackets([][]byte{sb}, []int{len(super)}, []bool{true}, 1, Headroom); err != nil {
+		t.Fatal(err)
+	}
+	raw := wire.Bytes()
+	for _, gso := range []bool{true, false} {
+		dev := &recDev{}
+		var drops DropCounts
+		in := Inbound{Dev: dev, MTU: 1500, Drops: &drops}
+		r := NewReader(bytes.NewReader(raw), 0)
+		b := NewBatch(8, Headroom+MaxPayload)
+		controls := 0
+		control := func(typ byte, _ []byte) error {
+			if typ == FrameKeepalive {
+				controls++
+			}
+			return nil
+		}
+		var err error
+		var written int
+		for err == nil {
+			var res InboundResult
+			res, err = in.ReadStream(r, b, gso, nil, control)
+			written += res.Written
+		}
+		want := []int{100, 200, 300}
+		if gso {
+			want = append(want, VnetHdrLen+len(super))
+		}
+		if got := sizes(dev.got); !equalInts(got, want) || controls != 1 {
+			t.Fatalf("gso=%v: TUN got %v (want %v), %d keepalives, err %v", gso, got, want, controls, err)
+		}
+		if gso != errors.Is(err, io.EOF) || (!gso && !errors.Is(err, ErrProtocol)) {
+			t.Fatalf("gso=%v: stream ended with %v", gso, err)
+		}
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
