@@ -455,6 +455,8 @@ type Policy struct {
 	DNS    []string // resolver IPs and search domains pushed to the device
 	// KillSwitch, if set, is the policy's kill_switch (pushed to laptops).
 	KillSwitch *bool
+	// RequireHardwareKey is the policy's require_hardware_key.
+	RequireHardwareKey bool
 }
 
 // ServerConf is rendered into server.toml.
@@ -519,6 +521,9 @@ routes = {{list .Routes}}
 {{- end}}
 {{- if .KillSwitch}}
 kill_switch = {{deref .KillSwitch}}
+{{- end}}
+{{- if .RequireHardwareKey}}
+require_hardware_key = true
 {{- end}}
 {{- if .DNS}}
 dns = {{list .DNS}}

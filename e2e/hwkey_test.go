@@ -20,7 +20,10 @@ import (
 // moves data through it, checks that no usable private key is on the
 // laptop's disk (profile, key directory, state directory), and does it all
 // again after a reboot (the TPM restarted from its saved state, the
-// client restarted).
+// client restarted). The gateway's policy for the group demands hardware
+// keys: a laptop of the group with a key file is refused first, with the
+// reason, and the hardware-keyed one (the admin vouched for its key origin
+// at signing) gets in.
 func TestHardwareKeyTunnel(t *testing.T) {
 	requireRoot(t)
 	for _, kind := range []string{"tpm", "pkcs11"} {
@@ -59,7 +62,8 @@ func TestHardwareKeyTunnel(t *testing.T) {
 			if err != nil {
 				t.Fatalf("pki csr: %v\n%s", err, out)
 			}
-			k.pki("sign", "--csr", filepath.Join(laptop, "devices", "carol.csr"), "--device", "carol", "--group", "eng")
+			k.pki("sign", "--csr", filepath.Join(laptop, "devices", "carol.csr"), "--device", "carol", "--group", "hw", "--key-origin", kind)
+			k.Issue("dave", []string{"hw"}) // a key file, in the same group
 			prof := filepath.Join(laptop, "carol.toml")
 			k.pki("bundle", append([]string{"--device", "carol", "--server", listen, "--server-name", gwName, "-o", prof}, keyRef...)...)
 			// The bundle ends in [tunnel]: pin the device, keep the socket
@@ -71,7 +75,26 @@ func TestHardwareKeyTunnel(t *testing.T) {
 			_, _ = f.WriteString("device = \"sp0\"\n[admin]\nsocket = \"" + filepath.Join(sock, "lap.sock") + "\"\n[reconnect]\nmin_delay = \"200ms\"\nmax_delay = \"2s\"\n")
 			f.Close()
 
-			tp.startGateway(defaultServerConf(k, "wireguard", sock))
+			tp.startGateway(defaultServerConf(k, "wireguard", sock,
+				Policy{Name: "hardware-only", Match: map[string][]string{"ou": {"hw"}}, Allow: []string{lanNet}, RequireHardwareKey: true}))
+			dave := tp.startLaptop(tp.Lap, "dave", clientConf(k, "dave", "wireguard", sock))
+			var refused string
+			waitFor(20*time.Second, func() bool {
+				raw, err := exec.Command("ip", "netns", "exec", tp.Lap, binPath, "status", "--socket", dave.Socket, "--json").Output()
+				var st struct {
+					Refused string `json:"refused"`
+				}
+				if err == nil && json.Unmarshal(raw, &st) == nil {
+					refused = st.Refused
+				}
+				return refused != ""
+			})
+			if refused != "hardware-key-required" {
+				t.Fatalf("a key-file laptop in the hardware-only group: refused %q, want hardware-key-required\n%s", refused, tail(dave.Proc.Log(), 20))
+			}
+			if !dave.Proc.Stop(10 * time.Second) {
+				t.Fatal("dave's client did not stop")
+			}
 			sink := tp.helper(tp.LAN, "tcpsink", lanHost+":5201")
 			waitReady(t, sink)
 			for boot := 1; boot <= 2; boot++ {

@@ -98,6 +98,9 @@ type Identity struct {
 	// Renewed is true for a certificate the online issuer renewed (it
 	// carries the lineage extension).
 	Renewed bool
+	// KeyOrigin is where the issuer says the device key lives: "tpm",
+	// "pkcs11", or "" (a key file, or not said). See KeyOriginOf.
+	KeyOrigin string
 }
 
 // IdentityOf extracts the identity of a (verified) leaf certificate. A nil
@@ -119,6 +122,7 @@ func IdentityOf(cert *x509.Certificate) Identity {
 		Emails:      clone(cert.EmailAddresses),
 		NotBefore:   cert.NotBefore,
 		NotAfter:    cert.NotAfter,
+		KeyOrigin:   KeyOriginOf(cert),
 	}
 	for _, u := range cert.URIs {
 		id.URIs = append(id.URIs, u.String())

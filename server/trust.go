@@ -322,6 +322,13 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 	if v.grant = t.policies.Lookup(id); v.grant == nil {
 		return v, &refusal{tunnel.ReasonNoPolicy, id.Device, fmt.Errorf("no matching policy for subject %q", id.Subject)}
 	}
+	// Only the issuer's word counts (a certificate policy it signed);
+	// nothing the device says about its key does.
+	if p := v.grant.RequireHardwareKey; p != "" && id.KeyOrigin != pki.KeyOriginTPM && id.KeyOrigin != pki.KeyOriginPKCS11 {
+		g := v.grant
+		v.grant = nil
+		return v, &refusal{tunnel.ReasonHardwareKey, id.Device, fmt.Errorf("policy %q requires a hardware-held device key; certificate serial %s records none (issue it with: pki sign --key-origin tpm|pkcs11); matching policies %v", p, id.Serial, g.Names)}
+	}
 	return v, nil
 }
 

@@ -363,3 +363,56 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustRequiresHardwareKey: a policy with require_hardware_key admits
+// only devices whose certificate's issuer recorded a TPM or token key; a
+// matching device without it is refused outright (not merely left without
+// that policy), a certificate naming two origins counts as none, and
+// policies that do not demand it are unaffected.
+func TestTrustRequiresHardwareKey(t *testing.T) {
+	ca := newTestCA(t, "Test CA")
+	set, err := policy.Compile([]policy.Policy{
+		{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"192.168.77.0/24"}, RequireHardwareKey: true},
+		{Name: "everyone-dns", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"192.168.77.53 udp/53"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpm, _ := pki.KeyOriginPolicy(pki.KeyOriginTPM)
+	token, _ := pki.KeyOriginPolicy(pki.KeyOriginPKCS11)
+	other, _ := x509.ParseOID("1.3.6.1.4.1.32473.115.112.3.99")
+	device := func(cn, ou string, serial int64, origins ...x509.OID) *x509.Certificate {
+		c, _ := ca.sign(t, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, OrganizationalUnit: []string{ou}},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, Policies: origins})
+		return c
+	}
+	tr := trustFor(set, ca.cert)
+	for _, tt := range []struct {
+		name   string
+		cert   *x509.Certificate
+		reason tunnel.Reason
+	}{
+		{"eng, key in the TPM", device("a", "eng", 20, tpm), ""},
+		{"eng, key in a token", device("b", "eng", 21, token), ""},
+		{"eng, key file", device("c", "eng", 22), tunnel.ReasonHardwareKey},
+		{"eng, two origins", device("d", "eng", 23, tpm, token), tunnel.ReasonHardwareKey},
+		{"eng, another policy OID of our arc", device("e", "eng", 24, other), tunnel.ReasonHardwareKey},
+		{"sales, key file", device("f", "sales", 25), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := tr.decide([]*x509.Certificate{tt.cert}, nil, time.Now(), forNewSession)
+			if tt.reason == "" {
+				if err != nil || v.grant == nil {
+					t.Fatalf("want admitted, got %v", err)
+				}
+				return
+			}
+			if err == nil || classify(err).reason != tt.reason || v.grant != nil {
+				t.Fatalf("want %s, got %v (grant %v)", tt.reason, err, v.grant)
+			}
+			if !strings.Contains(err.Error(), `policy "eng" requires a hardware-held device key`) {
+				t.Errorf("log line %q does not name the policy", err)
+			}
+		})
+	}
+}

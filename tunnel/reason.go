@@ -88,28 +88,29 @@ type Reason string
 
 // Refusal and close reasons.
 const (
-	ReasonUnknownCA      Reason = "unknown-ca"       // chain does not verify against the CA in force
-	ReasonRevoked        Reason = "revoked"          // a certificate of the chain is on the CRL
-	ReasonExpired        Reason = "expired"          // a certificate of the chain is outside its validity
-	ReasonBadEKU         Reason = "bad-eku"          // the leaf is not made for clientAuth
-	ReasonCALeaf         Reason = "ca-leaf"          // the leaf is a CA certificate
-	ReasonNoCert         Reason = "no-cert"          // the device sent no certificate
-	ReasonNoPolicy       Reason = "no-policy"        // no policy matches the device
-	ReasonNotAllowlisted Reason = "not-allowlisted"  // not in tls.allow_fingerprints / allow_subjects
-	ReasonCRLStale       Reason = "crl-stale"        // the CRL in force is past its nextUpdate (tls.crl_stale = "refuse")
-	ReasonHandshake      Reason = "handshake-failed" // TLS handshake failed otherwise
-	ReasonDuplicate      Reason = "duplicate-device" // one certificate flapping between two machines
-	ReasonPoolExhausted  Reason = "pool-exhausted"   // no free tunnel address
-	ReasonCapacity       Reason = "capacity"         // tunnel.max_sessions reached
-	ReasonOverload       Reason = "handshakes-full"  // tls.max_handshakes reached: closed before TLS
-	ReasonReplaced       Reason = "replaced"         // the same device connected again
-	ReasonKicked         Reason = "kicked"           // an admin ended the session
-	ReasonTimeout        Reason = "timeout"          // nothing received for the session timeout
-	ReasonStalled        Reason = "stalled"          // the device stopped reading
-	ReasonShutdown       Reason = "shutdown"         // the gateway is stopping
-	ReasonDrain          Reason = "drain"            // the gateway is being drained
-	ReasonPeerClosed     Reason = "peer-closed"      // the device closed the stream
-	ReasonError          Reason = "error"            // the stream failed
+	ReasonUnknownCA      Reason = "unknown-ca"            // chain does not verify against the CA in force
+	ReasonRevoked        Reason = "revoked"               // a certificate of the chain is on the CRL
+	ReasonExpired        Reason = "expired"               // a certificate of the chain is outside its validity
+	ReasonBadEKU         Reason = "bad-eku"               // the leaf is not made for clientAuth
+	ReasonCALeaf         Reason = "ca-leaf"               // the leaf is a CA certificate
+	ReasonNoCert         Reason = "no-cert"               // the device sent no certificate
+	ReasonNoPolicy       Reason = "no-policy"             // no policy matches the device
+	ReasonNotAllowlisted Reason = "not-allowlisted"       // not in tls.allow_fingerprints / allow_subjects
+	ReasonHardwareKey    Reason = "hardware-key-required" // a matching policy demands a key in hardware; the certificate does not say so
+	ReasonCRLStale       Reason = "crl-stale"             // the CRL in force is past its nextUpdate (tls.crl_stale = "refuse")
+	ReasonHandshake      Reason = "handshake-failed"      // TLS handshake failed otherwise
+	ReasonDuplicate      Reason = "duplicate-device"      // one certificate flapping between two machines
+	ReasonPoolExhausted  Reason = "pool-exhausted"        // no free tunnel address
+	ReasonCapacity       Reason = "capacity"              // tunnel.max_sessions reached
+	ReasonOverload       Reason = "handshakes-full"       // tls.max_handshakes reached: closed before TLS
+	ReasonReplaced       Reason = "replaced"              // the same device connected again
+	ReasonKicked         Reason = "kicked"                // an admin ended the session
+	ReasonTimeout        Reason = "timeout"               // nothing received for the session timeout
+	ReasonStalled        Reason = "stalled"               // the device stopped reading
+	ReasonShutdown       Reason = "shutdown"              // the gateway is stopping
+	ReasonDrain          Reason = "drain"                 // the gateway is being drained
+	ReasonPeerClosed     Reason = "peer-closed"           // the device closed the stream
+	ReasonError          Reason = "error"                 // the stream failed
 )
 
 // ReasonGatewayCert: the device refused the gateway's certificate (a
@@ -143,6 +144,7 @@ var Reasons = []ReasonInfo{
 	{ReasonCALeaf, true, true, true, "refused: this device's certificate is a CA certificate, not a device certificate — ask your admin for a new one"},
 	{ReasonNoPolicy, true, true, true, "refused: no access policy on the gateway matches this device — contact your admin"},
 	{ReasonNotAllowlisted, true, true, true, "refused: this device is not on the gateway's allowlist — contact your admin"},
+	{ReasonHardwareKey, true, true, true, "refused: your group must keep the device key in this laptop's TPM or a security token, and this device's certificate is for a key file — ask your admin to enroll this laptop with a hardware key"},
 	{ReasonUnknownCA, true, true, true, "refused: the gateway no longer trusts the authority that issued this device's certificate — contact your admin"},
 	{ReasonDuplicate, true, true, true, "refused: this device's certificate is already connected from another computer — contact your admin"},
 	{ReasonCRLStale, true, true, false, "refused for now: the gateway's revocation list is out of date — retrying; tell your admin if this lasts"},

@@ -375,6 +375,11 @@ type IssueOptions struct {
 	// OverrideCN (SignCSR only) issues the certificate as Name although
 	// the CSR's CN is a different name.
 	OverrideCN bool
+	// KeyOrigin (SignCSR only) records where the admin vouches the CSR's
+	// key was made: pki.KeyOriginTPM or pki.KeyOriginPKCS11, as a
+	// certificate policy (pki.KeyOriginOf) a gateway policy can demand.
+	// The CSR's own claims are never used for it.
+	KeyOrigin string
 }
 
 // Issued describes a newly issued certificate.
@@ -604,6 +609,16 @@ func (p *PKI) issueLocked(iss *issuer, st *store, kind string, o IssueOptions, c
 		}
 		pub = key.Public()
 	}
+	if o.KeyOrigin != "" {
+		if csr == nil || kind != KindDevice {
+			return nil, errors.New("a key origin is vouched for only when signing a device's CSR (this CA made the key: it is a file)")
+		}
+		oid, err := pki.KeyOriginPolicy(o.KeyOrigin)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.Policies = []x509.OID{oid}
+	}
 	if _, ok := pub.(*rsa.PublicKey); ok {
 		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
 	}
@@ -690,7 +705,7 @@ func recordOf(c *x509.Certificate, kind string, now time.Time, fromCSR bool) Rec
 	return Record{
 		Serial: id.Serial, Kind: kind, Name: id.Device, User: id.User, Groups: id.Groups,
 		Issuer: id.Issuer, Fingerprint: id.Fingerprint, NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
-		IssuedAt: now.UTC(), FromCSR: fromCSR,
+		IssuedAt: now.UTC(), FromCSR: fromCSR, KeyOrigin: id.KeyOrigin,
 	}
 }
 

@@ -33,6 +33,9 @@ type Record struct {
 	RevokedAt   time.Time `json:"revoked_at,omitzero"`
 	Reason      string    `json:"reason,omitempty"`   // revocation reason name
 	FromCSR     bool      `json:"from_csr,omitempty"` // signed from a CSR (no key here)
+	// KeyOrigin is where the admin vouched the key was made ("tpm",
+	// "pkcs11"; "" for none), as the certificate records it.
+	KeyOrigin string `json:"key_origin,omitempty"`
 }
 
 // Revoked reports whether the record has been revoked.

@@ -82,7 +82,19 @@ func TestCSRInTPM(t *testing.T) {
 		t.Errorf("second csr --tpm for bob: exit %d %s", code, errs)
 	}
 
-	mustRun(t, "sign", "--dir", dir, "--csr", filepath.Join(laptop, "devices", "bob.csr"), "--device", "bob", "--group", "eng")
+	if code, _, _ := run(t, "sign", "--dir", dir, "--csr", filepath.Join(laptop, "devices", "bob.csr"), "--device", "bob", "--key-origin", "laptop-says-so"); code != 2 {
+		t.Errorf("sign --key-origin laptop-says-so: exit %d, want 2", code)
+	}
+	signed := mustRun(t, "sign", "--dir", dir, "--csr", filepath.Join(laptop, "devices", "bob.csr"), "--device", "bob", "--group", "eng", "--key-origin", "tpm")
+	if !strings.Contains(signed, "key origin: tpm (vouched for by you") {
+		t.Errorf("sign output does not confirm the key origin:\n%s", signed)
+	}
+	if c := loadLeaf(t, filepath.Join(dir, "devices", "bob.crt"))[0]; pki.KeyOriginOf(c) != pki.KeyOriginTPM {
+		t.Errorf("certificate key origin %q, want tpm", pki.KeyOriginOf(c))
+	}
+	if show := mustRun(t, "show", filepath.Join(dir, "devices", "bob.crt")); !strings.Contains(show, "in the device's TPM (vouched for by the issuer)") {
+		t.Errorf("show does not say where the key is:\n%s", show)
+	}
 	if code, _, errs := run(t, "bundle", "--dir", dir, "--device", "bob", "--server", "vpn:443"); code != 1 || !strings.Contains(errs, "--key-tpm") {
 		t.Errorf("bundle of a CSR device without a key reference: exit %d %s", code, errs)
 	}

@@ -94,6 +94,9 @@ func printIssued(stdout, stderr io.Writer, what string, is *ca.Issued) {
 	fmt.Fprintf(stdout, "fingerprint: %s\n", is.Record.Fingerprint)
 	fmt.Fprintf(stdout, "valid: %s to %s\n", fmtTime(is.Record.NotBefore), fmtTime(is.Record.NotAfter))
 	fmt.Fprintf(stdout, "certificate: %s\n", is.CertPath)
+	if is.Record.KeyOrigin != "" {
+		fmt.Fprintf(stdout, "key origin: %s (vouched for by you, recorded in the certificate)\n", is.Record.KeyOrigin)
+	}
 	switch {
 	case is.KeyPath == "":
 	case is.KeyGroup != "":

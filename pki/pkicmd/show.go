@@ -99,6 +99,12 @@ func describe(w io.Writer, i int, c *x509.Certificate) {
 	row("Not before", fmtTime(c.NotBefore))
 	row("Not after", fmtTime(c.NotAfter))
 	row("Key", keyDesc(c))
+	switch id.KeyOrigin {
+	case pki.KeyOriginTPM:
+		row("Key origin", "in the device's TPM (vouched for by the issuer)")
+	case pki.KeyOriginPKCS11:
+		row("Key origin", "in a PKCS#11 token (vouched for by the issuer)")
+	}
 	row("Signature", c.SignatureAlgorithm.String())
 	if c.IsCA {
 		row("CA", "yes")

@@ -62,6 +62,12 @@ type Policy struct {
 	// laptop's kill switch on whatever its file says, false turns off the
 	// laptop's default (on for a full tunnel) unless its file says true.
 	KillSwitch *bool `toml:"kill_switch"`
+	// RequireHardwareKey: the devices this policy matches must hold their
+	// key in hardware (a TPM or a PKCS#11 token), as their certificate's
+	// issuer recorded it (pki.KeyOriginOf: "pki sign --key-origin"). A
+	// matching device without it is refused (hardware-key-required), not
+	// just left without this policy: "eng laptops use TPM keys" holds.
+	RequireHardwareKey bool `toml:"require_hardware_key"`
 }
 
 // Grant is the union of the policies matching one identity. Grants are
@@ -75,7 +81,10 @@ type Grant struct {
 	// KillSwitch is true when a matching policy sets kill_switch = true,
 	// else false when one sets it false, else nil (left to the laptop).
 	KillSwitch *bool
-	filter     filter
+	// RequireHardwareKey names the first matching policy that demands a
+	// hardware-held device key ("" when none does).
+	RequireHardwareKey string
+	filter             filter
 }
 
 // Allows reports whether a packet from the device to p.Dst with p's
@@ -114,6 +123,7 @@ type compiled struct {
 	dns    []netip.Addr
 	search []string
 	kill   *bool
+	hwkey  bool
 }
 
 // Set is a compiled list of policies. It is safe for concurrent use.
@@ -151,7 +161,7 @@ func Compile(ps []Policy) (*Set, error) {
 }
 
 func compile(name string, p Policy) (compiled, error) {
-	c := compiled{name: name, kill: p.KillSwitch}
+	c := compiled{name: name, kill: p.KillSwitch, hwkey: p.RequireHardwareKey}
 	var err error
 	if c.match, err = compileMatch(p.Match); err != nil {
 		return c, err
@@ -287,6 +297,9 @@ func (s *Set) Lookup(id pki.Identity) *Grant {
 		}
 		if c.kill != nil && (g.KillSwitch == nil || *c.kill) {
 			g.KillSwitch = c.kill
+		}
+		if c.hwkey && g.RequireHardwareKey == "" {
+			g.RequireHardwareKey = c.name
 		}
 	}
 	g.filter = buildFilter(rules)
