@@ -26,10 +26,26 @@ type Status struct {
 	Refused map[string]uint64 `json:"refused"`
 	// CRLNumber and CRLNextUpdate describe the CRL in force (empty and
 	// zero without one); CRLStale is true past its nextUpdate.
-	CRLNumber     string          `json:"crl_number,omitempty"`
-	CRLNextUpdate time.Time       `json:"crl_next_update,omitzero"`
-	CRLStale      bool            `json:"crl_stale"`
-	Sessions      []SessionStatus `json:"sessions"`
+	CRLNumber     string    `json:"crl_number,omitempty"`
+	CRLNextUpdate time.Time `json:"crl_next_update,omitzero"`
+	CRLStale      bool      `json:"crl_stale"`
+	// CAs counts the live sessions by the CA their chain ends at (its
+	// subject): during a CA rotation, how many devices still hold a
+	// certificate of the old one.
+	CAs map[string]int `json:"cas"`
+	// Renewal describes the online issuer when renewal is configured.
+	Renewal  *RenewalStatus  `json:"renewal,omitempty"`
+	Sessions []SessionStatus `json:"sessions"`
+}
+
+// RenewalStatus is the gateway's renewal in `server status`.
+type RenewalStatus struct {
+	Issuer         string    `json:"issuer"`           // the online issuer's subject
+	IssuerNotAfter time.Time `json:"issuer_not_after"` // when it stops issuing
+	Lifetime       string    `json:"lifetime"`         // of the certificates it issues
+	RenewAt        float64   `json:"renew_at"`
+	Renewed        uint64    `json:"renewed"` // renewals since start
+	Refused        uint64    `json:"refused"` // refused renewals since start
 }
 
 // SessionStatus describes one live device session.
@@ -44,17 +60,26 @@ type SessionStatus struct {
 	Path    string `json:"path"`
 	Address string `json:"address"`
 	// Address6 is the device's IPv6 tunnel address on a dual-stack gateway.
-	Address6     string     `json:"address6,omitempty"`
-	Remote       string     `json:"remote"`
-	Policies     []string   `json:"policies"`
-	Since        time.Time  `json:"since"`
-	BytesIn      uint64     `json:"bytes_in"`
-	BytesOut     uint64     `json:"bytes_out"`
-	PacketsIn    uint64     `json:"packets_in"`
-	PacketsOut   uint64     `json:"packets_out"`
-	Flows        int        `json:"flows"`
-	CertNotAfter time.Time  `json:"cert_not_after"`
-	Dropped      DropStatus `json:"dropped"`
+	Address6     string    `json:"address6,omitempty"`
+	Remote       string    `json:"remote"`
+	Policies     []string  `json:"policies"`
+	Since        time.Time `json:"since"`
+	BytesIn      uint64    `json:"bytes_in"`
+	BytesOut     uint64    `json:"bytes_out"`
+	PacketsIn    uint64    `json:"packets_in"`
+	PacketsOut   uint64    `json:"packets_out"`
+	Flows        int       `json:"flows"`
+	CertNotAfter time.Time `json:"cert_not_after"`
+	// Lineage is the serial of the device's enrollment certificate (Serial
+	// itself until the first renewal); revoking it cuts every renewal.
+	Lineage string `json:"lineage"`
+	// CA is the subject of the CA the device's chain ends at.
+	CA string `json:"ca"`
+	// Renewal: the session negotiated renewal; Renewals counts the
+	// renewals it made.
+	Renewal  bool       `json:"renewal"`
+	Renewals int        `json:"renewals"`
+	Dropped  DropStatus `json:"dropped"`
 }
 
 // DropStatus counts a session's dropped packets by reason: one field per
@@ -114,8 +139,16 @@ func (s *Server) Status() Status {
 	if s.dev != nil {
 		st.Device = s.dev.Name()
 	}
+	st.CAs = map[string]int{}
 	for _, ss := range s.sessions() {
-		st.Sessions = append(st.Sessions, ss.status())
+		row := ss.status()
+		st.Sessions = append(st.Sessions, row)
+		st.CAs[row.CA]++
+	}
+	if rn := t.renew; rn != nil {
+		ok, refused := s.meters.renewals()
+		st.Renewal = &RenewalStatus{Issuer: rn.issuer.Cert().Subject.String(), IssuerNotAfter: rn.issuer.Cert().NotAfter,
+			Lifetime: rn.lifetime.String(), RenewAt: rn.renewAt, Renewed: ok, Refused: refused}
 	}
 	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].Device < st.Sessions[j].Device })
 	if st.Sessions == nil {
@@ -192,6 +225,9 @@ func (s *Server) routineWatch(ctx context.Context) {
 		out := []string{c.Path, c.TLS.ClientCA}
 		if c.TLS.CRL != "" {
 			out = append(out, c.TLS.CRL)
+		}
+		if c.Renewal.Enabled() { // a new issuer or CA bundle copied in place
+			out = append(out, c.Renewal.IssuerCert, c.Renewal.CABundle)
 		}
 		return out
 	}

@@ -32,7 +32,7 @@ func (ss *session) logRecheck(old, cur *policy.Grant) {
 	if !old.Equal(cur) {
 		level = slog.LevelInfo
 	}
-	ss.log.Log(context.Background(), level, "session re-checked", "reason", "reload", "policies", cur.Names, "previous_policies", old.Names,
+	ss.logger().Log(context.Background(), level, "session re-checked", "reason", "reload", "policies", cur.Names, "previous_policies", old.Names,
 		"allow", cur.Allow)
 }
 
@@ -85,7 +85,7 @@ func (d *dropLog) flush(now time.Time, sessions []*session, log *slog.Logger) {
 			continue
 		}
 		logged++
-		ss.log.Info("packets dropped", append(slices.Clip(attrs), "policies", ss.grant.Load().Names, "window", dropLogWindow.String())...)
+		ss.logger().Info("packets dropped", append(slices.Clip(attrs), "policies", ss.grant.Load().Names, "window", dropLogWindow.String())...)
 	}
 	if more > 0 {
 		log.Warn("packets dropped (summary; per-device lines rate-limited)", "devices_not_logged", more, "drops_not_logged", moreDrops,

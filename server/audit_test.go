@@ -21,7 +21,7 @@ func TestDropLogRateLimit(t *testing.T) {
 	var sessions []*session
 	for i := range dropLogBurst + 5 {
 		ss := &session{id: pki.Identity{Device: fmt.Sprintf("dev%02d", i)}}
-		ss.log = log.With(identityAttrs(ss.id)...)
+		ss.logp.Store(log.With(identityAttrs(ss.id)...))
 		ss.grant.Store(&policy.Grant{Names: []string{"eng"}})
 		ss.drops.Add(tunnel.DropPolicy, 2)
 		sessions = append(sessions, ss)

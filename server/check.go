@@ -14,7 +14,9 @@ type CheckResult struct {
 	Config   *Config
 	Policies int
 	CAs      int
-	CRL      string   // "number N, next update T" or "none"
+	CRL      string // "number N, next update T" or "none"
+	// Renewal describes the online issuer ("off" without [renewal]).
+	Renewal  string
 	Warnings []string // what a start or reload would log about it
 	// CheckedAs is the user the files were also read as ("" when only as
 	// the caller) and why that user (see CheckCommand).
@@ -40,7 +42,7 @@ func CheckWith(path string, o CheckOptions) (*CheckResult, error) {
 		return nil, err
 	}
 	read := *cfg // the files as loaded; cfg keeps the paths as written
-	for _, p := range []*string{&read.TLS.Cert, &read.TLS.Key, &read.TLS.ClientCA, &read.TLS.CRL} {
+	for _, p := range []*string{&read.TLS.Cert, &read.TLS.Key, &read.TLS.ClientCA, &read.TLS.CRL, &read.Renewal.IssuerCert, &read.Renewal.IssuerKey, &read.Renewal.CABundle} {
 		if src, ok := o.Credentials[*p]; ok && *p != "" {
 			*p = src
 		}
@@ -49,7 +51,11 @@ func CheckWith(path string, o CheckOptions) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &CheckResult{Config: cfg, Policies: len(cfg.Policies), CAs: len(t.caCerts), CRL: "none", Warnings: t.warnings}
+	r := &CheckResult{Config: cfg, Policies: len(cfg.Policies), CAs: len(t.caCerts), CRL: "none", Renewal: "off", Warnings: t.warnings}
+	if rn := t.renew; rn != nil {
+		r.Renewal = fmt.Sprintf("issuer %q until %s, lifetime %s, renew at %.2f of it, record %s", rn.issuer.Cert().Subject.CommonName,
+			fmtTime(rn.issuer.Cert().NotAfter), rn.lifetime, rn.renewAt, cfg.Renewal.Record)
+	}
 	switch err := userfile.Check(cfg.Tunnel.LeaseFile, maxLeaseFile); {
 	case errors.Is(err, userfile.ErrTooLarge):
 		r.Warnings = append(r.Warnings, fmt.Sprintf("the lease file %s is larger than its cap: a start keeps it aside and devices may get new addresses", cfg.Tunnel.LeaseFile))

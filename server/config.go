@@ -15,6 +15,7 @@ import (
 	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/server/policy"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Config is the gateway configuration (server.toml). configs/server.toml
@@ -30,6 +31,7 @@ type Config struct {
 	Admin        AdminConfig     `toml:"admin"`
 	Metrics      MetricsConfig   `toml:"metrics"`
 	Log          LogConfig       `toml:"log"`
+	Renewal      RenewalConfig   `toml:"renewal"`
 	Policies     []policy.Policy `toml:"policy"`
 	Devices      []DeviceConfig  `toml:"device"`
 
@@ -141,6 +143,36 @@ type MetricsConfig struct {
 	PerDevice bool `toml:"per_device"`
 }
 
+// RenewalConfig is the online issuer that renews device certificates
+// inside their sessions (renew.go; docs/renewal.md). Renewal is on when
+// issuer_cert is set.
+type RenewalConfig struct {
+	// IssuerCert and IssuerKey are the online issuer (`sallyport pki
+	// issuer`): its certificate file (the issuer first, then any
+	// certificates between it and a CA of tls.client_ca) and its key,
+	// checked like the gateway key.
+	IssuerCert string `toml:"issuer_cert"`
+	IssuerKey  string `toml:"issuer_key"`
+	// Lifetime of the certificates it issues (cut at the issuer's own
+	// expiry).
+	Lifetime time.Duration `toml:"lifetime"`
+	// RenewAt is the fraction of a certificate's lifetime at which the
+	// laptop asks for the next one (the laptop adds jitter).
+	RenewAt float64 `toml:"renew_at"`
+	// CABundle is the CA bundle sent to laptops with every renewal, which
+	// they trust for the gateway from then on (how they learn the next CA
+	// during a rotation); only devices whose chain ends at a CA of this
+	// bundle are renewed. Default: tls.client_ca.
+	CABundle string `toml:"ca_bundle"`
+	// Record is the issuance record (one JSON line per renewal) that
+	// `sallyport pki list --renewed` reads; default renewals.jsonl in
+	// $STATE_DIRECTORY or /var/lib/sallyport.
+	Record string `toml:"record"`
+}
+
+// Enabled reports whether the gateway renews certificates.
+func (r *RenewalConfig) Enabled() bool { return r.IssuerCert != "" }
+
 // DeviceConfig pins a device, by certificate CN or fingerprint, to a static
 // tunnel address.
 type DeviceConfig struct {
@@ -163,6 +195,8 @@ const (
 	DefaultAdminSocket      = "/run/sallyport/server.sock"
 	DefaultStateDir         = "/var/lib/sallyport"
 	DefaultLeaseTTL         = 30 * 24 * time.Hour
+	DefaultRenewalLifetime  = 7 * 24 * time.Hour
+	DefaultRenewAt          = 2.0 / 3
 	// MasqueradeAuto in tunnel.masquerade NATs out of the interfaces that
 	// carry the routes the policies push.
 	MasqueradeAuto = "auto"
@@ -182,6 +216,11 @@ func LoadConfig(path string) (*Config, error) {
 	c.TLS.CRL = tomlconf.Resolve(path, c.TLS.CRL)
 	if c.Tunnel.LeaseFile != "" {
 		c.Tunnel.LeaseFile = tomlconf.Resolve(path, c.Tunnel.LeaseFile)
+	}
+	for _, f := range []*string{&c.Renewal.IssuerCert, &c.Renewal.IssuerKey, &c.Renewal.CABundle, &c.Renewal.Record} {
+		if *f != "" {
+			*f = tomlconf.Resolve(path, *f)
+		}
 	}
 	if err := c.normalize(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -245,11 +284,7 @@ func (c *Config) normalize() error {
 		return err
 	}
 	if t.LeaseFile == "" {
-		dir := DefaultStateDir
-		if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); sd != "" {
-			dir = sd // systemd's StateDirectory=
-		}
-		t.LeaseFile = filepath.Join(dir, "leases.json")
+		t.LeaseFile = filepath.Join(stateDir(), "leases.json")
 	}
 	if t.LeaseTTL == 0 {
 		t.LeaseTTL = DefaultLeaseTTL
@@ -314,6 +349,9 @@ func (c *Config) normalize() error {
 	if err := c.Metrics.check(c.Listen); err != nil {
 		return err
 	}
+	if err := c.Renewal.normalize(c); err != nil {
+		return err
+	}
 	if len(c.Policies) == 0 {
 		return errors.New("no [[policy]] tables: every device would be refused")
 	}
@@ -332,6 +370,47 @@ func (c *Config) normalize() error {
 		if err := checkStatic("ipv6", d.IPv6, pool6, "tunnel.ipv6_pool"); err != nil {
 			return fmt.Errorf("[[device]] #%d: %w", i+1, err)
 		}
+	}
+	return nil
+}
+
+// stateDir is where the gateway keeps its state: systemd's
+// StateDirectory= ($STATE_DIRECTORY), else DefaultStateDir.
+func stateDir() string {
+	if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); sd != "" {
+		return sd
+	}
+	return DefaultStateDir
+}
+
+// normalize fills the renewal defaults and checks its keys.
+func (r *RenewalConfig) normalize(c *Config) error {
+	if !r.Enabled() {
+		if r.IssuerKey != "" || r.CABundle != "" || r.Record != "" || r.Lifetime != 0 || r.RenewAt != 0 {
+			return errors.New("key \"renewal.issuer_cert\" is required when [renewal] is set (make an issuer with: sallyport pki issuer)")
+		}
+		return nil
+	}
+	if r.IssuerKey == "" {
+		return errors.New("key \"renewal.issuer_key\" is required with renewal.issuer_cert")
+	}
+	if r.Lifetime == 0 {
+		r.Lifetime = DefaultRenewalLifetime
+	}
+	if r.Lifetime < time.Minute {
+		return fmt.Errorf("key \"renewal.lifetime\": %v is shorter than 1m", r.Lifetime)
+	}
+	if r.RenewAt == 0 {
+		r.RenewAt = DefaultRenewAt
+	}
+	if !(r.RenewAt >= tunnel.MinRenewAt && r.RenewAt <= tunnel.MaxRenewAt) {
+		return fmt.Errorf("key \"renewal.renew_at\": %v is outside %v..%v (a fraction of the certificate's lifetime)", r.RenewAt, tunnel.MinRenewAt, tunnel.MaxRenewAt)
+	}
+	if r.CABundle == "" {
+		r.CABundle = c.TLS.ClientCA
+	}
+	if r.Record == "" {
+		r.Record = filepath.Join(stateDir(), "renewals.jsonl")
 	}
 	return nil
 }

@@ -128,6 +128,12 @@ func TestConfigErrors(t *testing.T) {
 		{"max_sessions ok", strings.Replace(minimal, `ipv4_pool`, "max_sessions = 5\nipv4_pool", 1), ""},
 		{"negative max_handshakes", strings.Replace(minimal, `cert = "s.crt"`, "cert = \"s.crt\"\nmax_handshakes = -3", 1), `"tls.max_handshakes": -3 is negative`},
 		{"cpus as text", strings.Replace(minimal, `ipv4_pool`, "cpus = \"all\"\nipv4_pool", 1), `cpus`},
+		{"renewal ok", minimal + "[renewal]\nissuer_cert = \"i.crt\"\nissuer_key = \"i.key\"\nlifetime = \"168h\"\nrenew_at = 0.7\n", ""},
+		{"renewal without issuer", minimal + "[renewal]\nlifetime = \"168h\"\n", `"renewal.issuer_cert" is required`},
+		{"renewal without key", minimal + "[renewal]\nissuer_cert = \"i.crt\"\n", `"renewal.issuer_key" is required`},
+		{"renewal short", minimal + "[renewal]\nissuer_cert = \"i.crt\"\nissuer_key = \"i.key\"\nlifetime = \"30s\"\n", `shorter than 1m`},
+		{"renewal at 1", minimal + "[renewal]\nissuer_cert = \"i.crt\"\nissuer_key = \"i.key\"\nrenew_at = 1.0\n", `"renewal.renew_at": 1 is outside 0.1..0.95`},
+		{"renewal lifetime number", minimal + "[renewal]\nissuer_cert = \"i.crt\"\nissuer_key = \"i.key\"\nlifetime = 3600\n", `duration`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,6 +155,33 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("error = %v; want it to mention %q and the file", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRenewalDefaults: renewal is off without issuer_cert; with it the
+// lifetime is a week, renew_at two thirds, the CA bundle is client_ca and
+// the record sits in the state directory.
+func TestRenewalDefaults(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/state/sp")
+	path := filepath.Join(t.TempDir(), "server.toml")
+	if err := os.WriteFile(path, []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil || c.Renewal.Enabled() {
+		t.Fatalf("renewal without [renewal]: %+v %v", c.Renewal, err)
+	}
+	if err := os.WriteFile(path, []byte(minimal+"[renewal]\nissuer_cert = \"i.crt\"\nissuer_key = \"/etc/i.key\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Renewal
+	if !r.Enabled() || r.Lifetime != 7*24*time.Hour || r.RenewAt != 2.0/3 || r.CABundle != c.TLS.ClientCA ||
+		r.Record != "/state/sp/renewals.jsonl" || r.IssuerCert != filepath.Join(filepath.Dir(path), "i.crt") || r.IssuerKey != "/etc/i.key" {
+		t.Fatalf("renewal defaults %+v", r)
 	}
 }
 

@@ -105,7 +105,7 @@ func (ss *session) received(res tunnel.InboundResult) {
 	ss.bytesIn.Add(res.Bytes)
 	ss.packetsIn.Add(uint64(res.Packets))
 	if res.WriteErr != nil && !ss.srv.draining.Load() {
-		ss.log.Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
+		ss.logger().Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
 	}
 }
 

@@ -135,7 +135,7 @@ func (s *Server) serveConnectIP(ctx context.Context, w http.ResponseWriter, r *h
 		return
 	}
 	ss.link.SetTimeout(s.cfg.Load().Tunnel.Timeout)
-	ss.log.Info("session up", "path", pathQUIC, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names,
+	ss.logger().Info("session up", "path", pathQUIC, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names,
 		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software, "max_packet", masque.MaxPacket(qc.conn))
 	s.track(ss)
 	ss.repush() // a reload between the config and register changed the grant
@@ -173,11 +173,15 @@ func (s *Server) refuseDatagram(w http.ResponseWriter, qc *quicConn, err error) 
 func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session, []string, error) {
 	v := qc.v
 	ss := &session{
-		srv: s, key: deviceKey(v.id), id: v.id, peer: qc.conn.ConnectionState().TLS.PeerCertificates,
+		srv: s, key: deviceKey(v.id), id: v.id,
 		remote: qc.remote, since: time.Now(), flows: conntrack.New(conntrackMax),
 		queue: tunnel.NewQueue(), aqm: tunnel.NewAQM(), done: make(chan struct{}),
 	}
-	ss.log = s.log.With(append(identityAttrs(v.id), "remote", qc.remote)...)
+	ss.renew.moved = make(chan struct{}, 1)
+	// Renewal is not offered on the datagram path (no renew capability
+	// below): its certificate stays the one of the handshake.
+	ss.cert.Store(&sessionCert{id: v.id, peer: qc.conn.ConnectionState().TLS.PeerCertificates})
+	ss.setCertLog(v.id)
 	ss.grant.Store(v.grant)
 	ss.verdict.Store(&v)
 	ss.lastRecv.Store(time.Now().UnixNano())
@@ -322,7 +326,7 @@ func (ss *session) routineReadCapsules() {
 				err = ss.onControl(ft, payload)
 			}
 			if pc, ok := errors.AsType[*peerClosed](err); ok {
-				ss.log.Debug("device closed the session", "reason", pc.reason)
+				ss.logger().Debug("device closed the session", "reason", pc.reason)
 				ss.close(tunnel.ReasonPeerClosed, nil)
 				return
 			}

@@ -24,6 +24,37 @@ type meters struct {
 	accepted       uint64
 	closed         map[string]uint64
 	reloadFailures uint64
+	renewOK        uint64
+	renewTime      time.Duration
+	renewNo        map[string]uint64 // refused renewals by reason
+}
+
+// renewed counts one renewal issued in d.
+func (m *meters) renewed(d time.Duration) {
+	m.mu.Lock()
+	m.renewOK++
+	m.renewTime += d
+	m.mu.Unlock()
+}
+
+// renewRefused counts one refused renewal.
+func (m *meters) renewRefused(r tunnel.Reason) {
+	m.mu.Lock()
+	if m.renewNo == nil {
+		m.renewNo = map[string]uint64{}
+	}
+	m.renewNo[string(r)]++
+	m.mu.Unlock()
+}
+
+// renewals is how many renewals were issued and refused.
+func (m *meters) renewals() (issued, refused uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.renewNo {
+		refused += n
+	}
+	return m.renewOK, refused
 }
 
 // track counts a handshake that became a session and follows its counters
@@ -100,7 +131,11 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 		addTraffic(&total, ss.traffic())
 	}
 	snap.Accepted, snap.Closed, snap.ReloadFailures = m.accepted, maps.Clone(m.closed), m.reloadFailures
+	snap.Renewed, snap.RenewRefused, snap.RenewSeconds = m.renewOK, maps.Clone(m.renewNo), m.renewTime.Seconds()
 	m.mu.Unlock()
+	if t.renew != nil {
+		snap.Renewal, snap.IssuerNotAfter = true, t.renew.issuer.Cert().NotAfter
+	}
 	for _, r := range tunnel.GatewayDrops {
 		total.Drops[r.String()] += 0 // every reason present from the first scrape
 	}
@@ -110,8 +145,10 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 	s.sessMu.Lock()
 	snap.HandshakesActive = s.shaking
 	s.sessMu.Unlock()
+	snap.SessionsPerCA = map[string]int{}
 	for _, ss := range s.sessions() {
 		snap.Devices = append(snap.Devices, metrics.Device{Name: ss.id.Device, CertNotAfter: ss.expiry(), Traffic: ss.traffic()})
+		snap.SessionsPerCA[ss.anchor()]++
 	}
 	snap.Sessions = len(snap.Devices)
 	for _, c := range t.crl.CRLs() {

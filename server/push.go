@@ -66,7 +66,7 @@ func (ss *session) repush() {
 		return
 	}
 	p.last = c
-	ss.log.Info("new config pushed to the live session", "routes", fmt.Sprint(c.Routes), "dns", fmt.Sprint(c.DNS),
+	ss.logger().Info("new config pushed to the live session", "routes", fmt.Sprint(c.Routes), "dns", fmt.Sprint(c.DNS),
 		"search_domains", fmt.Sprint(c.SearchDomains), "mtu", c.MTU, "policies", ss.grant.Load().Names)
 }
 

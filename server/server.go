@@ -65,6 +65,8 @@ type Server struct {
 	memReturn memReturn // freed memory back to the OS after sessions close (memreturn.go); routineWatch only
 
 	leaseSaveFailing atomic.Bool // a failed lease save was logged (leases.go)
+
+	journal renewJournal // the issuance record of renewals (renew.go)
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
@@ -210,6 +212,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	dev.Close() // unblocks the TUN reader
 	s.wg.Wait()
 	s.saveLeases()
+	s.journal.close()
 	s.log.Info("gateway stopped")
 	return nil
 }
@@ -336,14 +339,17 @@ func restartOnly(a, b *Config) []string {
 func (s *Server) recheckSessions(t *trust) {
 	now := time.Now()
 	for _, ss := range s.sessions() {
-		v, err := t.decide(ss.peer, ss.verdict.Load(), now, forRecheck)
+		ss.certMu.Lock() // a renewal moving the session waits (renew.go moveTo)
+		v, err := t.decide(ss.cert.Load().peer, ss.verdict.Load(), now, forRecheck)
 		if err != nil {
+			ss.certMu.Unlock()
 			ss.close(classify(err).reason, err)
 			continue
 		}
 		ss.verdict.Store(&v)
 		old := ss.grant.Load()
 		ss.setGrant(v.grant)
+		ss.certMu.Unlock()
 		ss.logRecheck(old, v.grant)
 		s.repushLater(ss)
 	}

@@ -3,7 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,13 +39,19 @@ const (
 // buffers come from shared pools per round of traffic (dataplane.go).
 type session struct {
 	srv  *Server
-	log  *slog.Logger
-	key  string // issuer + CN: one session per device
+	logp atomic.Pointer[slog.Logger] // logger(): the identity on every line
+	key  string                      // enrollment issuer + CN (deviceKey): one session per device
+	// id is the identity the session started with: device, user and
+	// groups never change (a renewal copies them); cert has the serial,
+	// dates and chain in force now.
 	id   pki.Identity
-	peer []*x509.Certificate // as the device sent them, for trust.decide on reload
+	cert atomic.Pointer[sessionCert] // the certificate held now (renew.go); for trust.decide on reload
+	// certMu orders a renewal's move to a new certificate with the
+	// re-check of the session on reload (renew.go moveTo).
+	certMu sync.Mutex
 	// verdict is the last trust decision for this session (its chain is
-	// reused while the CAs stay the same), set by register and
-	// recheckSessions.
+	// reused while the CAs stay the same), set by register,
+	// recheckSessions and a renewal.
 	verdict atomic.Pointer[verdict]
 	conn    *tls.Conn
 	addr    netip.Addr // tunnel.Config.Address: IPv4, or IPv6 on a v6-only gateway
@@ -75,7 +81,8 @@ type session struct {
 	closeOnce             sync.Once
 	done                  chan struct{}
 	reason                atomic.Pointer[tunnel.Reason]
-	push                  pushState // what the device was last pushed (push.go)
+	push                  pushState    // what the device was last pushed (push.go)
+	renew                 renewalState // renew.go
 }
 
 // sessionWriter is how a session writes to its device, whatever the path:
@@ -103,7 +110,25 @@ const (
 	pathQUIC = "quic"
 )
 
-func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
+// deviceKey names a device across connections: its CN under the issuer of
+// its enrollment certificate, which a renewal (from another issuer, even
+// after a CA rotation) keeps, so a renewed device keeps its address lease
+// and replaces its own older session.
+func deviceKey(id pki.Identity) string {
+	if id.LineageIssuer != "" {
+		return id.LineageIssuer + "\x00" + id.Device
+	}
+	return id.Issuer + "\x00" + id.Device
+}
+
+// logger is the session's logger, with the identity of the certificate it
+// holds now.
+func (ss *session) logger() *slog.Logger { return ss.logp.Load() }
+
+// setCertLog makes the session's log lines carry id.
+func (ss *session) setCertLog(id pki.Identity) {
+	ss.logp.Store(ss.srv.log.With(append(identityAttrs(id), "remote", ss.remote)...))
+}
 
 // newSession turns an authenticated connection into a live session, in
 // this order: read the device's hello, negotiate capabilities, assign its
@@ -113,7 +138,7 @@ func deviceKey(id pki.Identity) string { return id.Issuer + "\x00" + id.Device }
 // is a *refusal is told to the device by the caller.
 func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote string) (*session, error) {
 	ss := &session{
-		srv: s, key: deviceKey(v.id), id: v.id, peer: conn.ConnectionState().PeerCertificates,
+		srv: s, key: deviceKey(v.id), id: v.id,
 		conn: conn, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
 		r:       tunnel.NewReader(conn, streamBufSize),
 		queue:   tunnel.NewQueue(),
@@ -132,7 +157,9 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 			_ = conn.NetConn().Close()
 		}
 	}
-	ss.log = s.log.With(append(identityAttrs(v.id), "remote", remote)...) // the identity on every session line
+	ss.renew.moved = make(chan struct{}, 1)
+	ss.cert.Store(&sessionCert{id: v.id, peer: conn.ConnectionState().PeerCertificates})
+	ss.setCertLog(v.id)
 	ss.grant.Store(v.grant)
 	ss.verdict.Store(&v)
 	ss.lastRecv.Store(time.Now().UnixNano())
@@ -161,7 +188,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 	}
 	_ = conn.SetDeadline(time.Time{})
 	tw.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // from now on a device that stops reading is "stalled"
-	ss.log.Info("session up", "path", pathTLS, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
+	ss.logger().Info("session up", "path", pathTLS, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
 		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
 }
@@ -194,6 +221,10 @@ func (ss *session) negotiate(hello tunnel.Hello) []string {
 	}
 	if tunnel.HasCap(hello.Caps, tunnel.CapPush) {
 		caps = append(caps, tunnel.CapPush)
+	}
+	if t := ss.srv.trust.Load(); t.renew != nil && tunnel.HasCap(hello.Caps, tunnel.CapRenew) && t.renew.renews(ss.verdict.Load().chain) {
+		caps = append(caps, tunnel.CapRenew)
+		ss.renew.offered = true
 	}
 	return caps
 }
@@ -249,6 +280,9 @@ func (ss *session) config(caps []string) tunnel.Config {
 		Keepalive:     cfg.Tunnel.Keepalive,
 		Timeout:       cfg.Tunnel.Timeout,
 	}
+	if rn := ss.srv.trust.Load().renew; rn != nil && ss.renew.offered {
+		tc.RenewAt = rn.renewAt
+	}
 	if ss.addr6.IsValid() {
 		tc.Address6 = netip.PrefixFrom(ss.addr6, ss.srv.pool.v6.prefix.Bits())
 		tc.Gateway6 = ss.srv.pool.v6.gateway
@@ -268,7 +302,7 @@ func (ss *session) config(caps []string) tunnel.Config {
 func (s *Server) register(ss *session) error {
 	for {
 		t := s.trust.Load()
-		v, err := t.decide(ss.peer, ss.verdict.Load(), time.Now(), forNewSession)
+		v, err := t.decide(ss.cert.Load().peer, ss.verdict.Load(), time.Now(), forNewSession)
 		if err != nil {
 			return err
 		}
@@ -293,10 +327,10 @@ func (s *Server) register(ss *session) error {
 		flapping := old != nil && s.flaps.replaced(ss.key, time.Now())
 		s.sessMu.Unlock()
 		if old != nil {
-			old.log.Info("session replaced by a new connection of the same device", "reason", tunnel.ReasonReplaced, "policies", old.grant.Load().Names, "new_remote", ss.remote)
+			old.logger().Info("session replaced by a new connection of the same device", "reason", tunnel.ReasonReplaced, "policies", old.grant.Load().Names, "new_remote", ss.remote)
 			old.close(tunnel.ReasonReplaced, nil)
 			if flapping {
-				ss.log.Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
+				ss.logger().Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
 					"remote_a", old.remote, "remote_b", ss.remote, "refused_for", flapBlock.String())
 			}
 		}
@@ -345,7 +379,7 @@ func (ss *session) setGrant(g *policy.Grant) {
 		return g.Allows(&packet.Info{Proto: f.Proto, Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort})
 	})
 	if pruned > 0 {
-		ss.log.Info("policy reloaded, flows no longer allowed dropped", "flows", pruned, "policies", g.Names)
+		ss.logger().Info("policy reloaded, flows no longer allowed dropped", "flows", pruned, "policies", g.Names)
 	}
 }
 
@@ -394,7 +428,7 @@ func (ss *session) close(reason tunnel.Reason, err error) {
 		if err != nil {
 			attrs = append(attrs, "error", err.Error())
 		}
-		ss.log.Info("session closed", attrs...)
+		ss.logger().Info("session closed", attrs...)
 	})
 }
 
@@ -414,6 +448,8 @@ func (ss *session) routineTimers(ctx context.Context) {
 		select {
 		case <-ss.done:
 			return
+		case <-ss.renew.moved: // a renewal: the new certificate's expiry
+			expiry.Reset(time.Until(ss.expiry()))
 		case <-ctx.Done():
 			ss.close(tunnel.ReasonShutdown, nil)
 			return
@@ -446,7 +482,7 @@ func (ss *session) routineTimers(ctx context.Context) {
 // expiry is when the session's certificate chain stops being valid: the
 // earliest NotAfter of the leaf and its issuing CAs.
 func (ss *session) expiry() time.Time {
-	end := ss.id.NotAfter
+	end := ss.cert.Load().id.NotAfter
 	for _, c := range ss.verdict.Load().chain {
 		if c.NotAfter.Before(end) {
 			end = c.NotAfter
@@ -466,6 +502,8 @@ func (ss *session) onControl(typ byte, payload []byte) error {
 			return fmt.Errorf("close frame from device: %w", err)
 		}
 		return &peerClosed{m.Reason}
+	case tunnel.FrameRenew:
+		return ss.onRenew(payload)
 	default:
 		return fmt.Errorf("unexpected control frame %#x from device", typ)
 	}
@@ -478,14 +516,25 @@ func (p *peerClosed) Error() string { return "device closed the session: " + p.r
 // status is one row of `sallyport server status`.
 func (ss *session) status() SessionStatus {
 	g := ss.grant.Load()
+	c := ss.cert.Load().id
 	return SessionStatus{
-		Device: ss.id.Device, User: ss.id.User, Groups: ss.id.Groups, Issuer: ss.id.Issuer,
-		Serial: ss.id.Serial, Path: ss.path(), Address: ss.addr.String(), Address6: addrString(ss.addr6), Remote: ss.remote, Policies: g.Names,
+		Device: ss.id.Device, User: ss.id.User, Groups: ss.id.Groups, Issuer: c.Issuer,
+		Serial: c.Serial, Path: ss.path(), Address: ss.addr.String(), Address6: addrString(ss.addr6), Remote: ss.remote, Policies: g.Names,
 		Since: ss.since, BytesIn: ss.bytesIn.Load(), BytesOut: ss.bytesOut.Load(),
 		PacketsIn: ss.packetsIn.Load(), PacketsOut: ss.packetsOut.Load(), Flows: ss.flows.Len(),
-		CertNotAfter: ss.id.NotAfter,
-		Dropped:      dropStatus(&ss.drops),
+		CertNotAfter: c.NotAfter, Lineage: c.Lineage, CA: ss.anchor(), Renewals: int(ss.renew.count.Load()),
+		Renewal: ss.renew.offered,
+		Dropped: dropStatus(&ss.drops),
 	}
+}
+
+// anchor is the subject of the CA the session's chain ends at.
+func (ss *session) anchor() string {
+	chain := ss.verdict.Load().chain
+	if len(chain) == 0 {
+		return ""
+	}
+	return chain[len(chain)-1].Subject.String()
 }
 
 // holds reports whether a (a valid address) is one of ss's tunnel addresses.

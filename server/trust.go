@@ -18,7 +18,9 @@ package server
 // is inside its validity; the leaf is not a CA and lists the clientAuth EKU
 // explicitly (no EKU extension and anyExtendedKeyUsage are refused unless
 // tls.accept_any_eku is set); no certificate of the chain but the trust
-// anchor is revoked by the CRL; for a new session, the CRL is not stale
+// anchor is revoked by the CRL, nor a renewed leaf's lineage (the serial
+// of its enrollment) or its own serial by any CRL; for a new session, the
+// CRL is not stale
 // (tls.crl_stale); the fingerprint/subject allowlists; at least one policy.
 
 import (
@@ -60,6 +62,7 @@ type trust struct {
 	staticFP  map[string]staticAddr
 	loadedAt  time.Time
 	warnings  []string // things the admin should know about this version (logged on load)
+	renew     *renewer // the online issuer (renew.go); nil without [renewal]
 }
 
 // loadTrust reads the certificate, CA, CRL and policy files named by c.
@@ -90,6 +93,13 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 	}
 	if err := t.loadCRL(c, prev); err != nil {
 		return nil, err
+	}
+	if c.Renewal.Enabled() {
+		var warn []string
+		if t.renew, warn, err = loadRenewer(c, t.caPool); err != nil {
+			return nil, err
+		}
+		t.warnings = append(t.warnings, warn...)
 	}
 	if t.policies, err = policy.Compile(c.Policies); err != nil {
 		return nil, fmt.Errorf("config %s: %w", c.Path, err)
@@ -311,6 +321,9 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 	if err := t.checkRevoked(v.chain[:len(v.chain)-1], id); err != nil {
 		return v, err
 	}
+	if err := t.checkLineage(leaf, id); err != nil {
+		return v, err
+	}
 	if why == forNewSession {
 		if err := t.checkCRLFresh(now, id); err != nil {
 			return v, err
@@ -343,6 +356,30 @@ func (t *trust) checkRevoked(certs []*x509.Certificate, id pki.Identity) error {
 				who = fmt.Sprintf("issuing CA %q (serial %s)", c.Subject.CommonName, pki.FormatSerial(c.SerialNumber))
 			}
 			return &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", who, why)}
+		}
+	}
+	return nil
+}
+
+// checkLineage refuses a renewed certificate when its enrollment serial
+// (its lineage) or its own serial is listed by any CRL in force, whatever
+// the CRL's issuer: `pki revoke --device` revokes the enrollment and so
+// cuts every renewal of it (pki/lineage.go). A lineage extension that does
+// not decode is refused: whether its enrollment was revoked cannot be told.
+func (t *trust) checkLineage(leaf *x509.Certificate, id pki.Identity) error {
+	l, renewed, err := pki.LineageOf(leaf)
+	if err != nil {
+		return &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("its lineage extension does not decode, so whether its enrollment was revoked cannot be told: %w", err)}
+	}
+	if !renewed {
+		return nil
+	}
+	for _, s := range []struct {
+		what   string
+		serial *big.Int
+	}{{"enrollment serial " + l.SerialString() + " (its lineage)", l.Serial}, {"certificate serial " + id.Serial, leaf.SerialNumber}} {
+		if revoked, why := t.crl.RevokedSerial(s.serial); revoked {
+			return &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", s.what, why)}
 		}
 	}
 	return nil

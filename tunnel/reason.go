@@ -180,3 +180,19 @@ func LookupReason(code string) (ReasonInfo, bool) {
 
 // Told reports whether the device is sent r in a Close frame.
 func (r Reason) Told() bool { return reasonIndex[r].Told }
+
+// Reasons a renewal is refused (RenewReply.Reason) beside the vocabulary's
+// own (revoked, expired, crl-stale, ...). They never close a session: the
+// laptop logs them and keeps its certificate until it renews or expires.
+const (
+	// ReasonRenewUnavailable: the gateway cannot renew this device now
+	// (renewal not configured, the issuer expired, the device's CA is not
+	// in renewal.ca_bundle, or the renewed certificate would itself be
+	// refused).
+	ReasonRenewUnavailable Reason = "renew-unavailable"
+	// ReasonRenewInvalid: the request does not verify, is not bound to
+	// this session, or its key is not accepted.
+	ReasonRenewInvalid Reason = "renew-invalid"
+	// ReasonRenewTooSoon: the session renewed a moment ago, or is renewing.
+	ReasonRenewTooSoon Reason = "renew-too-soon"
+)

@@ -65,6 +65,13 @@ type Snapshot struct {
 	ReloadFailures    uint64
 	PoolSize          int // addresses devices can be given
 	LeasesUsed        int // addresses held by live sessions
+	// Renewal is false when the gateway does not renew certificates.
+	Renewal        bool
+	Renewed        uint64            // certificates renewed inside sessions
+	RenewRefused   map[string]uint64 // refused renewals by reason
+	RenewSeconds   float64           // wall time spent issuing renewals
+	SessionsPerCA  map[string]int    // live sessions by the CA their chain ends at
+	IssuerNotAfter time.Time         // the online issuer's expiry
 }
 
 // Source gives a Snapshot; the gateway implements it.
@@ -97,7 +104,11 @@ var (
 	dPoolSize                             = desc("pool_addresses", "Tunnel addresses the pool can hand out.")
 	dPoolUsed                             = desc("pool_addresses_in_use", "Tunnel addresses held by live sessions.")
 	dBuild                                = desc("build_info", "Build of the running gateway (always 1).", "version", "goversion")
-	allDescs                              = []*prometheus.Desc{dSessions, dHandshaking, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild}
+	dRenewals                             = desc("cert_renewals_total", "Device certificate renewals inside sessions by result (issued, refused) and refusal reason.", "result", "reason")
+	dRenewSeconds                         = desc("cert_renewal_seconds_total", "Wall time spent deciding and issuing the renewals that were issued.")
+	dPerCA                                = desc("sessions_per_ca", "Live sessions by the CA their device chain ends at (subject).", "ca")
+	dIssuerExpiry                         = desc("renewal_issuer_expiry_timestamp_seconds", "When the online issuer's certificate expires, as a Unix time.")
+	allDescs                              = []*prometheus.Desc{dSessions, dHandshaking, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
 	_                prometheus.Collector = (*Collector)(nil)
 	errNotMetricsURL                      = errors.New("only /metrics is served here")
 )
@@ -163,6 +174,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dPoolSize, float64(s.PoolSize))
 	gauge(dPoolUsed, float64(s.LeasesUsed))
 	gauge(dBuild, 1, Version, runtime.Version())
+	for ca, n := range s.SessionsPerCA {
+		gauge(dPerCA, float64(n), ca)
+	}
+	if s.Renewal {
+		counter(dRenewals, s.Renewed, "issued", "")
+		for r, n := range s.RenewRefused {
+			counter(dRenewals, n, "refused", r)
+		}
+		ch <- prometheus.MustNewConstMetric(dRenewSeconds, prometheus.CounterValue, s.RenewSeconds)
+		gauge(dIssuerExpiry, float64(s.IssuerNotAfter.Unix()))
+	}
 }
 
 // traffic sends bytes, packets and drops, with the device label first when

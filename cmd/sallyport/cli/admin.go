@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -111,17 +112,26 @@ func serverStatusCmd() *cobra.Command {
 			for i, r := range tunnel.GatewayDrops {
 				names[i] = r.String()
 			}
-			fmt.Fprintf(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tIN\tOUT\tDROPPED (%s)\n", strings.Join(names, "/"))
+			fmt.Fprintf(tw, "DEVICE\tUSER\tGROUPS\tADDRESS\tSINCE\tSERIAL\tCERT UNTIL\tLINEAGE\tIN\tOUT\tDROPPED (%s)\n", strings.Join(names, "/"))
 			for _, s := range st.Sessions {
 				counts := make([]string, len(tunnel.GatewayDrops))
 				for i, r := range tunnel.GatewayDrops {
 					counts[i] = strconv.FormatUint(s.Dropped.Get(r), 10)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
-					joinAddrs(s.Address, s.Address6), s.Since.Format("2006-01-02 15:04:05"), humanBytes(s.BytesIn), humanBytes(s.BytesOut),
+				lineage := shortSerial(s.Lineage)
+				if s.Lineage == s.Serial {
+					lineage = "(itself)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Device, dash(s.User), dash(strings.Join(s.Groups, ",")),
+					joinAddrs(s.Address, s.Address6), s.Since.Format("2006-01-02 15:04:05"), shortSerial(s.Serial),
+					s.CertNotAfter.UTC().Format("2006-01-02 15:04Z"), lineage, humanBytes(s.BytesIn), humanBytes(s.BytesOut),
 					strings.Join(counts, "/"))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			printCAsAndRenewal(w, st)
+			return nil
 		},
 	}
 	f.add(cmd)
@@ -351,4 +361,29 @@ func keyWords(kind, where string) string {
 		return "in a PKCS#11 token (cannot be copied off it): " + where
 	}
 	return where + " (a copy of the file is a copy of the key)"
+}
+
+// shortSerial is the first 16 hex digits of a serial (the JSON has it whole).
+func shortSerial(s string) string {
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	return dash(s)
+}
+
+// printCAsAndRenewal prints the devices per CA (a CA rotation shows here)
+// and the online issuer.
+func printCAsAndRenewal(w io.Writer, st server.Status) {
+	cas := make([]string, 0, len(st.CAs))
+	for ca := range st.CAs {
+		cas = append(cas, ca)
+	}
+	sort.Strings(cas)
+	for _, ca := range cas {
+		fmt.Fprintf(w, "devices under CA %s: %d\n", ca, st.CAs[ca])
+	}
+	if r := st.Renewal; r != nil {
+		fmt.Fprintf(w, "renewal: issuer %s (until %s), lifetime %s, renew at %.2f; %d renewed, %d refused since start\n",
+			r.Issuer, r.IssuerNotAfter.UTC().Format(time.RFC3339), r.Lifetime, r.RenewAt, r.Renewed, r.Refused)
+	}
 }

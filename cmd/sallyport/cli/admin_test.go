@@ -59,11 +59,15 @@ var started = time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 var gwStatus = server.Status{
 	Started: started, Listen: "0.0.0.0:443", Device: "sp0", Address: "10.8.0.1", Address6: "fd00:8::1",
 	Refused: map[string]uint64{"revoked": 2},
+	CAs:     map[string]int{"CN=Acme Device CA": 2},
+	Renewal: &server.RenewalStatus{Issuer: "CN=Acme Online Issuer", IssuerNotAfter: started.Add(90 * 24 * time.Hour), Lifetime: "168h0m0s", RenewAt: 2.0 / 3, Renewed: 7, Refused: 1},
 	Sessions: []server.SessionStatus{
 		{Device: "alice-laptop", User: "alice", Groups: []string{"eng", "ops"}, Address: "10.8.0.2", Address6: "fd00:8::2",
-			Since: started.Add(time.Hour), BytesIn: 1536, BytesOut: 3 << 30,
+			Since: started.Add(time.Hour), BytesIn: 1536, BytesOut: 3 << 30, Serial: "1c0ffee0123456789abcdef0123456789", Lineage: "15eed0123456789abcdef0123456789ab",
+			CertNotAfter: started.Add(7 * 24 * time.Hour), CA: "CN=Acme Device CA", Renewal: true, Renewals: 3,
 			Dropped: server.DropStatus{Spoofed: 1, Policy: 2, NoFlow: 3, QueueFull: 4, Malformed: 5, Congestion: 6}},
-		{Device: "kiosk", Address: "10.8.0.3", Since: started.Add(2 * time.Hour), BytesIn: 12},
+		{Device: "kiosk", Address: "10.8.0.3", Since: started.Add(2 * time.Hour), BytesIn: 12, Serial: "5eed", Lineage: "5eed",
+			CertNotAfter: started.Add(365 * 24 * time.Hour), CA: "CN=Acme Device CA"},
 	},
 }
 
@@ -95,15 +99,18 @@ func TestServerAdminCommands(t *testing.T) {
 			t.Errorf("server status sent %+v", r)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 4 {
-			t.Fatalf("server status: %d lines, want header, column names and 2 sessions:\n%s", len(lines), out)
+		if len(lines) != 6 {
+			t.Fatalf("server status: %d lines, want header, column names, 2 sessions, the CA count and renewal:\n%s", len(lines), out)
+		}
+		if lines[4] != "devices under CA CN=Acme Device CA: 2" || !strings.HasPrefix(lines[5], "renewal: issuer CN=Acme Online Issuer (until 2027-02-28T08:00:00Z), lifetime 168h0m0s, renew at 0.67; 7 renewed, 1 refused") {
+			t.Errorf("CA and renewal lines:\n%s\n%s", lines[4], lines[5])
 		}
 		if want := "gateway 10.8.0.1,fd00:8::1 on 0.0.0.0:443 (sp0), up since 2026-11-30T08:00:00Z, 2 session(s)"; lines[0] != want {
 			t.Errorf("header %q, want %q", lines[0], want)
 		}
 		for i, want := range [][]string{
-			{"alice-laptop", "alice", "eng,ops", "10.8.0.2,fd00:8::2", "2026-11-30", "09:00:00", "1.5", "KiB", "3.0", "GiB", "1/2/3/4/5/6"},
-			{"kiosk", "-", "-", "10.8.0.3", "2026-11-30", "10:00:00", "12", "B", "0", "B", "0/0/0/0/0/0"},
+			{"alice-laptop", "alice", "eng,ops", "10.8.0.2,fd00:8::2", "2026-11-30", "09:00:00", "1c0ffee012345678…", "2026-12-07", "08:00Z", "15eed0123456789a…", "1.5", "KiB", "3.0", "GiB", "1/2/3/4/5/6"},
+			{"kiosk", "-", "-", "10.8.0.3", "2026-11-30", "10:00:00", "5eed", "2027-11-30", "08:00Z", "(itself)", "12", "B", "0", "B", "0/0/0/0/0/0"},
 		} {
 			if got := strings.Fields(lines[2+i]); !reflect.DeepEqual(got, want) {
 				t.Errorf("session row %d: %q, want %q", i, got, want)

@@ -202,8 +202,8 @@ out and the chgrp/chmod that lets it in. --as USER checks as another user;
 			for _, w := range r.Warnings {
 				fmt.Fprintf(out, "warning: %s\n", w)
 			}
-			fmt.Fprintf(out, "%s: ok (%d policies: %s; %d client CA certificates; CRL %s)\n", config, r.Policies,
-				strings.Join(policyNames(r.Config), ", "), r.CAs, r.CRL)
+			fmt.Fprintf(out, "%s: ok (%d policies: %s; %d client CA certificates; CRL %s; renewal %s)\n", config, r.Policies,
+				strings.Join(policyNames(r.Config), ", "), r.CAs, r.CRL, r.Renewal)
 			if r.CheckedAs != "" {
 				fmt.Fprintf(out, "files read as user %s: ok\n", r.CheckedAs)
 			}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/renew"
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// renewalTOML is the [renewal] table of the renewal harness.
+const renewalTOML = `
+[renewal]
+issuer_cert = "issuer.crt"
+issuer_key = "issuer.key"
+lifetime = "2m"
+record = "renewals.jsonl"
+`
+
+// newRenewalHarness is a gateway harness whose gateway renews: an online
+// issuer under the harness CA (path length 0, clientAuth only).
+func newRenewalHarness(t *testing.T, extra string) *gatewayHarness {
+	t.Helper()
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	t.Cleanup(h.close)
+	ic, ik := h.ca.sign(t, &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "Harness Online Issuer"},
+		NotAfter: time.Now().Add(12 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	writePEM(t, filepath.Join(h.dir(), "issuer.crt"), "CERTIFICATE", ic.Raw)
+	kd, _ := x509.MarshalPKCS8PrivateKey(ik)
+	writePEM(t, filepath.Join(h.dir(), "issuer.key"), "PRIVATE KEY", kd)
+	h.reload(renewalTOML + extra + engPolicyTOML)
+	if h.s.trust.Load().renew == nil {
+		t.Fatal("renewal not configured after the reload")
+	}
+	return h
+}
+
+// renewDevice connects a device offering renewal.
+func (h *gatewayHarness) renewDevice(cert tls.Certificate) (*device, tunnel.Config) {
+	d := h.dial(cert)
+	pc := h.connectCaps(d, "alice", tunnel.CapRenew)
+	return d, pc
+}
+
+// renewReq sends a renewal request made with key for session of d (bind
+// is d's own binding unless given) and returns the answer.
+func (d *device) renew(t *testing.T, der []byte) tunnel.RenewReply {
+	t.Helper()
+	b, err := tunnel.EncodeRenewRequest(tunnel.RenewRequest{CSR: der})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.w.WriteControl(tunnel.FrameRenew, b); err != nil {
+		t.Fatal(err)
+	}
+	typ, payload, ok := d.next(5 * time.Second)
+	if !ok || typ != tunnel.FrameRenewed {
+		t.Fatalf("want a renewed frame, got %#x (ok %v)", typ, ok)
+	}
+	r, err := tunnel.DecodeRenewReply(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (d *device) binding(t *testing.T) []byte {
+	t.Helper()
+	b, err := pki.RenewalBinding(d.tc.ConnectionState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func request(t *testing.T, key crypto.Signer, binding []byte) []byte {
+	t.Helper()
+	der, err := pki.NewRenewalRequest(key, "alice", binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func newP256(t *testing.T) *ecdsa.PrivateKey {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return k
+}
+
+func parseChain(t *testing.T, ders [][]byte) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestRenewal: a device renews inside its session; the session moves to
+// the new certificate at once (status, expiry), the answer carries the
+// chain and the CA bundle, the issuance is recorded, and the device then
+// connects with the new certificate to the same address.
+func TestRenewal(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	enroll := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	d, pc := h.renewDevice(enroll)
+	if !tunnel.HasCap(pc.Caps, tunnel.CapRenew) || pc.RenewAt < 0.66 || pc.RenewAt > 0.67 {
+		t.Fatalf("config answer caps %v renew_at %v, want renew offered at 2/3", pc.Caps, pc.RenewAt)
+	}
+	key := newP256(t)
+	r := d.renew(t, request(t, key, d.binding(t)))
+	if r.Reason != "" || len(r.Certs) != 2 || len(r.CAs) != 1 || !bytes.Equal(r.CAs[0], h.ca.cert.Raw) {
+		t.Fatalf("answer: reason %q, %d certs, %d CAs", r.Reason, len(r.Certs), len(r.CAs))
+	}
+	chain := parseChain(t, r.Certs)
+	leaf, old := chain[0], serialOf(t, enroll)
+	oldX, _ := x509.ParseCertificate(enroll.Certificate[0])
+	id := pki.IdentityOf(leaf)
+	if !pki.SamePublicKey(leaf.PublicKey, key.Public()) || !bytes.Equal(leaf.RawSubject, oldX.RawSubject) || id.Lineage != pki.FormatSerial(old) {
+		t.Fatalf("renewed certificate %+v", id)
+	}
+	if got := leaf.NotAfter.Sub(leaf.NotBefore); got != 2*time.Minute+renew.Backdate {
+		t.Fatalf("renewed lifetime %v, want 2m after a %v backdate", got, renew.Backdate)
+	}
+	st, _ := h.sessionOf("alice")
+	if st.Serial != id.Serial || !st.CertNotAfter.Equal(leaf.NotAfter) || st.Lineage != id.Lineage || st.Renewals != 1 || !st.Renewal || st.CA != h.ca.cert.Subject.String() {
+		t.Fatalf("status after renewal %+v, want serial %s", st, id.Serial)
+	}
+	ss := h.s.byKey[deviceKey(pki.IdentityOf(oldX))]
+	if !ss.expiry().Equal(leaf.NotAfter) {
+		t.Fatalf("session expiry %v, want the new certificate's %v", ss.expiry(), leaf.NotAfter)
+	}
+	if all := h.s.Status(); all.CAs[h.ca.cert.Subject.String()] != 1 || all.Renewal == nil || all.Renewal.Renewed != 1 {
+		t.Fatalf("status CAs %v renewal %+v", all.CAs, all.Renewal)
+	}
+	recs, err := renew.Latest(filepath.Join(h.dir(), "renewals.jsonl"))
+	if err != nil || len(recs) != 1 || recs[0].Serial != id.Serial || recs[0].Previous != pki.FormatSerial(old) || recs[0].Device != "alice" {
+		t.Fatalf("issuance record %+v: %v", recs, err)
+	}
+	m := scrape(t, h.s)
+	if !has(m, `sallyport_cert_renewals_total{reason="",result="issued"}`, "1") || !has(m, `sallyport_sessions_per_ca{ca="CN=Harness CA"}`, "1") {
+		t.Errorf("metrics after a renewal:\n%s", grepSallyport(m))
+	}
+	// Asking again at once is refused, and the session stays.
+	if r := d.renew(t, request(t, newP256(t), d.binding(t))); r.Reason != string(tunnel.ReasonRenewTooSoon) || r.RetryAfter == 0 {
+		t.Fatalf("second renewal at once: %+v", r)
+	}
+	// The new certificate connects, to the same address, replacing the
+	// old session (one device).
+	next := tls.Certificate{Certificate: r.Certs, PrivateKey: key}
+	d2, _ := h.renewDevice(next)
+	if d2.addr != d.addr {
+		t.Fatalf("renewed device got address %s, had %s", d2.addr, d.addr)
+	}
+	d.wantClose(t, tunnel.ReasonReplaced)
+	// And renews again, keeping the lineage.
+	r = d2.renew(t, request(t, newP256(t), d2.binding(t)))
+	if len(r.Certs) == 0 || pki.IdentityOf(parseChain(t, r.Certs)[0]).Lineage != pki.FormatSerial(old) {
+		t.Fatalf("second generation: %+v", r)
+	}
+}
+
+// TestRenewalRequestAsksForMore: whatever the request says about subject,
+// names, CA rights, usages or lineage, the certificate carries the
+// verified identity and the request's key, nothing else.
+func TestRenewalRequestAsksForMore(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	enroll := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	oldX, _ := x509.ParseCertificate(enroll.Certificate[0])
+	d, _ := h.renewDevice(enroll)
+	key := newP256(t)
+	bindVal, _ := asn1.Marshal(d.binding(t))
+	bc, _ := asn1.Marshal(struct {
+		IsCA bool `asn1:"optional"`
+	}{true})
+	forged, _ := pki.LineageExtension(pki.Lineage{Serial: big.NewInt(1), RawIssuer: oldX.RawIssuer})
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "root", OrganizationalUnit: []string{"admins", "eng"},
+			ExtraNames: []pkix.AttributeTypeAndValue{{Type: pki.OIDUserID, Value: "bob"}}},
+		DNSNames: []string{"gw.test"}, EmailAddresses: []string{"ceo@acme.example"},
+		ExtraExtensions: []pkix.Extension{
+			{Id: pki.OIDRenewalBinding, Value: bindVal},
+			{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: bc},                                                // CA:TRUE
+			{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: mustASN1(t, []asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 1}})}, // serverAuth
+			forged,
+		},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := d.renew(t, der)
+	if r.Reason != "" {
+		t.Fatalf("refused: %s", r.Reason)
+	}
+	got := parseChain(t, r.Certs)[0]
+	id := pki.IdentityOf(got)
+	if !bytes.Equal(got.RawSubject, oldX.RawSubject) || id.Device != "alice" || id.User != "" || strings.Join(id.Groups, ",") != "eng" ||
+		len(got.DNSNames)+len(got.EmailAddresses) != 0 || got.IsCA || len(got.ExtKeyUsage) != 1 || got.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth ||
+		id.Lineage != pki.FormatSerial(oldX.SerialNumber) || !pki.SamePublicKey(got.PublicKey, key.Public()) {
+		t.Fatalf("the request's wishes reached the certificate: %+v CA %v EKU %v", id, got.IsCA, got.ExtKeyUsage)
+	}
+}
+
+func mustASN1(t *testing.T, v any) []byte {
+	b, err := asn1.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRenewalRefusals: what a thief (or a stale gateway) gets: nothing,
+// and the session stays (except for a renew frame without the capability,
+// a protocol error).
+func TestRenewalRefusals(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	enroll := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	d, _ := h.renewDevice(enroll)
+
+	// A request recorded on another session of another device is refused
+	// on this one: the binding is per session.
+	other := h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	d2 := h.dial(other)
+	h.connectCaps(d2, "bob", tunnel.CapRenew)
+	replayed := request(t, newP256(t), d2.binding(t))
+	if r := d.renew(t, replayed); r.Reason != string(tunnel.ReasonRenewInvalid) {
+		t.Fatalf("replayed request: %+v", r)
+	}
+	// The current key again is no renewal.
+	if r := d.renew(t, request(t, enroll.PrivateKey.(crypto.Signer), d.binding(t))); r.Reason != string(tunnel.ReasonRenewInvalid) {
+		t.Fatalf("same key: %+v", r)
+	}
+	if st, ok := h.sessionOf("alice"); !ok || st.Renewals != 0 {
+		t.Fatalf("session after refused renewals: %+v %v", st, ok)
+	}
+	// An expired certificate never renews, whatever the clock says.
+	ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, enroll)))]
+	if r := ss.renewNow(request(t, newP256(t), d.binding(t)), mustLeaf(t, enroll).NotAfter.Add(time.Second)); r.Reason != string(tunnel.ReasonExpired) {
+		t.Fatalf("expired certificate: %+v", r)
+	}
+	// A stale CRL (tls.crl_stale = refuse) refuses renewal with a retry;
+	// the live session stays.
+	h.writeCRL(1, time.Now().Add(-time.Minute))
+	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
+	if h.s.trust.Load().crl == nil {
+		t.Fatal("CRL not loaded")
+	}
+	if r := d.renew(t, request(t, newP256(t), d.binding(t))); r.Reason != string(tunnel.ReasonCRLStale) || r.RetryAfter < 600 {
+		t.Fatalf("stale CRL: %+v", r)
+	}
+	if _, ok := h.sessionOf("alice"); !ok {
+		t.Fatal("the stale CRL cut the live session")
+	}
+	// Renewal turned off by a reload: the gateway says so.
+	h.writeCRL(2, time.Now().Add(time.Hour))
+	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
+	if r := d.renew(t, request(t, newP256(t), d.binding(t))); r.Reason != string(tunnel.ReasonRenewUnavailable) {
+		t.Fatalf("renewal off: %+v", r)
+	}
+	// A device that did not negotiate renewal and sends a renew frame
+	// breaks the protocol.
+	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
+	d3 := h.dial(h.ca.leafWithKey(t, "carol", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	h.connectCaps(d3, "carol")
+	b, _ := tunnel.EncodeRenewRequest(tunnel.RenewRequest{CSR: request(t, newP256(t), d3.binding(t))})
+	if err := d3.w.WriteControl(tunnel.FrameRenew, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := d3.next(5 * time.Second); ok {
+		t.Fatal("session open after a renew frame it did not negotiate")
+	}
+	waitFor(t, func() bool { _, ok := h.sessionOf("carol"); return !ok })
+}
+
+func mustLeaf(t *testing.T, c tls.Certificate) *x509.Certificate {
+	t.Helper()
+	x, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestRenewalLineageRevoked: revoking the enrollment serial cuts the live
+// session of a device renewed three times, and its renewed certificates
+// are refused at once; revoking a renewed serial itself works too.
+func TestRenewalLineageRevoked(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	enroll := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	cert := enroll
+	d, _ := h.renewDevice(cert)
+	var chains [][]*x509.Certificate
+	for range 3 {
+		key := newP256(t)
+		r := d.renew(t, request(t, key, d.binding(t)))
+		if r.Reason != "" {
+			t.Fatalf("renewal: %s", r.Reason)
+		}
+		chains = append(chains, parseChain(t, r.Certs))
+		cert = tls.Certificate{Certificate: r.Certs, PrivateKey: key}
+		old := d
+		d, _ = h.renewDevice(cert) // the laptop's next session, with the renewed certificate
+		old.wantClose(t, tunnel.ReasonReplaced)
+	}
+	third := chains[2]
+	if pki.IdentityOf(third[0]).Lineage != pki.FormatSerial(serialOf(t, enroll)) {
+		t.Fatal("lineage lost across renewals")
+	}
+	// The CRL lists only the enrollment serial.
+	h.writeCRL(1, time.Now().Add(time.Hour), serialOf(t, enroll))
+	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
+	d.wantClose(t, tunnel.ReasonRevoked)
+	tr := h.s.trust.Load()
+	for i, ch := range chains {
+		if _, err := tr.decide(ch, nil, time.Now(), forNewSession); classify(err).reason != tunnel.ReasonRevoked {
+			t.Errorf("renewal %d after its enrollment was revoked: %v", i+1, err)
+		}
+	}
+	// A fresh device is unaffected; revoking one renewed serial refuses
+	// exactly that certificate.
+	bob := h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	db := h.dial(bob)
+	h.connectCaps(db, "bob", tunnel.CapRenew)
+	key := newP256(t)
+	r := db.renew(t, request(t, key, db.binding(t)))
+	bobRenewed := parseChain(t, r.Certs)
+	if _, err := h.s.trust.Load().decide(bobRenewed, nil, time.Now(), forNewSession); err != nil {
+		t.Fatalf("bob's renewal refused before any revocation: %v", err)
+	}
+	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, enroll), bobRenewed[0].SerialNumber)
+	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
+	db.wantClose(t, tunnel.ReasonRevoked)
+}
+
+// TestRenewalNotOfferedOutsideBundle: renewal.ca_bundle names the CAs
+// whose devices are renewed; a device of another CA of client_ca is not
+// offered renewal.
+func TestRenewalNotOfferedOutsideBundle(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	other := newTestCA(t, "Contractor CA")
+	both := append(pemOf(h.ca.cert), pemOf(other.cert)...)
+	if err := os.WriteFile(filepath.Join(h.dir(), "ca.crt"), both, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.dir(), "bundle.crt"), pemOf(h.ca.cert), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.reload(renewalTOML + "ca_bundle = \"bundle.crt\"\n" + engPolicyTOML)
+	d := h.dial(other.leafWithKey(t, "contractor", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	if pc := h.connectCaps(d, "contractor", tunnel.CapRenew); tunnel.HasCap(pc.Caps, tunnel.CapRenew) || pc.RenewAt != 0 {
+		t.Fatalf("renewal offered to a device of a CA outside the bundle: %v", pc.Caps)
+	}
+	d2, pc := h.renewDevice(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	if !tunnel.HasCap(pc.Caps, tunnel.CapRenew) {
+		t.Fatal("renewal not offered to a device of the bundle's CA")
+	}
+	// A reload that takes the device's CA out of the bundle stops its
+	// renewals, though the session negotiated renewal before.
+	if err := os.WriteFile(filepath.Join(h.dir(), "bundle.crt"), pemOf(other.cert), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.reload(renewalTOML + "ca_bundle = \"bundle.crt\"\n" + engPolicyTOML)
+	if r := d2.renew(t, request(t, newP256(t), d2.binding(t))); r.Reason != string(tunnel.ReasonRenewUnavailable) {
+		t.Fatalf("renewal of a device whose CA left the bundle: %+v", r)
+	}
+}
+
+// TestRenewalOutlivesOldCertificate: the session moved to the renewed
+// certificate is not ended when the certificate it started with expires.
+func TestRenewalOutlivesOldCertificate(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	short, key := h.ca.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "alice", OrganizationalUnit: []string{"eng"}},
+		NotAfter: time.Now().Add(1500 * time.Millisecond), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
+	d, _ := h.renewDevice(tls.Certificate{Certificate: [][]byte{short.Raw}, PrivateKey: key})
+	if r := d.renew(t, request(t, newP256(t), d.binding(t))); r.Reason != "" {
+		t.Fatalf("renewal: %s", r.Reason)
+	}
+	time.Sleep(time.Until(short.NotAfter) + 500*time.Millisecond)
+	if typ, _, ok := d.next(time.Second); ok && typ == tunnel.FrameClose {
+		t.Fatal("the session ended when the certificate it started with expired")
+	}
+	if _, ok := h.sessionOf("alice"); !ok {
+		t.Fatal("no session after the first certificate expired")
+	}
+}
+
+func pemOf(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
