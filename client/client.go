@@ -84,6 +84,7 @@ type Client struct {
 	message   string    // its sentence for the employee
 	retryAt   time.Time // when the next attempt starts
 	skip      string    // a gateway that drained us: dial it last next time (drain.go)
+	memo      *memory   // what was last written to the memory file (memory.go)
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
@@ -199,7 +200,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		c.wg.Wait()
 		c.log.Info("tunnel down; routes, rules, kill switch, addresses and TUN removed")
 	}()
-	if err := c.net.start(); err != nil {
+	if err := c.net.start(c.boot()); err != nil {
 		return err
 	}
 	if ready != nil {
@@ -266,6 +267,38 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		backoff = min(2*backoff, c.cfg.Reconnect.MaxDelay)
 	}
 	return nil
+}
+
+// boot reads what the profile remembers of the gateway's last config
+// (memory.go) for Run's start.
+func (c *Client) boot() boot {
+	b := boot{path: memoryFile(c.cfg)}
+	b.mem, b.err = loadMemory(b.path)
+	c.mu.Lock()
+	c.memo = b.mem
+	c.mu.Unlock()
+	return b
+}
+
+// remember writes what pc says about failing closed to the profile's
+// memory file, when it differs from what the file holds. A failure is
+// logged: the session is up, only the next boot would not know.
+func (c *Client) remember(pc tunnel.Config, server string) {
+	m := memoryOf(pc, server, time.Now())
+	c.mu.Lock()
+	unchanged := c.memo != nil && c.memo.same(m)
+	c.mu.Unlock()
+	if unchanged {
+		return
+	}
+	path := memoryFile(c.cfg)
+	if err := saveMemory(path, m); err != nil {
+		c.log.Warn("cannot remember the pushed config; the next up will not fail closed before its first connection", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.memo = &m
+	c.mu.Unlock()
 }
 
 // state tells OnState, if set, whether a session is up, in one line.
@@ -395,6 +428,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
 	cn.lastRecv.Store(time.Now().UnixNano())
 	cn.w.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
+	c.remember(pc, addr)
 	c.mu.Lock()
 	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
 	c.refused, c.message, c.retryAt = "", "", time.Time{}

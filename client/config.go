@@ -36,6 +36,30 @@ type Config struct {
 
 	// Path is the file the config was loaded from.
 	Path string `toml:"-"`
+
+	// stateDir is the client's state directory (StateDir), fixed when
+	// the config is loaded.
+	stateDir string
+}
+
+// StateDir is where the laptop keeps what must survive a crash and a
+// reboot (what the gateway said last, the resolv.conf backup): the first
+// directory of $STATE_DIRECTORY (the unit's StateDirectory=), else
+// /var/lib/sallyport.
+func StateDir() string { return envDir("STATE_DIRECTORY", "/var/lib/sallyport") }
+
+func envDir(env, def string) string {
+	if d, _, _ := strings.Cut(os.Getenv(env), ":"); d != "" {
+		return d
+	}
+	return def
+}
+
+func (c *Config) stateDirectory() string {
+	if c.stateDir == "" {
+		return StateDir()
+	}
+	return c.stateDir
 }
 
 // TLSConfig names the trust anchor and the device's identity, as files or
@@ -148,6 +172,9 @@ func TableFor(dev string) int {
 func DefaultSocket(dev string) string { return "/run/sallyport/client-" + dev + ".sock" }
 
 func (c *Config) normalize() error {
+	if c.stateDir == "" {
+		c.stateDir = StateDir()
+	}
 	if c.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
 			return fmt.Errorf("key \"metrics.listen\": %q is not host:port", c.Metrics.Listen)

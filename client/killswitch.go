@@ -79,11 +79,3 @@ func wantKillSwitch(local, pushed *bool, full bool) bool {
 	}
 	return false
 }
-
-// killAtStart decides whether Run installs the kill switch before the
-// first connection: when the client file switches it on, and when a table
-// left by a crashed client exists (it is adopted, never dropped in between,
-// so nothing leaks while the client reconnects).
-func killAtStart(local *bool, exists bool) bool {
-	return exists || (local != nil && *local)
-}

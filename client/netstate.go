@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -37,12 +38,14 @@ type netState struct {
 	closing atomic.Bool
 }
 
-// start runs once before the first connection: it adopts the routes and
-// rules a crashed client left behind (adoptRouting), and puts the kill
-// switch in place when the client file asks for it or adopts the one a
-// crashed client left, without a moment in between where traffic could
-// leave.
-func (n *netState) start() error {
+// start runs once before the first connection, so that the laptop fails
+// closed from the first second: it adopts the routes and rules a crashed
+// client left behind (adoptRouting), puts the kill switch in place when
+// killAtStart says so (the client file, a crashed client's table, or the
+// remembered config: memory.go), without a moment in between where
+// traffic could leave, and refuses the remembered pushed prefixes until
+// the first session routes them.
+func (n *netState) start(b boot) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.adoptRouting()
@@ -50,17 +53,67 @@ func (n *netState) start() error {
 	if err != nil {
 		n.log.Warn("cannot check for an existing kill switch", "err", err)
 	}
-	if !killAtStart(n.local, exists) {
+	if b.err != nil {
+		n.log.Warn("cannot read what the gateway said last time; failing closed until it says again", "err", b.err)
+	}
+	kill := killAtStart(n.local, exists, b)
+	if kill {
+		if err := n.installKill(); err != nil {
+			return err
+		}
+	}
+	table := "inet " + killTableName(n.dev)
+	switch {
+	case exists:
+		n.log.Info("kill switch adopted: traffic outside the tunnel stays blocked", "table", table)
+	case kill && n.local != nil:
+		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", table)
+	case kill && b.mem != nil:
+		n.log.Info("kill switch on before the first connection, as the gateway's last config asked: traffic outside the tunnel is blocked",
+			"table", table, "remembered", b.path, "from", b.mem.Server, "at", b.mem.At.Format(time.RFC3339))
+	case kill:
+		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", table)
+	case n.local != nil && b.mem != nil && b.mem.killSwitch():
+		n.log.Info("kill switch off until the first connection: the client file says kill_switch = false (the gateway's last config asked for it)")
+	}
+	if b.mem != nil {
+		return n.refuse(b.mem.bootRoutes(kill), b.mem.IPv6, b.path)
+	}
+	return nil
+}
+
+// refuse installs the unreachable routes (and the rules that lead to
+// them) that prefixes would have behind their routes through the TUN: the
+// state a crashed client leaves, for a laptop that starts without a
+// session. The first pushed config reconciles them like its own.
+func (n *netState) refuse(prefixes []netip.Prefix, has6 bool, from string) error {
+	if len(prefixes) == 0 {
 		return nil
 	}
-	if err := n.installKill(); err != nil {
-		return err
+	plan := planRoutes(prefixes, n.dev, n.table, has6)
+	var refused []string
+	for _, r := range plan.routes {
+		if !r.Unreachable {
+			continue
+		}
+		if err := n.sys.ReplaceTableRoute(r); err != nil {
+			return fmt.Errorf("add route %s: %w", r, err)
+		}
+		if !slices.Contains(n.routes, r) {
+			n.routes = append(n.routes, r)
+		}
+		refused = append(refused, r.Dst.String())
 	}
-	if exists {
-		n.log.Info("kill switch adopted: traffic outside the tunnel stays blocked", "table", "inet "+killTableName(n.dev))
-	} else {
-		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", "inet "+killTableName(n.dev))
+	for _, r := range plan.rules {
+		if err := n.sys.AddRule(r); err != nil {
+			return fmt.Errorf("add rule %s: %w", r, err)
+		}
+		if !slices.Contains(n.rules, r) {
+			n.rules = append(n.rules, r)
+		}
 	}
+	n.log.Info("the company's prefixes are refused until the tunnel is up, as the gateway's last config pushed them",
+		"prefixes", strings.Join(refused, ","), "remembered", from)
 	return nil
 }
 

@@ -28,7 +28,9 @@ func (c *Client) onPush(payload []byte) error {
 	}
 	c.mu.Lock()
 	c.pushed = pc
+	server := c.server
 	c.mu.Unlock()
+	c.remember(pc, server)
 	added, removed := diffPrefixes(cur.Routes, pc.Routes)
 	c.log.Info("new config from the gateway applied", "routes", fmt.Sprint(pc.Routes), "added", fmt.Sprint(added),
 		"removed", fmt.Sprint(removed), "dns", fmt.Sprint(pc.DNS), "mtu", pc.MTU)

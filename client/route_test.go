@@ -285,13 +285,41 @@ func TestWantKillSwitch(t *testing.T) {
 			t.Errorf("wantKillSwitch(%v, %v, full=%v) = %v, want %v", tt.local, tt.pushed, tt.full, got, tt.want)
 		}
 	}
+}
+
+// What the laptop does before its first connection: a crashed client's
+// kill switch is adopted whatever the file says; otherwise the client
+// file's kill_switch wins; without it the remembered config decides (the
+// pushed kill_switch, else a full tunnel); a memory that cannot be read
+// fails closed; a laptop that never connected is open.
+func TestKillAtStart(t *testing.T) {
+	on, off := new(bool), new(bool)
+	*on = true
+	split, full := &memory{Routes: pfx("10.1.0.0/16")}, &memory{Routes: pfx("0.0.0.0/1", "128.0.0.0/1")}
+	pushedOn, pushedOff := &memory{Routes: pfx("10.1.0.0/16"), KillSwitch: on}, &memory{Routes: pfx("0.0.0.0/0"), KillSwitch: off}
+	bad := errors.New("corrupt")
 	for _, tt := range []struct {
+		name   string
 		local  *bool
 		exists bool
+		b      boot
 		want   bool
-	}{{nil, false, false}, {nil, true, true}, {off, true, true}, {on, false, true}} {
-		if got := killAtStart(tt.local, tt.exists); got != tt.want {
-			t.Errorf("killAtStart(%v, %v) = %v", tt.local, tt.exists, got)
+	}{
+		{"never connected", nil, false, boot{}, false},
+		{"crashed client's table", nil, true, boot{}, true},
+		{"crashed client's table, file says off", off, true, boot{}, true},
+		{"file says on", on, false, boot{}, true},
+		{"remembered push on", nil, false, boot{mem: pushedOn}, true},
+		{"remembered full tunnel", nil, false, boot{mem: full}, true},
+		{"remembered split tunnel", nil, false, boot{mem: split}, false},
+		{"remembered full tunnel, pushed off", nil, false, boot{mem: pushedOff}, false},
+		{"file says off over the remembered push", off, false, boot{mem: pushedOn}, false},
+		{"file says on over the remembered split", on, false, boot{mem: split}, true},
+		{"memory unreadable", nil, false, boot{err: bad}, true},
+		{"memory unreadable, file says off", off, false, boot{err: bad}, false},
+	} {
+		if got := killAtStart(tt.local, tt.exists, tt.b); got != tt.want {
+			t.Errorf("%s: killAtStart = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
@@ -316,7 +344,7 @@ func TestNetStateApply(t *testing.T) {
 	r.k.rules = []tunnel.Rule{foreign}
 	logs := &syncBuffer{}
 	n := &netState{sys: r, dev: "fake0", log: testLogger(logs), table: DefaultTable, servers: []string{"127.0.0.1:443"}}
-	if err := n.start(); err != nil {
+	if err := n.start(boot{}); err != nil {
 		t.Fatal(err)
 	}
 	pc := testConfig()
@@ -380,7 +408,7 @@ func TestNetStateAdopt(t *testing.T) {
 	r.k.kill = map[string]killSpec{"sallyport-sp0": {Table: "sallyport-sp0"}, "sallyport-sp1": {Table: "sallyport-sp1"}}
 	logs := &syncBuffer{}
 	n := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable, servers: []string{"198.18.0.2:8443"}, allowLAN: true}
-	if err := n.start(); err != nil {
+	if err := n.start(boot{}); err != nil {
 		t.Fatal(err)
 	}
 	k := r.kernel()
@@ -413,7 +441,7 @@ func TestNetStateAdopt(t *testing.T) {
 	// the kill switch to the pushed config.
 	r2 := &recorder{}
 	n2 := &netState{sys: r2, dev: "sp0", log: testLogger(logs), table: DefaultTable}
-	if err := n2.start(); err != nil || len(r2.log()) != 0 {
+	if err := n2.start(boot{}); err != nil || len(r2.log()) != 0 {
 		t.Fatalf("start changed something: %q %v", r2.log(), err)
 	}
 }
@@ -427,7 +455,7 @@ func TestNetStateCrashFailsClosed(t *testing.T) {
 	r := &recorder{}
 	logs := &syncBuffer{}
 	n := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable}
-	if err := n.start(); err != nil {
+	if err := n.start(boot{}); err != nil {
 		t.Fatal(err)
 	}
 	pc := testConfig()
@@ -448,7 +476,7 @@ func TestNetStateCrashFailsClosed(t *testing.T) {
 	}
 	// The next up: nothing goes before its config is in place.
 	n2 := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable}
-	if err := n2.start(); err != nil {
+	if err := n2.start(boot{}); err != nil {
 		t.Fatal(err)
 	}
 	r.mu.Lock()

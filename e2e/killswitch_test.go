@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -423,5 +424,103 @@ func TestSplitTunnelCrash(t *testing.T) {
 	}
 	if leaks, replies, out := tp.lanLeaks(1000); leaks == 0 || replies != 2 {
 		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic back: %s", leaks, replies, out)
+	}
+}
+
+// offlineLeaks captures what leaves the laptop's eth0 while it pings the
+// LAN host (a pushed prefix) and sends UDP to an IPv4 address outside the
+// pushed prefixes (the gateway's outer address, port 9999: not the
+// client's own connection) and to the LAN host's IPv6 address.
+func (tp *Topo) offlineLeaks(ms int) (leaks, replies int, out string) {
+	tp.t.Helper()
+	capture := tp.helper(tp.Lap, "capture", "eth0", listen, fmt.Sprint(ms))
+	waitReady(tp.t, capture)
+	replies = tp.ping(tp.Lap, lanHost, 2)
+	o4, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", gwAddr+":9999", "leak?")
+	o6, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", "["+lanHost6+"]:9999", "leak?")
+	if !capture.Wait(time.Duration(ms)*time.Millisecond + 10*time.Second) {
+		tp.t.Fatal("capture helper did not finish")
+	}
+	out = capture.Out()
+	if field(out, "leaks") == "" {
+		tp.t.Fatalf("capture failed: %s %s", out, capture.Err())
+	}
+	return atoi(field(out, "leaks"), -1), replies, out + " udp4:" + strings.TrimSpace(o4) + " udp6:" + strings.TrimSpace(o6)
+}
+
+// TestRememberedKillSwitch: the gateway's policy pushes kill_switch = true
+// for a split tunnel; the laptop's file leaves it unset. After a clean
+// down, the next up happens while the gateway is unreachable (a boot
+// behind a captive portal): from the first second nothing leaves eth0 in
+// the clear, IPv4 or IPv6, and the pushed prefix is refused, because the
+// laptop remembers the last config. With kill_switch = false written in
+// the file, the file wins: traffic outside the tunnel flows, but the
+// company's prefix is still refused. down restores plain traffic.
+func TestRememberedKillSwitch(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	on := true
+	split := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{lanNet}, Routes: []string{lanNet}, KillSwitch: &on}
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, split))
+	lap := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	lap.waitUp(15 * time.Second)
+	down := func() {
+		t.Helper()
+		if out, err := tp.sp(tp.Lap, "down", "-c", lap.Conf); err != nil {
+			t.Fatalf("down: %v %s", err, out)
+		}
+		if !lap.Proc.Wait(10 * time.Second) {
+			t.Fatal("client still running after down")
+		}
+	}
+	down()
+	if leaks, replies, out := tp.offlineLeaks(1500); leaks == 0 || replies != 2 || !strings.Contains(out, "udp6:sent=1") {
+		t.Fatalf("after down: leaks=%d replies=%d, want plain traffic seen on eth0: %s", leaks, replies, out)
+	}
+	if !gw.Proc.Stop(10 * time.Second) {
+		t.Fatal("server did not stop on SIGTERM")
+	}
+	upOffline := func(name string, kill bool) {
+		t.Helper()
+		lap.Proc = tp.start(tp.Lap, name, nil, binPath, "up", "-c", lap.Conf)
+		var st installedStatus
+		if !waitFor(10*time.Second, func() bool {
+			var err error
+			st, err = lap.installed()
+			return err == nil && len(st.Installed.Routes) > 0
+		}) {
+			t.Fatalf("%s: no status with routes: %+v\n%s", name, st, tail(lap.Proc.Log(), 20))
+		}
+		want := []string{"unreachable " + lanNet + " table 21328 metric 21328"}
+		if st.Connected || st.Installed.KillSwitch != kill || !slices.Equal(st.Installed.Routes, want) {
+			t.Fatalf("%s before any session: %+v, want kill switch %v and %v", name, st, kill, want)
+		}
+	}
+
+	upOffline("client-alice-boot", true)
+	if leaks, replies, out := tp.offlineLeaks(2000); leaks != 0 || replies != 0 || !strings.Contains(out, "udp6:send_error") {
+		t.Fatalf("up with the gateway unreachable: leaks=%d replies=%d, want nothing in the clear: %s", leaks, replies, out)
+	}
+	down()
+
+	b, err := os.ReadFile(lap.Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lap.Conf, []byte(strings.Replace(string(b), "[tunnel]\n", "[tunnel]\nkill_switch = false\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	upOffline("client-alice-off", false)
+	if leaks, replies, out := tp.offlineLeaks(1500); leaks == 0 || replies != 0 || !strings.Contains(out, "udp6:sent=1") {
+		t.Fatalf("kill_switch = false in the file: leaks=%d replies=%d, want traffic outside the tunnel, the LAN prefix refused: %s",
+			leaks, replies, out)
+	}
+	down()
+	if leaks, replies, out := tp.offlineLeaks(1000); leaks == 0 || replies != 2 {
+		t.Fatalf("after the last down: leaks=%d replies=%d, want plain traffic: %s", leaks, replies, out)
 	}
 }

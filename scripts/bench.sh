@@ -94,6 +94,11 @@ NS_LAP=spbench-$SUFFIX-lap
 NS_GW=spbench-$SUFFIX-gw
 NS_LAN=spbench-$SUFFIX-lan
 W=$(mktemp -d /tmp/sallyport-bench.XXXXXX)
+# The bench laptop keeps its state and locks under $W, not in this
+# machine's /var/lib/sallyport and /run/sallyport, and never talks to its
+# systemd-resolved.
+export STATE_DIRECTORY=$W/state RUNTIME_DIRECTORY=$W/run DBUS_SYSTEM_BUS_ADDRESS=unix:path=$W/no-system-bus
+mkdir -m 0700 "$STATE_DIRECTORY" "$RUNTIME_DIRECTORY"
 PIDS=()
 
 stop_pid() { # stop_pid PID [SECONDS]: SIGTERM, wait (default 5 s), then SIGKILL

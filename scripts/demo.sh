@@ -11,7 +11,8 @@
 # from the LAN host through the tunnel, shows dave being refused, revokes
 # alice and shows her cut off, then shows carol on a full tunnel whose kill
 # switch lets nothing out while the gateway is down or after kill -9, until
-# `sallyport down`. Everything it creates is removed on exit, also
+# `sallyport down`, and again from the first second of the next `up` while
+# the gateway is still down. Everything it creates is removed on exit, also
 # on failure or Ctrl-C. Exit status is non-zero if any step failed.
 #
 # Needs: bash, iproute2, the sallyport binary, and Go (to build the tiny
@@ -44,6 +45,12 @@ fi
 
 PFX="spdemo$$-"
 WORK=$(mktemp -d /tmp/sallyport-demo.XXXXXX)
+# The demo's laptop is not this machine: it keeps its state (what the
+# gateway said last, a resolv.conf backup) and its locks under $WORK, not in
+# /var/lib/sallyport or /run/sallyport, and never talks to this machine's
+# systemd-resolved (its resolv.conf is the namespace's own: netns.sh).
+export STATE_DIRECTORY=$WORK/state RUNTIME_DIRECTORY=$WORK/run DBUS_SYSTEM_BUS_ADDRESS=unix:path=$WORK/no-system-bus
+mkdir -m 0700 "$STATE_DIRECTORY" "$RUNTIME_DIRECTORY"
 PIDS=()
 RESULTS=()
 FAILED=0
@@ -296,6 +303,18 @@ if [ -n "$HELPER" ]; then
 	if cping; then bad "traffic left the laptop after kill -9 of the client"; else ok "client killed (kill -9): still nothing gets out"; fi
 	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" 2>&1 | indent
 	if cping; then ok "sallyport down removed the kill switch: plain traffic flows again"; else bad "no plain traffic after sallyport down"; fi
+	# The laptop boots again while the gateway is still down (a captive
+	# portal, an outage): it remembers what the gateway said last time.
+	bg "$SP_LAP" "$WORK/carol2.log" "$BIN" up -c "$WORK/carol.toml"
+	CAROL_PID=$LASTPID
+	kson() { [[ $(kstatus 2>&1) == *"kill switch:"*"on"* ]]; }
+	if waitfor 10 kson && ! cping; then
+		ok "up again with the gateway down: the remembered kill switch lets nothing out from the first second"
+	else
+		bad "up with the gateway down let traffic out before the first connection"
+	fi
+	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" 2>&1 | indent
+	if cping; then ok "sallyport down: plain traffic again"; else bad "no plain traffic after the second sallyport down"; fi
 else
 	note "kill switch traffic steps skipped (no helper)"
 	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" >/dev/null 2>&1

@@ -18,6 +18,10 @@ sp_ns_create() {
 		ip netns add "$ns" || return 1
 		ip -n "$ns" link set lo up || return 1
 	done
+	# The laptop's own resolv.conf (ip netns exec binds it over
+	# /etc/resolv.conf), so nothing run there can rewrite this machine's.
+	mkdir -p "/etc/netns/$SP_LAP" &&
+		printf '# sallyport demo laptop\nnameserver 192.0.2.1\n' >"/etc/netns/$SP_LAP/resolv.conf" || return 1
 	ip -n "$SP_LAP" link add eth0 type veth peer name lap0 netns "$SP_GW" &&
 		ip -n "$SP_LAP" addr add 198.18.0.1/30 dev eth0 &&
 		ip -n "$SP_LAP" link set eth0 up &&
@@ -38,4 +42,8 @@ sp_ns_destroy() {
 	for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
 		case $ns in "$p"*) ip netns del "$ns" 2>/dev/null ;; esac
 	done
+	for ns in /etc/netns/"$p"*; do
+		[ -d "$ns" ] && rm -rf "$ns"
+	done
+	return 0
 }
