@@ -146,7 +146,7 @@ func LoadConfig(path string) (*Config, error) {
 	c.TLS.Key = tomlconf.Resolve(path, c.TLS.Key)
 	c.TLS.KeyTPM = tomlconf.Resolve(path, c.TLS.KeyTPM)
 	if err := c.normalize(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, tomlconf.Where(path, err)
 	}
 	return &c, nil
 }

@@ -33,7 +33,7 @@ func TestConfigErrors(t *testing.T) {
 		{"tpm_device alone", base + "tpm_device = \"/dev/tpmrm0\"\n", `"tls.tpm_device" is set but "tls.key_tpm" is not`},
 		{"pkcs11 pin in URI", strings.Replace(base, "key = \"d.key\"\n", "key_pkcs11 = \"pkcs11:token=a;object=b?module-path=/m.so&pin-value=1234\"\n", 1), `"tls.key_pkcs11": PKCS#11 URI`},
 		{"bad pin", base + "pin_sha256 = \"zz\"\n", "pin_sha256"},
-		{"unknown", base + "[tunnel]\ndriverr = \"x\"\n", `unknown key "tunnel.driverr"`},
+		{"unknown", base + "[tunnel]\ndriverr = \"x\"\n", `client.toml:7: unknown key "tunnel.driverr" (did you mean "driver"?)`},
 		{"negative cpus", base + "[tunnel]\ncpus = -2\n", `"tunnel.cpus": -2 is outside`},
 		{"bad driver", base + "[tunnel]\ndriver = \"tap\"\n", `"tap"`},
 		{"backoff", base + "[reconnect]\nmin_delay = \"10s\"\nmax_delay = \"1s\"\n", "min_delay <= max_delay"},

@@ -223,7 +223,7 @@ func LoadConfig(path string) (*Config, error) {
 		}
 	}
 	if err := c.normalize(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, tomlconf.Where(path, err)
 	}
 	return &c, nil
 }

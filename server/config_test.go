@@ -83,8 +83,13 @@ func TestConfigErrors(t *testing.T) {
 		name, text, want string
 	}{
 		{"minimal ok", minimal, ""},
-		{"unknown key", minimal + "\n[tunnel2]\nx = 1\n", `unknown key "tunnel2"`},
-		{"typo in table", strings.Replace(minimal, "ipv4_pool", "ipv4_poool", 1), `unknown key "tunnel.ipv4_poool"`},
+		// Errors name the file and line, and suggest the nearest key.
+		{"unknown table", minimal + "\n[tunnel2]\nx = 1\n", `server.toml:14: unknown table [tunnel2] (did you mean [tunnel]?)`},
+		{"typo in table", strings.Replace(minimal, "ipv4_pool", "ipv4_pol", 1), `server.toml:8: unknown key "tunnel.ipv4_pol" (did you mean "ipv4_pool"?)`},
+		{"misspelt table", strings.Replace(minimal, "[tunnel]", "[tunel]", 1), `server.toml:7: unknown table [tunel] (did you mean [tunnel]?)`},
+		{"typo in a policy", minimal + "[[policy]]\nname = \"eng\"\nmatch = { ou = [\"eng\"] }\nalow = [\"10.1.0.0/16\"]\n",
+			`server.toml:16: [[policy]] #2 "eng": unknown key "alow" (did you mean "allow"?)`},
+		{"check at its line", strings.Replace(minimal, "10.9.0.0/24", "10.9.0.0/31", 1), `server.toml:8: key "tunnel.ipv4_pool": 10.9.0.0/31 is too small`},
 		{"missing cert", strings.Replace(minimal, `cert = "s.crt"`, "", 1), `"tls.cert" is required`},
 		{"bad pool", strings.Replace(minimal, "10.9.0.0/24", "10.9.0.0", 1), `tunnel.ipv4_pool`},
 		{"tiny pool", strings.Replace(minimal, "10.9.0.0/24", "10.9.0.0/31", 1), `too small`},

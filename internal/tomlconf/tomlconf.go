@@ -4,7 +4,6 @@
 package tomlconf
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
@@ -17,7 +16,8 @@ import (
 )
 
 // Load reads the TOML file at path into v and rejects any key that v does
-// not declare.
+// not declare. Errors are *Error (or several, joined): "PATH:LINE: ..."
+// naming the key, with the nearest known key for one that is unknown.
 func Load(path string, v any) error {
 	data, err := userfile.Read(path, userfile.MaxConfig)
 	if err != nil {
@@ -33,26 +33,15 @@ func Decode(name, text string, v any) error {
 	var raw map[string]any
 	if md, err := toml.Decode(text, &raw); err == nil {
 		if err := checkDurations(md, reflect.TypeOf(v)); err != nil {
-			return fmt.Errorf("config %s: %w", name, err)
+			return Where(name, err, text)
 		}
 	}
 	md, err := toml.Decode(text, v)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			if pe.LastKey != "" {
-				return fmt.Errorf("config %s: line %d: key %q: %s", name, pe.Position.Line, pe.LastKey, pe.Message)
-			}
-			return fmt.Errorf("config %s: line %d: %s", name, pe.Position.Line, pe.Message)
-		}
-		return fmt.Errorf("config %s: %w", name, err)
+		return decodeError(name, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = fmt.Sprintf("%q", k.String())
-		}
-		return fmt.Errorf("config %s: unknown key %s", name, strings.Join(keys, ", "))
+		return unknownKeys(name, text, und, reflect.TypeOf(v), raw)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func TestRun(t *testing.T) {
 		{"unknown", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{"unknown server subcommand", []string{"server", "frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{"unknown flag", []string{"status", "--frob"}, 2, "", "unknown flag: --frob"},
-		{"server bad config", []string{"server", "-c", bad}, 1, "", "line 1"},
+		{"server bad config", []string{"server", "-c", bad}, 1, "", "bad.toml:1: key \"listen\": "},
 		{"server missing config", []string{"server", "--config", "/nonexistent/server.toml"}, 1, "", "no such file"},
 		{"up bad config", []string{"up", "-c", bad}, 1, "", "bad.toml"},
 		{"bare number duration", []string{"server", "-c", durConf}, 1, "", `key "tunnel.keepalive": a duration is a string with a unit`},
