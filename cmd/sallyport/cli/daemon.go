@@ -27,6 +27,7 @@ type daemonFlags struct {
 	config string
 	level  string
 	format string
+	json   bool // the logger in use writes JSON
 }
 
 func (f *daemonFlags) add(cmd *cobra.Command, defCfg, cfgUsage string) {
@@ -49,7 +50,25 @@ func (f *daemonFlags) logger(cmd *cobra.Command, cfgFormat string) (*slog.Logger
 	} else if err := logfmt.Check(format); err != nil {
 		return nil, cmdutil.Usagef("--log-format %q: use text or json", f.format)
 	}
+	f.json = format == logfmt.JSON
 	return logfmt.New(cmd.ErrOrStderr(), format, l)
+}
+
+// fail reports err, why the daemon could not start (or stopped), the way
+// its logs are written: with JSON logs as one JSON line at level ERROR
+// (a log pipeline sees it like any other line) and exit status 1; else
+// as the one plain line "sallyport: ..." (cmdutil.Execute). Either way
+// with withHint's advice.
+func (f *daemonFlags) fail(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	err = withHint(err)
+	if !f.json || log == nil {
+		return err
+	}
+	log.Error("cannot start", "error", cmdutil.OneLine(err.Error()))
+	return cmdutil.ExitError{Code: 1}
 }
 
 func serverCmd() *cobra.Command {
@@ -62,22 +81,22 @@ the config, CA, CRL and policies and re-checks every live session.`,
 		Example: "  sallyport server -c /etc/sallyport/server.toml",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := f.logger(cmd, ""); err != nil {
+			log, err := f.logger(cmd, "")
+			if err != nil {
 				return err // a bad flag is a usage error before the config is read
 			}
 			cfg, err := server.LoadConfig(f.config)
 			if err != nil {
-				return withHint(err)
+				return f.fail(log, err)
 			}
-			log, err := f.logger(cmd, cfg.Log.Format)
-			if err != nil {
+			if log, err = f.logger(cmd, cfg.Log.Format); err != nil {
 				return err
 			}
 			srv, err := server.New(cfg, log)
 			if err != nil {
-				return withHint(err)
+				return f.fail(log, err)
 			}
-			return withHint(runDaemon(func() { srv.Reload("SIGHUP") }, srv.Run))
+			return f.fail(log, runDaemon(func() { srv.Reload("SIGHUP") }, srv.Run))
 		},
 	}
 	f.add(cmd, "/etc/sallyport/server.toml", "gateway config file")
@@ -102,16 +121,16 @@ The config is a file made by "sallyport pki bundle".`,
 			}
 			cfg, err := client.LoadConfig(f.config)
 			if err != nil {
-				return withHint(err)
+				return f.fail(log, err)
 			}
 			c, err := client.New(cfg, log)
 			if err != nil {
-				return withHint(err)
+				return f.fail(log, err)
 			}
 			// READY comes when the device is in place; the status line
 			// (systemctl status) says whether a session is up.
 			c.OnState = func(_ bool, line string) { _, _ = daemon.SdNotify(false, "STATUS="+line) }
-			return withHint(runDaemon(nil, c.Run))
+			return f.fail(log, runDaemon(nil, c.Run))
 		},
 	}
 	f.add(cmd, "client.toml", "client config file (made by sallyport pki bundle)")

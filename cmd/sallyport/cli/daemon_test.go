@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"os/signal"
@@ -145,5 +146,43 @@ func TestDaemonStartErrors(t *testing.T) {
 		if code == 0 || out != "" || !strings.Contains(errs, tt.want) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want a failure naming %q", tt.args, code, out, errs, tt.want)
 		}
+	}
+}
+
+// TestStartErrorsAsJSON: with --log-format json (or the gateway's
+// [log] format = "json") the error that stops the daemon is one JSON log
+// line like every other, not a plain text line in the middle of them.
+func TestStartErrorsAsJSON(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "server.toml")
+	writeFile(t, bad, "listen = \"127.0.0.1:8443\"\n[tunel]\n")
+	gw := filepath.Join(dir, "gw.toml")
+	writeFile(t, gw, "listen = \"127.0.0.1:8443\"\n[log]\nformat = \"json\"\n[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\nclient_ca = \"ca.crt\"\n[tunnel]\nipv4_pool = \"10.8.0.0/24\"\n"+
+		"[[policy]]\nname = \"all\"\nmatch = { cn = [\"*\"] }\nallow = [\"10.0.0.0/8\"]\n")
+	lap := filepath.Join(dir, "client.toml")
+	writeFile(t, lap, "server = \"127.0.0.1:8443\"\n[tls]\nca = \"ca.crt\"\ncert = \"dev.crt\"\nkey = \"dev.key\"\n")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"server", "-c", bad, "--log-format", "json"}, bad + `:2: unknown table [tunel] (did you mean [tunnel]?)`},
+		{[]string{"server", "-c", gw}, "gw.key"}, // JSON from the config
+		{[]string{"up", "-c", lap, "--log-format", "json"}, "ca.crt"},
+		{[]string{"up", "-c", filepath.Join(dir, "none.toml"), "--log-format", "json"}, "none.toml"},
+	} {
+		code, out, errs := run(tt.args...)
+		var line struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+			Error string `json:"error"`
+		}
+		if code != 1 || out != "" || strings.Count(errs, "\n") != 1 || json.Unmarshal([]byte(errs), &line) != nil ||
+			line.Level != "ERROR" || line.Msg != "cannot start" || !strings.Contains(line.Error, tt.want) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 1 and one JSON line whose error names %q", tt.args, code, out, errs, tt.want)
+		}
+	}
+	// Text (the default) stays the one plain line.
+	if code, _, errs := run("server", "-c", bad); code != 1 || !strings.HasPrefix(errs, "sallyport: "+bad+":2: unknown table") {
+		t.Errorf("text mode: exit %d, stderr %q", code, errs)
 	}
 }
