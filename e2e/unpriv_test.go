@@ -280,7 +280,15 @@ func TestLaptopStartErrors(t *testing.T) {
 			if p.ExitCode() != 1 {
 				t.Fatalf("client exited %d, want 1:\n%s", p.ExitCode(), p.Log())
 			}
-			if got := strings.TrimSpace(p.Err()); !regexp.MustCompile("^" + tt.want + "$").MatchString(got) {
+			// Log lines before the failure (where the device key lives)
+			// are slog lines; the error is the one plain line.
+			var lines []string
+			for _, l := range strings.Split(strings.TrimSpace(p.Err()), "\n") {
+				if !strings.HasPrefix(l, "time=") {
+					lines = append(lines, l)
+				}
+			}
+			if got := strings.Join(lines, "\n"); !regexp.MustCompile("^" + tt.want + "$").MatchString(got) {
 				t.Fatalf("stderr:\n%s\nwant exactly:\n%s", got, tt.want)
 			}
 		})
