@@ -123,8 +123,8 @@ func (d DropStatus) Get(r tunnel.DropReason) uint64 {
 
 // Status reports the gateway and its sessions, sorted by device.
 func (s *Server) Status() Status {
-	cfg := s.cfg.Load()
-	t := s.trust.Load()
+	snap := s.snap.Load() // config and trust of one moment
+	cfg, t := snap.cfg, snap.trust
 	st := Status{Started: s.started, Listen: cfg.Listen, Address: s.pool.primary().Gateway().String(), NoSession: s.noRoute.Load(), CPUs: s.procs.Current(),
 		Refused: s.refusals.counts(), CRLNextUpdate: t.crl.NextUpdate(), CRLStale: t.crlStaleAt(time.Now())}
 	if s.pool.dual() {
@@ -184,7 +184,7 @@ func (s *Server) handleAdmin(ctx context.Context, req adminsock.Request) (any, e
 	case "drain":
 		n := len(s.sessions())
 		s.drainReq.request()
-		return map[string]any{"draining": true, "sessions": n, "drain_timeout": s.cfg.Load().DrainTimeout.String()}, nil
+		return map[string]any{"draining": true, "sessions": n, "drain_timeout": s.config().DrainTimeout.String()}, nil
 	case "reload":
 		s.Reload("admin")
 		return map[string]bool{"reloaded": true}, nil
@@ -221,7 +221,7 @@ const watchInterval = 250 * time.Millisecond
 func (s *Server) routineWatch(ctx context.Context) {
 	defer s.wg.Done()
 	files := func() []string {
-		c := s.cfg.Load()
+		c := s.config()
 		out := []string{c.Path, c.TLS.ClientCA}
 		if c.TLS.CRL != "" {
 			out = append(out, c.TLS.CRL)
@@ -243,7 +243,7 @@ func (s *Server) routineWatch(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			s.refusals.flush(now, s.log)
-			if s.cfg.Load().Log.LogDrops {
+			if s.config().Log.LogDrops {
 				s.drops.flush(now, s.sessions(), s.log)
 			}
 			s.checkCRLFresh(now)

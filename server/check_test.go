@@ -17,7 +17,7 @@ func TestCheck(t *testing.T) {
 	defer h.close()
 	h.writeCRL(3, time.Now().Add(-time.Minute)) // stale
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
-	path := h.s.cfg.Load().Path
+	path := h.s.config().Path
 	r, err := Check(path)
 	if err != nil {
 		t.Fatal(err)
@@ -50,9 +50,9 @@ func TestCheck(t *testing.T) {
 			if _, err := Check(path); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("check: %v, want an error naming %q", err, tc.want)
 			}
-			before := h.s.cfg.Load()
+			before := h.s.config()
 			h.s.Reload("test")
-			if h.s.cfg.Load() != before {
+			if h.s.config() != before {
 				t.Fatal("a reload that fails the check replaced the running configuration")
 			}
 		})

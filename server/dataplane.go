@@ -56,7 +56,7 @@ type dataPools struct {
 func (s *Server) dataPools() *dataPools {
 	s.pools.once.Do(func() {
 		s.pools.stream = tunnel.BatchPool{Count: s.dev.BatchSize(), Size: tunnel.Headroom + tunnel.MaxPayload}
-		s.pools.seg = tunnel.BatchPool{Count: 2 * tunnel.MaxSegs, Size: tunnel.Headroom + s.cfg.Load().Tunnel.MTU}
+		s.pools.seg = tunnel.BatchPool{Count: 2 * tunnel.MaxSegs, Size: tunnel.Headroom + s.config().Tunnel.MTU}
 	})
 	return &s.pools
 }
@@ -71,7 +71,7 @@ func (ss *session) routineReadStream() {
 	in := ss.inbound(ss.aqm)
 	for {
 		ss.r.Wait()
-		in.MTU = ss.srv.cfg.Load().Tunnel.MTU
+		in.MTU = ss.srv.config().Tunnel.MTU
 		b := pool.Get()
 		res, err := in.ReadStream(ss.r, b, ss.gso, ss.backlog, ss.onControl)
 		pool.Put(b)
@@ -97,7 +97,7 @@ func (ss *session) routineReadStream() {
 // batches to one of these, with the same verdict (fromDevice). aqm is nil
 // for a transport with no backlog to measure.
 func (ss *session) inbound(aqm *tunnel.AQM) *tunnel.Inbound {
-	return &tunnel.Inbound{Dev: ss.srv.dev, MTU: ss.srv.cfg.Load().Tunnel.MTU, Verdict: ss.fromDevice, Drops: &ss.drops, AQM: aqm}
+	return &tunnel.Inbound{Dev: ss.srv.dev, MTU: ss.srv.config().Tunnel.MTU, Verdict: ss.fromDevice, Drops: &ss.drops, AQM: aqm}
 }
 
 // received counts what one batch from the device did.

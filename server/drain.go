@@ -45,7 +45,7 @@ const drainPoll = 20 * time.Millisecond
 // still running then (Run's shutdown closes those).
 func (s *Server) drain(trigger string) int {
 	s.draining.Store(true)
-	timeout := s.cfg.Load().DrainTimeout
+	timeout := s.config().DrainTimeout
 	s.log.Info("gateway draining: no new sessions; every device is told to move to another gateway", "trigger", trigger,
 		"sessions", len(s.sessions()), "drain_timeout", timeout.String())
 	if s.ln != nil {

@@ -347,7 +347,7 @@ func (p *addrPools) expire(now time.Time, ttl time.Duration) int {
 // saves once more after the sessions are gone.
 func (s *Server) routineSaveLeases(ctx context.Context) {
 	defer s.wg.Done()
-	t := s.cfg.Load().Tunnel
+	t := s.config().Tunnel
 	tick := time.NewTicker(leaseExpiryCheck)
 	defer tick.Stop()
 	seen := time.NewTicker(leaseSeenSave)
@@ -381,7 +381,7 @@ func (s *Server) routineSaveLeases(ctx context.Context) {
 // saveLeases writes the lease file, logging a failure once until the next
 // success.
 func (s *Server) saveLeases() {
-	path := s.cfg.Load().Tunnel.LeaseFile
+	path := s.config().Tunnel.LeaseFile
 	s.pool.seen.Store(false) // before the snapshot: a change during the save is saved next time
 	err := s.pool.saveLeases(path)
 	if err != nil {

@@ -240,8 +240,8 @@ func TestLeasesNotRegular(t *testing.T) {
 	}
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	writeFile(t, h.s.cfg.Load().Path, harnessTOML("")+"lease_file = \""+fifo+"\"\n"+engPolicyTOML)
-	if _, err := Check(h.s.cfg.Load().Path); !errors.Is(err, userfile.ErrNotRegular) {
+	writeFile(t, h.s.config().Path, harnessTOML("")+"lease_file = \""+fifo+"\"\n"+engPolicyTOML)
+	if _, err := Check(h.s.config().Path); !errors.Is(err, userfile.ErrNotRegular) {
 		t.Fatalf("server check with a FIFO as lease file: %v", err)
 	}
 }

@@ -30,7 +30,7 @@ const (
 // reports false. It runs in the accept loop, so a burst of connections is
 // counted before their goroutines start.
 func (s *Server) admitHandshake(c net.Conn) bool {
-	limit := s.cfg.Load().TLS.MaxHandshakes
+	limit := s.config().TLS.MaxHandshakes
 	s.sessMu.Lock()
 	ok := limit <= 0 || s.shaking < limit
 	if ok {
@@ -58,7 +58,7 @@ func (s *Server) sessionSlot(ss *session) error {
 // live, unless it replaces the device's own session (a reconnect never
 // raises the count). Hold sessMu.
 func (s *Server) sessionSlotLocked(ss *session) error {
-	limit := s.cfg.Load().Tunnel.MaxSessions
+	limit := s.config().Tunnel.MaxSessions
 	if limit <= 0 || len(s.byKey) < limit || s.byKey[ss.key] != nil {
 		return nil
 	}

@@ -22,9 +22,9 @@ import (
 func TestMaxSessions(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	cfg := *h.s.cfg.Load()
+	cfg := *h.s.config()
 	cfg.Tunnel.MaxSessions = 2
-	h.s.cfg.Store(&cfg)
+	h.s.setConfig(&cfg)
 	leaf := func(cn string) tls.Certificate {
 		return h.ca.leafWithKey(t, cn, []string{"eng"}, x509.ExtKeyUsageClientAuth)
 	}
@@ -99,9 +99,9 @@ func TestMaxSessions(t *testing.T) {
 func TestMaxHandshakes(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	cfg := *h.s.cfg.Load()
+	cfg := *h.s.config()
 	cfg.TLS.MaxHandshakes = 1
-	h.s.cfg.Store(&cfg)
+	h.s.setConfig(&cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -134,7 +134,7 @@ func (s *Server) serveConnectIP(ctx context.Context, w http.ResponseWriter, r *h
 		ss.hangup(true)
 		return
 	}
-	ss.link.SetTimeout(s.cfg.Load().Tunnel.Timeout)
+	ss.link.SetTimeout(s.config().Tunnel.Timeout)
 	ss.logger().Info("session up", "path", pathQUIC, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names,
 		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software, "max_packet", masque.MaxPacket(qc.conn))
 	s.track(ss)
@@ -195,7 +195,7 @@ func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session,
 	if tunnel.HasCap(hello.Caps, tunnel.CapPush) {
 		caps = append(caps, tunnel.CapPush)
 	}
-	if err := ss.assign(s.trust.Load()); err != nil {
+	if err := ss.assign(s.trustNow()); err != nil {
 		return nil, nil, err
 	}
 	return ss, caps, nil
@@ -295,7 +295,7 @@ func (ss *session) routineReadDatagrams() {
 		if n > 0 {
 			now := time.Now()
 			ss.lastRecv.Store(now.UnixNano())
-			in.MTU = ss.srv.cfg.Load().Tunnel.MTU
+			in.MTU = ss.srv.config().Tunnel.MTU
 			ss.received(in.Deliver(b, n, now, 0))
 		}
 		pool.Put(b)

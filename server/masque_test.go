@@ -25,7 +25,7 @@ import (
 // startQUIC serves the harness's gateway on a loopback UDP port.
 func (h *gatewayHarness) startQUIC() string {
 	h.t.Helper()
-	h.s.cfg.Load().Listen = "127.0.0.1:0"
+	h.s.config().Listen = "127.0.0.1:0"
 	q, err := h.s.startQUIC(context.Background())
 	if err != nil {
 		h.t.Fatal(err)

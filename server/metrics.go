@@ -119,8 +119,8 @@ func addTraffic(dst *metrics.Traffic, t metrics.Traffic) {
 // MetricsSnapshot implements metrics.Source.
 func (s *Server) MetricsSnapshot() metrics.Snapshot {
 	now := time.Now()
-	cfg := s.cfg.Load()
-	t := s.trust.Load()
+	inForce := s.snap.Load() // config and trust of one moment
+	cfg, t := inForce.cfg, inForce.trust
 	snap := metrics.Snapshot{Now: now, PerDevice: cfg.Metrics.PerDevice, LastReloadSuccess: t.loadedAt, Refused: s.refusals.counts()}
 
 	m := &s.meters

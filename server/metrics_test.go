@@ -75,11 +75,11 @@ func TestMetricsFromGateway(t *testing.T) {
 	}
 
 	// Per device when asked for (applies on reload).
-	h.s.cfg.Load().Metrics.PerDevice = true
+	h.s.config().Metrics.PerDevice = true
 	if text := scrape(t, h.s); !has(text, `sallyport_device_dropped_packets_total{device="alice",reason="spoofed"}`, "1") {
 		t.Errorf("per_device: no per-device drops:\n%s", grepSallyport(text))
 	}
-	h.s.cfg.Load().Metrics.PerDevice = false
+	h.s.config().Metrics.PerDevice = false
 
 	// The session ends: its counters stay in the totals.
 	h.s.Kick("alice")
@@ -100,7 +100,7 @@ func TestMetricsFromGateway(t *testing.T) {
 	}
 
 	// A failed reload is counted.
-	writeFile(t, h.s.cfg.Load().Path, "not toml [")
+	writeFile(t, h.s.config().Path, "not toml [")
 	h.s.Reload("test")
 	if text := scrape(t, h.s); !has(text, "sallyport_config_reload_failures_total", "1") {
 		t.Errorf("reload failure not counted:\n%s", grepSallyport(text))
@@ -127,7 +127,7 @@ func grepSallyport(text string) string {
 func TestMetricsCRLAndReload(t *testing.T) {
 	h := newGatewayHarness(t, []policy.Policy{{Name: "all", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}}}, netip.Prefix{})
 	defer h.close()
-	h.writeCRL(7, h.s.trust.Load().loadedAt.Add(48*3600e9))
+	h.writeCRL(7, h.s.trustNow().loadedAt.Add(48*3600e9))
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
 	text := scrape(t, h.s)
 	if !has(text, `sallyport_crl_number{issuer="CN=Harness CA"}`, "7") {

@@ -33,13 +33,13 @@ func natTableName(dev string) string { return "sallyport-gw-" + dev }
 // startNAT installs the masquerade table when tunnel.masquerade asks for
 // it and returns the function that removes it (nil when NAT is off).
 func (s *Server) startNAT(tun string) (stop func(), err error) {
-	cfg := s.cfg.Load()
+	cfg := s.config()
 	out := cfg.Tunnel.Masquerade
 	if len(out) == 0 {
 		return nil, nil
 	}
 	if len(out) == 1 && out[0] == MasqueradeAuto {
-		routes := s.trust.Load().policies.Routes()
+		routes := s.trustNow().policies.Routes()
 		if out, err = autoInterfaces(routes, tun); err != nil {
 			return nil, fmt.Errorf("tunnel.masquerade = \"auto\": %w", err)
 		}

@@ -33,7 +33,7 @@ type Profile struct {
 // profile records the profile kind (for "cpu" during seconds, cut short if
 // ctx ends). It refuses when [admin] pprof is off.
 func (s *Server) profile(ctx context.Context, kind string, seconds int) (Profile, error) {
-	if !s.cfg.Load().Admin.Pprof {
+	if !s.config().Admin.Pprof {
 		return Profile{}, fmt.Errorf("pprof is off on this gateway: set [admin] pprof = true in server.toml and restart")
 	}
 	p := Profile{Kind: kind}

@@ -19,7 +19,7 @@ import (
 func TestPprof(t *testing.T) {
 	s := &Server{}
 	cfg := &Config{}
-	s.cfg.Store(cfg)
+	s.setConfig(cfg)
 	sock := filepath.Join(t.TempDir(), "gw.sock")
 	admin, err := adminsock.Listen(sock, s.handleAdmin, nil)
 	if err != nil {
@@ -30,7 +30,7 @@ func TestPprof(t *testing.T) {
 	if _, err := FetchProfile(sock, "heap", 0); err == nil || !strings.Contains(err.Error(), "[admin] pprof = true") {
 		t.Fatalf("pprof while off: %v", err)
 	}
-	s.cfg.Store(&Config{Admin: AdminConfig{Pprof: true}})
+	s.setConfig(&Config{Admin: AdminConfig{Pprof: true}})
 	tests := []struct {
 		kind    string
 		seconds int
@@ -72,7 +72,7 @@ func TestPprof(t *testing.T) {
 // admin socket closes (shutdown), returning what it recorded.
 func TestPprofCPUStopsWithServer(t *testing.T) {
 	s := &Server{}
-	s.cfg.Store(&Config{Admin: AdminConfig{Pprof: true}})
+	s.setConfig(&Config{Admin: AdminConfig{Pprof: true}})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p, err := s.profile(ctx, "cpu", MaxProfileSeconds)

@@ -88,7 +88,7 @@ func quicConfig(keepalive, timeout, handshake time.Duration) *quic.Config {
 // startQUIC opens the UDP socket at the listen address and serves the
 // datagram path on it until close.
 func (s *Server) startQUIC(ctx context.Context) (*quicListener, error) {
-	cfg := s.cfg.Load()
+	cfg := s.config()
 	lc := net.ListenConfig{}
 	udp, err := lc.ListenPacket(ctx, "udp", cfg.Listen)
 	if err != nil {
@@ -159,7 +159,7 @@ func (s *Server) serveQUIC(q *quicListener, conn *quic.Conn) {
 		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeGeneralProtocolError), "")
 		return
 	}
-	v, err := s.trust.Load().decide(cs.TLS.PeerCertificates, nil, time.Now(), forNewSession)
+	v, err := s.trustNow().decide(cs.TLS.PeerCertificates, nil, time.Now(), forNewSession)
 	if err != nil {
 		s.logRefusal(remote, classify(err), v.id)
 		_ = conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeRequestRejected), string(classify(err).reason))

@@ -216,12 +216,12 @@ func (ss *session) renewNow(csrDER []byte, now time.Time) tunnel.RenewReply {
 	ss.renew.count.Add(1)
 	srv.meters.renewed(time.Since(start))
 	rec := renew.RecordOf(cert, prev, now)
-	if err := srv.journal.append(srv.cfg.Load().Renewal.Record, rec); err != nil {
-		ss.logger().Error("renewal not recorded in the issuance record", "record", srv.cfg.Load().Renewal.Record, "err", err)
+	if err := srv.journal.append(srv.config().Renewal.Record, rec); err != nil {
+		ss.logger().Error("renewal not recorded in the issuance record", "record", srv.config().Renewal.Record, "err", err)
 	}
 	ss.logger().Info("certificate renewed", "old_serial", pki.FormatSerial(prev.SerialNumber), "new_serial", rec.Serial,
 		"not_after", rec.NotAfter.Format(time.RFC3339), "lineage", rec.Lineage, "issuer", rec.Issuer)
-	reply := tunnel.RenewReply{CAs: srv.trust.Load().renewBundle()}
+	reply := tunnel.RenewReply{CAs: srv.trustNow().renewBundle()}
 	for _, c := range chain {
 		reply.Certs = append(reply.Certs, c.Raw)
 	}
@@ -256,7 +256,7 @@ func (ss *session) renewRefused(rr *renewRefusal) tunnel.RenewReply {
 // renewCert issues the new certificate for the request and moves the
 // session to it; it returns the certificate and the chain to send.
 func (ss *session) renewCert(csrDER []byte, now time.Time) (*x509.Certificate, []*x509.Certificate, error) {
-	t := ss.srv.trust.Load()
+	t := ss.srv.trustNow()
 	rn := t.renew
 	if rn == nil {
 		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, 6 * time.Hour, errors.New("renewal is not configured on this gateway any more")}
@@ -326,7 +326,7 @@ func (ss *session) moveTo(chain []*x509.Certificate, t *trust, now time.Time) er
 			}
 			return err
 		}
-		if cur := ss.srv.trust.Load(); cur != t {
+		if cur := ss.srv.trustNow(); cur != t {
 			t = cur
 			continue
 		}

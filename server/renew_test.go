@@ -46,7 +46,7 @@ func newRenewalHarness(t *testing.T, extra string) *gatewayHarness {
 	kd, _ := x509.MarshalPKCS8PrivateKey(ik)
 	writePEM(t, filepath.Join(h.dir(), "issuer.key"), "PRIVATE KEY", kd)
 	h.reload(renewalTOML + extra + engPolicyTOML)
-	if h.s.trust.Load().renew == nil {
+	if h.s.trustNow().renew == nil {
 		t.Fatal("renewal not configured after the reload")
 	}
 	return h
@@ -263,7 +263,7 @@ func TestRenewalRefusals(t *testing.T) {
 	// the live session stays.
 	h.writeCRL(1, time.Now().Add(-time.Minute))
 	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
-	if h.s.trust.Load().crl == nil {
+	if h.s.trustNow().crl == nil {
 		t.Fatal("CRL not loaded")
 	}
 	if r := d.renew(t, request(t, newP256(t), d.binding(t))); r.Reason != string(tunnel.ReasonCRLStale) || r.RetryAfter < 600 {
@@ -331,7 +331,7 @@ func TestRenewalLineageRevoked(t *testing.T) {
 	h.writeCRL(1, time.Now().Add(time.Hour), serialOf(t, enroll))
 	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
 	d.wantClose(t, tunnel.ReasonRevoked)
-	tr := h.s.trust.Load()
+	tr := h.s.trustNow()
 	for i, ch := range chains {
 		if _, err := tr.decide(ch, nil, time.Now(), forNewSession); classify(err).reason != tunnel.ReasonRevoked {
 			t.Errorf("renewal %d after its enrollment was revoked: %v", i+1, err)
@@ -345,7 +345,7 @@ func TestRenewalLineageRevoked(t *testing.T) {
 	key := newP256(t)
 	r := db.renew(t, request(t, key, db.binding(t)))
 	bobRenewed := parseChain(t, r.Certs)
-	if _, err := h.s.trust.Load().decide(bobRenewed, nil, time.Now(), forNewSession); err != nil {
+	if _, err := h.s.trustNow().decide(bobRenewed, nil, time.Now(), forNewSession); err != nil {
 		t.Fatalf("bob's renewal refused before any revocation: %v", err)
 	}
 	h.writeCRL(2, time.Now().Add(time.Hour), serialOf(t, enroll), bobRenewed[0].SerialNumber)

@@ -29,13 +29,27 @@ import (
 	"github.com/sallyport/sallyport/tunnel/masque"
 )
 
+// snapshot is everything a reload changes: the configuration and the trust
+// built from it, stored together.
+type snapshot struct {
+	cfg   *Config
+	trust *trust
+}
+
+// config is the configuration in force.
+func (s *Server) config() *Config { return s.snap.Load().cfg }
+
+// trustNow is the trust in force.
+func (s *Server) trustNow() *trust { return s.snap.Load().trust }
+
 // Server is one running gateway. Create it with New, run it with Run.
 type Server struct {
 	log *slog.Logger
 
 	cfgMu sync.Mutex // serializes reloads
-	cfg   atomic.Pointer[Config]
-	trust atomic.Pointer[trust]
+	// snap is the configuration and the trust in force, swapped as one by
+	// Reload: a reader never sees a new config with the old trust.
+	snap atomic.Pointer[snapshot]
 
 	pool  *addrPools
 	dev   tunnel.Device
@@ -95,8 +109,7 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	if err := s.pool.loadLeases(cfg.Tunnel.LeaseFile, cfg.Tunnel.LeaseTTL, log); err != nil {
 		return nil, err
 	}
-	s.cfg.Store(cfg)
-	s.trust.Store(t)
+	s.snap.Store(&snapshot{cfg: cfg, trust: t})
 	s.pool.SetStatic(t.staticAddrs())
 	return s, nil
 }
@@ -118,7 +131,7 @@ func newPools(cfg *Config) *addrPools {
 // sessions and removes what it set up. ready, if not nil, is called once
 // the gateway accepts connections (systemd notify).
 func (s *Server) Run(ctx context.Context, ready func()) error {
-	cfg := s.cfg.Load()
+	cfg := s.config()
 	s.started = time.Now()
 	s.checkForwarding()
 	s.procs = procs.New(cfg.Tunnel.CPUs)
@@ -259,8 +272,9 @@ func forwardingFix(v6 bool) string {
 func (s *Server) Reload(why string) {
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
-	old := s.cfg.Load()
-	cfg, t, err := load(old.Path, s.trust.Load()) // what `server check` runs
+	cur := s.snap.Load()
+	old := cur.cfg
+	cfg, t, err := load(old.Path, cur.trust) // what `server check` runs
 	if err != nil {
 		s.reloadFailed()
 		s.log.Error("reload failed, keeping the running configuration", "trigger", why, "err", err)
@@ -274,8 +288,7 @@ func (s *Server) Reload(why string) {
 	}
 	// Keys that need a restart keep their running values.
 	cfg.Listen, cfg.Tunnel, cfg.Admin, cfg.Metrics.Listen, cfg.QUIC = old.Listen, old.Tunnel, old.Admin, old.Metrics.Listen, old.QUIC
-	s.cfg.Store(cfg)
-	s.trust.Store(t) // before recheckSessions: see register
+	s.snap.Store(&snapshot{cfg: cfg, trust: t}) // one swap, before recheckSessions: see register
 	s.pool.SetStatic(t.staticAddrs())
 	s.log.Info("configuration reloaded", "trigger", why, "policies", len(cfg.Policies), "crl_number", fmt.Sprint(t.crlNumber()),
 		"crl_next_update", fmtTime(t.crl.NextUpdate()))
@@ -288,7 +301,7 @@ func (s *Server) Reload(why string) {
 // nextUpdate: with tls.crl_stale = "refuse" new sessions are refused until
 // it is renewed.
 func (s *Server) checkCRLFresh(now time.Time) {
-	t := s.trust.Load()
+	t := s.trustNow()
 	if !t.crlStaleAt(now) || s.crlStale.Swap(true) {
 		return
 	}
@@ -390,7 +403,7 @@ func (s *Server) tlsConfigFor(alpn string) *tls.Config {
 	}
 	tunnel.TLSDefaults(base)
 	base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
-		t := s.trust.Load()
+		t := s.trustNow()
 		sc, _ := hi.Conn.(*shakeConn)
 		c := base.Clone()
 		c.GetConfigForClient = nil
@@ -455,7 +468,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) 
 func (s *Server) admitted(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	done := sync.OnceFunc(func() { s.shakingDelta(-1) })
 	defer done()
-	cfg := s.cfg.Load()
+	cfg := s.config()
 	remote := raw.RemoteAddr().String()
 	tunnel.TuneTCP(raw)
 	_ = raw.SetDeadline(time.Now().Add(cfg.TLS.HandshakeTimeout))

@@ -175,7 +175,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	caps := ss.negotiate(hello)
-	if err := ss.assign(s.trust.Load()); err != nil {
+	if err := ss.assign(s.trustNow()); err != nil {
 		return nil, err
 	}
 	if err := ss.pushConfig(caps); err != nil {
@@ -187,7 +187,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	tw.SetTimeout(conn, s.cfg.Load().Tunnel.Timeout) // from now on a device that stops reading is "stalled"
+	tw.SetTimeout(conn, s.config().Tunnel.Timeout) // from now on a device that stops reading is "stalled"
 	ss.logger().Info("session up", "path", pathTLS, "address", ss.addr.String(), "address6", addrString(ss.addr6), "policies", ss.grant.Load().Names, "gso", ss.gso,
 		"expires", ss.expiry().Format(time.RFC3339), "software", hello.Software)
 	return ss, nil
@@ -222,7 +222,7 @@ func (ss *session) negotiate(hello tunnel.Hello) []string {
 	if tunnel.HasCap(hello.Caps, tunnel.CapPush) {
 		caps = append(caps, tunnel.CapPush)
 	}
-	if t := ss.srv.trust.Load(); t.renew != nil && tunnel.HasCap(hello.Caps, tunnel.CapRenew) && t.renew.renews(ss.verdict.Load().chain) {
+	if t := ss.srv.trustNow(); t.renew != nil && tunnel.HasCap(hello.Caps, tunnel.CapRenew) && t.renew.renews(ss.verdict.Load().chain) {
 		caps = append(caps, tunnel.CapRenew)
 		ss.renew.offered = true
 	}
@@ -264,7 +264,7 @@ func (ss *session) pushConfig(caps []string) error {
 // config is the tunnel configuration for the device now: the first
 // FrameConfig and every live push (push.go) are built here.
 func (ss *session) config(caps []string) tunnel.Config {
-	cfg := ss.srv.cfg.Load()
+	cfg := ss.srv.config()
 	g := ss.grant.Load()
 	pool := ss.srv.pool.primary()
 	tc := tunnel.Config{
@@ -280,7 +280,7 @@ func (ss *session) config(caps []string) tunnel.Config {
 		Keepalive:     cfg.Tunnel.Keepalive,
 		Timeout:       cfg.Tunnel.Timeout,
 	}
-	if rn := ss.srv.trust.Load().renew; rn != nil && ss.renew.offered {
+	if rn := ss.srv.trustNow().renew; rn != nil && ss.renew.offered {
 		tc.RenewAt = rn.renewAt
 	}
 	if ss.addr6.IsValid() {
@@ -301,13 +301,13 @@ func (ss *session) config(caps []string) tunnel.Config {
 // store comes first and register decides again with the new trust.
 func (s *Server) register(ss *session) error {
 	for {
-		t := s.trust.Load()
+		t := s.trustNow()
 		v, err := t.decide(ss.cert.Load().peer, ss.verdict.Load(), time.Now(), forNewSession)
 		if err != nil {
 			return err
 		}
 		s.sessMu.Lock()
-		if s.trust.Load() != t {
+		if s.trustNow() != t {
 			s.sessMu.Unlock()
 			continue
 		}
@@ -439,7 +439,7 @@ func (ss *session) close(reason tunnel.Reason, err error) {
 // blocked past the session timeout, or a device silent while a write to
 // it is blocked, is a stall.
 func (ss *session) routineTimers(ctx context.Context) {
-	cfg := ss.srv.cfg.Load()
+	cfg := ss.srv.config()
 	tick := time.NewTicker(cfg.Tunnel.Keepalive)
 	defer tick.Stop()
 	expiry := time.NewTimer(time.Until(ss.expiry()))

@@ -76,9 +76,9 @@ func TestStalledDevice(t *testing.T) {
 			before := runtime.NumGoroutine()
 			h := newGatewayHarness(t, []policy.Policy{{Name: "dns", Match: policy.Match{CN: []string{"*"}},
 				Allow: []string{"192.168.77.0/24 udp"}}}, netip.Prefix{})
-			cfg := *h.s.cfg.Load()
+			cfg := *h.s.config()
 			cfg.Tunnel.Keepalive, cfg.Tunnel.Timeout = 50*time.Millisecond, 500*time.Millisecond
-			h.s.cfg.Store(&cfg)
+			h.s.setConfig(&cfg)
 			d := h.connectSmallBuffers(h.ca.leafWithKey(t, "sleepy", nil, x509.ExtKeyUsageClientAuth))
 			d.send(t, udp4(d.addr, "192.168.77.10", 5000, 53)) // opens the flow the replies belong to
 			waitFor(t, func() bool { return len(h.tun.packets()) == 1 })

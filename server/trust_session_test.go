@@ -33,12 +33,12 @@ var engPolicy = []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"
 // reload rewrites the harness's server.toml and reloads it.
 func (h *gatewayHarness) reload(extra string) {
 	h.t.Helper()
-	writeFile(h.t, h.s.cfg.Load().Path, harnessTOML(extra))
+	writeFile(h.t, h.s.config().Path, harnessTOML(extra))
 	h.s.Reload("test")
 }
 
 // dir is the harness's config directory.
-func (h *gatewayHarness) dir() string { return filepath.Dir(h.s.cfg.Load().Path) }
+func (h *gatewayHarness) dir() string { return filepath.Dir(h.s.config().Path) }
 
 // writeCRL writes crl.pem revoking serials, with the given CRL number.
 func (h *gatewayHarness) writeCRL(number int64, next time.Time, serials ...*big.Int) {

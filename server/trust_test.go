@@ -323,7 +323,7 @@ func TestCRLReload(t *testing.T) {
 func TestGatewayKeyMode(t *testing.T) {
 	h := newGatewayHarness(t, []policy.Policy{{Name: "all", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}}}, netip.Prefix{})
 	defer h.close()
-	c := h.s.cfg.Load()
+	c := h.s.config()
 	if err := os.Chmod(c.TLS.Key, 0o640); err != nil {
 		t.Fatal(err)
 	}
