@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/sallyport/sallyport/server/metrics"
+	"github.com/sallyport/sallyport/internal/metricsrv"
 )
 
 var (
@@ -55,8 +55,8 @@ func registry(c *Client) *prometheus.Registry {
 	return reg
 }
 
-func listenMetrics(c *Client) (*metrics.Server, error) {
-	ms, err := metrics.ListenRegistry(c.cfg.Metrics.Listen, registry(c), c.log)
+func listenMetrics(c *Client) (*metricsrv.Server, error) {
+	ms, err := metricsrv.Listen(c.cfg.Metrics.Listen, registry(c), c.log)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sallyport/sallyport/internal/metricsrv"
 	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
@@ -19,7 +20,7 @@ import (
 func scrape(t *testing.T, s *Server) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	metrics.Handler(metrics.Registry(s), nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	metricsrv.Handler(metrics.Registry(s), nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 {
 		t.Fatalf("GET /metrics: %d", rec.Code)
 	}

@@ -1,23 +1,19 @@
 // Package metrics exposes the gateway's counters to Prometheus
 // (github.com/prometheus/client_golang). It holds no counters of its own:
 // a Collector asks a Source for a Snapshot at scrape time, so the data
-// plane pays nothing for metrics, and Serve answers GET /metrics (and
-// nothing else) on the address of [metrics] listen.
+// plane pays nothing for metrics, and Listen serves GET /metrics (and
+// nothing else, internal/metricsrv) on the address of [metrics] listen.
 package metrics
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sallyport/sallyport/internal/metricsrv"
 )
 
 // Version is the build's version, shown in sallyport_build_info. main sets
@@ -84,33 +80,32 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	dSessions                             = desc("sessions", "Live device sessions.")
-	dHandshaking                          = desc("handshakes_in_flight", "TLS handshakes in progress.")
-	dHandshakes                           = desc("handshakes_total", "Completed handshake attempts by result (accepted, refused) and refusal reason.", "result", "reason")
-	dCloses                               = desc("session_closes_total", "Sessions closed, by close reason.", "reason")
-	dBytes                                = desc("tunnel_bytes_total", "IP bytes relayed; direction in is from devices, out is to devices.", "direction")
-	dPackets                              = desc("tunnel_packets_total", "IP packets relayed; direction in is from devices, out is to devices.", "direction")
-	dDrops                                = desc("dropped_packets_total", "Packets dropped by the gateway, by reason.", "reason")
-	dExpiryMin                            = desc("cert_expiry_shortest_seconds", "Seconds until the soonest certificate expiry among connected devices.")
-	dDevBytes                             = desc("device_tunnel_bytes_total", "IP bytes relayed for one connected device (per_device = true).", "device", "direction")
-	dDevPackets                           = desc("device_tunnel_packets_total", "IP packets relayed for one connected device (per_device = true).", "device", "direction")
-	dDevDrops                             = desc("device_dropped_packets_total", "Packets dropped for one connected device, by reason (per_device = true).", "device", "reason")
-	dDevExpiry                            = desc("device_cert_expiry_seconds", "Seconds until a connected device's certificate expires (per_device = true).", "device")
-	dCRLNext                              = desc("crl_next_update_timestamp_seconds", "nextUpdate of each CRL in force, as a Unix time.", "issuer")
-	dCRLNumber                            = desc("crl_number", "CRL number of each CRL in force.", "issuer")
-	dReloadTime                           = desc("config_last_reload_success_timestamp_seconds", "When the configuration, CA and CRL were last loaded successfully, as a Unix time.")
-	dReloadAge                            = desc("config_last_reload_success_age_seconds", "Seconds since the configuration, CA and CRL were last loaded successfully.")
-	dReloadFailures                       = desc("config_reload_failures_total", "Reloads that failed (the running configuration was kept).")
-	dPoolSize                             = desc("pool_addresses", "Tunnel addresses the pool can hand out.")
-	dPoolUsed                             = desc("pool_addresses_in_use", "Tunnel addresses held by live sessions.")
-	dBuild                                = desc("build_info", "Build of the running gateway (always 1).", "version", "goversion")
-	dRenewals                             = desc("cert_renewals_total", "Device certificate renewals inside sessions by result (issued, refused) and refusal reason.", "result", "reason")
-	dRenewSeconds                         = desc("cert_renewal_seconds_total", "Wall time spent deciding and issuing the renewals that were issued.")
-	dPerCA                                = desc("sessions_per_ca", "Live sessions by the CA their device chain ends at (subject).", "ca")
-	dIssuerExpiry                         = desc("renewal_issuer_expiry_timestamp_seconds", "When the online issuer's certificate expires, as a Unix time.")
-	allDescs                              = []*prometheus.Desc{dSessions, dHandshaking, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
-	_                prometheus.Collector = (*Collector)(nil)
-	errNotMetricsURL                      = errors.New("only /metrics is served here")
+	dSessions                            = desc("sessions", "Live device sessions.")
+	dHandshaking                         = desc("handshakes_in_flight", "TLS handshakes in progress.")
+	dHandshakes                          = desc("handshakes_total", "Completed handshake attempts by result (accepted, refused) and refusal reason.", "result", "reason")
+	dCloses                              = desc("session_closes_total", "Sessions closed, by close reason.", "reason")
+	dBytes                               = desc("tunnel_bytes_total", "IP bytes relayed; direction in is from devices, out is to devices.", "direction")
+	dPackets                             = desc("tunnel_packets_total", "IP packets relayed; direction in is from devices, out is to devices.", "direction")
+	dDrops                               = desc("dropped_packets_total", "Packets dropped by the gateway, by reason.", "reason")
+	dExpiryMin                           = desc("cert_expiry_shortest_seconds", "Seconds until the soonest certificate expiry among connected devices.")
+	dDevBytes                            = desc("device_tunnel_bytes_total", "IP bytes relayed for one connected device (per_device = true).", "device", "direction")
+	dDevPackets                          = desc("device_tunnel_packets_total", "IP packets relayed for one connected device (per_device = true).", "device", "direction")
+	dDevDrops                            = desc("device_dropped_packets_total", "Packets dropped for one connected device, by reason (per_device = true).", "device", "reason")
+	dDevExpiry                           = desc("device_cert_expiry_seconds", "Seconds until a connected device's certificate expires (per_device = true).", "device")
+	dCRLNext                             = desc("crl_next_update_timestamp_seconds", "nextUpdate of each CRL in force, as a Unix time.", "issuer")
+	dCRLNumber                           = desc("crl_number", "CRL number of each CRL in force.", "issuer")
+	dReloadTime                          = desc("config_last_reload_success_timestamp_seconds", "When the configuration, CA and CRL were last loaded successfully, as a Unix time.")
+	dReloadAge                           = desc("config_last_reload_success_age_seconds", "Seconds since the configuration, CA and CRL were last loaded successfully.")
+	dReloadFailures                      = desc("config_reload_failures_total", "Reloads that failed (the running configuration was kept).")
+	dPoolSize                            = desc("pool_addresses", "Tunnel addresses the pool can hand out.")
+	dPoolUsed                            = desc("pool_addresses_in_use", "Tunnel addresses held by live sessions.")
+	dBuild                               = desc("build_info", "Build of the running gateway (always 1).", "version", "goversion")
+	dRenewals                            = desc("cert_renewals_total", "Device certificate renewals inside sessions by result (issued, refused) and refusal reason.", "result", "reason")
+	dRenewSeconds                        = desc("cert_renewal_seconds_total", "Wall time spent deciding and issuing the renewals that were issued.")
+	dPerCA                               = desc("sessions_per_ca", "Live sessions by the CA their device chain ends at (subject).", "ca")
+	dIssuerExpiry                        = desc("renewal_issuer_expiry_timestamp_seconds", "When the online issuer's certificate expires, as a Unix time.")
+	allDescs                             = []*prometheus.Desc{dSessions, dHandshaking, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
+	_               prometheus.Collector = (*Collector)(nil)
 )
 
 // Collector turns Snapshots into Prometheus metrics.
@@ -211,76 +206,10 @@ func Registry(src Source) *prometheus.Registry {
 	return reg
 }
 
-// Handler serves reg at /metrics and 404 elsewhere.
-func Handler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{log}, ErrorHandling: promhttp.ContinueOnError}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, errNotMetricsURL.Error(), http.StatusNotFound)
-	})
-	return mux
-}
-
-type slogErrorLog struct{ log *slog.Logger }
-
-func (l slogErrorLog) Println(v ...any) {
-	if l.log != nil {
-		l.log.Warn("metrics: " + fmt.Sprint(v...))
-	}
-}
-
-// Server is the metrics HTTP listener.
-type Server struct {
-	hs   *http.Server
-	ln   net.Listener
-	done chan struct{}
-}
+// Server is the metrics HTTP listener (internal/metricsrv).
+type Server = metricsrv.Server
 
 // Listen binds addr and serves src's metrics until Close.
 func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
-	return ListenRegistry(addr, Registry(src), log)
-}
-
-// ListenRegistry binds addr and serves reg at /metrics until Close (the
-// laptop's metrics use it with their own collector).
-func ListenRegistry(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
-	}
-	s := &Server{
-		ln:   ln,
-		done: make(chan struct{}),
-		hs: &http.Server{
-			Handler:           Handler(reg, log),
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       10 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       time.Minute,
-			MaxHeaderBytes:    8 << 10,
-		},
-	}
-	go func() {
-		defer close(s.done)
-		if err := s.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && log != nil {
-			log.Error("metrics listener stopped", "listen", addr, "err", err)
-		}
-	}()
-	return s, nil
-}
-
-// Addr is the address the listener is bound to.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
-
-// Close stops the listener, waiting up to two seconds for scrapes in
-// flight, and returns when its goroutine has ended.
-func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := s.hs.Shutdown(ctx)
-	if err != nil {
-		err = s.hs.Close()
-	}
-	<-s.done
-	return err
+	return metricsrv.Listen(addr, Registry(src), log)
 }
