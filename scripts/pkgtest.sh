@@ -36,6 +36,14 @@ dpkg_wait() {
 dpkg_wait -i "$deb" || fail "dpkg -i $deb failed"
 /usr/bin/sallyport version || fail "installed binary does not run"
 /usr/bin/sallyport --help >/dev/null || fail "installed binary's --help fails"
+# The package is built with PKCS#11 support (cgo, -tags pkcs11): a pkcs11:
+# key reaches the module loader instead of "built without PKCS#11 support".
+p11dir=$(mktemp -d)
+p11out=$(/usr/bin/sallyport pki csr --dir "$p11dir" --device pkgtest \
+	--pkcs11 'pkcs11:token=t;object=o?module-path=/nonexistent/sallyport-pkgtest.so' 2>&1 || true)
+rm -rf "$p11dir"
+grep -q 'PKCS#11 module /nonexistent/sallyport-pkgtest.so' <<<"$p11out" ||
+	fail "the packaged binary has no PKCS#11 support: $p11out"
 for f in /usr/bin/sallyport /lib/systemd/system/sallyport-server.service \
 	/lib/systemd/system/sallyport-client@.service /usr/lib/sysctl.d/60-sallyport.conf \
 	/usr/share/doc/sallyport/README.md /usr/share/doc/sallyport/examples/server.toml \
