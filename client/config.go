@@ -351,7 +351,19 @@ func (c *Config) loadMaterial() (*material, error) {
 		return nil, fmt.Errorf("load device certificate and key: %w", err)
 	}
 	return &material{cert: cert, leaf: cert.Leaf, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
-		keyKind: hwkey.KindFile, keyAt: "file " + keyFile}, nil
+		keyKind: hwkey.KindFile, keyAt: keyWhere(c.TLS.Key, c.Path)}, nil
+}
+
+// keyWhere says where a key file lives: its own file, or inline (key_pem)
+// in the profile.
+func keyWhere(keyFile, profile string) string {
+	switch {
+	case keyFile != "":
+		return "file " + keyFile
+	case profile != "":
+		return "inline (key_pem) in " + profile
+	}
+	return "inline (key_pem)"
 }
 
 // hardwareMaterial opens the device key in the TPM or the token and pairs

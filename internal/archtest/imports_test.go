@@ -103,7 +103,9 @@ func TestImportRules(t *testing.T) {
 			onlyImports(p)
 		case p.path == "pki/ca":
 			onlyImports(p, "pki", "internal/atomicfile")
-		case p.path == "pki/hwkey", p.path == "pki/renew":
+		case p.path == "pki/hwkey":
+			onlyImports(p, "pki", "internal/userfile")
+		case p.path == "pki/renew":
 			onlyImports(p, "pki")
 		case under(p.path, "tunnel"):
 			onlyImports(p, "tunnel")

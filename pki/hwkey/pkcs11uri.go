@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sallyport/sallyport/internal/userfile"
 	"github.com/sallyport/sallyport/pki"
 )
 
@@ -203,7 +204,7 @@ func ReadPIN(source string) (string, error) {
 	if err := pki.CheckKeyPerm(path); err != nil {
 		return "", fmt.Errorf("PIN file: %w", err)
 	}
-	data, err := readBounded(path, maxPIN)
+	data, err := userfile.Read(path, maxPIN)
 	if err != nil {
 		return "", fmt.Errorf("PIN file %s: %w", path, err)
 	}

@@ -9,11 +9,12 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"os"
 	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/sallyport/sallyport/internal/userfile"
 )
 
 // The TPM path: every operation opens the TPM, recreates the storage root
@@ -41,7 +42,7 @@ func OpenTPM(path, device string) (Signer, error) {
 	if device == "" {
 		device = DefaultTPMDevice
 	}
-	data, err := readBounded(path, maxKeyFile)
+	data, err := userfile.Read(path, maxKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("TPM key %s: %w", path, err)
 	}
@@ -326,20 +327,4 @@ func tpmError(device, doing string, err error) error {
 
 func isIntegrity(err error) bool {
 	return errors.Is(err, tpm2.TPMRCIntegrity) || errors.Is(err, tpm2.TPMRCSensitive)
-}
-
-func readBounded(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("larger than %d bytes", max)
-	}
-	return data, nil
 }
