@@ -61,5 +61,9 @@ func listenMetrics(c *Client) (*metricsrv.Server, error) {
 		return nil, err
 	}
 	c.log.Info("metrics up", "listen", ms.Addr().String())
+	if metricsrv.Wildcard(c.cfg.Metrics.Listen) {
+		c.log.Warn("metrics.listen is a wildcard address: anyone on the networks this laptop joins (a café's Wi-Fi, a hotel's) can read /metrics (plain HTTP, no authentication); bind it to 127.0.0.1",
+			"listen", c.cfg.Metrics.Listen)
+	}
 	return ms, nil
 }

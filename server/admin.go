@@ -217,7 +217,8 @@ const watchInterval = 250 * time.Millisecond
 // routineWatch reloads when server.toml, the client CA or the CRL changes
 // (written in place or replaced by rename), and re-checks certificate
 // validity of live sessions. It also gives freed memory back to the OS
-// when sessions have gone (memreturn.go).
+// when sessions have gone (memreturn.go) and reads the host's addresses
+// again every ownRefresh for the packet filter (own.go).
 func (s *Server) routineWatch(ctx context.Context) {
 	defer s.wg.Done()
 	files := func() []string {
@@ -237,6 +238,7 @@ func (s *Server) routineWatch(ctx context.Context) {
 	}
 	tick := time.NewTicker(watchInterval)
 	defer tick.Stop()
+	ownRead := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -248,6 +250,10 @@ func (s *Server) routineWatch(ctx context.Context) {
 			}
 			s.checkCRLFresh(now)
 			s.returnMemory(now)
+			if now.Sub(ownRead) >= ownRefresh {
+				ownRead = now
+				s.refreshOwn()
+			}
 		}
 		changed := ""
 		for _, f := range files() {

@@ -56,10 +56,15 @@ func CheckWith(path string, o CheckOptions) (*CheckResult, error) {
 		r.Renewal = fmt.Sprintf("issuer %q until %s, lifetime %s, renew at %.2f of it, record %s", rn.issuer.Cert().Subject.CommonName,
 			fmtTime(rn.issuer.Cert().NotAfter), rn.lifetime, rn.renewAt, cfg.Renewal.Record)
 	}
+	if w := cfg.Metrics.wildcardWarning(); w != "" {
+		r.Warnings = append(r.Warnings, w)
+	}
+	// Only what a start would stop on is an error; a lease file this user
+	// may not read (check run as another user) is the start's business.
 	switch err := userfile.Check(cfg.Tunnel.LeaseFile, maxLeaseFile); {
 	case errors.Is(err, userfile.ErrTooLarge):
 		r.Warnings = append(r.Warnings, fmt.Sprintf("the lease file %s is larger than its cap: a start keeps it aside and devices may get new addresses", cfg.Tunnel.LeaseFile))
-	case err != nil:
+	case errors.Is(err, userfile.ErrNotRegular):
 		return nil, fmt.Errorf("config %s: key \"tunnel.lease_file\": %w", path, err)
 	}
 	if t.crl != nil {

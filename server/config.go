@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/metricsrv"
 	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/server/policy"
@@ -465,6 +466,15 @@ func (m *MetricsConfig) check(vpn string) error {
 		return fmt.Errorf("key \"metrics.listen\": %s overlaps the VPN listener %s; metrics are never served on the VPN port", m.Listen, vpn)
 	}
 	return nil
+}
+
+// wildcardWarning is what the gateway says at start and `server check`
+// says about a metrics listener on every address ("" when it is not).
+func (m *MetricsConfig) wildcardWarning() string {
+	if m.Listen == "" || !metricsrv.Wildcard(m.Listen) {
+		return ""
+	}
+	return fmt.Sprintf("metrics.listen %s is a wildcard address: /metrics (plain HTTP, no authentication) is served on every address of the gateway, the public one included; bind it to 127.0.0.1 or a management address (devices reach it through the tunnel only if a policy names the gateway's address)", m.Listen)
 }
 
 // Pool6 returns the parsed tunnel.ipv6_pool, masked (zero when unset). It

@@ -15,6 +15,23 @@ import (
 	"github.com/sallyport/sallyport/server/policy"
 )
 
+// ExplainPolicies compiles cfg's policies as the gateway does, with the
+// gateway's own addresses that cfg names (tunnel gateway addresses,
+// listeners) and, when local is set, this machine's interface addresses:
+// right when run on the gateway itself, off for a CI machine.
+func ExplainPolicies(cfg *Config, local bool) (*policy.Set, *policy.Own, error) {
+	addrs := configOwnAddrs(cfg)
+	if local {
+		addrs = append(addrs, hostAddrs()...)
+	}
+	own := policy.NewOwn(addrs...)
+	set, err := policy.CompileOwn(cfg.Policies, own)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config %s: %w", cfg.Path, err)
+	}
+	return set, own, nil
+}
+
 // AdmissionGates returns the gates of cfg: its allowlists and, when
 // crlFile (or else tls.crl) names one, the CRL, verified against
 // tls.client_ca as the gateway loads it.

@@ -111,6 +111,9 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	}
 	s.snap.Store(&snapshot{cfg: cfg, trust: t})
 	s.pool.SetStatic(t.staticAddrs())
+	for _, w := range t.warnings {
+		log.Warn(w)
+	}
 	return s, nil
 }
 
@@ -179,6 +182,9 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		}
 		defer ms.Close()
 		s.log.Info("metrics up", "listen", ms.Addr().String(), "per_device", cfg.Metrics.PerDevice)
+		if w := cfg.Metrics.wildcardWarning(); w != "" {
+			s.log.Warn(w, "listen", cfg.Metrics.Listen)
+		}
 	}
 
 	// The routines live until the drain is over, not until SIGTERM:

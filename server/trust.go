@@ -56,6 +56,7 @@ type trust struct {
 	crlStale  string              // "refuse" or "warn"
 	anyEKU    bool                // tls.accept_any_eku
 	policies  *policy.Set
+	own       *policy.Own     // the gateway's own addresses (own.go): kept across reloads
 	allowFP   map[string]bool // empty: no fingerprint allowlist
 	allowSubj []string        // globs over the RFC 4514 subject; empty: none
 	staticCN  map[string]staticAddr
@@ -101,9 +102,15 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		}
 		t.warnings = append(t.warnings, warn...)
 	}
-	if t.policies, err = policy.Compile(c.Policies); err != nil {
+	if prev != nil {
+		t.own = prev.own
+	} else {
+		t.own = policy.NewOwn(ownAddrs(c)...)
+	}
+	if t.policies, err = policy.CompileOwn(c.Policies, t.own); err != nil {
 		return nil, fmt.Errorf("config %s: %w", c.Path, err)
 	}
+	t.warnings = append(t.warnings, t.policies.UnreachableDNS()...)
 	if err := t.loadAllowlists(c); err != nil {
 		return nil, err
 	}

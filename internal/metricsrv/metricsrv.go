@@ -73,6 +73,21 @@ func Listen(addr string, reg *prometheus.Registry, log *slog.Logger) (*Server, e
 	return s, nil
 }
 
+// Wildcard reports whether the listen address addr (host:port) binds every
+// address of the machine: an empty host, 0.0.0.0 or ::. Both ends warn
+// about it: metrics are plain HTTP without authentication.
+func Wildcard(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
 // Addr is the address the listener is bound to.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 

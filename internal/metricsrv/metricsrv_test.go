@@ -45,3 +45,14 @@ func TestListen(t *testing.T) {
 		t.Fatal("a bad address was accepted")
 	}
 }
+
+func TestWildcard(t *testing.T) {
+	for addr, want := range map[string]bool{
+		":9580": true, "0.0.0.0:9580": true, "[::]:9580": true, "[::ffff:0.0.0.0]:9580": true,
+		"127.0.0.1:9580": false, "[::1]:9580": false, "192.0.2.7:9580": false, "gw.example:9580": false, "nonsense": false,
+	} {
+		if got := Wildcard(addr); got != want {
+			t.Errorf("Wildcard(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -135,6 +135,9 @@ type Explanation struct {
 	// Covering lists the rules of matching policies whose prefix holds the
 	// address but whose protocol or port does not fit (why a deny is one).
 	Covering []string
+	// Own is set when Dst is an address of the gateway itself: only a
+	// rule naming it alone opens it (own.go).
+	Own bool
 	// Gates are the other steps of the trust decision (allowlists, CRL),
 	// in the order given.
 	Gates []GateResult
@@ -178,7 +181,7 @@ func (e *Explanation) Verdict() string {
 // Explain evaluates id (from certs, or nil when described by flags) and
 // dst against the set and the gates.
 func (s *Set) Explain(id pki.Identity, certs []*x509.Certificate, dst Destination, gates ...Gate) Explanation {
-	e := Explanation{Dst: dst}
+	e := Explanation{Dst: dst, Own: s.own.Has(dst.Addr)}
 	for _, g := range gates {
 		e.Gates = append(e.Gates, g(id, certs))
 	}
@@ -196,9 +199,11 @@ func (s *Set) Explain(id pki.Identity, certs []*x509.Certificate, dst Destinatio
 			if !r.Prefix.Contains(dst.Addr) {
 				continue
 			}
-			if e.Rule == "" && ruleAdmits(r, dst) {
+			// A gateway address is opened only by a rule naming it alone.
+			admits := ruleAdmits(r, dst) && (!e.Own || r.Prefix.IsSingleIP())
+			if e.Rule == "" && admits {
 				e.Rule, e.RulePolicy = r.String(), c.name
-			} else if !ruleAdmits(r, dst) {
+			} else if !admits {
 				e.Covering = append(e.Covering, fmt.Sprintf("%s (policy %q)", r, c.name))
 			}
 		}
@@ -298,6 +303,12 @@ func (e *Explanation) Format() string {
 		b.WriteString("no policy matches this identity: the gateway refuses it at handshake (reason no-policy)\n")
 	case e.Rule != "":
 		fmt.Fprintf(&b, "allowed by rule %q of policy %q\n", e.Rule, e.RulePolicy)
+	case e.Own:
+		fmt.Fprintf(&b, "%s is an address of the gateway itself: only an allow rule naming it alone (\"%s ...\") opens it to devices; none of %s does for this traffic\n",
+			e.Dst.Addr, e.Dst.Addr, quoteList(e.Matched))
+		for _, c := range e.Covering {
+			fmt.Fprintf(&b, "  covers the address but does not name it (or not this protocol/port): %s\n", c)
+		}
 	default:
 		fmt.Fprintf(&b, "no allow rule of %s admits %s\n", quoteList(e.Matched), e.Dst)
 		for _, c := range e.Covering {

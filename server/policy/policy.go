@@ -85,23 +85,38 @@ type Grant struct {
 	// hardware-held device key ("" when none does).
 	RequireHardwareKey string
 	filter             filter
+	// named is the filter of the rules that name one address alone: the
+	// only ones that open an address of own (own.go).
+	named filter
+	own   *Own // nil: no address is treated apart (but loopback)
 }
 
 // Allows reports whether a packet from the device to p.Dst with p's
 // protocol and destination port is permitted. ICMP rules match ICMP for
 // IPv4 and ICMPv6 for IPv6 destinations. A non-first fragment (no ports) is
-// allowed only by a rule covering all ports of its protocol. A nil Grant
-// allows nothing. Allows does not allocate.
+// allowed only by a rule covering all ports of its protocol. An address of
+// the gateway's own (own.go) is reached only through a rule naming it
+// alone. A nil Grant allows nothing. Allows does not allocate.
 func (g *Grant) Allows(p *packet.Info) bool {
-	return g != nil && g.filter.allows(p)
+	if g == nil || !g.filter.allows(p) {
+		return false
+	}
+	return !g.own.Has(p.Dst) || g.named.allows(p)
 }
 
 // AllowsSome reports whether the filter lets some packet to a through (any
 // protocol, any port): the verdict `policy explain` gives for a bare
 // address. A nil Grant allows nothing.
 func (g *Grant) AllowsSome(a netip.Addr) bool {
-	return g != nil && g.filter.allowsSome(a)
+	if g == nil || !g.filter.allowsSome(a) {
+		return false
+	}
+	return !g.own.Has(a) || g.named.allowsSome(a)
 }
+
+// Own reports whether a is one of the gateway's own addresses, which only
+// a rule naming it alone opens.
+func (g *Grant) Own(a netip.Addr) bool { return g.own.Has(a) }
 
 // Equal reports whether g and o grant the same access, routes and DNS
 // (policy names included).
@@ -129,6 +144,7 @@ type compiled struct {
 // Set is a compiled list of policies. It is safe for concurrent use.
 type Set struct {
 	policies []compiled
+	own      *Own // the gateway's own addresses (nil: none but loopback)
 
 	mu    sync.Mutex
 	cache map[string]*Grant // key: indices of the matching policies
@@ -138,9 +154,15 @@ type Set struct {
 const maxCached = 4096
 
 // Compile validates ps and compiles them into a Set. Errors name the
-// policy and the offending entry.
-func Compile(ps []Policy) (*Set, error) {
-	s := &Set{cache: map[string]*Grant{}}
+// policy and the offending entry. Only loopback addresses are treated as
+// the gateway's own; the gateway uses CompileOwn.
+func Compile(ps []Policy) (*Set, error) { return CompileOwn(ps, nil) }
+
+// CompileOwn is Compile with the gateway's own addresses: its grants open
+// an address of own only through a rule naming it alone (own.go). own may
+// be changed later; the grants follow.
+func CompileOwn(ps []Policy, own *Own) (*Set, error) {
+	s := &Set{cache: map[string]*Grant{}, own: own}
 	seen := map[string]bool{}
 	for i, p := range ps {
 		name := strings.TrimSpace(p.Name)
@@ -303,6 +325,8 @@ func (s *Set) Lookup(id pki.Identity) *Grant {
 		}
 	}
 	g.filter = buildFilter(rules)
+	g.named = buildFilter(hostRules(rules))
+	g.own = s.own
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.cache[string(key)]; old != nil {

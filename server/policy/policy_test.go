@@ -524,7 +524,10 @@ func BenchmarkAllows(b *testing.B) {
 		for i := 0; len(allow) < n; i++ {
 			allow = append(allow, fmt.Sprintf("10.%d.%d.0/%d tcp/%d", i>>8&255, i&255, 24+i%8, 1000+i%50))
 		}
-		s, err := Compile([]Policy{{Name: "p", Match: Match{CN: []string{"*"}}, Allow: allow}})
+		// A gateway with a handful of addresses of its own (own.go): every
+		// allowed packet is also checked against them.
+		own := NewOwn(netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("10.8.0.1"), netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("fd00:8::1"))
+		s, err := CompileOwn([]Policy{{Name: "p", Match: Match{CN: []string{"*"}}, Allow: allow}}, own)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -535,6 +538,7 @@ func BenchmarkAllows(b *testing.B) {
 		}{
 			{"hit", info("192.168.77.10", packet.ProtoTCP, 22)},
 			{"miss", info("172.16.0.1", packet.ProtoTCP, 22)},
+			{"own", info("192.168.77.1", packet.ProtoTCP, 22)},
 		} {
 			b.Run(fmt.Sprintf("rules=%d/%s", n, c.name), func(b *testing.B) {
 				b.ReportAllocs()

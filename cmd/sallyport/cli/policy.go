@@ -29,19 +29,32 @@ destination, and a table of expectations to keep in CI.`,
 	return cmd
 }
 
-// loadPolicies compiles the policies of the server config at path and
-// the gates of the trust decision besides them (allowlists; the CRL of
-// crlFile, or else of the config's tls.crl). Errors exit 2: 1 is "deny".
-func loadPolicies(path, crlFile string) (*policy.Set, []policy.Gate, error) {
-	cfg, err := server.LoadConfig(path)
+// policyFlags are what explain and test share.
+type policyFlags struct {
+	config, crl string
+	local       bool
+}
+
+func (f *policyFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&f.config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
+	cmd.Flags().StringVar(&f.crl, "crl", "", "CRL to check certificates against (default: the config's tls.crl)")
+	cmd.Flags().BoolVar(&f.local, "local-addresses", true, "count this machine's addresses as the gateway's own (right on the gateway; =false on a CI machine)")
+}
+
+// load compiles the policies of the server config as the gateway does
+// (with the gateway's own addresses) and the gates of the trust decision
+// besides them (allowlists; the CRL of --crl, or else of the config's
+// tls.crl). Errors exit 2: 1 is "deny".
+func (f *policyFlags) load() (*policy.Set, []policy.Gate, error) {
+	cfg, err := server.LoadConfig(f.config)
 	if err != nil {
 		return nil, nil, errExit2(err)
 	}
-	set, err := policy.Compile(cfg.Policies)
+	set, _, err := server.ExplainPolicies(cfg, f.local)
 	if err != nil {
-		return nil, nil, errExit2(fmt.Errorf("config %s: %w", path, err))
+		return nil, nil, errExit2(err)
 	}
-	gates, err := server.AdmissionGates(cfg, crlFile)
+	gates, err := server.AdmissionGates(cfg, f.crl)
 	if err != nil {
 		return nil, nil, errExit2(err)
 	}
@@ -52,7 +65,8 @@ func loadPolicies(path, crlFile string) (*policy.Set, []policy.Gate, error) {
 func errExit2(err error) error { return cmdutil.CodeError{Code: 2, Err: err} }
 
 func policyExplainCmd() *cobra.Command {
-	var config, crl, cert, device, user, issuer string
+	var f policyFlags
+	var cert, device, user, issuer string
 	var ous, orgs []string
 	cmd := &cobra.Command{
 		Use:   "explain (--cert FILE | --device NAME [--ou G ...]) DST[:PORT/PROTO]",
@@ -64,7 +78,9 @@ none does, whether the allowlists (tls.allow_fingerprints, tls.allow_subjects)
 and the CRL (--crl, or the config's tls.crl; with --cert) let the device in,
 and the verdict. DST is ADDR, ADDR:PORT/tcp, ADDR:PORT/udp or ADDR/icmp; a
 bare ADDR asks whether some traffic to it is allowed. The verdict is the
-gateway's own packet filter and trust steps.
+gateway's own packet filter and trust steps. An address of the gateway
+itself (its tunnel address, its listeners', and with --local-addresses this
+machine's) is allowed only by a rule naming it alone ("10.0.0.2 tcp/22").
 Exit status: 0 allow, 1 deny, 2 error (bad usage, unreadable config,
 certificate or CRL), like grep.`,
 		Example: `  sallyport policy explain -c /etc/sallyport/server.toml --device alice --ou eng 10.0.0.5:22/tcp
@@ -81,7 +97,7 @@ certificate or CRL), like grep.`,
 			if err != nil {
 				return cmdutil.Usagef("%v", err)
 			}
-			set, gates, err := loadPolicies(config, crl)
+			set, gates, err := f.load()
 			if err != nil {
 				return err
 			}
@@ -102,8 +118,7 @@ certificate or CRL), like grep.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
-	cmd.Flags().StringVar(&crl, "crl", "", "CRL to check the certificate against (default: the config's tls.crl)")
+	f.add(cmd)
 	cmd.Flags().StringVar(&cert, "cert", "", "device certificate (PEM)")
 	cmd.Flags().StringVar(&device, "device", "", "device name (certificate CN)")
 	cmd.Flags().StringArrayVar(&ous, "ou", nil, "group (certificate OU); repeat for several")
@@ -114,7 +129,7 @@ certificate or CRL), like grep.`,
 }
 
 func policyTestCmd() *cobra.Command {
-	var config, crl string
+	var f policyFlags
 	cmd := &cobra.Command{
 		Use:   "test CASES.toml",
 		Short: "check a table of expected verdicts against the policies",
@@ -135,7 +150,7 @@ unreadable config, cases file, certificate or CRL). A case:
 		Example: "  sallyport policy test -c /etc/sallyport/server.toml policy-cases.toml",
 		Args:    cmdutil.ExactArgs(1, "cases file"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			set, gates, err := loadPolicies(config, crl)
+			set, gates, err := f.load()
 			if err != nil {
 				return err
 			}
@@ -154,8 +169,7 @@ unreadable config, cases file, certificate or CRL). A case:
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&config, "config", "c", "/etc/sallyport/server.toml", "gateway config file")
-	cmd.Flags().StringVar(&crl, "crl", "", "CRL to check the cases' certificates against (default: the config's tls.crl)")
+	f.add(cmd)
 	return cmd
 }
 

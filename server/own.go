@@ -1,0 +1,69 @@
+package server
+
+// The gateway's own addresses for the packet filter (policy/own.go): a
+// device reaches one only through an allow rule naming it alone. The set
+// is the host's interface addresses (the LAN, public and tunnel addresses,
+// whatever the admin adds later), the tunnel pools' gateway addresses and
+// the listeners' addresses; routineWatch refreshes it every ownRefresh so
+// an address added at run time is closed within a second.
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// ownRefresh is how often the host's addresses are read again.
+const ownRefresh = time.Second
+
+// configOwnAddrs are the gateway addresses cfg names: the tunnel pools'
+// gateway addresses and the VPN and metrics listeners' (when not a
+// wildcard).
+func configOwnAddrs(cfg *Config) []netip.Addr {
+	var out []netip.Addr
+	for _, g := range newPools(cfg).Gateways() {
+		out = append(out, g.Addr())
+	}
+	for _, hp := range []string{cfg.Listen, cfg.Metrics.Listen} {
+		if host, _, err := net.SplitHostPort(hp); err == nil {
+			if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// hostAddrs are the addresses of every interface of this host (nil when
+// they cannot be read).
+func hostAddrs() []netip.Addr {
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ifa := range ifas {
+		if pfx, err := netip.ParsePrefix(ifa.String()); err == nil {
+			out = append(out, pfx.Addr().WithZone("").Unmap())
+		}
+	}
+	return out
+}
+
+// ownAddrs is the set the filter treats apart now.
+func ownAddrs(cfg *Config) []netip.Addr {
+	return append(configOwnAddrs(cfg), hostAddrs()...)
+}
+
+// refreshOwn reads the host's addresses again and replaces the filter's
+// set when it changed.
+func (s *Server) refreshOwn() {
+	own := s.trustNow().own
+	next := ownAddrs(s.config())
+	slices.SortFunc(next, netip.Addr.Compare)
+	next = slices.Compact(next)
+	if !slices.Equal(next, own.Addrs()) {
+		own.Set(next)
+	}
+}
