@@ -113,7 +113,7 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err := checkValidity(mat.leaf, cfg.certSource(), time.Now()); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat, sys: osSystem{}}
+	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat, sys: osSystem{stateDir: cfg.stateDirectory()}}
 	c.log.Debug("device key", "kind", mat.keyKind, "where", mat.keyAt)
 	if left := time.Until(mat.leaf.NotAfter); left < 14*24*time.Hour {
 		c.log.Warn("device certificate expires soon; ask your admin for a new one", "not_after", mat.leaf.NotAfter.Format(time.RFC3339),

@@ -1,8 +1,10 @@
 package client
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -10,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/sallyport/sallyport/internal/atomicfile"
 )
 
 // DNS modes, as `sallyport status` shows them.
@@ -18,40 +22,41 @@ const (
 	DNSModeResolvConf = "resolv.conf"
 )
 
-// Paths of the resolv.conf fallback; variables so tests can point them at
-// a temporary directory. The backup lives in the unit's StateDirectory
-// ($STATE_DIRECTORY, /var/lib/sallyport) so it survives a crash and a
-// reboot.
-var (
-	resolvConfPath = "/etc/resolv.conf"
-	dnsStateDir    = func() string {
-		if d := os.Getenv("STATE_DIRECTORY"); d != "" {
-			return strings.Split(d, ":")[0]
-		}
-		return "/var/lib/sallyport"
-	}
-)
+// resolvConfPath is the live resolv.conf of the fallback; a variable so
+// tests can point it at a temporary file. Its backup lives in the state
+// directory (the unit's StateDirectory=, /var/lib/sallyport), so it
+// survives a crash and a reboot.
+var resolvConfPath = "/etc/resolv.conf"
 
-func resolvConfFor(dev string) resolvConf {
-	return resolvConf{path: resolvConfPath, backup: filepath.Join(dnsStateDir(), "resolv.conf."+dev+".orig"), dev: dev}
+func resolvConfFor(stateDir, dev string) resolvConf {
+	return resolvConf{path: resolvConfPath, backup: filepath.Join(stateDir, "resolv.conf."+dev+".orig"), dev: dev}
 }
 
 // setDNS gives dev its resolvers and routing domains: per link through
 // systemd-resolved's D-Bus API where resolved runs (only the pushed domains
 // go to the tunnel's resolvers), otherwise by rewriting /etc/resolv.conf
-// with a backup. It returns the mode used.
-func setDNS(dev string, servers []netip.Addr, domains []string) (string, error) {
+// with a backup in stateDir. It returns the mode used. In resolved mode
+// the link is recorded in stateDir first (linkRecord), so that `down`
+// after a crash knows which link to revert.
+func setDNS(stateDir, dev string, servers []netip.Addr, domains []string) (string, error) {
 	conn, err := resolvedBus()
 	if err == nil {
 		defer conn.Close()
-		return DNSModeResolved, resolvedSetLink(conn, dev, servers, domains)
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			return DNSModeResolved, fmt.Errorf("DNS for %s: %w", dev, err)
+		}
+		if err := saveLinkRecord(stateDir, linkRecord{Index: int32(ifi.Index), Name: dev}); err != nil {
+			return DNSModeResolved, err
+		}
+		return DNSModeResolved, resolvedSetLink(conn, int32(ifi.Index), servers, domains)
 	}
-	return DNSModeResolvConf, resolvConfFor(dev).set(servers, domains)
+	return DNSModeResolvConf, resolvConfFor(stateDir, dev).set(servers, domains)
 }
 
 // revertDNS undoes setDNS in whichever mode is in force, and restores a
 // resolv.conf left behind by a run that crashed.
-func revertDNS(dev string) error {
+func revertDNS(stateDir, dev string) error {
 	var errs []error
 	if conn, err := resolvedBus(); err == nil {
 		defer conn.Close()
@@ -59,15 +64,93 @@ func revertDNS(dev string) error {
 			errs = append(errs, resolvedCall(conn, "RevertLink", int32(ifi.Index)))
 		}
 	}
-	errs = append(errs, resolvConfFor(dev).restore())
+	errs = append(errs, removeLinkRecord(stateDir, dev), resolvConfFor(stateDir, dev).restore())
 	return errors.Join(errs...)
 }
 
-// recoverDNS restores a resolv.conf that a run of this device left
-// rewritten when it crashed (its backup is still there); a new device has
-// no resolved link settings to undo.
-func recoverDNS(dev string) {
-	_ = resolvConfFor(dev).restore()
+// recoverDNS undoes what a run on device dev that did not exit cleanly
+// (kill -9, a crash, power loss) left of its DNS: a rewritten resolv.conf
+// goes back to the original byte for byte (unless someone rewrote it
+// since), and the link it gave resolved its DNS is reverted (resolved
+// forgets a link that is gone by itself; the revert covers one that is
+// still there, and never touches a link that now has another name). It
+// runs before a new device gets any DNS, and at `down` when no client
+// runs, and returns how many of the two it undid.
+func recoverDNS(stateDir, dev string) (int, error) {
+	n := 0
+	restored, err := resolvConfFor(stateDir, dev).undo()
+	if restored {
+		n++
+	}
+	errs := []error{err}
+	rec, ok, err := loadLinkRecord(stateDir, dev)
+	errs = append(errs, err)
+	if ok {
+		ifi, ierr := net.InterfaceByIndex(int(rec.Index))
+		if ierr != nil || ifi.Name == rec.Name {
+			if conn, err := resolvedBus(); err == nil {
+				// An error here is resolved not knowing a link that is
+				// gone: nothing left to undo.
+				_ = resolvedCall(conn, "RevertLink", rec.Index)
+				conn.Close()
+				n++
+			}
+		}
+		errs = append(errs, removeLinkRecord(stateDir, dev))
+	}
+	return n, errors.Join(errs...)
+}
+
+// linkRecord names the link whose DNS was given to resolved.
+type linkRecord struct {
+	Index int32  `json:"index"`
+	Name  string `json:"name"`
+}
+
+func linkRecordFile(stateDir, dev string) string {
+	return filepath.Join(stateDir, "resolved."+dev+".link")
+}
+
+func saveLinkRecord(stateDir string, r linkRecord) error {
+	b, _ := json.Marshal(r)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("DNS for %s: record the link: %w", r.Name, err)
+	}
+	if err := atomicfile.Write(linkRecordFile(stateDir, r.Name), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("DNS for %s: record the link: %w", r.Name, err)
+	}
+	return nil
+}
+
+// loadLinkRecord reads the record of dev; ok is false when there is none.
+// A record that cannot be parsed is reported and treated as none.
+func loadLinkRecord(stateDir, dev string) (linkRecord, bool, error) {
+	path := linkRecordFile(stateDir, dev)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return linkRecord{}, false, nil
+	}
+	var r linkRecord
+	if err == nil && len(b) > 4096 {
+		err = errors.New("too large")
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil || r.Index <= 0 || r.Name != dev {
+		if err == nil {
+			err = fmt.Errorf("names link %d %q, not %s", r.Index, r.Name, dev)
+		}
+		return linkRecord{}, false, errors.Join(fmt.Errorf("resolved link record %s: %w", path, err), removeLinkRecord(stateDir, dev))
+	}
+	return r, true, nil
+}
+
+func removeLinkRecord(stateDir, dev string) error {
+	if err := os.Remove(linkRecordFile(stateDir, dev)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove resolved link record: %w", err)
+	}
+	return nil
 }
 
 const (
@@ -106,12 +189,7 @@ type linkDomain struct {
 	RoutingOnly bool
 }
 
-func resolvedSetLink(conn *dbus.Conn, dev string, servers []netip.Addr, domains []string) error {
-	ifi, err := net.InterfaceByName(dev)
-	if err != nil {
-		return fmt.Errorf("DNS for %s: %w", dev, err)
-	}
-	idx := int32(ifi.Index)
+func resolvedSetLink(conn *dbus.Conn, idx int32, servers []netip.Addr, domains []string) error {
 	if len(servers) > 0 {
 		addrs := make([]linkAddress, 0, len(servers))
 		for _, s := range servers {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,23 @@ type fakeResolved struct {
 	calls []string
 	dns   []linkAddress
 	doms  []linkDomain
+	links map[int32]bool // links that have settings (until RevertLink)
+}
+
+func (f *fakeResolved) set(idx int32) {
+	f.mu.Lock()
+	if f.links == nil {
+		f.links = map[int32]bool{}
+	}
+	f.links[idx] = true
+	f.mu.Unlock()
+}
+
+// configured lists the links with settings.
+func (f *fakeResolved) configured() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.links)
 }
 
 func (f *fakeResolved) note(s string) {
@@ -32,6 +50,7 @@ func (f *fakeResolved) note(s string) {
 
 func (f *fakeResolved) SetLinkDNS(idx int32, addrs []linkAddress) *dbus.Error {
 	f.note("SetLinkDNS " + itoa(idx))
+	f.set(idx)
 	f.mu.Lock()
 	f.dns = addrs
 	f.mu.Unlock()
@@ -40,6 +59,7 @@ func (f *fakeResolved) SetLinkDNS(idx int32, addrs []linkAddress) *dbus.Error {
 
 func (f *fakeResolved) SetLinkDomains(idx int32, doms []linkDomain) *dbus.Error {
 	f.note("SetLinkDomains " + itoa(idx))
+	f.set(idx)
 	f.mu.Lock()
 	f.doms = doms
 	f.mu.Unlock()
@@ -48,10 +68,19 @@ func (f *fakeResolved) SetLinkDomains(idx int32, doms []linkDomain) *dbus.Error 
 
 func (f *fakeResolved) RevertLink(idx int32) *dbus.Error {
 	f.note("RevertLink " + itoa(idx))
+	f.mu.Lock()
+	delete(f.links, idx)
+	f.mu.Unlock()
 	return nil
 }
 
 func itoa(i int32) string { return strconv.Itoa(int(i)) }
+
+func (f *fakeResolved) log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
 
 // privateBus starts a dbus-daemon of its own on a socket in a temp dir and
 // returns its address; the daemon is stopped at cleanup.
@@ -76,16 +105,16 @@ func privateBus(t *testing.T) string {
 	return ""
 }
 
-// TestDNSOverDBus runs setDNS and revertDNS against a fake resolved on a
-// private bus: per-link DNS with the right families and bytes, routing-only
-// domains, RevertLink on down, and resolv.conf left alone.
-func TestDNSOverDBus(t *testing.T) {
+// startFakeResolved runs a fake resolved on a private bus, which becomes
+// the system bus of the test (DBUS_SYSTEM_BUS_ADDRESS).
+func startFakeResolved(t *testing.T) *fakeResolved {
+	t.Helper()
 	addr := privateBus(t)
 	conn, err := dbus.Connect(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	fake := &fakeResolved{}
 	if err := conn.Export(fake, resolvedPath, resolvedName+".Manager"); err != nil {
 		t.Fatal(err)
@@ -94,18 +123,29 @@ func TestDNSOverDBus(t *testing.T) {
 		t.Fatalf("request name: %v %v", reply, err)
 	}
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", addr)
-	rc := useTempResolvConf(t)
+	return fake
+}
+
+// TestDNSOverDBus runs setDNS and revertDNS against a fake resolved on a
+// private bus: per-link DNS with the right families and bytes, routing-only
+// domains, RevertLink on down, and resolv.conf left alone.
+func TestDNSOverDBus(t *testing.T) {
+	fake := startFakeResolved(t)
+	rc, state := useTempResolvConf(t)
 
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mode, err := setDNS("lo", pushed, []string{"~corp.example", "lab.example"})
+	mode, err := setDNS(state, "lo", pushed, []string{"~corp.example", "lab.example"})
 	if err != nil || mode != DNSModeResolved {
 		t.Fatalf("setDNS: mode %q err %v", mode, err)
 	}
-	if err := revertDNS("lo"); err != nil {
+	if err := revertDNS(state, "lo"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(linkRecordFile(state, "lo")); !os.IsNotExist(err) {
+		t.Errorf("the link record outlived a clean revert: %v", err)
 	}
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
@@ -138,15 +178,15 @@ func TestDNSFallback(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", tt.bus(t))
-			rc := useTempResolvConf(t)
-			mode, err := setDNS("lo", pushed, nil)
+			rc, state := useTempResolvConf(t)
+			mode, err := setDNS(state, "lo", pushed, nil)
 			if err != nil || mode != DNSModeResolvConf {
 				t.Fatalf("setDNS: mode %q err %v", mode, err)
 			}
 			if !strings.HasPrefix(read(t, rc), "# sallyport: DNS of tunnel lo\n") {
 				t.Fatalf("resolv.conf not rewritten: %q", read(t, rc))
 			}
-			if err := revertDNS("lo"); err != nil {
+			if err := revertDNS(state, "lo"); err != nil {
 				t.Fatal(err)
 			}
 			if got := read(t, rc); got != origResolv {
@@ -157,8 +197,8 @@ func TestDNSFallback(t *testing.T) {
 }
 
 // useTempResolvConf points the resolv.conf fallback at a temp file holding
-// origResolv and a temp state directory.
-func useTempResolvConf(t *testing.T) string {
+// origResolv, and returns it and a temp state directory.
+func useTempResolvConf(t *testing.T) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "resolv.conf")
@@ -168,6 +208,125 @@ func useTempResolvConf(t *testing.T) string {
 	saved := resolvConfPath
 	resolvConfPath = p
 	t.Cleanup(func() { resolvConfPath = saved })
-	t.Setenv("STATE_DIRECTORY", filepath.Join(dir, "state"))
-	return p
+	return p, filepath.Join(dir, "state")
+}
+
+// After a crash (the client set DNS and never reverted it), recoverDNS
+// undoes it: resolv.conf back byte for byte, once; resolved's link
+// reverted, also when the link is gone (resolved is told anyway), but not
+// when its index now belongs to another link; the records go.
+func TestDNSRecover(t *testing.T) {
+	t.Run("resolv.conf", func(t *testing.T) {
+		t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
+		rc, state := useTempResolvConf(t)
+		if mode, err := setDNS(state, "sp0", pushed, []string{"corp.example"}); err != nil || mode != DNSModeResolvConf {
+			t.Fatalf("setDNS: %q %v", mode, err)
+		}
+		// kill -9: nothing reverted.
+		if n, err := recoverDNS(state, "sp0"); err != nil || n != 1 {
+			t.Fatalf("recoverDNS = %d, %v", n, err)
+		}
+		if got := read(t, rc); got != origResolv {
+			t.Fatalf("after recovery resolv.conf is %q", got)
+		}
+		if n, err := recoverDNS(state, "sp0"); err != nil || n != 0 {
+			t.Fatalf("second recoverDNS = %d, %v", n, err)
+		}
+	})
+	t.Run("resolved", func(t *testing.T) {
+		fake := startFakeResolved(t)
+		rc, state := useTempResolvConf(t)
+		lo, _ := net.InterfaceByName("lo")
+		if mode, err := setDNS(state, "lo", pushed, []string{"corp.example"}); err != nil || mode != DNSModeResolved {
+			t.Fatalf("setDNS: %q %v", mode, err)
+		}
+		if fake.configured() != 1 {
+			t.Fatal("the fake resolved has no settings")
+		}
+		if n, err := recoverDNS(state, "lo"); err != nil || n != 1 {
+			t.Fatalf("recoverDNS = %d, %v", n, err)
+		}
+		if fake.configured() != 0 || !slices.Contains(fake.log(), "RevertLink "+itoa(int32(lo.Index))) {
+			t.Fatalf("resolved not reverted: %v", fake.log())
+		}
+		if _, err := os.Stat(linkRecordFile(state, "lo")); !os.IsNotExist(err) {
+			t.Errorf("link record left: %v", err)
+		}
+		if got := read(t, rc); got != origResolv {
+			t.Errorf("resolved mode touched resolv.conf: %q", got)
+		}
+		// The link is gone (its TUN died): resolved is told all the same.
+		if err := saveLinkRecord(state, linkRecord{Index: 1 << 30, Name: "sp0"}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := recoverDNS(state, "sp0"); err != nil || n != 1 || !slices.Contains(fake.log(), "RevertLink "+itoa(1<<30)) {
+			t.Fatalf("gone link: %d %v %v", n, err, fake.log())
+		}
+		// The index now belongs to another link (lo): left alone.
+		if err := saveLinkRecord(state, linkRecord{Index: int32(lo.Index), Name: "sp1"}); err != nil {
+			t.Fatal(err)
+		}
+		calls := len(fake.log())
+		if n, err := recoverDNS(state, "sp1"); err != nil || n != 0 || len(fake.log()) != calls {
+			t.Fatalf("someone else's link reverted: %d %v %v", n, err, fake.log())
+		}
+		if _, err := os.Stat(linkRecordFile(state, "sp1")); !os.IsNotExist(err) {
+			t.Errorf("link record left: %v", err)
+		}
+		// A damaged record is reported and dropped.
+		if err := os.WriteFile(linkRecordFile(state, "sp2"), []byte("{"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := recoverDNS(state, "sp2"); err == nil || n != 0 {
+			t.Fatalf("damaged record: %d %v", n, err)
+		}
+		if _, err := os.Stat(linkRecordFile(state, "sp2")); !os.IsNotExist(err) {
+			t.Errorf("damaged record left: %v", err)
+		}
+	})
+}
+
+// The laptop's real OpenDevice recovers the DNS of the device the kernel
+// gave it (sp0 here), not of the configured pattern sp%d: a crashed run
+// of sp0 left resolv.conf rewritten, and the next up puts it back before
+// anything else.
+func TestOpenDeviceRecoversDNS(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
+	rc, state := useTempResolvConf(t)
+	if _, err := setDNS(state, "sp0", pushed, nil); err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, func() {
+		dev, err := osSystem{stateDir: state}.OpenDevice(AutoDevice, "water", 1500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		if dev.Name() != "sp0" {
+			t.Fatalf("got %s, want sp0 in a fresh namespace", dev.Name())
+		}
+	})
+	if got := read(t, rc); got != origResolv {
+		t.Fatalf("resolv.conf after the next up: %q", got)
+	}
+}
+
+// `down` with no client running (it was killed) restores the DNS it left:
+// RemoveLeftovers puts resolv.conf back byte for byte and counts it.
+func TestRemoveLeftoversDNS(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
+	rc, state := useTempResolvConf(t)
+	if _, err := setDNS(state, "sp0", pushed, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{Tunnel: TunnelConfig{Device: "sp0", Table: DefaultTable}, stateDir: state}
+	inNetns(t, func() {
+		n, err := RemoveLeftovers(cfg, testLogger(&syncBuffer{}))
+		if err != nil || n != 1 {
+			t.Errorf("RemoveLeftovers = %d, %v; want the DNS counted", n, err)
+		}
+	})
+	if got := read(t, rc); got != origResolv {
+		t.Fatalf("resolv.conf after down: %q", got)
+	}
 }

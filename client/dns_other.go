@@ -8,10 +8,10 @@ import (
 	"net/netip"
 )
 
-func setDNS(string, []netip.Addr, []string) (string, error) {
+func setDNS(string, string, []netip.Addr, []string) (string, error) {
 	return "", fmt.Errorf("pushed DNS: %w on this platform", errors.ErrUnsupported)
 }
 
-func revertDNS(string) error { return nil }
+func revertDNS(string, string) error { return nil }
 
-func recoverDNS(string) {}
+func recoverDNS(string, string) (int, error) { return 0, nil }

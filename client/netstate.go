@@ -357,10 +357,12 @@ func removeRouting(sys system, table int, log *slog.Logger) int {
 
 // RemoveLeftovers removes what a client that did not exit cleanly (kill -9,
 // a crash, power loss with a persistent ruleset) left on the laptop: its
-// kill switch, its routing rules and the routes in its table. `sallyport
-// down` runs it when no client answers.
+// kill switch, its routing rules, the routes in its table, and its DNS
+// (resolv.conf restored byte for byte, resolved's link reverted). It
+// returns how many of those it removed. `sallyport down` runs it when no
+// client answers.
 func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
-	sys := osSystem{}
+	sys := osSystem{stateDir: cfg.stateDirectory()}
 	dev, rt := cfg.Tunnel.Device, cfg.Tunnel.Table
 	if dev == AutoDevice {
 		// The device the kernel gave this profile, recorded by Run.
@@ -375,18 +377,20 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 		defer os.Remove(deviceFile(cfg))
 	}
 	n := removeRouting(sys, rt, log)
+	dns, dnsErr := recoverDNS(sys.stateDir, dev)
+	n += dns
 	table := killTableName(dev)
 	exists, err := sys.KillSwitchExists(table)
 	if err != nil {
-		return n, err
+		return n, errors.Join(dnsErr, err)
 	}
 	if exists {
 		if err := sys.RemoveKillSwitch(table); err != nil {
-			return n, err
+			return n, errors.Join(dnsErr, err)
 		}
 		n++
 	}
-	return n, nil
+	return n, dnsErr
 }
 
 // deviceFile records which spN a profile without a configured device got.

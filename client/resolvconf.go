@@ -115,30 +115,37 @@ func (r resolvConf) render(orig []byte, servers []netip.Addr, domains []string) 
 // sallyport wrote for this device, and drops the backup either way.
 // Without a backup there is nothing to do.
 func (r resolvConf) restore() error {
+	_, err := r.undo()
+	return err
+}
+
+// undo is restore, and also says whether it put the original back.
+func (r resolvConf) undo() (bool, error) {
 	orig, err := os.ReadFile(r.backup)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read resolv.conf backup %s: %w", r.backup, err)
+		return false, fmt.Errorf("read resolv.conf backup %s: %w", r.backup, err)
 	}
 	cur, err := os.ReadFile(r.path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", r.path, err)
+		return false, fmt.Errorf("read %s: %w", r.path, err)
 	}
-	if ownerOf(cur) == r.dev {
+	restored := ownerOf(cur) == r.dev
+	if restored {
 		if string(orig) == absentMarker {
 			if err := os.Remove(r.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("remove %s: %w", r.path, err)
+				return false, fmt.Errorf("remove %s: %w", r.path, err)
 			}
 		} else if err := writeInPlace(r.path, orig); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := os.Remove(r.backup); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove resolv.conf backup: %w", err)
+		return restored, fmt.Errorf("remove resolv.conf backup: %w", err)
 	}
-	return nil
+	return restored, nil
 }
 
 // ownerOf names the device in a sallyport marker on the file's first line.

@@ -31,13 +31,17 @@ type system interface {
 	RevertDNS(dev string) error
 }
 
-// osSystem is the laptop's real network stack.
-type osSystem struct{}
+// osSystem is the laptop's real network stack; stateDir is where its DNS
+// backups and records live.
+type osSystem struct{ stateDir string }
 
-func (osSystem) OpenDevice(name, driver string, mtu int) (tunnel.Device, error) {
+// OpenDevice opens the TUN and undoes the DNS that an earlier run on the
+// device it got (spN: the name the kernel gave, not the configured
+// pattern) left behind when it did not exit cleanly.
+func (s osSystem) OpenDevice(name, driver string, mtu int) (tunnel.Device, error) {
 	d, err := tunnel.OpenDevice(name, driver, mtu)
 	if err == nil {
-		recoverDNS(name)
+		_, _ = recoverDNS(s.stateDir, d.Name())
 	}
 	return d, err
 }
@@ -56,7 +60,7 @@ func (osSystem) ConnectedPrefixes(except string) ([]netip.Prefix, error) {
 func (osSystem) InstallKillSwitch(s killSpec) error          { return installKillSwitch(s) }
 func (osSystem) RemoveKillSwitch(table string) error         { return removeKillSwitch(table) }
 func (osSystem) KillSwitchExists(table string) (bool, error) { return killSwitchExists(table) }
-func (osSystem) SetDNS(dev string, servers []netip.Addr, domains []string) (string, error) {
-	return setDNS(dev, servers, domains)
+func (s osSystem) SetDNS(dev string, servers []netip.Addr, domains []string) (string, error) {
+	return setDNS(s.stateDir, dev, servers, domains)
 }
-func (osSystem) RevertDNS(dev string) error { return revertDNS(dev) }
+func (s osSystem) RevertDNS(dev string) error { return revertDNS(s.stateDir, dev) }

@@ -120,6 +120,8 @@ func runHelper(kind string, args []string) int {
 		err = helperUDPAny(arg(0), arg(1))
 	case "udprecv":
 		err = helperUDPListen("udp", arg(0)) // IPv4 or IPv6
+	case "fakeresolved":
+		err = helperFakeResolved(arg(0))
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:

@@ -266,8 +266,9 @@ func downCmd() *cobra.Command {
 		Short: "take the laptop's tunnel down",
 		Long: `Takes the tunnel down and removes its TUN device, routes, rules, kill switch
 and DNS settings. When no client is running (it crashed or was killed), removes
-the kill switch and routing rules it left behind (for the device and table in
---config, or sp0 and the default table).`,
+the kill switch, routing rules and routes it left behind and restores its DNS
+(resolv.conf byte for byte, or the link in systemd-resolved), for the device
+and table in --config, or sp0 and the default table.`,
 		Example: "  sallyport down -c acme-vpn.toml",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -338,7 +339,7 @@ func removeLeftovers(cmd *cobra.Command, f adminFlags, callErr error) error {
 	if n == 0 {
 		return fmt.Errorf("no client running: %w", callErr)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "no client running; removed the kill switch and routing it left behind (%d items)\n", n)
+	fmt.Fprintf(cmd.OutOrStdout(), "no client running; removed the kill switch, routing and DNS settings it left behind (%d items)\n", n)
 	return nil
 }
 
