@@ -223,7 +223,7 @@ func TestDataPlane(t *testing.T) {
 // with returns a view of the topology for subtest t: its failures, temp
 // files and processes belong to t, and its processes stop when t ends.
 func (tp *Topo) with(t *testing.T) *Topo {
-	v := &Topo{t: t, Lap: tp.Lap, Lap2: tp.Lap2, GW: tp.GW, LAN: tp.LAN}
+	v := &Topo{t: t, Lap: tp.Lap, Lap2: tp.Lap2, GW: tp.GW, LAN: tp.LAN, home: tp.home}
 	_ = t.TempDir() // removed after stopAll has read the output (see newTopo)
 	t.Cleanup(v.stopAll)
 	return v
