@@ -1,6 +1,7 @@
 // Package adminsock is the local control channel of a running sallyport
-// process: a unix socket (mode 0600, directory 0700) that answers one JSON
-// request per connection. The server uses it for `server status`, `kick`,
+// process: a unix socket (mode 0600, directory 0700 when it makes it; never
+// in a directory anyone may write: dir.go) that answers one JSON request
+// per connection. The server uses it for `server status`, `kick`,
 // `reload` and `pprof`, the client for `status` and `down`.
 package adminsock
 
@@ -79,7 +80,12 @@ func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Ser
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	own, err := prepareDir(path)
+	var unsafe *UnsafeDirError
+	if errors.As(err, &unsafe) {
+		return nil, unsafe
+	}
+	if err != nil {
 		return nil, dirError(path, err)
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
@@ -96,7 +102,7 @@ func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	if gid >= 0 {
-		if err := share(path, gid); err != nil {
+		if err := share(path, gid, own, log); err != nil {
 			ln.Close()
 			return nil, err
 		}

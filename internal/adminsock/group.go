@@ -1,15 +1,17 @@
 package adminsock
 
-// Group access (docs/admin-guide.md, "Non-root status"): with Options.Group the socket is
-// mode 0660 in that group (its directory 0750 when this process owns it),
-// so members can connect without sudo. The kernel's permission check on
-// connect lets in only root, the process's own user and members of the
-// group; the peer's credentials (SO_PEERCRED) then tell them apart: root
-// and the process's user may send every command, anyone else only the
-// read-only ones (ReadOnly) and those listed in Options.GroupCmds.
+// Group access (docs/admin-guide.md, "Non-root status"): with
+// Options.Group the socket is mode 0660 in that group (its directory 0750
+// when it is sallyport's own, dir.go), so members can connect without
+// sudo. The kernel's permission check on connect lets in only root, the
+// process's own user and members of the group; the peer's credentials
+// (SO_PEERCRED) then tell them apart: root and the process's user may send
+// every command, anyone else only the read-only ones (ReadOnly) and those
+// listed in Options.GroupCmds.
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -48,9 +50,12 @@ func LookupGroup(group string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// share gives group read/write on the socket and, when this process owns
-// the socket's directory, traversal of it.
-func share(path string, gid int) error {
+// share gives group read/write on the socket and, when the directory is
+// sallyport's own (dir.go), traversal of it (group, 0750); anyone else's
+// directory is left as it is. If a directory on the way keeps the group
+// out, log says which and how to let it through (the socket still works
+// for root and this user).
+func share(path string, gid int, own bool, log *slog.Logger) error {
 	if err := setGroup(path, gid); err != nil {
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
@@ -58,18 +63,18 @@ func share(path string, gid int) error {
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	dir := filepath.Dir(path)
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("admin socket directory %s: %w", dir, err)
+	if own {
+		if err := setGroup(dir, gid); err != nil {
+			return fmt.Errorf("admin socket directory %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o750); err != nil {
+			return fmt.Errorf("admin socket directory %s: %w", dir, err)
+		}
 	}
-	if owner(fi) != os.Geteuid() {
-		return nil // someone else's directory (RuntimeDirectory=, /run): leave it
-	}
-	if err := setGroup(dir, gid); err != nil {
-		return fmt.Errorf("admin socket directory %s: %w", dir, err)
-	}
-	if err := os.Chmod(dir, 0o750); err != nil {
-		return fmt.Errorf("admin socket directory %s: %w", dir, err)
+	if ok, block, mode := groupCanReach(dir, gid); !ok && log != nil {
+		log.Warn("members of the admin group cannot reach the admin socket: a directory on the way keeps them out, and it is not sallyport's, so it is left as it is; "+
+			"put the socket in a directory of its own (one sallyport creates, or the unit's RuntimeDirectory=), or let the group through",
+			"socket", path, "gid", gid, "directory", block, "mode", mode.String())
 	}
 	return nil
 }
