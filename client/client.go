@@ -61,9 +61,12 @@ type Client struct {
 	// manager's status line (sd_notify STATUS=).
 	OnState func(connected bool, line string)
 
-	cfg *Config
-	log *slog.Logger
-	mat *material
+	cfg  *Config
+	log  *slog.Logger
+	matp atomic.Pointer[material] // the device's identity now (material(); renew.go replaces it)
+	// prev is the pair a renewal replaced, until a session with the new
+	// one succeeds (renew.go); nil otherwise.
+	prev atomic.Pointer[material]
 
 	sys     system // the laptop's network stack (system.go)
 	dev     tunnel.Device
@@ -74,17 +77,22 @@ type Client struct {
 	wg      sync.WaitGroup
 	started time.Time
 
-	mu        sync.Mutex // guards the fields below (status)
-	server    string
-	pushed    tunnel.Config
-	since     time.Time
-	connected bool
-	lastError string
-	refused   string    // code of the last refusal or close reason (refusal.go)
-	message   string    // its sentence for the employee
-	retryAt   time.Time // when the next attempt starts
-	skip      string    // a gateway that drained us: dial it last next time (drain.go)
-	memo      *memory   // what was last written to the memory file (memory.go)
+	mu         sync.Mutex // guards the fields below (status)
+	server     string
+	pushed     tunnel.Config
+	since      time.Time
+	connected  bool
+	lastError  string
+	refused    string    // code of the last refusal or close reason (refusal.go)
+	message    string    // its sentence for the employee
+	retryAt    time.Time // when the next attempt starts
+	skip       string    // a gateway that drained us: dial it last next time (drain.go)
+	renewing   bool      // this session renews its certificate (renew.go)
+	renewDue   time.Time // when it renews next
+	renewedAt  time.Time // the last renewal
+	renewals   int       // renewals since start
+	renewError string    // why the last renewal failed ("" after one succeeded)
+	memo       *memory   // what was last written to the memory file (memory.go)
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
@@ -102,6 +110,9 @@ type conn struct {
 	silent   atomic.Bool // the gateway went silent, or stopped reading (a write stalled)
 	v6       bool        // the gateway gave us an IPv6 address
 	gso      bool        // both ends negotiated tunnel.CapGSO
+	// renewed carries the gateway's answer to a renewal request to
+	// routineRenew (renew.go); nil when renewal was not negotiated.
+	renewed chan tunnel.RenewReply
 }
 
 // New loads the TLS material named by cfg.
@@ -113,7 +124,11 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err := checkValidity(mat.leaf, cfg.certSource(), time.Now()); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), mat: mat, sys: osSystem{stateDir: cfg.stateDirectory()}}
+	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), sys: osSystem{stateDir: cfg.stateDirectory()}}
+	c.matp.Store(mat)
+	if prev := loadPrevious(cfg, mat); prev != nil {
+		c.prev.Store(prev)
+	}
 	c.log.Debug("device key", "kind", mat.keyKind, "where", mat.keyAt)
 	if left := time.Until(mat.leaf.NotAfter); left < 14*24*time.Hour {
 		c.log.Warn("device certificate expires soon; ask your admin for a new one", "not_after", mat.leaf.NotAfter.Format(time.RFC3339),
@@ -137,6 +152,14 @@ func checkValidity(leaf *x509.Certificate, src string, now time.Time) error {
 		} else if d > 1 {
 			ago = fmt.Sprintf("%d days ago", d)
 		}
+		if id := pki.IdentityOf(leaf); id.Renewed {
+			// A certificate that renewed itself and still expired: the
+			// laptop was away for longer than it lives.
+			return fmt.Errorf("device certificate (%s) expired on %s, %s (%s): this laptop was offline for longer than its certificate lives (%s), so it could not renew it in time. "+
+				"Ask your admin to re-enroll it; on the CA: sallyport pki revoke --device %s --reason superseded; sallyport pki issue --device %s ...; "+
+				"sallyport pki bundle --device %s --server HOST:PORT -o %s.toml; then replace this profile with the new file",
+				src, leaf.NotAfter.UTC().Format(day), ago, valid, humanLife(leaf.NotAfter.Sub(leaf.NotBefore)), id.Device, id.Device, id.Device, id.Device)
+		}
 		return fmt.Errorf("device certificate (%s) expired on %s, %s (%s): ask your admin for a new one",
 			src, leaf.NotAfter.UTC().Format(day), ago, valid)
 	case now.Before(leaf.NotBefore):
@@ -144,6 +167,17 @@ func checkValidity(leaf *x509.Certificate, src string, now time.Time) error {
 			src, valid, now.UTC().Format(day))
 	}
 	return nil
+}
+
+// humanLife says a certificate lifetime in days, hours or minutes.
+func humanLife(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int(d.Hours()/24+0.5))
+	case d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", int(d.Hours()+0.5))
+	}
+	return fmt.Sprintf("%d minutes", int(d.Minutes()+0.5))
 }
 
 // Run brings the tunnel up and keeps it up until ctx is cancelled or `down`
@@ -155,9 +189,11 @@ func checkValidity(leaf *x509.Certificate, src string, now time.Time) error {
 func (c *Client) Run(ctx context.Context, ready func()) error {
 	ctx, c.stop = context.WithCancel(ctx)
 	defer c.stop()
-	if c.mat.closer != nil {
-		defer c.mat.closer.Close() // the token's sessions; the TPM holds nothing
-	}
+	defer func() {
+		if m := c.material(); m.closer != nil {
+			m.closer.Close() // the token's sessions; the TPM holds nothing
+		}
+	}()
 	c.started = time.Now()
 	// One tunnel is one pipeline: a single P avoids cross-thread wake-ups
 	// on every hand-off (internal/procs).
@@ -226,6 +262,14 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		// refusal that needs an admin waits refused_delay (less up to 10%).
 		r := classify(err)
 		wait := backoff/2 + rand.N(backoff/2+1)
+		if prev := c.prev.Load(); prev != nil && certRefused(err) && time.Now().Before(prev.leaf.NotAfter) {
+			// The renewed certificate was refused: the pair it replaced,
+			// kept for this, is tried at once.
+			c.log.Warn("the renewed certificate was refused; trying the previous one", "reason", r.Code, "serial", pki.IdentityOf(prev.leaf).Serial)
+			c.matp.Store(prev)
+			c.prev.Store(nil)
+			r.Permanent, wait = false, 0
+		}
 		if r.Permanent {
 			d := c.cfg.Reconnect.RefusedDelay
 			wait = d - rand.N(d/10+1)
@@ -308,6 +352,9 @@ func (c *Client) state(connected bool, line string) {
 	}
 }
 
+// material is the device's identity now.
+func (c *Client) material() *material { return c.matp.Load() }
+
 // Down asks a running Run to stop.
 func (c *Client) Down() {
 	if c.stop != nil {
@@ -319,7 +366,7 @@ func (c *Client) Down() {
 // queries that resolve a gateway given by name, carry the client's fwmark:
 // the policy routing rules (route.go) and the kill switch let exactly
 // those out of the laptop outside the tunnel.
-func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
+func (c *Client) dial(ctx context.Context, m *material) (*tls.Conn, string, error) {
 	var errs []error
 	mark := tunnel.MarkControl(uint32(c.net.table))
 	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
@@ -334,7 +381,7 @@ func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 			continue
 		}
 		tunnel.TuneTCP(raw)
-		tc := tls.Client(raw, c.tlsConfig())
+		tc := tls.Client(raw, c.tlsConfig(m))
 		hctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err = tc.HandshakeContext(hctx)
 		cancel()
@@ -356,20 +403,20 @@ func (c *Client) dial(ctx context.Context) (*tls.Conn, string, error) {
 // tlsConfig trusts only the configured CA; crypto/tls checks the chain and
 // the server name, verifyGateway the explicit serverAuth EKU, that the leaf
 // is not a CA, and the optional pin.
-func (c *Client) tlsConfig() *tls.Config {
+func (c *Client) tlsConfig(m *material) *tls.Config {
 	conf := &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		RootCAs:    c.mat.roots,
-		ServerName: c.mat.srvName,
+		RootCAs:    m.roots,
+		ServerName: m.srvName,
 		NextProtos: []string{tunnel.ALPN},
 		// Always present the device certificate, even when the gateway's
 		// list of accepted CAs does not name its issuer (crypto/tls would
 		// otherwise send none): the gateway then logs who was refused and
 		// why (unknown-ca, device=...), not an anonymous no-cert.
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return &c.mat.cert, nil
+			return &m.cert, nil
 		},
-		VerifyConnection: func(cs tls.ConnectionState) error { return verifyGateway(cs, c.mat.pin) },
+		VerifyConnection: func(cs tls.ConnectionState) error { return verifyGateway(cs, m.pin) },
 	}
 	tunnel.TLSDefaults(conf)
 	return conf
@@ -377,7 +424,8 @@ func (c *Client) tlsConfig() *tls.Config {
 
 // session runs one connection: hello, config, relay until it fails.
 func (c *Client) session(ctx context.Context, up func()) error {
-	tc, addr, err := c.dial(ctx)
+	m := c.material()
+	tc, addr, err := c.dial(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -397,6 +445,10 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	caps := []string{tunnel.CapPush}
 	if _, ok := tunnel.AsVnet(c.dev); ok {
 		caps = append(caps, tunnel.CapGSO)
+	}
+	km, whyNot := keyMakerFor(c.cfg, m)
+	if km != nil {
+		caps = append(caps, tunnel.CapRenew)
 	}
 	if err := cn.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"}); err != nil {
 		// A gateway that refused this device may have closed already; its
@@ -426,6 +478,10 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	}
 	cn.v6 = slices.ContainsFunc(pc.Addresses(), func(p netip.Prefix) bool { return p.Addr().Is6() })
 	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
+	renew := km != nil && tunnel.HasCap(pc.Caps, tunnel.CapRenew) && pc.RenewAt > 0
+	if renew {
+		cn.renewed = make(chan tunnel.RenewReply, 1)
+	}
 	cn.lastRecv.Store(time.Now().UnixNano())
 	cn.w.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
 	c.remember(pc, addr)
@@ -438,7 +494,17 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	defer c.cur.CompareAndSwap(cn, nil)
 	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU, "gso", cn.gso,
 		"cpus", c.procs.Current(),
-		"cert_days_left", int(time.Until(c.mat.leaf.NotAfter).Hours()/24))
+		"cert_days_left", int(time.Until(m.leaf.NotAfter).Hours()/24), "renewal", renew)
+	if km == nil && tunnel.HasCap(pc.Caps, tunnel.CapRenew) {
+		c.log.Warn("the gateway offers certificate renewal, but this profile cannot renew: the certificate stays until it expires", "why", whyNot,
+			"not_after", m.leaf.NotAfter.Format(time.RFC3339))
+	}
+	c.mu.Lock()
+	c.renewing = renew
+	c.mu.Unlock()
+	if c.material() == m {
+		c.dropPrevious() // a session with the current pair succeeded
+	}
 	up()
 
 	// Keepalives and the silent-gateway timeout run beside the reader.
@@ -450,6 +516,13 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		defer wg.Done()
 		c.routineTimers(sctx, cn, pc)
 	}()
+	if renew {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.routineRenew(sctx, cn, pc.RenewAt, km)
+		}()
+	}
 	err = c.readStream(cn)
 	cancel()
 	tc.Close()
@@ -554,6 +627,8 @@ func (c *Client) readStream(cn *conn) error {
 			return nil
 		case tunnel.FrameClose:
 			return closeFrame(payload)
+		case tunnel.FrameRenewed:
+			return c.onRenewed(cn, payload)
 		case tunnel.FramePush:
 			if err := c.onPush(payload); err != nil {
 				return err
@@ -601,6 +676,19 @@ type Status struct {
 	Device            string    `json:"device"`
 	CertNotAfter      time.Time `json:"cert_not_after"`
 	CertDaysLeft      int       `json:"cert_days_left"`
+	// CertSerial is the serial of the certificate in use, CertLineage the
+	// serial of the one the admin issued (equal until the first renewal).
+	CertSerial  string `json:"cert_serial"`
+	CertLineage string `json:"cert_lineage"`
+	// Renewal: this session renews its certificate (the gateway offers it
+	// and the profile can take it); RenewAt is when it renews next,
+	// Renewals how often it did since `up`, RenewError why the last try
+	// failed.
+	Renewal    bool      `json:"renewal"`
+	RenewAt    time.Time `json:"renew_at,omitzero"`
+	RenewedAt  time.Time `json:"renewed_at,omitzero"`
+	Renewals   int       `json:"renewals"`
+	RenewError string    `json:"renew_error,omitempty"`
 	// KeyKind is where the device key lives: "file", "tpm" or "pkcs11";
 	// KeyLocation says it in words (the file, the TPM and key file, the
 	// token and object).
@@ -630,6 +718,8 @@ type Status struct {
 
 // Status reports the tunnel's state.
 func (c *Client) Status() Status {
+	m := c.material()
+	id := pki.IdentityOf(m.leaf)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Status{
@@ -637,9 +727,13 @@ func (c *Client) Status() Status {
 		Refused: c.refused, Message: c.message, RetryAt: c.retryAt,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
 		DroppedCongestion: c.drops.Load(tunnel.DropCongestion),
-		Device:            pki.IdentityOf(c.mat.leaf).Device, CertNotAfter: c.mat.leaf.NotAfter,
-		CertDaysLeft: int(time.Until(c.mat.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
-		KeyKind: string(c.mat.keyKind), KeyLocation: c.mat.keyAt,
+		Device:            id.Device, CertNotAfter: m.leaf.NotAfter, CertSerial: id.Serial, CertLineage: id.Lineage,
+		CertDaysLeft: int(time.Until(m.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
+		KeyKind: string(m.keyKind), KeyLocation: m.keyAt,
+		Renewal: c.renewing && c.connected, Renewals: c.renewals, RenewedAt: c.renewedAt, RenewError: c.renewError,
+	}
+	if st.Renewal {
+		st.RenewAt = c.renewDue
 	}
 	if c.pushed.Address.IsValid() {
 		st.Address = c.pushed.Address.String()

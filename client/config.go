@@ -301,6 +301,7 @@ type material struct {
 	keyAt   string     // ... in words, for status
 	closer  io.Closer  // the hardware key's device or token; nil for a file
 	leaf    *x509.Certificate
+	cas     []*x509.Certificate // tls.ca as loaded (a renewal may bring the next bundle)
 	roots   *x509.CertPool
 	pin     string
 	srvName string
@@ -350,7 +351,7 @@ func (c *Config) loadMaterial() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load device certificate and key: %w", err)
 	}
-	return &material{cert: cert, leaf: cert.Leaf, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
+	return &material{cert: cert, leaf: cert.Leaf, cas: cas, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
 		keyKind: hwkey.KindFile, keyAt: keyWhere(c.TLS.Key, c.Path)}, nil
 }
 
@@ -386,6 +387,6 @@ func (c *Config) hardwareMaterial(ref hwkey.Ref, cas []*x509.Certificate, certPE
 	for _, c := range chain {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
-	return &material{cert: cert, leaf: chain[0], roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
+	return &material{cert: cert, leaf: chain[0], cas: cas, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
 		keyKind: ref.Kind(), keyAt: key.Where(), closer: key}, nil
 }

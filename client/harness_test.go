@@ -345,7 +345,8 @@ type envOpt struct {
 	vnet    bool
 	gwConf  func(t *testing.T, ca *testCA) *tls.Config // default gatewayTLS(ca, ca)
 	edit    func(*Config)
-	onReady func() // Run's ready: the device is in place
+	editCA  func(*testCA, *Config) // edit with the environment's CA at hand
+	onReady func()                 // Run's ready: the device is in place
 }
 
 // startClient starts a client against a fresh fake gateway.
@@ -368,6 +369,9 @@ func startClient(t *testing.T, o envOpt) *testEnv {
 	}
 	if o.edit != nil {
 		o.edit(cfg)
+	}
+	if o.editCA != nil {
+		o.editCA(e.ca, cfg)
 	}
 	if err := cfg.normalize(); err != nil {
 		t.Fatal(err)

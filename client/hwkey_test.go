@@ -68,7 +68,7 @@ func TestTPMKeyProfile(t *testing.T) {
 	if st.KeyKind != "tpm" || !strings.Contains(st.KeyLocation, keyFile) || !strings.Contains(st.KeyLocation, "TPM") {
 		t.Errorf("status key %q %q, want the TPM and its key file", st.KeyKind, st.KeyLocation)
 	}
-	if c.mat.cert.PrivateKey.(hwkey.Signer) == nil {
+	if c.material().cert.PrivateKey.(hwkey.Signer) == nil {
 		t.Fatal("TLS certificate does not sign through the TPM")
 	}
 

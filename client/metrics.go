@@ -45,7 +45,7 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 	}{{dBytes, c.bytesIn.Load(), "in"}, {dBytes, c.bytesOut.Load(), "out"}, {dPackets, c.packetsIn.Load(), "in"}, {dPackets, c.packetsOut.Load(), "out"}} {
 		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.val), v.dir)
 	}
-	ch <- prometheus.MustNewConstMetric(dExpiry, prometheus.GaugeValue, time.Until(c.mat.leaf.NotAfter).Seconds())
+	ch <- prometheus.MustNewConstMetric(dExpiry, prometheus.GaugeValue, time.Until(c.material().leaf.NotAfter).Seconds())
 }
 
 // registry is the laptop's metrics with the Go runtime's.

@@ -37,7 +37,7 @@ func handshakeWith(t *testing.T, c *Client, gw tls.Certificate) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(raw, c.tlsConfig())
+	tc := tls.Client(raw, c.tlsConfig(c.material()))
 	err = tc.Handshake()
 	tc.Close()
 	<-done
@@ -46,7 +46,9 @@ func handshakeWith(t *testing.T, c *Client, gw tls.Certificate) error {
 
 func trustClient(t *testing.T, ca *testCA, pin string) *Client {
 	dev, _, _ := ca.leaf(t, "laptop", deviceLeaf)
-	return &Client{mat: &material{cert: dev, leaf: dev.Leaf, roots: pki.NewPool([]*x509.Certificate{ca.cert}), pin: pin, srvName: "gw.test"}}
+	c := &Client{}
+	c.matp.Store(&material{cert: dev, leaf: dev.Leaf, roots: pki.NewPool([]*x509.Certificate{ca.cert}), pin: pin, srvName: "gw.test"})
+	return c
 }
 
 // The laptop's own rules for the gateway's leaf: crypto/tls alone accepts

@@ -4,9 +4,12 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/pki"
 )
 
 // A device certificate outside its validity fails New at once, with its
@@ -28,6 +31,12 @@ func TestDeviceCertificateValidity(t *testing.T) {
 		{"expired", at(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)),
 			[]string{"device certificate (tls.cert_pem in acme.toml) expired on 2021-01-01 00:00 UTC,", "days ago (valid from 2020-01-01 00:00 UTC to 2021-01-01 00:00 UTC): ask your admin for a new one"}},
 		{"expired an hour ago", at(now.Add(-48*time.Hour), now.Add(-time.Hour)), []string{"expired on", ", today ("}},
+		{"renewed, then offline too long", func(c *x509.Certificate) {
+			c.NotBefore, c.NotAfter = now.Add(-10*24*time.Hour), now.Add(-3*24*time.Hour)
+			ext, _ := pki.LineageExtension(pki.Lineage{Serial: big.NewInt(0x5eed), RawIssuer: ca.cert.RawSubject})
+			c.ExtraExtensions = append(c.ExtraExtensions, ext)
+		}, []string{"3 days ago", "offline for longer than its certificate lives (7 days)", "re-enroll",
+			"sallyport pki revoke --device alice-laptop --reason superseded", "sallyport pki bundle --device alice-laptop"}},
 		{"not yet valid", at(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)),
 			[]string{"is not valid yet: valid from 2030-01-01 00:00 UTC to 2031-01-01 00:00 UTC, and this laptop's clock says", "check the clock"}},
 	} {

@@ -26,6 +26,7 @@ const (
 	MaxTimeout       = 24 * time.Hour
 	// Renewal messages (FrameRenew, FrameRenewed).
 	MaxRenewCSR     = 8 << 10  // RenewRequest.CSR, DER (pki.MaxRenewalRequest)
+	MaxAttestation  = 16 << 10 // RenewRequest.Attestation
 	MaxRenewCerts   = 8        // RenewReply.Certs: the leaf and its issuers
 	MaxRenewCAs     = 16       // RenewReply.CAs
 	MaxRenewCertLen = 16 << 10 // one DER certificate
@@ -378,6 +379,12 @@ type RenewRequest struct {
 	// CSR is a DER PKCS#10 request signed by the new key and bound to this
 	// session (pki.NewRenewalRequest); the gateway uses only its key.
 	CSR []byte `json:"csr"`
+	// Attestation, optional, is evidence from the device's hardware that
+	// the new key was made in it (a TPM's certification of the key by its
+	// attestation key), for a gateway that renews hardware-held keys
+	// keeping their key origin. Opaque here; a gateway that does not
+	// verify it renews as for a key file.
+	Attestation []byte `json:"attestation,omitempty"`
 }
 
 // RenewReply answers one RenewRequest: Certs on success, Reason otherwise.
@@ -413,13 +420,19 @@ func DecodeRenewRequest(b []byte) (RenewRequest, error) {
 	if err := r.Validate(); err != nil {
 		return RenewRequest{}, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
+	if len(r.Attestation) == 0 {
+		r.Attestation = nil
+	}
 	return r, nil
 }
 
-// Validate checks the request's size.
+// Validate checks the request's sizes.
 func (r RenewRequest) Validate() error {
 	if len(r.CSR) == 0 || len(r.CSR) > MaxRenewCSR {
 		return fmt.Errorf("renew: request of %d bytes (want 1..%d)", len(r.CSR), MaxRenewCSR)
+	}
+	if len(r.Attestation) > MaxAttestation {
+		return fmt.Errorf("renew: attestation of %d bytes exceeds %d", len(r.Attestation), MaxAttestation)
 	}
 	return nil
 }

@@ -373,7 +373,12 @@ func TestRenewMessages(t *testing.T) {
 			t.Errorf("%s: decode %v, want a protocol error", tc.name, err)
 		}
 	}
-	for _, r := range []RenewRequest{{}, {CSR: make([]byte, MaxRenewCSR+1)}} {
+	withAtt := RenewRequest{CSR: []byte{1}, Attestation: []byte{2, 3}}
+	b, _ = EncodeRenewRequest(withAtt)
+	if got, err := DecodeRenewRequest(b); err != nil || !reflect.DeepEqual(got, withAtt) {
+		t.Fatalf("request with attestation: %+v %v", got, err)
+	}
+	for _, r := range []RenewRequest{{}, {CSR: make([]byte, MaxRenewCSR+1)}, {CSR: []byte{1}, Attestation: make([]byte, MaxAttestation+1)}} {
 		raw, _ := json.Marshal(r)
 		if _, err := DecodeRenewRequest(raw); !errors.Is(err, ErrProtocol) {
 			t.Errorf("request of %d bytes: %v, want a protocol error", len(r.CSR), err)

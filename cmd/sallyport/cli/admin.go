@@ -249,10 +249,26 @@ func printClientStatus(w io.Writer, st client.Status) error {
 	}
 	fmt.Fprintf(tw, "traffic:\t%s in, %s out\n", humanBytes(st.BytesIn), humanBytes(st.BytesOut))
 	warn := ""
-	if st.CertDaysLeft < 14 {
+	if st.CertDaysLeft < 14 && !st.Renewal {
 		warn = "  WARNING: renew soon"
 	}
 	fmt.Fprintf(tw, "certificate:\texpires %s (%d days left)%s\n", st.CertNotAfter.Format("2006-01-02"), st.CertDaysLeft, warn)
+	if st.CertSerial != "" {
+		fmt.Fprintf(tw, "serial:\t%s\n", st.CertSerial)
+	}
+	switch {
+	case st.Renewal:
+		line := "renews itself at " + st.RenewAt.Format("2006-01-02 15:04")
+		if st.Renewals > 0 {
+			line += fmt.Sprintf(" (renewed %d time(s) since up, last %s)", st.Renewals, st.RenewedAt.Format("2006-01-02 15:04"))
+		}
+		fmt.Fprintf(tw, "renewal:\t%s\n", line)
+	case st.Renewals > 0:
+		fmt.Fprintf(tw, "renewal:\trenewed %d time(s) since up, last %s\n", st.Renewals, st.RenewedAt.Format("2006-01-02 15:04"))
+	}
+	if st.RenewError != "" {
+		fmt.Fprintf(tw, "renewal error:\t%s\n", st.RenewError)
+	}
 	if st.KeyLocation != "" {
 		fmt.Fprintf(tw, "device key:\t%s\n", keyWords(st.KeyKind, st.KeyLocation))
 	}
