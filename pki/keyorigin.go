@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 )
 
@@ -18,9 +19,15 @@ import (
 //
 //	OIDArc.3.1  key made in a TPM 2.0, vouched for by the issuer
 //	OIDArc.3.2  key made in a PKCS#11 token, vouched for by the issuer
+//	OIDArc.3.3  key made in a TPM 2.0, attested: the issuer verified the
+//	            TPM's EK certificate, a TPM2_Certify of the key by an
+//	            attestation key, and that key's binding to the EK
+//	            (credential activation); pki/hwkey, "pki sign
+//	            --require-hardware"
 //
-// Sub-arcs .3.3 and up are kept for origins the issuer verified itself
-// (TPM key attestation), which sallyport does not do yet.
+// An attested certificate also carries the attestation key's public area
+// (OIDAttestationKey, non-critical), so a later check can ask that TPM
+// to certify a new key with the same AK.
 
 // Key origins.
 const (
@@ -29,9 +36,32 @@ const (
 )
 
 var (
-	oidKeyInTPM   = arcOID(3, 1)
-	oidKeyInToken = arcOID(3, 2)
+	oidKeyInTPM      = arcOID(3, 1)
+	oidKeyInToken    = arcOID(3, 2)
+	oidKeyInTPMProof = arcOID(3, 3)
 )
+
+// OIDAttestationKey is the extension holding the TPM2B_PUBLIC of the
+// attestation key an attested certificate's key was certified by.
+var OIDAttestationKey = append(append(asn1.ObjectIdentifier{}, OIDArc...), 4)
+
+// KeyOriginAttestedPolicy is the policy OID of a TPM key the issuer
+// verified by attestation.
+func KeyOriginAttestedPolicy() x509.OID { return oidKeyInTPMProof }
+
+// KeyOriginAttested reports whether the issuer verified the key's origin
+// by TPM attestation (not only vouched for it).
+func KeyOriginAttested(cert *x509.Certificate) bool {
+	if cert == nil || KeyOriginOf(cert) != KeyOriginTPM {
+		return false
+	}
+	for _, p := range cert.Policies {
+		if p.Equal(oidKeyInTPMProof) {
+			return true
+		}
+	}
+	return false
+}
 
 func arcOID(sub ...int) x509.OID {
 	arcs := make([]uint64, 0, len(OIDArc)+len(sub))
@@ -68,7 +98,7 @@ func KeyOriginOf(cert *x509.Certificate) string {
 	for _, p := range cert.Policies {
 		var o string
 		switch {
-		case p.Equal(oidKeyInTPM):
+		case p.Equal(oidKeyInTPM), p.Equal(oidKeyInTPMProof):
 			o = KeyOriginTPM
 		case p.Equal(oidKeyInToken):
 			o = KeyOriginPKCS11

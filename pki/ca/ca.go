@@ -380,6 +380,11 @@ type IssueOptions struct {
 	// certificate policy (pki.KeyOriginOf) a gateway policy can demand.
 	// The CSR's own claims are never used for it.
 	KeyOrigin string
+	// Attested (SignCSR only): the TPM origin was verified by attestation
+	// (pki/hwkey); AKPublic is the attestation key's TPM2B_PUBLIC, kept in
+	// the certificate.
+	Attested bool
+	AKPublic []byte
 }
 
 // Issued describes a newly issued certificate.
@@ -443,16 +448,9 @@ func (p *PKI) IssueServer(o IssueOptions) (*Issued, error) {
 // used: every extension, SAN or other subject field it asks for is
 // ignored; the signer decides.
 func (p *PKI) SignCSR(csrPEM []byte, o IssueOptions) (*Issued, error) {
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
-		return nil, errors.New(`sign: no PEM "CERTIFICATE REQUEST" block found`)
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	csr, err := ParseCSR(csrPEM)
 	if err != nil {
-		return nil, fmt.Errorf("sign: parse CSR: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("sign: CSR signature invalid: %w", err)
+		return nil, err
 	}
 	if o.Name == "" {
 		return nil, errors.New("sign: name the device (--device NAME); the CSR's CN must match it")
@@ -465,6 +463,23 @@ func (p *PKI) SignCSR(csrPEM []byte, o IssueOptions) (*Issued, error) {
 		return nil, fmt.Errorf("sign: the CSR's CN %q is not the device name %q; check who sent it, or pass --override-cn to issue it as %q", cn, o.Name, o.Name)
 	}
 	return p.issue(KindDevice, o, csr)
+}
+
+// ParseCSR parses a PEM CSR and checks its signature (the sender holds
+// the key).
+func ParseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
+		return nil, errors.New(`sign: no PEM "CERTIFICATE REQUEST" block found`)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("sign: parse CSR: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("sign: CSR signature invalid: %w", err)
+	}
+	return csr, nil
 }
 
 // csrCN returns the CSR's one CN; none, several (in one RDN or in several)
@@ -616,6 +631,17 @@ func (p *PKI) issueLocked(iss *issuer, st *store, kind string, o IssueOptions, c
 		oid, err := pki.KeyOriginPolicy(o.KeyOrigin)
 		if err != nil {
 			return nil, err
+		}
+		if o.Attested {
+			if o.KeyOrigin != pki.KeyOriginTPM || len(o.AKPublic) == 0 {
+				return nil, errors.New("an attested key origin is a TPM's, with its attestation key")
+			}
+			oid = pki.KeyOriginAttestedPolicy()
+			val, err := asn1.Marshal(o.AKPublic)
+			if err != nil {
+				return nil, err
+			}
+			tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: pki.OIDAttestationKey, Value: val})
 		}
 		tmpl.Policies = []x509.OID{oid}
 	}

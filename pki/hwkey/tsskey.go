@@ -57,6 +57,12 @@ const maxKeyFile = 64 << 10
 // loadable key with an empty password and no policy, under the owner
 // hierarchy's standard SRK or a persistent parent, for signing.
 func parseTSSKey(data []byte) (*tssKey, error) {
+	return parseTSSKeyAllowRestricted(data, false)
+}
+
+// parseTSSKeyAllowRestricted is parseTSSKey; restricted also accepts a
+// restricted signing key (the attestation key).
+func parseTSSKeyAllowRestricted(data []byte, restricted bool) (*tssKey, error) {
 	if len(data) > maxKeyFile {
 		return nil, fmt.Errorf("TPM key file too large (%d bytes)", len(data))
 	}
@@ -102,7 +108,7 @@ func parseTSSKey(data []byte) (*tssKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TPM key file: public part: %w", err)
 	}
-	if !contents.ObjectAttributes.SignEncrypt || contents.ObjectAttributes.Restricted {
+	if !contents.ObjectAttributes.SignEncrypt || contents.ObjectAttributes.Restricted != restricted {
 		return nil, errors.New("TPM key file: the key cannot sign (not an unrestricted signing key)")
 	}
 	if _, err := tpm2.Pub(*contents); err != nil {

@@ -1,6 +1,7 @@
 package pkicmd
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
+	"github.com/sallyport/sallyport/internal/userfile"
 	"github.com/sallyport/sallyport/pki/ca"
 	"github.com/sallyport/sallyport/pki/hwkey"
 )
@@ -19,7 +21,7 @@ func init() {
 	register(&command{
 		name:    "csr",
 		summary: "on a laptop: make a device key and a signing request",
-		usage:   "--device NAME [--key TYPE] [--tpm [--tpm-device PATH] | --pkcs11 URI]",
+		usage:   "--device NAME [--key TYPE] [--tpm [--tpm-device PATH] | --pkcs11 URI] | --device NAME --activate CHALLENGE",
 		help: `Run on the device itself. Makes a private key that never leaves the machine
 and a certificate signing request (DIR/devices/NAME.csr) to hand to the
 admin, who runs "sallyport pki sign". The CSR only carries the key and the
@@ -35,7 +37,15 @@ Where the key is made:
                 pkcs11:token=alice;object=sallyport?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so&pin-source=file:/etc/sallyport/alice.pin
                 (the PIN comes from pin-source, never from the command line)
 It prints the line the profile needs (key_tpm or key_pkcs11) for
-"sallyport pki bundle".`,
+"sallyport pki bundle".
+
+With --tpm, when the TPM has an endorsement key certificate from its
+maker (most do), it also writes an attestation (DIR/devices/NAME.attest:
+the EK certificate and the device key certified by a new attestation key,
+kept in DIR/devices/NAME.ak.tpmkey). Send it with the CSR: the admin's
+"pki sign --require-hardware" verifies it and answers with a challenge only
+this TPM can open; "pki csr --device NAME --activate NAME.challenge" opens
+it and writes DIR/devices/NAME.response for the admin.`,
 		example: `  sallyport pki csr --device alice-laptop --dir ~/.config/sallyport
   sudo sallyport pki csr --device alice-laptop --tpm --dir /etc/sallyport
   # send DIR/devices/alice-laptop.csr to the admin`,
@@ -45,6 +55,7 @@ It prints the line the profile needs (key_tpm or key_pkcs11) for
 			tpm := fs.Bool("tpm", false, "make the key inside this laptop's TPM 2.0")
 			tpmDevice := fs.String("tpm-device", "", "the TPM (default "+hwkey.DefaultTPMDevice+")")
 			p11 := fs.String("pkcs11", "", "make the key inside the PKCS#11 token this RFC 7512 URI names")
+			activate := fs.String("activate", "", "open the admin's attestation challenge FILE in this TPM (after --tpm)")
 			return func(pos []string, stdout, stderr io.Writer) error {
 				if err := noArgs(pos); err != nil {
 					return err
@@ -52,11 +63,17 @@ It prints the line the profile needs (key_tpm or key_pkcs11) for
 				if *device == "" {
 					return usagef("--device is required")
 				}
+				if *activate != "" {
+					if *tpm || *p11 != "" {
+						return usagef("--activate answers a challenge for a key made earlier; give it alone (with --tpm-device if needed)")
+					}
+					return activateCSR(dirOf(fs), *device, *tpmDevice, *activate, stdout)
+				}
 				if *tpm && *p11 != "" {
 					return usagef("--tpm and --pkcs11: pick one place for the key")
 				}
 				if *tpmDevice != "" && !*tpm {
-					return usagef("--tpm-device needs --tpm")
+					return usagef("--tpm-device needs --tpm or --activate")
 				}
 				if *tpm || *p11 != "" {
 					alg, err := hwkey.ParseAlgorithm(*key)
@@ -100,7 +117,7 @@ func hardwareCSR(dir, device string, alg hwkey.Algorithm, tpm bool, tpmDevice, u
 		}
 	}
 	var signer hwkey.Signer
-	var ref string
+	var ref, attestNote string
 	if tpm {
 		keyFile, s, err := hwkey.GenerateTPM(tpmDevice, alg, "sallyport device "+device)
 		if err != nil {
@@ -115,6 +132,7 @@ func hardwareCSR(dir, device string, alg hwkey.Algorithm, tpm bool, tpmDevice, u
 		}
 		hwkey.SetFile(s, abs)
 		signer = s
+		attestNote = attestCSR(sub, device, tpmDevice, keyFile)
 		ref = fmt.Sprintf("key_tpm = %q", abs)
 		if tpmDevice != "" {
 			ref += fmt.Sprintf("\ntpm_device = %q", tpmDevice)
@@ -135,9 +153,75 @@ func hardwareCSR(dir, device string, alg hwkey.Algorithm, tpm bool, tpmDevice, u
 	if err := atomicfile.Write(csrPath, csr, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "key: %s (made there; it cannot be exported)\ncsr: %s (send this to the admin)\nprofile: the [tls] section names the key with\n  %s\n",
-		signer.Where(), csrPath, indent(ref))
+	fmt.Fprintf(stdout, "key: %s (made there; it cannot be exported)\ncsr: %s (send this to the admin)\n%sprofile: the [tls] section names the key with\n  %s\n",
+		signer.Where(), csrPath, attestNote, indent(ref))
 	return nil
+}
+
+// attestCSR writes the TPM's attestation of the new key (and the
+// attestation key's file) next to the CSR, and says what it did. A TPM
+// without an EK certificate only gets a note: the key is still in the TPM.
+func attestCSR(sub, device, tpmDevice string, keyFile []byte) string {
+	a, akFile, err := hwkey.AttestTPM(tpmDevice, keyFile)
+	if err != nil {
+		return fmt.Sprintf("attestation: none (%v); the admin can only vouch for this key (pki sign --key-origin tpm)\n", err)
+	}
+	data, err := json.MarshalIndent(a, "", "  ")
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(sub, device+".ak.tpmkey"), akFile, 0o600)
+	}
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(sub, device+".attest"), data, 0o644)
+	}
+	if err != nil {
+		return fmt.Sprintf("attestation: could not be written (%v)\n", err)
+	}
+	return fmt.Sprintf("attestation: %s (send it with the CSR; the admin verifies it with pki sign --require-hardware)\n", filepath.Join(sub, device+".attest"))
+}
+
+// activateCSR opens the admin's challenge in this TPM with the device's
+// attestation key and writes the answer for the admin.
+func activateCSR(dir, device, tpmDevice, challengePath string, stdout io.Writer) error {
+	if err := ca.ValidName("device", device); err != nil {
+		return err
+	}
+	raw, err := userfile.Read(challengePath, 64<<10)
+	if err != nil {
+		return fmt.Errorf("challenge: %w", err)
+	}
+	var ch hwkey.Challenge
+	if err := json.Unmarshal(raw, &ch); err != nil {
+		return fmt.Errorf("challenge %s: %w", challengePath, err)
+	}
+	if ch.Device != device {
+		return fmt.Errorf("challenge %s is for device %q, not %q", challengePath, ch.Device, device)
+	}
+	sub := filepath.Join(dir, "devices")
+	akPath := filepath.Join(sub, device+".ak.tpmkey")
+	ak, err := userfile.Read(akPath, 64<<10)
+	if err != nil {
+		return fmt.Errorf("attestation key: %w (made by pki csr --tpm on this laptop)", err)
+	}
+	secret, err := hwkey.ActivateTPM(tpmDevice, ak, &ch)
+	if err != nil {
+		return err
+	}
+	out, err := json.Marshal(activationAnswer{Device: device, Secret: secret})
+	if err != nil {
+		return err
+	}
+	resp := filepath.Join(sub, device+".response")
+	if err := atomicfile.Write(resp, out, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "response: %s (send this to the admin)\n", resp)
+	return nil
+}
+
+// activationAnswer is the laptop's answer to an attestation challenge.
+type activationAnswer struct {
+	Device string `json:"device"`
+	Secret []byte `json:"secret"`
 }
 
 func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n  ") }

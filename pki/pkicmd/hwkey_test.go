@@ -133,3 +133,80 @@ func TestCSRInTPM(t *testing.T) {
 		}
 	}
 }
+
+// TestSignRequireHardware: "pki csr --tpm" on a TPM with an EK certificate
+// writes an attestation; "pki sign --require-hardware" verifies it against
+// the TPM maker's CA, challenges, and signs only after the laptop's TPM
+// answered; the certificate then records an attested TPM origin. A wrong
+// answer, an untrusted maker CA, a CSR for another key and a missing
+// attestation are refused.
+func TestSignRequireHardware(t *testing.T) {
+	dir := newPKI(t)
+	tpm, ekCA := hwtest.StartSWTPMWithEK(t, t.TempDir())
+	laptop := filepath.Join(t.TempDir(), "laptop")
+	out := mustRun(t, "csr", "--dir", laptop, "--device", "bob", "--tpm", "--tpm-device", tpm.Socket)
+	attest := filepath.Join(laptop, "devices", "bob.attest")
+	if !strings.Contains(out, "attestation: "+attest) {
+		t.Fatalf("csr --tpm on a TPM with an EK certificate wrote no attestation:\n%s", out)
+	}
+	noKeyOnDisk(t, laptop)
+	csr := filepath.Join(laptop, "devices", "bob.csr")
+	sign := func(extra ...string) (int, string, string) {
+		return run(t, append([]string{"sign", "--dir", dir, "--csr", csr, "--device", "bob", "--group", "eng", "--require-hardware", "--attestation", attest, "--ek-ca", ekCA}, extra...)...)
+	}
+	code, out, errs := sign()
+	if code != 0 || !strings.Contains(out, "not signed yet") {
+		t.Fatalf("first sign: exit %d\n%s%s", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "devices", "bob.crt")); err == nil {
+		t.Fatal("a certificate was issued before the challenge was answered")
+	}
+	challenge := filepath.Join(dir, "devices", "bob.challenge")
+
+	// A forged answer is refused.
+	forged := filepath.Join(t.TempDir(), "forged.response")
+	os.WriteFile(forged, []byte(`{"device":"bob","secret":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}`), 0o644)
+	if code, _, errs := sign("--activation", forged); code != 1 || !strings.Contains(errs, "does not match") {
+		t.Errorf("forged activation: exit %d %s", code, errs)
+	}
+
+	out = mustRun(t, "csr", "--dir", laptop, "--device", "bob", "--tpm-device", tpm.Socket, "--activate", challenge)
+	response := filepath.Join(laptop, "devices", "bob.response")
+	if !strings.Contains(out, response) {
+		t.Fatalf("activate output:\n%s", out)
+	}
+	code, out, errs = sign("--activation", response)
+	if code != 0 || !strings.Contains(out, "key origin: tpm") {
+		t.Fatalf("second sign: exit %d\n%s%s", code, out, errs)
+	}
+	c := loadLeaf(t, filepath.Join(dir, "devices", "bob.crt"))[0]
+	if pki.KeyOriginOf(c) != pki.KeyOriginTPM || !pki.KeyOriginAttested(c) {
+		t.Errorf("certificate origin %q attested %v", pki.KeyOriginOf(c), pki.KeyOriginAttested(c))
+	}
+	if show := mustRun(t, "show", filepath.Join(dir, "devices", "bob.crt")); !strings.Contains(show, "attested") {
+		t.Errorf("show:\n%s", show)
+	}
+
+	// Refusals before any challenge.
+	otherCA := newPKI(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"untrusted TPM maker", []string{"--ek-ca", filepath.Join(otherCA, "ca.crt")}, "does not chain to a TPM manufacturer CA"},
+	} {
+		args := append([]string{"sign", "--dir", dir, "--csr", csr, "--device", "bob2", "--override-cn", "--require-hardware", "--attestation", attest}, tc.args...)
+		if code, _, errs := run(t, args...); code != 1 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s: exit %d %s", tc.name, code, errs)
+		}
+	}
+	mustRun(t, "csr", "--dir", laptop, "--device", "eve")
+	if code, _, errs := run(t, "sign", "--dir", dir, "--csr", filepath.Join(laptop, "devices", "eve.csr"), "--device", "eve",
+		"--require-hardware", "--attestation", attest, "--ek-ca", ekCA); code != 1 || !strings.Contains(errs, "not the CSR's key") {
+		t.Errorf("a key-file CSR with another key's attestation: exit %d %s", code, errs)
+	}
+	if code, _, _ := run(t, "sign", "--dir", dir, "--csr", csr, "--device", "bob3", "--require-hardware"); code != 2 {
+		t.Errorf("--require-hardware without an attestation: exit %d, want 2", code)
+	}
+}

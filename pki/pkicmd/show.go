@@ -101,7 +101,11 @@ func describe(w io.Writer, i int, c *x509.Certificate) {
 	row("Key", keyDesc(c))
 	switch id.KeyOrigin {
 	case pki.KeyOriginTPM:
-		row("Key origin", "in the device's TPM (vouched for by the issuer)")
+		if pki.KeyOriginAttested(c) {
+			row("Key origin", "in the device's TPM (attested: EK certificate, AK certify, credential activation)")
+		} else {
+			row("Key origin", "in the device's TPM (vouched for by the issuer)")
+		}
 	case pki.KeyOriginPKCS11:
 		row("Key origin", "in a PKCS#11 token (vouched for by the issuer)")
 	}

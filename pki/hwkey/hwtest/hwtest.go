@@ -180,3 +180,50 @@ func WritePIN(t testing.TB, path, pin string) string {
 	}
 	return path
 }
+
+// StartSWTPMWithEK is StartSWTPM for a TPM manufactured like a real one:
+// swtpm_setup creates its RSA and ECC endorsement keys and EK
+// certificates (in NV, as a manufacturer does), signed by a local CA made
+// in dir (swtpm_localca). It returns the TPM and the CA's certificates (a
+// PEM file with the root and the issuing CA): the "manufacturer CA" an
+// issuer trusts.
+func StartSWTPMWithEK(t testing.TB, dir string) (*SWTPM, string) {
+	t.Helper()
+	setup := testenv.Command(t, "swtpm_setup")
+	localca := testenv.Command(t, "swtpm_localca")
+	ca := filepath.Join(dir, "ekca")
+	state := filepath.Join(dir, "state")
+	for _, d := range []string{ca, state} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"localca.conf":    fmt.Sprintf("statedir = %s\nsigningkey = %s/signkey.pem\nissuercert = %s/issuercert.pem\ncertserial = %s/certserial\n", ca, ca, ca, ca),
+		"localca.options": "--platform-manufacturer Sallyport\n--platform-version 2.1\n--platform-model Test\n",
+	}
+	files["setup.conf"] = fmt.Sprintf("create_certs_tool = %s\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = %s\n",
+		localca, filepath.Join(dir, "localca.conf"), filepath.Join(dir, "localca.options"))
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(setup, "--tpm2", "--tpmstate", state, "--create-ek-cert", "--config", filepath.Join(dir, "setup.conf"), "--overwrite")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("swtpm_setup: %v\n%s", err, out)
+	}
+	var pemCAs []byte
+	for _, f := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
+		b, err := os.ReadFile(filepath.Join(ca, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pemCAs = append(pemCAs, b...)
+	}
+	caFile := filepath.Join(dir, "ek-ca.pem")
+	if err := os.WriteFile(caFile, pemCAs, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return StartSWTPM(t, dir), caFile
+}
