@@ -292,6 +292,9 @@ func (c *Client) checkRenewed(old *material, next *NextKey, r tunnel.RenewReply,
 	if c, ok := next.Signer.(interface{ Close() error }); ok {
 		mat.closer = c
 	}
+	if w, ok := next.Signer.(interface{ Where() string }); ok {
+		mat.keyAt = w.Where() // the new key file or token object
+	}
 	bundle, why := acceptBundle(old.cas, r.CAs, cs)
 	if why != "" {
 		c.log.Warn("the CA bundle sent with the renewal is not taken; the current one stays", "why", why)

@@ -248,40 +248,17 @@ func VerifyAttestation(a *Attestation, csrKey crypto.PublicKey, roots, intermedi
 	if _, ok := ek.PublicKey.(*rsa.PublicKey); !ok {
 		return nil, fmt.Errorf("attestation: EK key %T: only RSA EKs are supported", ek.PublicKey)
 	}
-	keyPub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](a.KeyPublic)
+	kp, err := tpmKeyPublic(a.KeyPublic, csrKey)
 	if err != nil {
-		return nil, fmt.Errorf("attestation: device key public area: %w", err)
-	}
-	kp, err := keyPub.Contents()
-	if err != nil {
-		return nil, fmt.Errorf("attestation: device key public area: %w", err)
-	}
-	ka := kp.ObjectAttributes
-	if !ka.FixedTPM || !ka.FixedParent || !ka.SensitiveDataOrigin || !ka.SignEncrypt {
-		return nil, errors.New("attestation: the device key may leave its TPM or was not made in it (fixedTPM, fixedParent, sensitiveDataOrigin)")
-	}
-	dk, err := tpm2.Pub(*kp)
-	if err != nil {
-		return nil, fmt.Errorf("attestation: device key: %w", err)
-	}
-	if !publicKeysEqual(dk, csrKey) {
-		return nil, errors.New("attestation: the attested TPM key is not the CSR's key")
+		return nil, err
 	}
 	keyName, err := tpm2.ObjectName(kp)
 	if err != nil {
 		return nil, err
 	}
-	akPub2B, err := tpm2.Unmarshal[tpm2.TPM2BPublic](a.AKPublic)
+	akp, err := restrictedAK(a.AKPublic)
 	if err != nil {
-		return nil, fmt.Errorf("attestation: AK public area: %w", err)
-	}
-	akp, err := akPub2B.Contents()
-	if err != nil {
-		return nil, fmt.Errorf("attestation: AK public area: %w", err)
-	}
-	aa := akp.ObjectAttributes
-	if !aa.Restricted || !aa.SignEncrypt || aa.Decrypt || !aa.FixedTPM || !aa.FixedParent || !aa.SensitiveDataOrigin {
-		return nil, errors.New("attestation: the attestation key is not a restricted signing key fixed to its TPM")
+		return nil, err
 	}
 	if err := verifyCertify(akp, a.CertifyInfo, a.CertifySig, keyName.Buffer); err != nil {
 		return nil, err

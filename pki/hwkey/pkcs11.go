@@ -143,9 +143,8 @@ type tokenInfo struct {
 }
 
 // probe loads the module, finds the token the URI names and reads its
-// flags, without logging in. It is used before crypto11 opens the module
-// (and after it closed it), never while a crypto11 context for the same
-// module is open.
+// flags, without logging in. A module another context of this process
+// has initialised is used as it is and left initialised.
 func probe(u *PKCS11URI) (*tokenInfo, error) {
 	if _, err := os.Stat(u.ModulePath); err != nil {
 		return nil, fmt.Errorf("PKCS#11 module %s: %w (is the token's middleware installed?)", u.ModulePath, err)
@@ -155,10 +154,16 @@ func probe(u *PKCS11URI) (*tokenInfo, error) {
 		return nil, fmt.Errorf("PKCS#11 module %s could not be loaded (not a PKCS#11 library?)", u.ModulePath)
 	}
 	defer p.Destroy()
-	if err := p.Initialize(); err != nil {
+	// The module may be in use in this process already (crypto11 holds
+	// the current key while the renewal makes the next one): then it is
+	// initialised, and must not be finalised under that user's feet.
+	switch err := p.Initialize(); {
+	case errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)):
+	case err != nil:
 		return nil, fmt.Errorf("PKCS#11 module %s: initialize: %w", u.ModulePath, err)
+	default:
+		defer p.Finalize()
 	}
-	defer p.Finalize()
 	slots, err := p.GetSlotList(true)
 	if err != nil {
 		return nil, fmt.Errorf("PKCS#11 module %s: list slots: %w", u.ModulePath, err)
@@ -365,4 +370,20 @@ func GeneratePKCS11(uri string, alg Algorithm) (Signer, error) {
 func attrTrue(set crypto11.AttributeSet, t crypto11.AttributeType) bool {
 	a, ok := set[t]
 	return ok && len(a.Value) == 1 && a.Value[0] != 0
+}
+
+// DeleteKey removes a key GeneratePKCS11 made that will never be used (a
+// renewal that failed). A TPM key has nothing to remove (its key file is
+// the caller's).
+func DeleteKey(s Signer) error {
+	ps, ok := s.(*pkcs11Signer)
+	if !ok {
+		return nil
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.key == nil {
+		return nil
+	}
+	return ps.key.Delete()
 }

@@ -20,3 +20,6 @@ func GeneratePKCS11(uri string, alg Algorithm) (Signer, error) {
 	}
 	return nil, errNoPKCS11
 }
+
+// DeleteKey removes a token key; this binary has none to remove.
+func DeleteKey(Signer) error { return nil }

@@ -1,0 +1,140 @@
+package hwkey
+
+import (
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// Renewal of a device whose TPM origin was attested: the laptop has the
+// TPM certify its new key with the attestation key the issuer verified at
+// enrollment (its public area is in the certificate, pki.OIDAttestationKey).
+// The AK is restricted, so such a certify cannot be made for a key outside
+// that TPM; the gateway's issuer checks it against the AK from the verified
+// certificate and may then carry the attested origin to the new one.
+
+// RenewalAttestation is the evidence sent with a renewal request
+// (tunnel.RenewRequest.Attestation, JSON).
+type RenewalAttestation struct {
+	KeyPublic   []byte `json:"key_public"`   // TPM2B_PUBLIC of the new key
+	CertifyInfo []byte `json:"certify_info"` // TPMS_ATTEST the AK signed
+	CertifySig  []byte `json:"certify_sig"`  // TPMT_SIGNATURE over it
+}
+
+// CertifyWithAK has the attestation key in akFile certify the TPM key in
+// keyFile (both TPM key files of the TPM at device).
+func CertifyWithAK(device string, akFile, keyFile []byte) (*RenewalAttestation, error) {
+	if device == "" {
+		device = DefaultTPMDevice
+	}
+	ak, err := parseTSSAK(akFile)
+	if err != nil {
+		return nil, fmt.Errorf("attestation key: %w", err)
+	}
+	k, err := parseTSSKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	t, err := openTPM(device)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	parent, flushParent, err := loadParent(t, device, k.parent, k.rsaParent)
+	if err != nil {
+		return nil, err
+	}
+	defer flushParent()
+	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: ak.private, InPublic: ak.public}.Execute(t)
+	if err != nil {
+		return nil, tpmError(device, "load the attestation key", err)
+	}
+	defer flush(t, akl.ObjectHandle)
+	kl, err := tpm2.Load{ParentHandle: parent, InPrivate: k.private, InPublic: k.public}.Execute(t)
+	if err != nil {
+		return nil, tpmError(device, "load the new key", err)
+	}
+	defer flush(t, kl.ObjectHandle)
+	cr, err := tpm2.Certify{
+		ObjectHandle: tpm2.AuthHandle{Handle: kl.ObjectHandle, Name: kl.Name, Auth: tpm2.PasswordAuth(nil)},
+		SignHandle:   tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)},
+		InScheme:     tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+	}.Execute(t)
+	if err != nil {
+		return nil, tpmError(device, "certify the new key", err)
+	}
+	return &RenewalAttestation{KeyPublic: tpm2.Marshal(k.public), CertifyInfo: cr.CertifyInfo.Bytes(), CertifySig: tpm2.Marshal(cr.Signature)}, nil
+}
+
+// VerifyRenewalAttestation checks a renewal attestation (JSON) for newKey
+// against akPublic, the attestation key of the verified certificate being
+// renewed: the new key is newKey, fixed to its TPM and made in it, and
+// the AK certified it.
+func VerifyRenewalAttestation(akPublic, attestation []byte, newKey crypto.PublicKey) error {
+	if len(attestation) == 0 || len(attestation) > maxAttestation {
+		return errors.New("renewal attestation missing or too large")
+	}
+	var a RenewalAttestation
+	if err := json.Unmarshal(attestation, &a); err != nil {
+		return fmt.Errorf("renewal attestation: %w", err)
+	}
+	akp, err := restrictedAK(akPublic)
+	if err != nil {
+		return err
+	}
+	kp, err := tpmKeyPublic(a.KeyPublic, newKey)
+	if err != nil {
+		return err
+	}
+	name, err := tpm2.ObjectName(kp)
+	if err != nil {
+		return err
+	}
+	return verifyCertify(akp, a.CertifyInfo, a.CertifySig, name.Buffer)
+}
+
+// restrictedAK parses an attestation key's TPM2B_PUBLIC and checks it is a
+// restricted signing key fixed to its TPM.
+func restrictedAK(b []byte) (*tpm2.TPMTPublic, error) {
+	p2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](b)
+	if err != nil {
+		return nil, fmt.Errorf("attestation: AK public area: %w", err)
+	}
+	akp, err := p2b.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("attestation: AK public area: %w", err)
+	}
+	aa := akp.ObjectAttributes
+	if !aa.Restricted || !aa.SignEncrypt || aa.Decrypt || !aa.FixedTPM || !aa.FixedParent || !aa.SensitiveDataOrigin {
+		return nil, errors.New("attestation: the attestation key is not a restricted signing key fixed to its TPM")
+	}
+	return akp, nil
+}
+
+// tpmKeyPublic parses a device key's TPM2B_PUBLIC and checks it was made
+// in its TPM, never leaves it, and is want.
+func tpmKeyPublic(b []byte, want crypto.PublicKey) (*tpm2.TPMTPublic, error) {
+	p2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](b)
+	if err != nil {
+		return nil, fmt.Errorf("attestation: device key public area: %w", err)
+	}
+	kp, err := p2b.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("attestation: device key public area: %w", err)
+	}
+	ka := kp.ObjectAttributes
+	if !ka.FixedTPM || !ka.FixedParent || !ka.SensitiveDataOrigin || !ka.SignEncrypt {
+		return nil, errors.New("attestation: the device key may leave its TPM or was not made in it (fixedTPM, fixedParent, sensitiveDataOrigin)")
+	}
+	dk, err := tpm2.Pub(*kp)
+	if err != nil {
+		return nil, fmt.Errorf("attestation: device key: %w", err)
+	}
+	if !publicKeysEqual(dk, want) {
+		return nil, errors.New("attestation: the attested TPM key is not the CSR's key")
+	}
+	return kp, nil
+}
