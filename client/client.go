@@ -39,6 +39,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -195,6 +196,11 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		}
 	}()
 	c.started = time.Now()
+	lock, err := c.lockDevice()
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	// One tunnel is one pipeline: a single P avoids cross-thread wake-ups
 	// on every hand-off (internal/procs).
 	c.procs = procs.New(c.cfg.Tunnel.CPUs)
@@ -311,6 +317,18 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		backoff = min(2*backoff, c.cfg.Reconnect.MaxDelay)
 	}
 	return nil
+}
+
+// lockDevice takes this device's lock on the laptop (devlock.go): a second
+// client with the same device certificate stops here, before it dials.
+func (c *Client) lockDevice() (*deviceLock, error) {
+	id := pki.IdentityOf(c.mat.leaf)
+	conf := c.cfg.Path
+	if abs, err := filepath.Abs(conf); err == nil && conf != "" {
+		conf = abs
+	}
+	owner := lockOwner{PID: os.Getpid(), Profile: profileName(c.cfg), Config: conf, Device: id.Device, Since: c.started}
+	return lockDevice(deviceLockFile(c.cfg.runtimeDirectory(), id), id.Device, owner)
 }
 
 // boot reads what the profile remembers of the gateway's last config

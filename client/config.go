@@ -37,9 +37,9 @@ type Config struct {
 	// Path is the file the config was loaded from.
 	Path string `toml:"-"`
 
-	// stateDir is the client's state directory (StateDir), fixed when
-	// the config is loaded.
-	stateDir string
+	// stateDir and runtimeDir are the client's state and runtime
+	// directories (StateDir, RuntimeDir), fixed when the config is loaded.
+	stateDir, runtimeDir string
 }
 
 // StateDir is where the laptop keeps what must survive a crash and a
@@ -47,6 +47,11 @@ type Config struct {
 // directory of $STATE_DIRECTORY (the unit's StateDirectory=), else
 // /var/lib/sallyport.
 func StateDir() string { return envDir("STATE_DIRECTORY", "/var/lib/sallyport") }
+
+// RuntimeDir is where the laptop keeps what lives only while the machine
+// runs (the device lock): the first directory of $RUNTIME_DIRECTORY (the
+// unit's RuntimeDirectory=), else /run/sallyport.
+func RuntimeDir() string { return envDir("RUNTIME_DIRECTORY", "/run/sallyport") }
 
 func envDir(env, def string) string {
 	if d, _, _ := strings.Cut(os.Getenv(env), ":"); d != "" {
@@ -60,6 +65,13 @@ func (c *Config) stateDirectory() string {
 		return StateDir()
 	}
 	return c.stateDir
+}
+
+func (c *Config) runtimeDirectory() string {
+	if c.runtimeDir == "" {
+		return RuntimeDir()
+	}
+	return c.runtimeDir
 }
 
 // TLSConfig names the trust anchor and the device's identity, as files or
@@ -174,6 +186,9 @@ func DefaultSocket(dev string) string { return "/run/sallyport/client-" + dev + 
 func (c *Config) normalize() error {
 	if c.stateDir == "" {
 		c.stateDir = StateDir()
+	}
+	if c.runtimeDir == "" {
+		c.runtimeDir = RuntimeDir()
 	}
 	if c.Metrics.Listen != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {

@@ -365,7 +365,7 @@ func startClient(t *testing.T, o envOpt) *testEnv {
 		Tunnel:    TunnelConfig{Device: "fake0", CPUs: runtime.NumCPU()},
 		Admin:     AdminConfig{Socket: filepath.Join(t.TempDir(), "admin.sock")},
 		Reconnect: ReconnectConfig{MinDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond, RefusedDelay: time.Hour},
-		stateDir:  t.TempDir(),
+		stateDir:  t.TempDir(), runtimeDir: t.TempDir(),
 	}
 	if o.edit != nil {
 		o.edit(cfg)

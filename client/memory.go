@@ -95,13 +95,18 @@ func (m memory) bootRoutes(killOn bool) []netip.Prefix {
 // client config (named after it, as the profile is), in the state
 // directory.
 func memoryFile(cfg *Config) string {
-	name := "default"
+	return filepath.Join(cfg.stateDirectory(), "profile-"+profileName(cfg)+".json")
+}
+
+// profileName is the profile of cfg (Profile of its file), or "default"
+// for a config that has no usable file name.
+func profileName(cfg *Config) string {
 	if cfg.Path != "" {
 		if p := Profile(cfg.Path); p != "" && p != "." && p != ".." && !strings.ContainsAny(p, `/\`) {
-			name = p
+			return p
 		}
 	}
-	return filepath.Join(cfg.stateDirectory(), "profile-"+name+".json")
+	return "default"
 }
 
 // loadMemory reads the memory at path. A missing file is (nil, nil): the

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -57,5 +60,52 @@ func TestTwoProfiles(t *testing.T) {
 		if bad := leftovers(tp.Lap, dev, true); len(bad) > 0 {
 			t.Errorf("left behind: %v", bad)
 		}
+	}
+}
+
+// TestOneBundleTwoProfiles: the same bundle installed as two profiles on
+// one laptop. The second `up` stops before it dials, exit status 1, and
+// says which profile and process has the device; the first keeps its
+// session and the gateway never sees the two fight. After kill -9 of the
+// first, the second comes up: a dead client's lock blocks nothing.
+func TestOneBundleTwoProfiles(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, restrictive))
+	cc := clientConf(k, "alice", "wireguard", sock)
+	cc.Device = ""
+	first := tp.startLaptop(tp.Lap, "acme", cc)
+	if !waitFor(15*time.Second, func() bool { st, err := first.Status(); return err == nil && st.Connected }) {
+		t.Fatalf("the first profile did not connect:\n%s", tail(first.Proc.Log(), 20))
+	}
+	copyConf := cc
+	copyConf.Socket = filepath.Join(sock, "acme-copy.sock")
+	second := tp.startLaptop(tp.Lap, "acme-copy", copyConf)
+	if !second.Proc.Wait(10 * time.Second) {
+		t.Fatalf("the second profile with the same bundle is still running:\n%s", tail(second.Proc.Log(), 20))
+	}
+	want := fmt.Sprintf("sallyport: device alice is already up on this laptop: profile acme (pid %d, since ", first.Proc.Cmd.Process.Pid)
+	if code, errOut := second.Proc.ExitCode(), second.Proc.Err(); code != 1 || !strings.Contains(errOut, want) ||
+		!strings.Contains(errOut, "sudo sallyport down -c "+first.Conf) {
+		t.Fatalf("second profile: exit %d, stderr:\n%s\nwant it to contain %q", code, errOut, want)
+	}
+	if st, err := first.Status(); err != nil || !st.Connected {
+		t.Fatalf("the first profile lost its tunnel: %+v %v", st, err)
+	}
+	if strings.Contains(gw.Proc.Err(), "duplicate-device") || strings.Count(gw.Proc.Err(), `msg="session up"`) != 1 {
+		t.Fatalf("the gateway saw the second profile:\n%s", tail(gw.Proc.Err(), 10))
+	}
+
+	first.Proc.Signal(syscall.SIGKILL)
+	first.Proc.Wait(5 * time.Second)
+	second.Proc = tp.start(tp.Lap, "client-acme-copy-2", nil, binPath, "up", "-c", second.Conf)
+	if !waitFor(15*time.Second, func() bool { st, err := second.Status(); return err == nil && st.Connected }) {
+		t.Fatalf("after kill -9 of the first, the second did not come up:\n%s", tail(second.Proc.Log(), 20))
+	}
+	if out, err := tp.sp(tp.Lap, "down", "-c", second.Conf); err != nil {
+		t.Fatalf("down: %v %s", err, out)
 	}
 }
