@@ -322,7 +322,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 // lockDevice takes this device's lock on the laptop (devlock.go): a second
 // client with the same device certificate stops here, before it dials.
 func (c *Client) lockDevice() (*deviceLock, error) {
-	id := pki.IdentityOf(c.mat.leaf)
+	id := pki.IdentityOf(c.material().leaf)
 	conf := c.cfg.Path
 	if abs, err := filepath.Abs(conf); err == nil && conf != "" {
 		conf = abs
