@@ -196,11 +196,18 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		}
 	}()
 	c.started = time.Now()
-	lock, err := c.lockDevice()
-	if err != nil {
-		return err
+	// First the device lock: a second client with this device stops here,
+	// told who has it. A lock that cannot be taken at all (a user who may
+	// not write the runtime directory) is reported after the admin
+	// socket, whose error says better what to do.
+	lock, lockErr := c.lockDevice()
+	var inUse *InUseError
+	if errors.As(lockErr, &inUse) {
+		return lockErr
 	}
-	defer lock.Release()
+	if lockErr == nil {
+		defer lock.Release()
+	}
 	// One tunnel is one pipeline: a single P avoids cross-thread wake-ups
 	// on every hand-off (internal/procs).
 	c.procs = procs.New(c.cfg.Tunnel.CPUs)
@@ -210,6 +217,9 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	defer admin.Close()
+	if lockErr != nil {
+		return lockErr
+	}
 	if c.cfg.Metrics.Listen != "" {
 		ms, err := listenMetrics(c)
 		if err != nil {
