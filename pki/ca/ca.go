@@ -163,10 +163,10 @@ func (p *PKI) Init(o InitOptions) error {
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		MaxPathLenZero:        !o.Intermediate,
-	}
-	if o.Intermediate {
-		root.MaxPathLen = 1
+		// Path length 1: the root may certify an issuing intermediate
+		// and the online issuer of renewals (both path length 0), and
+		// nothing below them.
+		MaxPathLen: 1,
 	}
 	rootCert, err := createCert(root, root, rootKey.Public(), rootKey)
 	if err != nil {

@@ -444,9 +444,9 @@ func TestRevokeSerialSpellings(t *testing.T) {
 	}
 }
 
-// TestRevokeOtherIssuer: a record another CA issued (e.g. before the
-// intermediate was replaced) cannot be "revoked" by a CRL that does not
-// speak for it.
+// TestRevokeOtherIssuer: a record a CA foreign to this PKI issued cannot
+// be "revoked" by a CRL that does not speak for it (a previous CA of this
+// PKI, after a rotation, can: renewal.go).
 func TestRevokeOtherIssuer(t *testing.T) {
 	p := newTestPKI(t)
 	st, err := openStore(p.Dir, false, false)
@@ -458,10 +458,10 @@ func TestRevokeOtherIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Revoke("0x77", "", "", 0); err == nil || !strings.Contains(err.Error(), "not by the issuing CA") {
+	if _, err := p.Revoke("0x77", "", "", 0); err == nil || !strings.Contains(err.Error(), "not by a CA of this PKI") {
 		t.Errorf("revoke another CA's certificate: %v", err)
 	}
-	if _, err := p.Revoke("", "old", "", 0); err == nil || !strings.Contains(err.Error(), "not by the issuing CA") {
+	if _, err := p.Revoke("", "old", "", 0); err == nil || !strings.Contains(err.Error(), "not by a CA of this PKI") {
 		t.Errorf("revoke another CA's device: %v", err)
 	}
 	recs, _ := p.List()

@@ -16,8 +16,14 @@
 //	D/root.crt, D/root.key   root CA certificate and key (key 0600)
 //	D/intermediate.crt, D/intermediate.key
 //	                         issuing intermediate (only with --intermediate)
-//	D/crl.pem                CRL signed by the issuing CA (the intermediate
-//	                         when present, else the root)
+//	D/crl.pem                CRLs: by the issuing CA (the intermediate when
+//	                         present, else the root), by the root too when an
+//	                         intermediate issues and root.key is here, and by
+//	                         the previous CA during a rotation; each lists
+//	                         every revocation of the index
+//	D/renewal-issuer.crt, D/renewal-issuer.key
+//	                         the online issuer of renewals (renewal.go)
+//	D/previous/N/            the CA before rotation N, with cross.crt
 //	D/index.db               issued certificates, revocations and the CRL
 //	                         number: a bbolt database (see store.go), one
 //	                         transaction per change; an index.json from an

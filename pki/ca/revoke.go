@@ -58,9 +58,13 @@ func (p *PKI) Revoke(serial, device, reason string, crlDays int) ([]RevokeResult
 	now := p.now().UTC()
 	var res []RevokeResult
 	var serials []string
+	cas := p.caNames()
 	for _, r := range targets {
-		if r.Issuer != pki.NameString(iss.cert.Subject) {
-			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by the issuing CA; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
+		if !cas[r.Issuer] {
+			return nil, fmt.Errorf("serial %s (%s %s) was issued by %s, not by a CA of this PKI; it cannot be revoked here", r.Serial, r.Kind, r.Name, r.Issuer)
+		}
+		if (r.Kind == KindIntermediate || r.Kind == KindIssuer) && !fileExists(p.Path("root.key")) {
+			return nil, fmt.Errorf("serial %s (%s %s) was issued by the root, whose CRL revokes it: bring the root key %s back from offline storage for this", r.Serial, r.Kind, r.Name, p.Path("root.key"))
 		}
 		if r.Revoked() {
 			res = append(res, RevokeResult{Record: r, Already: true})
@@ -126,8 +130,14 @@ func (p *PKI) WriteCRL(days int) (*x509.RevocationList, error) {
 	return p.writeCRL(st, iss, days)
 }
 
-// writeCRL signs and writes crl.pem with every revocation in the index by
-// the issuing CA, and records its number in the index.
+// writeCRL signs and writes crl.pem: one CRL by the issuing CA iss, and
+// one by each other CA that signs CRLs here (crlSigners: the root when an
+// intermediate issues, the previous CA during a rotation), each listing
+// every revocation of the index. A CRL lists certificates of other issuers
+// only for the gateway's lineage check, which matches by serial (a renewed
+// certificate names its enrollment by serial, and after a rotation the
+// enrollment's own CA may be gone). It records the CRL number in the
+// index and returns the issuing CA's CRL.
 func (p *PKI) writeCRL(st *store, iss *issuer, days int) (*x509.RevocationList, error) {
 	if days <= 0 {
 		days = DefaultCRLDays
@@ -150,14 +160,9 @@ func (p *PKI) writeCRL(st *store, iss *issuer, days int) (*x509.RevocationList, 
 		}
 	}
 	now := p.now()
-	tmpl := &x509.RevocationList{
-		Number:     bigInt(num),
-		ThisUpdate: now.Add(-backdate),
-		NextUpdate: now.AddDate(0, 0, days),
-	}
-	issName := pki.NameString(iss.cert.Subject)
+	var entries []x509.RevocationListEntry
 	for _, r := range revoked {
-		if !r.Revoked() || r.Issuer != issName {
+		if !r.Revoked() {
 			continue
 		}
 		n, err := pki.ParseSerial(r.Serial)
@@ -165,21 +170,39 @@ func (p *PKI) writeCRL(st *store, iss *issuer, days int) (*x509.RevocationList, 
 			return nil, fmt.Errorf("index: bad serial %q: %w", r.Serial, err)
 		}
 		code, _ := pki.ParseReason(r.Reason)
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: code,
-		})
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt, ReasonCode: code})
 	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, iss.cert, iss.key)
+	others, err := p.crlSigners(iss)
 	if err != nil {
-		return nil, fmt.Errorf("sign CRL: %w", err)
+		return nil, fmt.Errorf("CRL signers: %w", err)
 	}
-	if err := atomicfile.Write(p.Path("crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644); err != nil {
+	var out []byte
+	var first *x509.RevocationList
+	for _, signer := range append([]*issuer{iss}, others...) {
+		tmpl := &x509.RevocationList{
+			Number:                    bigInt(num),
+			ThisUpdate:                now.Add(-backdate),
+			NextUpdate:                now.AddDate(0, 0, days),
+			RevokedCertificateEntries: entries,
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, tmpl, signer.cert, signer.key)
+		if err != nil {
+			return nil, fmt.Errorf("sign CRL by %q: %w", signer.cert.Subject.CommonName, err)
+		}
+		if first == nil {
+			if first, err = x509.ParseRevocationList(der); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})...)
+	}
+	if err := atomicfile.Write(p.Path("crl.pem"), out, 0o644); err != nil {
 		return nil, err
 	}
 	if err := st.setCRLNumber(num); err != nil {
 		return nil, err
 	}
-	return x509.ParseRevocationList(der)
+	return first, nil
 }
 
 // LoadRevocations loads crl.pem verified against the PKI's CA certificates.
@@ -188,7 +211,13 @@ func (p *PKI) LoadRevocations() (*pki.RevocationList, error) {
 	if err != nil {
 		return nil, err
 	}
-	return pki.LoadCRL(p.Path("crl.pem"), append(roots, inter...))
+	bundle, _ := p.TrustBundle() // a previous CA's CRL during a rotation
+	return pki.LoadCRL(p.Path("crl.pem"), append(append(roots, inter...), bundle...))
 }
 
 func bigInt(n int64) *big.Int { return big.NewInt(n) }
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

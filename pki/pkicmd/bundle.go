@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/sallyport/sallyport/internal/atomicfile"
 	"github.com/sallyport/sallyport/pki/ca"
@@ -59,10 +60,12 @@ profile then carries CA, certificate and that reference, and no key:
 						return usagef("--key-pkcs11: %v", err)
 					}
 				}
-				data, err := ca.New(dirOf(fs)).BundleWith(*device, *server, *serverName, ref)
+				p := ca.New(dirOf(fs))
+				data, err := p.BundleWith(*device, *server, *serverName, ref)
 				if err != nil {
 					return err
 				}
+				suggestShortLife(p, *device, stderr)
 				if *out == "" {
 					_, err := stdout.Write(data)
 					return err
@@ -79,4 +82,30 @@ profile then carries CA, certificate and that reference, and no key:
 			}
 		},
 	})
+}
+
+// suggestShortLife notes, when the PKI has an online issuer, that a device
+// certificate that lives longer than a month gives up what renewal is for:
+// the device renews itself once connected, so its first certificate need
+// only last until then (a lost bundle then soon stops working).
+func suggestShortLife(p *ca.PKI, device string, stderr io.Writer) {
+	if !p.HasRenewalIssuer() {
+		return
+	}
+	recs, err := p.List()
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		if r.Kind != ca.KindDevice || r.Name != device || r.Revoked() || now.After(r.NotAfter) {
+			continue
+		}
+		if life := r.NotAfter.Sub(r.NotBefore); life > 30*24*time.Hour {
+			fmt.Fprintf(stderr, "note: this device's certificate lives %d days, but with renewal (this PKI has an online issuer) it renews itself once connected: %d days is enough, and a lost bundle then soon stops working (revoke and issue it again with --days %d)\n",
+				int(life.Hours()/24), ca.RenewedDeviceDays, ca.RenewedDeviceDays)
+		}
+		return
+	}
 }

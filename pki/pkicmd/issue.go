@@ -2,6 +2,7 @@ package pkicmd
 
 import (
 	"flag"
+	"fmt"
 	"io"
 
 	"github.com/sallyport/sallyport/pki/ca"
@@ -14,7 +15,9 @@ func init() {
 		usage:   "--device NAME [--user USER] [--group G]... [--days N | --not-before T --not-after T] [--key TYPE]",
 		help: `Issue a device certificate: CN = device name, one OU per --group, the user
 in the subject UID attribute, clientAuth EKU only, a random 128-bit serial,
-never valid past the issuing CA. Writes devices/NAME.crt (leaf +
+never valid past the issuing CA. When the PKI has an online issuer (pki
+issuer), devices renew themselves, and --days defaults to 7 instead of 365.
+Writes devices/NAME.crt (leaf +
 intermediate) and devices/NAME.key, and prints the serial and SHA-256
 fingerprint. Refuses while the device still has a valid certificate (revoke
 it first). --not-before/--not-after take exact RFC 3339 times (e.g. to make
@@ -38,7 +41,9 @@ an already expired certificate for a test).`,
 					return err
 				}
 				o.Name, o.User, o.Groups = *device, *user, groups
-				is, err := ca.New(dirOf(fs)).IssueDevice(o)
+				p := ca.New(dirOf(fs))
+				shortLife(fs, p, &o, stderr)
+				is, err := p.IssueDevice(o)
 				if err != nil {
 					return err
 				}
@@ -47,4 +52,17 @@ an already expired certificate for a test).`,
 			}
 		},
 	})
+}
+
+// shortLife gives a device the short default lifetime when the PKI has
+// an online issuer and no lifetime was asked for: the device renews itself
+// inside its sessions, so its first certificate only has to last until it
+// connects, and a lost laptop's bundle soon stops working.
+func shortLife(fs *flag.FlagSet, p *ca.PKI, o *ca.IssueOptions, stderr io.Writer) {
+	days, _ := fs.Lookup("days").Value.(*intFlag)
+	if days == nil || days.set || !o.NotAfter.IsZero() || !p.HasRenewalIssuer() {
+		return
+	}
+	o.Days = ca.RenewedDeviceDays
+	fmt.Fprintf(stderr, "note: this PKI has an online issuer, so devices renew themselves: %d days by default (--days N for another lifetime)\n", ca.RenewedDeviceDays)
 }

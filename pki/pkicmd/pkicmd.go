@@ -54,9 +54,10 @@ Example (a new gateway and a first laptop):
   sallyport pki issue --device alice-laptop --user alice --group eng
   sallyport pki bundle --device alice-laptop --server vpn.acme.example:443 -o alice.toml
   sallyport pki revoke --device alice-laptop --reason keyCompromise
+  sallyport pki issuer    # devices renew themselves from then on (docs/renewal.md)
 `
 
-var order = []string{"init", "server", "issue", "csr", "sign", "revoke", "crl", "list", "show", "bundle"}
+var order = []string{"init", "server", "issue", "csr", "sign", "revoke", "crl", "list", "show", "bundle", "issuer", "rotate"}
 
 // NewCommand returns the "pki" command with one subcommand per file of this
 // package, parsed by cobra like every other sallyport command: flags before

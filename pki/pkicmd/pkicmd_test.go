@@ -488,13 +488,28 @@ func TestRevoke(t *testing.T) {
 			t.Errorf("%v: exit %d %q; want %d %q", tt.args, code, errs, tt.code, tt.msg)
 		}
 	}
-	// The intermediate is in the index but was issued by the root: not revocable here.
-	recs, _ := ca.New(dir).List()
-	if code, _, errs := run(t, "revoke", "--dir", dir, recs[0].Serial); code != 1 || !strings.Contains(errs, "not by the issuing CA") {
-		t.Errorf("revoke intermediate: %d %q", code, errs)
-	}
 	// A device can be issued again once revoked.
 	issue(t, dir, "--device", "a")
+	// The intermediate was issued by the root: with the root key here, the
+	// root's CRL revokes it.
+	recs, _ := ca.New(dir).List()
+	if code, _, errs := run(t, "revoke", "--dir", dir, recs[0].Serial); code != 0 {
+		t.Errorf("revoke intermediate: %d %q", code, errs)
+	}
+	rl, lerr := ca.New(dir).LoadRevocations()
+	if lerr != nil || !revokedCA(rl, recs[0].Serial, dir) {
+		t.Errorf("the intermediate is not revoked by the root's CRL: %v", lerr)
+	}
+}
+
+// revokedCA reports whether the CRL revokes the intermediate of dir.
+func revokedCA(rl *pki.RevocationList, serial, dir string) bool {
+	certs, err := pki.LoadCertificates(filepath.Join(dir, "intermediate.crt"))
+	if err != nil || pki.FormatSerial(certs[0].SerialNumber) != serial {
+		return false
+	}
+	ok, _ := rl.Revoked(certs[0])
+	return ok
 }
 
 func mustBig(hex string) *big.Int {

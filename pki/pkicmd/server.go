@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os/user"
+	"strconv"
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/pki/ca"
@@ -76,12 +77,13 @@ func addIssueFlags(fs *flag.FlagSet, defDays int) func() (ca.IssueOptions, error
 // addValidityFlags adds --days, --not-before, --not-after (for sign, whose
 // key comes from the CSR).
 func addValidityFlags(fs *flag.FlagSet, defDays int) func() ca.IssueOptions {
-	days := fs.Int("days", defDays, "lifetime in days (never past the issuing CA's)")
+	days := &intFlag{v: defDays}
+	fs.Var(days, "days", "lifetime in days (never past the issuing CA's)")
 	var nb, na timeFlag
 	fs.Var(&nb, "not-before", "exact start of validity, RFC 3339 (default: now - 5m)")
 	fs.Var(&na, "not-after", "exact end of validity, RFC 3339 (overrides --days)")
 	return func() ca.IssueOptions {
-		return ca.IssueOptions{Days: *days, NotBefore: nb.t, NotAfter: na.t}
+		return ca.IssueOptions{Days: days.v, NotBefore: nb.t, NotAfter: na.t}
 	}
 }
 
@@ -111,4 +113,27 @@ func printIssued(stdout, stderr io.Writer, what string, is *ca.Issued) {
 func groupExists(name string) bool {
 	_, err := user.LookupGroup(name)
 	return err == nil
+}
+
+// intFlag is an int flag that knows whether it was given (the default of
+// --days depends on the PKI: shortLife).
+type intFlag struct {
+	v   int
+	set bool
+}
+
+func (f *intFlag) String() string {
+	if f == nil {
+		return "0"
+	}
+	return strconv.Itoa(f.v)
+}
+
+func (f *intFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("want a whole number, got %q", s)
+	}
+	f.v, f.set = n, true
+	return nil
 }

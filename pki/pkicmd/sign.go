@@ -97,7 +97,9 @@ NAME.response then issues the certificate, recorded as attested.`,
 					}
 					o.KeyOrigin, o.Attested, o.AKPublic = pki.KeyOriginTPM, true, akPub
 				}
-				is, err := ca.New(dirOf(fs)).SignCSR(data, o)
+				p := ca.New(dirOf(fs))
+				shortLife(fs, p, &o, stderr)
+				is, err := p.SignCSR(data, o)
 				if err != nil {
 					return err
 				}
