@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 
 	"github.com/sallyport/sallyport/cmd/sallyport/cli"
@@ -34,6 +36,7 @@ func gen(manDir, compDir, version string) error {
 			return err
 		}
 	}
+	forManPages(root)
 	hdr := &doc.GenManHeader{Title: "SALLYPORT", Section: "1", Source: "sallyport " + version, Manual: "sallyport manual"}
 	if err := doc.GenManTree(root, hdr, manDir); err != nil {
 		return fmt.Errorf("man pages: %w", err)
@@ -48,4 +51,42 @@ func gen(manDir, compDir, version string) error {
 		return fmt.Errorf("fish completion: %w", err)
 	}
 	return nil
+}
+
+// forManPages makes every command's long help render in a man page as it
+// reads in --help. cobra/doc reads the text as Markdown, where lines
+// indented by two spaces (our tables of options and values) are filled
+// into one paragraph and long words there (a PKCS#11 URI) cannot be
+// adjusted; indented by four and set off by blank lines they are a
+// preformatted block, kept line by line.
+func forManPages(c *cobra.Command) {
+	c.Long = manText(c.Long)
+	for _, s := range c.Commands() {
+		forManPages(s)
+	}
+}
+
+// manText turns each run of indented lines into a Markdown code block.
+func manText(s string) string {
+	lines := strings.Split(s, "\n")
+	var out []string
+	in := false
+	for _, l := range lines {
+		indented := strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t")
+		switch {
+		case indented && !in:
+			if len(out) > 0 && strings.TrimSpace(out[len(out)-1]) != "" {
+				out = append(out, "")
+			}
+			in = true
+		case !indented && in && strings.TrimSpace(l) != "":
+			out = append(out, "")
+			in = false
+		}
+		if in {
+			l = "    " + l
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }

@@ -94,3 +94,18 @@ func TestMainFlags(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestManText: indented runs of --help text (tables of options) become
+// preformatted blocks set off by blank lines, so the man page keeps them
+// line by line instead of filling them into a paragraph; other text is
+// left alone.
+func TestManText(t *testing.T) {
+	in := "Where:\n  --a   one\n        two\nAfter.\n\nPlain\ntext."
+	want := "Where:\n\n      --a   one\n            two\n\nAfter.\n\nPlain\ntext."
+	if got := manText(in); got != want {
+		t.Errorf("manText:\n%q\nwant\n%q", got, want)
+	}
+	if got := manText("no blocks here"); got != "no blocks here" {
+		t.Errorf("plain text changed: %q", got)
+	}
+}

@@ -35,6 +35,10 @@ var verbTemplates = map[string]struct {
 	// "spN (first free)" in every message.
 	`"sp%d"`: {"client.AutoDevice, the kernel's TUN name template", nil},
 	`"%d"`:   {"the placeholder tunnel.DisplayName replaces", []string{"Cut"}},
+	// git log's own placeholders (subject, commit time), passed to git by
+	// scripts/pkg's changelog; git expands them, no message shows them.
+	`"--format=%s"`:  {"git log --format (scripts/pkg/changelog.go)", []string{"git"}},
+	`"--format=%ct"`: {"git log --format (scripts/pkg/changelog.go)", []string{"git"}},
 }
 
 // printfVerb matches one printf verb (not %%).

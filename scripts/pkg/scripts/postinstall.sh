@@ -11,9 +11,10 @@ if ! getent passwd sallyport >/dev/null; then
 	useradd --system --gid sallyport --home-dir /var/lib/sallyport --no-create-home \
 		--shell /usr/sbin/nologin --comment "sallyport VPN gateway" sallyport
 fi
-# Configs and keys: root writes, the gateway's group reads.
-chgrp sallyport /etc/sallyport
-chmod 0750 /etc/sallyport
+# Configs and keys: root writes, the gateway's group reads. The package
+# ships no /etc/sallyport of its own (its group exists only from here on);
+# an existing one keeps its contents and gets this owner and mode.
+install -d -o root -g sallyport -m 0750 /etc/sallyport
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
 fi
