@@ -59,7 +59,9 @@ allow = ["10.0.0.0/8"]
 		run(t, "chgrp", "nogroup", conf)
 	}
 	writeConf("pki/servers/" + gwName + ".key")
-	unit := "[Service]\nUser=nobody\nGroup=nogroup\nExecStart=" + nobodyBin + " server -c " + conf + "\n"
+	// StateDirectory= as the real unit has it: the lease file's directory
+	// is systemd's to make and hand over, whatever is there now.
+	unit := "[Service]\nUser=nobody\nGroup=nogroup\nStateDirectory=sallyport\nExecStart=" + nobodyBin + " server -c " + conf + "\n"
 	if err := os.WriteFile(filepath.Join(units, "sallyport-server.service"), []byte(unit), 0o644); err != nil {
 		t.Fatal(err)
 	}

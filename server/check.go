@@ -42,7 +42,7 @@ func CheckWith(path string, o CheckOptions) (*CheckResult, error) {
 		return nil, err
 	}
 	read := *cfg // the files as loaded; cfg keeps the paths as written
-	for _, p := range []*string{&read.TLS.Cert, &read.TLS.Key, &read.TLS.ClientCA, &read.TLS.CRL, &read.Renewal.IssuerCert, &read.Renewal.IssuerKey, &read.Renewal.CABundle} {
+	for _, p := range []*string{&read.TLS.Cert, &read.TLS.Key, &read.TLS.ClientCA, &read.TLS.CRL, &read.Renewal.IssuerCert, &read.Renewal.IssuerKey, &read.Renewal.CABundle, &read.Tunnel.LeaseFile} {
 		if src, ok := o.Credentials[*p]; ok && *p != "" {
 			*p = src
 		}
@@ -61,7 +61,7 @@ func CheckWith(path string, o CheckOptions) (*CheckResult, error) {
 	}
 	// Only what a start would stop on is an error; a lease file this user
 	// may not read (check run as another user) is the start's business.
-	switch err := userfile.Check(cfg.Tunnel.LeaseFile, maxLeaseFile); {
+	switch err := userfile.Check(read.Tunnel.LeaseFile, maxLeaseFile); {
 	case errors.Is(err, userfile.ErrTooLarge):
 		r.Warnings = append(r.Warnings, fmt.Sprintf("the lease file %s is larger than its cap: a start keeps it aside and devices may get new addresses", cfg.Tunnel.LeaseFile))
 	case errors.Is(err, userfile.ErrNotRegular):

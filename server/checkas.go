@@ -174,6 +174,37 @@ func gatewayFiles(c *Config) [][2]string {
 	if c.TLS.CRL != "" {
 		out = append(out, [2]string{"tls.crl", c.TLS.CRL})
 	}
+	for _, f := range [][2]string{{"renewal.issuer_cert", c.Renewal.IssuerCert}, {"renewal.issuer_key", c.Renewal.IssuerKey}, {"renewal.ca_bundle", c.Renewal.CABundle}} {
+		if f[1] != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// isKey reports whether the config key names a private key (checked like
+// the gateway key, and shared the same way).
+func isKey(key string) bool { return key == "tls.key" || key == "renewal.issuer_key" }
+
+// stateFiles maps the files of c that live in the unit's StateDirectory=
+// (the lease file, the renewal record) to the same name under emu: systemd
+// creates that directory and hands it to the unit's user at start, so what
+// is there now (perhaps root's, perhaps nothing) says nothing about the
+// gateway's access.
+func stateFiles(c *Config, u *sdunit.Unit, emu string) map[string]string {
+	out := map[string]string{}
+	if u == nil {
+		return out
+	}
+	for _, f := range []string{c.Tunnel.LeaseFile, c.Renewal.Record} {
+		for _, sd := range u.StateDirectory {
+			dir := filepath.Join("/var/lib", sd)
+			if f != "" && under(filepath.Clean(f), dir) && filepath.Clean(f) != dir {
+				rel, _ := filepath.Rel(dir, filepath.Clean(f))
+				out[f] = filepath.Join(emu, sd, rel)
+			}
+		}
+	}
 	return out
 }
 

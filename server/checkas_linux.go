@@ -126,6 +126,30 @@ func CheckFilesAs(cfg *Config, r *RunAs, exe string) error {
 		}
 		env = append(env, "CREDENTIALS_DIRECTORY="+dir)
 	}
+	if r.Unit != nil && len(r.Unit.StateDirectory) > 0 {
+		// StateDirectory=: systemd makes it and gives it to the user at
+		// start; the second pass gets an empty one of its own.
+		emu, err := os.MkdirTemp("", "sallyport-check-state-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(emu)
+		var dirs []string
+		for _, sd := range r.Unit.StateDirectory {
+			d := filepath.Join(emu, sd)
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return err
+			}
+			dirs = append(dirs, d)
+		}
+		if err := chownTree(emu, r.UID, r.GID); err != nil {
+			return err
+		}
+		for dst, src := range stateFiles(cfg, r.Unit, emu) {
+			args = append(args, "--credential", dst+"="+src)
+		}
+		env = append(env, "STATE_DIRECTORY="+strings.Join(dirs, ":"))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkAsTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, args...)
@@ -156,7 +180,7 @@ func CheckFilesAs(cfg *Config, r *RunAs, exe string) error {
 		if _, ok := creds[f[1]]; ok {
 			continue
 		}
-		for _, fix := range accessFix(f[1], filepath.Dir(cfg.Path), r, f[0] == "tls.key", statFile, systemNames) {
+		for _, fix := range accessFix(f[1], filepath.Dir(cfg.Path), r, isKey(f[0]), statFile, systemNames) {
 			if !slices.Contains(fixes, fix) {
 				fixes = append(fixes, fix)
 			}
@@ -193,4 +217,14 @@ var systemNames = names{
 		}
 		return strconv.Itoa(gid)
 	},
+}
+
+// chownTree gives dir and everything under it to uid:gid.
+func chownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chown(p, uid, gid)
+	})
 }

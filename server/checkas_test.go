@@ -180,3 +180,25 @@ func TestHiddenFiles(t *testing.T) {
 		t.Errorf("nothing hidden: %v", err)
 	}
 }
+
+// TestStateFiles: the lease file and renewal record in the unit's
+// StateDirectory= are checked in the second pass's own empty copy of it
+// (systemd makes the real one the user's at start); files elsewhere are
+// left as they are.
+func TestStateFiles(t *testing.T) {
+	u := &sdunit.Unit{Name: UnitName, StateDirectory: []string{"sallyport"}}
+	c := &Config{}
+	c.Tunnel.LeaseFile = "/var/lib/sallyport/leases.json"
+	c.Renewal.Record = "/srv/records/renewals.jsonl"
+	got := stateFiles(c, u, "/tmp/emu")
+	if len(got) != 1 || got["/var/lib/sallyport/leases.json"] != "/tmp/emu/sallyport/leases.json" {
+		t.Errorf("state files %v", got)
+	}
+	c.Tunnel.LeaseFile = "/var/lib/sallyportx/leases.json"
+	if got := stateFiles(c, u, "/tmp/emu"); len(got) != 0 {
+		t.Errorf("a sibling directory mapped: %v", got)
+	}
+	if got := stateFiles(c, nil, "/tmp/emu"); len(got) != 0 {
+		t.Errorf("no unit: %v", got)
+	}
+}

@@ -74,6 +74,9 @@ type Unit struct {
 	PrivateTmp           bool     // PrivateTmp=
 	InaccessiblePaths    []string // InaccessiblePaths=
 	ExecStart            []string // argv of the (last) ExecStart=, prefixes stripped
+	// StateDirectory lists StateDirectory= names (under /var/lib), which
+	// systemd creates and hands to the unit's user at start.
+	StateDirectory []string
 }
 
 // CredentialsDir is where systemd puts the unit's credentials
@@ -256,6 +259,14 @@ func (u *Unit) set(k, v string) {
 			u.InaccessiblePaths = nil
 		}
 		u.InaccessiblePaths = append(u.InaccessiblePaths, strings.Fields(v)...)
+	case "StateDirectory":
+		if v == "" {
+			u.StateDirectory = nil
+		}
+		for _, f := range strings.Fields(v) {
+			name, _, _ := strings.Cut(f, ":") // NAME[:SYMLINK]
+			u.StateDirectory = append(u.StateDirectory, name)
+		}
 	case "ExecStart":
 		if v == "" {
 			u.ExecStart = nil

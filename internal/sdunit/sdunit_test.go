@@ -51,6 +51,7 @@ LoadCredentialEncrypted=token:/etc/creds/token.cred
 ExecStart=
 ExecStart=-/opt/sp/bin/sallyport server --config="/etc/sallyport/gw one.toml" --log-format json
 InaccessiblePaths=-/srv/secret
+StateDirectory=sallyport other:link
 `)
 	u, err := Load(name)
 	if err != nil {
@@ -80,6 +81,9 @@ InaccessiblePaths=-/srv/secret
 	}
 	if u.ExecStart[0] != "/opt/sp/bin/sallyport" {
 		t.Errorf("ExecStart %q: the - prefix is not part of the path", u.ExecStart)
+	}
+	if !slices.Equal(u.StateDirectory, []string{"sallyport", "other"}) {
+		t.Errorf("state directories %v", u.StateDirectory)
 	}
 	if u.CredentialsDir() != "/run/credentials/gw.service" {
 		t.Errorf("credentials dir %s", u.CredentialsDir())
