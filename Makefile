@@ -87,8 +87,9 @@ bench: build
 scale: build
 	bash scripts/scale.sh $(CURDIR)/$(BIN)
 
-# Man pages (one per command) and shell completions, generated from the
-# command tree (scripts/gendoc) so they never drift from the flags.
+# Man pages (section 1: one per command, from the command tree; section 5:
+# the two config files, from the annotated configs/*.toml) and shell
+# completions (scripts/gendoc), so they never drift from the flags and keys.
 man:
 	$(GO) run ./scripts/gendoc -man bin/man -completions bin/completions -version $(VERSION)
 
@@ -126,10 +127,10 @@ install: build units man
 	  dst=$${f%%:*}; rest=$${f#*:}; src=$${rest%%:*}; mode=$${rest##*:}; \
 	  echo "install $$src $(DESTDIR)$$dst"; install -D -m $$mode $$src $(DESTDIR)$$dst; \
 	done
-	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1
-	@set -e; for f in bin/man/sallyport*.1; do \
-	  echo "gzip -9n $$f > $(DESTDIR)$(MANDIR)/man1/$${f##*/}.gz"; \
-	  gzip -9nc $$f > $(DESTDIR)$(MANDIR)/man1/$${f##*/}.gz; chmod 0644 $(DESTDIR)$(MANDIR)/man1/$${f##*/}.gz; \
+	@set -e; for f in bin/man/sallyport*.1 bin/man/sallyport*.5; do \
+	  dst=$(DESTDIR)$(MANDIR)/man$${f##*.}/$${f##*/}.gz; \
+	  echo "gzip -9n $$f > $$dst"; install -d -m 0755 $${dst%/*}; \
+	  gzip -9nc $$f > $$dst; chmod 0644 $$dst; \
 	done
 	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/sallyport
 
@@ -140,9 +141,9 @@ uninstall:
 	@set -e; for f in $(INSTALL_FILES); do \
 	  dst=$(DESTDIR)$${f%%:*}; echo "rm -f $$dst"; rm -f $$dst; \
 	done
-	rm -f $(DESTDIR)$(MANDIR)/man1/sallyport.1.gz $(DESTDIR)$(MANDIR)/man1/sallyport-*.1.gz
+	rm -f $(DESTDIR)$(MANDIR)/man1/sallyport.1.gz $(DESTDIR)$(MANDIR)/man1/sallyport-*.1.gz $(DESTDIR)$(MANDIR)/man5/sallyport-*.5.gz
 	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR)/docs $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/sallyport 2>/dev/null
-	@if [ -n "$(DESTDIR)" ]; then for f in $(INSTALL_FILES) $(SYSCONFDIR)/sallyport/x $(MANDIR)/man1/x; do \
+	@if [ -n "$(DESTDIR)" ]; then for f in $(INSTALL_FILES) $(SYSCONFDIR)/sallyport/x $(MANDIR)/man1/x $(MANDIR)/man5/x; do \
 	  d=$$(dirname $(DESTDIR)$${f%%:*}); \
 	  while [ "$$d" != "$(DESTDIR)" ] && [ "$${d#$(DESTDIR)/}" != "$$d" ]; do \
 	    { rmdir "$$d" 2>/dev/null || [ ! -e "$$d" ]; } || break; d=$$(dirname "$$d"); \

@@ -75,6 +75,7 @@ for f in /usr/bin/sallyport /lib/systemd/system/sallyport-server.service \
 	/usr/share/doc/sallyport/examples/server.toml /usr/share/doc/sallyport/examples/client.toml \
 	/usr/share/doc/sallyport/copyright /usr/share/doc/sallyport/changelog.gz \
 	/usr/share/man/man1/sallyport.1.gz /usr/share/man/man1/sallyport-server.1.gz \
+	/usr/share/man/man5/sallyport-server.toml.5.gz /usr/share/man/man5/sallyport-client.toml.5.gz \
 	/usr/share/bash-completion/completions/sallyport /usr/share/lintian/overrides/sallyport; do
 	[ -e "$f" ] || fail "package did not install $f"
 done

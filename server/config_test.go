@@ -37,9 +37,10 @@ func TestExampleConfigAfterEdits(t *testing.T) {
 		t.Fatalf("the example no longer has %s and %s; update this test with the README", v4, v6)
 	}
 	device := func(s, addr string) string {
-		s = strings.Replace(s, "#[[device]]\n#cn = ", "[[device]]\ncn = ", 1)
+		s = strings.Replace(s, "\n#[[device]]\n", "\n[[device]]\n", 1)
+		s = strings.Replace(s, "\n#cn = \"build-server\"\n", "\ncn = \"build-server\"\n", 1)
 		s = strings.Replace(s, `#ipv4 = "10.8.0.200"`, `ipv4 = "`+addr+`"`, 1)
-		if !strings.Contains(s, "\n[[device]]\ncn = \"build-server\"\nipv4 = \""+addr) {
+		if !strings.Contains(s, "\n[[device]]\n") || !strings.Contains(s, "\ncn = \"build-server\"\n") || !strings.Contains(s, "\nipv4 = \""+addr) {
 			t.Fatal("the example's commented [[device]] changed; update this test")
 		}
 		return s

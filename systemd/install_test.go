@@ -47,6 +47,8 @@ func TestInstallUninstallRoundTrip(t *testing.T) {
 				prefix + "/share/doc/sallyport/examples/client.toml",
 				prefix + "/share/man/man1/sallyport.1.gz",
 				prefix + "/share/man/man1/sallyport-server-kick.1.gz",
+				prefix + "/share/man/man5/sallyport-server.toml.5.gz",
+				prefix + "/share/man/man5/sallyport-client.toml.5.gz",
 				prefix + "/share/bash-completion/completions/sallyport",
 				prefix + "/share/zsh/vendor-completions/_sallyport",
 				prefix + "/share/fish/vendor_completions.d/sallyport.fish",

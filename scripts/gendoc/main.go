@@ -1,7 +1,9 @@
-// Command gendoc writes sallyport's man pages (section 1, one per command)
-// and its bash, zsh and fish completion scripts from the command tree, so
-// they are generated at build time and never drift from the flags
-// (`make man`; the packages and make install ship them).
+// Command gendoc writes sallyport's man pages (section 1, one per command,
+// from the command tree; section 5, sallyport-server.toml and
+// sallyport-client.toml, from the annotated example configs) and its bash,
+// zsh and fish completion scripts, so they are generated at build time and
+// never drift from the flags and keys (`make man`; the packages and make
+// install ship them).
 package main
 
 import (
@@ -21,14 +23,15 @@ func main() {
 	manDir := flag.String("man", "bin/man", "directory for the man pages")
 	compDir := flag.String("completions", "bin/completions", "directory for the completion scripts")
 	version := flag.String("version", "dev", "version named in the man pages")
+	configs := flag.String("configs", "configs", "directory of the annotated example configs (section 5 pages)")
 	flag.Parse()
-	if err := gen(*manDir, *compDir, *version); err != nil {
+	if err := gen(*manDir, *compDir, *configs, *version); err != nil {
 		fmt.Fprintln(os.Stderr, "gendoc:", err)
 		os.Exit(1)
 	}
 }
 
-func gen(manDir, compDir, version string) error {
+func gen(manDir, compDir, configs, version string) error {
 	root := cli.NewRoot(version)
 	root.DisableAutoGenTag = true
 	for _, d := range []string{manDir, compDir} {
@@ -40,6 +43,9 @@ func gen(manDir, compDir, version string) error {
 	hdr := &doc.GenManHeader{Title: "SALLYPORT", Section: "1", Source: "sallyport " + version, Manual: "sallyport manual"}
 	if err := doc.GenManTree(root, hdr, manDir); err != nil {
 		return fmt.Errorf("man pages: %w", err)
+	}
+	if err := genConfPages(manDir, configs, version); err != nil {
+		return fmt.Errorf("config man pages: %w", err)
 	}
 	if err := root.GenBashCompletionFileV2(filepath.Join(compDir, "sallyport.bash"), true); err != nil {
 		return fmt.Errorf("bash completion: %w", err)

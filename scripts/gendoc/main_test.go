@@ -17,7 +17,7 @@ import (
 func TestGen(t *testing.T) {
 	dir := t.TempDir()
 	man, comp := filepath.Join(dir, "man"), filepath.Join(dir, "completions")
-	if err := gen(man, comp, "1.2.3"); err != nil {
+	if err := gen(man, comp, "../../configs", "1.2.3"); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -74,7 +74,7 @@ func TestGenErrors(t *testing.T) {
 		} else if err := os.MkdirAll(filepath.Join(dir, tt.blocker), 0o755); err != nil { // a directory where a file goes
 			t.Fatal(err)
 		}
-		if err := gen(man, comp, "x"); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if err := gen(man, comp, "../../configs", "x"); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("blocked by %q: %v, want %q", tt.blocker, err, tt.want)
 		}
 	}
@@ -85,7 +85,7 @@ func TestGenErrors(t *testing.T) {
 func TestMainFlags(t *testing.T) {
 	dir := t.TempDir()
 	flag.CommandLine = flag.NewFlagSet("gendoc", flag.ExitOnError) // main defines its flags on it
-	os.Args = []string{"gendoc", "-man", filepath.Join(dir, "m"), "-completions", filepath.Join(dir, "c"), "-version", "9.9"}
+	os.Args = []string{"gendoc", "-man", filepath.Join(dir, "m"), "-completions", filepath.Join(dir, "c"), "-version", "9.9", "-configs", "../../configs"}
 	main()
 	if b, err := os.ReadFile(filepath.Join(dir, "m", "sallyport-version.1")); err != nil || !strings.Contains(string(b), "sallyport 9.9") {
 		t.Errorf("man page after main: %v", err)
