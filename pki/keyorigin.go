@@ -112,3 +112,22 @@ func KeyOriginOf(cert *x509.Certificate) string {
 	}
 	return origin
 }
+
+// AttestationKeyOf returns the attestation key's TPM2B_PUBLIC an attested
+// certificate carries (OIDAttestationKey), or nil.
+func AttestationKeyOf(cert *x509.Certificate) []byte {
+	if cert == nil {
+		return nil
+	}
+	for _, e := range cert.Extensions {
+		if !e.Id.Equal(OIDAttestationKey) {
+			continue
+		}
+		var b []byte
+		if rest, err := asn1.Unmarshal(e.Value, &b); err != nil || len(rest) != 0 || len(b) == 0 {
+			return nil
+		}
+		return b
+	}
+	return nil
+}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/pki"
+	"github.com/sallyport/sallyport/pki/hwkey"
 	"github.com/sallyport/sallyport/pki/renew"
 	"github.com/sallyport/sallyport/tunnel"
 )
@@ -184,7 +185,7 @@ func (ss *session) onRenew(payload []byte) error {
 	if err != nil {
 		return fmt.Errorf("renew frame from device: %w", err)
 	}
-	reply := ss.renewNow(req.CSR, time.Now())
+	reply := ss.renewNow(req, time.Now())
 	b, err := tunnel.EncodeRenewReply(reply)
 	if err == nil {
 		err = ss.w.WriteControl(tunnel.FrameRenewed, b)
@@ -196,14 +197,14 @@ func (ss *session) onRenew(payload []byte) error {
 }
 
 // renewNow runs one renewal (see the file comment) and returns the answer.
-func (ss *session) renewNow(csrDER []byte, now time.Time) tunnel.RenewReply {
+func (ss *session) renewNow(req tunnel.RenewRequest, now time.Time) tunnel.RenewReply {
 	if !ss.renew.inFlight.CompareAndSwap(false, true) {
 		return ss.renewRefused(&renewRefusal{tunnel.ReasonRenewTooSoon, 0, errors.New("a renewal of this session is in progress")})
 	}
 	defer ss.renew.inFlight.Store(false)
 	start := time.Now()
 	prev := ss.cert.Load().peer[0]
-	cert, chain, err := ss.renewCert(csrDER, now)
+	cert, chain, err := ss.renewCert(req.CSR, req.Attestation, now)
 	if err != nil {
 		var rr *renewRefusal
 		if !errors.As(err, &rr) {
@@ -255,7 +256,7 @@ func (ss *session) renewRefused(rr *renewRefusal) tunnel.RenewReply {
 
 // renewCert issues the new certificate for the request and moves the
 // session to it; it returns the certificate and the chain to send.
-func (ss *session) renewCert(csrDER []byte, now time.Time) (*x509.Certificate, []*x509.Certificate, error) {
+func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.Certificate, []*x509.Certificate, error) {
 	t := ss.srv.trustNow()
 	rn := t.renew
 	if rn == nil {
@@ -296,8 +297,19 @@ func (ss *session) renewCert(csrDER []byte, now time.Time) (*x509.Certificate, [
 	if !rn.renews(v.chain) {
 		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, 24 * time.Hour, fmt.Errorf("the device's chain ends at %q, a CA outside renewal.ca_bundle", v.chain[len(v.chain)-1].Subject.CommonName)}
 	}
-	// 3. The verified identity, the request's key.
-	cert, err := rn.issuer.Reissue(v.chain[0], csr.PublicKey, now, rn.lifetime)
+	// 3. The verified identity, the request's key. A certificate whose
+	// TPM origin was attested keeps it only when the same attestation key
+	// certified the new key in that TPM (pki/hwkey); otherwise the renewed
+	// certificate says nothing about where its key lives, and a policy
+	// that requires a hardware key refuses it in step 4.
+	reissue := rn.issuer.Reissue
+	if ak := pki.AttestationKeyOf(v.chain[0]); len(attestation) > 0 && ak != nil && pki.KeyOriginAttested(v.chain[0]) {
+		if err := hwkey.VerifyRenewalAttestation(ak, attestation, csr.PublicKey); err != nil {
+			return nil, nil, &renewRefusal{tunnel.ReasonRenewInvalid, 0, fmt.Errorf("the request's TPM attestation does not verify: %w", err)}
+		}
+		reissue = rn.issuer.ReissueAttested
+	}
+	cert, err := reissue(v.chain[0], csr.PublicKey, now, rn.lifetime)
 	if err != nil {
 		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, time.Hour, err}
 	}
@@ -322,7 +334,13 @@ func (ss *session) moveTo(chain []*x509.Certificate, t *trust, now time.Time) er
 		if err != nil {
 			var r *refusal
 			if errors.As(err, &r) {
-				return &renewRefusal{tunnel.ReasonRenewUnavailable, 24 * time.Hour, fmt.Errorf("the renewed certificate would itself be refused (%s): %w", r.reason, r.err)}
+				reason := tunnel.ReasonRenewUnavailable
+				if r.reason == tunnel.ReasonHardwareKey {
+					// The new key's home is unproven (no TPM evidence):
+					// say so, the device must be enrolled again.
+					reason = tunnel.ReasonHardwareKey
+				}
+				return &renewRefusal{reason, 24 * time.Hour, fmt.Errorf("the renewed certificate would itself be refused (%s): %w", r.reason, r.err)}
 			}
 			return err
 		}

@@ -256,7 +256,7 @@ func TestRenewalRefusals(t *testing.T) {
 	}
 	// An expired certificate never renews, whatever the clock says.
 	ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, enroll)))]
-	if r := ss.renewNow(request(t, newP256(t), d.binding(t)), mustLeaf(t, enroll).NotAfter.Add(time.Second)); r.Reason != string(tunnel.ReasonExpired) {
+	if r := ss.renewNow(tunnel.RenewRequest{CSR: request(t, newP256(t), d.binding(t))}, mustLeaf(t, enroll).NotAfter.Add(time.Second)); r.Reason != string(tunnel.ReasonExpired) {
 		t.Fatalf("expired certificate: %+v", r)
 	}
 	// A stale CRL (tls.crl_stale = refuse) refuses renewal with a retry;

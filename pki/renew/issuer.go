@@ -119,6 +119,23 @@ func (is *Issuer) Chain() []*x509.Certificate { return slices.Clone(is.chain) }
 // before now and lasts lifetime, cut at the issuer's own expiry. The caller
 // has checked pub (pki.CheckRenewalKey) and that it is not leaf's own.
 func (is *Issuer) Reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
+	return is.reissue(leaf, pub, now, lifetime, false)
+}
+
+// ReissueAttested is Reissue for a certificate whose TPM origin was
+// attested (pki.KeyOriginAttested) and a new key the caller has verified
+// to be certified by leaf's attestation key (pki/hwkey
+// VerifyRenewalAttestation): the renewed certificate keeps the attested
+// origin and the attestation key, copied from leaf. Vouched-for origins
+// are never carried: nothing proves where the new key was made.
+func (is *Issuer) ReissueAttested(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
+	if !pki.KeyOriginAttested(leaf) || pki.AttestationKeyOf(leaf) == nil {
+		return nil, errors.New("renew: the certificate's key origin is not attested")
+	}
+	return is.reissue(leaf, pub, now, lifetime, true)
+}
+
+func (is *Issuer) reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration, attested bool) (*x509.Certificate, error) {
 	if leaf == nil || leaf.IsCA {
 		return nil, errors.New("renew: only a device certificate can be renewed")
 	}
@@ -166,9 +183,12 @@ func (is *Issuer) Reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time
 		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
 	}
 	for _, e := range leaf.Extensions {
-		if e.Id.Equal(oidSAN) {
+		if e.Id.Equal(oidSAN) || (attested && e.Id.Equal(pki.OIDAttestationKey)) {
 			tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, e)
 		}
+	}
+	if attested {
+		tmpl.Policies = []x509.OID{pki.KeyOriginAttestedPolicy()}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.cert, pub, is.key)
 	if err != nil {
