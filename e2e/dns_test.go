@@ -18,6 +18,22 @@ import (
 
 const lapResolv = "# the laptop's own\nnameserver 192.0.2.1\nsearch home.example\n"
 
+// dnsLaptop starts a gateway whose policy pushes DNS and writes alice's
+// client config (device sp0); the test starts the client.
+func (tp *Topo) dnsLaptop() *Laptop {
+	t := tp.t
+	t.Helper()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	pol := restrictive
+	pol.DNS = []string{"198.19.77.53", "corp.example"}
+	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol))
+	cc := clientConf(k, "alice", "wireguard", sock)
+	l := &Laptop{tp: tp, NS: tp.Lap, Conf: filepath.Join(t.TempDir(), "alice.toml"), Socket: cc.Socket, Dev: cc.Device}
+	render(t, clientTmpl, cc, l.Conf)
+	return l
+}
+
 // TestDNSResolvConf runs the laptop's DNS fallback for real: with no
 // systemd-resolved on the bus the client rewrites resolv.conf (the laptop
 // namespace's own, which ip netns exec binds over /etc/resolv.conf), says
@@ -32,14 +48,7 @@ func TestDNSResolvConf(t *testing.T) {
 	if err := os.WriteFile(resolv, []byte(lapResolv), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := stdPKI(t)
-	sock := shortTempDir(t)
-	pol := restrictive
-	pol.DNS = []string{"198.19.77.53", "corp.example"}
-	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol))
-	cc := clientConf(k, "alice", "wireguard", sock)
-	l := &Laptop{tp: tp, NS: tp.Lap, Conf: filepath.Join(t.TempDir(), "alice.toml"), Socket: cc.Socket, Dev: cc.Device}
-	render(t, clientTmpl, cc, l.Conf)
+	l := tp.dnsLaptop()
 	// The laptop's own state directory, no system bus (laptopEnv).
 	backup := filepath.Join(tp.home[tp.Lap], "state", "resolv.conf.sp0.orig")
 	up := func(name string) {
@@ -179,14 +188,7 @@ func TestDNSResolvedCrash(t *testing.T) {
 	waitReady(t, fake)
 	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + addr}
 
-	k := stdPKI(t)
-	sock := shortTempDir(t)
-	pol := restrictive
-	pol.DNS = []string{"198.19.77.53", "corp.example"}
-	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol))
-	cc := clientConf(k, "alice", "wireguard", sock)
-	l := &Laptop{tp: tp, NS: tp.Lap, Conf: filepath.Join(t.TempDir(), "alice.toml"), Socket: cc.Socket, Dev: cc.Device}
-	render(t, clientTmpl, cc, l.Conf)
+	l := tp.dnsLaptop()
 	resolv := filepath.Join("/etc/netns", tp.Lap, "resolv.conf")
 	before, _ := os.ReadFile(resolv)
 

@@ -43,10 +43,16 @@ func (tp *Topo) plainInternet() {
 // counts and the ping's replies.
 func (tp *Topo) leakCheck(ms int) (leaks, gw, replies int, out string) {
 	tp.t.Helper()
+	return tp.probe(ms, lanHost+":9999")
+}
+
+// probe is leakCheck with the IPv4 UDP datagram sent to udp4 instead.
+func (tp *Topo) probe(ms int, udp4 string) (leaks, gw, replies int, out string) {
+	tp.t.Helper()
 	capture := tp.helper(tp.Lap, "capture", "eth0", listen, fmt.Sprint(ms))
 	waitReady(tp.t, capture)
 	replies = tp.ping(tp.Lap, lanHost, 2)
-	o4, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", lanHost+":9999", "leak?")
+	o4, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", udp4, "leak?")
 	o6, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", "["+lanHost6+"]:9999", "leak?")
 	if !capture.Wait(time.Duration(ms)*time.Millisecond + 10*time.Second) {
 		tp.t.Fatal("capture helper did not finish")
@@ -427,25 +433,13 @@ func TestSplitTunnelCrash(t *testing.T) {
 	}
 }
 
-// offlineLeaks captures what leaves the laptop's eth0 while it pings the
-// LAN host (a pushed prefix) and sends UDP to an IPv4 address outside the
-// pushed prefixes (the gateway's outer address, port 9999: not the
-// client's own connection) and to the LAN host's IPv6 address.
+// offlineLeaks is leakCheck with the IPv4 datagram to an address outside
+// the pushed prefixes (the gateway's outer address, port 9999: not the
+// client's own connection).
 func (tp *Topo) offlineLeaks(ms int) (leaks, replies int, out string) {
 	tp.t.Helper()
-	capture := tp.helper(tp.Lap, "capture", "eth0", listen, fmt.Sprint(ms))
-	waitReady(tp.t, capture)
-	replies = tp.ping(tp.Lap, lanHost, 2)
-	o4, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", gwAddr+":9999", "leak?")
-	o6, _ := tp.helperRun(10*time.Second, tp.Lap, "udpany", "["+lanHost6+"]:9999", "leak?")
-	if !capture.Wait(time.Duration(ms)*time.Millisecond + 10*time.Second) {
-		tp.t.Fatal("capture helper did not finish")
-	}
-	out = capture.Out()
-	if field(out, "leaks") == "" {
-		tp.t.Fatalf("capture failed: %s %s", out, capture.Err())
-	}
-	return atoi(field(out, "leaks"), -1), replies, out + " udp4:" + strings.TrimSpace(o4) + " udp6:" + strings.TrimSpace(o6)
+	leaks, _, replies, out = tp.probe(ms, gwAddr+":9999")
+	return leaks, replies, out
 }
 
 // TestRememberedKillSwitch: the gateway's policy pushes kill_switch = true

@@ -38,6 +38,22 @@ func vethUp(t *testing.T, name string, addr netip.Prefix, gw netip.Addr) {
 	}
 }
 
+// lanUp is the laptop's physical link for the routing tests: lan0 with
+// 192.168.50.2/24 and 2001:db8:50::2/64 and a default route of each family
+// (so a leak of either would have a way out).
+func lanUp(t *testing.T) netlink.Link {
+	t.Helper()
+	vethUp(t, "lan0", netip.MustParsePrefix("192.168.50.2/24"), netip.MustParseAddr("192.168.50.1"))
+	lan, _ := netlink.LinkByName("lan0")
+	if err := netlink.AddrAdd(lan, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("2001:db8:50::2/64")), Flags: 0x02 /* IFA_F_NODAD */}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lan.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: net.ParseIP("2001:db8:50::1")}); err != nil {
+		t.Fatal(err)
+	}
+	return lan
+}
+
 // routeDev is the device the kernel would send dst out of (with fwmark
 // mark), as `ip route get` says.
 func routeDev(t *testing.T, dst string, mark uint32) string {
@@ -63,15 +79,7 @@ func routeDev(t *testing.T, dst string, mark uint32) string {
 // IPv6 refused; and they go again without leaving anything.
 func TestPolicyRouting(t *testing.T) {
 	inNetns(t, func() {
-		vethUp(t, "lan0", netip.MustParsePrefix("192.168.50.2/24"), netip.MustParseAddr("192.168.50.1"))
-		lan, _ := netlink.LinkByName("lan0")
-		// IPv6 on the LAN too, so an IPv6 leak would have a way out.
-		if err := netlink.AddrAdd(lan, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("2001:db8:50::2/64")), Flags: 0x02 /* IFA_F_NODAD */}); err != nil {
-			t.Fatal(err)
-		}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lan.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: net.ParseIP("2001:db8:50::1")}); err != nil {
-			t.Fatal(err)
-		}
+		lan := lanUp(t)
 		if got := routeDev(t, "2001:db8::1", 0); got != "lan0" {
 			t.Fatalf("before: IPv6 goes out %q, want lan0", got)
 		}
@@ -212,14 +220,7 @@ func TestPolicyRouting(t *testing.T) {
 // leaves the other.
 func TestFallbackRoute(t *testing.T) {
 	inNetns(t, func() {
-		vethUp(t, "lan0", netip.MustParsePrefix("192.168.50.2/24"), netip.MustParseAddr("192.168.50.1"))
-		lan, _ := netlink.LinkByName("lan0")
-		if err := netlink.AddrAdd(lan, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("2001:db8:50::2/64")), Flags: 0x02 /* IFA_F_NODAD */}); err != nil {
-			t.Fatal(err)
-		}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lan.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: net.ParseIP("2001:db8:50::1")}); err != nil {
-			t.Fatal(err)
-		}
+		lanUp(t)
 		dev, err := OpenDevice(testDevName(), "water", 1400)
 		if err != nil {
 			t.Fatal(err)
