@@ -37,19 +37,20 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/procs"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/tunnel/masque"
 )
 
 const streamBufSize = 256 << 10
@@ -94,6 +95,11 @@ type Client struct {
 	renewals   int       // renewals since start
 	renewError string    // why the last renewal failed ("" after one succeeded)
 	memo       *memory   // what was last written to the memory file (memory.go)
+	path       string    // the path of the session: PathQUIC or PathTLS (quic.go)
+	pathWhy    string    // why that path
+
+	upgrade atomic.Pointer[quicPath] // a QUIC connection ready for the next session (routineRetryUDP)
+	mtuCap  atomic.Int32             // largest IP packet a datagram carries now; 0 on the TLS stream
 
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
@@ -101,12 +107,17 @@ type Client struct {
 	connects              atomic.Uint64     // sessions established (metrics.go)
 }
 
-// conn is one TLS session with the gateway.
+// conn is one session with the gateway: on the TLS stream (tls, backlog,
+// r) or on the datagram path (link, qc; quic.go).
 type conn struct {
 	tls      *tls.Conn
 	backlog  *tunnel.Backlog
-	w        *tunnel.Writer
+	w        connWriter
 	r        *tunnel.Reader
+	link     *masque.Link
+	qc       *quic.Conn
+	hangup   func()                // closes the connection (the datagram path)
+	closeErr atomic.Pointer[error] // why the session ended, when a side routine ended it
 	lastRecv atomic.Int64
 	silent   atomic.Bool // the gateway went silent, or stopped reading (a write stalled)
 	v6       bool        // the gateway gave us an IPv6 address
@@ -114,6 +125,17 @@ type conn struct {
 	// renewed carries the gateway's answer to a renewal request to
 	// routineRenew (renew.go); nil when renewal was not negotiated.
 	renewed chan tunnel.RenewReply
+}
+
+// connWriter is how a session writes to the gateway, whatever the path:
+// rounds of packets (tunnel.Round), keepalives, the last Close, the stall
+// clock. *tunnel.Writer and *masque.Link are ones.
+type connWriter interface {
+	tunnel.PacketWriter
+	WriteControl(typ byte, payload []byte) error
+	TryWriteControl(typ byte, payload []byte) (sent bool, err error)
+	Finish(typ byte, payload []byte, d time.Duration) error
+	Busy(now time.Time) time.Duration
 }
 
 // New loads the TLS material named by cfg.
@@ -290,6 +312,9 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			d := c.cfg.Reconnect.RefusedDelay
 			wait = d - rand.N(d/10+1)
 		}
+		if errors.Is(err, errUpgrade) {
+			wait = 0 // the datagram path is ready (quic.go)
+		}
 		if r.Code == codeDrain {
 			// The gateway asked us to move: the next one, now (drain.go).
 			c.mu.Lock()
@@ -450,15 +475,26 @@ func (c *Client) tlsConfig(m *material) *tls.Config {
 	return conf
 }
 
-// session runs one connection: hello, config, relay until it fails.
+// session runs one connection on the path open chose (quic.go): hello,
+// config, relay until it fails.
 func (c *Client) session(ctx context.Context, up func()) error {
 	m := c.material()
-	tc, addr, err := c.dial(ctx, m)
+	o, err := c.open(ctx, m)
 	if err != nil {
 		return err
 	}
+	if o.quic != nil {
+		return c.sessionQUIC(ctx, o.quic, m, up)
+	}
+	return c.sessionTLS(ctx, o.tls.conn, o.tls.addr, m, up)
+}
+
+// sessionTLS runs one session on the TLS stream.
+func (c *Client) sessionTLS(ctx context.Context, tc *tls.Conn, addr string, m *material, up func()) error {
 	defer tc.Close()
-	cn := &conn{tls: tc, backlog: tunnel.NewBacklog(tc.NetConn()), w: tunnel.NewWriter(tc, streamBufSize), r: tunnel.NewReader(tc, streamBufSize)}
+	tw := tunnel.NewWriter(tc, streamBufSize)
+	cn := &conn{tls: tc, backlog: tunnel.NewBacklog(tc.NetConn()), w: tw, r: tunnel.NewReader(tc, streamBufSize)}
+	cn.hangup = func() { _ = tc.NetConn().Close() }
 	// Shutdown (SIGTERM, `sallyport down`) tells the gateway and closes the
 	// stream, which ends the blocked read below.
 	stopClose := context.AfterFunc(ctx, func() {
@@ -478,7 +514,7 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	if km != nil {
 		caps = append(caps, tunnel.CapRenew)
 	}
-	if err := cn.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"}); err != nil {
+	if err := tw.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "sallyport"}); err != nil {
 		// A gateway that refused this device may have closed already; its
 		// Close frame or TLS alert says why.
 		if _, _, rerr := cn.r.Next(); rerr != nil && classify(rerr).Code != codeNetwork {
@@ -501,55 +537,28 @@ func (c *Client) session(ctx context.Context, up func()) error {
 		return fmt.Errorf("%s: bad config from gateway: %w", addr, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	if err := c.net.apply(pc); err != nil {
-		return fmt.Errorf("apply pushed config: %w", err)
+	tw.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
+	c.mtuCap.Store(0)
+	renew, err := c.live(cn, addr, pc, caps, m, km, whyNot, up)
+	if err != nil {
+		return err
 	}
-	cn.v6 = slices.ContainsFunc(pc.Addresses(), func(p netip.Prefix) bool { return p.Addr().Is6() })
-	cn.gso = tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
-	renew := km != nil && tunnel.HasCap(pc.Caps, tunnel.CapRenew) && pc.RenewAt > 0
-	if renew {
-		cn.renewed = make(chan tunnel.RenewReply, 1)
-	}
-	cn.lastRecv.Store(time.Now().UnixNano())
-	cn.w.SetTimeout(tc, pc.Timeout) // a gateway that stops reading ends the session
-	c.remember(pc, addr)
-	c.mu.Lock()
-	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
-	c.refused, c.message, c.retryAt = "", "", time.Time{}
-	c.mu.Unlock()
-	c.cur.Store(cn)
-	c.connects.Add(1)
 	defer c.cur.CompareAndSwap(cn, nil)
-	c.log.Info("tunnel up", "server", addr, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes), "mtu", pc.MTU, "gso", cn.gso,
-		"cpus", c.procs.Current(),
-		"cert_days_left", int(time.Until(m.leaf.NotAfter).Hours()/24), "renewal", renew)
-	if km == nil && tunnel.HasCap(pc.Caps, tunnel.CapRenew) {
-		c.log.Warn("the gateway offers certificate renewal, but this profile cannot renew: the certificate stays until it expires", "why", whyNot,
-			"not_after", m.leaf.NotAfter.Format(time.RFC3339))
-	}
-	c.mu.Lock()
-	c.renewing = renew
-	c.mu.Unlock()
-	if c.material() == m {
-		c.dropPrevious() // a session with the current pair succeeded
-	}
-	up()
 
-	// Keepalives and the silent-gateway timeout run beside the reader.
+	// Keepalives and the silent-gateway timeout run beside the reader, and
+	// after a fallback the retries of the datagram path (quic.go).
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.routineTimers(sctx, cn, pc)
-	}()
+	wg.Go(func() { c.routineTimers(sctx, cn, pc) })
 	if renew {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.routineRenew(sctx, cn, pc.RenewAt, km)
-		}()
+		wg.Go(func() { c.routineRenew(sctx, cn, pc.RenewAt, km) })
+	}
+	c.mu.Lock()
+	fellBack := c.cfg.Transport.Mode == TransportAuto && c.path == PathTLS
+	c.mu.Unlock()
+	if fellBack {
+		wg.Go(func() { c.routineRetryUDP(sctx, cn) })
 	}
 	err = c.readStream(cn)
 	cancel()
@@ -558,7 +567,59 @@ func (c *Client) session(ctx context.Context, up func()) error {
 	if cn.silent.Load() {
 		err = errGatewaySilent
 	}
+	if e := cn.failed(); e != nil {
+		err = e
+	}
 	return fmt.Errorf("%s: %w", addr, err)
+}
+
+// live makes cn the session: the pushed config applied (the MTU capped by
+// the datagram size on the datagram path), remembered, the state recorded
+// and logged, up told. renew says whether this session renews the
+// certificate (renew.go): the gateway offered it and km can make a key.
+func (c *Client) live(cn *conn, addr string, pc tunnel.Config, caps []string, m *material, km KeyMaker, whyNot string, up func()) (renew bool, err error) {
+	applied := pc
+	applied.MTU = c.tunMTU(pc.MTU)
+	if err := c.net.apply(applied); err != nil {
+		return false, fmt.Errorf("apply pushed config: %w", err)
+	}
+	cn.v6 = v6In(pc)
+	cn.gso = cn.tls != nil && tunnel.HasCap(pc.Caps, tunnel.CapGSO) && tunnel.HasCap(caps, tunnel.CapGSO)
+	renew = km != nil && tunnel.HasCap(pc.Caps, tunnel.CapRenew) && pc.RenewAt > 0
+	if renew {
+		cn.renewed = make(chan tunnel.RenewReply, 1)
+	}
+	cn.lastRecv.Store(time.Now().UnixNano())
+	c.remember(pc, addr)
+	c.mu.Lock()
+	c.server, c.pushed, c.since, c.connected, c.lastError = addr, pc, time.Now(), true, ""
+	c.refused, c.message, c.retryAt = "", "", time.Time{}
+	c.renewing = renew
+	path, why := c.path, c.pathWhy
+	c.mu.Unlock()
+	c.cur.Store(cn)
+	c.connects.Add(1)
+	c.log.Info("tunnel up", "server", addr, "path", path, "path_reason", why, "address", pc.Address.String(), "routes", fmt.Sprint(pc.Routes),
+		"mtu", applied.MTU, "gso", cn.gso, "cpus", c.procs.Current(),
+		"cert_days_left", int(time.Until(m.leaf.NotAfter).Hours()/24), "renewal", renew)
+	if km == nil && tunnel.HasCap(pc.Caps, tunnel.CapRenew) {
+		c.log.Warn("the gateway offers certificate renewal, but this profile cannot renew: the certificate stays until it expires", "why", whyNot,
+			"not_after", m.leaf.NotAfter.Format(time.RFC3339))
+	}
+	if c.material() == m {
+		c.dropPrevious() // a session with the current pair succeeded
+	}
+	up()
+	return renew, nil
+}
+
+// tlsState is the TLS state of the session's connection, on either path
+// (renewal binds its request to it).
+func (cn *conn) tlsState() tls.ConnectionState {
+	if cn.tls != nil {
+		return cn.tls.ConnectionState()
+	}
+	return cn.qc.ConnectionState().TLS
 }
 
 // drop ends the session from a writer or timer: it closes the socket under
@@ -566,10 +627,10 @@ func (c *Client) session(ctx context.Context, up func()) error {
 // gateway that may not be reading), which unblocks readStream. A write
 // that stalled marks the gateway silent.
 func (cn *conn) drop(err error) {
-	if errors.Is(err, tunnel.ErrStalled) {
+	if errors.Is(err, tunnel.ErrStalled) || errors.Is(err, masque.ErrStalled) {
 		cn.silent.Store(true)
 	}
-	_ = cn.tls.NetConn().Close()
+	cn.hangup()
 }
 
 // routineTimers sends keepalives and closes a session whose gateway went
@@ -687,8 +748,16 @@ func (c *Client) readStream(cn *conn) error {
 
 // Status is the answer to `sallyport status`.
 type Status struct {
-	Connected  bool      `json:"connected"`
-	Server     string    `json:"server"`
+	Connected bool   `json:"connected"`
+	Server    string `json:"server"`
+	// Path is how the laptop reaches the gateway: "quic" (the datagram
+	// path, CONNECT-IP over QUIC) or "tls" (the TLS stream); PathReason
+	// says why (UDP blocked, the config, ...).
+	Path       string `json:"path,omitempty"`
+	PathReason string `json:"path_reason,omitempty"`
+	// MTU is the tunnel's MTU now (on the datagram path it follows the
+	// QUIC datagram size).
+	MTU        int       `json:"mtu,omitempty"`
 	Address    string    `json:"address"`
 	Address6   string    `json:"address6,omitempty"` // the IPv6 tunnel address of a dual-stack tunnel
 	Routes     []string  `json:"routes"`
@@ -751,7 +820,7 @@ func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Status{
-		Connected: c.connected, Server: c.server, Since: c.since, LastError: c.lastError,
+		Connected: c.connected, Server: c.server, Path: c.path, PathReason: c.pathWhy, Since: c.since, LastError: c.lastError,
 		Refused: c.refused, Message: c.message, RetryAt: c.retryAt,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
 		DroppedCongestion: c.drops.Load(tunnel.DropCongestion),
@@ -765,6 +834,9 @@ func (c *Client) Status() Status {
 	}
 	if c.pushed.Address.IsValid() {
 		st.Address = c.pushed.Address.String()
+	}
+	if c.connected {
+		st.MTU = c.tunMTU(c.pushed.MTU)
 	}
 	if c.pushed.Address6.IsValid() {
 		st.Address6 = c.pushed.Address6.String()

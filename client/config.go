@@ -32,6 +32,7 @@ type Config struct {
 	Tunnel     TunnelConfig    `toml:"tunnel"`
 	Admin      AdminConfig     `toml:"admin"`
 	Reconnect  ReconnectConfig `toml:"reconnect"`
+	Transport  TransportConfig `toml:"transport"`
 	Metrics    MetricsConfig   `toml:"metrics"`
 
 	// Path is the file the config was loaded from.
@@ -145,6 +146,28 @@ type ReconnectConfig struct {
 	MaxDelay     time.Duration `toml:"max_delay"`
 	RefusedDelay time.Duration `toml:"refused_delay"`
 }
+
+// TransportConfig chooses the path to the gateway: the datagram path
+// (CONNECT-IP over QUIC, quic.go) or the TLS stream.
+type TransportConfig struct {
+	// Mode is "auto" (default: the datagram path first, the TLS stream when
+	// UDP is blocked or fails), "quic" (the datagram path only) or "tls"
+	// (the TLS stream only).
+	Mode string `toml:"mode"`
+	// FallbackAfter is how long the datagram path gets before the TLS
+	// stream is tried too (happy eyeballs); whichever is up first wins.
+	FallbackAfter time.Duration `toml:"fallback_after"`
+	// RetryUDP is how often a laptop that fell back to the TLS stream tries
+	// the datagram path again, and moves to it when it works.
+	RetryUDP time.Duration `toml:"retry_udp"`
+}
+
+// Transport modes.
+const (
+	TransportAuto = "auto"
+	TransportQUIC = "quic"
+	TransportTLS  = "tls"
+)
 
 // LoadConfig reads, defaults and validates client.toml.
 func LoadConfig(path string) (*Config, error) {
@@ -287,6 +310,22 @@ func (c *Config) normalize() error {
 	}
 	if c.Reconnect.MinDelay <= 0 || c.Reconnect.MaxDelay < c.Reconnect.MinDelay {
 		return errors.New("keys \"reconnect.min_delay\"/\"reconnect.max_delay\": need 0 < min_delay <= max_delay")
+	}
+	switch c.Transport.Mode {
+	case "":
+		c.Transport.Mode = TransportAuto
+	case TransportAuto, TransportQUIC, TransportTLS:
+	default:
+		return fmt.Errorf("key \"transport.mode\": %q is not \"auto\", \"quic\" or \"tls\"", c.Transport.Mode)
+	}
+	if c.Transport.FallbackAfter == 0 {
+		c.Transport.FallbackAfter = time.Second
+	}
+	if c.Transport.RetryUDP == 0 {
+		c.Transport.RetryUDP = 2 * time.Minute
+	}
+	if c.Transport.FallbackAfter < 0 || c.Transport.RetryUDP < 0 {
+		return errors.New("keys \"transport.fallback_after\"/\"transport.retry_udp\": must be positive")
 	}
 	if c.Reconnect.RefusedDelay == 0 {
 		c.Reconnect.RefusedDelay = 5 * time.Minute

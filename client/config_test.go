@@ -41,6 +41,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative table", base + "[tunnel]\ntable = -1\n", `"tunnel.table"`},
 		{"kill switch not a bool", base + "[tunnel]\nkill_switch = \"yes\"\n", "kill_switch"},
 		{"refused delay", base + "[reconnect]\nrefused_delay = \"-1m\"\n", `"reconnect.refused_delay": -1m0s is negative`},
+		{"transport mode", base + "[transport]\nmode = \"dtls\"\n", `"transport.mode": "dtls" is not "auto", "quic" or "tls"`},
+		{"transport durations", base + "[transport]\nretry_udp = \"-1s\"\n", `"transport.retry_udp": must be positive`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

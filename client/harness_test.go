@@ -366,6 +366,7 @@ func startClient(t *testing.T, o envOpt) *testEnv {
 		Admin:     AdminConfig{Socket: filepath.Join(t.TempDir(), "admin.sock")},
 		Reconnect: ReconnectConfig{MinDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond, RefusedDelay: time.Hour},
 		stateDir:  t.TempDir(), runtimeDir: t.TempDir(),
+		Transport: TransportConfig{Mode: TransportTLS}, // the fake gateway speaks the TLS stream only
 	}
 	if o.edit != nil {
 		o.edit(cfg)

@@ -166,6 +166,13 @@ func (n *netState) installKill() error {
 	return nil
 }
 
+// setMTU changes the tunnel's MTU alone (the datagram path's size grew).
+func (n *netState) setMTU(mtu int) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sys.LinkUp(n.dev, mtu)
+}
+
 // apply sets addresses, MTU, routes, rules and the kill switch from pc.
 func (n *netState) apply(pc tunnel.Config) error {
 	n.mu.Lock()

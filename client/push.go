@@ -23,7 +23,9 @@ func (c *Client) onPush(payload []byte) error {
 	if err != nil {
 		return fmt.Errorf("pushed config from gateway: %w", err)
 	}
-	if err := c.net.apply(pc); err != nil {
+	applied := pc
+	applied.MTU = c.tunMTU(pc.MTU) // the datagram size caps it on the datagram path (quic.go)
+	if err := c.net.apply(applied); err != nil {
 		return fmt.Errorf("apply pushed config: %w", err)
 	}
 	c.mu.Lock()

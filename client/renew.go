@@ -200,7 +200,7 @@ func (c *Client) renewOnce(ctx context.Context, cn *conn, km KeyMaker) (wait tim
 			next.Discard()
 		}
 	}()
-	binding, err := pki.RenewalBinding(cn.tls.ConnectionState())
+	binding, err := pki.RenewalBinding(cn.tlsState())
 	if err != nil {
 		return 0, err
 	}
@@ -234,7 +234,7 @@ func (c *Client) renewOnce(ctx context.Context, cn *conn, km KeyMaker) (wait tim
 	if r.Reason != "" {
 		return time.Duration(r.RetryAfter) * time.Second, fmt.Errorf("the gateway refused the renewal: %s", r.Reason)
 	}
-	mat, bundle, err := c.checkRenewed(old, next, r, cn.tls.ConnectionState())
+	mat, bundle, err := c.checkRenewed(old, next, r, cn.tlsState())
 	if err != nil {
 		return 0, err
 	}

@@ -473,7 +473,10 @@ type ServerConf struct {
 type ClientConf struct {
 	Server, ServerName, CA, Cert, Key string
 	Device, Driver, Socket            string
-	Extra                             string // raw TOML appended at the end (tables)
+	// Transport is transport.mode: clientConf sets "tls" so a test of the
+	// TLS stream stays one; the datagram path's tests set "auto" or "quic".
+	Transport string
+	Extra     string // raw TOML appended at the end (tables)
 }
 
 var tmplFuncs = template.FuncMap{
@@ -547,6 +550,11 @@ driver = {{q .Driver}}
 
 [admin]
 socket = {{q .Socket}}
+{{- if .Transport}}
+
+[transport]
+mode = {{q .Transport}}
+{{- end}}
 {{.Extra}}
 `))
 
@@ -661,6 +669,7 @@ type Session struct {
 	Groups     []string `json:"groups"`
 	Address    string   `json:"address"`
 	Address6   string   `json:"address6"`
+	Path       string   `json:"path"`
 	Since      string   `json:"since"`
 	BytesIn    uint64   `json:"bytes_in"`
 	BytesOut   uint64   `json:"bytes_out"`
@@ -727,6 +736,9 @@ type ClientStatus struct {
 	BytesOut     uint64   `json:"bytes_out"`
 	CertNotAfter string   `json:"cert_not_after"`
 	CertDaysLeft float64  `json:"cert_days_left"`
+	Path         string   `json:"path"`
+	PathReason   string   `json:"path_reason"`
+	MTU          int      `json:"mtu"`
 }
 
 // clientConf returns the usual laptop config for a device of pki k.
@@ -734,7 +746,7 @@ func clientConf(k *PKI, device, driver, sockDir string) ClientConf {
 	crt, key := k.Device(device)
 	return ClientConf{
 		Server: listen, ServerName: gwName, CA: k.CA(), Cert: crt, Key: key,
-		Device: "sp0", Driver: driver, Socket: filepath.Join(sockDir, "lap-"+device+".sock"),
+		Device: "sp0", Driver: driver, Socket: filepath.Join(sockDir, "lap-"+device+".sock"), Transport: "tls",
 		// Reconnect quickly so restart tests stay short.
 		Extra: "[reconnect]\nmin_delay = \"200ms\"\nmax_delay = \"2s\"\n",
 	}

@@ -122,6 +122,8 @@ func runHelper(kind string, args []string) int {
 		err = helperUDPListen("udp", arg(0)) // IPv4 or IPv6
 	case "fakeresolved":
 		err = helperFakeResolved(arg(0))
+	case "connectip":
+		err = helperConnectIP(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:

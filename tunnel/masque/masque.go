@@ -40,6 +40,11 @@ const ALPN = "h3"
 // it gets addresses and routes in capsules and no sallyport capabilities.
 const HelloHeader = "Sallyport-Hello"
 
+// ReasonHeader carries the reason code (tunnel.Reason) on a refused
+// CONNECT-IP request of an authenticated device (403, 503), as a Close
+// frame carries it on the TLS stream.
+const ReasonHeader = "Sallyport-Reason"
+
 // Capsule types (RFC 9484 section 4.7 and sallyport's own).
 const (
 	CapsuleAddressAssign      uint64 = 0x01

@@ -222,6 +222,19 @@ func printClientStatus(w io.Writer, st client.Status) error {
 	fmt.Fprintf(tw, "state:\t%s\n", state)
 	fmt.Fprintf(tw, "device:\t%s\n", st.Device)
 	fmt.Fprintf(tw, "server:\t%s\n", dash(st.Server))
+	if st.Path != "" {
+		path := map[string]string{client.PathQUIC: "datagram (CONNECT-IP over QUIC)", client.PathTLS: "TLS stream"}[st.Path]
+		if path == "" {
+			path = st.Path
+		}
+		if st.PathReason != "" {
+			path += ": " + st.PathReason
+		}
+		if st.MTU > 0 {
+			path += fmt.Sprintf(" (MTU %d)", st.MTU)
+		}
+		fmt.Fprintf(tw, "path:\t%s\n", path)
+	}
 	fmt.Fprintf(tw, "address:\t%s\n", dash(st.Address))
 	fmt.Fprintf(tw, "routes:\t%s\n", dash(strings.Join(st.Routes, ", ")))
 	dns := dash(strings.Join(st.DNS, ", "))
