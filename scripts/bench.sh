@@ -15,7 +15,17 @@
 #   raw-tls-64k / -1400  tlsbench (bench/tlsbench) laptop -> gateway, one TLS
 #                        1.3 stream with the gateway certificate, 64 KiB or
 #                        1400-byte writes: the ceiling for a TLS tunnel here
-#   sallyport-DRIVER     laptop -> LAN host through the tunnel (sp0)
+#   sallyport-DRIVER     laptop -> LAN host through the tunnel (sp0), on the
+#                        TLS stream (transport.mode = "tls")
+#
+# A second table (issue 22, BENCH_PATHS=1) puts the TLS stream, the datagram
+# path (CONNECT-IP over QUIC, transport.mode = "quic") and wireguard-go
+# (bench/pathbench wg: golang.zx2c4.com/wireguard's device and tun packages)
+# side by side on the same topology, on a clean WAN link and with
+# BENCH_LOSS % (default 1) of the packets leaving each end of the WAN link
+# dropped at random (nftables numgen, bench/pathbench loss: this kernel has
+# no netem): one TCP stream up and down, and ping RTT during an upstream
+# stream.
 # Columns: iperf3 single TCP stream laptop->LAN (up) and LAN->laptop (down,
 # -R), 4 parallel streams (P4), idle ping RTT, ping RTT avg/max while a
 # single upstream iperf3 stream runs (bufferbloat), and the CPU seconds the
@@ -36,6 +46,8 @@
 #                                   BENCH_PROFILE_DIR (default ./bench-profiles)
 #                                   and their top functions to stderr
 #   BENCH_KEEP=1                    keep the work directory (logs, JSON)
+#   BENCH_PATHS=1                   the paths table (0 skips it)
+#   BENCH_LOSS=1                    percent loss on the WAN for the lossy runs
 #
 # Informational only: the targets of issue 4 are printed as PASS/MISS and
 # the exit status is 0 whatever the numbers are. Needs root, iproute2, Go
@@ -153,6 +165,13 @@ command -v ss >/dev/null || die "needs ss (iproute2)"
 TB=${TLSBENCH:-$W/tlsbench}
 if [ -z "${TLSBENCH:-}" ]; then
 	(cd "$REPO" && go build -o "$TB" ./bench/tlsbench) || die "build bench/tlsbench failed"
+fi
+PATHS=${BENCH_PATHS:-1}
+LOSS=${BENCH_LOSS:-1}
+case $LOSS in '' | *[!0-9]*) die "BENCH_LOSS must be a whole percentage, got '$LOSS'" ;; esac
+PB=$W/pathbench
+if [ "$PATHS" = 1 ]; then
+	(cd "$REPO" && go build -o "$PB" ./bench/pathbench) || die "build bench/pathbench failed"
 fi
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
@@ -442,8 +461,8 @@ fi
 
 # ------------------------------------------------------------------ sallyport
 
-write_configs() { # write_configs DRIVER
-	local d=$1
+write_configs() { # write_configs DRIVER [TRANSPORT]
+	local d=$1 mode=${2:-tls}
 	cat >"$W/server-$d.toml" <<EOF
 # make bench gateway ($d driver)
 listen = "$GW_IP:$SP_PORT"
@@ -483,6 +502,9 @@ driver = "$d"
 
 [admin]
 socket = "$W/client-$d.sock"
+
+[transport]
+mode = "$mode"
 EOF
 	chmod 600 "$W/server-$d.toml" "$W/client-$d.toml"
 }
@@ -491,11 +513,11 @@ EOF
 # sp0 and a ping passes; sets SRV_PID and CLI_PID. With PROF_SERVER and
 # PROF_CLIENT set, the processes write CPU profiles there.
 PROF_SERVER= PROF_CLIENT=
-tunnel_up() {
+tunnel_up() { # tunnel_up DRIVER [TRANSPORT]
 	local d=$1 i env=()
 	SRV_PID= CLI_PID= D_CUR=$d
 	[ -n "$PROF_SERVER" ] && env=(env "SALLYPORT_CPUPROFILE=$PROF_SERVER")
-	write_configs "$d"
+	write_configs "$d" "${2:-tls}"
 	start "server-$d" "$NS_GW" "${env[@]}" "$BIN" server -c "$W/server-$d.toml"
 	SRV_PID=$LAST_PID
 	for ((i = 0; i < 100; i++)); do
@@ -599,6 +621,93 @@ if [ "$HAVE_SP" = 1 ]; then
 	done
 fi
 
+# ------------------------------------------------------------------ paths
+
+# measure_link ROW: one stream up and down (median of REPEAT each) and the
+# ping RTT during an upstream stream, over the path as currently routed.
+measure_link() {
+	local row=$1 dir i vals
+	log "$row"
+	nsx "$NS_LAP" ping -n -q -c 3 -i 0.05 -W 1 "$LAN_IP" >/dev/null 2>&1
+	for dir in up down; do
+		vals=()
+		for i in $(seq "$REPEAT"); do
+			run_iperf "$row-$dir-$i" $([ "$dir" = down ] && echo -R) && vals+=("$IPERF_GBPS")
+		done
+		[ ${#vals[@]} -gt 0 ] && R[$row.$dir]=$(median "${vals[@]}")
+	done
+	measure_loaded "$row"
+}
+
+# set_loss PERCENT: drop PERCENT % of the packets leaving each end of the WAN
+# veth (0: none).
+set_loss() {
+	nsx "$NS_LAP" "$PB" loss -iface eth0 -percent "$1" &&
+		nsx "$NS_GW" "$PB" loss -iface lap0 -percent "$1"
+}
+
+WG_PORT=51820
+WG_NET=10.99.0
+wg_up() { # a wireguard-go pair laptop <-> gateway, the LAN routed through it
+	local kl kg i
+	kl=$("$PB" wgkey) && kg=$("$PB" wgkey) || return 1
+	start wg-gw "$NS_GW" "$PB" wg -iface wg0 -addr "$WG_NET.2/24" -listen-port "$WG_PORT" \
+		-private "$(kv private " $kg")" -peer "$(kv public " $kl")" -allowed-ips "$WG_NET.1/32"
+	WG_GW_PID=$LAST_PID
+	start wg-lap "$NS_LAP" "$PB" wg -iface wg0 -addr "$WG_NET.1/24" -listen-port "$WG_PORT" \
+		-private "$(kv private " $kl")" -peer "$(kv public " $kg")" -endpoint "$GW_IP:$WG_PORT" \
+		-allowed-ips "$WG_NET.0/24,$LAN_NET"
+	WG_LAP_PID=$LAST_PID
+	for ((i = 0; i < 50; i++)); do
+		grep -q ready "$W/wg-lap.log" 2>/dev/null && grep -q ready "$W/wg-gw.log" 2>/dev/null && break
+		sleep 0.1
+	done
+	ip -n "$NS_LAP" route add "$LAN_NET" dev wg0 || return 1
+	ip -n "$NS_LAN" route add "$WG_NET.0/24" via 198.19.77.1 2>/dev/null
+	for ((i = 0; i < 10; i++)); do
+		nsx "$NS_LAP" ping -n -q -c 1 -W 1 "$LAN_IP" >/dev/null 2>&1 && return 0
+	done
+	log "  wireguard-go pair up but $LAN_IP does not answer ping:"
+	tail -5 "$W/wg-lap.log" "$W/wg-gw.log" >&2
+	return 1
+}
+wg_down() {
+	ip -n "$NS_LAP" route del "$LAN_NET" dev wg0 2>/dev/null
+	[ -n "${WG_LAP_PID:-}" ] && stop_pid "$WG_LAP_PID"
+	[ -n "${WG_GW_PID:-}" ] && stop_pid "$WG_GW_PID"
+	ip -n "$NS_LAP" link del wg0 2>/dev/null
+	ip -n "$NS_GW" link del wg0 2>/dev/null
+	WG_LAP_PID= WG_GW_PID=
+}
+
+PATH_ROWS=(sallyport-tls sallyport-quic wireguard-go)
+LINKS=(clean "loss$LOSS")
+if [ "$PATHS" = 1 ] && [ "$HAVE_SP" = 1 ]; then
+	for link in "${LINKS[@]}"; do
+		if [ "$link" = clean ]; then set_loss 0; else set_loss "$LOSS" || { log "could not set up loss: skipped"; continue; }; fi
+		for p in "${PATH_ROWS[@]}"; do
+			row=$p@$link
+			case $p in
+			wireguard-go)
+				if wg_up; then measure_link "$row"; else R[$row.note]="wireguard-go did not come up"; fi
+				wg_down
+				;;
+			*)
+				if tunnel_up wireguard "${p#sallyport-}"; then
+					measure_link "$row"
+					nsx "$NS_LAP" "$BIN" status --socket "$W/client-wireguard.sock" --json >"$W/status-$row.json" 2>&1 &&
+						log "  path: $(tr -d '\n' <"$W/status-$row.json" | grep -o '"path":"[^"]*"' | head -1) $(tr -d '\n' <"$W/status-$row.json" | grep -o '"mtu":[0-9]*' | head -1)"
+				else
+					R[$row.note]="tunnel did not come up"
+				fi
+				tunnel_down
+				;;
+			esac
+		done
+	done
+	set_loss 0
+fi
+
 # ------------------------------------------------------------------ report
 
 ROWS=(direct raw-tls-64k raw-tls-1400)
@@ -679,4 +788,33 @@ if have "$wg.lavg"; then c="${R[$wg.lavg]} < 3"; else c=; fi
 target "loaded RTT avg < 3 ms" "$c" "($(cell $wg lavg) ms)"
 if have "$wg.lmax"; then c="${R[$wg.lmax]} < 10"; else c=; fi
 target "loaded RTT max < 10 ms" "$c" "($(cell $wg lmax) ms)"
+if [ "$PATHS" = 1 ] && [ "$HAVE_SP" = 1 ]; then
+	echo
+	echo "paths (issue 22): one TCP stream laptop <-> LAN host, WAN link clean and with $LOSS% random loss each way"
+	printf '%-16s %8s %8s   %8s %8s   %18s %18s\n' "" "clean" "clean" "${LOSS}% loss" "${LOSS}% loss" "loaded RTT ms" "loaded RTT ms"
+	printf '%-16s %8s %8s   %8s %8s   %18s %18s\n' "path" "up" "down" "up" "down" "clean avg / max" "${LOSS}% avg / max"
+	for p in "${PATH_ROWS[@]}"; do
+		c=$p@clean l=$p@loss$LOSS lc=- ll=-
+		num "${R[$c.lavg]:-}" && lc="$(cell "$c" lavg) / $(cell "$c" lmax)"
+		num "${R[$l.lavg]:-}" && ll="$(cell "$l" lavg) / $(cell "$l" lmax)"
+		printf '%-16s %8s %8s   %8s %8s   %18s %18s' "$p" "$(cell "$c" up)" "$(cell "$c" down)" "$(cell "$l" up)" "$(cell "$l" down)" "$lc" "$ll"
+		for k in "$c" "$l"; do [ -n "${R[$k.note]:-}" ] && printf '  (%s: %s)' "$k" "${R[$k.note]}"; done
+		echo
+	done
+	echo "Gbit/s, median of $REPEAT runs of ${SECS} s; loaded RTT = ping every 50 ms during one upstream stream."
+	echo
+	echo "issue 22 targets (informational, not asserted):"
+	q=sallyport-quic w=wireguard-go L=loss$LOSS
+	if have "$q@$L.lavg" "$w@$L.lavg"; then c="${R[$q@$L.lavg]} <= 1.5 * ${R[$w@$L.lavg]}"; else c=; fi
+	target "${LOSS}% loss: datagram loaded RTT <= 1.5 x wg-go" "$c" "($(cell $q@$L lavg) vs $(cell $w@$L lavg) ms avg)"
+	if have "$q@$L.up" "$w@$L.up"; then c="${R[$q@$L.up]} >= ${R[$w@$L.up]}"; else c=; fi
+	target "${LOSS}% loss: datagram up >= wg-go" "$c" "($(cell $q@$L up) vs $(cell $w@$L up) Gbit/s)"
+	if have "$q@$L.down" "$w@$L.down"; then c="${R[$q@$L.down]} >= ${R[$w@$L.down]}"; else c=; fi
+	target "${LOSS}% loss: datagram down >= wg-go" "$c" "($(cell $q@$L down) vs $(cell $w@$L down) Gbit/s)"
+	if have "$q@clean.up" "$w@clean.up"; then c="${R[$q@clean.up]} >= 0.8 * ${R[$w@clean.up]}"; else c=; fi
+	target "clean: datagram up >= 0.8 x wg-go" "$c" "($(cell $q@clean up) vs $(cell $w@clean up) Gbit/s)"
+	if have "$q@clean.down" "$w@clean.down"; then c="${R[$q@clean.down]} >= 0.8 * ${R[$w@clean.down]}"; else c=; fi
+	target "clean: datagram down >= 0.8 x wg-go" "$c" "($(cell $q@clean down) vs $(cell $w@clean down) Gbit/s)"
+fi
+
 exit 0
