@@ -27,6 +27,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,10 +48,6 @@ import (
 	"github.com/sallyport/sallyport/tunnel/masque"
 	"github.com/sallyport/sallyport/tunnel/packet"
 )
-
-// ReasonHeader names the reason on a refused CONNECT-IP request (the
-// Close frame's reason on the TLS stream).
-const ReasonHeader = "Sallyport-Reason"
 
 // tooBigEvery is the least time between two ICMP "too big" errors one
 // session sends (a flood of oversize packets gets one error per 10 ms, as
@@ -160,7 +157,7 @@ func (s *Server) refuseDatagram(w http.ResponseWriter, qc *quicConn, err error) 
 	if r.reason == tunnel.ReasonCapacity || r.reason == tunnel.ReasonPoolExhausted {
 		status = http.StatusServiceUnavailable
 	}
-	w.Header().Set(ReasonHeader, string(r.reason))
+	w.Header().Set(masque.ReasonHeader, string(r.reason))
 	w.WriteHeader(status)
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
@@ -178,8 +175,7 @@ func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session,
 		queue: tunnel.NewQueue(), aqm: tunnel.NewAQM(), done: make(chan struct{}),
 	}
 	ss.renew.moved = make(chan struct{}, 1)
-	// Renewal is not offered on the datagram path (no renew capability
-	// below): its certificate stays the one of the handshake.
+	ss.tlsState = func() tls.ConnectionState { return qc.conn.ConnectionState().TLS }
 	ss.cert.Store(&sessionCert{id: v.id, peer: qc.conn.ConnectionState().TLS.PeerCertificates})
 	ss.setCertLog(v.id)
 	ss.grant.Store(v.grant)
@@ -191,10 +187,7 @@ func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session,
 	if err := s.sessionSlot(ss); err != nil {
 		return nil, nil, err
 	}
-	var caps []string // never gso: a datagram carries one packet of the path's size
-	if tunnel.HasCap(hello.Caps, tunnel.CapPush) {
-		caps = append(caps, tunnel.CapPush)
-	}
+	caps := ss.negotiate(hello, false)
 	if err := ss.assign(s.trustNow()); err != nil {
 		return nil, nil, err
 	}

@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -15,8 +17,10 @@ import (
 
 	connectip "github.com/quic-go/connect-ip-go"
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"github.com/yosida95/uritemplate/v3"
 
+	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/masque"
 	"github.com/sallyport/sallyport/tunnel/packet"
@@ -217,6 +221,9 @@ func TestQUICTooBig(t *testing.T) {
 		t.Fatal(err)
 	}
 	me := assigned[0].IPPrefix.Addr()
+	if _, err := c.Routes(ctx); err != nil { // connect-ip-go sends only into advertised routes
+		t.Fatal(err)
+	}
 	if _, err := c.WritePacket(csum4(udp4(me.String(), "192.168.88.5", 4000, 53))); err != nil {
 		t.Fatal(err)
 	}
@@ -277,4 +284,116 @@ func testLogOut() io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+// TestQUICRenewal: a sallyport laptop on the datagram path renews its
+// certificate inside the session like one on the TLS stream: renewal is
+// offered in the config capsule, the request is bound to the QUIC
+// connection's TLS (a request bound to another connection is refused),
+// and the session moves to the new certificate.
+func TestQUICRenewal(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	addr := h.startQUIC()
+	enroll := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	qc, link, pc := h.sallyportQUIC(addr, enroll, tunnel.CapPush, tunnel.CapRenew)
+	defer qc.CloseWithError(0, "")
+	if !tunnel.HasCap(pc.Caps, tunnel.CapRenew) || tunnel.HasCap(pc.Caps, tunnel.CapGSO) {
+		t.Fatalf("config caps %v, want renew offered and never gso", pc.Caps)
+	}
+	renewQUIC := func(binding []byte) tunnel.RenewReply {
+		b, err := tunnel.EncodeRenewRequest(tunnel.RenewRequest{CSR: request(t, newP256(t), binding)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := link.WriteControl(tunnel.FrameRenew, b); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			typ, v, err := link.NextCapsule()
+			if err != nil {
+				t.Fatalf("waiting for the renewal answer: %v", err)
+			}
+			if typ != masque.CapsuleSallyport {
+				continue
+			}
+			ft, payload, err := masque.ParseFrame(v)
+			if err != nil || ft != tunnel.FrameRenewed {
+				t.Fatalf("frame %#x (%v), want renewed", ft, err)
+			}
+			r, err := tunnel.DecodeRenewReply(payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+	}
+	if r := renewQUIC(make([]byte, 32)); r.Reason == "" {
+		t.Fatal("a request bound to another connection was renewed")
+	}
+	binding, err := pki.RenewalBinding(qc.ConnectionState().TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := renewQUIC(binding)
+	if r.Reason != "" || len(r.Certs) != 2 {
+		t.Fatalf("answer: reason %q, %d certs", r.Reason, len(r.Certs))
+	}
+	id := pki.IdentityOf(parseChain(t, r.Certs)[0])
+	st, _ := h.sessionOf("alice")
+	if st.Path != pathQUIC || st.Serial != id.Serial || st.Renewals != 1 {
+		t.Fatalf("status after renewal %+v, want path quic, serial %s", st, id.Serial)
+	}
+}
+
+// sallyportQUIC is a sallyport laptop's side of the datagram path, by
+// hand: the QUIC handshake with cert, the CONNECT-IP request with a hello
+// offering caps, and the capsules up to the config.
+func (h *gatewayHarness) sallyportQUIC(addr string, cert tls.Certificate, caps ...string) (*quic.Conn, *masque.Link, tunnel.Config) {
+	t := h.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tc := &tls.Config{RootCAs: h.gwPool, ServerName: "gw.test", NextProtos: []string{masque.ALPN},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}
+	qc, err := quic.DialAddr(ctx, addr, tc, &quic.Config{EnableDatagrams: true, InitialPacketSize: quicPacketSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := (&http3.Transport{EnableDatagrams: true}).NewClientConn(qc)
+	<-cc.ReceivedSettings()
+	rs, err := cc.OpenRequestStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, _ := tunnel.EncodeHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: caps, Software: "test"})
+	u := &url.URL{Scheme: "https", Host: addr, Path: masque.Path}
+	req := (&http.Request{Method: http.MethodConnect, Proto: masque.Protocol, Host: addr, URL: u,
+		Header: http.Header{http3.CapsuleProtocolHeader: {"?1"}, masque.HelloHeader: {string(hello)}}}).WithContext(ctx)
+	if err := rs.SendRequestHeader(req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rs.ReadResponse()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT-IP: %v %v", resp, err)
+	}
+	link := masque.NewLink(rs)
+	for {
+		typ, v, err := link.NextCapsule()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != masque.CapsuleSallyport {
+			continue
+		}
+		ft, payload, err := masque.ParseFrame(v)
+		if err != nil || ft != tunnel.FrameConfig {
+			t.Fatalf("first frame %#x (%v), want config", ft, err)
+		}
+		pc, err := tunnel.DecodeConfig(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { st, ok := h.sessionOf("alice"); return ok && st.Path == pathQUIC })
+		return qc, link, pc
+	}
 }

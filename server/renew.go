@@ -265,10 +265,10 @@ func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.C
 	if last := ss.renew.last.Load(); last != 0 && now.Sub(time.Unix(0, last)) < rn.minRenewGap() {
 		return nil, nil, &renewRefusal{tunnel.ReasonRenewTooSoon, rn.minRenewGap(), fmt.Errorf("renewed %s ago; at most one renewal every %s", now.Sub(time.Unix(0, last)).Round(time.Second), rn.minRenewGap())}
 	}
-	if ss.conn == nil {
-		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, 0, errors.New("renewal is offered on the TLS path only")}
+	if ss.tlsState == nil {
+		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, 0, errors.New("no connection to bind the renewal to")}
 	}
-	binding, err := pki.RenewalBinding(ss.conn.ConnectionState())
+	binding, err := pki.RenewalBinding(ss.tlsState())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -53,13 +53,16 @@ type session struct {
 	// reused while the CAs stay the same), set by register,
 	// recheckSessions and a renewal.
 	verdict atomic.Pointer[verdict]
-	conn    *tls.Conn
-	addr    netip.Addr // tunnel.Config.Address: IPv4, or IPv6 on a v6-only gateway
-	addr6   netip.Addr // tunnel.Config.Address6: IPv6 on a dual-stack gateway, else zero
-	remote  string
-	since   time.Time
-	grant   atomic.Pointer[policy.Grant]
-	flows   *conntrack.Table
+	conn    *tls.Conn // the TLS stream; nil on the datagram path
+	// tlsState is the TLS state of the session's connection on either path
+	// (renewal binds its request to it).
+	tlsState func() tls.ConnectionState
+	addr     netip.Addr // tunnel.Config.Address: IPv4, or IPv6 on a v6-only gateway
+	addr6    netip.Addr // tunnel.Config.Address6: IPv6 on a dual-stack gateway, else zero
+	remote   string
+	since    time.Time
+	grant    atomic.Pointer[policy.Grant]
+	flows    *conntrack.Table
 
 	w sessionWriter  // the TLS stream's *tunnel.Writer, or the datagram path's *masque.Link
 	r *tunnel.Reader // TLS stream only
@@ -158,6 +161,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 		}
 	}
 	ss.renew.moved = make(chan struct{}, 1)
+	ss.tlsState = conn.ConnectionState
 	ss.cert.Store(&sessionCert{id: v.id, peer: conn.ConnectionState().PeerCertificates})
 	ss.setCertLog(v.id)
 	ss.grant.Store(v.grant)
@@ -174,7 +178,7 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 	if err := s.sessionSlot(ss); err != nil { // early, so the device gets no config first; register decides
 		return nil, err
 	}
-	caps := ss.negotiate(hello)
+	caps := ss.negotiate(hello, true)
 	if err := ss.assign(s.trustNow()); err != nil {
 		return nil, err
 	}
@@ -212,10 +216,11 @@ func (ss *session) readHello() (tunnel.Hello, error) {
 	return hello, nil
 }
 
-// negotiate picks the capabilities both ends use.
-func (ss *session) negotiate(hello tunnel.Hello) []string {
+// negotiate picks the capabilities both ends use. gso only on the stream:
+// a datagram carries one packet of the path's size.
+func (ss *session) negotiate(hello tunnel.Hello, stream bool) []string {
 	var caps []string
-	if _, ok := tunnel.AsVnet(ss.srv.dev); ok && tunnel.HasCap(hello.Caps, tunnel.CapGSO) {
+	if _, ok := tunnel.AsVnet(ss.srv.dev); ok && stream && tunnel.HasCap(hello.Caps, tunnel.CapGSO) {
 		caps = append(caps, tunnel.CapGSO)
 		ss.gso = true
 	}
