@@ -437,6 +437,24 @@ func (ss *session) close(reason tunnel.Reason, err error) {
 	})
 }
 
+// watchdog is the timer's verdict on a session, from how long a write to
+// the device has been blocked (busy, 0 when none is) and how long nothing
+// came from it (idle): stalled when a write has been blocked longer than
+// timeout, or the device is silent that long while a write to it is
+// blocked; timeout when it is silent that long otherwise; "" to go on. It
+// does not rely on the write deadline (which cuts a blocked write by
+// itself): either one alone ends a stalled session (TestStalledDevice).
+// A variable so that test can switch it off.
+var watchdog = func(busy, idle, timeout time.Duration) tunnel.Reason {
+	switch {
+	case busy > timeout, idle > timeout && busy > 0:
+		return tunnel.ReasonStalled
+	case idle > timeout:
+		return tunnel.ReasonTimeout
+	}
+	return ""
+}
+
 // routineTimers sends keepalives, drops a silent or stalled device and
 // ends the session when the device certificate expires. It never waits
 // for the stream's writer: keepalives go only when no write is in
@@ -467,12 +485,12 @@ func (ss *session) routineTimers(ctx context.Context) {
 			}
 			busy := ss.w.Busy(now)
 			idle := now.Sub(time.Unix(0, ss.lastRecv.Load()))
-			switch {
-			case busy > cfg.Tunnel.Timeout, idle > cfg.Tunnel.Timeout && busy > 0:
+			switch watchdog(busy, idle, cfg.Tunnel.Timeout) {
+			case tunnel.ReasonStalled:
 				ss.close(tunnel.ReasonStalled, fmt.Errorf("write to the device blocked for %s, nothing received for %s",
 					busy.Round(time.Millisecond), idle.Round(time.Millisecond)))
 				return
-			case idle > cfg.Tunnel.Timeout:
+			case tunnel.ReasonTimeout:
 				ss.close(tunnel.ReasonTimeout, fmt.Errorf("nothing received for %s", idle.Round(time.Second)))
 				return
 			}

@@ -64,15 +64,35 @@ func (h *gatewayHarness) liveSession(device string) *session {
 // too or keeps sending keepalives (which keep the idle timeout from ever
 // firing). Before write deadlines both lived forever: the writer blocked
 // in TLS holding the frame writer's lock, and the timer blocked behind it.
+//
+// Two safeguards end a stall, and each alone must: the write deadline (a
+// blocked write fails with ErrStalled) and the timer's watchdog (a write
+// blocked past the timeout). "watchdog only" switches the deadline off,
+// "deadline only" the watchdog; loosening or removing either one makes its
+// case run into the 30 s bound and fail, instead of hanging for minutes.
 func TestStalledDevice(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
 		keepalives bool
+		noDeadline bool // the session's writer gets no write deadline
+		noWatchdog bool // the timer never calls a stall
 	}{
-		{"silent", false},
-		{"sending keepalives", true},
+		{"silent", false, false, false},
+		{"sending keepalives", true, false, false},
+		{"watchdog only", true, true, false},
+		{"deadline only", true, false, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.noWatchdog {
+				orig := watchdog
+				watchdog = func(busy, idle, timeout time.Duration) tunnel.Reason {
+					if r := orig(busy, idle, timeout); r != tunnel.ReasonStalled {
+						return r
+					}
+					return ""
+				}
+				t.Cleanup(func() { watchdog = orig })
+			}
 			before := runtime.NumGoroutine()
 			h := newGatewayHarness(t, []policy.Policy{{Name: "dns", Match: policy.Match{CN: []string{"*"}},
 				Allow: []string{"192.168.77.0/24 udp"}}}, netip.Prefix{})
@@ -83,6 +103,9 @@ func TestStalledDevice(t *testing.T) {
 			d.send(t, udp4(d.addr, "192.168.77.10", 5000, 53)) // opens the flow the replies belong to
 			waitFor(t, func() bool { return len(h.tun.packets()) == 1 })
 			ss := h.liveSession("sleepy")
+			if tt.noDeadline {
+				ss.w.(*tunnel.Writer).SetTimeout(nil, 0)
+			}
 
 			stop := make(chan struct{})
 			sent := make(chan struct{})
@@ -126,7 +149,7 @@ func TestStalledDevice(t *testing.T) {
 			default:
 				t.Fatal("a device that does not read is still connected")
 			}
-			if r := *ss.reason.Load(); r != "stalled" {
+			if r := *ss.reason.Load(); r != tunnel.ReasonStalled {
 				t.Fatalf("session closed with reason %q, want stalled", r)
 			}
 			if n := len(h.s.Status().Sessions); n != 0 {
@@ -136,5 +159,28 @@ func TestStalledDevice(t *testing.T) {
 			d.tc.Close()
 			waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 		})
+	}
+}
+
+// TestWatchdog: the timer's verdict at the edges of the timeout.
+func TestWatchdog(t *testing.T) {
+	const to = time.Second
+	ms := time.Millisecond
+	for _, tt := range []struct {
+		busy, idle time.Duration
+		want       tunnel.Reason
+	}{
+		{0, 0, ""},
+		{0, to, ""},
+		{0, to + ms, tunnel.ReasonTimeout},
+		{to, 0, ""},
+		{to + ms, 0, tunnel.ReasonStalled},  // a write blocked too long, whatever the device sends
+		{ms, to + ms, tunnel.ReasonStalled}, // silent while a write is blocked
+		{to + ms, to + ms, tunnel.ReasonStalled},
+		{to, to, ""},
+	} {
+		if got := watchdog(tt.busy, tt.idle, to); got != tt.want {
+			t.Errorf("watchdog(busy %v, idle %v) = %q, want %q", tt.busy, tt.idle, got, tt.want)
+		}
 	}
 }
