@@ -1,121 +1,70 @@
 package server
 
-// The masquerade table (nat.go) in nftables, written with
-// github.com/google/nftables over netlink: no `nft` binary needed under
-// the unit's CAP_NET_ADMIN, and the table is created or replaced in one
-// atomic transaction.
+// The masquerade table (nat.go) in nftables, through internal/nft (netlink:
+// no `nft` binary needed under the unit's CAP_NET_ADMIN, and the table is
+// created or replaced in one atomic transaction). natTable says which
+// rules; nat_linux_test.go compares them to a golden rule set.
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/sallyport/sallyport/internal/nft"
 )
 
-// installNAT creates (or atomically replaces, after a crash) the table:
-// one postrouting NAT chain with a masquerade rule per pool and interface.
+// installNAT creates (or atomically replaces, after a crash) the table.
 func installNAT(s natSpec) error {
-	c, err := nftables.New()
+	c, err := nft.Dial()
 	if err != nil {
-		return fmt.Errorf("NAT: nftables: %w", err)
+		return fmt.Errorf("NAT: %w", err)
 	}
-	t := &nftables.Table{Name: s.Table, Family: nftables.TableFamilyINet}
-	c.AddTable(t) // so that the delete below cannot fail
-	c.DelTable(t)
-	c.AddTable(t)
-	accept := nftables.ChainPolicyAccept
-	ch := c.AddChain(&nftables.Chain{
-		Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
-	})
-	for _, r := range natRules(s) {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("NAT: install table inet %s: %w", s.Table, err)
+	if err := nft.Install(c, natTable(s)); err != nil {
+		return fmt.Errorf("NAT: %w", err)
 	}
 	return nil
 }
 
-// natRules: for every pool and interface, "meta nfproto ipvX, ip(6) saddr
-// in pool, oifname iface: masquerade".
-func natRules(s natSpec) [][]expr.Any {
-	var rs [][]expr.Any
+// natTable is the table for s: one postrouting NAT chain with, for every
+// pool and interface, "ip(6) saddr in pool, oifname iface: masquerade".
+func natTable(s natSpec) nft.Table {
+	accept := nftables.ChainPolicyAccept
+	t := nft.Table{Name: s.Table, Chain: nftables.Chain{
+		Name: "postrouting", Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
+	}}
 	for _, p := range s.Pools {
 		for _, dev := range s.Out {
-			r := append(saddrIn(p), natOifname(dev)...)
-			rs = append(rs, append(r, &expr.Masq{}))
+			r := append(nft.Saddr(p), nft.Oifname(dev)...)
+			t.Rules = append(t.Rules, append(r, nft.Masquerade()))
 		}
 	}
-	return rs
-}
-
-// saddrIn matches packets of p's family whose source is in p.
-func saddrIn(p netip.Prefix) []expr.Any {
-	proto, off := byte(unix.NFPROTO_IPV4), uint32(12)
-	if p.Addr().Is6() {
-		proto, off = unix.NFPROTO_IPV6, 8
-	}
-	n := uint32(p.Addr().BitLen() / 8)
-	mask := net.CIDRMask(p.Bits(), p.Addr().BitLen())
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
-	}
-}
-
-// natOifname matches the output interface by name.
-func natOifname(name string) []expr.Any {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, name)
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
-	}
+	return t
 }
 
 // removeNAT deletes the table; a missing table is not an error.
 func removeNAT(table string) error {
-	ok, err := natTableExists(table)
-	if err != nil || !ok {
-		return err
-	}
-	c, err := nftables.New()
+	c, err := nft.Dial()
 	if err != nil {
-		return fmt.Errorf("NAT: nftables: %w", err)
+		return fmt.Errorf("NAT: %w", err)
 	}
-	c.DelTable(&nftables.Table{Name: table, Family: nftables.TableFamilyINet})
-	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("NAT: remove table inet %s: %w", table, err)
+	if err := nft.Remove(c, table); err != nil {
+		return fmt.Errorf("NAT: %w", err)
 	}
 	return nil
 }
 
 // natTableExists reports whether the table is in the kernel.
 func natTableExists(table string) (bool, error) {
-	c, err := nftables.New()
+	c, err := nft.Dial()
 	if err != nil {
-		return false, fmt.Errorf("NAT: nftables: %w", err)
+		return false, fmt.Errorf("NAT: %w", err)
 	}
-	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, fmt.Errorf("NAT: list nftables tables: %w", err)
-	}
-	for _, t := range ts {
-		if t.Name == table {
-			return true, nil
-		}
-	}
-	return false, nil
+	return nft.Exists(c, table)
 }
 
 // autoInterfaces returns the interfaces the kernel routes the pushed
