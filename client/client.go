@@ -709,7 +709,7 @@ func (c *Client) readStream(cn *conn) error {
 	c.mu.Lock()
 	mtu := c.pushed.MTU
 	c.mu.Unlock()
-	in := tunnel.Inbound{Dev: c.dev, MTU: mtu, Drops: &c.drops, AQM: tunnel.NewAQM()}
+	in := tunnel.Inbound{Dev: c.dev, MTU: mtu, Drops: &c.drops, AQM: tunnel.NewAQM(), Packets: &c.packetsIn, Bytes: &c.bytesIn}
 	onControl := func(typ byte, payload []byte) error {
 		switch typ {
 		case tunnel.FrameKeepalive:
@@ -732,8 +732,6 @@ func (c *Client) readStream(cn *conn) error {
 	for {
 		res, err := in.ReadStream(cn.r, b, cn.gso, cn.backlog, onControl)
 		cn.lastRecv.Store(time.Now().UnixNano())
-		c.bytesIn.Add(res.Bytes)
-		c.packetsIn.Add(uint64(res.Packets))
 		if res.WriteErr != nil {
 			c.log.Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
 		}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sallyport/sallyport/client/policyroute"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -31,8 +32,8 @@ type netState struct {
 
 	mu      sync.Mutex
 	addrs   []netip.Prefix
-	routes  []tunnel.TableRoute
-	rules   []tunnel.Rule
+	routes  []policyroute.TableRoute
+	rules   []policyroute.Rule
 	kill    bool   // the kill switch is in place and this client owns it
 	dnsMode string // how DNS was set ("" while not set)
 	closing atomic.Bool
@@ -129,8 +130,8 @@ func (n *netState) adoptRouting() {
 	if err != nil {
 		n.log.Warn("cannot list routes", "table", n.table, "err", err)
 	}
-	var rules []tunnel.Rule
-	for _, t := range []int{n.table, tunnel.TableMain} {
+	var rules []policyroute.Rule
+	for _, t := range []int{n.table, policyroute.TableMain} {
 		rs, err := n.sys.Rules(t)
 		if err != nil {
 			n.log.Warn("cannot list routing rules", "err", err)
@@ -200,7 +201,7 @@ func (n *netState) apply(pc tunnel.Config) error {
 	plan := planRoutes(pc.Routes, n.dev, n.table, has6)
 	// New routes and rules first, stale ones after: a prefix that stays is
 	// never without its route.
-	var routes []tunnel.TableRoute
+	var routes []policyroute.TableRoute
 	for _, r := range plan.routes {
 		if err := n.sys.ReplaceTableRoute(r); err != nil {
 			return fmt.Errorf("add route %s: %w", r, err)
@@ -215,7 +216,7 @@ func (n *netState) apply(pc tunnel.Config) error {
 		}
 	}
 	n.routes = routes
-	var rules []tunnel.Rule
+	var rules []policyroute.Rule
 	for _, r := range plan.rules {
 		if err := n.sys.AddRule(r); err != nil {
 			return fmt.Errorf("add rule %s: %w", r, err)
@@ -313,7 +314,7 @@ func installed(sys system, dev string, table int) (Installed, error) {
 	for _, r := range routes {
 		in.Routes = append(in.Routes, r.String())
 	}
-	for _, t := range []int{table, tunnel.TableMain} {
+	for _, t := range []int{table, policyroute.TableMain} {
 		rules, err := sys.Rules(t)
 		errs = append(errs, err)
 		for _, r := range rules {
@@ -332,7 +333,7 @@ func installed(sys system, dev string, table int) (Installed, error) {
 // route in the table, and returns how many it removed.
 func removeRouting(sys system, table int, log *slog.Logger) int {
 	n := 0
-	for _, t := range []int{table, tunnel.TableMain} {
+	for _, t := range []int{table, policyroute.TableMain} {
 		rules, err := sys.Rules(t)
 		if err != nil {
 			log.Warn("cannot list routing rules", "err", err)

@@ -38,7 +38,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/sallyport/sallyport/tunnel"
+	"github.com/sallyport/sallyport/client/policyroute"
 )
 
 // Rule priorities: ahead of the kernel's main rule (32766).
@@ -59,8 +59,8 @@ const fallbackMetric = 0x5350
 
 // routePlan is the routes and rules the laptop needs for one pushed config.
 type routePlan struct {
-	routes []tunnel.TableRoute
-	rules  []tunnel.Rule
+	routes []policyroute.TableRoute
+	rules  []policyroute.Rule
 }
 
 // fullTunnel reports whether routes send all IPv4 or all IPv6 traffic into
@@ -123,13 +123,13 @@ func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePl
 	// add plans dst through the TUN with its fallback behind it, or only
 	// the fallback when unreachable.
 	add := func(dst netip.Prefix, unreachable bool) {
-		if slices.ContainsFunc(p.routes, func(x tunnel.TableRoute) bool { return x.Dst == dst }) {
+		if slices.ContainsFunc(p.routes, func(x policyroute.TableRoute) bool { return x.Dst == dst }) {
 			return
 		}
 		if !unreachable {
-			p.routes = append(p.routes, tunnel.TableRoute{Dst: dst, Dev: dev, Table: table})
+			p.routes = append(p.routes, policyroute.TableRoute{Dst: dst, Dev: dev, Table: table})
 		}
-		p.routes = append(p.routes, tunnel.TableRoute{Dst: dst, Table: table, Unreachable: true, Metric: fallbackMetric})
+		p.routes = append(p.routes, policyroute.TableRoute{Dst: dst, Table: table, Unreachable: true, Metric: fallbackMetric})
 		v6 := dst.Addr().Is6()
 		f := fam[v6]
 		f.any = true
@@ -152,11 +152,11 @@ func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePl
 			continue
 		}
 		mark := uint32(table)
-		p.rules = append(p.rules, tunnel.Rule{V6: v6, Priority: prioSpecific, Table: table, NotMark: mark, SuppressPrefixlen: 0})
+		p.rules = append(p.rules, policyroute.Rule{V6: v6, Priority: prioSpecific, Table: table, NotMark: mark, SuppressPrefixlen: 0})
 		if f.def {
 			p.rules = append(p.rules,
-				tunnel.Rule{V6: v6, Priority: prioMain, Table: tunnel.TableMain, SuppressPrefixlen: 0},
-				tunnel.Rule{V6: v6, Priority: prioDefault, Table: table, NotMark: mark, SuppressPrefixlen: -1})
+				policyroute.Rule{V6: v6, Priority: prioMain, Table: policyroute.TableMain, SuppressPrefixlen: 0},
+				policyroute.Rule{V6: v6, Priority: prioDefault, Table: table, NotMark: mark, SuppressPrefixlen: -1})
 		}
 	}
 	return p
@@ -164,12 +164,12 @@ func planRoutes(pushed []netip.Prefix, dev string, table int, has6 bool) routePl
 
 // ours reports whether r is one of the rules a client using table installs
 // (by priority and table), so a leftover from a crash can be recognised.
-func ours(r tunnel.Rule, table int) bool {
+func ours(r policyroute.Rule, table int) bool {
 	switch r.Priority {
 	case prioSpecific, prioDefault:
 		return r.Table == table && r.NotMark == uint32(table)
 	case prioMain:
-		return r.Table == tunnel.TableMain && r.SuppressPrefixlen == 0 && r.NotMark == 0
+		return r.Table == policyroute.TableMain && r.SuppressPrefixlen == 0 && r.NotMark == 0
 	}
 	return false
 }

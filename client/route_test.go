@@ -8,21 +8,22 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sallyport/sallyport/client/policyroute"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
 // fakeKernel is the recorder's memory of the routing table, rules and kill
 // switch tables, so read-back (status) and adoption run without root.
 type fakeKernel struct {
-	routes []tunnel.TableRoute
-	rules  []tunnel.Rule
+	routes []policyroute.TableRoute
+	rules  []policyroute.Rule
 	kill   map[string]killSpec
 }
 
-func (r *recorder) ReplaceTableRoute(rt tunnel.TableRoute) error {
+func (r *recorder) ReplaceTableRoute(rt policyroute.TableRoute) error {
 	r.mu.Lock()
 	// As the kernel: one route per destination and metric in a table.
-	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool {
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x policyroute.TableRoute) bool {
 		return x.Table == rt.Table && x.Dst == rt.Dst && x.Metric == rt.Metric
 	})
 	r.k.routes = append(r.k.routes, rt)
@@ -30,17 +31,17 @@ func (r *recorder) ReplaceTableRoute(rt tunnel.TableRoute) error {
 	return r.note("route+ %s", rt)
 }
 
-func (r *recorder) DeleteTableRoute(rt tunnel.TableRoute) error {
+func (r *recorder) DeleteTableRoute(rt policyroute.TableRoute) error {
 	r.mu.Lock()
-	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool { return x == rt })
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x policyroute.TableRoute) bool { return x == rt })
 	r.mu.Unlock()
 	return r.note("route- %s", rt)
 }
 
-func (r *recorder) TableRoutes(table int) ([]tunnel.TableRoute, error) {
+func (r *recorder) TableRoutes(table int) ([]policyroute.TableRoute, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []tunnel.TableRoute
+	var out []policyroute.TableRoute
 	for _, x := range r.k.routes {
 		if x.Table == table {
 			out = append(out, x)
@@ -49,7 +50,7 @@ func (r *recorder) TableRoutes(table int) ([]tunnel.TableRoute, error) {
 	return out, nil
 }
 
-func (r *recorder) AddRule(rl tunnel.Rule) error {
+func (r *recorder) AddRule(rl policyroute.Rule) error {
 	r.mu.Lock()
 	if !slices.Contains(r.k.rules, rl) {
 		r.k.rules = append(r.k.rules, rl)
@@ -58,17 +59,17 @@ func (r *recorder) AddRule(rl tunnel.Rule) error {
 	return r.note("rule+ %s", rl)
 }
 
-func (r *recorder) DeleteRule(rl tunnel.Rule) error {
+func (r *recorder) DeleteRule(rl policyroute.Rule) error {
 	r.mu.Lock()
-	r.k.rules = slices.DeleteFunc(r.k.rules, func(x tunnel.Rule) bool { return x == rl })
+	r.k.rules = slices.DeleteFunc(r.k.rules, func(x policyroute.Rule) bool { return x == rl })
 	r.mu.Unlock()
 	return r.note("rule- %s", rl)
 }
 
-func (r *recorder) Rules(table int) ([]tunnel.Rule, error) {
+func (r *recorder) Rules(table int) ([]policyroute.Rule, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []tunnel.Rule
+	var out []policyroute.Rule
 	for _, x := range r.k.rules {
 		if x.Table == table {
 			out = append(out, x)
@@ -112,7 +113,7 @@ func (r *recorder) KillSwitchExists(table string) (bool, error) {
 func (r *recorder) linkGone(dev string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.k.routes = slices.DeleteFunc(r.k.routes, func(x tunnel.TableRoute) bool { return !x.Unreachable && x.Dev == dev })
+	r.k.routes = slices.DeleteFunc(r.k.routes, func(x policyroute.TableRoute) bool { return !x.Unreachable && x.Dev == dev })
 }
 
 // kernel returns a copy of the fake kernel state.
@@ -206,7 +207,7 @@ func TestPlanRoutes(t *testing.T) {
 			}
 		})
 	}
-	if ours(tunnel.Rule{Priority: prioSpecific, Table: 2000, NotMark: 2000}, T) || ours(tunnel.Rule{Priority: 100, Table: T, NotMark: T}, T) {
+	if ours(policyroute.Rule{Priority: prioSpecific, Table: 2000, NotMark: 2000}, T) || ours(policyroute.Rule{Priority: 100, Table: T, NotMark: T}, T) {
 		t.Error("someone else's rule taken for ours")
 	}
 }
@@ -340,8 +341,8 @@ func TestKillSpec(t *testing.T) {
 // it found it: someone else's rule stays.
 func TestNetStateApply(t *testing.T) {
 	r := &recorder{}
-	foreign := tunnel.Rule{Priority: 100, Table: 77, SuppressPrefixlen: -1}
-	r.k.rules = []tunnel.Rule{foreign}
+	foreign := policyroute.Rule{Priority: 100, Table: 77, SuppressPrefixlen: -1}
+	r.k.rules = []policyroute.Rule{foreign}
 	logs := &syncBuffer{}
 	n := &netState{sys: r, dev: "fake0", log: testLogger(logs), table: DefaultTable, servers: []string{"127.0.0.1:443"}}
 	if err := n.start(boot{}); err != nil {
@@ -389,7 +390,7 @@ func TestNetStateApply(t *testing.T) {
 		t.Fatalf("installed after back to split: %+v", in)
 	}
 	n.teardown()
-	if k := r.kernel(); len(k.routes) != 0 || !slices.Equal(k.rules, []tunnel.Rule{foreign}) || len(k.kill) != 0 || n.routes != nil {
+	if k := r.kernel(); len(k.routes) != 0 || !slices.Equal(k.rules, []policyroute.Rule{foreign}) || len(k.kill) != 0 || n.routes != nil {
 		t.Fatalf("teardown left %+v (or removed someone else's rule)", k)
 	}
 }
@@ -401,7 +402,7 @@ func TestNetStateApply(t *testing.T) {
 func TestNetStateAdopt(t *testing.T) {
 	r := &recorder{}
 	stale := planRoutes(pfx("0.0.0.0/0"), "sp0", DefaultTable, false)
-	foreign := tunnel.Rule{Priority: prioSpecific, Table: 4242, NotMark: 4242}
+	foreign := policyroute.Rule{Priority: prioSpecific, Table: 4242, NotMark: 4242}
 	r.k.rules = append(slices.Clone(stale.rules), foreign)
 	r.k.routes = stale.routes
 	r.linkGone("sp0")
@@ -434,7 +435,7 @@ func TestNetStateAdopt(t *testing.T) {
 	if k := r.kernel(); len(k.kill) != 1 || k.kill["sallyport-sp1"].Table == "" {
 		t.Fatalf("teardown: kill switches %+v, want only sp1's", k.kill)
 	}
-	if k := r.kernel(); len(k.routes) != 0 || !slices.Equal(k.rules, []tunnel.Rule{foreign}) {
+	if k := r.kernel(); len(k.routes) != 0 || !slices.Equal(k.rules, []policyroute.Rule{foreign}) {
 		t.Fatalf("teardown left the adopted routing (or removed someone else's): %+v", k)
 	}
 	// Without a leftover and without kill_switch in the file, start leaves
@@ -467,7 +468,7 @@ func TestNetStateCrashFailsClosed(t *testing.T) {
 	r.linkGone("sp0") // kill -9
 	k := r.kernel()
 	for _, p := range pc.Routes {
-		if !slices.ContainsFunc(k.routes, func(x tunnel.TableRoute) bool { return x.Dst == p && x.Unreachable }) {
+		if !slices.ContainsFunc(k.routes, func(x policyroute.TableRoute) bool { return x.Dst == p && x.Unreachable }) {
 			t.Errorf("after the TUN went, %s is not refused: %v", p, strs(k.routes))
 		}
 	}
@@ -518,7 +519,7 @@ func TestSessionFullTunnel(t *testing.T) {
 		t.Fatalf("installed %+v (%s)", in, st.InstallErr)
 	}
 	// Someone deletes a route behind the client's back: status says so.
-	_ = e.sys.DeleteTableRoute(tunnel.TableRoute{Dst: pfx("::/0")[0], Table: DefaultTable, Unreachable: true, Metric: fallbackMetric})
+	_ = e.sys.DeleteTableRoute(policyroute.TableRoute{Dst: pfx("::/0")[0], Table: DefaultTable, Unreachable: true, Metric: fallbackMetric})
 	if in := e.c.Status().Installed; len(in.Routes) != 2 {
 		t.Fatalf("status shows what the client remembers, not what is installed: %+v", in)
 	}

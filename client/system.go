@@ -3,6 +3,7 @@ package client
 import (
 	"net/netip"
 
+	"github.com/sallyport/sallyport/client/policyroute"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -16,12 +17,12 @@ type system interface {
 	SetAddress(dev string, p netip.Prefix) error
 	RemoveAddress(dev string, p netip.Prefix) error
 	LinkUp(dev string, mtu int) error
-	ReplaceTableRoute(r tunnel.TableRoute) error
-	DeleteTableRoute(r tunnel.TableRoute) error
-	TableRoutes(table int) ([]tunnel.TableRoute, error)
-	AddRule(r tunnel.Rule) error
-	DeleteRule(r tunnel.Rule) error
-	Rules(table int) ([]tunnel.Rule, error)
+	ReplaceTableRoute(r policyroute.TableRoute) error
+	DeleteTableRoute(r policyroute.TableRoute) error
+	TableRoutes(table int) ([]policyroute.TableRoute, error)
+	AddRule(r policyroute.Rule) error
+	DeleteRule(r policyroute.Rule) error
+	Rules(table int) ([]policyroute.Rule, error)
 	ConnectedPrefixes(except string) ([]netip.Prefix, error)
 	InstallKillSwitch(s killSpec) error
 	RemoveKillSwitch(table string) error
@@ -45,17 +46,25 @@ func (s osSystem) OpenDevice(name, driver string, mtu int) (tunnel.Device, error
 	}
 	return d, err
 }
-func (osSystem) SetAddress(dev string, p netip.Prefix) error        { return tunnel.SetAddress(dev, p) }
-func (osSystem) RemoveAddress(dev string, p netip.Prefix) error     { return tunnel.RemoveAddress(dev, p) }
-func (osSystem) LinkUp(dev string, mtu int) error                   { return tunnel.LinkUp(dev, mtu) }
-func (osSystem) ReplaceTableRoute(r tunnel.TableRoute) error        { return tunnel.ReplaceTableRoute(r) }
-func (osSystem) DeleteTableRoute(r tunnel.TableRoute) error         { return tunnel.DeleteTableRoute(r) }
-func (osSystem) TableRoutes(table int) ([]tunnel.TableRoute, error) { return tunnel.TableRoutes(table) }
-func (osSystem) AddRule(r tunnel.Rule) error                        { return tunnel.AddRule(r) }
-func (osSystem) DeleteRule(r tunnel.Rule) error                     { return tunnel.DeleteRule(r) }
-func (osSystem) Rules(table int) ([]tunnel.Rule, error)             { return tunnel.Rules(table) }
+func (osSystem) SetAddress(dev string, p netip.Prefix) error { return tunnel.SetAddress(dev, p) }
+func (osSystem) RemoveAddress(dev string, p netip.Prefix) error {
+	return policyroute.RemoveAddress(dev, p)
+}
+func (osSystem) LinkUp(dev string, mtu int) error { return tunnel.LinkUp(dev, mtu) }
+func (osSystem) ReplaceTableRoute(r policyroute.TableRoute) error {
+	return policyroute.ReplaceTableRoute(r)
+}
+func (osSystem) DeleteTableRoute(r policyroute.TableRoute) error {
+	return policyroute.DeleteTableRoute(r)
+}
+func (osSystem) TableRoutes(table int) ([]policyroute.TableRoute, error) {
+	return policyroute.TableRoutes(table)
+}
+func (osSystem) AddRule(r policyroute.Rule) error            { return policyroute.AddRule(r) }
+func (osSystem) DeleteRule(r policyroute.Rule) error         { return policyroute.DeleteRule(r) }
+func (osSystem) Rules(table int) ([]policyroute.Rule, error) { return policyroute.Rules(table) }
 func (osSystem) ConnectedPrefixes(except string) ([]netip.Prefix, error) {
-	return tunnel.ConnectedPrefixes(except)
+	return policyroute.ConnectedPrefixes(except)
 }
 func (osSystem) InstallKillSwitch(s killSpec) error          { return installKillSwitch(s) }
 func (osSystem) RemoveKillSwitch(table string) error         { return removeKillSwitch(table) }

@@ -97,13 +97,12 @@ func (ss *session) routineReadStream() {
 // batches to one of these, with the same verdict (fromDevice). aqm is nil
 // for a transport with no backlog to measure.
 func (ss *session) inbound(aqm *tunnel.AQM) *tunnel.Inbound {
-	return &tunnel.Inbound{Dev: ss.srv.dev, MTU: ss.srv.config().Tunnel.MTU, Verdict: ss.fromDevice, Drops: &ss.drops, AQM: aqm}
+	return &tunnel.Inbound{Dev: ss.srv.dev, MTU: ss.srv.config().Tunnel.MTU, Verdict: ss.fromDevice, Drops: &ss.drops, AQM: aqm,
+		Packets: &ss.packetsIn, Bytes: &ss.bytesIn}
 }
 
-// received counts what one batch from the device did.
+// received logs what one batch from the device did (Inbound counted it).
 func (ss *session) received(res tunnel.InboundResult) {
-	ss.bytesIn.Add(res.Bytes)
-	ss.packetsIn.Add(uint64(res.Packets))
 	if res.WriteErr != nil && !ss.srv.draining.Load() {
 		ss.logger().Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
 	}

@@ -248,14 +248,14 @@ func TestNetlinkHelpers(t *testing.T) {
 		}{
 			{"set address", func() error { return SetAddress(name, a1) }},
 			{"set address again", func() error { return SetAddress(name, a1) }},
-			{"replace route", func() error { return ReplaceRoute(name, netip.MustParsePrefix("192.168.77.0/24")) }},
-			{"replace route again", func() error { return ReplaceRoute(name, netip.MustParsePrefix("192.168.77.0/24")) }},
-			{"non-canonical route", func() error { return ReplaceRoute(name, netip.MustParsePrefix("172.16.5.9/16")) }},
-			{"default route", func() error { return ReplaceRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
+			{"replace route", func() error { return replaceRoute(name, netip.MustParsePrefix("192.168.77.0/24")) }},
+			{"replace route again", func() error { return replaceRoute(name, netip.MustParsePrefix("192.168.77.0/24")) }},
+			{"non-canonical route", func() error { return replaceRoute(name, netip.MustParsePrefix("172.16.5.9/16")) }},
+			{"default route", func() error { return replaceRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
 			{"change address", func() error { return SetAddress(name, a2) }},
-			{"delete route", func() error { return DeleteRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
-			{"delete missing route", func() error { return DeleteRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
-			{"delete on missing link", func() error { return DeleteRoute("nosuchlink0", netip.MustParsePrefix("10.0.0.0/8")) }},
+			{"delete route", func() error { return deleteRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
+			{"delete missing route", func() error { return deleteRoute(name, netip.MustParsePrefix("0.0.0.0/0")) }},
+			{"delete on missing link", func() error { return deleteRoute("nosuchlink0", netip.MustParsePrefix("10.0.0.0/8")) }},
 		}
 		for _, s := range steps {
 			if err := s.fn(); err != nil {
@@ -263,7 +263,7 @@ func TestNetlinkHelpers(t *testing.T) {
 				return
 			}
 		}
-		routes, err := LinkRoutes(name)
+		routes, err := linkRoutes(name)
 		if err != nil {
 			t.Error(err)
 			return
@@ -283,14 +283,14 @@ func TestNetlinkHelpers(t *testing.T) {
 		for _, err := range []error{
 			LinkUp("nosuchlink0", 0),
 			SetAddress("nosuchlink0", a1),
-			ReplaceRoute("nosuchlink0", a1),
+			replaceRoute("nosuchlink0", a1),
 			SetAddress(name, netip.Prefix{}),
 		} {
 			if err == nil {
 				t.Error("no error for missing link / bad prefix")
 			}
 		}
-		if _, err := LinkRoutes("nosuchlink0"); err == nil {
+		if _, err := linkRoutes("nosuchlink0"); err == nil {
 			t.Error("LinkRoutes on missing link: no error")
 		}
 	})
@@ -332,7 +332,7 @@ func TestSetAddressSameSubnet(t *testing.T) {
 						return
 					}
 					if i == 0 {
-						if err := ReplaceRoute(name, tt.route); err != nil {
+						if err := replaceRoute(name, tt.route); err != nil {
 							t.Error(err)
 							return
 						}
@@ -341,7 +341,7 @@ func TestSetAddressSameSubnet(t *testing.T) {
 					if !slices.Equal(got, []netip.Prefix{p}) {
 						t.Errorf("after setting %s: addresses %v, want only %s", p, got, p)
 					}
-					routes, err := LinkRoutes(name)
+					routes, err := linkRoutes(name)
 					if err != nil {
 						t.Error(err)
 						return

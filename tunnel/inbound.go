@@ -30,7 +30,10 @@
 
 package tunnel
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Verdict decides one packet a relay received (pkt is the IP packet; its
 // virtio-net header, if any, is valid): Accept, or why it is dropped.
@@ -46,6 +49,10 @@ type Inbound struct {
 	Verdict Verdict     // nil: every valid packet passes (the laptop)
 	Drops   *DropCounts // drops are counted here by reason
 	AQM     *AQM        // nil: never drop for congestion
+	// Packets and Bytes, when set, count what was received (dropped
+	// packets included) before anything reaches the TUN, so a reader that
+	// saw a packet on the TUN sees it counted.
+	Packets, Bytes *atomic.Uint64
 }
 
 // InboundResult is what one batch did.
@@ -92,6 +99,10 @@ func (in *Inbound) Deliver(b *Batch, n int, now time.Time, backlog int) InboundR
 		keep++
 	}
 	res.Written = keep
+	if in.Packets != nil {
+		in.Packets.Add(uint64(n))
+		in.Bytes.Add(res.Bytes)
+	}
 	if keep > 0 {
 		res.WriteErr = WritePackets(in.Dev, b, keep, Headroom)
 	}

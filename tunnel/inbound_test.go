@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -191,14 +192,19 @@ func TestInboundVerdict(t *testing.T) {
 	}
 }
 
-// TestInboundWriteError: a failing TUN write is reported, not fatal.
+// TestInboundWriteError: a failing TUN write is reported, not fatal; what
+// was received is counted whatever happened to it.
 func TestInboundWriteError(t *testing.T) {
 	dev := &recDev{err: errors.New("tun gone")}
 	var drops DropCounts
-	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops}
-	res := in.Deliver(batchOf([][]byte{tagged(100)}, nil), 1, time.Now(), 0)
+	var packets, bytes atomic.Uint64
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, Packets: &packets, Bytes: &bytes}
+	res := in.Deliver(batchOf([][]byte{tagged(100), {1, 2}}, map[int]VnetHdr{1: {GSOType: VnetGSOTCPv4}}), 2, time.Now(), 0)
 	if res.WriteErr == nil || res.Written != 1 {
 		t.Fatalf("result %+v", res)
+	}
+	if packets.Load() != 2 || bytes.Load() != 102 {
+		t.Fatalf("counted %d packets, %d bytes; want 2, 102", packets.Load(), bytes.Load())
 	}
 }
 

@@ -17,16 +17,3 @@ func LinkUp(name string, mtu int) error { return errNetlink("link up " + name) }
 
 // SetAddress is only supported on Linux.
 func SetAddress(name string, p netip.Prefix) error { return errNetlink("set address on " + name) }
-
-// ReplaceRoute is only supported on Linux.
-func ReplaceRoute(name string, dst netip.Prefix) error {
-	return errNetlink("replace route via " + name)
-}
-
-// DeleteRoute is only supported on Linux.
-func DeleteRoute(name string, dst netip.Prefix) error { return errNetlink("delete route via " + name) }
-
-// LinkRoutes is only supported on Linux.
-func LinkRoutes(name string) ([]netip.Prefix, error) {
-	return nil, errNetlink("list routes of " + name)
-}

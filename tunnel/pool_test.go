@@ -13,7 +13,7 @@ func TestReaderHoldsBufferOnlyWhileBuffered(t *testing.T) {
 	defer pr.Close()
 	r := NewReader(pr, 0)
 	in := NewBatch(4, Headroom+2000)
-	if r.Holding() {
+	if r.holding() {
 		t.Fatal("new Reader holds a buffer")
 	}
 	frames := mustFrame(t, nil, FrameData, pkt(1500, 1))
@@ -39,8 +39,8 @@ func TestReaderHoldsBufferOnlyWhileBuffered(t *testing.T) {
 	if got != 2 || in.Sizes[got-1] != 700 {
 		t.Fatalf("got %d packets, last %d bytes", got, in.Sizes[got-1])
 	}
-	if r.Holding() || r.Buffered() != 0 {
-		t.Fatalf("Reader holds its buffer (%v, %d bytes buffered) after decoding everything", r.Holding(), r.Buffered())
+	if r.holding() || r.Buffered() != 0 {
+		t.Fatalf("Reader holds its buffer (%v, %d bytes buffered) after decoding everything", r.holding(), r.Buffered())
 	}
 
 	// Next's payload stays valid until the next call, so the buffer is
@@ -49,14 +49,14 @@ func TestReaderHoldsBufferOnlyWhileBuffered(t *testing.T) {
 	if typ, p, err := r.Next(); err != nil || typ != FrameHello || string(p) != `{"version":1}` {
 		t.Fatalf("Next: %#x %q %v", typ, p, err)
 	}
-	if !r.Holding() {
+	if !r.holding() {
 		t.Fatal("Reader gave its buffer back while the payload Next returned is live")
 	}
 	pw.Close()
 	if _, _, err := r.Next(); err != io.EOF {
 		t.Fatalf("at end of stream: %v, want io.EOF", err)
 	}
-	if r.Holding() {
+	if r.holding() {
 		t.Fatal("Reader holds its buffer after the stream ended")
 	}
 }

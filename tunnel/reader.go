@@ -147,9 +147,9 @@ func (r *Reader) drop() {
 	r.feed.pre, r.pending = nil, 0
 }
 
-// Holding reports whether the Reader holds a stream buffer now (for tests
+// holding reports whether the Reader holds a stream buffer now (for tests
 // and memory accounting).
-func (r *Reader) Holding() bool { return r.br != nil }
+func (r *Reader) holding() bool { return r.br != nil }
 
 // Buffered returns the number of bytes already read from the stream and not
 // yet returned as frames (excluding the frame last returned by Next).

@@ -1,4 +1,10 @@
-package tunnel
+// Package policyroute is the laptop's policy routing over netlink: routes in
+// a table of their own (through the TUN, or unreachable behind it), the
+// `ip rule`s that send unmarked packets there, the prefixes the laptop is
+// directly connected to, and address removal. Only the client uses it
+// (client/route.go plans what it installs); it moved out of tunnel, which
+// both sides share. Linux only: policyroute_other.go refuses.
+package policyroute
 
 import (
 	"fmt"

@@ -1,8 +1,16 @@
 //go:build !linux
 
-package tunnel
+package policyroute
 
-import "net/netip"
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+func errNetlink(op string) error {
+	return fmt.Errorf("%s: netlink is only available on linux: %w", op, errors.ErrUnsupported)
+}
 
 // ReplaceTableRoute is only supported on Linux.
 func ReplaceTableRoute(r TableRoute) error { return errNetlink("replace route " + r.String()) }

@@ -1,12 +1,17 @@
-package tunnel
+package policyroute
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/sallyport/sallyport/internal/testenv"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // vethUp makes a veth pair in the current namespace, with addr on name and
@@ -83,21 +88,21 @@ func TestPolicyRouting(t *testing.T) {
 		if got := routeDev(t, "2001:db8::1", 0); got != "lan0" {
 			t.Fatalf("before: IPv6 goes out %q, want lan0", got)
 		}
-		dev, err := OpenDevice(testDevName(), "water", 1400)
+		dev, err := tunnel.OpenDevice(testDevName(), "water", 1400)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer dev.Close()
 		name := dev.Name()
-		if err := SetAddress(name, netip.MustParsePrefix("10.213.0.2/24")); err != nil {
+		if err := tunnel.SetAddress(name, netip.MustParsePrefix("10.213.0.2/24")); err != nil {
 			t.Fatal(err)
 		}
-		if err := LinkUp(name, 1400); err != nil {
+		if err := tunnel.LinkUp(name, 1400); err != nil {
 			t.Fatal(err)
 		}
 		// A v6 address beside the v4 one, then removed: v4 stays.
 		v6 := netip.MustParsePrefix("fd00:213::2/64")
-		if err := SetAddress(name, v6); err != nil {
+		if err := tunnel.SetAddress(name, v6); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {
@@ -221,12 +226,12 @@ func TestPolicyRouting(t *testing.T) {
 func TestFallbackRoute(t *testing.T) {
 	inNetns(t, func() {
 		lanUp(t)
-		dev, err := OpenDevice(testDevName(), "water", 1400)
+		dev, err := tunnel.OpenDevice(testDevName(), "water", 1400)
 		if err != nil {
 			t.Fatal(err)
 		}
 		name := dev.Name()
-		if err := LinkUp(name, 1400); err != nil {
+		if err := tunnel.LinkUp(name, 1400); err != nil {
 			t.Fatal(err)
 		}
 		const table, mark, metric = 21328, 21328, 21328
@@ -301,3 +306,12 @@ func TestFallbackRoute(t *testing.T) {
 		}
 	})
 }
+
+// inNetns runs fn in a throwaway network namespace (testenv.InNetns).
+func inNetns(t *testing.T, fn func()) {
+	t.Helper()
+	testenv.InNetns(t, "network namespaces", fn)
+}
+
+// testDevName is a TUN name of this test process (namespaced anyway).
+func testDevName() string { return fmt.Sprintf("sprt%d", os.Getpid()%10000) }

@@ -1,4 +1,4 @@
-package tunnel
+package policyroute
 
 // Policy routing for the laptop (client/route.go plans it): the pushed
 // prefixes go into their own table and `ip rule`s send every packet that
