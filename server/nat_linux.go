@@ -58,15 +58,6 @@ func removeNAT(table string) error {
 	return nil
 }
 
-// natTableExists reports whether the table is in the kernel.
-func natTableExists(table string) (bool, error) {
-	c, err := nft.Dial()
-	if err != nil {
-		return false, fmt.Errorf("NAT: %w", err)
-	}
-	return nft.Exists(c, table)
-}
-
 // autoInterfaces returns the interfaces the kernel routes the pushed
 // routes through (the default routes' interfaces for 0.0.0.0/0 and ::/0),
 // without the TUN itself and loopback.
