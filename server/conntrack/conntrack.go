@@ -133,13 +133,14 @@ func (t *Table) Add(f Flow, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if seen, ok := t.flows[f]; ok {
-		if n > seen {
-			t.flows[f] = n
-		}
+		t.flows[f] = max(seen, n) // an older now never moves last-seen back
 		return true
 	}
 	if len(t.flows) >= t.max {
-		if t.swept && n >= t.lastSweep && n-t.lastSweep < int64(sweepInterval) {
+		// Swept less than sweepInterval ago: refuse without scanning. A
+		// clock that went back makes the difference negative, which as
+		// unsigned is huge: then it sweeps.
+		if t.swept && uint64(n-t.lastSweep) < uint64(sweepInterval) {
 			return false
 		}
 		t.lastSweep, t.swept = n, true
@@ -167,9 +168,7 @@ func (t *Table) Has(f Flow, now time.Time) bool {
 		delete(t.flows, f)
 		return false
 	}
-	if n > seen {
-		t.flows[f] = n
-	}
+	t.flows[f] = max(seen, n)
 	return true
 }
 

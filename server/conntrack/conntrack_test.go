@@ -292,3 +292,50 @@ func BenchmarkHasParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestFullSweepRateLimit: a full table scans for idle flows at most once
+// per sweepInterval, even when flows went idle in between (a flood of new
+// flows against a full table costs one scan per interval, not one per
+// packet), and scans again once the interval has passed, to the
+// nanosecond.
+func TestFullSweepRateLimit(t *testing.T) {
+	tab := New(2)
+	tab.UDPTimeout = sweepInterval / 2
+	flow := func(p uint16) Flow { return Flow{Proto: packet.ProtoUDP, Src: dev, Dst: host, SrcPort: p, DstPort: 53} }
+	tab.Add(flow(1), t0)
+	tab.Add(flow(2), t0)
+	sweep := t0.Add(sweepInterval / 4) // both live: the sweep frees nothing
+	if tab.Add(flow(3), sweep) {
+		t.Fatal("Add to a full table of live flows succeeded")
+	}
+	// Both flows are idle from t0+interval/2 on, but no new scan before
+	// sweep+interval.
+	if tab.Add(flow(3), sweep.Add(sweepInterval-time.Nanosecond)) {
+		t.Fatal("Add scanned the table again within the sweep interval")
+	}
+	if tab.Len() != 2 {
+		t.Fatalf("Len %d: the idle flows were expired within the interval", tab.Len())
+	}
+	if !tab.Add(flow(3), sweep.Add(sweepInterval)) {
+		t.Fatal("no scan once the interval had passed")
+	}
+	if tab.Len() != 1 || !tab.Has(flow(3), sweep.Add(sweepInterval)) {
+		t.Fatalf("after the scan: Len %d", tab.Len())
+	}
+}
+
+// TestNoRefreshBackwards: Add and Has with an older time keep the newer
+// last-seen, so a flow is not expired early by a late packet's timestamp.
+func TestNoRefreshBackwards(t *testing.T) {
+	tab := New(4)
+	f := Flow{Proto: packet.ProtoUDP, Src: dev, Dst: host, SrcPort: 1, DstPort: 53}
+	tab.Add(f, t0.Add(time.Minute))
+	tab.Add(f, t0)
+	if !tab.Has(f, t0.Add(2*time.Minute)) { // 60 s after the newer time: still live
+		t.Fatal("Add moved last-seen backwards")
+	}
+	tab.Has(f, t0) // older again
+	if !tab.Has(f, t0.Add(3*time.Minute)) {
+		t.Fatal("Has moved last-seen backwards")
+	}
+}

@@ -287,3 +287,70 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+// TestParseEdges: packets exactly at each length limit parse, one byte
+// less fails with the right error and never panics (a mis-bounded check
+// either rejects a valid packet or reads past the end).
+func TestParseEdges(t *testing.T) {
+	const noNext = 59 // IPv6 "no next header"
+	hdrOnly4 := v4(noNext, 0, 5, nil) // 20 bytes, total length 20
+	hbh8 := v6(protoHopByHop, ext(noNext, 8), nil)
+	hbh16 := v6(protoHopByHop, ext(noNext, 16), nil)
+	frag8 := v6(protoFragment, fragHdr(noNext, 0, false), nil)
+	ah8 := func() []byte { // 8-byte AH: payload length field 0
+		b := make([]byte, 8)
+		b[0] = noNext
+		return v6(protoAH, b, nil)
+	}()
+	for _, tt := range []struct {
+		name      string
+		pkt       []byte
+		wantErr   error
+		wantProto uint8
+	}{
+		{"IPv4 header only, 20 bytes", hdrOnly4, nil, noNext},
+		{"IPv4, 19 bytes", hdrOnly4[:19], errShort4, 0},
+		{"hop-by-hop of exactly 8 bytes", hbh8, nil, noNext},
+		{"hop-by-hop of exactly 16 bytes", hbh16, nil, noNext},
+		{"fragment header of exactly 8 bytes", frag8, nil, noNext},
+		{"AH of exactly 8 bytes", ah8, nil, noNext},
+		{"hop-by-hop cut to 1 byte", trunc6(hbh8, 41), errExt6, 0},
+		{"fragment header cut to 1 byte", trunc6(frag8, 41), errExt6, 0},
+		{"AH cut to 1 byte", trunc6(ah8, 41), errExt6, 0},
+		{"hop-by-hop of 16 cut to 8", trunc6(hbh16, 48), errExt6, 0},
+		{"hop-by-hop cut to 7 bytes", trunc6(hbh8, 47), errExt6, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var info Info
+			err := Parse(tt.pkt, &info)
+			if !errors.Is(err, tt.wantErr) || (err == nil && info.Proto != tt.wantProto) {
+				t.Fatalf("Parse = %v (proto %d), want %v (proto %d)", err, info.Proto, tt.wantErr, tt.wantProto)
+			}
+		})
+	}
+	// IPv4 total length equal to the header length: a header-only packet.
+	b := v4(noNext, 0, 6, nil) // IHL 24, total 24
+	var info Info
+	if err := Parse(b, &info); err != nil {
+		t.Fatalf("total length = IHL: %v", err)
+	}
+	binary.BigEndian.PutUint16(b[2:4], 23)
+	if err := Parse(b, &info); !errors.Is(err, errTotalShort) {
+		t.Fatalf("total length < IHL: %v", err)
+	}
+	// Src and Dst at exactly the fixed header's length.
+	if a, ok := Src(hdrOnly4); !ok || a != src4 {
+		t.Fatalf("Src of a 20-byte packet: %v %v", a, ok)
+	}
+	if a, ok := Dst(hdrOnly4); !ok || a != dst4 {
+		t.Fatalf("Dst of a 20-byte packet: %v %v", a, ok)
+	}
+}
+
+// trunc6 cuts an IPv6 packet to n bytes and makes its payload length say
+// so; the capacity is n too, so a read past the end panics.
+func trunc6(p []byte, n int) []byte {
+	b := append([]byte(nil), p[:n]...)
+	binary.BigEndian.PutUint16(b[4:6], uint16(n-40))
+	return b[:n:n]
+}
