@@ -133,10 +133,9 @@ func TestImportRules(t *testing.T) {
 		if slices.Contains(p.imports, "pki/ca") && !slices.Contains([]string{"pki/pkicmd", "bench/scale", "scripts/demohelper"}, p.path) {
 			t.Errorf("%s imports pki/ca: only pki/pkicmd, bench/scale, scripts/demohelper and tests may", p.path)
 		}
-		if slices.Contains(p.deps, "pki/renew") && !slices.Contains([]string{"server", "cmd/sallyport/cli", "cmd/sallyport"}, p.path) && p.path != "pki/renew" {
-			if under(p.path, "client") || under(p.path, "tunnel") || under(p.path, "internal") || under(p.path, "pki") {
-				t.Errorf("%s links pki/renew: of the run-time packages only server may", p.path)
-			}
+		runTime := under(p.path, "client") || under(p.path, "tunnel") || under(p.path, "internal") || p.path == "pki" || under(p.path, "pki/hwkey")
+		if runTime && slices.Contains(p.deps, "pki/renew") {
+			t.Errorf("%s links pki/renew: of the run-time packages only server may", p.path)
 		}
 	}
 	for _, must := range []string{"server", "client", "tunnel", "tunnel/packet", "pki", "pki/ca", "cmd/sallyport/cli", "internal/metricsrv"} {

@@ -292,7 +292,7 @@ func BenchmarkParse(b *testing.B) {
 // less fails with the right error and never panics (a mis-bounded check
 // either rejects a valid packet or reads past the end).
 func TestParseEdges(t *testing.T) {
-	const noNext = 59 // IPv6 "no next header"
+	const noNext = 59                 // IPv6 "no next header"
 	hdrOnly4 := v4(noNext, 0, 5, nil) // 20 bytes, total length 20
 	hbh8 := v6(protoHopByHop, ext(noNext, 8), nil)
 	hbh16 := v6(protoHopByHop, ext(noNext, 16), nil)

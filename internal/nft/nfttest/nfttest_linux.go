@@ -99,9 +99,9 @@ func family(f nftables.TableFamily) string {
 // rule matching the wrong field reads wrong.
 func Render(es []expr.Any) string {
 	var parts []string
-	var load string   // what register 1 holds
-	var mask []byte   // its mask, if a Bitwise applied one
-	var v6 bool       // the rule matched nfproto ipv6 before
+	var load string // what register 1 holds
+	var mask []byte // its mask, if a Bitwise applied one
+	var v6 bool     // the rule matched nfproto ipv6 before
 	for _, e := range es {
 		switch e := e.(type) {
 		case *expr.Meta:
