@@ -48,6 +48,7 @@ client_ca = "pki/ca.crt"
 crl = "pki/crl.pem"
 [tunnel]
 ipv4_pool = "10.8.0.0/24"
+lease_file = "` + filepath.Join(home, "state", "leases.json") + `"
 [[policy]]
 name = "all"
 match = { cn = ["*"] }
