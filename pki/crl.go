@@ -36,6 +36,19 @@ func ReasonString(code int) string {
 	return fmt.Sprintf("reason(%d)", code)
 }
 
+// ReasonNames lists the revocation reasons ParseReason takes by name, for
+// help and shell completion (removeFromCRL is not one: revocations are
+// permanent).
+func ReasonNames() []string {
+	var out []string
+	for code, name := range reasonNames {
+		if name != "" && code != 8 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // ParseReason maps a reason name (case-insensitive, e.g. "keyCompromise") or
 // its number to the RFC 5280 code. removeFromCRL is refused: this CA never
 // un-revokes.

@@ -114,6 +114,7 @@ func (c *command) cobra() *cobra.Command {
 		},
 	}
 	cmdutil.AddGoFlags(cc, fs)
+	addCompletions(cc, c.name)
 	return cc
 }
 

@@ -68,5 +68,6 @@ IP packets between a TUN device on each side.`,
 			cmd.Println("sallyport", version)
 		},
 	})
+	addCompletions(root)
 	return root
 }
