@@ -63,9 +63,9 @@ type Client struct {
 	// manager's status line (sd_notify STATUS=).
 	OnState func(connected bool, line string)
 
-	cfg  *Config
+	cfg  *Config // restart-only keys as started; the live ones in c.inPlace and c.matp (reload.go)
 	log  *slog.Logger
-	matp atomic.Pointer[material] // the device's identity now (material(); renew.go replaces it)
+	matp atomic.Pointer[material] // the device's identity now (material(); renew.go and reload.go replace it)
 	// prev is the pair a renewal replaced, until a session with the new
 	// one succeeds (renew.go); nil otherwise.
 	prev atomic.Pointer[material]
@@ -80,6 +80,7 @@ type Client struct {
 	started time.Time
 
 	mu         sync.Mutex // guards the fields below (status)
+	inPlace    liveConfig // the keys a reload changes in place (reload.go)
 	server     string
 	pushed     tunnel.Config
 	since      time.Time
@@ -147,7 +148,7 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err := checkValidity(mat.leaf, cfg.certSource(), time.Now()); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), sys: osSystem{stateDir: cfg.stateDirectory()}}
+	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), sys: osSystem{stateDir: cfg.stateDirectory()}, inPlace: liveOf(cfg, mat)}
 	c.matp.Store(mat)
 	if prev := loadPrevious(cfg, mat); prev != nil {
 		c.prev.Store(prev)
@@ -255,6 +256,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		return err // tunnel.OpenDevice names the device and driver
 	}
 	c.dev = dev
+	servers := c.servers()
 	c.mu.Lock() // Status reads c.net
 	table := c.cfg.Tunnel.Table
 	if c.cfg.Tunnel.tableAuto {
@@ -266,7 +268,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		defer os.Remove(deviceFile(c.cfg))
 	}
 	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: table,
-		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: c.cfg.Servers}
+		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: servers}
 	c.mu.Unlock()
 	defer func() {
 		c.net.teardown()
@@ -280,14 +282,14 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	if ready != nil {
 		ready()
 	}
-	c.state(false, "not connected: connecting to "+strings.Join(c.cfg.Servers, ", "))
+	c.state(false, "not connected: connecting to "+strings.Join(servers, ", "))
 	c.wg.Add(1)
 	go c.routineReadTUN()
 
-	backoff := c.cfg.Reconnect.MinDelay
+	backoff := c.reconnect().MinDelay
 	for ctx.Err() == nil {
 		err := c.session(ctx, func() {
-			backoff = c.cfg.Reconnect.MinDelay
+			backoff = c.reconnect().MinDelay
 			c.mu.Lock()
 			line := "connected to " + c.server + ", address " + c.pushed.Address.String()
 			c.mu.Unlock()
@@ -309,7 +311,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			r.Permanent, wait = false, 0
 		}
 		if r.Permanent {
-			d := c.cfg.Reconnect.RefusedDelay
+			d := c.reconnect().RefusedDelay
 			wait = d - rand.N(d/10+1)
 		}
 		if errors.Is(err, errUpgrade) {
@@ -349,7 +351,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		case <-t.C:
 		}
 		t.Stop()
-		backoff = min(2*backoff, c.cfg.Reconnect.MaxDelay)
+		backoff = min(2*backoff, c.reconnect().MaxDelay)
 	}
 	return nil
 }
@@ -497,13 +499,7 @@ func (c *Client) sessionTLS(ctx context.Context, tc *tls.Conn, addr string, m *m
 	cn.hangup = func() { _ = tc.NetConn().Close() }
 	// Shutdown (SIGTERM, `sallyport down`) tells the gateway and closes the
 	// stream, which ends the blocked read below.
-	stopClose := context.AfterFunc(ctx, func() {
-		msg, _ := tunnel.EncodeClose(tunnel.CloseMsg{Reason: "client shutdown"})
-		if cn.w.Finish(tunnel.FrameClose, msg, time.Second) != nil {
-			cn.drop(nil) // a gateway that does not read would hold tls.Conn.Close 5 s
-		}
-		tc.Close()
-	})
+	stopClose := context.AfterFunc(ctx, func() { cn.hangUp("client shutdown") })
 	defer stopClose()
 	_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
 	caps := []string{tunnel.CapPush}
@@ -746,6 +742,10 @@ func (c *Client) readStream(cn *conn) error {
 
 // Status is the answer to `sallyport status`.
 type Status struct {
+	// Profile is the profile's name (its file's, without .toml) and
+	// Config the file it was started from.
+	Profile   string `json:"profile"`
+	Config    string `json:"config"`
 	Connected bool   `json:"connected"`
 	Server    string `json:"server"`
 	// Path is how the laptop reaches the gateway: "quic" (the datagram
@@ -825,6 +825,7 @@ func (c *Client) Status() Status {
 		Device:            id.Device, CertNotAfter: m.leaf.NotAfter, CertSerial: id.Serial, CertLineage: id.Lineage,
 		CertDaysLeft: int(time.Until(m.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
 		KeyKind: string(m.keyKind), KeyLocation: m.keyAt,
+		Profile: Profile(c.cfg.Path), Config: c.cfg.Path,
 		Renewal: c.renewing && c.connected, Renewals: c.renewals, RenewedAt: c.renewedAt, RenewError: c.renewError,
 	}
 	if st.Renewal {

@@ -50,7 +50,7 @@ type Config struct {
 func StateDir() string { return envDir("STATE_DIRECTORY", "/var/lib/sallyport") }
 
 // RuntimeDir is where the laptop keeps what lives only while the machine
-// runs (the device lock): the first directory of $RUNTIME_DIRECTORY (the
+// runs (the device lock, the admin sockets): the first directory of $RUNTIME_DIRECTORY (the
 // unit's RuntimeDirectory=), else /run/sallyport.
 func RuntimeDir() string { return envDir("RUNTIME_DIRECTORY", "/run/sallyport") }
 
@@ -186,12 +186,6 @@ func LoadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
-// Profile names a client config after its file: /etc/sallyport/acme.toml
-// is "acme".
-func Profile(path string) string {
-	return strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-}
-
 // TableFor is the routing table of a client on device dev when none is
 // configured: DefaultTable+N for spN, DefaultTable for any other name.
 func TableFor(dev string) int {
@@ -203,8 +197,9 @@ func TableFor(dev string) int {
 	return DefaultTable
 }
 
-// DefaultSocket is the admin socket of the client using TUN device dev.
-func DefaultSocket(dev string) string { return "/run/sallyport/client-" + dev + ".sock" }
+// DefaultSocket is the admin socket of the client using TUN device dev
+// (or, without a device, of profile dev), in RuntimeDir.
+func DefaultSocket(dev string) string { return filepath.Join(RuntimeDir(), "client-"+dev+".sock") }
 
 func (c *Config) normalize() error {
 	if c.stateDir == "" {

@@ -22,7 +22,7 @@ func (c *Client) dialOrder() []string {
 	skip := c.skip
 	c.skip = ""
 	c.mu.Unlock()
-	return rotateAfter(c.cfg.Servers, skip)
+	return rotateAfter(c.servers(), skip)
 }
 
 // rotateAfter returns servers starting after skip, with skip last; servers

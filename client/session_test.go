@@ -60,6 +60,9 @@ func TestSessionRelay(t *testing.T) {
 				t.Fatalf("gateway got %s % x, want the ping", tunnel.FrameName(typ), p)
 			}
 
+			// The packet is counted once ReadStream returns, which may be
+			// after the TUN has it.
+			e.status("one packet in", func(st Status) bool { return st.PacketsIn == 1 })
 			var st Status
 			if err := adminsock.Call(e.c.cfg.Admin.Socket, adminsock.Request{Cmd: "status"}, &st); err != nil {
 				t.Fatal(err)

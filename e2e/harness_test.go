@@ -199,8 +199,8 @@ func newTopo(t *testing.T, twoLaptops bool) *Topo {
 // laptopHome gives laptop namespace ns what a laptop keeps of its own, so
 // no test touches the host's: a resolv.conf (/etc/netns/NS/resolv.conf,
 // which `ip netns exec` binds over /etc/resolv.conf, removed at cleanup),
-// and a directory with the client's state and runtime directories
-// (laptopEnv). It returns that directory.
+// and a directory with the client's state, runtime and profile
+// directories (laptopEnv). It returns that directory.
 func laptopHome(t *testing.T, ns string) string {
 	t.Helper()
 	etc := filepath.Join("/etc/netns", ns)
@@ -212,7 +212,7 @@ func laptopHome(t *testing.T, ns string) string {
 		t.Fatal(err)
 	}
 	home := t.TempDir()
-	for _, d := range []string{"state", "run"} {
+	for _, d := range []string{"state", "run", "etc"} {
 		if err := os.Mkdir(filepath.Join(home, d), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +222,8 @@ func laptopHome(t *testing.T, ns string) string {
 
 // laptopEnv is the environment of every process the test starts in
 // laptop namespace ns (none for other namespaces): the client's
-// StateDirectory= and RuntimeDirectory= of its own, and a system bus that
+// StateDirectory=, RuntimeDirectory= and ConfigurationDirectory= (its
+// profiles) of its own, and a system bus that
 // does not exist, so the client never talks to the host's
 // systemd-resolved (a test that wants one passes its own address).
 func (tp *Topo) laptopEnv(ns string) []string {
@@ -233,6 +234,7 @@ func (tp *Topo) laptopEnv(ns string) []string {
 	return []string{
 		"STATE_DIRECTORY=" + filepath.Join(home, "state"),
 		"RUNTIME_DIRECTORY=" + filepath.Join(home, "run"),
+		"CONFIGURATION_DIRECTORY=" + filepath.Join(home, "etc"), // the profiles `up NAME` reads
 		"DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + filepath.Join(home, "no-system-bus"),
 	}
 }

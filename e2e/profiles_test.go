@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -108,4 +109,111 @@ func TestOneBundleTwoProfiles(t *testing.T) {
 	if out, err := tp.sp(tp.Lap, "down", "-c", second.Conf); err != nil {
 		t.Fatalf("down: %v %s", err, out)
 	}
+}
+
+// TestProfilesByName: the wg-quick habits on a laptop. A bundle installed
+// as <profiles>/acme.toml comes up with `sallyport up acme`; `status`
+// shows every profile that is up and `status acme` that one; SIGHUP (what
+// `systemctl reload` sends) re-reads the file, applies what can change
+// live and names what needs a restart; `down acme` takes it down; then
+// status and down say nothing is up and exit 0, and `status acme` exits 3.
+func TestProfilesByName(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	k := stdPKI(t)
+	tp.startGateway(defaultServerConf(k, "wireguard", shortTempDir(t)))
+	etc := filepath.Join(tp.home[tp.Lap], "etc")
+	prof := filepath.Join(etc, "acme.toml")
+	k.pki("bundle", "--device", "alice", "--server", listen, "--server-name", gwName, "-o", prof)
+	appendFile(t, prof, "\n[reconnect]\nmin_delay = \"200ms\"\nmax_delay = \"2s\"\n")
+
+	lap := tp.start(tp.Lap, "client-acme", nil, binPath, "up", "acme")
+	sp := func(args ...string) (string, int) {
+		out, err := tp.sp(tp.Lap, args...)
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("sallyport %v: %v", args, err)
+		}
+		return out, code
+	}
+	if !waitFor(15*time.Second, func() bool {
+		out, code := sp("status", "acme", "--json")
+		return code == 0 && strings.Contains(out, `"connected": true`)
+	}) {
+		t.Fatalf("`sallyport up acme` never connected:\n%s", tail(lap.Log(), 20))
+	}
+	out, code := sp("status")
+	if code != 0 || !strings.Contains(squeeze(out), "profile: acme ("+prof+")") || !strings.Contains(squeeze(out), "state: connected") {
+		t.Errorf("status: exit %d\n%s", code, out)
+	}
+
+	// SIGHUP: a new delay applies, a new driver needs a restart.
+	b, err := os.ReadFile(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(strings.Replace(string(b), `max_delay = "2s"`, `max_delay = "3s"`, 1), `driver = "wireguard"`, `driver = "water"`, 1)
+	if err := os.WriteFile(prof, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lap.Signal(syscall.SIGHUP)
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(lap.Err(), `msg="configuration reloaded"`) }) {
+		t.Fatalf("no reload after SIGHUP:\n%s", tail(lap.Err(), 10))
+	}
+	for _, want := range []string{"trigger=SIGHUP applied=reconnect.max_delay", "apply only when the client restarts", "keys=tunnel.driver"} {
+		if !strings.Contains(lap.Err(), want) {
+			t.Errorf("the reload log lacks %q:\n%s", want, tail(lap.Err(), 5))
+		}
+	}
+	if out, code := sp("status", "acme", "--json"); code != 0 || !strings.Contains(out, `"connected": true`) || lap.Exited() {
+		t.Errorf("the tunnel did not stay up across the reload: exit %d\n%s", code, out)
+	}
+
+	if out, code := sp("down", "acme"); code != 0 || out != "acme: tunnel down\n" {
+		t.Errorf("down acme: exit %d, %q", code, out)
+	}
+	if !lap.Wait(10*time.Second) || lap.ExitCode() != 0 {
+		t.Fatalf("client did not exit 0 after down:\n%s", tail(lap.Log(), 10))
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"status"}, 0, "no tunnel is up (start one with: sudo sallyport up NAME; profiles: acme)\n"},
+		{[]string{"status", "acme"}, 3, "acme: not up\n"},
+		{[]string{"down"}, 0, "no tunnel is up\n"},
+		{[]string{"down", "acme"}, 0, "acme: not up\n"},
+	} {
+		if out, code := sp(tt.args...); code != tt.code || out != tt.want {
+			t.Errorf("sallyport %v with nothing up: exit %d, %q; want %d, %q", tt.args, code, out, tt.code, tt.want)
+		}
+	}
+	if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
+		t.Errorf("left behind: %v", bad)
+	}
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// squeeze collapses the runs of spaces of each line (tabwriter columns).
+func squeeze(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.Join(strings.Fields(l), " ")
+	}
+	return strings.Join(lines, "\n")
 }

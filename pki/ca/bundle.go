@@ -105,7 +105,8 @@ func (p *PKI) BundleWith(device, server, serverName string, key KeyRef) ([]byte,
 	default:
 		b.WriteString("# Contains the device's private key: keep it mode 0600.\n")
 	}
-	b.WriteString("# Use: sallyport up -c THIS_FILE\n\n")
+	b.WriteString("# Use: install it as /etc/sallyport/NAME.toml (mode 0600), then: sudo sallyport up NAME\n")
+	b.WriteString("# (or: sudo systemctl enable --now sallyport-client@NAME; or: sallyport up -c THIS_FILE)\n\n")
 	fmt.Fprintf(&b, "server = %s\n", tomlString(net.JoinHostPort(host, port)))
 	fmt.Fprintf(&b, "server_name = %s\n\n", tomlString(serverName))
 	b.WriteString("[tls]\n")

@@ -19,7 +19,8 @@ func init() {
 		usage:   "--device NAME --server HOST:PORT [--server-name NAME] [--key-tpm PATH [--tpm-device PATH] | --key-pkcs11 URI] [-o FILE]",
 		help: `Print a ready client config for a device (server, server_name, and the
 CA bundle, device certificate chain and key inline as ca_pem, cert_pem,
-key_pem), so the laptop needs one file: "sallyport up -c FILE". The output
+key_pem), so the laptop needs one file, installed as /etc/sallyport/NAME.toml
+and brought up with "sallyport up NAME" (or "sallyport up -c FILE"). The output
 contains the private key: with -o the file is written mode 0600. The device
 must have a valid certificate issued with "issue" (not from a CSR).
 

@@ -2,30 +2,25 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sallyport/sallyport/client"
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/cmdutil"
 	"github.com/sallyport/sallyport/server"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
-// adminFlags pick the admin socket of a running gateway or client:
-// --socket, or the one named in the config given with -c, or the default.
+// adminFlags pick the admin socket of the running gateway: --socket, or
+// the one named in the config given with -c, or the default. (The
+// laptop's commands have laptopFlags, laptop.go.)
 type adminFlags struct {
 	socket   string
 	config   string
@@ -33,17 +28,9 @@ type adminFlags struct {
 }
 
 func (f *adminFlags) add(cmd *cobra.Command) {
-	what := "client.toml"
-	if f.isServer {
-		what = "server.toml"
-	}
 	cmd.Flags().StringVar(&f.socket, "socket", "", "admin socket of the running process")
-	cmd.Flags().StringVarP(&f.config, "config", "c", "", "config file to read the admin socket from ("+what+")")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "config file to read the admin socket from (server.toml)")
 }
-
-// clientSocketDir is where running clients put their admin sockets (a
-// variable so tests look in a directory of their own, not the host's).
-var clientSocketDir = filepath.Dir(client.DefaultSocket("sp0"))
 
 func (f *adminFlags) path() (string, error) {
 	switch {
@@ -51,30 +38,14 @@ func (f *adminFlags) path() (string, error) {
 		return "", cmdutil.Usagef("give --socket or --config, not both")
 	case f.socket != "":
 		return f.socket, nil
-	case f.config != "" && f.isServer:
+	case f.config != "":
 		cfg, err := server.LoadConfig(f.config)
 		if err != nil {
 			return "", err
 		}
 		return cfg.Admin.Socket, nil
-	case f.config != "":
-		cfg, err := client.LoadConfig(f.config)
-		if err != nil {
-			return "", err
-		}
-		return cfg.Admin.Socket, nil
-	case f.isServer:
-		return server.DefaultAdminSocket, nil
 	}
-	// No flag: the one client running, whatever its device or profile.
-	socks, _ := filepath.Glob(filepath.Join(clientSocketDir, "client-*.sock"))
-	switch len(socks) {
-	case 0:
-		return client.DefaultSocket("sp0"), nil
-	case 1:
-		return socks[0], nil
-	}
-	return "", cmdutil.Usagef("several tunnels are up (%s): say which with -c PROFILE.toml or --socket", strings.Join(socks, ", "))
+	return server.DefaultAdminSocket, nil
 }
 
 // call sends cmd (for device, if any) to the admin socket and decodes the
@@ -180,150 +151,6 @@ func serverReloadCmd() *cobra.Command {
 	return cmd
 }
 
-func statusCmd() *cobra.Command {
-	var f adminFlags
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:     "status",
-		Short:   "show the laptop's tunnel",
-		Long:    "Shows the laptop's tunnel: state, server, address, routes, DNS, traffic, certificate.",
-		Example: "  sallyport status -c acme-vpn.toml",
-		Args:    cmdutil.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st client.Status
-			if _, err := f.call("status", "", &st); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			return printClientStatus(cmd.OutOrStdout(), st)
-		},
-	}
-	f.add(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
-}
-
-func printClientStatus(w io.Writer, st client.Status) error {
-	state := "connected"
-	if !st.Connected {
-		state = "reconnecting"
-		if st.Message != "" {
-			state = st.Message
-		} else if st.LastError != "" {
-			state += " (" + st.LastError + ")"
-		}
-		if !st.RetryAt.IsZero() {
-			state += fmt.Sprintf(" (next try %s)", st.RetryAt.Local().Format("15:04:05"))
-		}
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "state:\t%s\n", state)
-	fmt.Fprintf(tw, "device:\t%s\n", st.Device)
-	fmt.Fprintf(tw, "server:\t%s\n", dash(st.Server))
-	if st.Path != "" {
-		path := map[string]string{client.PathQUIC: "datagram (CONNECT-IP over QUIC)", client.PathTLS: "TLS stream"}[st.Path]
-		if path == "" {
-			path = st.Path
-		}
-		if st.PathReason != "" {
-			path += ": " + st.PathReason
-		}
-		if st.MTU > 0 {
-			path += fmt.Sprintf(" (MTU %d)", st.MTU)
-		}
-		fmt.Fprintf(tw, "path:\t%s\n", path)
-	}
-	fmt.Fprintf(tw, "address:\t%s\n", dash(st.Address))
-	fmt.Fprintf(tw, "routes:\t%s\n", dash(strings.Join(st.Routes, ", ")))
-	dns := dash(strings.Join(st.DNS, ", "))
-	switch {
-	case st.DNSMode != "":
-		dns += " (via " + st.DNSMode + ")"
-	case len(st.DNS) > 0:
-		dns += " (not applied; see the log)"
-	}
-	fmt.Fprintf(tw, "dns:\t%s\n", dns)
-	// What the kernel has now, read back (it outlives a reconnect).
-	in := st.Installed
-	fmt.Fprintf(tw, "table %d:\t%s\n", in.Table, dash(strings.Join(in.Routes, ", ")))
-	fmt.Fprintf(tw, "rules:\t%s\n", dash(strings.Join(in.Rules, "; ")))
-	ks := "off"
-	if in.KillSwitch {
-		ks = "on (traffic outside the tunnel is blocked)"
-	}
-	fmt.Fprintf(tw, "kill switch:\t%s\n", ks)
-	if st.InstallErr != "" {
-		fmt.Fprintf(tw, "read-back error:\t%s\n", st.InstallErr)
-	}
-	if !st.Since.IsZero() {
-		fmt.Fprintf(tw, "since:\t%s\n", st.Since.Format(time.RFC3339))
-	}
-	fmt.Fprintf(tw, "traffic:\t%s in, %s out\n", humanBytes(st.BytesIn), humanBytes(st.BytesOut))
-	warn := ""
-	if st.CertDaysLeft < 14 && !st.Renewal {
-		warn = "  WARNING: renew soon"
-	}
-	fmt.Fprintf(tw, "certificate:\texpires %s (%d days left)%s\n", st.CertNotAfter.Format("2006-01-02"), st.CertDaysLeft, warn)
-	if st.CertSerial != "" {
-		fmt.Fprintf(tw, "serial:\t%s\n", st.CertSerial)
-	}
-	switch {
-	case st.Renewal:
-		line := "renews itself at " + st.RenewAt.Format("2006-01-02 15:04")
-		if st.Renewals > 0 {
-			line += fmt.Sprintf(" (renewed %d time(s) since up, last %s)", st.Renewals, st.RenewedAt.Format("2006-01-02 15:04"))
-		}
-		fmt.Fprintf(tw, "renewal:\t%s\n", line)
-	case st.Renewals > 0:
-		fmt.Fprintf(tw, "renewal:\trenewed %d time(s) since up, last %s\n", st.Renewals, st.RenewedAt.Format("2006-01-02 15:04"))
-	}
-	if st.RenewError != "" {
-		fmt.Fprintf(tw, "renewal error:\t%s\n", st.RenewError)
-	}
-	if st.KeyLocation != "" {
-		fmt.Fprintf(tw, "device key:\t%s\n", keyWords(st.KeyKind, st.KeyLocation))
-	}
-	return tw.Flush()
-}
-
-func downCmd() *cobra.Command {
-	var f adminFlags
-	cmd := &cobra.Command{
-		Use:   "down",
-		Short: "take the laptop's tunnel down",
-		Long: `Takes the tunnel down and removes its TUN device, routes, rules, kill switch
-and DNS settings. When no client is running (it crashed or was killed), removes
-the kill switch, routing rules and routes it left behind and restores its DNS
-(resolv.conf byte for byte, or the link in systemd-resolved), for the device
-and table in --config, or sp0 and the default table.`,
-		Example: "  sallyport down -c acme-vpn.toml",
-		Args:    cmdutil.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			sock, err := f.call("down", "", nil)
-			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) {
-				return removeLeftovers(cmd, f, err)
-			}
-			if err != nil {
-				return err
-			}
-			// Wait for the client to finish its cleanup: the socket goes away last.
-			for i := 0; i < 100; i++ {
-				if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
-					fmt.Fprintln(cmd.OutOrStdout(), "tunnel down")
-					return nil
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "down requested; the client is still cleaning up")
-			return nil
-		},
-	}
-	f.add(cmd)
-	return cmd
-}
-
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -348,28 +175,6 @@ func humanBytes(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// removeLeftovers cleans up after a client that is not running any more:
-// its kill switch would otherwise keep the laptop offline.
-func removeLeftovers(cmd *cobra.Command, f adminFlags, callErr error) error {
-	cfg := &client.Config{Tunnel: client.TunnelConfig{Device: "sp0", Table: client.DefaultTable}}
-	if f.config != "" {
-		var err error
-		if cfg, err = client.LoadConfig(f.config); err != nil {
-			return err
-		}
-	}
-	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-	n, err := client.RemoveLeftovers(cfg, log)
-	if err != nil {
-		return fmt.Errorf("no client running (%v); removing what it left behind: %w", callErr, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("no client running: %w", callErr)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "no client running; removed the kill switch, routing and DNS settings it left behind (%d items)\n", n)
-	return nil
 }
 
 // joinAddrs shows a session's or the gateway's tunnel addresses: the IPv4

@@ -34,7 +34,7 @@ Laptops connect to a gateway over TLS 1.3 with a device certificate; the
 gateway maps the certificate to a policy, assigns a tunnel address and relays
 IP packets between a TUN device on each side.`,
 		Example: `  sallyport server -c /etc/sallyport/server.toml
-  sallyport up -c ~/acme-vpn.toml
+  sudo sallyport up acme            # the profile /etc/sallyport/acme.toml
   sallyport pki --help`,
 		Version:           version,
 		Args:              cmdutil.NoArgs,

@@ -15,7 +15,6 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
-	"github.com/sallyport/sallyport/client"
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/cmdutil"
 	"github.com/sallyport/sallyport/internal/logfmt"
@@ -101,39 +100,6 @@ the config, CA, CRL and policies and re-checks every live session.`,
 	}
 	f.add(cmd, "/etc/sallyport/server.toml", "gateway config file")
 	cmd.AddCommand(serverStatusCmd(), serverKickCmd(), serverReloadCmd(), serverPprofCmd(), serverCheckCmd(), serverDrainCmd())
-	return cmd
-}
-
-func upCmd() *cobra.Command {
-	var f daemonFlags
-	cmd := &cobra.Command{
-		Use:   "up",
-		Short: "bring the tunnel up on this laptop",
-		Long: `Brings the tunnel up and keeps it up (reconnecting with backoff) until
-SIGINT/SIGTERM or "sallyport down"; then removes the TUN device, routes and DNS.
-The config is a file made by "sallyport pki bundle".`,
-		Example: "  sudo sallyport up -c acme-vpn.toml",
-		Args:    cmdutil.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := f.logger(cmd, "")
-			if err != nil {
-				return err
-			}
-			cfg, err := client.LoadConfig(f.config)
-			if err != nil {
-				return f.fail(log, err)
-			}
-			c, err := client.New(cfg, log)
-			if err != nil {
-				return f.fail(log, err)
-			}
-			// READY comes when the device is in place; the status line
-			// (systemctl status) says whether a session is up.
-			c.OnState = func(_ bool, line string) { _, _ = daemon.SdNotify(false, "STATUS="+line) }
-			return f.fail(log, runDaemon(nil, c.Run))
-		},
-	}
-	f.add(cmd, "client.toml", "client config file (made by sallyport pki bundle)")
 	return cmd
 }
 

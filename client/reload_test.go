@@ -1,0 +1,125 @@
+package client
+
+import (
+	"bytes"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// profileTOML writes the harness client's config as a profile file, as
+// `pki bundle` would (PEM inline), with the gateways and extra TOML given.
+func profileTOML(t *testing.T, e *testEnv, servers []string, certPEM, keyPEM, extra string, cpus ...int) {
+	t.Helper()
+	q := make([]string, len(servers))
+	for i, s := range servers {
+		q[i] = strconv.Quote(s)
+	}
+	text := fmt.Sprintf("servers = [%s]\nserver_name = \"gw.test\"\n[tls]\nca_pem = %q\ncert_pem = %q\nkey_pem = %q\n"+
+		"[tunnel]\ndevice = \"fake0\"\ncpus = %d\n[admin]\nsocket = %q\n%s",
+		strings.Join(q, ", "), e.ca.pem, certPEM, keyPEM, append(cpus, runtime.NumCPU())[0], e.c.cfg.Admin.Socket, extra)
+	if !strings.Contains(extra, "[reconnect]") {
+		text += "[reconnect]\nmin_delay = \"1ms\"\nmax_delay = \"20ms\"\nrefused_delay = \"1h\"\n"
+	}
+	if err := os.WriteFile(e.c.cfg.Path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReload: SIGHUP re-reads the profile. New gateways and delays apply
+// in place and keep the session; a removed gateway in use, or a new
+// certificate, reconnects at once; keys of what `up` built (device,
+// CPUs, socket) keep their running values and are named in the log; a
+// broken file changes nothing.
+func TestReload(t *testing.T) {
+	noLeaks(t)
+	path := filepath.Join(t.TempDir(), "acme.toml")
+	e := startClient(t, envOpt{edit: func(c *Config) { c.Path = path }})
+	cert, key := e.c.cfg.TLS.CertPEM, e.c.cfg.TLS.KeyPEM
+	a := e.gw.ln.Addr().String()
+	other := newFakeGateway(t, gatewayTLS(t, e.ca, e.ca, nil))
+	b := other.ln.Addr().String()
+	s, _ := e.up(testConfig())
+	<-e.ready
+
+	// Unchanged: nothing to do.
+	profileTOML(t, e, []string{a}, cert, key, "")
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLog(`msg="configuration reloaded" device=alice-laptop trigger=SIGHUP applied="nothing changed"`)
+
+	// A second gateway and slower reconnects: in place, the session stays.
+	profileTOML(t, e, []string{a, b}, cert, key, "[reconnect]\nmin_delay = \"2ms\"\nmax_delay = \"30ms\"\nrefused_delay = \"1h\"\n")
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLog(`applied=servers,reconnect.min_delay,reconnect.max_delay`)
+	if got := e.c.servers(); len(got) != 2 || got[1] != b || e.c.reconnect().MaxDelay != 30*time.Millisecond {
+		t.Fatalf("after reload: servers %v, reconnect %+v", got, e.c.reconnect())
+	}
+	if st := e.c.Status(); !st.Connected || st.Server != a {
+		t.Fatalf("the session did not survive a reload that keeps its gateway: %+v", st)
+	}
+
+	// What `up` built stays as it is, and the log says what needs a restart.
+	profileTOML(t, e, []string{a, b}, cert, key, "[metrics]\nlisten = \"127.0.0.1:0\"\n", runtime.NumCPU()+1)
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLog(`keys=tunnel.cpus,metrics.listen`)
+	mustContain(t, e.logs.String(), "systemctl restart sallyport-client@acme")
+	if e.c.cfg.Metrics.Listen != "" || e.c.cfg.Tunnel.CPUs != runtime.NumCPU() {
+		t.Fatal("a restart-only key changed in the running client")
+	}
+
+	// A broken file changes nothing.
+	if err := os.WriteFile(e.c.cfg.Path, []byte("servers = [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Reload("SIGHUP"); err == nil || !strings.Contains(err.Error(), "acme.toml:") {
+		t.Fatalf("broken file: %v", err)
+	}
+	e.waitLog(`msg="reload failed; the running configuration stays"`)
+	if len(e.c.servers()) != 2 {
+		t.Fatal("a broken file changed the gateways")
+	}
+
+	// The gateway in use is removed: the session ends (the gateway is told
+	// why) and the client moves to the one left, at once.
+	profileTOML(t, e, []string{b}, cert, key, "")
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	if typ, p := s.next(t); typ != tunnel.FrameClose || !strings.Contains(string(p), "client reload") {
+		t.Fatalf("the gateway in use got frame %#x %q, want a close saying why", typ, p)
+	}
+	s2 := other.accept(t)
+	s2.hello(t)
+	if err := s2.w.WriteConfig(testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	e.status("connected to the second gateway", func(st Status) bool { return st.Connected && st.Server == b })
+	e.waitLog("the gateway in use (" + a + ") is no longer in servers")
+
+	// A new device certificate: reconnect with it.
+	_, cert2, key2 := e.ca.leaf(t, "alice-laptop", deviceLeaf)
+	profileTOML(t, e, []string{b}, string(cert2), string(key2), "")
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	s3 := other.accept(t)
+	s3.hello(t)
+	if block, _ := pem.Decode(cert2); !bytes.Equal(s3.tls.ConnectionState().PeerCertificates[0].Raw, block.Bytes) {
+		t.Fatal("the reconnect after a new certificate did not present it")
+	}
+	e.waitLog("the CA, certificate, pin or server_name changed")
+}
