@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/pki/hwkey"
@@ -30,7 +31,7 @@ func TestRenewalInToken(t *testing.T) {
 	s.Close()
 	e := startClient(t, envOpt{editCA: hwRenewProfile(t, pub, fmt.Sprintf("key_pkcs11 = %q", uri), func(c *TLSConfig) { c.KeyPKCS11 = uri }, nil)})
 	srv, _ := e.up(renewConfig(0.5))
-	renewed, _ := answerHWRenewal(t, srv, e.ca)
+	renewed, _ := answerRenewalWith(t, srv, e.ca, time.Hour, false)
 	e.status("one renewal", func(st Status) bool { return st.Renewals == 1 })
 	cfg, err := LoadConfig(e.c.cfg.Path)
 	if err != nil {

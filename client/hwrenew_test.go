@@ -50,38 +50,6 @@ func hwRenewProfile(t *testing.T, pub crypto.PublicKey, keyLine string, set func
 	}
 }
 
-// answerHWRenewal answers the client's renew frame like the gateway, and
-// returns the request's attestation too.
-func answerHWRenewal(t *testing.T, s *gwConn, ca *testCA) (*x509.Certificate, []byte) {
-	t.Helper()
-	typ, p := s.next(t)
-	if typ != tunnel.FrameRenew {
-		t.Fatalf("frame %s, want renew", tunnel.FrameName(typ))
-	}
-	req, err := tunnel.DecodeRenewRequest(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	binding, _ := pki.RenewalBinding(s.tls.ConnectionState())
-	csr, err := pki.CheckRenewalRequest(req.CSR, binding)
-	if err != nil {
-		t.Fatalf("the request does not verify: %v", err)
-	}
-	old := s.tls.ConnectionState().PeerCertificates[0]
-	tmpl := &x509.Certificate{SerialNumber: nextSerial(), RawSubject: old.RawSubject, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := tunnel.EncodeRenewReply(tunnel.RenewReply{Certs: [][]byte{der, ca.cert.Raw}})
-	if err := s.w.WriteControl(tunnel.FrameRenewed, b); err != nil {
-		t.Fatal(err)
-	}
-	x, _ := x509.ParseCertificate(der)
-	return x, req.Attestation
-}
-
 // TestRenewalInTPM: a laptop whose key is in the TPM renews with a new key
 // made in the same TPM: the profile then names a new key file (no key in
 // the profile), the renewed certificate is for the key in the TPM, and
@@ -126,7 +94,7 @@ func TestRenewalInTPM(t *testing.T) {
 			if !tunnel.HasCap(h.Caps, tunnel.CapRenew) {
 				t.Fatalf("a TPM-keyed profile does not offer renewal (caps %v)", h.Caps)
 			}
-			renewed, attestation := answerHWRenewal(t, srv, e.ca)
+			renewed, attestation := answerRenewalWith(t, srv, e.ca, time.Hour, false)
 			e.status("one renewal", func(st Status) bool { return st.Renewals == 1 })
 
 			cfg, err := LoadConfig(e.c.cfg.Path)

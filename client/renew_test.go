@@ -51,6 +51,14 @@ func renewConfig(at float64) tunnel.Config {
 // way the gateway does: the same subject, the request's key, from ca.
 func answerRenewal(t *testing.T, s *gwConn, ca *testCA, life time.Duration) *x509.Certificate {
 	t.Helper()
+	c, _ := answerRenewalWith(t, s, ca, life, true)
+	return c
+}
+
+// answerRenewalWith is answerRenewal; it also returns the request's
+// attestation, and sends the CA bundle only when withCAs.
+func answerRenewalWith(t *testing.T, s *gwConn, ca *testCA, life time.Duration, withCAs bool) (*x509.Certificate, []byte) {
+	t.Helper()
 	typ, p := s.next(t)
 	if typ != tunnel.FrameRenew {
 		t.Fatalf("frame %s, want renew", tunnel.FrameName(typ))
@@ -71,12 +79,16 @@ func answerRenewal(t *testing.T, s *gwConn, ca *testCA, life time.Duration) *x50
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := tunnel.EncodeRenewReply(tunnel.RenewReply{Certs: [][]byte{der, ca.cert.Raw}, CAs: [][]byte{ca.cert.Raw}})
+	reply := tunnel.RenewReply{Certs: [][]byte{der, ca.cert.Raw}}
+	if withCAs {
+		reply.CAs = [][]byte{ca.cert.Raw}
+	}
+	b, _ := tunnel.EncodeRenewReply(reply)
 	if err := s.w.WriteControl(tunnel.FrameRenewed, b); err != nil {
 		t.Fatal(err)
 	}
 	x, _ := x509.ParseCertificate(der)
-	return x
+	return x, req.Attestation
 }
 
 // TestRenewal: the laptop renews at renew_at, writes the new pair into its

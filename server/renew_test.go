@@ -63,22 +63,7 @@ func (h *gatewayHarness) renewDevice(cert tls.Certificate) (*device, tunnel.Conf
 // is d's own binding unless given) and returns the answer.
 func (d *device) renew(t *testing.T, der []byte) tunnel.RenewReply {
 	t.Helper()
-	b, err := tunnel.EncodeRenewRequest(tunnel.RenewRequest{CSR: der})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.w.WriteControl(tunnel.FrameRenew, b); err != nil {
-		t.Fatal(err)
-	}
-	typ, payload, ok := d.next(5 * time.Second)
-	if !ok || typ != tunnel.FrameRenewed {
-		t.Fatalf("want a renewed frame, got %#x (ok %v)", typ, ok)
-	}
-	r, err := tunnel.DecodeRenewReply(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return d.renewWith(t, der, nil)
 }
 
 func (d *device) binding(t *testing.T) []byte {

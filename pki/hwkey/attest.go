@@ -130,23 +130,9 @@ func AttestTPM(device string, keyFile []byte) (*Attestation, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: ak.OutPrivate, InPublic: ak.OutPublic}.Execute(t)
+	cr, err := certifyKey(t, device, parent, &tssKey{public: ak.OutPublic, private: ak.OutPrivate}, k)
 	if err != nil {
-		return nil, nil, tpmError(device, "load the attestation key", err)
-	}
-	defer flush(t, akl.ObjectHandle)
-	kl, err := tpm2.Load{ParentHandle: parent, InPrivate: k.private, InPublic: k.public}.Execute(t)
-	if err != nil {
-		return nil, nil, tpmError(device, "load the device key", err)
-	}
-	defer flush(t, kl.ObjectHandle)
-	cr, err := tpm2.Certify{
-		ObjectHandle: tpm2.AuthHandle{Handle: kl.ObjectHandle, Name: kl.Name, Auth: tpm2.PasswordAuth(nil)},
-		SignHandle:   tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)},
-		InScheme:     tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
-	}.Execute(t)
-	if err != nil {
-		return nil, nil, tpmError(device, "certify the device key", err)
+		return nil, nil, err
 	}
 	return &Attestation{
 		EKCert:      ekCert,
@@ -155,6 +141,31 @@ func AttestTPM(device string, keyFile []byte) (*Attestation, []byte, error) {
 		CertifyInfo: cr.CertifyInfo.Bytes(),
 		CertifySig:  tpm2.Marshal(cr.Signature),
 	}, akFile, nil
+}
+
+// certifyKey loads ak and key under parent and has the attestation key
+// certify the key (TPM2_Certify): a structure only the TPM makes, naming
+// the key, signed by the restricted AK.
+func certifyKey(t transport.TPM, device string, parent tpm2.AuthHandle, ak, key *tssKey) (*tpm2.CertifyResponse, error) {
+	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: ak.private, InPublic: ak.public}.Execute(t)
+	if err != nil {
+		return nil, tpmError(device, "load the attestation key", err)
+	}
+	defer flush(t, akl.ObjectHandle)
+	kl, err := tpm2.Load{ParentHandle: parent, InPrivate: key.private, InPublic: key.public}.Execute(t)
+	if err != nil {
+		return nil, tpmError(device, "load the key to certify", err)
+	}
+	defer flush(t, kl.ObjectHandle)
+	cr, err := tpm2.Certify{
+		ObjectHandle: tpm2.AuthHandle{Handle: kl.ObjectHandle, Name: kl.Name, Auth: tpm2.PasswordAuth(nil)},
+		SignHandle:   tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)},
+		InScheme:     tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
+	}.Execute(t)
+	if err != nil {
+		return nil, tpmError(device, "certify the key", err)
+	}
+	return cr, nil
 }
 
 // readNV reads a whole NV index (the owner reads; EK certificates allow it).

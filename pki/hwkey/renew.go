@@ -48,23 +48,9 @@ func CertifyWithAK(device string, akFile, keyFile []byte) (*RenewalAttestation, 
 		return nil, err
 	}
 	defer flushParent()
-	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: ak.private, InPublic: ak.public}.Execute(t)
+	cr, err := certifyKey(t, device, parent, ak, k)
 	if err != nil {
-		return nil, tpmError(device, "load the attestation key", err)
-	}
-	defer flush(t, akl.ObjectHandle)
-	kl, err := tpm2.Load{ParentHandle: parent, InPrivate: k.private, InPublic: k.public}.Execute(t)
-	if err != nil {
-		return nil, tpmError(device, "load the new key", err)
-	}
-	defer flush(t, kl.ObjectHandle)
-	cr, err := tpm2.Certify{
-		ObjectHandle: tpm2.AuthHandle{Handle: kl.ObjectHandle, Name: kl.Name, Auth: tpm2.PasswordAuth(nil)},
-		SignHandle:   tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)},
-		InScheme:     tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
-	}.Execute(t)
-	if err != nil {
-		return nil, tpmError(device, "certify the new key", err)
+		return nil, err
 	}
 	return &RenewalAttestation{KeyPublic: tpm2.Marshal(k.public), CertifyInfo: cr.CertifyInfo.Bytes(), CertifySig: tpm2.Marshal(cr.Signature)}, nil
 }
