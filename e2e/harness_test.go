@@ -660,13 +660,18 @@ func (g *Gateway) Start() {
 
 // ServerStatus is `sallyport server status --json`.
 type ServerStatus struct {
-	CPUs     int       `json:"cpus"`
-	Sessions []Session `json:"sessions"`
+	CPUs     int            `json:"cpus"`
+	CAs      map[string]int `json:"cas"`
+	Sessions []Session      `json:"sessions"`
 }
 
 // Session is one entry of ServerStatus.
 type Session struct {
 	Device     string   `json:"device"`
+	Serial     string   `json:"serial"`
+	Lineage    string   `json:"lineage"`
+	CA         string   `json:"ca"`
+	Renewals   int      `json:"renewals"`
 	User       string   `json:"user"`
 	Groups     []string `json:"groups"`
 	Address    string   `json:"address"`
@@ -741,6 +746,8 @@ type ClientStatus struct {
 	Path         string   `json:"path"`
 	PathReason   string   `json:"path_reason"`
 	MTU          int      `json:"mtu"`
+	CertSerial   string   `json:"cert_serial"`
+	Renewals     int      `json:"renewals"`
 }
 
 // clientConf returns the usual laptop config for a device of pki k.

@@ -126,6 +126,8 @@ func runHelper(kind string, args []string) int {
 		err = helperConnectIP(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	case "tlsdial":
 		err = helperTLSDial(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
+	case "renew":
+		err = helperRenew(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5))
 	default:
 		err = fmt.Errorf("unknown helper %q", kind)
 	}

@@ -228,7 +228,7 @@ func (s *Server) routineWatch(ctx context.Context) {
 			out = append(out, c.TLS.CRL)
 		}
 		if c.Renewal.Enabled() { // a new issuer or CA bundle copied in place
-			out = append(out, c.Renewal.IssuerCert, c.Renewal.CABundle)
+			out = append(out, c.Renewal.IssuerCert, c.Renewal.IssuerKey, c.Renewal.CABundle)
 		}
 		return out
 	}

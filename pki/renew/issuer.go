@@ -25,7 +25,9 @@ import (
 )
 
 // Backdate is how far before "now" a renewed certificate starts, for the
-// clock skew between gateway and laptop (the CA uses the same).
+// clock skew between gateway and laptop (the CA uses the same), at most a
+// tenth of its lifetime: the laptop renews at a fraction of the lifetime
+// counted from the start, which a long backdate would pull forward.
 const Backdate = 5 * time.Minute
 
 // MinLifetime is the shortest lifetime the issuer gives a certificate.
@@ -116,7 +118,8 @@ func (is *Issuer) Chain() []*x509.Certificate { return slices.Clone(is.chain) }
 // groups, user), the subject alternative names (the extension byte for
 // byte), the lineage (leaf's own, or leaf's serial and issuer when leaf is
 // the enrollment), clientAuth only, not a CA. The validity starts Backdate
-// before now and lasts lifetime, cut at the issuer's own expiry. The caller
+// (at most a tenth of lifetime) before now and ends lifetime after now,
+// cut at the issuer's own expiry. The caller
 // has checked pub (pki.CheckRenewalKey) and that it is not leaf's own.
 func (is *Issuer) Reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
 	return is.reissue(leaf, pub, now, lifetime, false)
@@ -153,7 +156,7 @@ func (is *Issuer) reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time
 	if err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
-	nb := now.Add(-Backdate)
+	nb := now.Add(-min(Backdate, lifetime/10))
 	if nb.Before(is.cert.NotBefore) {
 		nb = is.cert.NotBefore
 	}

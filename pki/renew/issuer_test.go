@@ -120,7 +120,7 @@ func TestReissue(t *testing.T) {
 	if err := got.CheckSignatureFrom(icert); err != nil {
 		t.Fatal(err)
 	}
-	if !got.NotBefore.Equal(now.Add(-Backdate).Truncate(time.Second)) || !got.NotAfter.Equal(now.Add(2*time.Minute).Truncate(time.Second)) {
+	if !got.NotBefore.Equal(now.Add(-12*time.Second).Truncate(time.Second)) || !got.NotAfter.Equal(now.Add(2*time.Minute).Truncate(time.Second)) {
 		t.Fatalf("validity %s .. %s", got.NotBefore, got.NotAfter)
 	}
 	id := pki.IdentityOf(got)
@@ -135,6 +135,11 @@ func TestReissue(t *testing.T) {
 	}
 	if id2 := pki.IdentityOf(again); id2.Lineage != "5eed" || id2.LineageIssuer != id.LineageIssuer || !bytes.Equal(again.RawSubject, enroll.RawSubject) {
 		t.Fatalf("second renewal %+v", id2)
+	}
+	// A week-long certificate starts Backdate before now.
+	week, err := is.Reissue(got, newKeyT(t).Public(), now, 7*24*time.Hour)
+	if err != nil || !week.NotBefore.Equal(now.Add(-Backdate).Truncate(time.Second)) {
+		t.Fatalf("week: not before %v (%v), want %v", week.NotBefore, err, now.Add(-Backdate))
 	}
 	// The issuer's own end cuts the lifetime.
 	long, err := is.Reissue(got, newKeyT(t).Public(), now, 1000*time.Hour)
