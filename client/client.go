@@ -81,6 +81,7 @@ type Client struct {
 
 	mu         sync.Mutex // guards the fields below (status)
 	inPlace    liveConfig // the keys a reload changes in place (reload.go)
+	trying     string     // the gateway dialled now, or last (noteTrying)
 	server     string
 	pushed     tunnel.Config
 	since      time.Time
@@ -429,6 +430,7 @@ func (c *Client) dial(ctx context.Context, m *material) (*tls.Conn, string, erro
 		return d.DialContext(ctx, network, address)
 	}}
 	for _, addr := range c.dialOrder() {
+		c.noteTrying(addr)
 		d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, Control: mark, Resolver: resolver}
 		raw, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
@@ -740,6 +742,14 @@ func (c *Client) readStream(cn *conn) error {
 	}
 }
 
+// noteTrying records the gateway a connection attempt goes to, for status
+// while not connected.
+func (c *Client) noteTrying(addr string) {
+	c.mu.Lock()
+	c.trying = addr
+	c.mu.Unlock()
+}
+
 // Status is the answer to `sallyport status`.
 type Status struct {
 	// Profile is the profile's name (its file's, without .toml) and
@@ -747,7 +757,11 @@ type Status struct {
 	Profile   string `json:"profile"`
 	Config    string `json:"config"`
 	Connected bool   `json:"connected"`
-	Server    string `json:"server"`
+	// Server is the gateway of the session, or of the last one while
+	// reconnecting ("" before the first); Trying, while not connected, is
+	// the gateway being tried now or last.
+	Server string `json:"server"`
+	Trying string `json:"trying,omitempty"`
 	// Path is how the laptop reaches the gateway: "quic" (the datagram
 	// path, CONNECT-IP over QUIC) or "tls" (the TLS stream); PathReason
 	// says why (UDP blocked, the config, ...).
@@ -827,6 +841,9 @@ func (c *Client) Status() Status {
 		KeyKind: string(m.keyKind), KeyLocation: m.keyAt,
 		Profile: Profile(c.cfg.Path), Config: c.cfg.Path,
 		Renewal: c.renewing && c.connected, Renewals: c.renewals, RenewedAt: c.renewedAt, RenewError: c.renewError,
+	}
+	if !c.connected {
+		st.Trying = c.trying
 	}
 	if st.Renewal {
 		st.RenewAt = c.renewDue

@@ -253,6 +253,7 @@ func (c *Client) setPath(path, why string) {
 func (c *Client) dialQUIC(ctx context.Context, m *material) (*quicPath, error) {
 	var errs []error
 	for _, addr := range c.dialOrder() {
+		c.noteTrying(addr)
 		q, err := c.dialQUICTo(ctx, addr, m)
 		if err == nil {
 			return q, nil

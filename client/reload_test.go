@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -122,4 +123,18 @@ func TestReload(t *testing.T) {
 		t.Fatal("the reconnect after a new certificate did not present it")
 	}
 	e.waitLog("the CA, certificate, pin or server_name changed")
+}
+
+// TestStatusWhileTrying: before and between sessions, status names the
+// gateway the client is trying (not nothing).
+func TestStatusWhileTrying(t *testing.T) {
+	noLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there: every attempt fails
+	e := startClient(t, envOpt{edit: func(c *Config) { c.Server = down }})
+	e.status("the gateway it tries", func(st Status) bool { return !st.Connected && st.Trying == down && st.Server == "" })
 }

@@ -196,6 +196,14 @@ func TestClientStatus(t *testing.T) {
 		}, []string{"close: revoked", "since:"}},
 		{"network trouble", client.Status{Device: "d", LastError: "dial tcp: i/o timeout", CertDaysLeft: 100},
 			[]string{"state: reconnecting (dial tcp: i/o timeout)"}, []string{"next try", "WARNING"}},
+		// The IPv6 tunnel address of a dual-stack tunnel is shown too.
+		{"dual stack", client.Status{Connected: true, Device: "d", Address: "10.8.0.2/24", Address6: "fd00:8::2/64", CertDaysLeft: 100},
+			[]string{"address: 10.8.0.2/24, fd00:8::2/64"}, nil},
+		// While reconnecting, the gateway it is trying, not "-".
+		{"first attempt", client.Status{Device: "d", Trying: "vpn.example.com:443", LastError: "dial tcp: i/o timeout", CertDaysLeft: 100},
+			[]string{"server: vpn.example.com:443 (trying)"}, []string{"server: -", "last connected"}},
+		{"moved on", client.Status{Device: "d", Server: "a.example:443", Trying: "b.example:443", CertDaysLeft: 100},
+			[]string{"server: b.example:443 (trying); last connected to a.example:443"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fa := newFakeAdmin(t, func(r adminsock.Request) (any, error) { return tt.st, nil })

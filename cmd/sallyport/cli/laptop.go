@@ -300,7 +300,16 @@ func printClientStatus(w io.Writer, st client.Status) error {
 	}
 	fmt.Fprintf(tw, "state:\t%s\n", state)
 	fmt.Fprintf(tw, "device:\t%s\n", st.Device)
-	fmt.Fprintf(tw, "server:\t%s\n", dash(st.Server))
+	server := dash(st.Server)
+	if !st.Connected && st.Trying != "" {
+		// While reconnecting: the gateway it is trying, and the last one
+		// it had a session with when that is another.
+		server = st.Trying + " (trying)"
+		if st.Server != "" && st.Server != st.Trying {
+			server += "; last connected to " + st.Server
+		}
+	}
+	fmt.Fprintf(tw, "server:\t%s\n", server)
 	if st.Path != "" {
 		path := map[string]string{client.PathQUIC: "datagram (CONNECT-IP over QUIC)", client.PathTLS: "TLS stream"}[st.Path]
 		if path == "" {
@@ -314,7 +323,7 @@ func printClientStatus(w io.Writer, st client.Status) error {
 		}
 		fmt.Fprintf(tw, "path:\t%s\n", path)
 	}
-	fmt.Fprintf(tw, "address:\t%s\n", dash(st.Address))
+	fmt.Fprintf(tw, "address:\t%s\n", dash(strings.Join(slices.DeleteFunc([]string{st.Address, st.Address6}, func(a string) bool { return a == "" }), ", ")))
 	fmt.Fprintf(tw, "routes:\t%s\n", dash(strings.Join(st.Routes, ", ")))
 	dns := dash(strings.Join(st.DNS, ", "))
 	switch {
