@@ -76,7 +76,8 @@ fuzz:
 
 # A gateway, a laptop and a LAN host in network namespaces, end to end.
 demo: build
-	bash scripts/demo.sh $(CURDIR)/$(BIN)
+	$(GO) build -o bin/demohelper ./scripts/demohelper
+	SALLYPORT_DEMOHELPER=$(CURDIR)/bin/demohelper bash scripts/demo.sh $(CURDIR)/$(BIN)
 
 # Throughput and latency: direct path, raw TLS, sallyport with each driver.
 bench: build

@@ -12,12 +12,15 @@
 # alice and shows her cut off, then shows carol on a full tunnel whose kill
 # switch lets nothing out while the gateway is down or after kill -9, until
 # `sallyport down`, and again from the first second of the next `up` while
-# the gateway is still down. Everything it creates is removed on exit, also
-# on failure or Ctrl-C. Exit status is non-zero if any step failed.
+# the gateway is still down. The laptop's profiles are used by name, as on a
+# real laptop (`sallyport up alice` reads the profile alice.toml).
+# Everything it creates is removed on exit, also on failure or Ctrl-C. Exit
+# status is non-zero if any step failed; no step is ever skipped (a demo
+# that cannot run one fails).
 #
-# Needs: bash, iproute2, the sallyport binary, and Go (to build the tiny
-# traffic helper in scripts/demohelper; without Go the traffic steps are
-# skipped with a note).
+# Needs: bash, iproute2, the sallyport binary, and the tiny traffic helper
+# of scripts/demohelper: $SALLYPORT_DEMOHELPER (`make demo` builds it), else
+# built here with Go.
 set -u -o pipefail
 
 BIN=${1:-${SALLYPORT_BIN:-}}
@@ -49,13 +52,15 @@ WORK=$(mktemp -d /tmp/sallyport-demo.XXXXXX)
 # gateway said last, a resolv.conf backup) and its locks under $WORK, not in
 # /var/lib/sallyport or /run/sallyport, and never talks to this machine's
 # systemd-resolved (its resolv.conf is the namespace's own: netns.sh).
-export STATE_DIRECTORY=$WORK/state RUNTIME_DIRECTORY=$WORK/run DBUS_SYSTEM_BUS_ADDRESS=unix:path=$WORK/no-system-bus
-mkdir -m 0700 "$STATE_DIRECTORY" "$RUNTIME_DIRECTORY"
+# Its profiles (what /etc/sallyport is on a laptop) are in $WORK/etc.
+export STATE_DIRECTORY=$WORK/state RUNTIME_DIRECTORY=$WORK/run CONFIGURATION_DIRECTORY=$WORK/etc
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$WORK/no-system-bus
+mkdir -m 0700 "$STATE_DIRECTORY" "$RUNTIME_DIRECTORY" "$CONFIGURATION_DIRECTORY"
 PIDS=()
 RESULTS=()
 FAILED=0
 
-if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' Y=$'\e[33m' N=$'\e[0m'; else B= G= R= Y= N=; fi
+if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B= G= R= N=; fi
 
 cleanup() {
 	local pid
@@ -73,7 +78,6 @@ trap 'echo; echo "demo: interrupted"; exit 130' INT TERM
 step() { echo; echo "${B}== $* ==${N}"; }
 ok() { RESULTS+=("${G}✔${N} $*"); echo "${G}✔${N} $*"; }
 bad() { RESULTS+=("${R}✘${N} $*"); echo "${R}✘${N} $*"; FAILED=1; }
-note() { RESULTS+=("${Y}•${N} $*"); echo "${Y}•${N} $*"; }
 indent() { sed 's/^/    /'; }
 # waitfor SECONDS CMD...: retry CMD every 0.2 s until it succeeds.
 waitfor() {
@@ -102,16 +106,19 @@ step "network namespaces"
 sp_ns_create "$PFX" || die "could not create namespaces"
 ok "namespaces $SP_LAP (laptop 198.18.0.1), $SP_GW (gateway 198.18.0.2 / 198.19.77.1), $SP_LAN (LAN host 198.19.77.10)"
 
-HELPER=
-if command -v go >/dev/null && [ -f "$HERE/demohelper/main.go" ]; then
-	if (cd "$HERE/demohelper" && go build -o "$WORK/demohelper" .) >"$WORK/build.log" 2>&1; then
-		HELPER=$WORK/demohelper
-	else
-		note "could not build scripts/demohelper (traffic steps skipped): $(tail -1 "$WORK/build.log")"
-	fi
+# The traffic helper (ping, fetch, serve). Without it the ping, fetch and
+# kill switch steps could not run: the demo stops instead of skipping them.
+HELPER=${SALLYPORT_DEMOHELPER:-}
+if [ -n "$HELPER" ]; then
+	[ -x "$HELPER" ] || die "SALLYPORT_DEMOHELPER=$HELPER is not an executable: the traffic steps (ping, fetch, kill switch) cannot run"
+elif ! command -v go >/dev/null; then
+	die "no traffic helper: set SALLYPORT_DEMOHELPER, or install Go to build scripts/demohelper (make demo does); the traffic steps cannot run"
+elif (cd "$HERE/demohelper" && go build -o "$WORK/demohelper" .) >"$WORK/build.log" 2>&1; then
+	HELPER=$WORK/demohelper
 else
-	note "Go not found: traffic steps (ping, fetch) skipped"
+	die "could not build scripts/demohelper: $(tail -1 "$WORK/build.log"); the traffic steps cannot run"
 fi
+ok "traffic helper $HELPER"
 
 step "device CA (sallyport pki)"
 D=$WORK/pki
@@ -120,12 +127,11 @@ D=$WORK/pki
 "$BIN" pki issue --dir "$D" --device alice --group eng 2>&1 | indent || die "pki issue alice failed"
 "$BIN" pki issue --dir "$D" --device dave --group sales 2>&1 | indent || die "pki issue dave failed"
 ok "CA, gateway cert gw.demo, devices alice (eng) and dave (sales)"
+# Installed as the profile "alice" (on a laptop: /etc/sallyport/alice.toml).
 "$BIN" pki bundle --dir "$D" --device alice --server 198.18.0.2:8443 --server-name gw.demo \
-	-o "$WORK/alice.toml" 2>&1 | indent || die "pki bundle failed"
-[ -s "$WORK/alice.toml" ] || die "pki bundle wrote no $WORK/alice.toml"
-# Keep the demo's control sockets out of /run.
-grep -q '^\[admin\]' "$WORK/alice.toml" || printf '\n[admin]\nsocket = "%s"\n' "$WORK/alice.sock" >>"$WORK/alice.toml"
-ok "one-file bundle for alice: $(wc -c <"$WORK/alice.toml") bytes (CA, cert and key inline)"
+	-o "$CONFIGURATION_DIRECTORY/alice.toml" 2>&1 | indent || die "pki bundle failed"
+[ -s "$CONFIGURATION_DIRECTORY/alice.toml" ] || die "pki bundle wrote no $CONFIGURATION_DIRECTORY/alice.toml"
+ok "one-file bundle for alice: $(wc -c <"$CONFIGURATION_DIRECTORY/alice.toml") bytes (CA, cert and key inline), installed as profile alice"
 
 step "gateway"
 cat >"$WORK/server.toml" <<EOF
@@ -159,10 +165,10 @@ sstatus() { ip netns exec "$SP_GW" "$BIN" server status --socket "$WORK/server.s
 waitfor 10 sstatus || { indent <"$WORK/server.log"; die "gateway did not start"; }
 ok "gateway listening on 198.18.0.2:8443 (pid $SERVER_PID)"
 
-step "alice's laptop: sallyport up -c alice.toml"
-bg "$SP_LAP" "$WORK/alice.log" "$BIN" up -c "$WORK/alice.toml"
+step "alice's laptop: sallyport up alice"
+bg "$SP_LAP" "$WORK/alice.log" "$BIN" up alice
 ALICE_PID=$LASTPID
-cstatus() { ip netns exec "$SP_LAP" "$BIN" status -c "$WORK/alice.toml" "$@"; }
+cstatus() { ip netns exec "$SP_LAP" "$BIN" status alice "$@"; }
 # (Output is captured before matching: with pipefail, `cmd | grep -q` can
 # fail when grep exits early and cmd gets SIGPIPE.)
 connected() { local j; j=$(cstatus --json 2>/dev/null) && [[ $j =~ \"connected\":\ *true ]]; }
@@ -174,8 +180,8 @@ else
 fi
 echo "-- sallyport server status (gateway)"
 sstatus 2>&1 | indent
-echo "-- sallyport status (laptop)"
-cstatus 2>&1 | indent
+echo "-- sallyport status (laptop: every profile that is up)"
+ip netns exec "$SP_LAP" "$BIN" status 2>&1 | indent
 echo "-- laptop routes via the tunnel (sallyport's own table, behind ip rules)"
 ip -n "$SP_LAP" route show table all dev sp0 | indent
 ip -n "$SP_LAP" rule show | indent
@@ -186,31 +192,27 @@ else
 fi
 
 step "traffic to the LAN host through the tunnel"
-if [ -n "$HELPER" ]; then
-	if ip netns exec "$SP_LAP" "$HELPER" ping 198.19.77.10 3 2>&1 | indent; then
-		ok "ping 198.19.77.10 from the laptop through the tunnel"
-	else
-		bad "ping 198.19.77.10 through the tunnel"
-	fi
-	bg "$SP_LAN" "$WORK/lan.log" "$HELPER" serve 198.19.77.10:8080
-	waitfor 5 grep -q listening "$WORK/lan.log"
-	got=$(ip netns exec "$SP_LAP" "$HELPER" fetch 198.19.77.10:8080 2>&1)
-	echo "$got" | indent
-	sleep 0.3
-	sent=$(grep -o 'sha256=[0-9a-f]*' "$WORK/lan.log" | tail -1)
-	if [ -n "$sent" ] && [[ $got == *"$sent"* ]]; then
-		ok "fetched 1 MiB from 198.19.77.10:8080, checksum matches ($sent)"
-	else
-		bad "fetch from 198.19.77.10:8080 (laptop got: $got; LAN host sent: ${sent:-nothing})"
-	fi
-	echo "-- a port outside alice's policy (tcp/8081) gets no answer:"
-	if ip netns exec "$SP_LAP" "$HELPER" fetch 198.19.77.10:8081 2>&1 | indent; then
-		bad "tcp/8081 answered although policy allows only tcp/8080"
-	else
-		ok "tcp/8081 is outside alice's policy: no answer"
-	fi
+if ip netns exec "$SP_LAP" "$HELPER" ping 198.19.77.10 3 2>&1 | indent; then
+	ok "ping 198.19.77.10 from the laptop through the tunnel"
 else
-	note "traffic steps skipped (no helper)"
+	bad "ping 198.19.77.10 through the tunnel"
+fi
+bg "$SP_LAN" "$WORK/lan.log" "$HELPER" serve 198.19.77.10:8080
+waitfor 5 grep -q listening "$WORK/lan.log"
+got=$(ip netns exec "$SP_LAP" "$HELPER" fetch 198.19.77.10:8080 2>&1)
+echo "$got" | indent
+sleep 0.3
+sent=$(grep -o 'sha256=[0-9a-f]*' "$WORK/lan.log" | tail -1)
+if [ -n "$sent" ] && [[ $got == *"$sent"* ]]; then
+	ok "fetched 1 MiB from 198.19.77.10:8080, checksum matches ($sent)"
+else
+	bad "fetch from 198.19.77.10:8080 (laptop got: $got; LAN host sent: ${sent:-nothing})"
+fi
+echo "-- a port outside alice's policy (tcp/8081) gets no answer:"
+if ip netns exec "$SP_LAP" "$HELPER" fetch 198.19.77.10:8081 2>&1 | indent; then
+	bad "tcp/8081 answered although policy allows only tcp/8080"
+else
+	ok "tcp/8081 is outside alice's policy: no answer"
 fi
 echo "-- gateway counters"
 sstatus 2>&1 | indent
@@ -256,16 +258,14 @@ echo "-- sallyport server status (gateway)"
 sstatus 2>&1 | indent
 echo "-- sallyport status (laptop)"
 cstatus 2>&1 | indent
-if [ -n "$HELPER" ]; then
-	if ip netns exec "$SP_LAP" "$HELPER" ping 198.19.77.10 1 >/dev/null 2>&1; then
-		bad "alice still reaches the LAN after revocation"
-	else
-		ok "alice can no longer reach the LAN"
-	fi
+if ip netns exec "$SP_LAP" "$HELPER" ping 198.19.77.10 1 >/dev/null 2>&1; then
+	bad "alice still reaches the LAN after revocation"
+else
+	ok "alice can no longer reach the LAN"
 fi
 
-step "alice's laptop: sallyport down"
-ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/alice.toml" 2>&1 | indent
+step "alice's laptop: sallyport down alice"
+ip netns exec "$SP_LAP" "$BIN" down alice 2>&1 | indent
 waitfor 10 bash -c "! kill -0 $ALICE_PID" || bad "client still running after down"
 if ip -n "$SP_LAP" link show sp0 >/dev/null 2>&1 || [[ $(ip -n "$SP_LAP" route show table all) == *198.19.77.* ]]; then
 	bad "sallyport down left the TUN device or routes behind"
@@ -279,11 +279,10 @@ step "full tunnel with the kill switch (carol, group ops: routes = [\"0.0.0.0/0\
 ip -n "$SP_LAP" route add default via 198.18.0.2
 "$BIN" pki issue --dir "$D" --device carol --group ops >/dev/null 2>&1 || die "pki issue carol failed"
 "$BIN" pki bundle --dir "$D" --device carol --server 198.18.0.2:8443 --server-name gw.demo \
-	-o "$WORK/carol.toml" >/dev/null 2>&1 || die "pki bundle carol failed"
-grep -q '^\[admin\]' "$WORK/carol.toml" || printf '\n[admin]\nsocket = "%s"\n' "$WORK/carol.sock" >>"$WORK/carol.toml"
-kstatus() { ip netns exec "$SP_LAP" "$BIN" status -c "$WORK/carol.toml" "$@"; }
+	-o "$CONFIGURATION_DIRECTORY/carol.toml" >/dev/null 2>&1 || die "pki bundle carol failed"
+kstatus() { ip netns exec "$SP_LAP" "$BIN" status carol "$@"; }
 cping() { ip netns exec "$SP_LAP" "$HELPER" ping 198.19.77.10 1 >/dev/null 2>&1; }
-bg "$SP_LAP" "$WORK/carol.log" "$BIN" up -c "$WORK/carol.toml"
+bg "$SP_LAP" "$WORK/carol.log" "$BIN" up carol
 CAROL_PID=$LASTPID
 kconnected() { local j; j=$(kstatus --json 2>/dev/null) && [[ $j =~ \"connected\":\ *true ]]; }
 if waitfor 15 kconnected; then
@@ -293,32 +292,27 @@ else
 	indent <"$WORK/carol.log"
 	bad "carol did not connect"
 fi
-if [ -n "$HELPER" ]; then
-	if cping; then ok "ping 198.19.77.10 through the full tunnel"; else bad "no ping through the full tunnel"; fi
-	kill -TERM "$SERVER_PID" 2>/dev/null
-	sleep 1
-	if cping; then bad "traffic left the laptop with the gateway down"; else ok "gateway down, carol reconnecting: the kill switch lets nothing out"; fi
-	kill -KILL "$CAROL_PID" 2>/dev/null
-	wait "$CAROL_PID" 2>/dev/null
-	if cping; then bad "traffic left the laptop after kill -9 of the client"; else ok "client killed (kill -9): still nothing gets out"; fi
-	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" 2>&1 | indent
-	if cping; then ok "sallyport down removed the kill switch: plain traffic flows again"; else bad "no plain traffic after sallyport down"; fi
-	# The laptop boots again while the gateway is still down (a captive
-	# portal, an outage): it remembers what the gateway said last time.
-	bg "$SP_LAP" "$WORK/carol2.log" "$BIN" up -c "$WORK/carol.toml"
-	CAROL_PID=$LASTPID
-	kson() { [[ $(kstatus 2>&1) == *"kill switch:"*"on"* ]]; }
-	if waitfor 10 kson && ! cping; then
-		ok "up again with the gateway down: the remembered kill switch lets nothing out from the first second"
-	else
-		bad "up with the gateway down let traffic out before the first connection"
-	fi
-	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" 2>&1 | indent
-	if cping; then ok "sallyport down: plain traffic again"; else bad "no plain traffic after the second sallyport down"; fi
+if cping; then ok "ping 198.19.77.10 through the full tunnel"; else bad "no ping through the full tunnel"; fi
+kill -TERM "$SERVER_PID" 2>/dev/null
+sleep 1
+if cping; then bad "traffic left the laptop with the gateway down"; else ok "gateway down, carol reconnecting: the kill switch lets nothing out"; fi
+kill -KILL "$CAROL_PID" 2>/dev/null
+wait "$CAROL_PID" 2>/dev/null
+if cping; then bad "traffic left the laptop after kill -9 of the client"; else ok "client killed (kill -9): still nothing gets out"; fi
+ip netns exec "$SP_LAP" "$BIN" down carol 2>&1 | indent
+if cping; then ok "sallyport down removed the kill switch: plain traffic flows again"; else bad "no plain traffic after sallyport down"; fi
+# The laptop boots again while the gateway is still down (a captive
+# portal, an outage): it remembers what the gateway said last time.
+bg "$SP_LAP" "$WORK/carol2.log" "$BIN" up carol
+CAROL_PID=$LASTPID
+kson() { [[ $(kstatus 2>&1) == *"kill switch:"*"on"* ]]; }
+if waitfor 10 kson && ! cping; then
+	ok "up again with the gateway down: the remembered kill switch lets nothing out from the first second"
 else
-	note "kill switch traffic steps skipped (no helper)"
-	ip netns exec "$SP_LAP" "$BIN" down -c "$WORK/carol.toml" >/dev/null 2>&1
+	bad "up with the gateway down let traffic out before the first connection"
 fi
+ip netns exec "$SP_LAP" "$BIN" down carol 2>&1 | indent
+if cping; then ok "sallyport down: plain traffic again"; else bad "no plain traffic after the second sallyport down"; fi
 
 summary
 exit $FAILED
