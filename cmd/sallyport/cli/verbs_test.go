@@ -13,6 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sallyport/sallyport/client"
+	"github.com/sallyport/sallyport/server"
 )
 
 // A printf verb reaches a user when a string that holds one is passed as a
@@ -342,5 +345,55 @@ func moduleRoot(t *testing.T) string {
 			t.Fatal("no go.mod above the test's directory")
 		}
 		dir = parent
+	}
+}
+
+// TestConfigErrorsHaveNoVerbs drives the error paths of the two config
+// loaders with every key of the annotated example configs broken in four
+// ways (left out, a value of the wrong type, an empty or nonsense string,
+// the key misspelt) and checks that no message shows a format verb or a
+// fmt error marker (%!d(string=...)).
+func TestConfigErrorsHaveNoVerbs(t *testing.T) {
+	root := moduleRoot(t)
+	loaders := map[string]func(string) error{
+		"server.toml": func(p string) error { _, err := server.LoadConfig(p); return err },
+		"client.toml": func(p string) error { _, err := client.LoadConfig(p); return err },
+	}
+	n := 0
+	for file, load := range loaders {
+		b, err := os.ReadFile(filepath.Join(root, "configs", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(b), "\n")
+		for i, l := range lines {
+			key, _, ok := strings.Cut(l, "=")
+			if !ok || strings.HasPrefix(strings.TrimSpace(l), "#") {
+				continue
+			}
+			key = strings.TrimSpace(key)
+			for _, repl := range []string{"", key + " = 12345", key + ` = "%d bogus %s"`, key + "x" + " = 1", key + ` = ""`, key + " = [1, 2]"} {
+				edited := append(append(append([]string{}, lines[:i]...), repl), lines[i+1:]...)
+				path := filepath.Join(t.TempDir(), file)
+				if err := os.WriteFile(path, []byte(strings.Join(edited, "\n")), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				err := load(path)
+				if err == nil {
+					continue
+				}
+				n++
+				// A value the test wrote ("%d bogus %s") may be quoted
+				// back; nothing else may hold a verb.
+				msg := strings.ReplaceAll(err.Error(), "%d bogus %s", "")
+				if hasVerb(msg) || strings.Contains(msg, "%!") {
+					t.Errorf("%s line %d as %q: the error shows a format verb: %v", file, i+1, repl, err)
+				}
+			}
+		}
+	}
+	t.Logf("%d config errors checked", n)
+	if n < 50 {
+		t.Fatalf("only %d config errors were produced; the corpus is too small to mean anything", n)
 	}
 }
