@@ -40,7 +40,11 @@ func AdmissionGates(cfg *Config, crlFile string) ([]policy.Gate, error) {
 	if err := t.loadAllowlists(cfg); err != nil {
 		return nil, err
 	}
-	gates := []policy.Gate{t.allowlistGate}
+	set, err := policy.Compile(cfg.Policies)
+	if err != nil {
+		return nil, err
+	}
+	gates := []policy.Gate{t.allowlistGate, hardwareKeyGate(set)}
 	if crlFile == "" {
 		crlFile = cfg.TLS.CRL
 	}
@@ -76,6 +80,28 @@ func (t *trust) allowlistGate(id pki.Identity, certs []*x509.Certificate) policy
 		}
 	}
 	return g
+}
+
+// hardwareKeyGate is checkHardwareKey as a gate: a policy that matches
+// may demand a key held in hardware, which only a certificate can show.
+func hardwareKeyGate(set *policy.Set) policy.Gate {
+	return func(id pki.Identity, certs []*x509.Certificate) policy.GateResult {
+		g := policy.GateResult{Name: "hardware key", OK: true}
+		grant := set.Lookup(id)
+		switch err := checkHardwareKey(grant, id); {
+		case grant == nil || grant.RequireHardwareKey == "":
+			g.Line = "not required by the matching policies"
+		case err == nil:
+			g.Line = fmt.Sprintf("required by policy %q; the certificate records a key in %s", grant.RequireHardwareKey, id.KeyOrigin)
+		default:
+			g.OK = false
+			g.Line = fmt.Sprintf("refused, the gateway answers %s: %v", classify(err).reason, classify(err).err)
+			if certs == nil {
+				g.Line += " (without --cert the key origin is unknown)"
+			}
+		}
+		return g
+	}
 }
 
 // revocationGate is checkRevoked and checkCRLFresh as a gate: every

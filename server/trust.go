@@ -344,12 +344,22 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 	}
 	// Only the issuer's word counts (a certificate policy it signed);
 	// nothing the device says about its key does.
-	if p := v.grant.RequireHardwareKey; p != "" && id.KeyOrigin != pki.KeyOriginTPM && id.KeyOrigin != pki.KeyOriginPKCS11 {
-		g := v.grant
+	if err := checkHardwareKey(v.grant, id); err != nil {
 		v.grant = nil
-		return v, &refusal{tunnel.ReasonHardwareKey, id.Device, fmt.Errorf("policy %q requires a hardware-held device key; certificate serial %s records none (issue it with: pki sign --key-origin tpm|pkcs11); matching policies %v", p, id.Serial, g.Names)}
+		return v, err
 	}
 	return v, nil
+}
+
+// checkHardwareKey refuses an identity whose grant comes with a policy
+// that demands a hardware-held key when its certificate's issuer did not
+// record one (attested or vouched for).
+func checkHardwareKey(g *policy.Grant, id pki.Identity) error {
+	if g == nil || g.RequireHardwareKey == "" || id.KeyOrigin == pki.KeyOriginTPM || id.KeyOrigin == pki.KeyOriginPKCS11 {
+		return nil
+	}
+	return &refusal{tunnel.ReasonHardwareKey, id.Device, fmt.Errorf("policy %q requires a hardware-held device key; certificate serial %s records none (sign its CSR with pki sign --require-hardware, or --key-origin tpm|pkcs11); matching policies %v",
+		g.RequireHardwareKey, orDash(id.Serial), g.Names)}
 }
 
 // checkRevoked refuses when a certificate of certs (the chain without its

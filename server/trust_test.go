@@ -416,3 +416,30 @@ func TestTrustRequiresHardwareKey(t *testing.T) {
 		})
 	}
 }
+
+// TestHardwareKeyGate: policy explain/test count the hardware-key rule in
+// their verdict the way the gateway does.
+func TestHardwareKeyGate(t *testing.T) {
+	set, err := policy.Compile([]policy.Policy{
+		{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"10.0.0.0/8"}, RequireHardwareKey: true},
+		{Name: "sales", Match: policy.Match{OU: []string{"sales"}}, Allow: []string{"10.0.0.0/8"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := hardwareKeyGate(set)
+	for _, tt := range []struct {
+		id     pki.Identity
+		ok     bool
+		inLine string
+	}{
+		{pki.Identity{Device: "a", Groups: []string{"eng"}, KeyOrigin: pki.KeyOriginTPM}, true, "records a key in tpm"},
+		{pki.Identity{Device: "b", Groups: []string{"eng"}}, false, "hardware-key-required"},
+		{pki.Identity{Device: "c", Groups: []string{"sales"}}, true, "not required"},
+	} {
+		g := gate(tt.id, nil)
+		if g.OK != tt.ok || !strings.Contains(g.Line, tt.inLine) {
+			t.Errorf("%s: %+v, want ok %v and %q", tt.id.Device, g, tt.ok, tt.inLine)
+		}
+	}
+}
