@@ -443,3 +443,22 @@ func TestHardwareKeyGate(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmissionGatesHaveHardwareKey: the gates policy explain and test
+// run include the hardware-key rule.
+func TestAdmissionGatesHaveHardwareKey(t *testing.T) {
+	cfg := &Config{Policies: []policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"10.0.0.0/8"}, RequireHardwareKey: true}}}
+	gates, err := AdmissionGates(cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := false
+	for _, g := range gates {
+		if r := g(pki.Identity{Device: "b", Groups: []string{"eng"}}, nil); !r.OK && strings.Contains(r.Line, "hardware-key-required") {
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatal("no admission gate refuses a key-file device under require_hardware_key")
+	}
+}
