@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/testenv"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -297,22 +298,7 @@ type testEnv struct {
 }
 
 // syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.LogBuffer
 
 // noLeaks fails t if goroutines started during the test are still running
 // once its cleanups are done. Register it first so it runs last.

@@ -1,13 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/sallyport/sallyport/tunnel"
@@ -58,22 +56,4 @@ func TestDeviceRejectsGatewayCert(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a log sink the gateway's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/procs"
+	"github.com/sallyport/sallyport/internal/testenv"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
 	"github.com/sallyport/sallyport/tunnel/packet"
@@ -191,7 +192,7 @@ type gatewayHarness struct {
 	s      *Server
 	tun    *fakeTUN
 	gwPool *x509.CertPool
-	logs   *syncBuffer // the gateway's log
+	logs   *testenv.LogBuffer // the gateway's log
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
 }
@@ -233,7 +234,7 @@ func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Pr
 	if err := cfg.normalize(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLogOut()), nil)))
 	if err != nil {
 		t.Fatal(err)

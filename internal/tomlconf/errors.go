@@ -213,15 +213,23 @@ func elementName(raw map[string]any, path []seg) string {
 	return ""
 }
 
-// fieldNames lists the TOML keys a struct type declares.
-func fieldNames(t reflect.Type) []string {
+// field is one key a struct declares: its TOML name and Go type.
+type field struct {
+	name string
+	typ  reflect.Type
+}
+
+// fields lists the keys the struct type t (through pointers, slices and
+// arrays) declares, by their toml tags or field names; nil if t is not a
+// struct.
+func fields(t reflect.Type) []field {
 	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 		t = t.Elem()
 	}
 	if t == nil || t.Kind() != reflect.Struct {
 		return nil
 	}
-	var names []string
+	var out []field
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
@@ -231,33 +239,31 @@ func fieldNames(t reflect.Type) []string {
 		if tag == "" {
 			tag = f.Name
 		}
-		names = append(names, tag)
+		out = append(out, field{tag, f.Type})
+	}
+	return out
+}
+
+// fieldNames lists the TOML keys a struct type declares.
+func fieldNames(t reflect.Type) []string {
+	var names []string
+	for _, f := range fields(t) {
+		names = append(names, f.name)
 	}
 	return names
 }
 
 // findKey lists the tables (dot-joined paths) under t that declare key.
 func findKey(t reflect.Type, key string, path []string) []string {
-	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-		t = t.Elem()
-	}
-	if t == nil || t.Kind() != reflect.Struct || len(path) > 4 {
+	if len(path) > 4 {
 		return nil
 	}
 	var out []string
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if tag == "-" || !f.IsExported() {
-			continue
-		}
-		if tag == "" {
-			tag = f.Name
-		}
-		if tag == key && len(path) > 0 {
+	for _, f := range fields(t) {
+		if f.name == key && len(path) > 0 {
 			out = append(out, strings.Join(path, "."))
 		}
-		out = append(out, findKey(f.Type, key, append(slices.Clone(path), tag))...)
+		out = append(out, findKey(f.typ, key, append(slices.Clone(path), f.name))...)
 	}
 	return out
 }

@@ -124,16 +124,24 @@ func TestRunDaemon(t *testing.T) {
 	}
 }
 
+// missingMaterial writes a gateway config (with extra TOML before its
+// [tls]) and a laptop config that load but name certificates and keys
+// that do not exist.
+func missingMaterial(t *testing.T, extra string) (gw, lap string) {
+	dir := t.TempDir()
+	gw = filepath.Join(dir, "server.toml")
+	writeFile(t, gw, "listen = \"127.0.0.1:8443\"\n"+extra+"[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\nclient_ca = \"ca.crt\"\n[tunnel]\nipv4_pool = \"10.8.0.0/24\"\n"+
+		"[[policy]]\nname = \"all\"\nmatch = { cn = [\"*\"] }\nallow = [\"10.0.0.0/8\"]\n")
+	lap = filepath.Join(dir, "client.toml")
+	writeFile(t, lap, "server = \"127.0.0.1:8443\"\n[tls]\nca = \"ca.crt\"\ncert = \"dev.crt\"\nkey = \"dev.key\"\n")
+	return gw, lap
+}
+
 // TestDaemonStartErrors: a config that loads but names material that does
 // not exist stops the gateway and the laptop before anything is opened,
 // naming the file.
 func TestDaemonStartErrors(t *testing.T) {
-	dir := t.TempDir()
-	gw := filepath.Join(dir, "server.toml")
-	writeFile(t, gw, "listen = \"127.0.0.1:8443\"\n[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\nclient_ca = \"ca.crt\"\n[tunnel]\nipv4_pool = \"10.8.0.0/24\"\n"+
-		"[[policy]]\nname = \"all\"\nmatch = { cn = [\"*\"] }\nallow = [\"10.0.0.0/8\"]\n")
-	lap := filepath.Join(dir, "client.toml")
-	writeFile(t, lap, "server = \"127.0.0.1:8443\"\n[tls]\nca = \"ca.crt\"\ncert = \"dev.crt\"\nkey = \"dev.key\"\n")
+	gw, lap := missingMaterial(t, "")
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -153,14 +161,10 @@ func TestDaemonStartErrors(t *testing.T) {
 // [log] format = "json") the error that stops the daemon is one JSON log
 // line like every other, not a plain text line in the middle of them.
 func TestStartErrorsAsJSON(t *testing.T) {
-	dir := t.TempDir()
-	bad := filepath.Join(dir, "server.toml")
+	gw, lap := missingMaterial(t, "[log]\nformat = \"json\"\n")
+	dir := filepath.Dir(gw)
+	bad := filepath.Join(dir, "bad.toml")
 	writeFile(t, bad, "listen = \"127.0.0.1:8443\"\n[tunel]\n")
-	gw := filepath.Join(dir, "gw.toml")
-	writeFile(t, gw, "listen = \"127.0.0.1:8443\"\n[log]\nformat = \"json\"\n[tls]\ncert = \"gw.crt\"\nkey = \"gw.key\"\nclient_ca = \"ca.crt\"\n[tunnel]\nipv4_pool = \"10.8.0.0/24\"\n"+
-		"[[policy]]\nname = \"all\"\nmatch = { cn = [\"*\"] }\nallow = [\"10.0.0.0/8\"]\n")
-	lap := filepath.Join(dir, "client.toml")
-	writeFile(t, lap, "server = \"127.0.0.1:8443\"\n[tls]\nca = \"ca.crt\"\ncert = \"dev.crt\"\nkey = \"dev.key\"\n")
 	for _, tt := range []struct {
 		args []string
 		want string
