@@ -8,21 +8,19 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sallyport/sallyport/client"
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/server"
 )
 
 // Shell completion of values, beyond the command and flag names cobra
 // completes by itself: the devices connected to the gateway (server kick,
-// from server status), the laptop's profiles (/etc/sallyport/NAME.toml,
-// for up/status/down), the choices of enumerated flags. The pki commands
+// from server status), the laptop's profiles (client.Profiles: the
+// NAME.toml files in /etc/sallyport or $CONFIGURATION_DIRECTORY, for
+// up/status/down), the choices of enumerated flags. The pki commands
 // complete devices, serials, reasons and key types from the CA index
 // (pki/pkicmd/complete.go). A completion that cannot find its values (no
 // gateway running, no permission) offers nothing, never an error.
-
-// profileDir is where the laptop's profiles live (a variable so tests use
-// a directory of their own).
-var profileDir = "/etc/sallyport"
 
 // completionTimeout bounds the admin socket call behind a completion: a
 // shell must not hang on a stuck gateway.
@@ -70,33 +68,19 @@ func fixed(values []string) func(*cobra.Command, []string, string) ([]string, co
 	}
 }
 
-// profiles lists the laptop profiles in profileDir: every NAME.toml but
-// the gateway's server.toml.
-func profiles() []string {
-	files, _ := filepath.Glob(filepath.Join(profileDir, "*.toml"))
-	var out []string
-	for _, f := range files {
-		if name := strings.TrimSuffix(filepath.Base(f), ".toml"); name != "server" {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // profileNames completes the NAME of up/status/down NAME.
 func profileNames(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	return profiles(), cobra.ShellCompDirectiveNoFileComp
+	return client.Profiles(), cobra.ShellCompDirectiveNoFileComp
 }
 
 // profileFiles completes -c with the profiles' paths, and files as well.
 func profileFiles(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	var out []string
-	for _, p := range profiles() {
-		out = append(out, filepath.Join(profileDir, p+".toml"))
+	for _, p := range client.Profiles() {
+		out = append(out, filepath.Join(client.ConfigDir(), p+".toml"))
 	}
 	return out, cobra.ShellCompDirectiveDefault
 }

@@ -81,9 +81,8 @@ func TestCompletion(t *testing.T) {
 	}
 
 	// Profiles: NAME.toml in the profile directory, not server.toml.
-	old := profileDir
-	profileDir = t.TempDir()
-	t.Cleanup(func() { profileDir = old })
+	profileDir := t.TempDir()
+	t.Setenv("CONFIGURATION_DIRECTORY", profileDir)
 	for _, n := range []string{"acme.toml", "lab.toml", "server.toml", "notes.txt"} {
 		if err := os.WriteFile(filepath.Join(profileDir, n), nil, 0o600); err != nil {
 			t.Fatal(err)
@@ -95,7 +94,7 @@ func TestCompletion(t *testing.T) {
 			t.Errorf("%s -c completes %q, want %q", c, got, want)
 		}
 	}
-	if got := profiles(); !slices.Equal(got, []string{"acme", "lab"}) {
+	if got := complete(t, "status", ""); !slices.Equal(got, []string{"acme", "lab"}) {
 		t.Errorf("profile names %q", got)
 	}
 }
