@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/vishvananda/netlink"
 
+	"github.com/sallyport/sallyport/client/policyroute"
 	"github.com/sallyport/sallyport/internal/testenv"
 )
 
@@ -324,6 +326,71 @@ func TestRemoveLeftoversDNS(t *testing.T) {
 		n, err := RemoveLeftovers(cfg, testLogger(&syncBuffer{}))
 		if err != nil || n != 1 {
 			t.Errorf("RemoveLeftovers = %d, %v; want the DNS counted", n, err)
+		}
+	})
+	if got := read(t, rc); got != origResolv {
+		t.Fatalf("resolv.conf after down: %q", got)
+	}
+}
+
+// `down` of a profile that is not running, while another client holds the
+// device it crashed on: profile A was killed on sp0, B came up and got
+// sp0, and `down A` must not take B's kill switch, routes and DNS away
+// (B's traffic would leave in the clear). With the device gone, the same
+// call removes all of it.
+func TestRemoveLeftoversLiveDevice(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
+	rc, state := useTempResolvConf(t)
+	sock := filepath.Join(t.TempDir(), "client-a.sock")
+	cfg := &Config{Tunnel: TunnelConfig{Device: AutoDevice, Table: DefaultTable, tableAuto: true},
+		Admin: AdminConfig{Socket: sock}, stateDir: state}
+	if err := os.WriteFile(deviceFile(cfg), []byte("sp0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, func() {
+		if _, err := setDNS(state, "sp0", pushed, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := installKillSwitch(newKillSpec("sp0", DefaultTable, []string{"192.0.2.1:8443"}, nil)); err != nil {
+			t.Fatal(err)
+		}
+		plan := planRoutes(pfx("10.1.0.0/16"), "sp0", DefaultTable, false)
+		for _, r := range plan.rules {
+			if err := policyroute.AddRule(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		veth(t, "sp0") // the running client's device
+		for _, r := range plan.routes {
+			if err := policyroute.ReplaceTableRoute(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		logs := &syncBuffer{}
+		if n, err := RemoveLeftovers(cfg, testLogger(logs)); n != 0 || err != nil {
+			t.Errorf("with sp0 held by a running client: RemoveLeftovers = %d, %v; want nothing touched", n, err)
+		}
+		mustContain(t, logs.String(), "left alone")
+		in, err := installed(osSystem{}, "sp0", DefaultTable)
+		if err != nil || !in.KillSwitch || len(in.Routes) != 2 || len(in.Rules) != 1 {
+			t.Fatalf("the running client lost its state: %+v %v", in, err)
+		}
+		if ownerOf([]byte(read(t, rc))) != "sp0" {
+			t.Fatalf("the running client lost its DNS: %q", read(t, rc))
+		}
+		if _, err := os.Stat(deviceFile(cfg)); err != nil {
+			t.Fatalf("the device record went: %v", err)
+		}
+
+		l, _ := netlink.LinkByName("sp0")
+		if err := netlink.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := RemoveLeftovers(cfg, testLogger(logs)); n != 4 || err != nil {
+			t.Errorf("with sp0 gone: RemoveLeftovers = %d, %v; want rule, route, DNS and kill switch", n, err)
+		}
+		if in, err := installed(osSystem{}, "sp0", DefaultTable); err != nil || in.KillSwitch || len(in.Routes)+len(in.Rules) != 0 {
+			t.Fatalf("left behind: %+v %v", in, err)
 		}
 	})
 	if got := read(t, rc); got != origResolv {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -369,10 +370,17 @@ func removeRouting(sys system, table int, log *slog.Logger) int {
 // (resolv.conf restored byte for byte, resolved's link reverted). It
 // returns how many of those it removed. `sallyport down` runs it when no
 // client answers.
+//
+// A device that exists is left alone: a TUN lives only as long as the
+// process holding it, so its table, kill switch and DNS belong to a
+// running client, most likely another profile's that got the same spN
+// after this one crashed (or a client with a socket `down` did not find).
+// Removing them would send that client's traffic out in the clear.
 func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 	sys := osSystem{stateDir: cfg.stateDirectory()}
 	dev, rt := cfg.Tunnel.Device, cfg.Tunnel.Table
-	if dev == AutoDevice {
+	auto := dev == AutoDevice
+	if auto {
 		// The device the kernel gave this profile, recorded by Run.
 		b, err := os.ReadFile(deviceFile(cfg))
 		if err != nil {
@@ -382,6 +390,13 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 		if cfg.Tunnel.tableAuto {
 			rt = TableFor(dev)
 		}
+	}
+	if linkExists(dev) {
+		log.Info("left alone: a running tunnel holds the device, so its routes, kill switch and DNS are not a crashed client's",
+			"device", dev, "table", rt)
+		return 0, nil
+	}
+	if auto {
 		defer os.Remove(deviceFile(cfg))
 	}
 	n := removeRouting(sys, rt, log)
@@ -399,6 +414,12 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 		n++
 	}
 	return n, dnsErr
+}
+
+// linkExists reports whether a network interface named dev exists.
+func linkExists(dev string) bool {
+	_, err := net.InterfaceByName(dev)
+	return err == nil
 }
 
 // deviceFile records which spN a profile without a configured device got.

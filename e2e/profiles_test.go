@@ -217,3 +217,68 @@ func squeeze(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestDownCrashedProfileSparesOthers: profile alice is killed on sp0, and
+// profile bob (another device) comes up and gets sp0. `down alice` finds
+// alice not running, but what is on sp0 (table, kill switch, DNS) is
+// bob's now: it must stay, or bob's traffic leaves in the clear. Nothing
+// leaks on eth0 before and after that down; bob keeps his kill switch and
+// routes; after bob's own down the laptop is clean.
+func TestDownCrashedProfileSparesOthers(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	on := true
+	pol := restrictive
+	pol.KillSwitch = &on
+	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol))
+	connect := func(name string) *Laptop {
+		t.Helper()
+		cc := clientConf(k, name, "wireguard", sock)
+		cc.Device = "" // as in a bundle: the first free spN
+		l := tp.startLaptop(tp.Lap, name, cc)
+		if !waitFor(15*time.Second, func() bool { st, err := l.Status(); return err == nil && st.Connected }) {
+			t.Fatalf("%s never connected:\n%s", name, tail(l.Proc.Log(), 20))
+		}
+		return l
+	}
+	alice := connect("alice")
+	alice.Proc.Signal(syscall.SIGKILL)
+	alice.Proc.Wait(5 * time.Second)
+	if !waitFor(5*time.Second, func() bool { return !linkExists(tp.Lap, "sp0") }) {
+		t.Fatal("sp0 still there after kill -9")
+	}
+	bob := connect("bob")
+	if !linkExists(tp.Lap, "sp0") {
+		t.Fatal("bob did not get sp0")
+	}
+	check := func(when string) {
+		t.Helper()
+		st, err := bob.installed()
+		if err != nil || !st.Connected || !st.Installed.KillSwitch || len(st.Installed.Routes) != 2 || len(st.Installed.Rules) != 1 {
+			t.Fatalf("%s: bob's tunnel %+v %v", when, st, err)
+		}
+		if leaks, replies, out := tp.offlineLeaks(1000); leaks != 0 || replies != 2 {
+			t.Fatalf("%s: leaks=%d replies=%d, want nothing in the clear and the LAN through bob's tunnel: %s", when, leaks, replies, out)
+		}
+	}
+	check("before down alice")
+	out, err := tp.sp(tp.Lap, "down", "-c", alice.Conf)
+	if err != nil || !strings.Contains(out, "alice: not up") || strings.Contains(out, "removed") {
+		t.Fatalf("down alice: %v\n%s", err, out)
+	}
+	check("after down alice")
+	if out, err := tp.sp(tp.Lap, "down", "-c", bob.Conf); err != nil {
+		t.Fatalf("down bob: %v %s", err, out)
+	}
+	bob.Proc.Wait(10 * time.Second)
+	if out, err := tp.sp(tp.Lap, "down", "-c", alice.Conf); err != nil {
+		t.Fatalf("down alice again: %v %s", err, out)
+	}
+	if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
+		t.Errorf("left behind: %v", bad)
+	}
+}
