@@ -372,6 +372,7 @@ func (c *Client) connectIP(ctx context.Context, q *quicPath, hello tunnel.Hello)
 		return nil, nil, tunnel.Config{}, fmt.Errorf("gateway answered the CONNECT-IP request with %s", resp.Status)
 	}
 	link := masque.NewLink(rs)
+	link.Direct(q.qc, rs.StreamID())
 	for {
 		typ, v, err := link.NextCapsule()
 		if err != nil {
@@ -439,7 +440,6 @@ func (c *Client) sessionQUIC(ctx context.Context, q *quicPath, m *material, up f
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = link.Run(sctx) })
 	wg.Go(func() { c.routineQUICTimers(sctx, cn) })
 	if renew {
 		wg.Go(func() { c.routineRenew(sctx, cn, pc.RenewAt, km) })

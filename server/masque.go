@@ -115,7 +115,9 @@ func (s *Server) serveConnectIP(ctx context.Context, w http.ResponseWriter, r *h
 		_ = qc.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeInternalError), "")
 		return
 	}
-	ss.attach(masque.NewLink(str), qc.conn)
+	link := masque.NewLink(str)
+	link.Direct(qc.conn, str.StreamID())
+	ss.attach(link, qc.conn)
 	if err := ss.pushConfig(caps); err != nil {
 		s.pool.Release(ss.key, ss.addr, ss.addr6)
 		ss.hangup(false)
@@ -260,15 +262,9 @@ func (ss *session) assigned(id uint64) []masque.Address {
 }
 
 // startDatagrams starts the goroutines of a datagram session (run waits
-// for them through wg): the link's datagram receiver, the device -> LAN
-// loop and the capsule reader.
+// for them through wg): the device -> LAN loop and the capsule reader.
+// Both end when the session closes its QUIC connection.
 func (ss *session) startDatagrams(wg *sync.WaitGroup) {
-	ctx, cancel := context.WithCancel(context.Background())
-	wg.Go(func() {
-		<-ss.done
-		cancel()
-	})
-	wg.Go(func() { _ = ss.link.Run(ctx) })
 	wg.Go(ss.routineReadDatagrams)
 	wg.Go(ss.routineReadCapsules)
 }

@@ -377,6 +377,7 @@ func (h *gatewayHarness) sallyportQUIC(addr string, cert tls.Certificate, caps .
 		t.Fatalf("CONNECT-IP: %v %v", resp, err)
 	}
 	link := masque.NewLink(rs)
+	link.Direct(qc, rs.StreamID())
 	for {
 		typ, v, err := link.NextCapsule()
 		if err != nil {

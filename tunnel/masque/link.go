@@ -9,10 +9,10 @@ package masque
 //            copies once into its frame). A packet larger than the datagram
 //            the path takes now goes to TooBig instead (the owner answers
 //            with ICMP Packet Too Big / Fragmentation Needed).
-//   ingress  Run's goroutine receives datagrams into an inbox (bounded;
-//            full means dropped, counted); ReadPackets takes what arrived
-//            as one batch, so the TUN write after it is batched (GRO) like
-//            the TLS stream's.
+//   ingress  ReadPackets waits for one datagram of the stream, then takes
+//            what else is queued without waiting (one batch), so the TUN
+//            write after it is batched (GRO) like the TLS stream's; no
+//            goroutine or queue of its own between http3's and the relay.
 //   control  capsules on the stream: WriteControl/Finish send a sallyport
 //            control frame in CapsuleSallyport (under one lock, with the
 //            write deadline of the session timeout), WriteCapsule the
@@ -42,11 +42,6 @@ type Stream interface {
 	SetWriteDeadline(time.Time) error
 }
 
-// InboxPackets bounds the datagrams received but not yet taken by
-// ReadPackets (a reader that falls this far behind loses packets, which
-// inner TCP answers by slowing down).
-const InboxPackets = 1024
-
 // ErrStalled is returned by a control write that hit its deadline.
 var ErrStalled = errors.New("peer stopped reading the CONNECT-IP stream")
 
@@ -60,29 +55,49 @@ type Link struct {
 	// it is larger than mtu, the largest IP packet the path takes now.
 	TooBig func(pkt []byte, mtu int)
 
+	// direct, when set (Direct), is the QUIC connection WritePackets sends
+	// on itself, qsid the stream's quarter stream ID (one varint byte).
+	direct *quic.Conn
+	qsid   byte
+
 	wmu     sync.Mutex
 	timeout time.Duration
 	since   atomic.Int64 // unix nanos when the control write in progress began; 0 = none
-
-	imu     sync.Mutex
-	inbox   [][]byte
-	spare   [][]byte
-	ready   chan struct{}
-	dropped atomic.Uint64
-	rerr    error // why Run ended; imu
-	done    chan struct{}
 }
 
-// NewLink wraps str. Start Run before ReadPackets.
+// NewLink wraps str.
 func NewLink(str Stream) *Link {
-	return &Link{str: str, br: bufio.NewReaderSize(str, 4096), ready: make(chan struct{}, 1), done: make(chan struct{})}
+	return &Link{str: str, br: bufio.NewReaderSize(str, 4096)}
 }
 
 // SetTimeout makes every control write give up after d (0: never).
 func (l *Link) SetTimeout(d time.Duration) { l.timeout = d }
 
-// Dropped counts datagrams dropped because the inbox was full.
-func (l *Link) Dropped() uint64 { return l.dropped.Load() }
+// Direct makes WritePackets put each datagram on conn itself, the quarter
+// stream ID of streamID and the context ID written into the packet's
+// headroom: http3's SendDatagram allocates and copies every datagram to put
+// that prefix in front, and quic-go copies it once more. Only for the first
+// 64 request streams (a one-byte quarter stream ID), the only ones a
+// session uses; for others sends keep going through the stream. (Receiving
+// stays with http3, which consumes the connection's datagrams once the
+// peer announced them.)
+func (l *Link) Direct(conn *quic.Conn, streamID quic.StreamID) {
+	if q := uint64(streamID) / 4; streamID >= 0 && q < 64 {
+		l.direct, l.qsid = conn, byte(q)
+	}
+}
+
+// pollContext has its Done closed and no error: http3's ReceiveDatagram
+// then returns a queued datagram, or nil and no error at once when none
+// is queued (a receive that does not block).
+type pollContext struct{ context.Context }
+
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (pollContext) Done() <-chan struct{} { return closedDone }
+func (pollContext) Err() error            { return nil }
+
+var poll = pollContext{context.Background()}
 
 // WritePackets sends the first n packets, each at offset in its buffer,
 // as one datagram each. gso packets (super-packets) cannot be sent whole
@@ -93,15 +108,25 @@ func (l *Link) WritePackets(bufs [][]byte, sizes []int, gso []bool, n int, offse
 		if gso != nil && gso[i] {
 			continue
 		}
-		b := bufs[i][offset-ContextIDLen : offset+sizes[i]]
-		b[0] = 0 // context ID 0: an IP packet
-		err := l.str.SendDatagram(b)
+		var err error
+		prefix := ContextIDLen // what http3 adds in front is counted in its error
+		if l.direct != nil {
+			b := bufs[i][offset-quarterIDLen-ContextIDLen : offset+sizes[i]]
+			b[0], b[1] = l.qsid, 0 // quarter stream ID; context ID 0: an IP packet
+			err = l.direct.SendDatagram(b)
+			prefix = quarterIDLen + ContextIDLen
+		} else {
+			b := bufs[i][offset-ContextIDLen : offset+sizes[i]]
+			b[0] = 0 // context ID 0: an IP packet
+			err = l.str.SendDatagram(b)
+			prefix += quarterIDLen
+		}
 		if err == nil {
 			continue
 		}
 		if tl, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
 			if l.TooBig != nil {
-				l.TooBig(b[ContextIDLen:], int(tl.MaxDatagramPayloadSize)-quarterIDLen-ContextIDLen)
+				l.TooBig(bufs[i][offset:offset+sizes[i]], int(tl.MaxDatagramPayloadSize)-prefix)
 			}
 			continue
 		}
@@ -227,84 +252,28 @@ func (l *Link) NextCapsule() (typ uint64, value []byte, err error) {
 	return typ, value, err
 }
 
-// Run receives datagrams into the inbox until the stream or ctx ends,
-// then returns why. Run it in one goroutine per link.
-func (l *Link) Run(ctx context.Context) error {
-	defer close(l.done)
-	for {
-		d, err := l.str.ReceiveDatagram(ctx)
-		if err != nil {
-			l.imu.Lock()
-			l.rerr = err
-			l.imu.Unlock()
-			l.signal()
-			return err
-		}
-		l.imu.Lock()
-		if len(l.inbox) >= InboxPackets {
-			l.imu.Unlock()
-			l.dropped.Add(1)
-			continue
-		}
-		l.inbox = append(l.inbox, d)
-		first := len(l.inbox) == 1
-		l.imu.Unlock()
-		if first {
-			l.signal()
-		}
-	}
-}
-
-func (l *Link) signal() {
-	select {
-	case l.ready <- struct{}{}:
-	default:
-	}
-}
-
-// ReadPackets waits for datagrams and copies the IP packets of up to
-// len(bufs) of them to offset in bufs, their lengths in sizes. Datagrams
-// of another context, empty ones and packets larger than a buffer are
-// skipped (bad counts them). It returns an error, with n == 0, once Run
-// has ended and everything it received was read.
+// ReadPackets waits for a datagram of the stream, then takes what else is
+// queued without waiting, and copies the IP packets of up to len(bufs) of
+// them to offset in bufs, their lengths in sizes. Datagrams of another
+// context, empty ones and packets larger than a buffer are skipped (bad
+// counts them). It returns the stream's error, with n == 0, once it ended.
 func (l *Link) ReadPackets(bufs [][]byte, sizes []int, offset int) (n, bad int, err error) {
-	for {
-		l.imu.Lock()
-		if len(l.inbox) > 0 {
-			take := l.inbox
-			l.inbox = l.spare[:0]
-			l.imu.Unlock()
-			k := 0
-			for k < len(take) && n < len(bufs) {
-				pkt, ok := Packet(take[k])
-				if ok && offset+len(pkt) <= len(bufs[n]) {
-					sizes[n] = copy(bufs[n][offset:], pkt)
-					n++
-				} else {
-					bad++
-				}
-				take[k] = nil
-				k++
-			}
-			l.imu.Lock()
-			if k < len(take) { // more than one batch arrived: keep the rest first
-				rest := append(take[k:len(take):len(take)], l.inbox...)
-				clear(take[:k])
-				l.inbox = rest
-			} else {
-				l.spare = take[:0]
-			}
-			l.imu.Unlock()
-			if n > 0 || bad > 0 {
-				return n, bad, nil
-			}
-			continue
+	d, err := l.str.ReceiveDatagram(context.Background()) // ends with the stream
+	for err == nil && d != nil {
+		pkt, ok := Packet(d)
+		if ok && offset+len(pkt) <= len(bufs[n]) {
+			sizes[n] = copy(bufs[n][offset:], pkt)
+			n++
+		} else {
+			bad++
 		}
-		rerr := l.rerr
-		l.imu.Unlock()
-		if rerr != nil {
-			return 0, bad, rerr
+		if n == len(bufs) {
+			break
 		}
-		<-l.ready
+		d, err = l.str.ReceiveDatagram(poll)
 	}
+	if n > 0 || bad > 0 {
+		return n, bad, nil
+	}
+	return 0, 0, err
 }
