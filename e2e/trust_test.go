@@ -219,10 +219,12 @@ func TestGatewayCertCauseShown(t *testing.T) {
 	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock))
 	other := newPKI(t, "Other CA")
 
+	// The laptop's default transport, auto: the datagram path (QUIC) first,
+	// the TLS stream beside it. The cause must come through either way.
 	wrongName := clientConf(k, "alice", "wireguard", sock)
-	wrongName.ServerName = "vpn.example"
+	wrongName.ServerName, wrongName.Transport = "vpn.example", "auto"
 	wrongCA := clientConf(k, "bob", "wireguard", sock)
-	wrongCA.CA = other.CA()
+	wrongCA.CA, wrongCA.Transport = other.CA(), "auto"
 	for _, tt := range []struct {
 		ns, name string
 		cc       ClientConf
