@@ -11,10 +11,10 @@ package client
 // carried IPv6 to one small file per profile in its state directory
 // (StateDirectory=, /var/lib/sallyport), atomically. At `up`, before the
 // first connection, it reads it back: the kill switch comes on as
-// wantKillSwitch would decide it for that config, and the pushed prefixes
+// wantKillSwitch would decide it for that config pushed again (with the
+// client file's kill_switch, as while connected), and the pushed prefixes
 // are refused (their unreachable routes, route.go) until the new session
-// routes them into the tunnel. The client file's own kill_switch, when
-// set, wins over the memory. `down` removes what was applied but keeps
+// routes them into the tunnel. `down` removes what was applied but keeps
 // the memory: a clean stop at shutdown is a `down` too, and the next boot
 // must still fail closed.
 
@@ -67,10 +67,6 @@ func (m memory) same(o memory) bool {
 	return m.Version == o.Version && slices.Equal(m.Routes, o.Routes) && m.IPv6 == o.IPv6 &&
 		(m.KillSwitch == nil) == (o.KillSwitch == nil) && (m.KillSwitch == nil || *m.KillSwitch == *o.KillSwitch)
 }
-
-// killSwitch is what the remembered config decides for the kill switch
-// when the client file says nothing.
-func (m memory) killSwitch() bool { return wantKillSwitch(nil, m.KillSwitch, fullTunnel(m.Routes)) }
 
 // bootRoutes are the remembered prefixes to refuse before the first
 // session. With the kill switch off at boot (the client file says
@@ -164,19 +160,21 @@ type boot struct {
 // killAtStart decides whether Run installs the kill switch before the
 // first connection. A table left by a crashed client is adopted (never
 // dropped in between, so nothing leaks while the client reconnects).
-// Otherwise the client file's kill_switch, when set, decides; without it
-// the remembered config does, and a memory that cannot be read fails
-// closed. A laptop that never connected has none.
+// Otherwise the remembered config counts as pushed again: the kill switch
+// is on exactly when wantKillSwitch would put it on for the client file's
+// kill_switch and that config, so kill_switch = false in the file keeps
+// it off only where the gateway's word would too (a remembered
+// kill_switch = true wins, as it does while connected). A memory that
+// cannot be read fails closed; a laptop that never connected has only the
+// client file's word.
 func killAtStart(local *bool, exists bool, b boot) bool {
 	switch {
 	case exists:
 		return true
-	case local != nil:
-		return *local
 	case b.err != nil:
 		return true
 	case b.mem != nil:
-		return b.mem.killSwitch()
+		return wantKillSwitch(local, b.mem.KillSwitch, fullTunnel(b.mem.Routes))
 	}
-	return false
+	return local != nil && *local
 }

@@ -101,9 +101,10 @@ func TestBootRoutes(t *testing.T) {
 // start with a memory: the kill switch the gateway pushed last time is on
 // and the pushed prefixes refused before anything connects; the first
 // config replaces them without a gap; teardown removes it all. The client
-// file's kill_switch = false wins over the memory for the kill switch,
-// and leaves a remembered full tunnel open, but the company's other
-// prefixes stay refused.
+// file's kill_switch = false leaves a remembered full tunnel open (the
+// company's other prefixes stay refused), but not a remembered pushed
+// kill_switch = true: that wins before the first connection as it does
+// while connected.
 func TestNetStateStartRemembered(t *testing.T) {
 	on := true
 	r := &recorder{}
@@ -158,9 +159,10 @@ func TestNetStateStartRemembered(t *testing.T) {
 	if err := n3.start(boot{mem: split}); err != nil {
 		t.Fatal(err)
 	}
-	if in, _ := installed(r3, "sp0", DefaultTable); in.KillSwitch || !slices.Equal(in.Routes, want[:1]) {
-		t.Fatalf("kill_switch = false in the file, a remembered split tunnel: %+v", in)
+	if in, _ := installed(r3, "sp0", DefaultTable); !in.KillSwitch || !slices.Equal(in.Routes, want[:1]) {
+		t.Fatalf("kill_switch = false in the file, a remembered split tunnel with a pushed kill switch: %+v", in)
 	}
+	mustContain(t, logs.String(), "wins over kill_switch = false in the client file")
 }
 
 // Through the whole client: a session's config is remembered in the state

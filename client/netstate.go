@@ -68,15 +68,18 @@ func (n *netState) start(b boot) error {
 	switch {
 	case exists:
 		n.log.Info("kill switch adopted: traffic outside the tunnel stays blocked", "table", table)
-	case kill && n.local != nil:
+	case kill && n.local != nil && *n.local:
 		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", table)
 	case kill && b.mem != nil:
-		n.log.Info("kill switch on before the first connection, as the gateway's last config asked: traffic outside the tunnel is blocked",
-			"table", table, "remembered", b.path, "from", b.mem.Server, "at", b.mem.At.Format(time.RFC3339))
+		msg := "kill switch on before the first connection, as the gateway's last config asked: traffic outside the tunnel is blocked"
+		if n.local != nil {
+			msg = "kill switch on before the first connection: the gateway's last config pushed kill_switch = true, which wins over kill_switch = false in the client file as it does while connected"
+		}
+		n.log.Info(msg, "table", table, "remembered", b.path, "from", b.mem.Server, "at", b.mem.At.Format(time.RFC3339))
 	case kill:
 		n.log.Info("kill switch on: traffic outside the tunnel is blocked", "table", table)
-	case n.local != nil && b.mem != nil && b.mem.killSwitch():
-		n.log.Info("kill switch off until the first connection: the client file says kill_switch = false (the gateway's last config asked for it)")
+	case n.local != nil && b.mem != nil && fullTunnel(b.mem.Routes):
+		n.log.Info("kill switch off until the first connection: the client file says kill_switch = false (the gateway's last config was a full tunnel)")
 	}
 	if b.mem != nil {
 		return n.refuse(b.mem.bootRoutes(kill), b.mem.IPv6, b.path)

@@ -289,10 +289,11 @@ func TestWantKillSwitch(t *testing.T) {
 }
 
 // What the laptop does before its first connection: a crashed client's
-// kill switch is adopted whatever the file says; otherwise the client
-// file's kill_switch wins; without it the remembered config decides (the
-// pushed kill_switch, else a full tunnel); a memory that cannot be read
-// fails closed; a laptop that never connected is open.
+// kill switch is adopted whatever the file says; otherwise the remembered
+// config counts as pushed again, so either side can switch it on, as
+// while connected (the pushed kill_switch, else a full tunnel unless the
+// file says false); a memory that cannot be read fails closed; a laptop
+// that never connected has the file's word.
 func TestKillAtStart(t *testing.T) {
 	on, off := new(bool), new(bool)
 	*on = true
@@ -314,10 +315,13 @@ func TestKillAtStart(t *testing.T) {
 		{"remembered full tunnel", nil, false, boot{mem: full}, true},
 		{"remembered split tunnel", nil, false, boot{mem: split}, false},
 		{"remembered full tunnel, pushed off", nil, false, boot{mem: pushedOff}, false},
-		{"file says off over the remembered push", off, false, boot{mem: pushedOn}, false},
+		{"remembered push on over the file's off", off, false, boot{mem: pushedOn}, true},
+		{"file says off, remembered full tunnel", off, false, boot{mem: full}, false},
+		{"file says on, remembered push off", on, false, boot{mem: pushedOff}, true},
+		{"never connected, file says off", off, false, boot{}, false},
 		{"file says on over the remembered split", on, false, boot{mem: split}, true},
 		{"memory unreadable", nil, false, boot{err: bad}, true},
-		{"memory unreadable, file says off", off, false, boot{err: bad}, false},
+		{"memory unreadable, file says off", off, false, boot{err: bad}, true},
 	} {
 		if got := killAtStart(tt.local, tt.exists, tt.b); got != tt.want {
 			t.Errorf("%s: killAtStart = %v, want %v", tt.name, got, tt.want)

@@ -448,8 +448,9 @@ func (tp *Topo) offlineLeaks(ms int) (leaks, replies int, out string) {
 // behind a captive portal): from the first second nothing leaves eth0 in
 // the clear, IPv4 or IPv6, and the pushed prefix is refused, because the
 // laptop remembers the last config. With kill_switch = false written in
-// the file, the file wins: traffic outside the tunnel flows, but the
-// company's prefix is still refused. down restores plain traffic.
+// the file the gateway's pushed kill_switch = true still wins, before the
+// first connection as while connected: nothing leaves in the clear, and
+// the log says why. down restores plain traffic.
 func TestRememberedKillSwitch(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
@@ -508,10 +509,13 @@ func TestRememberedKillSwitch(t *testing.T) {
 	if err := os.WriteFile(lap.Conf, []byte(strings.Replace(string(b), "[tunnel]\n", "[tunnel]\nkill_switch = false\n", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	upOffline("client-alice-off", false)
-	if leaks, replies, out := tp.offlineLeaks(1500); leaks == 0 || replies != 0 || !strings.Contains(out, "udp6:sent=1") {
-		t.Fatalf("kill_switch = false in the file: leaks=%d replies=%d, want traffic outside the tunnel, the LAN prefix refused: %s",
+	upOffline("client-alice-off", true)
+	if leaks, replies, out := tp.offlineLeaks(1500); leaks != 0 || replies != 0 || !strings.Contains(out, "udp6:send_error") {
+		t.Fatalf("kill_switch = false in the file, kill_switch = true pushed last time: leaks=%d replies=%d, want nothing in the clear: %s",
 			leaks, replies, out)
+	}
+	if !strings.Contains(lap.Proc.Err(), "wins over kill_switch = false in the client file") {
+		t.Fatalf("the log does not say why the kill switch is on:\n%s", tail(lap.Proc.Log(), 10))
 	}
 	down()
 	if leaks, replies, out := tp.offlineLeaks(1000); leaks == 0 || replies != 2 {
