@@ -38,7 +38,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -361,11 +360,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 // client with the same device certificate stops here, before it dials.
 func (c *Client) lockDevice() (*deviceLock, error) {
 	id := pki.IdentityOf(c.material().leaf)
-	conf := c.cfg.Path
-	if abs, err := filepath.Abs(conf); err == nil && conf != "" {
-		conf = abs
-	}
-	owner := lockOwner{PID: os.Getpid(), Profile: profileName(c.cfg), Config: conf, Device: id.Device, Since: c.started}
+	owner := lockOwner{PID: os.Getpid(), Profile: profileName(c.cfg), Config: configPath(c.cfg), Device: id.Device, Since: c.started}
 	return lockDevice(deviceLockFile(c.cfg.runtimeDirectory(), id), id.Device, owner)
 }
 
@@ -373,7 +368,7 @@ func (c *Client) lockDevice() (*deviceLock, error) {
 // (memory.go) for Run's start.
 func (c *Client) boot() boot {
 	b := boot{path: memoryFile(c.cfg)}
-	b.mem, b.err = loadMemory(b.path)
+	b.mem, b.err = loadMemory(b.path, configPath(c.cfg))
 	c.mu.Lock()
 	c.memo = b.mem
 	c.mu.Unlock()
@@ -384,7 +379,7 @@ func (c *Client) boot() boot {
 // memory file, when it differs from what the file holds. A failure is
 // logged: the session is up, only the next boot would not know.
 func (c *Client) remember(pc tunnel.Config, server string) {
-	m := memoryOf(pc, server, time.Now())
+	m := memoryOf(pc, server, configPath(c.cfg), time.Now())
 	c.mu.Lock()
 	unchanged := c.memo != nil && c.memo.same(m)
 	c.mu.Unlock()

@@ -48,6 +48,10 @@ type memory struct {
 	// the file and the log).
 	At     time.Time `json:"at"`
 	Server string    `json:"server,omitempty"`
+	// Config is the client file (absolute path) whose sessions wrote it:
+	// two files of one name in different directories share the file name
+	// of their memory, and one must not start with the other's word.
+	Config string `json:"config,omitempty"`
 	// KillSwitch is the pushed kill_switch (nil: the gateway said nothing).
 	KillSwitch *bool          `json:"kill_switch,omitempty"`
 	Routes     []netip.Prefix `json:"routes"`
@@ -56,15 +60,16 @@ type memory struct {
 	IPv6 bool `json:"ipv6"`
 }
 
-// memoryOf is what to remember of pc, pushed by server.
-func memoryOf(pc tunnel.Config, server string, now time.Time) memory {
-	return memory{Version: memoryVersion, At: now.UTC(), Server: server, KillSwitch: pc.KillSwitch,
+// memoryOf is what to remember of pc, pushed by server to the profile of
+// client file config.
+func memoryOf(pc tunnel.Config, server, config string, now time.Time) memory {
+	return memory{Version: memoryVersion, At: now.UTC(), Server: server, Config: config, KillSwitch: pc.KillSwitch,
 		Routes: slices.Clone(pc.Routes), IPv6: pc.Address6.IsValid()}
 }
 
 // same reports whether m and o say the same (when and where aside).
 func (m memory) same(o memory) bool {
-	return m.Version == o.Version && slices.Equal(m.Routes, o.Routes) && m.IPv6 == o.IPv6 &&
+	return m.Version == o.Version && m.Config == o.Config && slices.Equal(m.Routes, o.Routes) && m.IPv6 == o.IPv6 &&
 		(m.KillSwitch == nil) == (o.KillSwitch == nil) && (m.KillSwitch == nil || *m.KillSwitch == *o.KillSwitch)
 }
 
@@ -94,6 +99,17 @@ func memoryFile(cfg *Config) string {
 	return filepath.Join(cfg.stateDirectory(), "profile-"+profileName(cfg)+".json")
 }
 
+// configPath is cfg's client file as an absolute path ("" without one).
+func configPath(cfg *Config) string {
+	if cfg.Path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(cfg.Path); err == nil {
+		return abs
+	}
+	return cfg.Path
+}
+
 // profileName is the profile of cfg (Profile of its file), or "default"
 // for a config that has no usable file name.
 func profileName(cfg *Config) string {
@@ -105,11 +121,12 @@ func profileName(cfg *Config) string {
 	return "default"
 }
 
-// loadMemory reads the memory at path. A missing file is (nil, nil): the
-// profile never connected, and nothing is known. A file that cannot be
-// read or is not a memory of this version is an error: the caller fails
-// closed.
-func loadMemory(path string) (*memory, error) {
+// loadMemory reads the memory at path for the client file config. A
+// missing file is (nil, nil): the profile never connected, and nothing is
+// known. A file that cannot be read, is not a memory of this version, or
+// was written by another client file of the same name is an error: the
+// caller fails closed.
+func loadMemory(path, config string) (*memory, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -132,6 +149,9 @@ func loadMemory(path string) (*memory, error) {
 	}
 	if m.Version != memoryVersion {
 		return nil, fmt.Errorf("read %s: version %d, want %d", path, m.Version, memoryVersion)
+	}
+	if m.Config != "" && config != "" && m.Config != config {
+		return nil, fmt.Errorf("read %s: written by the sessions of %s, not of %s (two client files of one name)", path, m.Config, config)
 	}
 	return &m, nil
 }

@@ -17,19 +17,20 @@ import (
 // closed), and so is something that is not a regular file.
 func TestMemoryFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	cfg := &Config{Path: "/etc/sallyport/acme.toml", stateDir: dir}
+	const conf = "/etc/sallyport/acme.toml"
+	cfg := &Config{Path: conf, stateDir: dir}
 	path := memoryFile(cfg)
 	if path != filepath.Join(dir, "profile-acme.json") {
 		t.Fatalf("memory file %s", path)
 	}
-	if m, err := loadMemory(path); m != nil || err != nil {
+	if m, err := loadMemory(path, conf); m != nil || err != nil {
 		t.Fatalf("never connected: %v %v", m, err)
 	}
 	on := true
 	pc := testConfig()
 	pc.KillSwitch = &on
 	pc.Address6 = pfx("fd00:8::2/64")[0]
-	m := memoryOf(pc, "gw.example:443", time.Now())
+	m := memoryOf(pc, "gw.example:443", conf, time.Now())
 	if err := saveMemory(path, m); err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +40,8 @@ func TestMemoryFile(t *testing.T) {
 	if di, err := os.Stat(dir); err != nil || di.Mode().Perm() != 0o700 {
 		t.Fatalf("state directory mode: %v %v", di, err)
 	}
-	got, err := loadMemory(path)
-	if err != nil || !got.same(m) || !got.IPv6 || got.KillSwitch == nil || !*got.KillSwitch || got.Server != "gw.example:443" {
+	got, err := loadMemory(path, conf)
+	if err != nil || !got.same(m) || got.Config != conf || !got.IPv6 || got.KillSwitch == nil || !*got.KillSwitch || got.Server != "gw.example:443" {
 		t.Fatalf("read back %+v %v, want %+v", got, err, m)
 	}
 	other := m
@@ -51,6 +52,23 @@ func TestMemoryFile(t *testing.T) {
 	other.KillSwitch = nil
 	if m.same(other) {
 		t.Error("a different kill_switch is the same memory")
+	}
+	// Another client file of the same name (a copy in a home directory, a
+	// staging profile) shares the memory's file name, not its word: its
+	// memory is an error naming both, and the caller fails closed.
+	if _, err := loadMemory(path, "/home/alice/acme.toml"); err == nil ||
+		!strings.Contains(err.Error(), conf) || !strings.Contains(err.Error(), "/home/alice/acme.toml") {
+		t.Errorf("the memory of %s read for another file: %v", conf, err)
+	}
+	other = m
+	other.Config = "/home/alice/acme.toml"
+	if m.same(other) {
+		t.Error("the memory of another client file is the same memory")
+	}
+	// A memory written before files were named, or a config without a
+	// path, is not a mismatch.
+	if _, err := loadMemory(path, ""); err != nil {
+		t.Errorf("config without a path: %v", err)
 	}
 	for name, content := range map[string]string{
 		"truncated":      `{"version": 1, "routes": ["10.1.0.0/16"`,
@@ -64,7 +82,7 @@ func TestMemoryFile(t *testing.T) {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if m, err := loadMemory(path); err == nil || !strings.Contains(err.Error(), path) {
+		if m, err := loadMemory(path, conf); err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("%s: %+v %v, want an error naming the file", name, m, err)
 		}
 	}
@@ -72,7 +90,7 @@ func TestMemoryFile(t *testing.T) {
 	if err := os.Mkdir(path, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadMemory(path); err == nil {
+	if _, err := loadMemory(path, conf); err == nil {
 		t.Error("a directory read as a memory")
 	}
 	// A config without a file name has one memory of its own.
@@ -168,11 +186,13 @@ func TestNetStateStartRemembered(t *testing.T) {
 // Through the whole client: a session's config is remembered in the state
 // directory; the next client on that profile, before it has any session,
 // has the kill switch on and the prefixes refused; a push that changes
-// them is remembered too.
+// them is remembered too. A client file of the same name elsewhere does
+// not start with that memory's word: it fails closed.
 func TestRememberedAcrossUp(t *testing.T) {
 	noLeaks(t)
 	state := t.TempDir()
-	inState := func(c *Config) { c.stateDir = state }
+	acme := filepath.Join(t.TempDir(), "acme.toml")
+	inState := func(c *Config) { c.stateDir, c.Path = state, acme }
 	on := true
 	e := startClient(t, envOpt{edit: inState})
 	pc := testConfig()
@@ -181,9 +201,9 @@ func TestRememberedAcrossUp(t *testing.T) {
 	pc.Caps = []string{tunnel.CapPush}
 	s, _ := e.up(pc)
 	e.status("connected", func(st Status) bool { return st.Connected })
-	path := filepath.Join(state, "profile-default.json")
-	m, err := loadMemory(path)
-	if err != nil || m == nil || m.KillSwitch == nil || !*m.KillSwitch || !slices.Equal(m.Routes, pc.Routes) {
+	path := filepath.Join(state, "profile-acme.json")
+	m, err := loadMemory(path, acme)
+	if err != nil || m == nil || m.Config != acme || m.KillSwitch == nil || !*m.KillSwitch || !slices.Equal(m.Routes, pc.Routes) {
 		t.Fatalf("memory after the first session: %+v %v", m, err)
 	}
 	pc.Routes = pfx("10.1.0.0/16", "10.2.0.0/16")
@@ -193,7 +213,7 @@ func TestRememberedAcrossUp(t *testing.T) {
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		if m, _ := loadMemory(path); m != nil && len(m.Routes) == 2 {
+		if m, _ := loadMemory(path, acme); m != nil && len(m.Routes) == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -212,4 +232,18 @@ func TestRememberedAcrossUp(t *testing.T) {
 		"unreachable 10.2.0.0/16 table 21328 metric 21328"}) {
 		t.Fatalf("before the first session: %+v", st)
 	}
+	e2.stop()
+
+	// The profile's memory says: no kill switch. Another acme.toml (a
+	// staging copy in a home directory) must not make the real one start
+	// open, nor start with the real one's word itself.
+	if err := saveMemory(path, memory{Version: memoryVersion, Config: acme, Routes: pfx("10.1.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	e3 := startClient(t, envOpt{edit: func(c *Config) { c.stateDir, c.Path = state, filepath.Join(t.TempDir(), "acme.toml") }})
+	st = e3.status("the kill switch for another file's memory", func(st Status) bool { return st.Installed.KillSwitch })
+	if st.Connected || len(st.Installed.Routes) != 0 {
+		t.Fatalf("another client file of the same name started with this one's memory: %+v", st)
+	}
+	mustContain(t, e3.logs.String(), "two client files of one name")
 }
