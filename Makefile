@@ -36,7 +36,7 @@ CGO_CPPFLAGS ?= -D_FORTIFY_SOURCE=2
 CGO_CFLAGS ?= -O2 -g -fstack-protector-strong
 export CGO_CPPFLAGS CGO_CFLAGS
 
-.PHONY: all build test test-short vet fmt-check fuzz demo bench scale install uninstall units man deb rpm clean FORCE
+.PHONY: all build test test-short vet fmt-check fuzz mutate demo bench scale install uninstall units man deb rpm clean FORCE
 
 all: build
 
@@ -78,6 +78,11 @@ fuzz:
 demo: build
 	$(GO) build -o bin/demohelper ./scripts/demohelper
 	SALLYPORT_DEMOHELPER=$(CURDIR)/bin/demohelper bash scripts/demo.sh $(CURDIR)/$(BIN)
+
+# Mutation testing of the packet and trust rules (gremlins, pinned in the
+# script; docs/testing.md). Slow, not part of `make test`.
+mutate:
+	bash scripts/mutate.sh
 
 # Throughput and latency: direct path, raw TLS, sallyport with each driver.
 bench: build

@@ -200,13 +200,16 @@ func crlNotOlder(next, cur *pki.RevocationList) error {
 
 // crlNumber is the highest CRL number in force (nil when none).
 func (t *trust) crlNumber() *big.Int {
-	var max *big.Int
+	var nums []*big.Int
 	for _, c := range t.crl.CRLs() {
-		if c.Number != nil && (max == nil || c.Number.Cmp(max) > 0) {
-			max = c.Number
+		if c.Number != nil {
+			nums = append(nums, c.Number)
 		}
 	}
-	return max
+	if len(nums) == 0 {
+		return nil
+	}
+	return slices.MaxFunc(nums, (*big.Int).Cmp)
 }
 
 // crlStaleAt reports whether the CRL is past its nextUpdate at now.

@@ -462,3 +462,79 @@ func TestAdmissionGatesHaveHardwareKey(t *testing.T) {
 		t.Fatal("no admission gate refuses a key-file device under require_hardware_key")
 	}
 }
+
+// TestTrustDecideEdges: what the table above leaves to chance.
+func TestTrustDecideEdges(t *testing.T) {
+	ca := newTestCA(t, "Test CA")
+	other := newTestCA(t, "Other CA")
+	set, err := policy.Compile([]policy.Policy{{Name: "eng", Match: policy.Match{OU: []string{"eng"}}, Allow: []string{"192.168.77.0/24"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := trustFor(set, ca.cert)
+	now := time.Now()
+
+	// A previous verdict under the same CAs but without a verified chain
+	// (say, one a refusal left behind) never stands in for verification.
+	foreign := other.issue(t, "alice", 10, []string{"eng"}, now.Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	if _, err := base.decide([]*x509.Certificate{foreign}, &verdict{caDigest: base.caDigest}, now, forRecheck); err == nil || classify(err).reason != tunnel.ReasonUnknownCA {
+		t.Fatalf("a chainless previous verdict admitted a foreign certificate: %v", err)
+	}
+
+	// The refusal says which certificate of the chain expired.
+	short := ca.intermediate(t, "Short CA", 40, now.Add(time.Minute))
+	under := short.issue(t, "frank", 41, []string{"eng"}, now.Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	v, err := base.decide([]*x509.Certificate{under, short.cert}, nil, now, forNewSession)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = base.decide([]*x509.Certificate{under, short.cert}, &v, now.Add(2*time.Minute), forRecheck)
+	if err == nil || !strings.Contains(err.Error(), `issuing CA "Short CA" valid`) {
+		t.Fatalf("expired intermediate: %v", err)
+	}
+	soon := ca.issue(t, "dave", 42, []string{"eng"}, now.Add(time.Minute), x509.ExtKeyUsageClientAuth)
+	v, err = base.decide([]*x509.Certificate{soon}, nil, now, forNewSession)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = base.decide([]*x509.Certificate{soon}, &v, now.Add(2*time.Minute), forRecheck)
+	if err == nil || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "expired: "), "certificate valid") {
+		t.Fatalf("expired leaf: %v", err)
+	}
+
+	// With CRLs of several issuers in force, the number shown is the highest.
+	multi := base
+	multi.crl = crlOf(t, ca.crlDER(t, 7), other.crlDER(t, 3), ca.cert, other.cert)
+	if n := multi.crlNumber(); n == nil || n.Int64() != 7 {
+		t.Fatalf("crlNumber = %v, want 7", n)
+	}
+	multi.crl = crlOf(t, ca.crlDER(t, 2), other.crlDER(t, 9), ca.cert, other.cert)
+	if n := multi.crlNumber(); n == nil || n.Int64() != 9 {
+		t.Fatalf("crlNumber = %v, want 9", n)
+	}
+	if n := base.crlNumber(); n != nil {
+		t.Fatalf("crlNumber without a CRL = %v", n)
+	}
+}
+
+// crlDER is a CRL of ca with the given number, PEM-encoded.
+func (ca *testCA) crlDER(t *testing.T, number int64) []byte {
+	t.Helper()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(number), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour),
+	}, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// crlOf parses two PEM CRLs as one file, verified against cas.
+func crlOf(t *testing.T, a, b []byte, cas ...*x509.Certificate) *pki.RevocationList {
+	t.Helper()
+	r, err := pki.ParseCRL(append(append([]byte(nil), a...), b...), cas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
