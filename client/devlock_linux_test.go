@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/pki"
 )
 
@@ -69,6 +70,64 @@ func TestDeviceLock(t *testing.T) {
 		t.Errorf("the new holder's note: %+v", o)
 	}
 	l.Release()
+	// The runtime directory it made is sallyport's own (marked), so an
+	// admin socket made in it next may give it to the admin group.
+	if _, err := os.Lstat(filepath.Join(dir, ".sallyport-admin-dir")); err != nil {
+		t.Errorf("the runtime directory the lock made is not marked: %v", err)
+	}
+}
+
+// What someone else could plant instead of the lock: a symlink (the
+// holder would truncate its target), a file of another user's (they
+// could hold the lock and keep the device down), a runtime directory
+// anyone may write. Each is refused with nothing written.
+func TestDeviceLockPlanted(t *testing.T) {
+	owner := lockOwner{PID: os.Getpid(), Profile: "acme"}
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "device-x.lock")
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockDevice(path, "alice", owner); err == nil {
+		t.Error("a symlink was taken as the lock")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Errorf("the symlink's target was written: %q", b)
+	}
+	os.Remove(path)
+	if os.Geteuid() == 0 {
+		if err := os.WriteFile(path, []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lockDevice(path, "alice", owner); err == nil || !strings.Contains(err.Error(), "not a regular file of uid 0") {
+			t.Errorf("another user's lock file: %v", err)
+		}
+		if b, _ := os.ReadFile(path); string(b) != "{}" {
+			t.Errorf("another user's lock file was written: %q", b)
+		}
+	}
+	open := filepath.Join(t.TempDir(), "tmp")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	_, err := lockDevice(filepath.Join(open, "device-x.lock"), "alice", owner)
+	var unsafe *adminsock.UnsafeDirError
+	if !errors.As(err, &unsafe) || !strings.Contains(err.Error(), "writable by everyone") {
+		t.Errorf("a runtime directory anyone may write: %v", err)
+	}
 }
 
 // A second client with the same device certificate stops at Run's first

@@ -80,7 +80,7 @@ func ListenOptions(path string, opts Options, h Handler, log *slog.Logger) (*Ser
 			return nil, err
 		}
 	}
-	own, err := prepareDir(path)
+	own, err := prepareSocketDir(path)
 	var unsafe *UnsafeDirError
 	if errors.As(err, &unsafe) {
 		return nil, unsafe

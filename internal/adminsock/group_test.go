@@ -198,6 +198,90 @@ func TestSocketDirRules(t *testing.T) {
 			t.Fatalf("the unit's directory %v gid %d, want 0750 in %d", m, g, gid)
 		}
 	})
+	// A directory someone else could change: another user's (as root, the
+	// test gives it to nobody), one a group other than the process's may
+	// write, one below another user's directory, and one someone else
+	// made between our look and our mkdir. A sticky parent (/tmp) is fine.
+	t.Run("someone else could change it", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to give directories to another user")
+		}
+		mk := func(t *testing.T, dir string, mode fs.FileMode, uid, gid int) {
+			t.Helper()
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(dir, uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		refused := func(t *testing.T, sock, bad, why string) {
+			t.Helper()
+			_, err := Listen(sock, nil, nil)
+			var ue *UnsafeDirError
+			if !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "admin socket "+sock+": directory "+bad+" "+why) {
+				t.Fatalf("%v, want %s refused: %s", err, bad, why)
+			}
+			if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("a socket was made: %v", err)
+			}
+		}
+		base := t.TempDir()
+		foreign := filepath.Join(base, "foreign")
+		mk(t, foreign, 0o755, 65534, 65534)
+		refused(t, filepath.Join(foreign, "s.sock"), foreign, "belongs to uid 65534")
+		gw := filepath.Join(base, "groupw")
+		mk(t, gw, 0o770, 0, 65534)
+		refused(t, filepath.Join(gw, "s.sock"), gw, "is writable by its group")
+		below := filepath.Join(foreign, "run")
+		mk(t, below, 0o700, 0, 0)
+		refused(t, filepath.Join(below, "s.sock"), foreign, "belongs to uid 65534")
+		// This process's own group may write it (a umask of 002 with a
+		// group per user); a sticky parent anyone may write is fine.
+		own := filepath.Join(base, "owngroup")
+		mk(t, own, 0o770, 0, os.Getegid())
+		sticky := filepath.Join(base, "tmp")
+		mk(t, sticky, 0o777|fs.ModeSticky, 0, 0)
+		mine := filepath.Join(sticky, "mine")
+		mk(t, mine, 0o700, 0, 0)
+		for _, d := range []string{own, mine} {
+			s, err := Listen(filepath.Join(d, "s.sock"), nil, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", d, err)
+			}
+			s.Close()
+		}
+		// Made by someone else in the moment between look and mkdir.
+		raced := filepath.Join(sticky, "raced")
+		beforeMkdir = func(dir string) { mk(t, dir, 0o755, 65534, 65534) }
+		defer func() { beforeMkdir = func(string) {} }()
+		refused(t, filepath.Join(raced, "s.sock"), raced, "belongs to uid 65534")
+		if _, err := os.Lstat(filepath.Join(raced, markerName)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("marked someone else's directory as sallyport's: %v", err)
+		}
+		// ... or a symlink to a directory of root's (/etc, say): not
+		// marked, not given to a group.
+		etc := filepath.Join(base, "etc")
+		mk(t, etc, 0o755, 0, 0)
+		beforeMkdir = func(dir string) {
+			if err := os.Symlink(etc, dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+		linked := filepath.Join(sticky, "linked")
+		if _, err := listenGroup(t, filepath.Join(linked, "s.sock"), nil); err == nil || !strings.Contains(err.Error(), linked+" is not a directory") {
+			t.Fatalf("a symlink planted in place of the directory: %v", err)
+		}
+		if m, g := modeGroup(t, etc); m.Perm() != 0o755 || g != 0 {
+			t.Fatalf("the symlink's target was changed: %v gid %d", m, g)
+		}
+		if _, err := os.Lstat(filepath.Join(etc, markerName)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("marked the symlink's target as sallyport's: %v", err)
+		}
+	})
 	t.Run("planted marker", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("needs root to give the marker to another user")
