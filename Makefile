@@ -36,7 +36,7 @@ CGO_CPPFLAGS ?= -D_FORTIFY_SOURCE=2
 CGO_CFLAGS ?= -O2 -g -fstack-protector-strong
 export CGO_CPPFLAGS CGO_CFLAGS
 
-.PHONY: all build test test-short vet fmt-check fuzz mutate demo bench scale install uninstall units man deb rpm clean FORCE
+.PHONY: all build test test-short vet fmt-check fuzz mutate demo bench scale attack install uninstall units man deb rpm clean FORCE
 
 all: build
 
@@ -92,6 +92,13 @@ bench: build
 # reconnect storm (bench/scale; sizes from SCALE_* in scripts/scale.sh).
 scale: build
 	bash scripts/scale.sh $(CURDIR)/$(BIN)
+
+# Strangers without a certificate (silent and dripping connections, from
+# one address and from 16) against tls.max_handshakes = 8, while a valid
+# laptop connects: its time to connect (scripts/attack.sh; before/after
+# with ATTACK_BEFORE_REF=<git ref>). Run under flock /work/.bench.lock.
+attack: build
+	bash scripts/attack.sh $(CURDIR)/$(BIN)
 
 # Man pages (section 1: one per command, from the command tree; section 5:
 # the two config files, from the annotated configs/*.toml) and shell

@@ -34,8 +34,22 @@ type Status struct {
 	// certificate of the old one.
 	CAs map[string]int `json:"cas"`
 	// Renewal describes the online issuer when renewal is configured.
-	Renewal  *RenewalStatus  `json:"renewal,omitempty"`
-	Sessions []SessionStatus `json:"sessions"`
+	Renewal *RenewalStatus `json:"renewal,omitempty"`
+	// Handshakes are the connections holding handshake slots now; what
+	// was closed before authentication is counted in Refused
+	// (first-byte-timeout, hello-timeout, evicted, per-source-limit,
+	// handshakes-full).
+	Handshakes HandshakeStatus `json:"handshakes"`
+	Sessions   []SessionStatus `json:"sessions"`
+}
+
+// HandshakeStatus is the handshake slots in `server status` (preauth.go).
+type HandshakeStatus struct {
+	InFlight     int `json:"in_flight"`
+	WaitingHello int `json:"waiting_hello"` // not past their ClientHello: evictable
+	Sources      int `json:"sources"`       // addresses (IPv6: /64s) holding slots
+	Max          int `json:"max"`           // tls.max_handshakes
+	MaxPerSource int `json:"max_per_source"`
 }
 
 // RenewalStatus is the gateway's renewal in `server status`.
@@ -139,6 +153,8 @@ func (s *Server) Status() Status {
 	if s.dev != nil {
 		st.Device = s.dev.Name()
 	}
+	st.Handshakes.InFlight, st.Handshakes.WaitingHello, st.Handshakes.Sources = s.shakes.counts()
+	st.Handshakes.Max, st.Handshakes.MaxPerSource = cfg.TLS.MaxHandshakes, cfg.TLS.MaxHandshakesPerSource
 	st.CAs = map[string]int{}
 	for _, ss := range s.sessions() {
 		row := ss.status()

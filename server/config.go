@@ -42,16 +42,26 @@ type Config struct {
 
 // TLSConfig holds the gateway's certificate and what it trusts.
 type TLSConfig struct {
-	Cert             string        `toml:"cert"`
-	Key              string        `toml:"key"`
-	ClientCA         string        `toml:"client_ca"`
-	CRL              string        `toml:"crl"`
+	Cert     string `toml:"cert"`
+	Key      string `toml:"key"`
+	ClientCA string `toml:"client_ca"`
+	CRL      string `toml:"crl"`
+	// HandshakeTimeout bounds a connection from accept to a live session.
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
-	// MaxHandshakes caps TLS handshakes in flight; a connection over the
-	// cap is closed before TLS (0: DefaultMaxHandshakesPerCPU per CPU).
-	MaxHandshakes     int      `toml:"max_handshakes"`
-	AllowFingerprints []string `toml:"allow_fingerprints"`
-	AllowSubjects     []string `toml:"allow_subjects"`
+	// FirstByteTimeout and HelloTimeout bound, from the accept, a
+	// connection's first byte and its whole TLS ClientHello (preauth.go).
+	FirstByteTimeout time.Duration `toml:"first_byte_timeout"`
+	HelloTimeout     time.Duration `toml:"hello_timeout"`
+	// MaxHandshakes caps TLS handshakes in flight (0:
+	// DefaultMaxHandshakesPerCPU per CPU); when all are busy the oldest
+	// connection still waiting for its ClientHello makes room, else the
+	// newcomer is closed before TLS.
+	MaxHandshakes int `toml:"max_handshakes"`
+	// MaxHandshakesPerSource caps those of one IPv4 address or IPv6 /64
+	// (0: DefaultMaxHandshakesPerSource).
+	MaxHandshakesPerSource int      `toml:"max_handshakes_per_source"`
+	AllowFingerprints      []string `toml:"allow_fingerprints"`
+	AllowSubjects          []string `toml:"allow_subjects"`
 	// CRLStale is what a CRL past its nextUpdate does to new sessions:
 	// CRLStaleRefuse (default) or CRLStaleWarn.
 	CRLStale string `toml:"crl_stale"`
@@ -262,6 +272,9 @@ func (c *Config) normalize() error {
 	if c.TLS.HandshakeTimeout < 0 {
 		return errors.New("key \"tls.handshake_timeout\" must be positive")
 	}
+	if err := c.TLS.normalizePreauth(); err != nil {
+		return err
+	}
 	t := &c.Tunnel
 	if t.Device == "" {
 		t.Device = DefaultDevice
@@ -464,6 +477,32 @@ func (m *MetricsConfig) check(vpn string) error {
 	any := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	if port == vport && (host == vhost || any(host) || any(vhost)) {
 		return fmt.Errorf("key \"metrics.listen\": %s overlaps the VPN listener %s; metrics are never served on the VPN port", m.Listen, vpn)
+	}
+	return nil
+}
+
+// normalizePreauth defaults and checks the pre-authentication limits
+// (preauth.go): first byte <= ClientHello <= whole handshake.
+func (t *TLSConfig) normalizePreauth() error {
+	if t.HelloTimeout == 0 {
+		t.HelloTimeout = min(DefaultHelloTimeout, t.HandshakeTimeout)
+	}
+	if t.FirstByteTimeout == 0 {
+		t.FirstByteTimeout = min(DefaultFirstByteTimeout, t.HelloTimeout)
+	}
+	switch {
+	case t.FirstByteTimeout < 0 || t.HelloTimeout < 0:
+		return errors.New("keys \"tls.first_byte_timeout\" and \"tls.hello_timeout\" must be positive")
+	case t.HelloTimeout > t.HandshakeTimeout:
+		return fmt.Errorf("key \"tls.hello_timeout\": %v is longer than tls.handshake_timeout (%v)", t.HelloTimeout, t.HandshakeTimeout)
+	case t.FirstByteTimeout > t.HelloTimeout:
+		return fmt.Errorf("key \"tls.first_byte_timeout\": %v is longer than tls.hello_timeout (%v)", t.FirstByteTimeout, t.HelloTimeout)
+	}
+	if t.MaxHandshakesPerSource == 0 {
+		t.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
+	if t.MaxHandshakesPerSource < 0 {
+		return fmt.Errorf("key \"tls.max_handshakes_per_source\": %d is negative", t.MaxHandshakesPerSource)
 	}
 	return nil
 }

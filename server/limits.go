@@ -1,15 +1,19 @@
 package server
 
 // Admission limits: how many TLS handshakes may be in flight
-// (tls.max_handshakes) and how many sessions may be live
-// (tunnel.max_sessions). Both protect the gateway's memory and CPU from a
-// flood or from a fleet larger than it was sized for; both are counted by
-// reason in the refusal counters (metrics, `server status`) and logged
-// through the rate-limited refusal log.
+// (tls.max_handshakes, tls.max_handshakes_per_source, with the
+// pre-authentication deadlines of preauth.go) and how many sessions may be
+// live (tunnel.max_sessions). Both protect the gateway's memory and CPU
+// from a flood or from a fleet larger than it was sized for; both are
+// counted by reason in the refusal counters (metrics, `server status`) and
+// logged through the rate-limited refusal log.
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/tunnel"
@@ -24,26 +28,50 @@ const (
 	DefaultMaxHandshakesPerCPU = 256
 )
 
-// admitHandshake counts a new TCP connection as a handshake in flight, or,
-// when tls.max_handshakes are in flight already, closes it before any TLS
-// (a flood then costs an accept and a close, not a signature each) and
-// reports false. It runs in the accept loop, so a burst of connections is
-// counted before their goroutines start.
-func (s *Server) admitHandshake(c net.Conn) bool {
-	limit := s.config().TLS.MaxHandshakes
-	s.sessMu.Lock()
-	ok := limit <= 0 || s.shaking < limit
-	if ok {
-		s.shaking++
-		s.rescaleLocked()
+// admitHandshake gives a new TCP connection a handshake slot (preauth.go
+// shakeTable), closing the oldest connection still waiting for its
+// ClientHello when the slots (or the source's) are full; the evicted
+// connection's goroutine counts it. When nothing can be evicted it closes
+// the newcomer before any TLS (a flood then costs an accept and a close,
+// not a signature each) and returns nil. It runs in the accept loop, so a
+// burst of connections is counted before their goroutines start.
+func (s *Server) admitHandshake(c net.Conn) *shakeSlot {
+	tc := s.config().TLS
+	slot, victim, refused := s.shakes.admit(sourceOf(c.RemoteAddr()), c, tc.MaxHandshakes, tc.MaxHandshakesPerSource)
+	if victim != nil {
+		_ = victim.conn.Close()
 	}
-	s.sessMu.Unlock()
-	if !ok {
-		s.logRefusal(c.RemoteAddr().String(), &refusal{tunnel.ReasonOverload, "-",
-			fmt.Errorf("%d handshakes in flight (tls.max_handshakes): connection closed before TLS", limit)}, pki.Identity{})
+	if slot == nil {
+		err := fmt.Errorf("%d handshakes in flight (tls.max_handshakes), all past their ClientHello: connection closed before TLS", tc.MaxHandshakes)
+		if refused == tunnel.ReasonPerSource {
+			err = fmt.Errorf("%d handshakes in flight from %s (tls.max_handshakes_per_source), all past their ClientHello: connection closed before TLS",
+				tc.MaxHandshakesPerSource, sourceOf(c.RemoteAddr()))
+		}
+		s.logRefusal(c.RemoteAddr().String(), &refusal{refused, "-", err}, pki.Identity{})
 		_ = c.Close()
+		return nil
 	}
-	return ok
+	s.shakingDelta(1)
+	return slot
+}
+
+// handshakeFailure is the refusal a failed TLS handshake is counted
+// under: evicted, a pre-authentication timeout by stage, or what the TLS
+// error says.
+func (s *Server) handshakeFailure(err error, sc *shakeConn) *refusal {
+	tc := s.config().TLS
+	switch {
+	case sc.slot != nil && s.shakes.wasEvicted(sc.slot):
+		return &refusal{tunnel.ReasonEvicted, "-", errors.New("closed before its ClientHello to make room for a new connection (all tls.max_handshakes busy)")}
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+		switch r := timeoutReason(sc.stage); r {
+		case tunnel.ReasonFirstByteTimeout:
+			return &refusal{r, "-", fmt.Errorf("nothing received within tls.first_byte_timeout (%v)", tc.FirstByteTimeout)}
+		case tunnel.ReasonHelloTimeout:
+			return &refusal{r, "-", fmt.Errorf("TLS ClientHello not complete within tls.hello_timeout (%v)", tc.HelloTimeout)}
+		}
+	}
+	return classify(err)
 }
 
 // sessionSlot is sessionSlotLocked for a check before the address and

@@ -93,14 +93,13 @@ func TestMaxSessions(t *testing.T) {
 	}
 }
 
-// TestMaxHandshakes: past tls.max_handshakes in flight, the accept loop
-// closes a new connection before TLS and counts it; a slot frees when a
-// handshake ends.
-func TestMaxHandshakes(t *testing.T) {
+// acceptHarness serves the harness's gateway on a loopback listener
+// through the real accept loop (slots, eviction, deadlines) with the TLS
+// limits changed by tweak.
+func acceptHarness(t *testing.T, tweak func(*TLSConfig)) (*gatewayHarness, string) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
-	defer h.close()
 	cfg := *h.s.config()
-	cfg.TLS.MaxHandshakes = 1
+	tweak(&cfg.TLS)
 	h.s.setConfig(&cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,43 +109,158 @@ func TestMaxHandshakes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.s.wg.Add(1)
 	go h.s.routineAccept(ctx)
-	defer func() { cancel(); ln.Close() }()
+	t.Cleanup(func() { cancel(); ln.Close(); h.close() })
+	return h, ln.Addr().String()
+}
 
-	// A connection that never says hello holds the one slot.
-	hog, err := net.Dial("tcp", ln.Addr().String())
+// dialFrom opens a TCP connection to addr from local address from
+// (127.0.0.x: every loopback address is usable on Linux).
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { h.s.sessMu.Lock(); defer h.s.sessMu.Unlock(); return h.s.shaking == 1 })
+	t.Cleanup(func() { c.Close() })
+	return c
+}
 
-	over, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer over.Close()
-	_ = over.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := over.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("connection over the cap: read %d bytes, %v; want it closed before TLS (EOF)", n, err)
-	}
-	if n := h.s.refusals.counts()[string(tunnel.ReasonOverload)]; n != 1 {
-		t.Fatalf("%d refusals counted as %s, want 1", n, tunnel.ReasonOverload)
-	}
+// blockingConn stops a TLS client after its ClientHello: its reads wait
+// until the connection is closed, so it never answers the server.
+type blockingConn struct {
+	net.Conn
+	done chan struct{}
+}
 
-	hog.Close() // its handshake fails and frees the slot
-	waitFor(t, func() bool { h.s.sessMu.Lock(); defer h.s.sessMu.Unlock(); return h.s.shaking == 0 })
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+func (c *blockingConn) Read([]byte) (int, error) { <-c.done; return 0, net.ErrClosed }
+
+// stallAfterHello sends a complete ClientHello on c and then nothing: a
+// connection past its ClientHello that holds its slot until
+// tls.handshake_timeout.
+func stallAfterHello(t *testing.T, c net.Conn) {
+	t.Helper()
+	bc := &blockingConn{Conn: c, done: make(chan struct{})}
+	t.Cleanup(func() { close(bc.done) })
+	go tls.Client(bc, &tls.Config{MinVersion: tls.VersionTLS13, ServerName: "gw.test", InsecureSkipVerify: true}).Handshake() //nolint:gosec // never completes
+}
+
+// deviceOn runs a valid device through the accept loop from local address
+// from and reports whether it got its config.
+func (h *gatewayHarness) deviceOn(t *testing.T, from, addr, cn string) bool {
+	t.Helper()
+	raw := dialFrom(t, from, addr)
+	cert := h.ca.leafWithKey(t, cn, []string{"eng"}, x509.ExtKeyUsageClientAuth)
 	tc := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
 		Certificates: []tls.Certificate{cert}, NextProtos: []string{tunnel.ALPN}})
-	defer tc.Close()
+	t.Cleanup(func() { tc.Close() })
 	d := &device{tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0)}
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
+		return false
+	}
+	typ, _, ok := d.next(10 * time.Second)
+	return ok && typ == tunnel.FrameConfig
+}
+
+// closedBeforeTLS reports whether the gateway closed c without a byte.
+func closedBeforeTLS(c net.Conn) bool {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	return n == 0 && err == io.EOF
+}
+
+func (h *gatewayHarness) refused(r tunnel.Reason) uint64 { return h.s.refusals.counts()[string(r)] }
+
+func (h *gatewayHarness) slots() (inFlight, waiting int) {
+	i, w, _ := h.s.shakes.counts()
+	return i, w
+}
+
+// TestEvictWaitingForHello: with every slot held by connections that have
+// not sent their ClientHello (silent, or dripping one byte), a valid
+// device is not refused: the oldest waiting connection is closed for it
+// and counted as evicted.
+func TestEvictWaitingForHello(t *testing.T) {
+	h, addr := acceptHarness(t, func(c *TLSConfig) { c.MaxHandshakes = 2 })
+	silent := dialFrom(t, "127.0.0.2", addr)
+	waitFor(t, func() bool { i, _ := h.slots(); return i == 1 })
+	drip := dialFrom(t, "127.0.0.3", addr)
+	if _, err := drip.Write([]byte{0x16}); err != nil {
 		t.Fatal(err)
 	}
-	if typ, _, ok := d.next(5 * time.Second); !ok || typ != tunnel.FrameConfig {
-		t.Fatalf("after the slot freed: frame %#x (ok %v), want config", typ, ok)
+	waitFor(t, func() bool { i, w := h.slots(); return i == 2 && w == 2 })
+	if !h.deviceOn(t, "127.0.0.1", addr, "alice") {
+		t.Fatal("a valid device was kept out by two connections that never sent a ClientHello")
+	}
+	if !closedBeforeTLS(silent) {
+		t.Fatal("the oldest waiting connection (silent) was not the one closed")
+	}
+	if n := h.refused(tunnel.ReasonEvicted); n != 1 {
+		t.Fatalf("%d connections counted as evicted, want 1", n)
+	}
+	// Full again (the dripping one and a new silent one): the next
+	// newcomer evicts the dripping one, now the oldest.
+	waitFor(t, func() bool { i, w := h.slots(); return i == 1 && w == 1 }) // alice's slot is back
+	silent2 := dialFrom(t, "127.0.0.4", addr)
+	waitFor(t, func() bool { i, w := h.slots(); return i == 2 && w == 2 })
+	if !h.deviceOn(t, "127.0.0.1", addr, "bob") || !closedBeforeTLS(drip) {
+		t.Fatal("the second device did not get the dripping connection's slot")
+	}
+	waitFor(t, func() bool { return h.refused(tunnel.ReasonEvicted) == 2 })
+	waitFor(t, func() bool { i, w := h.slots(); return i == 1 && w == 1 }) // silent2 alone
+	_ = silent2
+}
+
+// TestPastHelloNotEvicted: a connection that has sent its whole
+// ClientHello keeps its slot: with every slot past it, a newcomer is
+// closed before TLS (handshakes-full), and at its source's share
+// (per-source-limit) while another source still gets in.
+func TestPastHelloNotEvicted(t *testing.T) {
+	h, addr := acceptHarness(t, func(c *TLSConfig) { c.MaxHandshakes = 2; c.MaxHandshakesPerSource = 1 })
+	stallAfterHello(t, dialFrom(t, "127.0.0.2", addr))
+	waitFor(t, func() bool { i, w := h.slots(); return i == 1 && w == 0 })
+	if over := dialFrom(t, "127.0.0.2", addr); !closedBeforeTLS(over) {
+		t.Fatal("a second connection from a source at its share was admitted")
+	}
+	if n := h.refused(tunnel.ReasonPerSource); n != 1 {
+		t.Fatalf("%d refusals counted as per-source-limit, want 1", n)
+	}
+	stallAfterHello(t, dialFrom(t, "127.0.0.3", addr))
+	waitFor(t, func() bool { i, w := h.slots(); return i == 2 && w == 0 })
+	if over := dialFrom(t, "127.0.0.4", addr); !closedBeforeTLS(over) {
+		t.Fatal("a connection over tls.max_handshakes was admitted though no slot could be evicted")
+	}
+	if n := h.refused(tunnel.ReasonOverload); n != 1 {
+		t.Fatalf("%d refusals counted as handshakes-full, want 1", n)
+	}
+}
+
+// TestPreauthTimeouts: a silent connection is closed at
+// tls.first_byte_timeout, one that sent a byte but not its whole
+// ClientHello at tls.hello_timeout, each counted under its cause; the
+// slots come back.
+func TestPreauthTimeouts(t *testing.T) {
+	h, addr := acceptHarness(t, func(c *TLSConfig) {
+		c.FirstByteTimeout = 50 * time.Millisecond
+		c.HelloTimeout = 100 * time.Millisecond
+	})
+	silent := dialFrom(t, "127.0.0.2", addr)
+	drip := dialFrom(t, "127.0.0.3", addr)
+	if _, err := drip.Write([]byte{0x16, 0x03}); err != nil {
+		t.Fatal(err)
+	}
+	if !closedBeforeTLS(silent) {
+		t.Fatal("the silent connection was not closed")
+	}
+	if !closedBeforeTLS(drip) {
+		t.Fatal("the dripping connection was not closed")
+	}
+	waitFor(t, func() bool {
+		return h.refused(tunnel.ReasonFirstByteTimeout) == 1 && h.refused(tunnel.ReasonHelloTimeout) == 1
+	})
+	waitFor(t, func() bool { i, _ := h.slots(); return i == 0 })
+	if !h.deviceOn(t, "127.0.0.1", addr, "alice") {
+		t.Fatal("a valid device did not get in after the timeouts")
 	}
 }

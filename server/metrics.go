@@ -144,6 +144,7 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 
 	s.sessMu.Lock()
 	snap.HandshakesActive = s.shaking
+	_, snap.HandshakesWaitingHello, _ = s.shakes.counts()
 	s.sessMu.Unlock()
 	snap.SessionsPerCA = map[string]int{}
 	for _, ss := range s.sessions() {

@@ -68,6 +68,7 @@ type Server struct {
 	draining atomic.Bool
 	procs    *procs.Scaler // GOMAXPROCS follows the sessions and handshakes
 	shaking  int           // handshakes in flight; sessMu
+	shakes   shakeTable    // the handshake slots (preauth.go)
 
 	refusals refusalLog // rate-limited "handshake refused" lines and counts by reason
 	flaps    flapGuard  // one certificate on two laptops
@@ -374,15 +375,6 @@ func (s *Server) recheckSessions(t *trust) {
 	}
 }
 
-// shakeConn is the connection under a TLS handshake: VerifyConnection
-// leaves the trust decision here for handshake to act on.
-type shakeConn struct {
-	net.Conn
-	t   *trust
-	v   verdict
-	err error
-}
-
 // tlsConfig builds the handshake configuration from the current trust.
 // crypto/tls only checks that a certificate was sent and its key proven
 // (RequireAnyClientCert); trust.decide verifies the chain and everything
@@ -411,6 +403,9 @@ func (s *Server) tlsConfigFor(alpn string) *tls.Config {
 	base.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 		t := s.trustNow()
 		sc, _ := hi.Conn.(*shakeConn)
+		if sc != nil {
+			sc.helloRead() // the whole ClientHello is in: no longer a stranger that can be evicted
+		}
 		c := base.Clone()
 		c.GetConfigForClient = nil
 		c.Certificates = []tls.Certificate{t.cert}
@@ -451,40 +446,48 @@ func (s *Server) routineAccept(ctx context.Context) {
 			continue
 		}
 		backoff = 0
-		if !s.admitHandshake(c) {
+		slot := s.admitHandshake(c)
+		if slot == nil {
 			continue
 		}
+		t0 := time.Now()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.admitted(ctx, c, conf)
+			s.admitted(ctx, c, conf, t0, slot)
 		}()
 	}
 }
 
-// handshake runs TLS and the sallyport hello/config exchange under one
-// deadline, then hands the connection to a new session.
+// handshake runs TLS and the sallyport hello/config exchange under the
+// pre-authentication deadlines (preauth.go), then hands the connection to
+// a new session. It takes no handshake slot (tests dial through it).
 func (s *Server) handshake(ctx context.Context, raw net.Conn, conf *tls.Config) {
 	s.shakingDelta(1)
-	s.admitted(ctx, raw, conf)
+	s.admitted(ctx, raw, conf, time.Now(), nil)
 }
 
-// admitted is handshake for a connection already counted as a handshake in
-// flight (by admitHandshake, limits.go).
-func (s *Server) admitted(ctx context.Context, raw net.Conn, conf *tls.Config) {
-	done := sync.OnceFunc(func() { s.shakingDelta(-1) })
+// admitted is handshake for a connection accepted at t0 and already
+// counted as a handshake in flight, holding slot (admitHandshake,
+// limits.go; nil: no slot).
+func (s *Server) admitted(ctx context.Context, raw net.Conn, conf *tls.Config, t0 time.Time, slot *shakeSlot) {
+	done := sync.OnceFunc(func() {
+		if slot != nil {
+			s.shakes.release(slot)
+		}
+		s.shakingDelta(-1)
+	})
 	defer done()
 	cfg := s.config()
 	remote := raw.RemoteAddr().String()
 	tunnel.TuneTCP(raw)
-	_ = raw.SetDeadline(time.Now().Add(cfg.TLS.HandshakeTimeout))
-	sc := &shakeConn{Conn: raw}
+	sc := newShakeConn(raw, t0, limitsOf(&cfg.TLS), &s.shakes, slot)
 	conn := tls.Server(sc, conf)
-	hctx, cancel := context.WithTimeout(ctx, cfg.TLS.HandshakeTimeout)
+	hctx, cancel := context.WithDeadline(ctx, t0.Add(cfg.TLS.HandshakeTimeout))
 	err := conn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		s.logRefusal(remote, classify(err), pki.Identity{})
+		s.logRefusal(remote, s.handshakeFailure(err, sc), pki.Identity{})
 		conn.Close()
 		return
 	}

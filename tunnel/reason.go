@@ -102,15 +102,21 @@ const (
 	ReasonDuplicate      Reason = "duplicate-device"      // one certificate flapping between two machines
 	ReasonPoolExhausted  Reason = "pool-exhausted"        // no free tunnel address
 	ReasonCapacity       Reason = "capacity"              // tunnel.max_sessions reached
-	ReasonOverload       Reason = "handshakes-full"       // tls.max_handshakes reached: closed before TLS
-	ReasonReplaced       Reason = "replaced"              // the same device connected again
-	ReasonKicked         Reason = "kicked"                // an admin ended the session
-	ReasonTimeout        Reason = "timeout"               // nothing received for the session timeout
-	ReasonStalled        Reason = "stalled"               // the device stopped reading
-	ReasonShutdown       Reason = "shutdown"              // the gateway is stopping
-	ReasonDrain          Reason = "drain"                 // the gateway is being drained
-	ReasonPeerClosed     Reason = "peer-closed"           // the device closed the stream
-	ReasonError          Reason = "error"                 // the stream failed
+	ReasonOverload       Reason = "handshakes-full"       // tls.max_handshakes reached, every slot past its ClientHello: closed before TLS
+	// Pre-authentication limits (server/preauth.go): connections closed
+	// before their TLS ClientHello was read.
+	ReasonFirstByteTimeout Reason = "first-byte-timeout" // nothing received within tls.first_byte_timeout
+	ReasonHelloTimeout     Reason = "hello-timeout"      // ClientHello not complete within tls.hello_timeout
+	ReasonPerSource        Reason = "per-source-limit"   // the source holds tls.max_handshakes_per_source handshakes past their ClientHello
+	ReasonEvicted          Reason = "evicted"            // closed before its ClientHello to make room for a newcomer
+	ReasonReplaced         Reason = "replaced"           // the same device connected again
+	ReasonKicked           Reason = "kicked"             // an admin ended the session
+	ReasonTimeout          Reason = "timeout"            // nothing received for the session timeout
+	ReasonStalled          Reason = "stalled"            // the device stopped reading
+	ReasonShutdown         Reason = "shutdown"           // the gateway is stopping
+	ReasonDrain            Reason = "drain"              // the gateway is being drained
+	ReasonPeerClosed       Reason = "peer-closed"        // the device closed the stream
+	ReasonError            Reason = "error"              // the stream failed
 )
 
 // ReasonGatewayCert: the device refused the gateway's certificate (a
@@ -154,6 +160,10 @@ var Reasons = []ReasonInfo{
 	{ReasonHandshake, false, true, false, ""},
 	{ReasonGatewayCert, false, true, false, ""}, // the laptop says it in its own words (client/trust.go)
 	{ReasonOverload, false, true, false, ""},
+	{ReasonFirstByteTimeout, false, true, false, ""},
+	{ReasonHelloTimeout, false, true, false, ""},
+	{ReasonPerSource, false, true, false, ""},
+	{ReasonEvicted, false, true, false, ""},
 	{ReasonReplaced, true, false, false, "disconnected: this device's certificate connected again, from here or from another computer — retrying"},
 	{ReasonKicked, true, false, false, "disconnected: an admin ended this session — retrying"},
 	{ReasonTimeout, true, false, false, "disconnected: the gateway heard nothing from this laptop for too long — retrying"},

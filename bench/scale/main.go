@@ -26,6 +26,10 @@
 // and the gateway, alternating rounds. It prints one table (and key=value
 // lines for scripts). Every loop is bounded in count and by --timeout, and
 // the run stops early if the gateway's RSS passes --max-rss-mb.
+//
+// attack (`make attack`) holds silent and dripping connections without a
+// certificate against the gateway and measures how long a valid device
+// takes to connect meanwhile (attack.go).
 package main
 
 import (
@@ -47,6 +51,9 @@ const usage = `usage:
   scale load  --gateway ADDR --bare ADDR --server-name NAME --dir PKI --devices N --gateway-pid PID
               [--concurrency 16] [--idle 60s] [--storm 2000] [--cycles 4] [--churn 2000]
               [--source-addrs A,B,...] [--max-rss-mb 14000] [--timeout 9m]
+  scale attack --gateway ADDR --server-name NAME --dir PKI [--device NAME] [--laptop-addr A]
+              [--attack-addrs A,B,...] [--silent 16] [--drip 16] [--trials 5] [--warmup 3s]
+              [--retry 500ms] [--trial-limit 20s] [--reopen-pause 10ms] [--timeout 3m]
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -64,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runBare(ctx, args[1:], stderr)
 	case "load":
 		err = runLoad(ctx, args[1:], stdout, stderr)
+	case "attack":
+		err = runAttack(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

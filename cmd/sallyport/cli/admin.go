@@ -102,12 +102,26 @@ func serverStatusCmd() *cobra.Command {
 				return err
 			}
 			printCAsAndRenewal(w, st)
+			printHandshakes(w, st)
 			return nil
 		},
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printHandshakes prints the handshake slots and what was closed before
+// authentication since start (a flood of strangers shows here).
+func printHandshakes(w io.Writer, st server.Status) {
+	h := st.Handshakes
+	fmt.Fprintf(w, "handshakes: %d in flight (%d waiting for their ClientHello) from %d sources; max %d, %d per source\n",
+		h.InFlight, h.WaitingHello, h.Sources, h.Max, h.MaxPerSource)
+	var closed []string
+	for _, r := range []tunnel.Reason{tunnel.ReasonFirstByteTimeout, tunnel.ReasonHelloTimeout, tunnel.ReasonEvicted, tunnel.ReasonPerSource, tunnel.ReasonOverload} {
+		closed = append(closed, fmt.Sprintf("%s %d", r, st.Refused[string(r)]))
+	}
+	fmt.Fprintf(w, "closed before authentication since start: %s\n", strings.Join(closed, ", "))
 }
 
 func serverKickCmd() *cobra.Command {

@@ -58,9 +58,10 @@ var started = time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 
 var gwStatus = server.Status{
 	Started: started, Listen: "0.0.0.0:443", Device: "sp0", Address: "10.8.0.1", Address6: "fd00:8::1",
-	Refused: map[string]uint64{"revoked": 2},
-	CAs:     map[string]int{"CN=Acme Device CA": 2},
-	Renewal: &server.RenewalStatus{Issuer: "CN=Acme Online Issuer", IssuerNotAfter: started.Add(90 * 24 * time.Hour), Lifetime: "168h0m0s", RenewAt: 2.0 / 3, Renewed: 7, Refused: 1},
+	Refused:    map[string]uint64{"revoked": 2, "first-byte-timeout": 40, "evicted": 7},
+	CAs:        map[string]int{"CN=Acme Device CA": 2},
+	Handshakes: server.HandshakeStatus{InFlight: 9, WaitingHello: 8, Sources: 3, Max: 512, MaxPerSource: 32},
+	Renewal:    &server.RenewalStatus{Issuer: "CN=Acme Online Issuer", IssuerNotAfter: started.Add(90 * 24 * time.Hour), Lifetime: "168h0m0s", RenewAt: 2.0 / 3, Renewed: 7, Refused: 1},
 	Sessions: []server.SessionStatus{
 		{Device: "alice-laptop", User: "alice", Groups: []string{"eng", "ops"}, Address: "10.8.0.2", Address6: "fd00:8::2",
 			Since: started.Add(time.Hour), BytesIn: 1536, BytesOut: 3 << 30, Serial: "1c0ffee0123456789abcdef0123456789", Lineage: "15eed0123456789abcdef0123456789ab",
@@ -99,8 +100,12 @@ func TestServerAdminCommands(t *testing.T) {
 			t.Errorf("server status sent %+v", r)
 		}
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 6 {
-			t.Fatalf("server status: %d lines, want header, column names, 2 sessions, the CA count and renewal:\n%s", len(lines), out)
+		if len(lines) != 8 {
+			t.Fatalf("server status: %d lines, want header, column names, 2 sessions, the CA count, renewal and the two handshake lines:\n%s", len(lines), out)
+		}
+		if lines[6] != "handshakes: 9 in flight (8 waiting for their ClientHello) from 3 sources; max 512, 32 per source" ||
+			lines[7] != "closed before authentication since start: first-byte-timeout 40, hello-timeout 0, evicted 7, per-source-limit 0, handshakes-full 0" {
+			t.Errorf("handshake lines:\n%s\n%s", lines[6], lines[7])
 		}
 		if lines[4] != "devices under CA CN=Acme Device CA: 2" || !strings.HasPrefix(lines[5], "renewal: issuer CN=Acme Online Issuer (until 2027-02-28T08:00:00Z), lifetime 168h0m0s, renew at 0.67; 7 renewed, 1 refused") {
 			t.Errorf("CA and renewal lines:\n%s\n%s", lines[4], lines[5])

@@ -1,0 +1,216 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
+)
+
+// fakeCloser records that the table asked for it to be closed.
+type fakeCloser struct {
+	name   string
+	closed bool
+}
+
+func (f *fakeCloser) Close() error { f.closed = true; return nil }
+
+// TestShakeTable walks the slot rules step by step: per-source cap, global
+// cap, eviction of the oldest connection still waiting for its
+// ClientHello (of the source when the source is full, of any when all
+// slots are), refusal when every busy slot is past its ClientHello, and
+// accounting that returns to zero.
+func TestShakeTable(t *testing.T) {
+	var tb shakeTable
+	a, b := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8:1:2::/64")
+	conns := map[string]*fakeCloser{}
+	slots := map[string]*shakeSlot{}
+	admit := func(name string, src netip.Prefix, max, per int) (evicted string, refused tunnel.Reason) {
+		t.Helper()
+		c := &fakeCloser{name: name}
+		slot, victim, r := tb.admit(src, c, max, per)
+		if (slot == nil) != (r != "") {
+			t.Fatalf("%s: slot %v with refusal %q", name, slot, r)
+		}
+		if slot != nil {
+			conns[name], slots[name] = c, slot
+		}
+		if victim != nil {
+			evicted = victim.conn.(*fakeCloser).name
+			if !tb.wasEvicted(victim) {
+				t.Fatalf("%s: victim %s not marked evicted", name, evicted)
+			}
+		}
+		return evicted, r
+	}
+	want := func(step string, inFlight, waiting, sources int) {
+		t.Helper()
+		if i, w, s := tb.counts(); i != inFlight || w != waiting || s != sources {
+			t.Fatalf("%s: in flight %d, waiting %d, sources %d; want %d %d %d", step, i, w, s, inFlight, waiting, sources)
+		}
+	}
+	const max, per = 4, 2
+	for _, step := range []struct {
+		name    string
+		src     netip.Prefix
+		evicted string
+		refused tunnel.Reason
+	}{
+		{"a1", a, "", ""},
+		{"a2", a, "", ""},
+		{"a3", a, "a1", ""}, // a is at its share: its own oldest waiting one goes
+		{"b1", b, "", ""},
+		{"b2", b, "", ""},   // four in flight: a2 a3 b1 b2
+		{"b3", b, "b1", ""}, // b at its share: b1 goes, not the older a2
+	} {
+		if ev, r := admit(step.name, step.src, max, per); ev != step.evicted || r != step.refused {
+			t.Fatalf("%s: evicted %q refused %q, want %q %q", step.name, ev, r, step.evicted, step.refused)
+		}
+	}
+	want("after the shares", 4, 4, 2)
+
+	// Past their ClientHello, a2 and a3 cannot be evicted: a is refused.
+	tb.helloDone(slots["a2"])
+	tb.helloDone(slots["a3"])
+	if ev, r := admit("a4", a, max, per); ev != "" || r != tunnel.ReasonPerSource {
+		t.Fatalf("a4: evicted %q refused %q, want per-source-limit", ev, r)
+	}
+	// A third source finds every slot busy: the oldest waiting one (b2)
+	// goes, though a2 and a3 are older.
+	c := netip.MustParsePrefix("198.51.100.7/32")
+	if ev, r := admit("c1", c, max, per); ev != "b2" || r != "" {
+		t.Fatalf("c1: evicted %q refused %q, want b2", ev, r)
+	}
+	tb.helloDone(slots["b3"])
+	tb.helloDone(slots["c1"])
+	want("all past their ClientHello", 4, 0, 3)
+	if ev, r := admit("c2", c, max, per); ev != "" || r != tunnel.ReasonOverload {
+		t.Fatalf("c2: evicted %q refused %q, want handshakes-full", ev, r)
+	}
+	// No limits: anything goes.
+	if ev, r := admit("free", c, 0, 0); ev != "" || r != "" {
+		t.Fatalf("unlimited: evicted %q refused %q", ev, r)
+	}
+	tb.release(slots["free"])
+
+	// The table never closes anything itself; the accept loop closes the
+	// victims it returns.
+	for name, fc := range conns {
+		if fc.closed {
+			t.Fatalf("%s closed by the table", name)
+		}
+	}
+	// helloDone on an evicted slot says so; release is idempotent.
+	if tb.helloDone(slots["a1"]) {
+		t.Fatal("helloDone on an evicted slot reported it live")
+	}
+	for _, name := range []string{"a1", "a2", "a3", "b1", "b2", "b3", "c1", "a2", "c1"} {
+		tb.release(slots[name])
+	}
+	want("all released", 0, 0, 0)
+	if len(tb.bySource) != 0 || tb.pending.Len() != 0 {
+		t.Fatalf("leftovers: %v, %d pending", tb.bySource, tb.pending.Len())
+	}
+
+	// When all slots are full, the heaviest source pays first: the laptop
+	// from d waits older than the flood from a, yet a's oldest goes.
+	d := netip.MustParsePrefix("203.0.113.5/32")
+	for _, step := range []struct {
+		name    string
+		src     netip.Prefix
+		evicted string
+	}{
+		{"laptop", d, ""}, {"f1", a, ""}, {"f2", a, ""}, {"f3", a, ""},
+		{"f4", a, "f1"}, // four in flight: the flooding source's oldest, not the older laptop
+		{"g1", b, "f2"},
+		{"g2", b, "f3"}, // a holds 2 (f3 f4), b 1, d 1: a's oldest
+		{"g3", b, "g1"}, // now b holds 2: b's oldest; the laptop, oldest of all, stays
+	} {
+		if ev, r := admit(step.name, step.src, 4, 0); ev != step.evicted || r != "" {
+			t.Fatalf("%s: evicted %q refused %q, want %q", step.name, ev, r, step.evicted)
+		}
+	}
+}
+
+// TestSourceOf: IPv4 by address (mapped ones too), IPv6 by /64.
+func TestSourceOf(t *testing.T) {
+	for in, want := range map[net.Addr]string{
+		&net.TCPAddr{IP: net.ParseIP("192.0.2.9"), Port: 1}:                          "192.0.2.9/32",
+		&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.9"), Port: 1}:                   "192.0.2.9/32",
+		&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 1}:               "2001:db8:1:2::/64",
+		&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:bbbb::9"), Port: 1, Zone: "eth0"}: "2001:db8:1:2::/64",
+		&net.UnixAddr{Name: "@x", Net: "unix"}:                                       "invalid Prefix",
+	} {
+		if got := sourceOf(in).String(); got != want {
+			t.Errorf("sourceOf(%v) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// deadlineConn records the deadlines set on it and serves reads from a
+// script.
+type deadlineConn struct {
+	net.Conn
+	deadlines []time.Time
+	reads     [][]byte
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return nil
+}
+func (c *deadlineConn) Read(b []byte) (int, error) {
+	if len(c.reads) == 0 {
+		return 0, errors.New("no more script")
+	}
+	n := copy(b, c.reads[0])
+	c.reads = c.reads[1:]
+	return n, nil
+}
+
+// TestShakeDeadlines: the connection's deadline moves from the accept
+// with its stages: first byte, whole ClientHello, the rest of the
+// handshake; a timeout is counted under its stage's cause. Each is
+// capped by the whole handshake's.
+func TestShakeDeadlines(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := preauthLimits{firstByte: 3 * time.Second, hello: 5 * time.Second, handshake: 10 * time.Second}
+	var tb shakeTable
+	slot, _, _ := tb.admit(netip.MustParsePrefix("192.0.2.1/32"), &fakeCloser{}, 1, 1)
+	dc := &deadlineConn{reads: [][]byte{{0x16}, {0x03, 0x01}}}
+	sc := newShakeConn(dc, t0, l, &tb, slot)
+	if r := timeoutReason(sc.stage); r != tunnel.ReasonFirstByteTimeout {
+		t.Fatalf("silent connection times out as %s", r)
+	}
+	buf := make([]byte, 16)
+	sc.Read(buf)
+	if r := timeoutReason(sc.stage); r != tunnel.ReasonHelloTimeout {
+		t.Fatalf("a connection past its first byte times out as %s", r)
+	}
+	sc.Read(buf) // more bytes: no new deadline
+	sc.helloRead()
+	sc.helloRead() // once
+	if r := timeoutReason(sc.stage); r != tunnel.ReasonHandshake {
+		t.Fatalf("a connection past its ClientHello times out as %s", r)
+	}
+	want := []time.Time{t0.Add(3 * time.Second), t0.Add(5 * time.Second), t0.Add(10 * time.Second)}
+	if len(dc.deadlines) != len(want) {
+		t.Fatalf("deadlines %v, want %v", dc.deadlines, want)
+	}
+	for i := range want {
+		if !dc.deadlines[i].Equal(want[i]) {
+			t.Fatalf("deadline %d: %v, want %v", i, dc.deadlines[i], want[i])
+		}
+	}
+	if _, waiting, _ := tb.counts(); waiting != 0 {
+		t.Fatal("the slot still waits for its ClientHello after helloRead")
+	}
+	// A handshake timeout shorter than the others caps them.
+	short := preauthLimits{firstByte: 3 * time.Second, hello: 5 * time.Second, handshake: 2 * time.Second}
+	if d := short.deadline(t0, stageAccepted); !d.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("first-byte deadline %v not capped by the handshake's", d)
+	}
+}
