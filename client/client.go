@@ -263,9 +263,22 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		table = TableFor(dev.Name()) // two profiles (sp0, sp1) never share a table
 	}
 	if c.cfg.Tunnel.Device == AutoDevice {
+		// A run of this profile that crashed on another spN (the kernel
+		// gave it sp1 then, sp0 now) left its DNS in place, which the
+		// device we got knows nothing of: undo it, unless a running
+		// client holds that device now.
+		if prev := readDeviceRecord(c.cfg); prev != "" && prev != dev.Name() && !linkExists(prev) {
+			if n, err := c.sys.RecoverDNS(prev); err != nil {
+				c.log.Warn("cannot restore the DNS a crashed run left", "device", prev, "err", err)
+			} else if n > 0 {
+				c.log.Info("restored the DNS a crashed run of this profile left", "device", prev)
+			}
+		}
 		// Which spN this profile got, for `down` after a crash.
-		_ = os.WriteFile(deviceFile(c.cfg), []byte(dev.Name()+"\n"), 0o600)
-		defer os.Remove(deviceFile(c.cfg))
+		if err := writeDeviceRecord(c.cfg, dev.Name()); err != nil {
+			c.log.Warn("cannot record the device; down after a crash will not find it", "err", err)
+		}
+		defer removeDeviceRecord(c.cfg)
 	}
 	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: table,
 		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: servers}

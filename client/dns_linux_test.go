@@ -344,7 +344,7 @@ func TestRemoveLeftoversLiveDevice(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "client-a.sock")
 	cfg := &Config{Tunnel: TunnelConfig{Device: AutoDevice, Table: DefaultTable, tableAuto: true},
 		Admin: AdminConfig{Socket: sock}, stateDir: state}
-	if err := os.WriteFile(deviceFile(cfg), []byte("sp0\n"), 0o600); err != nil {
+	if err := writeDeviceRecord(cfg, "sp0"); err != nil {
 		t.Fatal(err)
 	}
 	inNetns(t, func() {
@@ -395,5 +395,56 @@ func TestRemoveLeftoversLiveDevice(t *testing.T) {
 	})
 	if got := read(t, rc); got != origResolv {
 		t.Fatalf("resolv.conf after down: %q", got)
+	}
+}
+
+// After a crash and a reboot the runtime directory is empty, but the
+// device record lives in the state directory: `down` of a profile without
+// a device still finds that it ran on sp1 and restores resolv.conf (a
+// static one keeps the tunnel's resolvers across the reboot otherwise). A
+// record where it used to be (beside the socket) is still read.
+func TestRemoveLeftoversAfterReboot(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
+	rc, state := useTempResolvConf(t)
+	run := t.TempDir()
+	cfg := &Config{Tunnel: TunnelConfig{Device: AutoDevice, Table: DefaultTable, tableAuto: true},
+		Admin: AdminConfig{Socket: filepath.Join(run, "client-acme.sock")}, stateDir: state}
+	if _, err := setDNS(state, "sp1", pushed, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeDeviceRecord(cfg, "sp1"); err != nil {
+		t.Fatal(err)
+	}
+	// The reboot: /run is a tmpfs.
+	if err := os.RemoveAll(run); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(run, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, func() {
+		if n, err := RemoveLeftovers(cfg, testLogger(&syncBuffer{})); n != 1 || err != nil {
+			t.Errorf("RemoveLeftovers = %d, %v; want sp1's DNS restored", n, err)
+		}
+	})
+	if got := read(t, rc); got != origResolv {
+		t.Fatalf("resolv.conf after down: %q", got)
+	}
+	if readDeviceRecord(cfg) != "" {
+		t.Error("the record stayed after down")
+	}
+	if _, err := setDNS(state, "sp2", pushed, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(legacyDeviceFile(cfg), []byte("sp2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inNetns(t, func() {
+		if n, err := RemoveLeftovers(cfg, testLogger(&syncBuffer{})); n != 1 || err != nil {
+			t.Errorf("legacy record: RemoveLeftovers = %d, %v", n, err)
+		}
+	})
+	if got := read(t, rc); got != origResolv {
+		t.Fatalf("resolv.conf after down (legacy record): %q", got)
 	}
 }

@@ -168,6 +168,9 @@ func (r *recorder) SetDNS(dev string, servers []netip.Addr, domains []string) (s
 	return "recorder", r.note("dns %v %v", servers, domains)
 }
 func (r *recorder) RevertDNS(dev string) error { return r.note("dns-") }
+func (r *recorder) RecoverDNS(dev string) (int, error) {
+	return 0, r.note("dns-recover %s", dev)
+}
 
 // fakeGateway accepts TLS connections on loopback and hands each, after
 // the handshake, to the test as a gwConn.

@@ -247,3 +247,37 @@ func TestRememberedAcrossUp(t *testing.T) {
 	}
 	mustContain(t, e3.logs.String(), "two client files of one name")
 }
+
+// A profile without a device that crashed on another spN (sp7 then, the
+// device it gets now is another): up undoes sp7's DNS, records the device
+// it got in the state directory, and drops the record on a clean stop.
+func TestUpRecoversPreviousDevice(t *testing.T) {
+	noLeaks(t)
+	state := t.TempDir()
+	var cfg *Config
+	edit := func(c *Config) { c.stateDir, c.Tunnel.Device, c.Tunnel.Table = state, AutoDevice, 0; cfg = c }
+	pre := &Config{stateDir: state}
+	ready := make(chan struct{})
+	e := startClient(t, envOpt{edit: func(c *Config) {
+		edit(c)
+		pre.Admin = c.Admin
+		if err := writeDeviceRecord(pre, "sp7"); err != nil {
+			t.Fatal(err)
+		}
+	}, onReady: func() { close(ready) }})
+	select {
+	case <-ready:
+	case <-time.After(wait):
+		t.Fatal("the client never got its device")
+	}
+	if !slices.Contains(e.sys.log(), "dns-recover sp7") {
+		t.Fatalf("the DNS of the crashed run's device was not recovered: %q", e.sys.log())
+	}
+	if got := readDeviceRecord(cfg); got != "fake0" {
+		t.Fatalf("device record %q, want the device it got", got)
+	}
+	e.stop()
+	if got := readDeviceRecord(cfg); got != "" {
+		t.Fatalf("record %q left after a clean stop", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/client/policyroute"
+	"github.com/sallyport/sallyport/internal/atomicfile"
+	"github.com/sallyport/sallyport/internal/userfile"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -385,11 +388,9 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 	auto := dev == AutoDevice
 	if auto {
 		// The device the kernel gave this profile, recorded by Run.
-		b, err := os.ReadFile(deviceFile(cfg))
-		if err != nil {
+		if dev = readDeviceRecord(cfg); dev == "" {
 			return 0, nil // never ran, or exited cleanly
 		}
-		dev = strings.TrimSpace(string(b))
 		if cfg.Tunnel.tableAuto {
 			rt = TableFor(dev)
 		}
@@ -400,7 +401,7 @@ func RemoveLeftovers(cfg *Config, log *slog.Logger) (int, error) {
 		return 0, nil
 	}
 	if auto {
-		defer os.Remove(deviceFile(cfg))
+		defer removeDeviceRecord(cfg)
 	}
 	n := removeRouting(sys, rt, log)
 	dns, dnsErr := recoverDNS(sys.stateDir, dev)
@@ -425,8 +426,43 @@ func linkExists(dev string) bool {
 	return err == nil
 }
 
-// deviceFile records which spN a profile without a configured device got.
-func deviceFile(cfg *Config) string { return cfg.Admin.Socket + ".dev" }
+// deviceFile records which spN a profile without a configured device got,
+// in the state directory: after a crash and a reboot (which empties the
+// runtime directory) `down` and the next `up` still know which device's
+// DNS to restore. It is named after the admin socket, which is one per
+// running client.
+func deviceFile(cfg *Config) string {
+	return filepath.Join(cfg.stateDirectory(), filepath.Base(cfg.Admin.Socket)+".dev")
+}
+
+// legacyDeviceFile is where the record lived before, beside the socket.
+func legacyDeviceFile(cfg *Config) string { return cfg.Admin.Socket + ".dev" }
+
+// readDeviceRecord returns the device recorded for cfg ("" when none).
+func readDeviceRecord(cfg *Config) string {
+	for _, p := range []string{deviceFile(cfg), legacyDeviceFile(cfg)} {
+		if b, err := userfile.Read(p, 256); err == nil {
+			if dev := strings.TrimSpace(string(b)); dev != "" && !strings.ContainsAny(dev, "/ \t\n") {
+				return dev
+			}
+		}
+	}
+	return ""
+}
+
+// writeDeviceRecord records dev for cfg (atomically: a crash leaves the
+// old record or the new one).
+func writeDeviceRecord(cfg *Config, dev string) error {
+	if err := os.MkdirAll(cfg.stateDirectory(), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(deviceFile(cfg), []byte(dev+"\n"), 0o600)
+}
+
+func removeDeviceRecord(cfg *Config) {
+	_ = os.Remove(deviceFile(cfg))
+	_ = os.Remove(legacyDeviceFile(cfg))
+}
 
 // DNSMode says how the pushed DNS is applied ("" when none is).
 func (n *netState) DNSMode() string {

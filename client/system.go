@@ -30,6 +30,9 @@ type system interface {
 	// SetDNS returns the mode it used (DNSModeResolved, DNSModeResolvConf).
 	SetDNS(dev string, servers []netip.Addr, domains []string) (string, error)
 	RevertDNS(dev string) error
+	// RecoverDNS undoes what a run on dev that did not exit cleanly left
+	// of its DNS, and says how much it undid (recoverDNS).
+	RecoverDNS(dev string) (int, error)
 }
 
 // osSystem is the laptop's real network stack; stateDir is where its DNS
@@ -73,3 +76,6 @@ func (s osSystem) SetDNS(dev string, servers []netip.Addr, domains []string) (st
 	return setDNS(s.stateDir, dev, servers, domains)
 }
 func (s osSystem) RevertDNS(dev string) error { return revertDNS(s.stateDir, dev) }
+func (s osSystem) RecoverDNS(dev string) (int, error) {
+	return recoverDNS(s.stateDir, dev)
+}
