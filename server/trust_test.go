@@ -502,6 +502,22 @@ func TestTrustDecideEdges(t *testing.T) {
 		t.Fatalf("expired leaf: %v", err)
 	}
 
+	// A revoked certificate is named as the leaf or as the issuing CA.
+	inter := ca.intermediate(t, "Issuing CA", 50, now.Add(time.Hour))
+	erin := inter.issue(t, "erin", 51, []string{"eng"}, now.Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	revokedInter := base
+	revokedInter.crl = ca.crlAt(t, 5, now.Add(time.Hour), 50)
+	if _, err := revokedInter.decide([]*x509.Certificate{erin, inter.cert}, nil, now, forNewSession); err == nil ||
+		!strings.Contains(err.Error(), `issuing CA "Issuing CA" (serial`) {
+		t.Fatalf("revoked intermediate: %v", err)
+	}
+	revokedLeaf := base
+	revokedLeaf.crl = ca.crlAt(t, 6, now.Add(time.Hour), 42)
+	if _, err := revokedLeaf.decide([]*x509.Certificate{soon}, nil, now, forNewSession); err == nil ||
+		!strings.Contains(err.Error(), "revoked: certificate serial ") {
+		t.Fatalf("revoked leaf: %v", err)
+	}
+
 	// With CRLs of several issuers in force, the number shown is the highest.
 	multi := base
 	multi.crl = crlOf(t, ca.crlDER(t, 7), other.crlDER(t, 3), ca.cert, other.cert)
