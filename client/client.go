@@ -257,40 +257,54 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	}
 	c.dev = dev
 	servers := c.servers()
-	c.mu.Lock() // Status reads c.net
-	table := c.cfg.Tunnel.Table
-	if c.cfg.Tunnel.tableAuto {
-		table = TableFor(dev.Name()) // two profiles (sp0, sp1) never share a table
-	}
+	var prev string
 	if c.cfg.Tunnel.Device == AutoDevice {
 		// A run of this profile that crashed on another spN (the kernel
-		// gave it sp1 then, sp0 now) left its DNS in place, which the
-		// device we got knows nothing of: undo it, unless a running
-		// client holds that device now.
-		if prev := readDeviceRecord(c.cfg); prev != "" && prev != dev.Name() && !linkExists(prev) {
+		// gave it sp1 then, sp0 now) left its DNS, kill switch and table
+		// in place, which the device we got knows nothing of: undo the
+		// DNS here, the rest in start (takeOver), unless a running client
+		// holds that device now.
+		if p := readDeviceRecord(c.cfg); p != "" && p != dev.Name() && !linkExists(p) {
+			prev = p
 			if n, err := c.sys.RecoverDNS(prev); err != nil {
 				c.log.Warn("cannot restore the DNS a crashed run left", "device", prev, "err", err)
 			} else if n > 0 {
 				c.log.Info("restored the DNS a crashed run of this profile left", "device", prev)
 			}
 		}
-		// Which spN this profile got, for `down` after a crash.
-		if err := writeDeviceRecord(c.cfg, dev.Name()); err != nil {
-			c.log.Warn("cannot record the device; down after a crash will not find it", "err", err)
-		}
-		defer removeDeviceRecord(c.cfg)
+	}
+	c.mu.Lock() // Status reads c.net
+	table := c.cfg.Tunnel.Table
+	if c.cfg.Tunnel.tableAuto {
+		table = TableFor(dev.Name()) // two profiles (sp0, sp1) never share a table
 	}
 	c.net = &netState{sys: c.sys, dev: dev.Name(), log: c.log, table: table,
-		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: servers}
+		local: c.cfg.Tunnel.KillSwitch, allowLAN: c.cfg.Tunnel.AllowLAN, servers: servers, prev: prev}
+	if prev != "" && c.cfg.Tunnel.tableAuto {
+		c.net.prevTable = TableFor(prev)
+	}
 	c.mu.Unlock()
+	recorded := false
 	defer func() {
 		c.net.teardown()
 		dev.Close()
 		c.wg.Wait()
+		if recorded {
+			removeDeviceRecord(c.cfg) // last: a stop cut short still leaves it for `down`
+		}
 		c.log.Info("tunnel down; routes, rules, kill switch, addresses and TUN removed")
 	}()
 	if err := c.net.start(c.boot()); err != nil {
 		return err
+	}
+	if c.cfg.Tunnel.Device == AutoDevice {
+		// Which spN this profile got, for `down` (and the next up) after
+		// a crash; written once start has taken over what the record
+		// named before.
+		if err := writeDeviceRecord(c.cfg, dev.Name()); err != nil {
+			c.log.Warn("cannot record the device; down after a crash will not find it", "err", err)
+		}
+		recorded = true
 	}
 	if ready != nil {
 		ready()

@@ -336,6 +336,7 @@ type envOpt struct {
 	edit    func(*Config)
 	editCA  func(*testCA, *Config) // edit with the environment's CA at hand
 	onReady func()                 // Run's ready: the device is in place
+	kernel  func(*recorder)        // what the laptop's kernel holds before Run
 }
 
 // startClient starts a client against a fresh fake gateway.
@@ -371,6 +372,9 @@ func startClient(t *testing.T, o envOpt) *testEnv {
 		t.Fatal(err)
 	}
 	e.sys = &recorder{dev: e.tun}
+	if o.kernel != nil {
+		o.kernel(e.sys)
+	}
 	c.sys = e.sys
 	e.c = c
 	ctx, cancel := context.WithCancel(context.Background())

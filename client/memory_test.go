@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sallyport/sallyport/client/policyroute"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -249,8 +250,9 @@ func TestRememberedAcrossUp(t *testing.T) {
 }
 
 // A profile without a device that crashed on another spN (sp7 then, the
-// device it gets now is another): up undoes sp7's DNS, records the device
-// it got in the state directory, and drops the record on a clean stop.
+// device it gets now is another): up undoes sp7's DNS, takes over its kill
+// switch and refused prefixes (table 21335), records the device it got in
+// the state directory, and drops the record on a clean stop.
 func TestUpRecoversPreviousDevice(t *testing.T) {
 	noLeaks(t)
 	state := t.TempDir()
@@ -264,7 +266,14 @@ func TestUpRecoversPreviousDevice(t *testing.T) {
 		if err := writeDeviceRecord(pre, "sp7"); err != nil {
 			t.Fatal(err)
 		}
-	}, onReady: func() { close(ready) }})
+	}, onReady: func() { close(ready) }, kernel: func(r *recorder) {
+		_ = r.InstallKillSwitch(newKillSpec("sp7", DefaultTable+7, nil, nil))
+		for _, rt := range planRoutes(pfx("10.9.0.0/16"), "sp7", DefaultTable+7, false).routes {
+			if rt.Unreachable {
+				_ = r.ReplaceTableRoute(rt)
+			}
+		}
+	}})
 	select {
 	case <-ready:
 	case <-time.After(wait):
@@ -272,6 +281,12 @@ func TestUpRecoversPreviousDevice(t *testing.T) {
 	}
 	if !slices.Contains(e.sys.log(), "dns-recover sp7") {
 		t.Fatalf("the DNS of the crashed run's device was not recovered: %q", e.sys.log())
+	}
+	k := e.sys.kernel()
+	if _, ok := k.kill["sallyport-sp7"]; ok || len(k.kill) != 1 ||
+		!slices.ContainsFunc(k.routes, func(r policyroute.TableRoute) bool { return r.Table == DefaultTable && r.Unreachable }) ||
+		slices.ContainsFunc(k.routes, func(r policyroute.TableRoute) bool { return r.Table == DefaultTable+7 }) {
+		t.Fatalf("sp7's kill switch and table were not taken over: %+v", k)
 	}
 	if got := readDeviceRecord(cfg); got != "fake0" {
 		t.Fatalf("device record %q, want the device it got", got)

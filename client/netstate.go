@@ -33,6 +33,12 @@ type netState struct {
 	local    *bool    // [tunnel] kill_switch in the client file
 	allowLAN bool     // [tunnel] allow_lan
 	servers  []string // configured gateways (host:port)
+	// prev is the device a crashed run of this profile had, when it was
+	// another than dev and is gone (the kernel gave sp1 then, sp0 now),
+	// and prevTable its routing table when that followed the device (0
+	// when the table is the same): start takes over what it left.
+	prev      string
+	prevTable int
 
 	mu      sync.Mutex
 	addrs   []netip.Prefix
@@ -57,6 +63,13 @@ func (n *netState) start(b boot) error {
 	exists, err := n.sys.KillSwitchExists(killTableName(n.dev))
 	if err != nil {
 		n.log.Warn("cannot check for an existing kill switch", "err", err)
+	}
+	prevKill := false
+	if n.prev != "" {
+		if prevKill, err = n.sys.KillSwitchExists(killTableName(n.prev)); err != nil {
+			n.log.Warn("cannot check for the kill switch of a crashed run", "device", n.prev, "err", err)
+		}
+		exists = exists || prevKill
 	}
 	if b.err != nil {
 		n.log.Warn("cannot read what the gateway said last time; failing closed until it says again", "err", b.err)
@@ -85,8 +98,67 @@ func (n *netState) start(b boot) error {
 		n.log.Info("kill switch off until the first connection: the client file says kill_switch = false (the gateway's last config was a full tunnel)")
 	}
 	if b.mem != nil {
-		return n.refuse(b.mem.bootRoutes(kill), b.mem.IPv6, b.path)
+		if err := n.refuse(b.mem.bootRoutes(kill), b.mem.IPv6, b.path); err != nil {
+			return err
+		}
 	}
+	return n.takeOver(prevKill)
+}
+
+// takeOver moves what a crashed run of this profile left on another
+// device (n.prev) to this one, after this one's kill switch and refused
+// prefixes are in place: the prefixes its table still refuses are
+// refused in this table, then its rules, routes and kill switch go. Left
+// there, they would refuse this tunnel's own traffic: the old kill switch
+// lets out only what leaves through the old device, and the old table's
+// rules do not skip this client's mark.
+func (n *netState) takeOver(prevKill bool) error {
+	if n.prev == "" {
+		return nil
+	}
+	if n.prevTable != 0 && n.prevTable != n.table {
+		routes, err := n.sys.TableRoutes(n.prevTable)
+		if err != nil {
+			n.log.Warn("cannot list the routes of a crashed run", "device", n.prev, "table", n.prevTable, "err", err)
+		}
+		var refused []netip.Prefix
+		for _, r := range routes {
+			if r.Unreachable && !slices.Contains(refused, r.Dst) {
+				refused = append(refused, r.Dst)
+			}
+		}
+		// Planned as if the tunnel had IPv6: each prefix gets exactly the
+		// unreachable route it had.
+		if err := n.refuse(refused, true, "the table of "+n.prev); err != nil {
+			return err
+		}
+		// Its rules (but one this client now has too: the rule into main
+		// is the same for every table) and its routes go.
+		for _, t := range []int{n.prevTable, policyroute.TableMain} {
+			rules, err := n.sys.Rules(t)
+			if err != nil {
+				n.log.Warn("cannot list routing rules", "err", err)
+			}
+			for _, r := range rules {
+				if ours(r, n.prevTable) && !slices.Contains(n.rules, r) {
+					if err := n.sys.DeleteRule(r); err != nil {
+						n.log.Warn("remove rule failed", "rule", r.String(), "err", err)
+					}
+				}
+			}
+		}
+		for _, r := range routes {
+			if err := n.sys.DeleteTableRoute(r); err != nil {
+				n.log.Warn("remove route failed", "route", r.String(), "err", err)
+			}
+		}
+	}
+	if prevKill {
+		if err := n.sys.RemoveKillSwitch(killTableName(n.prev)); err != nil {
+			return fmt.Errorf("remove the kill switch of %s, which a crashed run left: %w", n.prev, err)
+		}
+	}
+	n.log.Info("took over what a crashed run of this profile left on another device", "device", n.prev, "table", n.prevTable)
 	return nil
 }
 

@@ -506,6 +506,62 @@ func TestNetStateCrashFailsClosed(t *testing.T) {
 	}
 }
 
+// A profile without a device crashed on sp1 (another profile had sp0),
+// with a pushed kill switch and a full tunnel; the next up gets sp0. What
+// sp1's run left would refuse the new tunnel's own traffic (its kill
+// switch lets out only what leaves through sp1; its table's rules do not
+// skip sp0's mark, so its unreachable 0.0.0.0/0 would take even the
+// connection to the gateway). start takes it over: the kill switch comes
+// on for sp0 before sp1's goes, the prefixes sp1's table refused are
+// refused in sp0's, and sp1's rules, routes and kill switch are gone.
+func TestNetStateTakesOverPreviousDevice(t *testing.T) {
+	r := &recorder{}
+	logs := &syncBuffer{}
+	on := true
+	old := &netState{sys: r, dev: "sp1", log: testLogger(logs), table: DefaultTable + 1}
+	if err := old.start(boot{}); err != nil {
+		t.Fatal(err)
+	}
+	pc := testConfig()
+	pc.KillSwitch = &on
+	pc.Routes = pfx("0.0.0.0/0", "10.1.0.0/16")
+	if err := old.apply(pc); err != nil {
+		t.Fatal(err)
+	}
+	r.linkGone("sp1") // kill -9
+	n := &netState{sys: r, dev: "sp0", log: testLogger(logs), table: DefaultTable, prev: "sp1", prevTable: DefaultTable + 1}
+	r.mu.Lock()
+	r.calls = nil
+	r.mu.Unlock()
+	if err := n.start(boot{}); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.log()
+	if on, off := slices.Index(calls, "kill+ sallyport-sp0 lan=[]"), slices.Index(calls, "kill- sallyport-sp1"); on < 0 || off < on {
+		t.Fatalf("the kill switch was not handed over without a gap: %q", calls)
+	}
+	k := r.kernel()
+	if _, ok := k.kill["sallyport-sp1"]; ok || len(k.kill) != 1 {
+		t.Fatalf("kill switches after up: %v", k.kill)
+	}
+	if old, _ := installed(r, "sp1", DefaultTable+1); len(old.Routes) != 0 ||
+		slices.ContainsFunc(old.Rules, func(s string) bool { return strings.Contains(s, "lookup 21329") }) {
+		t.Fatalf("sp1's table and rules are still there: %+v", old)
+	}
+	in, _ := installed(r, "sp0", DefaultTable)
+	want := []string{"unreachable 0.0.0.0/0 table 21328 metric 21328", "unreachable 10.1.0.0/16 table 21328 metric 21328",
+		"unreachable ::/0 table 21328 metric 21328"}
+	got := slices.Sorted(slices.Values(in.Routes))
+	if !in.KillSwitch || !slices.Equal(got, want) || len(in.Rules) != 6 {
+		t.Fatalf("sp0 after taking over: %+v, want routes %v", in, want)
+	}
+	mustContain(t, logs.String(), "took over what a crashed run of this profile left")
+	n.teardown()
+	if k := r.kernel(); len(k.routes)+len(k.rules)+len(k.kill) != 0 {
+		t.Fatalf("down left %+v", k)
+	}
+}
+
 // Full tunnel through the whole client: status reads the table, rules and
 // kill switch back from the kernel; they stay in place while the client
 // reconnects; shutdown removes them all.

@@ -230,11 +230,16 @@ func TestDownCrashedProfileSparesOthers(t *testing.T) {
 	tp := newTopo(t, false)
 	tp.plainInternet()
 	k := stdPKI(t)
+	k.Issue("carol", []string{"ops"})
 	sock := shortTempDir(t)
 	on := true
 	pol := restrictive
 	pol.KillSwitch = &on
-	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol))
+	// carol has no kill switch: two kill switches block each other's
+	// tunnels (each lets out only its own device and mark).
+	ops := restrictive
+	ops.Name, ops.Match = "ops", map[string][]string{"ou": {"ops"}}
+	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol, ops))
 	connect := func(name string) *Laptop {
 		t.Helper()
 		cc := clientConf(k, name, "wireguard", sock)
@@ -280,5 +285,79 @@ func TestDownCrashedProfileSparesOthers(t *testing.T) {
 	}
 	if bad := leftovers(tp.Lap, "sp0", true); len(bad) > 0 {
 		t.Errorf("left behind: %v", bad)
+	}
+}
+
+// TestUpAfterCrashOnAnotherDevice: alice's profile crashes on sp1 (carol's
+// had sp0) with a pushed kill switch; carol goes down; alice's next up gets
+// sp0. sp1's kill switch (it lets out only what leaves through sp1 or
+// carries sp1's mark) and table would block the new tunnel, its
+// connection to the gateway included: up takes them over. alice connects,
+// reaches the LAN through sp0, and nothing of sp1 is left.
+func TestUpAfterCrashOnAnotherDevice(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	k.Issue("carol", []string{"ops"})
+	sock := shortTempDir(t)
+	on := true
+	pol := restrictive
+	pol.KillSwitch = &on
+	// carol has no kill switch: two kill switches block each other's
+	// tunnels (each lets out only its own device and mark).
+	ops := restrictive
+	ops.Name, ops.Match = "ops", map[string][]string{"ou": {"ops"}}
+	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol, ops))
+	connect := func(name string) *Laptop {
+		t.Helper()
+		cc := clientConf(k, name, "wireguard", sock)
+		cc.Device = ""
+		l := tp.startLaptop(tp.Lap, name, cc)
+		if !waitFor(15*time.Second, func() bool { st, err := l.Status(); return err == nil && st.Connected }) {
+			t.Fatalf("%s never connected:\n%s", name, tail(l.Proc.Log(), 20))
+		}
+		return l
+	}
+	carol := connect("carol")
+	alice := connect("alice")
+	if !linkExists(tp.Lap, "sp1") {
+		t.Fatal("alice did not get sp1")
+	}
+	alice.Proc.Signal(syscall.SIGKILL)
+	alice.Proc.Wait(5 * time.Second)
+	if out, err := tp.sp(tp.Lap, "down", "-c", carol.Conf); err != nil {
+		t.Fatalf("down carol: %v %s", err, out)
+	}
+	carol.Proc.Wait(10 * time.Second)
+	if linkExists(tp.Lap, "sp0") || linkExists(tp.Lap, "sp1") {
+		t.Fatal("a TUN is still there")
+	}
+	alice.Proc = tp.start(tp.Lap, "client-alice-2", nil, binPath, "up", "-c", alice.Conf)
+	if !waitFor(15*time.Second, func() bool { st, err := alice.Status(); return err == nil && st.Connected }) {
+		t.Fatalf("alice did not connect again on sp0:\n%s", tail(alice.Proc.Log(), 20))
+	}
+	if !linkExists(tp.Lap, "sp0") || !strings.Contains(alice.Proc.Err(), "took over what a crashed run of this profile left") {
+		t.Fatalf("alice is not on sp0 or did not take over sp1's leftovers:\n%s", tail(alice.Proc.Log(), 20))
+	}
+	if got := tp.ping(tp.Lap, lanHost, 2); got != 2 {
+		t.Fatalf("ping the LAN through sp0: %d/2", got)
+	}
+	if out := run(t, "ip", "-n", tp.Lap, "rule"); strings.Contains(out, "lookup 21329") {
+		t.Fatalf("sp1's rules are still there:\n%s", out)
+	}
+	if out, err := tp.sp(tp.Lap, "down", "-c", alice.Conf); err != nil {
+		t.Fatalf("down alice: %v %s", err, out)
+	}
+	alice.Proc.Wait(10 * time.Second)
+	for _, dev := range []string{"sp0", "sp1"} {
+		if bad := leftovers(tp.Lap, dev, true); len(bad) > 0 {
+			t.Errorf("left behind: %v", bad)
+		}
+	}
+	// No kill switch of either device is left: plain traffic flows.
+	if leaks, replies, out := tp.lanLeaks(1000); leaks == 0 || replies != 2 {
+		t.Fatalf("after the last down: leaks=%d replies=%d, want plain traffic: %s", leaks, replies, out)
 	}
 }
