@@ -19,6 +19,10 @@
 # namespace prints:
 #   sessions held; gateway RSS per session (VmRSS minus the baseline before
 #   any session); gateway CPU seconds per minute with every session idle;
+#   the renewal storm (every held session renews its certificate inside
+#   the session, the requests spread over SCALE_RENEW_WINDOW seconds: a
+#   fleet whose certificates all reach renew_at within a minute) with its
+#   time, latency, failures, lost sessions and gateway CPU per renewal;
 #   the reconnect-storm time (SCALE_STORM sessions drop at once and all
 #   reconnect at once); RSS after each of SCALE_CYCLES full reconnect cycles
 #   (must not ratchet); new sessions/s against the bare crypto/tls ceiling.
@@ -28,6 +32,8 @@
 #   SCALE_KEY=ecdsa        device and gateway key type: ecdsa (P-256) or ed25519
 #   SCALE_CONCURRENCY=16   handshakes in flight (ramp, cycles, churn)
 #   SCALE_IDLE=30          seconds of idle CPU measurement (reported per minute)
+#   SCALE_RENEW_WINDOW=60  seconds over which every session renews (0: all at
+#                          once; -1: no renewal storm)
 #   SCALE_STORM=2000       sessions in the reconnect storm (capped at SESSIONS)
 #   SCALE_CYCLES=4         full reconnect cycles
 #   SCALE_CHURN=1000       connect+close operations per server for the ratio
@@ -51,6 +57,7 @@ KEY=${SCALE_KEY:-ecdsa}
 CONC=${SCALE_CONCURRENCY:-16}
 IDLE=${SCALE_IDLE:-30}
 STORM=${SCALE_STORM:-2000}
+RENEW_WINDOW=${SCALE_RENEW_WINDOW:-60}
 CYCLES=${SCALE_CYCLES:-4}
 CHURN=${SCALE_CHURN:-1000}
 MAX_RSS=${SCALE_MAX_RSS_MB:-14000}
@@ -72,6 +79,7 @@ die() {
 for v in SESSIONS CONC IDLE STORM CYCLES CHURN MAX_RSS TIMEOUT; do
 	case ${!v} in '' | *[!0-9]*) die "SCALE_$v must be a whole number, got '${!v}'" ;; esac
 done
+case $RENEW_WINDOW in -1 | [0-9] | [0-9][0-9] | [0-9][0-9][0-9]) ;; *) die "SCALE_RENEW_WINDOW must be -1 or 0..999 seconds, got '$RENEW_WINDOW'" ;; esac
 [ "$SESSIONS" -ge 1 ] && [ "$SESSIONS" -le 60000 ] || die "SCALE_SESSIONS must be 1..60000 (the pool is a /16)"
 [ "$STORM" -le "$SESSIONS" ] || STORM=$SESSIONS
 case $KEY in ecdsa | p256 | ed25519) ;; *) die "SCALE_KEY must be ecdsa or ed25519" ;; esac
@@ -183,7 +191,8 @@ log "namespaces $NS_GEN $NS_GW; work dir $W; $SESSIONS sessions, $KEY keys"
 PKI=$W/pki
 {
 	"$BIN" pki init --dir "$PKI" --name "Scale CA" --key "$KEY" &&
-		"$BIN" pki server --dir "$PKI" --name gw.scale --ip "$GW_IP" --key "$KEY"
+		"$BIN" pki server --dir "$PKI" --name gw.scale --ip "$GW_IP" --key "$KEY" &&
+		"$BIN" pki issuer --dir "$PKI" --key "$KEY"
 } >"$W/pki.log" 2>&1 || die "PKI setup failed: $(tail -3 "$W/pki.log")"
 log "issuing $SESSIONS device certificates through the PKI store"
 ISSUE=$("$SCALE" issue --dir "$PKI" --devices "$SESSIONS" --key "$KEY" 2>&1) || die "issue failed: $ISSUE"
@@ -211,6 +220,12 @@ lease_file = "leases.json"
 [admin]
 socket = "$W/server.sock"
 
+[renewal]
+issuer_cert = "$PKI/renewal-issuer.crt"
+issuer_key = "$PKI/renewal-issuer.key"
+lifetime = "24h"
+record = "$W/renewals.jsonl"
+
 [[policy]]
 name = "fleet"
 match = { ou = ["scale"] }
@@ -232,7 +247,7 @@ sleep 1 # let the gateway's start-up garbage settle before the baseline
 log "gateway pid $GW_PID; driving sessions from $NS_GEN"
 nsx "$NS_GEN" "$SCALE" load --gateway "$GW_IP:$SP_PORT" --bare "$GW_IP:$BARE_PORT" --server-name gw.scale \
 	--dir "$PKI" --devices "$SESSIONS" --gateway-pid "$GW_PID" --bare-pid "$BARE_PID" --concurrency "$CONC" \
-	--idle "${IDLE}s" --storm "$STORM" --cycles "$CYCLES" --churn "$CHURN" --source-addrs "$SRC_ADDRS" \
+	--idle "${IDLE}s" --renew-window "${RENEW_WINDOW}s" --storm "$STORM" --cycles "$CYCLES" --churn "$CHURN" --source-addrs "$SRC_ADDRS" \
 	--max-rss-mb "$MAX_RSS" --timeout "${TIMEOUT}s" --clk-tck "$(getconf CLK_TCK 2>/dev/null || echo 100)" \
 	2> >(tee "$W/load.log" >&2)
 rc=$?

@@ -28,7 +28,7 @@ const (
 type loadOpts struct {
 	gateway, bare, serverName, dir, prefix, caFile string
 	devices, conc, storm, cycles, churn            int
-	idle, settle, timeout                          time.Duration
+	idle, settle, timeout, renewWindow             time.Duration
 	gwPID, barePID, clkTck                         int
 	maxRSS                                         uint64
 	locals                                         []netip.Addr
@@ -51,6 +51,7 @@ func parseLoad(args []string) (*loadOpts, error) {
 	fs.IntVar(&o.cycles, "cycles", 4, "full reconnect cycles of every device")
 	fs.IntVar(&o.churn, "churn", 2000, "connect+close operations per server in the churn comparison (0: skip)")
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "how long to measure gateway CPU with every session idle")
+	fs.DurationVar(&o.renewWindow, "renew-window", 60*time.Second, "renewal storm: every held session renews its certificate, spread over this window (0: all at once; negative: skip)")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "pause before each RSS reading")
 	fs.DurationVar(&o.timeout, "timeout", 9*time.Minute, "bound on the whole run")
 	fs.IntVar(&o.clkTck, "clk-tck", 100, "clock ticks per second of /proc/PID/stat (getconf CLK_TCK)")
@@ -71,6 +72,8 @@ func parseLoad(args []string) (*loadOpts, error) {
 		return nil, errors.New("--storm, --cycles (<= 100) and --churn must be small non-negative numbers")
 	case o.clkTck <= 0:
 		return nil, errors.New("--clk-tck must be positive")
+	case o.renewWindow > 30*time.Minute:
+		return nil, errors.New("--renew-window: at most 30m")
 	case o.timeout <= 0 || o.idle < 0 || o.settle < 0:
 		return nil, errors.New("--timeout must be positive, --idle and --settle not negative")
 	}
@@ -373,6 +376,12 @@ func phases(ctx context.Context, o *loadOpts, f *fleet, bare *dialer, r *results
 		progress("idle %v: gateway used %.2f CPU s; %d sessions still up", o.idle, r.IdleCPUSeconds, r.HeldAfterIdle)
 	}
 
+	if o.renewWindow >= 0 {
+		if err := renewPhase(ctx, o, f, r, progress); err != nil {
+			return err
+		}
+	}
+
 	if o.storm > 0 {
 		idx := f.liveIndices(o.storm)
 		r.Storm = len(idx)
@@ -462,6 +471,62 @@ func phases(ctx context.Context, o *loadOpts, f *fleet, bare *dialer, r *results
 		r.ChurnFailed = 2*o.churn - bareOK - gwOK
 		progress("churn: gateway %.0f new sessions/s, bare TLS %.0f/s", r.GatewayRate, r.BareRate)
 	}
+	return nil
+}
+
+// renewPhase runs the renewal storm over the held sessions and records
+// its figures; a gateway that does not offer renewal is noted, not an
+// error.
+func renewPhase(ctx context.Context, o *loadOpts, f *fleet, r *results, progress func(string, ...any)) error {
+	held := f.count()
+	f.mu.Lock()
+	lostBefore := 0
+	for _, n := range f.lost {
+		lostBefore += n
+	}
+	f.mu.Unlock()
+	progress("renewal storm: every held session renews, spread over %v", o.renewWindow)
+	c0, err := procCPUTicks(o.gwPID)
+	if err != nil {
+		return err
+	}
+	st := renewStorm(ctx, f, o.renewWindow)
+	c1, err := procCPUTicks(o.gwPID)
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	r.RenewWindow = o.renewWindow
+	r.RenewOffered, r.Renewed, r.RenewFailed = st.offered, st.ok, st.reasons
+	if st.offered == 0 {
+		r.RenewNotOffered = true
+		progress("renewal storm: the gateway offers no renewal ([renewal] not configured); skipped")
+		return nil
+	}
+	r.RenewSeconds = st.last.Sub(st.first).Seconds()
+	r.RenewP50, r.RenewP99, r.RenewMax = percentile(st.lat, 0.5), percentile(st.lat, 0.99), percentile(st.lat, 1)
+	cpu := float64(c1-c0) / float64(o.clkTck)
+	r.RenewCPUSeconds = cpu
+	if r.IdleSeconds > 0 { // less what the same sessions cost idle over the storm
+		cpu -= r.IdleCPUSeconds / r.IdleSeconds * st.last.Sub(st.first).Seconds()
+	}
+	if st.ok > 0 {
+		r.RenewCPUms = max(cpu, 0) * 1000 / float64(st.ok)
+	}
+	if err := sleepCtx(ctx, o.settle); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	lostAfter := 0
+	for _, n := range f.lost {
+		lostAfter += n
+	}
+	f.mu.Unlock()
+	r.RenewLost, r.HeldAfterRenew = lostAfter-lostBefore, f.count()
+	progress("renewal storm: %d of %d renewed in %.1f s (p50 %v, p99 %v); %d sessions lost; gateway %.2f ms CPU per renewal",
+		st.ok, held, r.RenewSeconds, r.RenewP50.Round(time.Millisecond), r.RenewP99.Round(time.Millisecond), r.RenewLost, r.RenewCPUms)
 	return nil
 }
 

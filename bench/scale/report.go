@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Goals of issue 14, printed as PASS/MISS beside the figures
@@ -34,6 +35,15 @@ type results struct {
 	BareCPUms, GatewayCPUms     float64 // server CPU per churned session
 	Lost, Errors                map[string]int
 	Aborted                     string
+	// The renewal storm (renew.go).
+	RenewWindow                  time.Duration
+	RenewOffered, Renewed        int
+	RenewFailed                  map[string]int
+	RenewNotOffered              bool
+	RenewSeconds                 float64
+	RenewP50, RenewP99, RenewMax time.Duration
+	RenewCPUSeconds, RenewCPUms  float64
+	RenewLost, HeldAfterRenew    int
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
@@ -81,6 +91,29 @@ func (r *results) format() string {
 		perMin := r.IdleCPUSeconds * 60 / r.IdleSeconds
 		row(fmt.Sprintf("gateway CPU, %d idle sessions", r.HeldAfterIdle), fmt.Sprintf("%.2f s/min", perMin), fmt.Sprintf("(%.0f%% of one CPU, over %.0f s)", perMin/60*100, r.IdleSeconds))
 		pair("idle_cpu_s_per_min", fmt.Sprintf("%.2f", perMin))
+	}
+	if r.RenewNotOffered {
+		row("renewal storm", "skipped", "(the gateway offers no renewal)")
+	} else if r.RenewOffered > 0 {
+		failed := 0
+		for _, n := range r.RenewFailed {
+			failed += n
+		}
+		row(fmt.Sprintf("renewal storm, %d sessions over %v", r.RenewOffered, r.RenewWindow), fmt.Sprintf("%.1f s", r.RenewSeconds),
+			fmt.Sprintf("%d renewed, %d failed, %d sessions lost %s; latency p50 %v p99 %v max %v", r.Renewed, failed, r.RenewLost,
+				verdict(failed == 0 && r.RenewLost == 0 && r.Renewed == r.RenewOffered), r.RenewP50.Round(time.Millisecond), r.RenewP99.Round(time.Millisecond), r.RenewMax.Round(time.Millisecond)))
+		row("gateway CPU per renewal", fmt.Sprintf("%.2f ms", r.RenewCPUms), fmt.Sprintf("(%.1f CPU s over the storm, less the idle sessions' share)", r.RenewCPUSeconds))
+		if len(r.RenewFailed) > 0 {
+			row("failed renewals", tally(r.RenewFailed), "")
+		}
+		pair("renew_sessions", r.RenewOffered)
+		pair("renewed", r.Renewed)
+		pair("renew_failed", failed)
+		pair("renew_lost", r.RenewLost)
+		pair("renew_s", fmt.Sprintf("%.1f", r.RenewSeconds))
+		pair("renew_window_s", fmt.Sprintf("%.0f", r.RenewWindow.Seconds()))
+		pair("renew_p99_ms", r.RenewP99.Milliseconds())
+		pair("renew_cpu_ms", fmt.Sprintf("%.2f", r.RenewCPUms))
 	}
 	if r.StormSeconds > 0 {
 		row(fmt.Sprintf("reconnect storm, %d sessions", r.Storm), fmt.Sprintf("%.1f s", r.StormSeconds), fmt.Sprintf("(%d retries, %d failed)", r.StormRetries, r.StormFailed))

@@ -269,12 +269,13 @@ func TestLoadPhases(t *testing.T) {
 	err := runLoad(t.Context(), []string{"--gateway", fx.addr, "--bare", fx.addr, "--server-name", "gw.test",
 		"--dir", fx.p.Dir, "--prefix", "t-", "--devices", "5", "--gateway-pid", fmt.Sprint(os.Getpid()),
 		"--bare-pid", fmt.Sprint(os.Getpid()), "--concurrency", "2", "--idle", "200ms", "--settle", "0s",
-		"--storm", "3", "--cycles", "2", "--churn", "6", "--timeout", "60s", "--source-addrs", "127.0.0.1"}, &out, &progress)
+		"--storm", "3", "--cycles", "2", "--churn", "6", "--timeout", "60s", "--source-addrs", "127.0.0.1", "--renew-window", "100ms"}, &out, &progress)
 	if err != nil {
 		t.Fatalf("runLoad: %v\n%s\n%s", err, out.String(), progress.String())
 	}
 	report := out.String()
-	for _, want := range []string{"scale devices=5 ", " held=5 ", " storm_sessions=3 ", " cycles=2 ", "churn_ratio=", "0 failed", "(5 sessions held after)"} {
+	for _, want := range []string{"scale devices=5 ", " held=5 ", " storm_sessions=3 ", " cycles=2 ", "churn_ratio=", "0 failed", "(5 sessions held after)",
+		"renewal storm", "(the gateway offers no renewal)"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}

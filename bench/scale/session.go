@@ -83,6 +83,9 @@ type session struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	closed atomic.Bool // Close was called (an end is expected)
+	// renewed carries the gateway's answers to renewal requests
+	// (renew.go); nil when the gateway did not offer renewal.
+	renewed chan tunnel.RenewReply
 }
 
 // connect runs one device's handshake: TCP, TLS 1.3 with the device's
@@ -123,7 +126,7 @@ func handshake(ctx context.Context, tc *tls.Conn, dev *device) (*session, error)
 	}
 	s := &session{dev: dev, tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0),
 		stop: make(chan struct{}), ended: make(chan struct{})}
-	hello, err := tunnel.EncodeHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Software: "sallyport-scale"})
+	hello, err := tunnel.EncodeHello(tunnel.Hello{Version: tunnel.ProtocolVersion, Caps: []string{tunnel.CapRenew}, Software: "sallyport-scale"})
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +150,9 @@ func handshake(ctx context.Context, tc *tls.Conn, dev *device) (*session, error)
 	}
 	if s.cfg, err = tunnel.DecodeConfig(payload); err != nil {
 		return nil, fmt.Errorf("bad config: %w", err)
+	}
+	if tunnel.HasCap(s.cfg.Caps, tunnel.CapRenew) {
+		s.renewed = make(chan tunnel.RenewReply, 1)
 	}
 	return s, nil
 }
@@ -198,6 +204,16 @@ func (s *session) read() string {
 				return "close: " + m.Reason
 			}
 			return "close: (bad frame)"
+		}
+		if typ == tunnel.FrameRenewed && s.renewed != nil {
+			r, err := tunnel.DecodeRenewReply(payload)
+			if err != nil {
+				return "bad renewal answer: " + err.Error()
+			}
+			select {
+			case s.renewed <- r:
+			default:
+			}
 		}
 	}
 }
