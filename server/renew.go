@@ -176,16 +176,43 @@ func (e *renewRefusal) Error() string { return string(e.reason) + ": " + e.err.E
 
 // onRenew answers one FrameRenew. Only a malformed frame, or one from a
 // device that did not negotiate renewal, is a protocol error that ends the
-// session; a refused renewal is an answer.
+// session; a refused renewal is an answer. The renewal itself runs on a
+// goroutine of its own (owned by the server's WaitGroup), at most
+// renewSlots at once gateway-wide, so the session's reader gives its
+// stream buffer back to the pool at once and a storm of renewals costs
+// CPU in bounded parallel, not a buffer per waiting session.
 func (ss *session) onRenew(payload []byte) error {
 	if !ss.renew.offered {
 		return fmt.Errorf("%w: renew frame from a device that did not negotiate %q", tunnel.ErrProtocol, tunnel.CapRenew)
 	}
-	req, err := tunnel.DecodeRenewRequest(payload)
+	req, err := tunnel.DecodeRenewRequest(payload) // copies what it keeps: the payload is the reader's
 	if err != nil {
 		return fmt.Errorf("renew frame from device: %w", err)
 	}
-	reply := ss.renewNow(req, time.Now())
+	if !ss.renew.inFlight.CompareAndSwap(false, true) {
+		return ss.sendRenewReply(ss.renewRefused(&renewRefusal{tunnel.ReasonRenewTooSoon, 0, errors.New("a renewal of this session is in progress")}))
+	}
+	srv := ss.srv
+	srv.wg.Add(1)
+	go func() {
+		defer srv.wg.Done()
+		defer ss.renew.inFlight.Store(false)
+		select {
+		case srv.renewSlots <- struct{}{}:
+		case <-ss.done:
+			return
+		}
+		reply := ss.renewNow(req, time.Now())
+		<-srv.renewSlots
+		if err := ss.sendRenewReply(reply); err != nil {
+			ss.closeWrite(err)
+		}
+	}()
+	return nil
+}
+
+// sendRenewReply writes one FrameRenewed.
+func (ss *session) sendRenewReply(reply tunnel.RenewReply) error {
 	b, err := tunnel.EncodeRenewReply(reply)
 	if err == nil {
 		err = ss.w.WriteControl(tunnel.FrameRenewed, b)
@@ -197,11 +224,8 @@ func (ss *session) onRenew(payload []byte) error {
 }
 
 // renewNow runs one renewal (see the file comment) and returns the answer.
+// The caller holds the session's renew.inFlight.
 func (ss *session) renewNow(req tunnel.RenewRequest, now time.Time) tunnel.RenewReply {
-	if !ss.renew.inFlight.CompareAndSwap(false, true) {
-		return ss.renewRefused(&renewRefusal{tunnel.ReasonRenewTooSoon, 0, errors.New("a renewal of this session is in progress")})
-	}
-	defer ss.renew.inFlight.Store(false)
 	start := time.Now()
 	prev := ss.cert.Load().peer[0]
 	cert, chain, err := ss.renewCert(req.CSR, req.Attestation, now)

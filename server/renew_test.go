@@ -393,3 +393,40 @@ func TestRenewalOutlivesOldCertificate(t *testing.T) {
 func pemOf(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+// TestRenewalOneAtATime: a second request while one is being decided is
+// answered renew-too-soon at once; the first still gets its certificate.
+func TestRenewalOneAtATime(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	d, _ := h.renewDevice(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	h.s.renewSlots <- struct{}{} // every slot taken: the first request waits
+	for range cap(h.s.renewSlots) - 1 {
+		h.s.renewSlots <- struct{}{}
+	}
+	for range 2 {
+		b, _ := tunnel.EncodeRenewRequest(tunnel.RenewRequest{CSR: request(t, newP256(t), d.binding(t))})
+		if err := d.w.WriteControl(tunnel.FrameRenew, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func() tunnel.RenewReply {
+		typ, p, ok := d.next(5 * time.Second)
+		if !ok || typ != tunnel.FrameRenewed {
+			t.Fatalf("frame %#x ok %v", typ, ok)
+		}
+		r, err := tunnel.DecodeRenewReply(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := answer(); r.Reason != string(tunnel.ReasonRenewTooSoon) {
+		t.Fatalf("second request while the first waits: %+v", r)
+	}
+	for range cap(h.s.renewSlots) {
+		<-h.s.renewSlots
+	}
+	if r := answer(); r.Reason != "" || len(r.Certs) != 2 {
+		t.Fatalf("first request: %+v", r)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -81,7 +82,8 @@ type Server struct {
 
 	leaseSaveFailing atomic.Bool // a failed lease save was logged (leases.go)
 
-	journal renewJournal // the issuance record of renewals (renew.go)
+	journal    renewJournal  // the issuance record of renewals (renew.go)
+	renewSlots chan struct{} // renewals decided and signed at once (renew.go onRenew)
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes
@@ -106,7 +108,7 @@ func New(cfg *Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: log, pool: newPools(cfg), byKey: map[string]*session{}}
+	s := &Server{log: log, pool: newPools(cfg), byKey: map[string]*session{}, renewSlots: make(chan struct{}, max(2, 2*runtime.NumCPU()))}
 	if err := s.pool.loadLeases(cfg.Tunnel.LeaseFile, cfg.Tunnel.LeaseTTL, log); err != nil {
 		return nil, err
 	}

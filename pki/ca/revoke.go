@@ -116,7 +116,7 @@ func resolveSerial(st *store, s string) (*Record, error) {
 	case herr != nil && decRec == nil:
 		return nil, herr
 	}
-	return nil, fmt.Errorf("serial %q is not in this PKI's index (see: sallyport pki list)", s)
+	return nil, fmt.Errorf("serial %q is not in this PKI's index (see: sallyport pki list); a certificate a gateway renewed is revoked through its device: sallyport pki revoke --device NAME cuts every renewal of it", s)
 }
 
 // WriteCRL re-signs the CRL with every revocation in the index, a new CRL
