@@ -182,6 +182,18 @@ func TestNetStateStartRemembered(t *testing.T) {
 		t.Fatalf("kill_switch = false in the file, a remembered split tunnel with a pushed kill switch: %+v", in)
 	}
 	mustContain(t, logs.String(), "wins over kill_switch = false in the client file")
+
+	// A remembered full tunnel without IPv6 refuses IPv6 before the first
+	// connection as it did while connected (unreachable ::/0), beside the
+	// kill switch.
+	r4 := &recorder{}
+	n4 := &netState{sys: r4, dev: "sp0", log: testLogger(logs), table: DefaultTable}
+	if err := n4.start(boot{mem: &memory{Version: memoryVersion, Routes: pfx("0.0.0.0/1", "128.0.0.0/1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := installed(r4, "sp0", DefaultTable); !in.KillSwitch || !slices.Contains(in.Routes, "unreachable ::/0 table 21328 metric 21328") {
+		t.Fatalf("a remembered v4-only full tunnel: %+v", in)
+	}
 }
 
 // Through the whole client: a session's config is remembered in the state
