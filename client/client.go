@@ -733,7 +733,11 @@ func (c *Client) readStream(cn *conn) error {
 	onControl := func(typ byte, payload []byte) error {
 		switch typ {
 		case tunnel.FrameKeepalive:
-			return nil
+			// Answer at once: the gateway probes a session this way when
+			// another connection presents the same certificate, and keeps
+			// the session that answers (a busy writer is traffic enough).
+			_, err := cn.w.TryWriteControl(tunnel.FrameKeepalive, nil)
+			return err
 		case tunnel.FrameClose:
 			return closeFrame(payload)
 		case tunnel.FrameRenewed:

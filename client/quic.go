@@ -492,6 +492,11 @@ func (c *Client) readCapsules(cn *conn) error {
 		}
 		switch ft {
 		case tunnel.FrameKeepalive:
+			// Answered at once, as on the TLS stream (client.go readStream):
+			// how the gateway tells this live session from a dead one.
+			if _, err := cn.link.TryWriteControl(tunnel.FrameKeepalive, nil); err != nil {
+				return err
+			}
 		case tunnel.FrameClose:
 			return closeFrame(payload)
 		case tunnel.FramePush:

@@ -147,7 +147,7 @@ var refusalCodes = []struct {
 	permanent bool
 }{
 	{"revoked", true}, {"expired", true}, {"bad-eku", true}, {"ca-leaf", true}, {"no-policy", true},
-	{"not-allowlisted", true}, {"unknown-ca", true}, {"duplicate-device", true},
+	{"not-allowlisted", true}, {"unknown-ca", true}, {"duplicate-device", false},
 	{"crl-stale", false}, {"pool-exhausted", false}, {"capacity", false}, {"replaced", false},
 	{"kicked", false}, {"timeout", false}, {"stalled", false}, {"shutdown", false},
 }
@@ -360,4 +360,25 @@ func TestUnexpectedControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.status("protocol error", func(st Status) bool { return strings.Contains(st.LastError, "unexpected control frame") })
+}
+
+// TestAnswersKeepalive: the laptop answers every keepalive from the
+// gateway at once (its own come only every pushed keepalive, an hour
+// here): the gateway probes a session this way when another machine
+// presents the same certificate, and keeps the session that answers.
+func TestAnswersKeepalive(t *testing.T) {
+	noLeaks(t)
+	e := startClient(t, envOpt{})
+	s, _ := e.up(testConfig())
+	<-e.ready
+	for i := range 3 {
+		if err := s.w.WriteKeepalive(); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.tls.SetReadDeadline(time.Now().Add(wait))
+		typ, _, err := s.r.Next()
+		if err != nil || typ != tunnel.FrameKeepalive {
+			t.Fatalf("probe %d: frame %s, %v; want the laptop's keepalive back", i, tunnel.FrameName(typ), err)
+		}
+	}
 }

@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,5 +67,58 @@ func TestGatewayOwnAddress(t *testing.T) {
 	}
 	if got := tp.ping(tp.Lap, gwLanAddr, 1); got != 0 {
 		t.Errorf("ping to the gateway after naming only tcp/9580: %d/1 answered", got)
+	}
+}
+
+// TestDuplicateDevice (issue 17): with the real laptop connected (on the
+// TLS stream, and on the datagram path), a copy of its bundle connecting
+// five times 300 ms apart is refused with duplicate-device every time (the
+// laptop answers the gateway's probe); the laptop keeps its session and
+// its traffic; the gateway logs one warning naming both addresses and
+// lists the device in server status.
+func TestDuplicateDevice(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	for _, mode := range []string{"tls", "quic"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			tp := newTopo(t, false)
+			k := stdPKI(t)
+			sock := shortTempDir(t)
+			gw := tp.startGateway(defaultServerConf(k, "wireguard", sock, restrictive))
+			cc := clientConf(k, "alice", "wireguard", sock)
+			cc.Transport = mode
+			alice := tp.startLaptop(tp.Lap, "alice", cc)
+			alice.waitUp(15 * time.Second)
+			before, _ := gw.Session("alice")
+			if before.Path != mode {
+				t.Fatalf("the laptop came up on the %s path, want %s", before.Path, mode)
+			}
+			crt, key := k.Device("alice")
+			hold := filepath.Join(t.TempDir(), "go") // present: no hold, the frames are read and named
+			if err := os.WriteFile(hold, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				out, _ := tp.helperRun(15*time.Second, tp.Lap, "tlsdial", listen, gwName, k.CA(), crt, key, hold)
+				if field(out, "close_reason") != "duplicate-device" {
+					t.Fatalf("thief attempt %d: %s, want close reason duplicate-device", i+1, out)
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			if after, ok := gw.Session("alice"); !ok || after.Since != before.Since {
+				t.Fatalf("the laptop's session did not survive the burst (since %s -> %s, live %v)", before.Since, after.Since, ok)
+			}
+			if got := tp.ping(tp.Lap, lanHost, 2); got != 2 {
+				t.Fatalf("the laptop's traffic after the burst: %d/2 pings", got)
+			}
+			if n := strings.Count(gw.Proc.Err(), "one device certificate is in use on two machines"); n != 1 {
+				t.Errorf("%d duplicate warnings, want one:\n%s", n, tail(gw.Proc.Err(), 20))
+			}
+			out, err := exec.Command("ip", "netns", "exec", tp.GW, binPath, "server", "status", "--socket", gw.Socket).Output()
+			if err != nil || !strings.Contains(string(out), "DUPLICATE: device alice") || !strings.Contains(string(out), "5 connection(s) refused") {
+				t.Errorf("server status (%v) does not show the duplicate:\n%s", err, out)
+			}
+		})
 	}
 }

@@ -40,7 +40,12 @@ type Status struct {
 	// (first-byte-timeout, hello-timeout, evicted, per-source-limit,
 	// handshakes-full).
 	Handshakes HandshakeStatus `json:"handshakes"`
-	Sessions   []SessionStatus `json:"sessions"`
+	// Duplicates are the devices found in use on two machines within the
+	// last minute (duplicate.go): the session in place kept each, the
+	// other machine was refused with duplicate-device. Revoke the
+	// certificate if the other machine is not its owner's.
+	Duplicates []DuplicateStatus `json:"duplicates"`
+	Sessions   []SessionStatus   `json:"sessions"`
 }
 
 // HandshakeStatus is the handshake slots in `server status` (preauth.go).
@@ -155,6 +160,7 @@ func (s *Server) Status() Status {
 	}
 	st.Handshakes.InFlight, st.Handshakes.WaitingHello, st.Handshakes.Sources = s.shakes.counts()
 	st.Handshakes.Max, st.Handshakes.MaxPerSource = cfg.TLS.MaxHandshakes, cfg.TLS.MaxHandshakesPerSource
+	st.Duplicates = s.dups.list(time.Now())
 	st.CAs = map[string]int{}
 	for _, ss := range s.sessions() {
 		row := ss.status()

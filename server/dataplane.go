@@ -75,7 +75,7 @@ func (ss *session) routineReadStream() {
 		b := pool.Get()
 		res, err := in.ReadStream(ss.r, b, ss.gso, ss.backlog, ss.onControl)
 		pool.Put(b)
-		ss.lastRecv.Store(time.Now().UnixNano()) // data or control frames
+		ss.heard(time.Now()) // data or control frames
 		ss.received(res)
 		if err != nil {
 			var pc *peerClosed

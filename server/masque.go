@@ -8,8 +8,8 @@ package server
 //
 //   setup     newDatagramSession: the hello comes in the request header
 //             (masque.HelloHeader; a plain CONNECT-IP client sends none and
-//             gets no capabilities), then the steps of newSession: flap
-//             guard, session slot, address, 200 + capsules (ADDRESS_ASSIGN,
+//             gets no capabilities), then the steps of newSession: the
+//             duplicate-device rule (duplicate.go), session slot, address, 200 + capsules (ADDRESS_ASSIGN,
 //             ROUTE_ADVERTISEMENT, the sallyport config), register.
 //   device -> LAN  routineReadDatagrams: masque.Link.ReadPackets takes the
 //             datagrams that arrived as one batch; the session's
@@ -183,8 +183,8 @@ func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session,
 	ss.grant.Store(v.grant)
 	ss.verdict.Store(&v)
 	ss.lastRecv.Store(time.Now().UnixNano())
-	if s.flaps.blocked(ss.key, time.Now()) {
-		return nil, nil, &refusal{tunnel.ReasonDuplicate, v.id.Device, errors.New("this certificate keeps replacing its own session from another connection; new connections are refused for a while")}
+	if err := s.checkDuplicate(ss); err != nil { // duplicate.go
+		return nil, nil, err
 	}
 	if err := s.sessionSlot(ss); err != nil {
 		return nil, nil, err
@@ -283,7 +283,7 @@ func (ss *session) routineReadDatagrams() {
 		}
 		if n > 0 {
 			now := time.Now()
-			ss.lastRecv.Store(now.UnixNano())
+			ss.heard(now)
 			in.MTU = ss.srv.config().Tunnel.MTU
 			ss.received(in.Deliver(b, n, now, 0))
 		}
@@ -308,6 +308,7 @@ func (ss *session) routineReadCapsules() {
 			}
 			return
 		}
+		ss.heard(time.Now()) // a capsule from the device (a probe's answer too)
 		switch typ {
 		case masque.CapsuleSallyport:
 			ft, payload, err := masque.ParseFrame(v)

@@ -145,6 +145,7 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 	s.sessMu.Lock()
 	snap.HandshakesActive = s.shaking
 	_, snap.HandshakesWaitingHello, _ = s.shakes.counts()
+	snap.DuplicateDevices = len(s.dups.list(now))
 	s.sessMu.Unlock()
 	snap.SessionsPerCA = map[string]int{}
 	for _, ss := range s.sessions() {

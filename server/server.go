@@ -72,11 +72,14 @@ type Server struct {
 	shakes   shakeTable    // the handshake slots (preauth.go)
 
 	refusals refusalLog // rate-limited "handshake refused" lines and counts by reason
-	flaps    flapGuard  // one certificate on two laptops
-	crlStale atomic.Bool
-	meters   meters  // Prometheus counters not kept elsewhere (metrics.go)
-	drops    dropLog // log_drops (audit.go)
-	drainReq drainer // `sallyport server drain` (drain.go)
+	dups     dupGuard   // one certificate on two machines (duplicate.go)
+	// probeTimeout bounds the duplicate-device probe (0:
+	// defaultProbeTimeout; tests shorten it).
+	probeTimeout time.Duration
+	crlStale     atomic.Bool
+	meters       meters  // Prometheus counters not kept elsewhere (metrics.go)
+	drops        dropLog // log_drops (audit.go)
+	drainReq     drainer // `sallyport server drain` (drain.go)
 
 	memReturn memReturn // freed memory back to the OS after sessions close (memreturn.go); routineWatch only
 

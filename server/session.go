@@ -76,8 +76,11 @@ type session struct {
 	backlog *tunnel.Backlog // unread bytes on the outer socket, for aqm
 	aqm     *tunnel.AQM     // used by routineReadStream only
 
-	gso                   bool         // tunnel.CapGSO negotiated: FrameDataGSO both ways
-	lastRecv              atomic.Int64 // unix nanos of the last frame from the device
+	gso                   bool                      // tunnel.CapGSO negotiated: FrameDataGSO both ways
+	lastRecv              atomic.Int64              // unix nanos of the last frame from the device (heard)
+	heardFrom             atomic.Pointer[liveProbe] // a probe waiting for the device (duplicate.go)
+	probeMu               sync.Mutex
+	probing               *liveProbe // probeMu
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
 	drops                 tunnel.DropCounts
@@ -172,8 +175,8 @@ func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote stri
 	if err != nil {
 		return nil, err
 	}
-	if s.flaps.blocked(ss.key, time.Now()) {
-		return nil, &refusal{tunnel.ReasonDuplicate, v.id.Device, errors.New("this certificate keeps replacing its own session from another connection; new connections are refused for a while")}
+	if err := s.checkDuplicate(ss); err != nil { // duplicate.go
+		return nil, err
 	}
 	if err := s.sessionSlot(ss); err != nil { // early, so the device gets no config first; register decides
 		return nil, err
@@ -327,17 +330,10 @@ func (s *Server) register(ss *session) error {
 		s.byAddr.store(ss.addr, ss)
 		s.byAddr.store(ss.addr6, ss)
 		s.rescaleLocked()
-		// Counted before the session is visible, so the device's next
-		// connection is judged with this replacement in.
-		flapping := old != nil && s.flaps.replaced(ss.key, time.Now())
 		s.sessMu.Unlock()
 		if old != nil {
 			old.logger().Info("session replaced by a new connection of the same device", "reason", tunnel.ReasonReplaced, "policies", old.grant.Load().Names, "new_remote", ss.remote)
 			old.close(tunnel.ReasonReplaced, nil)
-			if flapping {
-				ss.logger().Warn("one device certificate is in use on two machines: they keep replacing each other's session; new connections of it are refused for a while (reason duplicate-device)",
-					"remote_a", old.remote, "remote_b", ss.remote, "refused_for", flapBlock.String())
-			}
 		}
 		return nil
 	}

@@ -243,6 +243,9 @@ func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Pr
 	h.tun.loop = loop
 	h.gwPool.AddCert(ca.cert)
 	s.dev = h.tun
+	// Devices of the harness do not answer keepalives: a second connect of
+	// a certificate replaces the first after a short probe (duplicate.go).
+	s.probeTimeout = 50 * time.Millisecond
 	if wrap != nil {
 		s.dev = wrap(h.tun)
 	}

@@ -209,32 +209,6 @@ func TestSessionEndsAtNotAfter(t *testing.T) {
 	d.tc.Close()
 }
 
-// TestDuplicateDevice: two laptops with one bundle stop flapping; the
-// newcomer is refused with a reason once the rule bites.
-func TestDuplicateDevice(t *testing.T) {
-	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
-	defer h.close()
-	cert := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
-	var devs []*device
-	defer func() {
-		for _, d := range devs {
-			d.tc.Close()
-		}
-	}()
-	for i := 0; i <= flapLimit+1; i++ { // flapLimit+1 replacements
-		devs = append(devs, h.connect(cert))
-	}
-	d := h.dial(cert)
-	devs = append(devs, d)
-	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
-		t.Fatal(err)
-	}
-	d.wantClose(t, tunnel.ReasonDuplicate)
-	if _, live := h.sessionOf("alice"); !live {
-		t.Fatal("the session in place was dropped too")
-	}
-}
-
 // TestPoolExhaustedTold: a device that finds no free address is told so.
 func TestPoolExhaustedTold(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})

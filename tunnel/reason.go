@@ -152,7 +152,7 @@ var Reasons = []ReasonInfo{
 	{ReasonNotAllowlisted, true, true, true, "refused: this device is not on the gateway's allowlist — contact your admin"},
 	{ReasonHardwareKey, true, true, true, "refused: your group must keep the device key in this laptop's TPM or a security token, and this device's certificate is for a key file — ask your admin to enroll this laptop with a hardware key"},
 	{ReasonUnknownCA, true, true, true, "refused: the gateway no longer trusts the authority that issued this device's certificate — contact your admin"},
-	{ReasonDuplicate, true, true, true, "refused: this device's certificate is already connected from another computer — contact your admin"},
+	{ReasonDuplicate, true, true, false, "refused: this device's certificate is in use on another computer right now — retrying; if that is not your other computer, tell your admin: the certificate may have been copied"},
 	{ReasonCRLStale, true, true, false, "refused for now: the gateway's revocation list is out of date — retrying; tell your admin if this lasts"},
 	{ReasonPoolExhausted, true, true, false, "refused for now: the gateway has no free tunnel address — retrying"},
 	{ReasonCapacity, true, true, false, "refused for now: the gateway is at capacity — retrying"},

@@ -53,17 +53,20 @@ type Snapshot struct {
 	// HandshakesWaitingHello are those not past their TLS ClientHello
 	// (the ones a newcomer may evict when all slots are busy).
 	HandshakesWaitingHello int
-	Accepted               uint64            // handshakes that became sessions
-	Refused                map[string]uint64 // refused handshakes by reason
-	Closed                 map[string]uint64 // closed sessions by reason
-	Total                  Traffic           // every session so far, closed and live
-	Devices                []Device          // live sessions
-	PerDevice              bool              // export Devices' traffic and expiry per device
-	CRLs                   []CRL
-	LastReloadSuccess      time.Time
-	ReloadFailures         uint64
-	PoolSize               int // addresses devices can be given
-	LeasesUsed             int // addresses held by live sessions
+	// DuplicateDevices are devices found in use on two machines within the
+	// last minute (their refusals count in Refused, duplicate-device).
+	DuplicateDevices  int
+	Accepted          uint64            // handshakes that became sessions
+	Refused           map[string]uint64 // refused handshakes by reason
+	Closed            map[string]uint64 // closed sessions by reason
+	Total             Traffic           // every session so far, closed and live
+	Devices           []Device          // live sessions
+	PerDevice         bool              // export Devices' traffic and expiry per device
+	CRLs              []CRL
+	LastReloadSuccess time.Time
+	ReloadFailures    uint64
+	PoolSize          int // addresses devices can be given
+	LeasesUsed        int // addresses held by live sessions
 	// Renewal is false when the gateway does not renew certificates.
 	Renewal        bool
 	Renewed        uint64            // certificates renewed inside sessions
@@ -85,6 +88,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	dSessions                            = desc("sessions", "Live device sessions.")
 	dHandshaking                         = desc("handshakes_in_flight", "TLS handshakes in progress.")
+	dDuplicates                          = desc("duplicate_devices", "Devices found in use on two machines within the last minute (the session in place kept each; see server status).")
 	dWaitingHello                        = desc("handshakes_waiting_hello", "Connections holding a handshake slot that have not sent their whole TLS ClientHello yet (evictable).")
 	dHandshakes                          = desc("handshakes_total", "Completed handshake attempts by result (accepted, refused) and refusal reason.", "result", "reason")
 	dCloses                              = desc("session_closes_total", "Sessions closed, by close reason.", "reason")
@@ -108,7 +112,7 @@ var (
 	dRenewSeconds                        = desc("cert_renewal_seconds_total", "Wall time spent deciding and issuing the renewals that were issued.")
 	dPerCA                               = desc("sessions_per_ca", "Live sessions by the CA their device chain ends at (subject).", "ca")
 	dIssuerExpiry                        = desc("renewal_issuer_expiry_timestamp_seconds", "When the online issuer's certificate expires, as a Unix time.")
-	allDescs                             = []*prometheus.Desc{dSessions, dHandshaking, dWaitingHello, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
+	allDescs                             = []*prometheus.Desc{dSessions, dHandshaking, dWaitingHello, dDuplicates, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
 	_               prometheus.Collector = (*Collector)(nil)
 )
 
@@ -137,6 +141,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dSessions, float64(s.Sessions))
 	gauge(dHandshaking, float64(s.HandshakesActive))
 	gauge(dWaitingHello, float64(s.HandshakesWaitingHello))
+	gauge(dDuplicates, float64(s.DuplicateDevices))
 	counter(dHandshakes, s.Accepted, "accepted", "")
 	for r, n := range s.Refused {
 		counter(dHandshakes, n, "refused", r)

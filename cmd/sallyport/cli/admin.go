@@ -103,12 +103,22 @@ func serverStatusCmd() *cobra.Command {
 			}
 			printCAsAndRenewal(w, st)
 			printHandshakes(w, st)
+			printDuplicates(w, st)
 			return nil
 		},
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printDuplicates names every device found in use on two machines in the
+// last minute, with what to do about it.
+func printDuplicates(w io.Writer, st server.Status) {
+	for _, d := range st.Duplicates {
+		fmt.Fprintf(w, "DUPLICATE: device %s (serial %s) is in use on two machines: the session from %s keeps it; %d connection(s) refused, the last from %s at %s. If that machine is not the owner's: sallyport pki revoke %s\n",
+			d.Device, shortSerial(d.Serial), d.Holder, d.Refused, d.Other, d.Last.UTC().Format(time.RFC3339), d.Serial)
+	}
 }
 
 // printHandshakes prints the handshake slots and what was closed before
