@@ -63,7 +63,7 @@ var gwStatus = server.Status{
 	Handshakes: server.HandshakeStatus{InFlight: 9, WaitingHello: 8, Sources: 3, Max: 512, MaxPerSource: 32},
 	Duplicates: []server.DuplicateStatus{{Device: "alice-laptop", Serial: "1c0ffee0123456789abcdef0123456789", Holder: "198.51.100.7:50123",
 		Other: "203.0.113.9:40000", Refused: 5, First: started, Last: started.Add(time.Minute)}},
-	Renewal:    &server.RenewalStatus{Issuer: "CN=Acme Online Issuer", IssuerNotAfter: started.Add(90 * 24 * time.Hour), Lifetime: "168h0m0s", RenewAt: 2.0 / 3, Renewed: 7, Refused: 1},
+	Renewal: &server.RenewalStatus{Issuer: "CN=Acme Online Issuer", IssuerNotAfter: started.Add(90 * 24 * time.Hour), Lifetime: "168h0m0s", RenewAt: 2.0 / 3, Renewed: 7, Refused: 1},
 	Sessions: []server.SessionStatus{
 		{Device: "alice-laptop", User: "alice", Groups: []string{"eng", "ops"}, Address: "10.8.0.2", Address6: "fd00:8::2",
 			Since: started.Add(time.Hour), BytesIn: 1536, BytesOut: 3 << 30, Serial: "1c0ffee0123456789abcdef0123456789", Lineage: "15eed0123456789abcdef0123456789ab",
