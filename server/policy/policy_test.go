@@ -605,3 +605,36 @@ func TestKillSwitchUnion(t *testing.T) {
 		t.Error("grants differing only in kill_switch compare equal")
 	}
 }
+
+// TestNormalizeDomainEdges: a search domain at exactly each limit passes,
+// one past it fails; the character classes end where they should.
+func TestNormalizeDomainEdges(t *testing.T) {
+	label63 := strings.Repeat("a", 63)
+	name253 := strings.Repeat(strings.Repeat("b", 49)+".", 5) + "corp" + strings.Repeat("x", 3) // 5*50 + 7 = 257
+	name253 = name253[len(name253)-253:]
+	if name253[0] == '.' {
+		t.Fatal("test name starts with a dot")
+	}
+	for _, tt := range []struct {
+		in string
+		ok bool
+	}{
+		{label63 + ".corp", true},
+		{label63 + "a.corp", false},
+		{name253, true},
+		{"c" + name253, false},
+		{"az09-_.corp", true},
+		{"za.corp", true},
+		{"x9.corp", true},
+		{"x0.corp", true},
+		{"a`b.corp", false}, // '`' is just before 'a'
+		{"a{b.corp", false}, // '{' is just after 'z'
+		{"a/b.corp", false}, // '/' is just before '0'
+		{"a:b.corp", false}, // ':' is just after '9'
+	} {
+		_, err := normalizeDomain(tt.in)
+		if (err == nil) != tt.ok {
+			t.Errorf("normalizeDomain(%q) = %v, want ok %v", tt.in, err, tt.ok)
+		}
+	}
+}
