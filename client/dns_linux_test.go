@@ -339,11 +339,8 @@ func TestRemoveLeftoversDNS(t *testing.T) {
 // (B's traffic would leave in the clear). With the device gone, the same
 // call removes all of it.
 func TestRemoveLeftoversLiveDevice(t *testing.T) {
-	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
-	rc, state := useTempResolvConf(t)
-	sock := filepath.Join(t.TempDir(), "client-a.sock")
-	cfg := &Config{Tunnel: TunnelConfig{Device: AutoDevice, Table: DefaultTable, tableAuto: true},
-		Admin: AdminConfig{Socket: sock}, stateDir: state}
+	rc, cfg := autoProfile(t)
+	state := cfg.stateDir
 	if err := writeDeviceRecord(cfg, "sp0"); err != nil {
 		t.Fatal(err)
 	}
@@ -404,11 +401,8 @@ func TestRemoveLeftoversLiveDevice(t *testing.T) {
 // static one keeps the tunnel's resolvers across the reboot otherwise). A
 // record where it used to be (beside the socket) is still read.
 func TestRemoveLeftoversAfterReboot(t *testing.T) {
-	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
-	rc, state := useTempResolvConf(t)
-	run := t.TempDir()
-	cfg := &Config{Tunnel: TunnelConfig{Device: AutoDevice, Table: DefaultTable, tableAuto: true},
-		Admin: AdminConfig{Socket: filepath.Join(run, "client-acme.sock")}, stateDir: state}
+	rc, cfg := autoProfile(t)
+	state, run := cfg.stateDir, filepath.Dir(cfg.Admin.Socket)
 	if _, err := setDNS(state, "sp1", pushed, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -447,4 +441,14 @@ func TestRemoveLeftoversAfterReboot(t *testing.T) {
 	if got := read(t, rc); got != origResolv {
 		t.Fatalf("resolv.conf after down (legacy record): %q", got)
 	}
+}
+
+// autoProfile is a profile without a device, with its own resolv.conf,
+// state directory and runtime directory, and no system bus.
+func autoProfile(t *testing.T) (resolvConf string, cfg *Config) {
+	t.Helper()
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
+	rc, state := useTempResolvConf(t)
+	return rc, &Config{Tunnel: TunnelConfig{Device: AutoDevice, Table: DefaultTable, tableAuto: true},
+		Admin: AdminConfig{Socket: filepath.Join(t.TempDir(), "client-acme.sock")}, stateDir: state}
 }

@@ -227,29 +227,7 @@ func squeeze(s string) string {
 func TestDownCrashedProfileSparesOthers(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	tp := newTopo(t, false)
-	tp.plainInternet()
-	k := stdPKI(t)
-	k.Issue("carol", []string{"ops"})
-	sock := shortTempDir(t)
-	on := true
-	pol := restrictive
-	pol.KillSwitch = &on
-	// carol has no kill switch: two kill switches block each other's
-	// tunnels (each lets out only its own device and mark).
-	ops := restrictive
-	ops.Name, ops.Match = "ops", map[string][]string{"ou": {"ops"}}
-	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol, ops))
-	connect := func(name string) *Laptop {
-		t.Helper()
-		cc := clientConf(k, name, "wireguard", sock)
-		cc.Device = "" // as in a bundle: the first free spN
-		l := tp.startLaptop(tp.Lap, name, cc)
-		if !waitFor(15*time.Second, func() bool { st, err := l.Status(); return err == nil && st.Connected }) {
-			t.Fatalf("%s never connected:\n%s", name, tail(l.Proc.Log(), 20))
-		}
-		return l
-	}
+	tp, connect := profilesWithKillSwitch(t)
 	alice := connect("alice")
 	alice.Proc.Signal(syscall.SIGKILL)
 	alice.Proc.Wait(5 * time.Second)
@@ -297,29 +275,7 @@ func TestDownCrashedProfileSparesOthers(t *testing.T) {
 func TestUpAfterCrashOnAnotherDevice(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	tp := newTopo(t, false)
-	tp.plainInternet()
-	k := stdPKI(t)
-	k.Issue("carol", []string{"ops"})
-	sock := shortTempDir(t)
-	on := true
-	pol := restrictive
-	pol.KillSwitch = &on
-	// carol has no kill switch: two kill switches block each other's
-	// tunnels (each lets out only its own device and mark).
-	ops := restrictive
-	ops.Name, ops.Match = "ops", map[string][]string{"ou": {"ops"}}
-	tp.startGateway(defaultServerConf(k, "wireguard", sock, pol, ops))
-	connect := func(name string) *Laptop {
-		t.Helper()
-		cc := clientConf(k, name, "wireguard", sock)
-		cc.Device = ""
-		l := tp.startLaptop(tp.Lap, name, cc)
-		if !waitFor(15*time.Second, func() bool { st, err := l.Status(); return err == nil && st.Connected }) {
-			t.Fatalf("%s never connected:\n%s", name, tail(l.Proc.Log(), 20))
-		}
-		return l
-	}
+	tp, connect := profilesWithKillSwitch(t)
 	carol := connect("carol")
 	alice := connect("alice")
 	if !linkExists(tp.Lap, "sp1") {
@@ -359,5 +315,36 @@ func TestUpAfterCrashOnAnotherDevice(t *testing.T) {
 	// No kill switch of either device is left: plain traffic flows.
 	if leaks, replies, out := tp.lanLeaks(1000); leaks == 0 || replies != 2 {
 		t.Fatalf("after the last down: leaks=%d replies=%d, want plain traffic: %s", leaks, replies, out)
+	}
+}
+
+// profilesWithKillSwitch is a laptop whose LAN is also reachable in the
+// clear, and a gateway whose policy for alice and bob (OU eng) pushes the
+// kill switch, for carol (OU ops) not: two kill switches at once block
+// each other's tunnels (each lets out only its own device and mark).
+// connect starts a profile without a device (as a bundle: the first free
+// spN) and waits for its session.
+func profilesWithKillSwitch(t *testing.T) (*Topo, func(name string) *Laptop) {
+	t.Helper()
+	tp := newTopo(t, false)
+	tp.plainInternet()
+	k := stdPKI(t)
+	k.Issue("carol", []string{"ops"})
+	sock := shortTempDir(t)
+	on := true
+	eng := restrictive
+	eng.KillSwitch = &on
+	ops := restrictive
+	ops.Name, ops.Match = "ops", map[string][]string{"ou": {"ops"}}
+	tp.startGateway(defaultServerConf(k, "wireguard", sock, eng, ops))
+	return tp, func(name string) *Laptop {
+		t.Helper()
+		cc := clientConf(k, name, "wireguard", sock)
+		cc.Device = ""
+		l := tp.startLaptop(tp.Lap, name, cc)
+		if !waitFor(15*time.Second, func() bool { st, err := l.Status(); return err == nil && st.Connected }) {
+			t.Fatalf("%s never connected:\n%s", name, tail(l.Proc.Log(), 20))
+		}
+		return l
 	}
 }
