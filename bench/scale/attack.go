@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,15 +64,8 @@ func parseAttack(args []string) (*attackOpts, error) {
 	if o.laptop, err = netip.ParseAddr(*laptop); err != nil {
 		return nil, fmt.Errorf("--laptop-addr: %w", err)
 	}
-	for _, s := range strings.Split(*sources, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("--attack-addrs: %w", err)
-		}
-		o.sources = append(o.sources, a)
+	if o.sources, err = parseAddrs(*sources); err != nil {
+		return nil, fmt.Errorf("--attack-addrs: %w", err)
 	}
 	switch {
 	case o.silent < 0 || o.drip < 0 || o.silent+o.drip > 4096:

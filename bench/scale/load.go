@@ -81,17 +81,27 @@ func parseLoad(args []string) (*loadOpts, error) {
 	if o.caFile == "" {
 		o.caFile = o.dir + "/ca.crt"
 	}
-	for _, s := range strings.Split(*locals, ",") {
+	var err error
+	if o.locals, err = parseAddrs(*locals); err != nil {
+		return nil, fmt.Errorf("--source-addrs: %w", err)
+	}
+	return o, nil
+}
+
+// parseAddrs parses a comma-separated list of IP addresses (empty: none).
+func parseAddrs(list string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range strings.Split(list, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("--source-addrs: %w", err)
+			return nil, err
 		}
-		o.locals = append(o.locals, a)
+		out = append(out, a)
 	}
-	return o, nil
+	return out, nil
 }
 
 // fleet is the set of simulated devices and their live sessions.

@@ -294,3 +294,23 @@ func TestLoadPhases(t *testing.T) {
 		t.Errorf("missing gateway: %v\n%s", err, out.String())
 	}
 }
+
+// TestParseAttack: the attack's options are checked and bounded.
+func TestParseAttack(t *testing.T) {
+	ok := []string{"--gateway", "127.0.0.1:8443", "--server-name", "gw", "--dir", "/pki"}
+	o, err := parseAttack(append(ok, "--attack-addrs", "127.0.0.2, 127.0.0.3"))
+	if err != nil || len(o.sources) != 2 || o.silent != 16 || o.drip != 16 || o.caFile != "/pki/ca.crt" || o.laptop.String() != "127.0.0.1" {
+		t.Fatalf("parseAttack: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{
+		{"--attack-addrs", "nope"}, {"--laptop-addr", "x"}, {"--silent", "5000"}, {"--trials", "0"},
+		{"--trials", "101"}, {"--reopen-pause", "0s"}, {"--timeout", "0s"},
+	} {
+		if _, err := parseAttack(append(ok, bad...)); err == nil {
+			t.Errorf("parseAttack accepted %v", bad)
+		}
+	}
+	if _, err := parseAttack([]string{"--gateway", "x:1"}); err == nil {
+		t.Error("parseAttack without --server-name and --dir")
+	}
+}
