@@ -312,28 +312,16 @@ func (p *PKI) openIndexLocked() (*store, error) {
 }
 
 func (p *PKI) loadIssuer() (*issuer, error) {
-	cert, err := p.IssuerCert()
+	if !p.Initialized() {
+		return nil, fmt.Errorf("%s: %w", p.Dir, ErrNoCA)
+	}
+	cp, kp := p.IssuerPaths()
+	iss, err := loadCA(cp, kp)
 	if err != nil {
 		return nil, err
 	}
-	_, kp := p.IssuerPaths()
-	if err := pki.CheckCAKeyPerm(kp); err != nil {
-		return nil, err
-	}
-	data, err := pki.ReadPEMFile(kp)
-	if err != nil {
-		return nil, fmt.Errorf("CA key: %w", err)
-	}
-	key, err := pki.ParseKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("CA key %s: %w", kp, err)
-	}
-	if !publicKeyEqual(key.Public(), cert.PublicKey) {
-		return nil, fmt.Errorf("CA key %s does not match its certificate", kp)
-	}
-	iss := &issuer{cert: cert, key: key}
-	if cert.CheckSignatureFrom(cert) != nil { // not self-signed: an intermediate
-		iss.chain = []*x509.Certificate{cert}
+	if iss.cert.CheckSignatureFrom(iss.cert) != nil { // not self-signed: an intermediate
+		iss.chain = []*x509.Certificate{iss.cert}
 	}
 	return iss, nil
 }

@@ -73,8 +73,8 @@ type IssuerOptions struct {
 	Key  KeyType // key type
 }
 
-// loadCA loads a CA certificate and its key (the key's permissions
-// checked like any CA key).
+// loadCA loads a CA certificate and its key, the key's permissions checked
+// like any CA key (the issuing CA, the root, a previous generation).
 func loadCA(certPath, keyPath string) (*issuer, error) {
 	certs, err := pki.LoadCertificates(certPath)
 	if err != nil {
@@ -92,7 +92,7 @@ func loadCA(certPath, keyPath string) (*issuer, error) {
 		return nil, fmt.Errorf("CA key %s: %w", keyPath, err)
 	}
 	if !publicKeyEqual(key.Public(), certs[0].PublicKey) {
-		return nil, fmt.Errorf("CA key %s does not match its certificate %s", keyPath, certPath)
+		return nil, fmt.Errorf("CA key %s does not match its certificate", keyPath)
 	}
 	return &issuer{cert: certs[0], key: key}, nil
 }
