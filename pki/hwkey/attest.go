@@ -13,7 +13,8 @@ package hwkey
 //     made in a TPM and never leaving it (fixedTPM, fixedParent,
 //     sensitiveDataOrigin) and is the CSR's key, that the AK is a
 //     restricted signing key bound to its TPM, and the AK's signature over
-//     the certify structure naming the device key.
+//     a certify structure naming the device key that the TPM itself made
+//     (TPM_GENERATED: a restricted key signs other data too).
 //  3. Nothing so far proves the AK lives in the EK's TPM: a laptop could
 //     send a real EK certificate with a software "AK". So the issuer makes
 //     a credential (MakeChallenge: TPM2_MakeCredential in software) that
@@ -287,6 +288,15 @@ func verifyCertify(ak *tpm2.TPMTPublic, info, sigBytes, keyName []byte) error {
 	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](info)
 	if err != nil {
 		return fmt.Errorf("attestation: certify structure (not made by a TPM?): %w", err)
+	}
+	// The magic is what makes a restricted key's signature mean "the TPM
+	// made this": the TPM signs data beginning with TPM_GENERATED_VALUE
+	// only when it made it itself, and signs anything else the owner
+	// hashed (TPM2_Hash gives the ticket). go-tpm's Unmarshal does not
+	// check it, so a laptop could have its genuine AK sign a made-up
+	// "certify" of a software key under any other magic.
+	if att.Magic != tpm2.TPMGeneratedValue {
+		return fmt.Errorf("attestation: the certify structure does not begin with TPM_GENERATED (0x%08x): not made by the TPM, only signed by its attestation key", uint32(att.Magic))
 	}
 	if att.Type != tpm2.TPMSTAttestCertify {
 		return fmt.Errorf("attestation: structure of type 0x%x, want a certify", att.Type)
