@@ -29,10 +29,10 @@ import (
 	"github.com/yosida95/uritemplate/v3"
 )
 
-// TestDatagramPath: a laptop with transport.mode = "auto" comes up on the
-// datagram path; status on both ends names it; ping and a TCP transfer
-// reach the LAN host (the transfer's segments fit the datagram-sized MTU).
-func TestDatagramPath(t *testing.T) {
+// datagramLaptop starts a gateway and alice's laptop with transport.mode
+// = "auto" and waits until the laptop is up on the datagram path.
+func datagramLaptop(t *testing.T) (*Topo, *PKI, *Gateway, *Laptop, ClientStatus) {
+	t.Helper()
 	requireRoot(t)
 	tp := newTopo(t, false)
 	k := stdPKI(t)
@@ -45,6 +45,14 @@ func TestDatagramPath(t *testing.T) {
 	if st.Path != "quic" {
 		t.Fatalf("laptop path %q (%s), want quic", st.Path, st.PathReason)
 	}
+	return tp, k, gw, lap, st
+}
+
+// TestDatagramPath: a laptop with transport.mode = "auto" comes up on the
+// datagram path; status on both ends names it; ping and a TCP transfer
+// reach the LAN host (the transfer's segments fit the datagram-sized MTU).
+func TestDatagramPath(t *testing.T) {
+	tp, _, gw, _, st := datagramLaptop(t)
 	if st.MTU < 1280 || st.MTU >= 1500 {
 		t.Errorf("tunnel MTU %d on the datagram path, want the datagram size (1280..1499)", st.MTU)
 	}
@@ -122,17 +130,7 @@ func testFallback(t *testing.T, blockIn func(*Topo) string, hook *nftables.Chain
 // TLS one; its next attempts are refused on QUIC (handshake) and on the
 // fallback TLS stream, which tells the laptop why.
 func TestDatagramRevocation(t *testing.T) {
-	requireRoot(t)
-	tp := newTopo(t, false)
-	k := stdPKI(t)
-	sock := shortTempDir(t)
-	gw := tp.startGateway(defaultServerConf(k, "wireguard", sock))
-	cc := clientConf(k, "alice", "wireguard", sock)
-	cc.Transport = "auto"
-	lap := tp.startLaptop(tp.Lap, "alice", cc)
-	if st := lap.waitUp(15 * time.Second); st.Path != "quic" {
-		t.Fatalf("laptop path %q, want quic", st.Path)
-	}
+	_, k, gw, lap, _ := datagramLaptop(t)
 	start := time.Now()
 	k.Revoke("alice")
 	if !waitFor(5*time.Second, func() bool { _, ok := gw.Session("alice"); return !ok }) {

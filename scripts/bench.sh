@@ -22,8 +22,8 @@
 # path (CONNECT-IP over QUIC, transport.mode = "quic") and wireguard-go
 # (bench/pathbench wg: golang.zx2c4.com/wireguard's device and tun packages)
 # side by side on the same topology, on a clean WAN link and with
-# BENCH_LOSS % (default 1) of the packets leaving each end of the WAN link
-# dropped at random (nftables numgen, bench/pathbench loss: this kernel has
+# BENCH_LOSS % (default 1) of the packets arriving at each end of the WAN
+# link dropped at random (nftables numgen, bench/pathbench loss: this kernel has
 # no netem): one TCP stream up and down, and ping RTT during an upstream
 # stream.
 # Columns: iperf3 single TCP stream laptop->LAN (up) and LAN->laptop (down,
@@ -639,8 +639,9 @@ measure_link() {
 	measure_loaded "$row"
 }
 
-# set_loss PERCENT: drop PERCENT % of the packets leaving each end of the WAN
-# veth (0: none).
+# set_loss PERCENT: drop PERCENT % of the packets arriving at each end of the
+# WAN veth (0: none): on arrival, as a lossy link loses them (a drop on the
+# way out would fail the sender's sendmsg instead).
 set_loss() {
 	nsx "$NS_LAP" "$PB" loss -iface eth0 -percent "$1" &&
 		nsx "$NS_GW" "$PB" loss -iface lap0 -percent "$1"

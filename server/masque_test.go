@@ -60,6 +60,32 @@ func (h *gatewayHarness) dialConnectIP(addr string, cert *tls.Certificate) (*con
 	return c, err
 }
 
+// connectIPSession connects connect-ip-go's client with a fresh eng
+// device certificate for alice-laptop and waits for its address and the
+// advertised routes (connect-ip-go sends only into those).
+func (h *gatewayHarness) connectIPSession(addr string) (*connectip.Conn, netip.Addr, []connectip.IPRoute, tls.Certificate) {
+	t := h.t
+	t.Helper()
+	cert := h.ca.leafWithKey(t, "alice-laptop", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	c, err := h.dialConnectIP(addr, &cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	assigned, err := c.ReceiveAddressAssignment(ctx)
+	if err != nil || len(assigned) != 1 || assigned[0].IPPrefix.Bits() != 32 {
+		t.Fatalf("address assignment %v: %v", assigned, err)
+	}
+	routes, err := c.Routes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, ok := h.sessionOf("alice-laptop"); return ok })
+	return c, assigned[0].IPPrefix.Addr(), routes, cert
+}
+
 // TestQUICRefusesWithoutTrust: the HTTP/3 listener must not be an open
 // door. A client without a certificate, with one from another CA, one
 // whose policy matches nothing or one that is revoked gets no HTTP/3 at
@@ -109,25 +135,10 @@ func TestQUICRefusesWithoutTrust(t *testing.T) {
 func TestQUICSessionRelay(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	addr := h.startQUIC()
-	cert := h.ca.leafWithKey(t, "alice-laptop", []string{"eng"}, x509.ExtKeyUsageClientAuth)
-	c, err := h.dialConnectIP(addr, &cert)
-	if err != nil {
-		t.Fatal(err)
+	c, me, routes, _ := h.connectIPSession(h.startQUIC())
+	if len(routes) != 2 {
+		t.Fatalf("routes %v, want the policy's two", routes)
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	assigned, err := c.ReceiveAddressAssignment(ctx)
-	if err != nil || len(assigned) != 1 || assigned[0].IPPrefix.Bits() != 32 {
-		t.Fatalf("address assignment %v: %v", assigned, err)
-	}
-	me := assigned[0].IPPrefix.Addr()
-	routes, err := c.Routes(ctx)
-	if err != nil || len(routes) != 2 {
-		t.Fatalf("routes %v: %v", routes, err)
-	}
-	waitFor(t, func() bool { _, ok := h.sessionOf("alice-laptop"); return ok })
 	st, _ := h.sessionOf("alice-laptop")
 	if st.Path != pathQUIC || st.Address != me.String() {
 		t.Fatalf("status %+v, want path quic and address %s", st, me)
@@ -183,14 +194,7 @@ func readPacket(c *connectip.Conn, buf []byte) (int, error) {
 func TestQUICRevocationCutsSession(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	addr := h.startQUIC()
-	cert := h.ca.leafWithKey(t, "alice-laptop", []string{"eng"}, x509.ExtKeyUsageClientAuth)
-	c, err := h.dialConnectIP(addr, &cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	waitFor(t, func() bool { _, ok := h.sessionOf("alice-laptop"); return ok })
+	c, _, _, cert := h.connectIPSession(h.startQUIC())
 	h.writeCRL(1, time.Now().Add(time.Hour), serialOf(t, cert))
 	h.reload("crl = \"crl.pem\"\n" + engPolicyTOML)
 	if _, ok := h.sessionOf("alice-laptop"); ok {
@@ -207,23 +211,7 @@ func TestQUICRevocationCutsSession(t *testing.T) {
 func TestQUICTooBig(t *testing.T) {
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
-	addr := h.startQUIC()
-	cert := h.ca.leafWithKey(t, "alice-laptop", []string{"eng"}, x509.ExtKeyUsageClientAuth)
-	c, err := h.dialConnectIP(addr, &cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	assigned, err := c.ReceiveAddressAssignment(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	me := assigned[0].IPPrefix.Addr()
-	if _, err := c.Routes(ctx); err != nil { // connect-ip-go sends only into advertised routes
-		t.Fatal(err)
-	}
+	c, me, _, _ := h.connectIPSession(h.startQUIC())
 	if _, err := c.WritePacket(csum4(udp4(me.String(), "192.168.88.5", 4000, 53))); err != nil {
 		t.Fatal(err)
 	}

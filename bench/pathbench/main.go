@@ -5,7 +5,7 @@
 //	pathbench wgkey                      print a WireGuard key pair (hex): private=... public=...
 //	pathbench wg FLAGS                   run a wireguard-go peer (golang.zx2c4.com/wireguard,
 //	                                     its device and tun packages) until SIGTERM
-//	pathbench loss -iface IF -percent P  drop P% of the packets leaving IF at random
+//	pathbench loss -iface IF -percent P  drop P% of the packets arriving on IF at random
 //	                                     (an nftables table of its own: numgen random;
 //	                                     this kernel has no netem); -percent 0 removes it
 //
@@ -132,10 +132,13 @@ func runWG(args []string) error {
 const lossTable = "spbench-loss"
 
 // loss installs (or with -percent 0 removes) random drop of packets
-// leaving -iface, in this network namespace.
+// arriving on -iface, in this network namespace. On arrival, as a lossy
+// link loses them: a packet dropped on its way out makes the sender's
+// sendmsg fail with EPERM, which no real link does (and quic-go closes the
+// connection on a failed send).
 func loss(args []string) error {
 	fs := flag.NewFlagSet("loss", flag.ContinueOnError)
-	iface := fs.String("iface", "", "interface")
+	iface := fs.String("iface", "", "interface the packets arrive on")
 	percent := fs.Int("percent", 1, "packets dropped, in percent (0 removes the rule)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -155,11 +158,11 @@ func loss(args []string) error {
 	}
 	c.AddTable(tb)
 	ch := c.AddChain(&nftables.Chain{Name: "out", Table: tb, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityFilter})
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter})
 	name := make([]byte, unix.IFNAMSIZ)
 	copy(name, *iface)
 	c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
 		&expr.Numgen{Register: 1, Modulus: 100, Type: unix.NFT_NG_RANDOM},
 		&expr.Cmp{Op: expr.CmpOpLt, Register: 1, Data: binaryutil.NativeEndian.PutUint32(uint32(*percent))},
