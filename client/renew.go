@@ -103,7 +103,7 @@ func (m softKeyMaker) NewKey() (*NextKey, error) {
 // keyMakerFor says how this profile renews, or why it cannot: the
 // certificate must be inline (cert_pem, as `pki bundle` writes it) and the
 // key inline (key_pem); a key in hardware renews in the same hardware
-// once a KeyMaker for it is set (hardwareKeyMaker).
+// through hardwareKeyMaker (hwrenew.go).
 func keyMakerFor(cfg *Config, mat *material) (KeyMaker, string) {
 	switch {
 	case cfg.Path == "":
@@ -121,8 +121,8 @@ func keyMakerFor(cfg *Config, mat *material) (KeyMaker, string) {
 	return softKeyMaker{like: mat.leaf.PublicKey}, ""
 }
 
-// hardwareKeyMaker, when set (by the hardware-key support), makes the
-// next key of a TPM or token device key in the same hardware.
+// hardwareKeyMaker makes the next key of a TPM or token device key in the
+// same hardware (set by hwrenew.go).
 var hardwareKeyMaker func(cfg *Config, mat *material) (KeyMaker, string)
 
 // renewalJitter is the spread around renew_at, as a fraction of the

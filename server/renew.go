@@ -196,14 +196,17 @@ func (ss *session) onRenew(payload []byte) error {
 	srv.wg.Add(1)
 	go func() {
 		defer srv.wg.Done()
-		defer ss.renew.inFlight.Store(false)
 		select {
 		case srv.renewSlots <- struct{}{}:
 		case <-ss.done:
+			ss.renew.inFlight.Store(false)
 			return
 		}
 		reply := ss.renewNow(req, time.Now())
 		<-srv.renewSlots
+		// Done before the answer leaves: the device may ask again as
+		// soon as it has read it.
+		ss.renew.inFlight.Store(false)
 		if err := ss.sendRenewReply(reply); err != nil {
 			ss.closeWrite(err)
 		}

@@ -232,6 +232,11 @@ func TestRenewalRefusals(t *testing.T) {
 	if r := d.renew(t, replayed); r.Reason != string(tunnel.ReasonRenewInvalid) {
 		t.Fatalf("replayed request: %+v", r)
 	}
+	// The answer is out only once the session may ask again: a device
+	// that asks right after reading it is not told "in progress".
+	if ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, enroll)))]; ss.renew.inFlight.Load() {
+		t.Fatal("the renewal is still in flight after its answer arrived")
+	}
 	// The current key again is no renewal.
 	if r := d.renew(t, request(t, enroll.PrivateKey.(crypto.Signer), d.binding(t))); r.Reason != string(tunnel.ReasonRenewInvalid) {
 		t.Fatalf("same key: %+v", r)
