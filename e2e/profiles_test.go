@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sallyport/sallyport/internal/testenv"
 )
 
 // TestTwoProfiles: two client configs without a device (as `pki bundle`
@@ -149,6 +151,7 @@ func TestProfilesByName(t *testing.T) {
 	if code != 0 || !strings.Contains(squeeze(out), "profile: acme ("+prof+")") || !strings.Contains(squeeze(out), "state: connected") {
 		t.Errorf("status: exit %d\n%s", code, out)
 	}
+	asUser(t, tp, filepath.Dir(etc))
 
 	// SIGHUP: a new delay applies, a new driver needs a restart.
 	b, err := os.ReadFile(prof)
@@ -346,5 +349,40 @@ func profilesWithKillSwitch(t *testing.T) (*Topo, func(name string) *Laptop) {
 			t.Fatalf("%s never connected:\n%s", name, tail(l.Proc.Log(), 20))
 		}
 		return l
+	}
+}
+
+// asUser: a user who is not root, with the laptop's directories as the
+// client unit makes them (its RuntimeDirectory= and the profiles root's,
+// 0700, inside directories anyone may pass), runs status and down while a
+// tunnel is up. They cannot see it, so they must not be told that nothing
+// is up: they are told they may not look, and how to (sudo).
+func asUser(t *testing.T, tp *Topo, home string) {
+	t.Helper()
+	if nobodyBin == "" {
+		t.Fatal("no copy of the binary for nobody (TestMain runs as root and makes it)")
+	}
+	setpriv := testenv.Command(t, "setpriv")
+	for d := home; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil { // as /run and /etc are: passable
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status"}, "cannot tell which tunnels are up: " + filepath.Join(home, "run") + ": permission denied (run it with sudo"},
+		{[]string{"status", "--json"}, "cannot tell which tunnels are up"},
+		{[]string{"down"}, "cannot tell which tunnels are up"},
+		{[]string{"status", "acme"}, "admin socket " + filepath.Join(home, "run", "client-acme.sock") + ": permission denied (run it with sudo"},
+	} {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", tp.Lap, setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", nobodyBin}, tt.args...)...)
+		cmd.Env = append(os.Environ(), tp.laptopEnv(tp.Lap)...)
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), tt.want) || strings.Contains(string(out), "not up") {
+			t.Errorf("sallyport %v as nobody while acme is up: %v\n%s\nwant exit 1 and %q", tt.args, err, out, tt.want)
+		}
 	}
 }

@@ -218,6 +218,9 @@ func CallTimeout(path string, req Request, out any, d time.Duration) error {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("admin socket %s does not exist: is sallyport running? (%w)", path, err)
 		}
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("admin socket %s: %w (run it with sudo, or as a member of the config's [admin] group)", path, os.ErrPermission)
+		}
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	defer c.Close()

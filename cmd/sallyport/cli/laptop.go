@@ -184,13 +184,31 @@ type upClient struct {
 }
 
 // running asks every client it can find: the sockets in RuntimeDir and
-// those the profiles in ConfigDir name. Sockets it may not use are
-// returned in denied.
+// those the profiles in ConfigDir name (a profile this user may not read,
+// a bundle holding a key, by its default socket). What it may not look
+// into or use is returned in denied: the runtime directory itself (the
+// client unit's is root's, 0700), or a socket. A caller that found no
+// client but was denied cannot tell whether a tunnel is up.
 func running() (up []upClient, denied []string) {
-	socks, _ := filepath.Glob(filepath.Join(client.RuntimeDir(), "client-*.sock"))
+	dir := client.RuntimeDir()
+	socks, _ := filepath.Glob(filepath.Join(dir, "client-*.sock"))
+	dirDenied := false
+	if _, err := os.ReadDir(dir); errors.Is(err, os.ErrPermission) {
+		// Glob says nothing of it: "no sockets" would read as "nothing up".
+		dirDenied = true
+		denied = append(denied, dir)
+	}
 	for _, name := range client.Profiles() {
-		if cfg, err := client.LoadProfile(name); err == nil && !slices.Contains(socks, cfg.Admin.Socket) {
-			socks = append(socks, cfg.Admin.Socket)
+		sock := ""
+		cfg, err := client.LoadProfile(name)
+		switch {
+		case err == nil:
+			sock = cfg.Admin.Socket
+		case errors.Is(err, os.ErrPermission):
+			sock = client.DefaultSocket(name)
+		}
+		if sock != "" && !slices.Contains(socks, sock) {
+			socks = append(socks, sock)
 		}
 	}
 	for _, s := range socks {
@@ -199,7 +217,7 @@ func running() (up []upClient, denied []string) {
 		switch {
 		case err == nil:
 			up = append(up, upClient{socket: s, status: st})
-		case errors.Is(err, os.ErrPermission):
+		case errors.Is(err, os.ErrPermission) && !(dirDenied && filepath.Dir(s) == dir):
 			denied = append(denied, s)
 		}
 	}
@@ -254,7 +272,7 @@ prints one object for NAME, a list without it.`,
 func statusAll(w io.Writer, asJSON bool) error {
 	up, denied := running()
 	if len(up) == 0 && len(denied) > 0 {
-		return fmt.Errorf("cannot ask the client at %s: permission denied (run with sudo, or join the profile's [admin] group)", strings.Join(denied, ", "))
+		return deniedError(denied)
 	}
 	if asJSON {
 		all := make([]client.Status, len(up))
@@ -276,9 +294,17 @@ func statusAll(w io.Writer, asJSON bool) error {
 		}
 	}
 	if len(denied) > 0 {
-		fmt.Fprintf(w, "\n(not shown: the client at %s; permission denied)\n", strings.Join(denied, ", "))
+		fmt.Fprintf(w, "\n(not shown: %s; permission denied)\n", strings.Join(denied, ", "))
 	}
 	return nil
+}
+
+// deniedError is what status and down say when every client they could
+// have asked was out of this user's reach: they cannot tell whether a
+// tunnel is up, so they say neither "up" nor "not up".
+func deniedError(denied []string) error {
+	return fmt.Errorf("cannot tell which tunnels are up: %s: permission denied (run it with sudo, or as a member of the group set by [admin] group in the profile)",
+		strings.Join(denied, ", "))
 }
 
 func printClientStatus(w io.Writer, st client.Status) error {
@@ -395,9 +421,12 @@ NAME's profile, or for every profile in /etc/sallyport.`,
 				return err
 			}
 			if t == nil {
-				up, _ := running()
+				up, denied := running()
 				switch len(up) {
 				case 0:
+					if len(denied) > 0 {
+						return deniedError(denied)
+					}
 					return downNothing(cmd)
 				case 1:
 					t = &target{name: up[0].status.Profile, socket: up[0].socket}
