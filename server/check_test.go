@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -54,6 +55,56 @@ func TestCheck(t *testing.T) {
 			h.s.Reload("test")
 			if h.s.config() != before {
 				t.Fatal("a reload that fails the check replaced the running configuration")
+			}
+		})
+	}
+}
+
+// TestCheckErrorsAtTheirLine: what the config loader cannot check alone
+// (policies, allowlists, static devices by fingerprint: checked when the
+// trust is built) is put at the line of the key, in the [[policy]] or
+// [[device]] it belongs to, as the loader's own errors are.
+func TestCheckErrorsAtTheirLine(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	path := h.s.config().Path
+	second := "\n[[policy]]\nname = \"ops\"\nmatch = { ou = [\"ops\"] }\nallow = [\"10.1.0.0/16\"]\n"
+	for _, tc := range []struct {
+		name, extra, at, want string
+	}{
+		{"allow rule", engPolicyTOML + strings.Replace(second, "10.1.0.0/16", "10.1.0.0/16 tcp/99999", 1),
+			"tcp/99999", `[[policy]] #2 "ops": allow "10.1.0.0/16 tcp/99999": bad port`},
+		{"route", engPolicyTOML + strings.Replace(second, "allow =", "routes = [\"10.1.0.0/33\"]\nallow =", 1),
+			"routes =", `[[policy]] #2 "ops": routes "10.1.0.0/33"`},
+		{"dns", engPolicyTOML + strings.Replace(second, "allow =", "dns = [\"1.2.3\"]\nallow =", 1),
+			"dns =", `[[policy]] #2 "ops": dns "1.2.3"`},
+		{"match value", engPolicyTOML + strings.Replace(second, `ou = ["ops"]`, `ou = ["[x"]`, 1),
+			`ou = ["[x"]`, `[[policy]] #2 "ops": match.ou "[x": bad glob`},
+		{"match empty", engPolicyTOML + strings.Replace(second, `ou = ["ops"]`, ``, 1),
+			"match = {", `[[policy]] #2 "ops": match selects nothing`},
+		{"duplicate name", engPolicyTOML + strings.Replace(second, `"ops"`, `"eng"`, 1),
+			`name = "eng"`, `[[policy]] #2 "eng": duplicate name`},
+		{"allowed subjects", "allow_subjects = [\"CN=[x\"]\n" + engPolicyTOML,
+			"allow_subjects", `key "tls.allow_subjects": bad pattern "CN=[x"`},
+		{"allowed fingerprints", "allow_fingerprints = [\"zz\"]\n" + engPolicyTOML,
+			"allow_fingerprints", `key "tls.allow_fingerprints": fingerprint "zz"`},
+		{"static device fingerprint", engPolicyTOML + "\n[[device]]\nfingerprint = \"zz\"\nipv4 = \"10.8.0.9\"\n",
+			`fingerprint = "zz"`, `[[device]] #1: key "fingerprint": "zz"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The error belongs on the line of the last place tc.at is
+			// written (the second policy's, when both have it).
+			text := harnessTOML(tc.extra)
+			i := strings.LastIndex(text, tc.at)
+			if i < 0 {
+				t.Fatalf("%q not in the config", tc.at)
+			}
+			line := strings.Count(text[:i], "\n") + 1
+			writeFile(t, path, text)
+			_, err := Check(path)
+			want := fmt.Sprintf("%s:%d: %s", path, line, tc.want)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("check:\n%v\nwant it to begin:\n%s", err, want)
 			}
 		})
 	}

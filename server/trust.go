@@ -37,6 +37,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
@@ -108,13 +109,13 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		t.own = policy.NewOwn(ownAddrs(c)...)
 	}
 	if t.policies, err = policy.CompileOwn(c.Policies, t.own); err != nil {
-		return nil, fmt.Errorf("config %s: %w", c.Path, err)
+		return nil, policyWhere(c.Path, err)
 	}
 	t.warnings = append(t.warnings, t.policies.UnreachableDNS()...)
 	if err := t.loadAllowlists(c); err != nil {
 		return nil, err
 	}
-	for _, d := range c.Devices {
+	for i, d := range c.Devices {
 		var a staticAddr // validated in normalize
 		if d.IPv4 != "" {
 			a.v4 = netip.MustParseAddr(d.IPv4)
@@ -127,12 +128,27 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 		} else {
 			n, err := pki.NormalizeFingerprint(d.Fingerprint)
 			if err != nil {
-				return nil, fmt.Errorf("config %s: [[device]] fingerprint %q: %w", c.Path, d.Fingerprint, err)
+				return nil, tomlconf.Where(c.Path, fmt.Errorf("[[device]] #%d: key \"fingerprint\": %q: %w", i+1, d.Fingerprint, err))
 			}
 			t.staticFP[n] = a
 		}
 	}
 	return t, nil
+}
+
+// policyWhere puts an error of policy.CompileOwn at the line of the
+// [[policy]] and key it is about: "server.toml:31: [[policy]] #2 "eng":
+// allow ...", the form of the loader's own errors.
+func policyWhere(path string, err error) error {
+	var pe *policy.Error
+	if !errors.As(err, &pe) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	head := fmt.Sprintf("[[policy]] #%d", pe.Index+1)
+	if pe.Name != "" {
+		head += fmt.Sprintf(" %q", pe.Name)
+	}
+	return tomlconf.WhereElement(path, "policy", pe.Index, pe.Key, head+": "+pe.Err.Error(), err)
 }
 
 // loadAllowlists parses tls.allow_fingerprints and tls.allow_subjects.
@@ -141,13 +157,13 @@ func (t *trust) loadAllowlists(c *Config) error {
 	for _, f := range c.TLS.AllowFingerprints {
 		n, err := pki.NormalizeFingerprint(f)
 		if err != nil {
-			return fmt.Errorf("config %s: key \"tls.allow_fingerprints\": %w", c.Path, err)
+			return tomlconf.Where(c.Path, fmt.Errorf("key \"tls.allow_fingerprints\": %w", err))
 		}
 		t.allowFP[n] = true
 	}
 	for _, s := range c.TLS.AllowSubjects {
 		if _, err := path.Match(s, ""); err != nil {
-			return fmt.Errorf("config %s: key \"tls.allow_subjects\": bad pattern %q: %w", c.Path, s, err)
+			return tomlconf.Where(c.Path, fmt.Errorf("key \"tls.allow_subjects\": bad pattern %q: %w", s, err))
 		}
 		t.allowSubj = append(t.allowSubj, s)
 	}

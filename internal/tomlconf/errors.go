@@ -319,8 +319,9 @@ var (
 
 // Where puts err, from a config's own checks after decoding, at the line
 // of the file at path where the key it names is written: "PATH:LINE:
-// MSG". When it names no key, or the key is not in the file (a required
-// one left out), it is "config PATH: MSG". err stays wrapped. The file is
+// MSG" (an error that begins "[[device]] #2:" at that element's key, or
+// at its header when it names no key). When it names no key, or the key is
+// not in the file (a required one left out), it is "config PATH: MSG". err stays wrapped. The file is
 // read again unless its text is given.
 func Where(path string, err error, text ...string) error {
 	if err == nil {
@@ -328,7 +329,8 @@ func Where(path string, err error, text ...string) error {
 	}
 	e := &Error{File: path, Msg: err.Error(), Err: err}
 	m := keyRef.FindStringSubmatch(err.Error())
-	if m == nil {
+	el := elementRef.FindStringSubmatch(err.Error())
+	if m == nil && el == nil {
 		return e
 	}
 	var data []byte
@@ -340,26 +342,56 @@ func Where(path string, err error, text ...string) error {
 			return e
 		}
 	}
-	key := m[1]
-	if el := elementRef.FindStringSubmatch(err.Error()); el != nil {
-		// [[device]] #2: key "ipv4" is device.ipv4 in the second [[device]].
+	if el != nil {
+		// [[device]] #2: key "ipv4" is device.ipv4 in the second [[device]];
+		// naming no key, the message is about the element as a whole.
 		idx, _ := strconv.Atoi(el[2])
-		for _, en := range locate(string(data)) {
-			if en.array && en.names() == el[1] && en.path[len(en.path)-1].index == idx-1 {
-				for _, k := range locate(string(data)) {
-					if k.names() == el[1]+"."+key && len(k.path) > len(en.path) && k.path[len(en.path)-1].index == idx-1 {
-						e.Line = k.line
-						return e
-					}
-				}
-				e.Line = en.line
-				return e
-			}
+		key := ""
+		if m != nil {
+			key = m[1]
 		}
+		e.Line = elementLine(string(data), el[1], idx-1, key)
 		return e
 	}
+	key := m[1]
 	if en, ok := nth(locate(string(data)), key, 0); ok && en.names() == key {
 		e.Line = en.line
 	}
 	return e
+}
+
+// WhereElement is Where for an error about key in the index-th element
+// (from 0) of the array of tables [[table]], whose message does not name
+// them the way Where reads: "PATH:LINE: MSG" at the line of key in that
+// element, or of the element's header when key is not written there (left
+// to its default, or in an inline table that has no line of its own), and
+// "config PATH: MSG" when the file has no such element. err stays wrapped.
+func WhereElement(path, table string, index int, key, msg string, err error) error {
+	e := &Error{File: path, Msg: msg, Err: err}
+	if data, rerr := userfile.Read(path, userfile.MaxConfig); rerr == nil {
+		e.Line = elementLine(string(data), table, index, key)
+	}
+	return e
+}
+
+// elementLine is the line of key (dotted below the element: "match.ou")
+// in the index-th [[table]] of text, or of that element's header when the
+// key is not there; 0 when there is no such element.
+func elementLine(text, table string, index int, key string) int {
+	entries := locate(text)
+	for _, en := range entries {
+		if !en.array || en.names() != table || en.path[len(en.path)-1].index != index {
+			continue
+		}
+		n := len(en.path)
+		for _, want := range []string{table + "." + key, table + "." + strings.SplitN(key, ".", 2)[0]} {
+			for _, k := range entries {
+				if k.names() == want && len(k.path) > n && k.path[n-1].index == index {
+					return k.line
+				}
+			}
+		}
+		return en.line
+	}
+	return 0
 }

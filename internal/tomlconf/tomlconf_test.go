@@ -181,7 +181,8 @@ func TestWhere(t *testing.T) {
 	}{
 		{fmt.Errorf("key \"tunnel.ipv4_pool\": too small: %w", base), path + `:10: key "tunnel.ipv4_pool": too small`},
 		{fmt.Errorf("[[device]] #2: key \"ipv4\": not in the pool"), path + `:26: [[device]] #2: key "ipv4": not in the pool`},
-		{fmt.Errorf("[[device]] #1: give \"ipv4\""), "config " + path + `: [[device]] #1`},
+		{fmt.Errorf("[[device]] #1: give \"ipv4\""), path + `:22: [[device]] #1: give "ipv4"`},
+		{fmt.Errorf("[[device]] #3: give \"ipv4\""), "config " + path + `: [[device]] #3`},
 		{fmt.Errorf("key \"tls.crl\" is required"), "config " + path + `: key "tls.crl" is required`},
 		{errors.New("no [[policy]] tables"), "config " + path + ": no [[policy]] tables"},
 	} {

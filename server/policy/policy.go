@@ -167,32 +167,65 @@ func CompileOwn(ps []Policy, own *Own) (*Set, error) {
 	for i, p := range ps {
 		name := strings.TrimSpace(p.Name)
 		if name == "" {
-			return nil, fmt.Errorf("policy #%d: name is empty", i+1)
+			return nil, &Error{Index: i, Key: "name", Err: errors.New("name is empty")}
 		}
 		if seen[name] {
-			return nil, fmt.Errorf("policy %q: duplicate name", name)
+			return nil, &Error{Index: i, Name: name, Key: "name", Err: errors.New("duplicate name")}
 		}
 		seen[name] = true
 		c, err := compile(name, p)
 		if err != nil {
-			return nil, fmt.Errorf("policy %q: %w", name, err)
+			e := &Error{Index: i, Name: name, Err: err}
+			var k keyError
+			if errors.As(err, &k) {
+				e.Key = k.key
+			}
+			return nil, e
 		}
 		s.policies = append(s.policies, c)
 	}
 	return s, nil
 }
 
+// Error is a policy that does not compile: the Index-th of the list (from
+// 0), its Name ("" when that is what is wrong), and the Key whose value Err
+// is about ("allow", "routes", "dns", "name", "match" or "match.ou"; ""
+// when not known), so a config loader can put it at its line.
+type Error struct {
+	Index     int
+	Name, Key string
+	Err       error
+}
+
+func (e *Error) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("policy #%d: %v", e.Index+1, e.Err)
+	}
+	return fmt.Sprintf("policy %q: %v", e.Name, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// keyError is an error about the value of one key of a policy.
+type keyError struct {
+	key string
+	err error
+}
+
+func (k keyError) Error() string { return k.err.Error() }
+func (k keyError) Unwrap() error { return k.err }
+
 func compile(name string, p Policy) (compiled, error) {
 	c := compiled{name: name, kill: p.KillSwitch, hwkey: p.RequireHardwareKey}
 	var err error
 	if c.match, err = compileMatch(p.Match); err != nil {
-		return c, err
+		return c, err // a keyError already
 	}
 	var defRoutes []netip.Prefix
 	for _, a := range p.Allow {
 		rs, err := ParseAllow(a)
 		if err != nil {
-			return c, fmt.Errorf("allow %q: %w", a, err)
+			return c, keyError{"allow", fmt.Errorf("allow %q: %w", a, err)}
 		}
 		for _, r := range rs {
 			c.rules = append(c.rules, r)
@@ -205,7 +238,7 @@ func compile(name string, p Policy) (compiled, error) {
 	for _, r := range p.Routes {
 		pfx, err := parsePrefix(strings.TrimSpace(r), false)
 		if err != nil {
-			return c, fmt.Errorf("routes %q: %w", r, err)
+			return c, keyError{"routes", fmt.Errorf("routes %q: %w", r, err)}
 		}
 		c.routes = appendUnique(c.routes, pfx[0])
 	}
@@ -213,14 +246,14 @@ func compile(name string, p Policy) (compiled, error) {
 		d = strings.TrimSpace(d)
 		if a, err := netip.ParseAddr(d); err == nil {
 			if a.Zone() != "" {
-				return c, fmt.Errorf("dns %q: zoned address not supported", d)
+				return c, keyError{"dns", fmt.Errorf("dns %q: zoned address not supported", d)}
 			}
 			c.dns = appendUnique(c.dns, a.Unmap())
 			continue
 		}
 		dom, err := normalizeDomain(d)
 		if err != nil {
-			return c, fmt.Errorf("dns %q: %w", d, err)
+			return c, keyError{"dns", fmt.Errorf("dns %q: %w", d, err)}
 		}
 		c.search = appendUnique(c.search, dom)
 	}
@@ -354,7 +387,7 @@ func compileMatch(m Match) (matcher, error) {
 		}
 		any = true
 		if len(vals) == 0 {
-			err = fmt.Errorf("match.%s has no values", key)
+			err = keyError{"match." + key, fmt.Errorf("match.%s has no values", key)}
 			return nil
 		}
 		out := make([]string, 0, len(vals))
@@ -363,11 +396,11 @@ func compileMatch(m Match) (matcher, error) {
 				v = strings.TrimSuffix(strings.ToLower(v), ".")
 			}
 			if v == "" {
-				err = fmt.Errorf("match.%s: empty pattern", key)
+				err = keyError{"match." + key, fmt.Errorf("match.%s: empty pattern", key)}
 				return nil
 			}
 			if _, e := path.Match(v, ""); e != nil {
-				err = fmt.Errorf("match.%s %q: bad glob: %w", key, v, e)
+				err = keyError{"match." + key, fmt.Errorf("match.%s %q: bad glob: %w", key, v, e)}
 				return nil
 			}
 			out = append(out, v)
@@ -391,14 +424,14 @@ func compileMatch(m Match) (matcher, error) {
 		}
 		any = true
 		if len(vals) == 0 {
-			err = fmt.Errorf("match.%s has no values", key)
+			err = keyError{"match." + key, fmt.Errorf("match.%s has no values", key)}
 			return nil
 		}
 		out := make([]string, 0, len(vals))
 		for _, v := range vals {
 			n, e := f(v)
 			if e != nil {
-				err = fmt.Errorf("match.%s %q: %w", key, v, e)
+				err = keyError{"match." + key, fmt.Errorf("match.%s %q: %w", key, v, e)}
 				return nil
 			}
 			out = append(out, n)
@@ -417,7 +450,7 @@ func compileMatch(m Match) (matcher, error) {
 		return c, err
 	}
 	if !any {
-		return c, errors.New(`match selects nothing: give at least one key (cn = ["*"] selects every device)`)
+		return c, keyError{"match", errors.New(`match selects nothing: give at least one key (cn = ["*"] selects every device)`)}
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -117,24 +118,25 @@ func TestCompileErrors(t *testing.T) {
 		name string
 		ps   []Policy
 		want []string // substrings of the error
+		key  string   // Error.Key: where in the policy
 	}{
-		{"empty name", []Policy{{Match: ok}}, []string{"policy #1", "name is empty"}},
-		{"blank name", []Policy{{Name: "a", Match: ok}, {Name: "  ", Match: ok}}, []string{"policy #2"}},
-		{"duplicate", []Policy{{Name: "a", Match: ok}, {Name: "a", Match: ok}}, []string{`"a"`, "duplicate"}},
-		{"empty match", []Policy{{Name: "a"}}, []string{`"a"`, "match selects nothing"}},
-		{"empty key", []Policy{{Name: "a", Match: Match{OU: []string{}}}}, []string{"match.ou has no values"}},
-		{"empty pattern", []Policy{{Name: "a", Match: Match{CN: []string{""}}}}, []string{"match.cn: empty pattern"}},
-		{"bad glob", []Policy{{Name: "eng", Match: Match{OU: []string{"en[g"}}}}, []string{`policy "eng"`, `match.ou "en[g"`, "bad glob"}},
-		{"bad glob tail", []Policy{{Name: "eng", Match: Match{CN: []string{"x\\"}}}}, []string{"match.cn", "bad glob"}},
-		{"bad fingerprint", []Policy{{Name: "a", Match: Match{Fingerprint: []string{"abc"}}}}, []string{"match.fingerprint", `"abc"`}},
-		{"bad serial", []Policy{{Name: "a", Match: Match{Serial: []string{"xyz"}}}}, []string{"match.serial", `"xyz"`}},
-		{"bad allow cidr", []Policy{{Name: "eng", Match: ok, Allow: []string{"10.0.0.0/33"}}}, []string{`policy "eng"`, `allow "10.0.0.0/33"`, "bad CIDR"}},
-		{"bad proto", []Policy{{Name: "eng", Match: ok, Allow: []string{"10.0.0.0/8 sctp"}}}, []string{`allow "10.0.0.0/8 sctp"`, `unknown protocol "sctp"`}},
-		{"bad route", []Policy{{Name: "eng", Match: ok, Routes: []string{"10.0.0/8"}}}, []string{`routes "10.0.0/8"`}},
-		{"route any", []Policy{{Name: "eng", Match: ok, Routes: []string{"any"}}}, []string{`routes "any"`}},
-		{"bad dns", []Policy{{Name: "eng", Match: ok, DNS: []string{"10.0.0.300"}}}, []string{`dns "10.0.0.300"`}},
-		{"bad dns chars", []Policy{{Name: "eng", Match: ok, DNS: []string{"corp example"}}}, []string{`dns "corp example"`}},
-		{"zoned dns", []Policy{{Name: "eng", Match: ok, DNS: []string{"fe80::1%eth0"}}}, []string{"zoned"}},
+		{"empty name", []Policy{{Match: ok}}, []string{"policy #1", "name is empty"}, "name"},
+		{"blank name", []Policy{{Name: "a", Match: ok}, {Name: "  ", Match: ok}}, []string{"policy #2"}, "name"},
+		{"duplicate", []Policy{{Name: "a", Match: ok}, {Name: "a", Match: ok}}, []string{`"a"`, "duplicate"}, "name"},
+		{"empty match", []Policy{{Name: "a"}}, []string{`"a"`, "match selects nothing"}, "match"},
+		{"empty key", []Policy{{Name: "a", Match: Match{OU: []string{}}}}, []string{"match.ou has no values"}, "match.ou"},
+		{"empty pattern", []Policy{{Name: "a", Match: Match{CN: []string{""}}}}, []string{"match.cn: empty pattern"}, "match.cn"},
+		{"bad glob", []Policy{{Name: "eng", Match: Match{OU: []string{"en[g"}}}}, []string{`policy "eng"`, `match.ou "en[g"`, "bad glob"}, "match.ou"},
+		{"bad glob tail", []Policy{{Name: "eng", Match: Match{CN: []string{"x\\"}}}}, []string{"match.cn", "bad glob"}, "match.cn"},
+		{"bad fingerprint", []Policy{{Name: "a", Match: Match{Fingerprint: []string{"abc"}}}}, []string{"match.fingerprint", `"abc"`}, "match.fingerprint"},
+		{"bad serial", []Policy{{Name: "a", Match: Match{Serial: []string{"xyz"}}}}, []string{"match.serial", `"xyz"`}, "match.serial"},
+		{"bad allow cidr", []Policy{{Name: "eng", Match: ok, Allow: []string{"10.0.0.0/33"}}}, []string{`policy "eng"`, `allow "10.0.0.0/33"`, "bad CIDR"}, "allow"},
+		{"bad proto", []Policy{{Name: "eng", Match: ok, Allow: []string{"10.0.0.0/8 sctp"}}}, []string{`allow "10.0.0.0/8 sctp"`, `unknown protocol "sctp"`}, "allow"},
+		{"bad route", []Policy{{Name: "eng", Match: ok, Routes: []string{"10.0.0/8"}}}, []string{`routes "10.0.0/8"`}, "routes"},
+		{"route any", []Policy{{Name: "eng", Match: ok, Routes: []string{"any"}}}, []string{`routes "any"`}, "routes"},
+		{"bad dns", []Policy{{Name: "eng", Match: ok, DNS: []string{"10.0.0.300"}}}, []string{`dns "10.0.0.300"`}, "dns"},
+		{"bad dns chars", []Policy{{Name: "eng", Match: ok, DNS: []string{"corp example"}}}, []string{`dns "corp example"`}, "dns"},
+		{"zoned dns", []Policy{{Name: "eng", Match: ok, DNS: []string{"fe80::1%eth0"}}}, []string{"zoned"}, "dns"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,6 +148,11 @@ func TestCompileErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
+			}
+			// Which policy and key, for the config's file:line.
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Key != tt.key || pe.Index != len(tt.ps)-1 {
+				t.Errorf("error %q: %+v, want policy #%d key %q", err, pe, len(tt.ps), tt.key)
 			}
 		})
 	}
