@@ -243,6 +243,11 @@ type Verified struct {
 // the EK certificate authorities the issuer trusts (roots, with any
 // intermediates). See the file comment for what each step proves.
 func VerifyAttestation(a *Attestation, csrKey crypto.PublicKey, roots, intermediates *x509.CertPool) (*Verified, error) {
+	if roots == nil {
+		// x509 would take the system's web roots: never the judges of
+		// which TPMs exist.
+		return nil, errors.New("attestation: no TPM manufacturer CA given to check the EK certificate against")
+	}
 	ek, err := x509.ParseCertificate(a.EKCert)
 	if err != nil {
 		return nil, fmt.Errorf("attestation: EK certificate: %w", err)
@@ -347,7 +352,10 @@ type Challenge struct {
 // MakeChallenge wraps secret so that only the TPM holding the EK of v's
 // certificate, with the AK of v loaded, can recover it.
 func MakeChallenge(v *Verified, device string, secret []byte) (*Challenge, error) {
-	rsaPub := v.EKCert.PublicKey.(*rsa.PublicKey)
+	rsaPub, ok := v.EKCert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("challenge: EK key %T: only RSA EKs are supported", v.EKCert.PublicKey)
+	}
 	ek := tpm2.RSAEKTemplate
 	ek.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: rsaPub.N.Bytes()})
 	if rsaPub.E != 65537 {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -97,7 +98,23 @@ func restrictedAK(b []byte) (*tpm2.TPMTPublic, error) {
 	if !aa.Restricted || !aa.SignEncrypt || aa.Decrypt || !aa.FixedTPM || !aa.FixedParent || !aa.SensitiveDataOrigin {
 		return nil, errors.New("attestation: the attestation key is not a restricted signing key fixed to its TPM")
 	}
+	if err := strongNameAlg("attestation key", akp.NameAlg); err != nil {
+		return nil, err
+	}
 	return akp, nil
+}
+
+// strongNameAlg refuses a name algorithm weaker than SHA-256. An object's
+// name (the hash of its public area, attributes included) is all that the
+// certify and the credential activation bind; with SHA-1 two public areas
+// of the attacker's making (one restricted or fixedTPM, one loadable from
+// software) could share a name.
+func strongNameAlg(what string, alg tpm2.TPMIAlgHash) error {
+	switch alg {
+	case tpm2.TPMAlgSHA256, tpm2.TPMAlgSHA384, tpm2.TPMAlgSHA512:
+		return nil
+	}
+	return fmt.Errorf("attestation: the %s's name algorithm 0x%x is not SHA-256 or stronger", what, uint16(alg))
 }
 
 // tpmKeyPublic parses a device key's TPM2B_PUBLIC and checks it was made
@@ -111,9 +128,29 @@ func tpmKeyPublic(b []byte, want crypto.PublicKey) (*tpm2.TPMTPublic, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attestation: device key public area: %w", err)
 	}
+	// fixedTPM is what keeps a key in its TPM: a TPM loads a key made in
+	// software (TPM2_LoadExternal, TPM2_Import) only with fixedTPM and
+	// fixedParent clear, and takes the loader's word for
+	// sensitiveDataOrigin. A device key signs and does nothing else, as
+	// the ones pki csr --tpm makes (parseTSSKey refuses restricted keys).
 	ka := kp.ObjectAttributes
-	if !ka.FixedTPM || !ka.FixedParent || !ka.SensitiveDataOrigin || !ka.SignEncrypt {
-		return nil, errors.New("attestation: the device key may leave its TPM or was not made in it (fixedTPM, fixedParent, sensitiveDataOrigin)")
+	var missing []string
+	for _, c := range []struct {
+		ok   bool
+		what string
+	}{
+		{ka.FixedTPM, "fixedTPM"}, {ka.FixedParent, "fixedParent"}, {ka.SensitiveDataOrigin, "sensitiveDataOrigin"},
+		{ka.SignEncrypt, "sign"}, {!ka.Decrypt, "not decrypt"}, {!ka.Restricted, "not restricted"},
+	} {
+		if !c.ok {
+			missing = append(missing, c.what)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("attestation: the device key may leave its TPM, was not made in it, or is not a signing-only key (lacks %s)", strings.Join(missing, ", "))
+	}
+	if err := strongNameAlg("device key", kp.NameAlg); err != nil {
+		return nil, err
 	}
 	dk, err := tpm2.Pub(*kp)
 	if err != nil {
