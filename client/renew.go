@@ -392,7 +392,12 @@ func (c *Client) takeRenewed(old, mat *material, next *NextKey, bundle []*x509.C
 		saved = false
 		c.log.Error("renewed certificate not written into the profile; it is used until the client stops, then the profile's certificate again", "err", err)
 	}
-	c.prev.Store(old)
+	if !c.prev.CompareAndSwap(nil, old) {
+		// A second renewal in one session: the pair kept aside is still
+		// the one that last connected (as in previousFile); old never
+		// made a handshake, and the session it renewed in is established.
+		releaseKey(old, c.prev.Load())
+	}
 	c.matp.Store(mat)
 	c.mu.Lock()
 	c.renewals++
@@ -488,9 +493,11 @@ func loadPrevious(cfg *Config, cur *material) *material {
 // dropPrevious forgets the pair kept aside: a session with the current
 // one succeeded.
 func (c *Client) dropPrevious() {
-	if c.prev.Swap(nil) == nil {
+	prev := c.prev.Swap(nil)
+	if prev == nil {
 		return
 	}
+	releaseKey(prev, c.material())
 	if err := os.Remove(previousFile(c.cfg)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		c.log.Warn("the previous certificate kept aside could not be removed", "file", previousFile(c.cfg), "err", err)
 	}
@@ -505,4 +512,20 @@ func certRefused(err error) bool {
 		return true
 	}
 	return false
+}
+
+// releaseKey closes m's hardware key (the token session or TPM handle
+// behind it) unless a material in keep still uses it. A key is only used
+// in a handshake, so a replaced identity's key is not needed once the
+// client has moved on from it.
+func releaseKey(m *material, keep ...*material) {
+	if m == nil || m.closer == nil {
+		return
+	}
+	for _, k := range keep {
+		if k != nil && k.closer == m.closer {
+			return
+		}
+	}
+	_ = m.closer.Close()
 }

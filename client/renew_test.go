@@ -345,3 +345,29 @@ func TestRenewAt(t *testing.T) {
 		}
 	}
 }
+
+// closeCount is a hardware key handle that counts its closes.
+type closeCount struct{ n int }
+
+func (c *closeCount) Close() error { c.n++; return nil }
+
+// TestReleaseKey: a replaced hardware key is closed once nothing uses it,
+// never while the current or the kept-aside identity does.
+func TestReleaseKey(t *testing.T) {
+	a, b := &closeCount{}, &closeCount{}
+	ma, mb := &material{closer: a}, &material{closer: b}
+	releaseKey(ma, mb, nil)
+	releaseKey(&material{closer: a}, ma) // shared with a material kept
+	releaseKey(&material{}, ma)          // a key file: nothing to close
+	releaseKey(nil)
+	if a.n != 1 || b.n != 0 {
+		t.Fatalf("closes: a %d b %d, want 1 0", a.n, b.n)
+	}
+	c := &Client{log: testLogger(&syncBuffer{}), cfg: &Config{stateDir: t.TempDir(), Path: filepath.Join(t.TempDir(), "p.toml")}}
+	c.matp.Store(mb)
+	c.prev.Store(&material{closer: a})
+	c.dropPrevious()
+	if a.n != 2 || c.prev.Load() != nil {
+		t.Fatalf("the dropped previous key was not closed (%d)", a.n)
+	}
+}
