@@ -3,6 +3,7 @@ package pkicmd
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -175,6 +176,39 @@ func TestSignRequireHardware(t *testing.T) {
 	if !strings.Contains(out, response) {
 		t.Fatalf("activate output:\n%s", out)
 	}
+	// A thief with a TPM of its own (swtpm: a key in software, really)
+	// sends its key and AK with bob's EK certificate, which the maker CA
+	// vouches for, and bob's copied answer: the challenge of this request
+	// is not the one bob's TPM opened, so the answer does not fit it.
+	// Mutation caught: an activation secret that covers only the device
+	// name (not the CSR and attestation).
+	thief := filepath.Join(t.TempDir(), "thief")
+	thiefTPM, _ := hwtest.StartSWTPMWithEK(t, t.TempDir())
+	mustRun(t, "csr", "--dir", thief, "--device", "bob", "--tpm", "--tpm-device", thiefTPM.Socket)
+	var mine, bobs map[string]any
+	for _, f := range []struct {
+		path string
+		into *map[string]any
+	}{{filepath.Join(thief, "devices", "bob.attest"), &mine}, {attest, &bobs}} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, f.into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mine["ek_cert"] = bobs["ek_cert"]
+	mixed, _ := json.Marshal(mine)
+	mixedPath := filepath.Join(thief, "mixed.attest")
+	if err := os.WriteFile(mixedPath, mixed, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := run(t, "sign", "--dir", dir, "--csr", filepath.Join(thief, "devices", "bob.csr"), "--device", "bob", "--group", "eng",
+		"--require-hardware", "--attestation", mixedPath, "--ek-ca", ekCA, "--activation", response); code != 1 || !strings.Contains(errs, "does not match") {
+		t.Fatalf("bob's answer replayed for a software TPM's key with bob's EK certificate: exit %d\n%s%s", code, out, errs)
+	}
+
 	code, out, errs = sign("--activation", response)
 	if code != 0 || !strings.Contains(out, "key origin: tpm") {
 		t.Fatalf("second sign: exit %d\n%s%s", code, out, errs)
