@@ -37,3 +37,30 @@ func TestKeyOriginOf(t *testing.T) {
 		t.Error("nil certificate has an origin")
 	}
 }
+
+// TestKeyOriginAttested: attested means the TPM-attested policy and no
+// other origin beside it; a certificate naming two origins says nothing,
+// attested included. Mutation caught: KeyOriginAttested not asking
+// KeyOriginOf first.
+func TestKeyOriginAttested(t *testing.T) {
+	vouched, _ := KeyOriginPolicy(KeyOriginTPM)
+	tok, _ := KeyOriginPolicy(KeyOriginPKCS11)
+	for _, tt := range []struct {
+		name     string
+		policies []x509.OID
+		want     bool
+	}{
+		{"attested", []x509.OID{KeyOriginAttestedPolicy()}, true},
+		{"attested and vouched TPM", []x509.OID{vouched, KeyOriginAttestedPolicy()}, true},
+		{"vouched only", []x509.OID{vouched}, false},
+		{"attested and a token", []x509.OID{KeyOriginAttestedPolicy(), tok}, false},
+		{"none", nil, false},
+	} {
+		if got := KeyOriginAttested(&x509.Certificate{Policies: tt.policies}); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if KeyOriginAttested(nil) {
+		t.Error("nil certificate attested")
+	}
+}

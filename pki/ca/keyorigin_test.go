@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -32,5 +33,31 @@ func TestKeyOriginOnlyForCSRs(t *testing.T) {
 	}
 	if pki.KeyOriginOf(is.Cert) != pki.KeyOriginPKCS11 || is.Record.KeyOrigin != pki.KeyOriginPKCS11 {
 		t.Fatalf("certificate %q, record %q: want pkcs11", pki.KeyOriginOf(is.Cert), is.Record.KeyOrigin)
+	}
+}
+
+// TestAttestedOriginNeedsTPMAndAK: an attested origin is a TPM's, with the
+// attestation key that certified it; anything else is a caller's bug the
+// CA refuses rather than records. Mutation caught: dropping that check in
+// issueLocked.
+func TestAttestedOriginNeedsTPMAndAK(t *testing.T) {
+	p := New(t.TempDir())
+	if err := p.Init(InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range []IssueOptions{
+		{KeyOrigin: pki.KeyOriginPKCS11, Attested: true, AKPublic: []byte{1}},
+		{KeyOrigin: pki.KeyOriginTPM, Attested: true},
+	} {
+		key, _ := GenerateKey(KeyECDSA)
+		name := fmt.Sprintf("dev%d", i)
+		csr, err := EncodeCSR(name, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Name = name
+		if is, err := p.SignCSR(csr, o); err == nil || !strings.Contains(err.Error(), "attested key origin") {
+			t.Errorf("%+v: issued (%v), err %v", o, is != nil, err)
+		}
 	}
 }

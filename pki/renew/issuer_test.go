@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net/url"
@@ -238,5 +239,62 @@ func TestLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "none.crt"), key); err == nil {
 		t.Fatal("missing certificate accepted")
+	}
+}
+
+// TestReissueKeyOrigin: only ReissueAttested carries a key origin, and only
+// an attested one with its attestation key; a vouched-for origin (the
+// admin's word for the first key) or a certificate without an AK gets
+// nothing, and a plain Reissue drops the origin and the AK. Mutations
+// caught: ReissueAttested without its own check of the leaf, and Reissue
+// copying the AK extension.
+func TestReissueKeyOrigin(t *testing.T) {
+	root := newRoot(t)
+	icert, ikey := root.issuer(t, nil)
+	is, err := New([]*x509.Certificate{icert}, ikey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, _ := asn1.Marshal([]byte("the AK's TPM2B_PUBLIC"))
+	vouched, _ := pki.KeyOriginPolicy(pki.KeyOriginTPM)
+	token, _ := pki.KeyOriginPolicy(pki.KeyOriginPKCS11)
+	leaf := func(policies []x509.OID, withAK bool) *x509.Certificate {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x5eed), Subject: pkix.Name{CommonName: "alice-laptop"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature, Policies: policies}
+		if withAK {
+			tmpl.ExtraExtensions = []pkix.Extension{{Id: pki.OIDAttestationKey, Value: ak}}
+		}
+		return sign(t, tmpl, root.cert, newKey(t).Public(), root.key)
+	}
+	attested := leaf([]x509.OID{pki.KeyOriginAttestedPolicy()}, true)
+	now := time.Now()
+
+	got, err := is.ReissueAttested(attested, newKey(t).Public(), now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pki.KeyOriginAttested(got) || !bytes.Equal(pki.AttestationKeyOf(got), pki.AttestationKeyOf(attested)) {
+		t.Fatalf("attested renewal: attested %v, AK %x", pki.KeyOriginAttested(got), pki.AttestationKeyOf(got))
+	}
+	plain, err := is.Reissue(attested, newKey(t).Public(), now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pki.KeyOriginOf(plain) != "" || pki.AttestationKeyOf(plain) != nil {
+		t.Fatalf("plain renewal of an attested certificate: origin %q, AK %x", pki.KeyOriginOf(plain), pki.AttestationKeyOf(plain))
+	}
+	for _, tc := range []struct {
+		name string
+		leaf *x509.Certificate
+	}{
+		{"vouched TPM origin with an AK extension", leaf([]x509.OID{vouched}, true)},
+		{"attested origin without its AK", leaf([]x509.OID{pki.KeyOriginAttestedPolicy()}, false)},
+		{"attested and token origins at once", leaf([]x509.OID{pki.KeyOriginAttestedPolicy(), token}, true)},
+		{"no origin", leaf(nil, true)},
+	} {
+		if c, err := is.ReissueAttested(tc.leaf, newKey(t).Public(), now, time.Hour); err == nil {
+			t.Errorf("%s: renewed as attested (%q)", tc.name, pki.KeyOriginOf(c))
+		}
 	}
 }

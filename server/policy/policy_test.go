@@ -645,3 +645,37 @@ func TestNormalizeDomainEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestHardwareKeyUnion: a device matching several policies must hold its
+// key in hardware when any of them demands it, wherever that policy stands
+// in the file: a broad policy matched first does not lift the demand of a
+// group's. Mutation caught: taking require_hardware_key from the first
+// matching policy only.
+func TestHardwareKeyUnion(t *testing.T) {
+	s, err := Compile([]Policy{
+		{Name: "everyone", Match: Match{OU: []string{"staff"}}, Allow: []string{"10.1.0.0/16"}},
+		{Name: "eng", Match: Match{OU: []string{"eng"}}, Allow: []string{"10.2.0.0/16"}, RequireHardwareKey: true},
+		{Name: "ops", Match: Match{OU: []string{"ops"}}, Allow: []string{"10.3.0.0/16"}, RequireHardwareKey: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		ous  []string
+		want string
+	}{
+		{[]string{"staff"}, ""},
+		{[]string{"eng"}, "eng"},
+		{[]string{"staff", "eng"}, "eng"},
+		{[]string{"eng", "staff"}, "eng"},
+		{[]string{"staff", "ops", "eng"}, "eng"},
+	} {
+		g := s.Lookup(pki.Identity{Device: "d", User: "u", Groups: tt.ous})
+		if g == nil {
+			t.Fatalf("%v: no grant", tt.ous)
+		}
+		if g.RequireHardwareKey != tt.want {
+			t.Errorf("%v: hardware key required by %q, want %q", tt.ous, g.RequireHardwareKey, tt.want)
+		}
+	}
+}
