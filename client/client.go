@@ -68,6 +68,9 @@ type Client struct {
 	// prev is the pair a renewal replaced, until a session with the new
 	// one succeeds (renew.go); nil otherwise.
 	prev atomic.Pointer[material]
+	// retry cuts a wait between connection attempts short: a reload that
+	// changed what the next attempt uses (reload.go).
+	retry chan struct{}
 
 	sys     system // the laptop's network stack (system.go)
 	dev     tunnel.Device
@@ -148,7 +151,8 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err := checkValidity(mat.leaf, cfg.certSource(), time.Now()); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), sys: osSystem{stateDir: cfg.stateDirectory()}, inPlace: liveOf(cfg, mat)}
+	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), sys: osSystem{stateDir: cfg.stateDirectory()}, inPlace: liveOf(cfg, mat),
+		retry: make(chan struct{}, 1)}
 	c.matp.Store(mat)
 	if prev := loadPrevious(cfg, mat); prev != nil {
 		c.prev.Store(prev)
@@ -317,6 +321,10 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	for ctx.Err() == nil {
 		err := c.session(ctx, func() {
 			backoff = c.reconnect().MinDelay
+			select {
+			case <-c.retry: // a reload's early try is done: it connected
+			default:
+			}
 			c.mu.Lock()
 			line := "connected to " + c.server + ", address " + c.pushed.Address.String()
 			c.mu.Unlock()
@@ -341,8 +349,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			d := c.reconnect().RefusedDelay
 			wait = d - rand.N(d/10+1)
 		}
-		if errors.Is(err, errUpgrade) {
-			wait = 0 // the datagram path is ready (quic.go)
+		if errors.Is(err, errUpgrade) || errors.Is(err, errReload) {
+			wait = 0 // the datagram path is ready (quic.go); a reload's reconnect
 		}
 		if r.Code == codeDrain {
 			// The gateway asked us to move: the next one, now (drain.go).
@@ -365,6 +373,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		c.state(false, "not connected: "+why+"; next try at "+time.Now().Add(wait).Format("15:04:05"))
 		retry := wait.Round(time.Millisecond).String()
 		switch {
+		case errors.Is(err, errReload):
+			// Reload logged it ("reconnecting to apply the reload").
 		case r.Permanent:
 			c.log.Error(r.Message, "reason", r.Code, "err", err, "retry_in", retry)
 		case r.Code != codeNetwork:
@@ -376,6 +386,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		case <-c.retry:
+			backoff = c.reconnect().MinDelay / 2 // doubled below: the first delay again
 		}
 		t.Stop()
 		backoff = min(2*backoff, c.reconnect().MaxDelay)

@@ -7,8 +7,9 @@ package client
 // TLS files and pin (CA, certificate, key) and the reconnect delays. A new
 // CA, certificate, pin or server_name, or the removal of the gateway in
 // use, ends the session and reconnects at once, so the gateway is verified,
-// and the device known, under the new file; a new gateway list or new
-// delays alone keep the session. With the kill switch on, the gateways it
+// and the device known, under the new file (between attempts, the next
+// one is made at once instead of after its wait: a refused device's
+// refused_delay); a new gateway list or new delays alone keep the session. With the kill switch on, the gateways it
 // lets through follow the new list at once.
 //
 // Everything else is what the running client built at `up`: the TUN device
@@ -21,6 +22,7 @@ package client
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -37,9 +39,11 @@ type liveConfig struct {
 	serverNm  string
 	tls       TLSConfig
 	reconnect ReconnectConfig
-	// trust is a digest of the CA, the device certificate, the pin and
-	// server_name in force: when it changes the session is renewed.
-	trust [32]byte
+	// files is a digest of the CA, the device certificate and the pin in
+	// force, and name the gateway name checked (server_name, or the host
+	// of the first gateway): when either changes the session is renewed.
+	files [32]byte
+	name  string
 }
 
 func liveOf(cfg *Config, m *material) liveConfig {
@@ -50,11 +54,16 @@ func liveOf(cfg *Config, m *material) liveConfig {
 			h.Write(ca)
 		}
 		h.Write(m.leaf.Raw)
-		fmt.Fprintf(h, "\x00%s\x00%s", m.pin, m.srvName)
-		h.Sum(l.trust[:0])
+		fmt.Fprintf(h, "\x00%s", m.pin)
+		h.Sum(l.files[:0])
+		l.name = m.srvName
 	}
 	return l
 }
+
+// errReload ends a session that a reload hangs up (conn.hangUp): the
+// reconnect that follows is the reload's, at once, not a lost connection.
+var errReload = errors.New("reconnecting to apply the reloaded profile")
 
 // servers are the gateways to dial, in order.
 func (c *Client) servers() []string {
@@ -112,7 +121,8 @@ func (c *Client) Reload(trigger string) error {
 		applied = append(applied, "server_name")
 	}
 	applied = append(applied, fieldChanges("tls", old.tls, live.tls)...)
-	if old.trust != live.trust && !slices.ContainsFunc(applied, func(k string) bool { return strings.HasPrefix(k, "tls.") }) {
+	if old.files != live.files && !slices.ContainsFunc(applied, func(k string) bool { return strings.HasPrefix(k, "tls.") }) {
+		// The same file names (or none: a bundle), new certificates in them.
 		applied = append(applied, "tls (file contents)")
 	}
 	applied = append(applied, fieldChanges("reconnect", old.reconnect, live.reconnect)...)
@@ -126,16 +136,26 @@ func (c *Client) Reload(trigger string) error {
 	}
 	why := ""
 	switch {
-	case old.trust != live.trust:
+	case old.files != live.files || old.name != live.name:
 		why = "the CA, certificate, pin or server_name changed"
 	case current != "" && !slices.Contains(live.servers, current):
 		why = "the gateway in use (" + current + ") is no longer in servers"
 	}
-	if why != "" && connected {
-		if cn := c.cur.Load(); cn != nil {
-			c.log.Info("reconnecting to apply the reload", "why", why)
-			cn.hangUp("client reload")
-		}
+	if why == "" {
+		return nil
+	}
+	if cn := c.cur.Load(); cn != nil && connected {
+		c.log.Info("reconnecting to apply the reload", "why", why)
+		cn.closeErr.CompareAndSwap(nil, &errReload)
+		cn.hangUp("client reload")
+		return nil
+	}
+	// Between attempts (a refusal may wait refused_delay): try the new
+	// file now, not when the old one's wait ends.
+	select {
+	case c.retry <- struct{}{}:
+		c.log.Info("trying the gateway now with the reloaded profile", "why", why)
+	default:
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -46,7 +47,7 @@ func TestReload(t *testing.T) {
 	e := startClient(t, envOpt{edit: func(c *Config) { c.Path = path }})
 	cert, key := e.c.cfg.TLS.CertPEM, e.c.cfg.TLS.KeyPEM
 	a := e.gw.ln.Addr().String()
-	other := newFakeGateway(t, gatewayTLS(t, e.ca, e.ca, nil))
+	other := newFakeGateway(t, gatewayTLS(t, e.ca, e.ca, func(c *x509.Certificate) { c.DNSNames = append(c.DNSNames, "gw2.test") }))
 	b := other.ln.Addr().String()
 	s, _ := e.up(testConfig())
 	<-e.ready
@@ -123,6 +124,59 @@ func TestReload(t *testing.T) {
 		t.Fatal("the reconnect after a new certificate did not present it")
 	}
 	e.waitLog("the CA, certificate, pin or server_name changed")
+	e.waitLog(`applied=tls.cert_pem,tls.key_pem` + "\n")
+
+	// Another gateway name alone: that is what the log says changed, and
+	// the session is renewed under it.
+	if err := s3.w.WriteConfig(testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	e.status("connected with the new certificate", func(st Status) bool { return st.Connected })
+	profileTOML(t, e, []string{b}, string(cert2), string(key2), "")
+	renamed, err := os.ReadFile(e.c.cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.c.cfg.Path, bytes.Replace(renamed, []byte(`server_name = "gw.test"`), []byte(`server_name = "gw2.test"`), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLog(`applied=server_name` + "\n")
+	other.accept(t).hello(t)
+
+	// A reconnect a reload asked for is not a lost connection: no
+	// "disconnected" warning naming the connection's end as the cause.
+	if logs := e.logs.String(); strings.Contains(logs, "disconnected from gateway") {
+		t.Errorf("a reload's reconnect was logged as a disconnection:\n%s", logs)
+	}
+}
+
+// TestReloadWhileRefused: a device refused for something only the admin
+// can fix waits refused_delay (an hour here) before it tries again; a
+// reload that brings a new certificate is tried at once, not an hour later.
+func TestReloadWhileRefused(t *testing.T) {
+	noLeaks(t)
+	path := filepath.Join(t.TempDir(), "acme.toml")
+	e := startClient(t, envOpt{edit: func(c *Config) { c.Path = path }})
+	a := e.gw.ln.Addr().String()
+	s := e.gw.accept(t)
+	s.hello(t)
+	s.refuse(t, "revoked")
+	e.checkRefused("revoked", true)
+
+	_, cert2, key2 := e.ca.leaf(t, "alice-laptop", deviceLeaf)
+	profileTOML(t, e, []string{a}, string(cert2), string(key2), "")
+	if err := e.c.Reload("SIGHUP"); err != nil {
+		t.Fatal(err)
+	}
+	s2 := e.gw.accept(t)
+	s2.hello(t)
+	if block, _ := pem.Decode(cert2); !bytes.Equal(s2.tls.ConnectionState().PeerCertificates[0].Raw, block.Bytes) {
+		t.Fatal("the try after the reload did not present the new certificate")
+	}
+	e.waitLog("trying the gateway now with the reloaded profile")
 }
 
 // TestStatusWhileTrying: before and between sessions, status names the
