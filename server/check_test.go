@@ -109,3 +109,26 @@ func TestCheckErrorsAtTheirLine(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadNamesRestartKeys: a reload that changes keys only a restart
+// applies names each one (table.key), once, and keeps its running value;
+// the rest of the file is applied.
+func TestReloadNamesRestartKeys(t *testing.T) {
+	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
+	defer h.close()
+	running := h.s.config()
+	writeFile(t, running.Path, harnessTOML("handshake_timeout = \"7s\"\n"+engPolicyTOML+"\n[log]\nformat = \"json\"\n")+
+		"mtu = 1400\nmasquerade = [\"eth9\"]\n"+fmt.Sprintf("lease_file = %q\n", running.Tunnel.LeaseFile)) // as it runs (the harness sets it)
+	h.s.Reload("test")
+	now := h.s.config()
+	if now == running || now.TLS.HandshakeTimeout != 7*time.Second {
+		t.Fatalf("the reload did not apply tls.handshake_timeout: %+v", now.TLS)
+	}
+	if now.Tunnel.MTU != running.Tunnel.MTU || len(now.Tunnel.Masquerade) != 0 || now.Log.Format != running.Log.Format {
+		t.Errorf("a restart-only key changed in the running gateway: mtu %d, masquerade %v, log.format %q", now.Tunnel.MTU, now.Tunnel.Masquerade, now.Log.Format)
+	}
+	logs := h.logs.String()
+	if want := `keys=tunnel.masquerade,tunnel.mtu,log.format`; !strings.Contains(logs, want) || strings.Count(logs, "apply only when the gateway restarts") != 1 {
+		t.Errorf("the reload log does not name %s once:\n%s", want, logs)
+	}
+}

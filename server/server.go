@@ -16,7 +16,6 @@ import (
 	"os"
 	"reflect"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -295,11 +294,12 @@ func (s *Server) Reload(why string) {
 	for _, w := range t.warnings {
 		s.log.Error("reload: "+w, "trigger", why)
 	}
-	for _, k := range restartOnly(old, cfg) {
-		s.log.Warn("config key changed but only applies after a restart", "key", k)
+	if keys := restartOnly(old, cfg); len(keys) > 0 {
+		s.log.Warn("these keys changed but apply only when the gateway restarts (systemctl restart sallyport-server); their running values stay",
+			"keys", strings.Join(keys, ","))
 	}
 	// Keys that need a restart keep their running values.
-	cfg.Listen, cfg.Tunnel, cfg.Admin, cfg.Metrics.Listen, cfg.QUIC = old.Listen, old.Tunnel, old.Admin, old.Metrics.Listen, old.QUIC
+	cfg.Listen, cfg.Tunnel, cfg.Admin, cfg.Metrics.Listen, cfg.QUIC, cfg.Log.Format = old.Listen, old.Tunnel, old.Admin, old.Metrics.Listen, old.QUIC, old.Log.Format
 	s.snap.Store(&snapshot{cfg: cfg, trust: t}) // one swap, before recheckSessions: see register
 	s.pool.SetStatic(t.staticAddrs())
 	s.log.Info("configuration reloaded", "trigger", why, "policies", len(cfg.Policies), "crl_number", fmt.Sprint(t.crlNumber()),
@@ -333,28 +333,42 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// restartOnly names the keys ([restart] in configs/server.toml) whose
+// values differ between the running config a and a reloaded b, each as
+// "table.key".
 func restartOnly(a, b *Config) []string {
 	var out []string
 	if a.Listen != b.Listen {
 		out = append(out, "listen")
 	}
 	if a.QUIC.On() != b.QUIC.On() {
-		out = append(out, "quic")
+		out = append(out, "quic.enabled")
 	}
-	if !reflect.DeepEqual(a.Tunnel, b.Tunnel) {
-		out = append(out, "tunnel")
-	}
-	if a.Admin.Socket != b.Admin.Socket {
-		out = append(out, "admin.socket")
-	}
-	if a.Admin.Pprof != b.Admin.Pprof {
-		out = append(out, "admin.pprof")
-	}
-	if a.Admin.Group != b.Admin.Group || !slices.Equal(a.Admin.GroupCommands, b.Admin.GroupCommands) {
-		out = append(out, "admin.group")
-	}
+	out = append(out, changedFields("tunnel", a.Tunnel, b.Tunnel)...)
+	out = append(out, changedFields("admin", a.Admin, b.Admin)...)
 	if a.Metrics.Listen != b.Metrics.Listen {
 		out = append(out, "metrics.listen")
+	}
+	if a.Log.Format != b.Log.Format {
+		out = append(out, "log.format")
+	}
+	return out
+}
+
+// changedFields names the fields (by their toml keys, under table) whose
+// values differ between the structs a and b of one type.
+func changedFields(table string, a, b any) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if !f.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, table+"."+name)
+		}
 	}
 	return out
 }
