@@ -60,6 +60,14 @@ func TestUnprivilegedGateway(t *testing.T) {
 			if out, err := tp.sp(tp.GW, "server", "reload", "--socket", g.Socket); err != nil {
 				t.Fatalf("reload: %v: %s", err, out)
 			}
+			// What systemctl reload sends (the unit's ExecReload).
+			g.Proc.Signal(syscall.SIGHUP)
+			if !waitFor(10*time.Second, func() bool { return strings.Contains(g.Proc.Log(), `msg="configuration reloaded" trigger=SIGHUP`) }) {
+				t.Fatalf("no reload on SIGHUP:\n%s", tail(g.Proc.Log(), 10))
+			}
+			if g.Proc.Exited() {
+				t.Fatal("SIGHUP stopped the gateway")
+			}
 			// Flags after the device, the order kick --help shows.
 			if out, err := tp.sp(tp.GW, "server", "kick", "alice", "--socket", g.Socket); err != nil {
 				t.Fatalf("kick: %v: %s", err, out)
