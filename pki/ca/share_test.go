@@ -37,14 +37,11 @@ func statModeGID(t *testing.T, path string) (os.FileMode, int) {
 // directory and servers/ 0750, the gateway key 0640 in the group, the
 // certificates and CRL 0644) and nothing else: the CA keys, the index and
 // devices/ stay owner-only. The same PKI made elsewhere is owner-only
-// throughout. (The machine's own group of the test stands in for
-// sallyport, which a test cannot create.)
+// throughout. (A group of the machine stands in for sallyport, which a
+// test cannot create: one the test's files do not get by themselves, so
+// a key left in the creator's group is caught.)
 func TestSharedWithGatewayGroup(t *testing.T) {
-	g, err := user.LookupGroupId(strconv.Itoa(os.Getegid()))
-	if err != nil {
-		t.Skipf("no name for gid %d: %v", os.Getegid(), err)
-	}
-	gid := os.Getegid()
+	g, gid := shareTestGroup(t)
 	for _, tt := range []struct {
 		name   string
 		group  string
@@ -55,7 +52,10 @@ func TestSharedWithGatewayGroup(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			withShareGroup(t, tt.group)
-			parent := t.TempDir() // group: the test's egid
+			parent := t.TempDir()
+			if err := os.Chown(parent, -1, gid); err != nil { // the gateway's directory, as the package makes /etc/sallyport
+				t.Fatal(err)
+			}
 			p := New(filepath.Join(parent, "pki"))
 			if err := p.Init(InitOptions{Key: KeyEd25519, Intermediate: true}); err != nil {
 				t.Fatal(err)
@@ -71,6 +71,10 @@ func TestSharedWithGatewayGroup(t *testing.T) {
 			if _, err := p.Revoke("", "alice", "keyCompromise", 30); err != nil { // rewrites crl.pem
 				t.Fatal(err)
 			}
+			online, _, err := p.MakeIssuer(IssuerOptions{Key: KeyEd25519}) // the gateways' renewal issuer
+			if err != nil {
+				t.Fatal(err)
+			}
 			private := func(m os.FileMode) modeGID { return modeGID{m, -1} }
 			sharedOr := func(sm, pm os.FileMode) modeGID {
 				if tt.shared {
@@ -82,6 +86,8 @@ func TestSharedWithGatewayGroup(t *testing.T) {
 				p.Dir:                      sharedOr(0o750, 0o700),
 				p.Path("servers"):          sharedOr(0o750, 0o700),
 				srv.KeyPath:                sharedOr(0o640, 0o600),
+				online.KeyPath:             sharedOr(0o640, 0o600),
+				online.CertPath:            private(0o644),
 				srv.CertPath:               private(0o644),
 				p.Path("ca.crt"):           private(0o644),
 				p.Path("crl.pem"):          private(0o644),
@@ -102,4 +108,25 @@ func TestSharedWithGatewayGroup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shareTestGroup is a group to stand in for sallyport: as root (CI) one
+// that is not the test's own egid (files do not get it unless chowned),
+// else the test's egid.
+func shareTestGroup(t *testing.T) (*user.Group, int) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		for _, name := range []string{"nogroup", "nobody", "daemon", "bin"} {
+			if g, err := user.LookupGroup(name); err == nil {
+				if gid, _ := strconv.Atoi(g.Gid); gid != os.Getegid() {
+					return g, gid
+				}
+			}
+		}
+	}
+	g, err := user.LookupGroupId(strconv.Itoa(os.Getegid()))
+	if err != nil {
+		t.Skipf("no name for gid %d: %v", os.Getegid(), err)
+	}
+	return g, os.Getegid()
 }
