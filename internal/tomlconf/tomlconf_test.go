@@ -121,6 +121,11 @@ func TestErrorsPointAtKey(t *testing.T) {
 		{"swapped letters", "driver", `unknown key "tunnel.drvier" (did you mean "driver"?)`},
 		{"key in the wrong table", "listen = ", `c.toml:1: unknown key "device" ("device" belongs in [tunnel])`},
 		{"nothing near", "listen = ", `c.toml:1: unknown key "frobnicate" (top-level keys: listen, tls, tunnel, policy)`},
+		// A short key two edits from a known one is no typo of it ("kxx"
+		// is not "key"); a long one is ("ipv4_pooool").
+		{"short and far", "key = ", `c.toml:7: unknown key "tls.kxx"`},
+		{"long, two edits", "ipv4_pool = ", `c.toml:10: unknown key "tunnel.ipv4_pooool" (did you mean "ipv4_pool"?)`},
+		{"other case and a typo", "ipv4_pool = ", `c.toml:10: unknown key "tunnel.IPV4_POL" (did you mean "ipv4_pool"?)`},
 		{"wrong type", "device = ", `c.toml:9: key "tunnel.device": a string ("...") is needed here, not a number`},
 		{"bare duration", "device = ", `c.toml:10: key "tunnel.timeout": a duration is a string with a unit`},
 		{"syntax", "key = ", `c.toml:7: key "tls.key": expected value but found '\n' instead`},
@@ -141,6 +146,12 @@ func TestErrorsPointAtKey(t *testing.T) {
 			case "key in the wrong table":
 				text = strings.Replace(text, "listen = ", "device = \"sp1\"\nlisten = ", 1)
 				text = strings.Replace(text, "# gateway\n", "", 1)
+			case "short and far":
+				text = strings.Replace(text, "key = 'k'", "kxx = 'k'", 1)
+			case "long, two edits":
+				text = strings.Replace(text, "ipv4_pool = ", "ipv4_pooool = ", 1)
+			case "other case and a typo":
+				text = strings.Replace(text, "ipv4_pool = ", "IPV4_POL = ", 1)
 			case "nothing near":
 				text = strings.Replace(text, "listen = ", "frobnicate = 1\nlisten = ", 1)
 				text = strings.Replace(text, "# gateway\n", "", 1)
@@ -158,6 +169,9 @@ func TestErrorsPointAtKey(t *testing.T) {
 			}
 			if strings.Count(err.Error(), "unknown") > 1 {
 				t.Errorf("one mistake, several errors: %v", err)
+			}
+			if !strings.Contains(tt.want, "did you mean") && strings.Contains(err.Error(), "did you mean") {
+				t.Errorf("a suggestion where none is near: %v", err)
 			}
 		})
 	}
