@@ -30,4 +30,9 @@ func TestDemoFailsRatherThanSkips(t *testing.T) {
 	if strings.Contains(string(out), "demo passed") || strings.Contains(string(out), "skipped") {
 		t.Errorf("demo passed or skipped a step:\n%s", out)
 	}
+	// It stops there: no step runs on without the helper (a demo that
+	// carried on would report the traffic steps it could not really run).
+	if strings.Contains(string(out), "== device CA") {
+		t.Errorf("the demo went on past the missing helper:\n%s", out)
+	}
 }
