@@ -2,6 +2,8 @@ package hwkey
 
 import (
 	"crypto/x509"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -24,10 +26,25 @@ func FuzzParseTSSKey(f *testing.F) {
 func FuzzParsePKCS11URI(f *testing.F) {
 	f.Add("pkcs11:token=a;object=b?module-path=/x.so&pin-source=file:/p")
 	f.Add("pkcs11:slot-id=1;id=%01%02?module-path=/x.so")
+	f.Add("pkcs11:token=a;object=b?module-path=/usr/lib/../x.so&pin-value=1")
 	f.Fuzz(func(t *testing.T, s string) {
 		u, err := ParsePKCS11URI(s)
-		if err == nil && (u.ModulePath == "" || (u.Object == "" && len(u.ID) == 0)) {
-			t.Fatalf("accepted %q without module or key", s)
+		if err != nil {
+			return
+		}
+		switch {
+		case u.Object == "" && len(u.ID) == 0:
+			t.Fatalf("accepted %q without a key", s)
+		case !filepath.IsAbs(u.ModulePath) || filepath.Clean(u.ModulePath) != u.ModulePath:
+			t.Fatalf("accepted %q with module %q, not a clean absolute path", s, u.ModulePath)
+		case u.Token == "" && u.Serial == "" && u.SlotID == nil:
+			t.Fatalf("accepted %q without naming the token", s)
+		}
+		_, query, _ := strings.Cut(s, "?")
+		for _, a := range strings.Split(query, "&") {
+			if strings.HasPrefix(a, "pin-value=") {
+				t.Fatalf("accepted %q with a PIN in it", s)
+			}
 		}
 	})
 }

@@ -149,6 +149,9 @@ func probe(u *PKCS11URI) (*tokenInfo, error) {
 	if _, err := os.Stat(u.ModulePath); err != nil {
 		return nil, fmt.Errorf("PKCS#11 module %s: %w (is the token's middleware installed?)", u.ModulePath, err)
 	}
+	if err := CheckModule(u.ModulePath); err != nil {
+		return nil, err
+	}
 	p := pkcs11.New(u.ModulePath)
 	if p == nil {
 		return nil, fmt.Errorf("PKCS#11 module %s could not be loaded (not a PKCS#11 library?)", u.ModulePath)

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,6 +99,21 @@ func TestPKCS11Errors(t *testing.T) {
 	}
 	s.Close()
 	wrong := hwtest.WritePIN(t, filepath.Join(t.TempDir(), "wrong"), "0000")
+	// The same module, where anyone could replace it (the client is root).
+	openDir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(openDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	lib, err := os.ReadFile(h.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(openDir, "p11.so"), lib, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, uri, want string
 	}{
@@ -106,6 +122,7 @@ func TestPKCS11Errors(t *testing.T) {
 		{"no such key", h.URI("other", pin), "no such key"},
 		{"no PIN", h.URI("dev", ""), "needs a PIN"},
 		{"module missing", strings.Replace(uri, h.Module, "/nonexistent/p11.so", 1), "middleware installed"},
+		{"module others may replace", strings.Replace(uri, h.Module, filepath.Join(openDir, "p11.so"), 1), "writable by others"},
 	} {
 		_, err := Open(Ref{PKCS11: tc.uri})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -135,6 +135,8 @@ func ParsePKCS11URI(s string) (*PKCS11URI, error) {
 		return nil, bad("module-path is required (the PKCS#11 library, e.g. module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)")
 	case !filepath.IsAbs(u.ModulePath):
 		return nil, bad("module-path %q must be an absolute path", u.ModulePath)
+	case filepath.Clean(u.ModulePath) != u.ModulePath:
+		return nil, bad("module-path %q: give the library's path without . or .. parts or doubled slashes (%s)", u.ModulePath, filepath.Clean(u.ModulePath))
 	case u.Token == "" && u.Serial == "" && u.SlotID == nil:
 		return nil, bad("name the token: token=LABEL, serial= or slot-id=")
 	case u.Object == "" && len(u.ID) == 0:
@@ -191,10 +193,19 @@ func ReadPIN(source string) (string, error) {
 		}
 		path = filepath.Join(dir, name)
 	case strings.HasPrefix(source, "file:"):
+		// file:/path, file:///path or file://localhost/path (RFC 8089);
+		// file://host/path names another machine, file:path is relative:
+		// neither is what a laptop's admin means.
 		path = strings.TrimPrefix(source, "file:")
-		path = strings.TrimPrefix(path, "//") // file:///path
+		if rest, ok := strings.CutPrefix(path, "//"); ok {
+			host, p, _ := strings.Cut(rest, "/")
+			if host != "" && host != "localhost" {
+				return "", fmt.Errorf("pin-source %q names host %q; want file:/path", source, host)
+			}
+			path = "/" + p
+		}
 		if !strings.HasPrefix(path, "/") {
-			path = "/" + path
+			return "", fmt.Errorf("pin-source %q is a relative path; want file:/path", source)
 		}
 	case strings.HasPrefix(source, "/"):
 		path = source

@@ -30,6 +30,9 @@ func TestParsePKCS11URI(t *testing.T) {
 		{uri: "pkcs11:token=t;object=o?module-path=/m.so&pin-value=1234", want: "pin-value"},
 		{uri: "pkcs11:token=t;object=o", want: "module-path is required"},
 		{uri: "pkcs11:token=t;object=o?module-path=rel.so", want: "absolute"},
+		{uri: "pkcs11:token=t;object=o?module-path=/usr/lib/../../tmp/p11.so", want: "without . or .."},
+		{uri: "pkcs11:token=t;object=o?module-path=/usr/lib//p11.so", want: "without . or .."},
+		{uri: "pkcs11:token=t;object=o?module-path=/usr/lib/p11.so/", want: "without . or .."},
 		{uri: "pkcs11:object=o?module-path=/m.so", want: "name the token"},
 		{uri: "pkcs11:token=t?module-path=/m.so", want: "name the key"},
 		{uri: "pkcs11:token=t;object=o;colour=red?module-path=/m.so", want: "unknown attribute"},
@@ -86,6 +89,9 @@ func TestReadPIN(t *testing.T) {
 		{src: open, err: "accessible by group or others"},
 		{src: two, err: "more than one line"},
 		{src: "env:PIN", err: "want file:/path"},
+		{src: "file://localhost" + good, pin: "1234"},
+		{src: "file:pin", err: "relative path"},
+		{src: "file://" + strings.TrimPrefix(good, "/"), err: "names host"},
 	} {
 		pin, err := ReadPIN(tc.src)
 		if tc.err == "" && (err != nil || pin != tc.pin) {
