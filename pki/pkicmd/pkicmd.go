@@ -139,6 +139,10 @@ func dirOf(fs *flag.FlagSet) string { return fs.Lookup("dir").Value.String() }
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Type is what --help shows for the value (cobra asks; without it, the Go
+// type's name would show).
+func (l *listFlag) Type() string { return "strings" }
 func (l *listFlag) Set(s string) error {
 	for _, v := range strings.Split(s, ",") {
 		v = strings.TrimSpace(v)
@@ -159,6 +163,10 @@ func (f *timeFlag) String() string {
 	}
 	return f.t.Format(time.RFC3339)
 }
+
+// Type is what --help shows for the value.
+func (f *timeFlag) Type() string { return "time" }
+
 func (f *timeFlag) Set(s string) error {
 	for _, layout := range []string{time.RFC3339, "2006-01-02"} {
 		if t, err := time.Parse(layout, s); err == nil {

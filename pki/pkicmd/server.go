@@ -129,6 +129,9 @@ func (f *intFlag) String() string {
 	return strconv.Itoa(f.v)
 }
 
+// Type is what --help shows for the value.
+func (f *intFlag) Type() string { return "int" }
+
 func (f *intFlag) Set(s string) error {
 	n, err := strconv.Atoi(s)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sallyport/sallyport/internal/adminsock"
 )
@@ -131,6 +132,13 @@ func TestHelpWalk(t *testing.T) {
 					}
 				}
 			}
+			// A flag's value is shown by a word a user reads ("int",
+			// "strings", "time"), not by a Go type's name ("intFlag").
+			c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+				if !helpTypes[f.Value.Type()] {
+					t.Errorf("%s --%s: value type %q in --help", name, f.Name, f.Value.Type())
+				}
+			})
 			// Each line of the usage and examples is checked against the
 			// command it runs.
 			lines := []struct {
@@ -173,6 +181,9 @@ func TestHelpWalk(t *testing.T) {
 		t.Errorf("walked only %d commands", n)
 	}
 }
+
+// helpTypes are the value types --help may show (pflag's own words).
+var helpTypes = map[string]bool{"bool": true, "string": true, "int": true, "uint": true, "strings": true, "stringArray": true, "duration": true, "time": true}
 
 // checkFlagRefs fails t for a flag named in text that c does not have.
 func checkFlagRefs(t *testing.T, name string, c *cobra.Command, text string) {
