@@ -57,7 +57,10 @@ func (e *InUseError) Error() string {
 			"certificate would keep replacing each other at the gateway; stop the other first", e.Device, e.Lock)
 	}
 	stop := "sudo sallyport down"
-	if o.Config != "" {
+	switch {
+	case o.Profile != "" && o.Config == filepath.Join(ConfigDir(), o.Profile+".toml"):
+		stop += " " + o.Profile // a profile by name, as it was brought up
+	case o.Config != "":
 		stop += " -c " + o.Config
 	}
 	return fmt.Sprintf("device %s is already up on this laptop: profile %s (pid %d, since %s) uses the same device certificate, "+

@@ -23,6 +23,7 @@ import (
 // knows it: a renewed certificate of the device (another issuer, the same
 // enrollment lineage) shares it, another device does not.
 func TestDeviceLock(t *testing.T) {
+	t.Setenv("CONFIGURATION_DIRECTORY", "/etc/sallyport")
 	dir := filepath.Join(t.TempDir(), "run")
 	id := pki.Identity{Device: "alice-laptop", Issuer: "CN=Device CA"}
 	path := deviceLockFile(dir, id)
@@ -49,10 +50,15 @@ func TestDeviceLock(t *testing.T) {
 		t.Fatalf("second holder: %v", err)
 	}
 	for _, want := range []string{"device alice-laptop is already up on this laptop", "profile acme", "pid " + itoa(int32(os.Getpid())),
-		"sudo sallyport down -c /etc/sallyport/acme.toml", "replacing each other at the gateway"} {
+		"(sudo sallyport down acme)", "replacing each other at the gateway"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("message %q lacks %q", err, want)
 		}
+	}
+	// A file outside the profiles is named as the file it was brought up from.
+	elsewhere := &InUseError{Device: "alice-laptop", Owner: lockOwner{PID: 1, Profile: "acme", Config: "/home/alice/acme.toml"}}
+	if !strings.Contains(elsewhere.Error(), "(sudo sallyport down -c /home/alice/acme.toml)") {
+		t.Errorf("message %q does not name the file", elsewhere)
 	}
 	l.Release()
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
