@@ -14,7 +14,9 @@ func TestExampleConfigParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Servers) != 1 || c.ServerName != "vpn.example.com" || c.Tunnel.Device != "sp0" || c.Admin.Socket == "" || c.Tunnel.Table != DefaultTable {
+	// As a bundle: no device (the first free spN), the socket after the
+	// profile (the file's name), so two profiles made from it never clash.
+	if len(c.Servers) != 1 || c.ServerName != "vpn.example.com" || c.Tunnel.Device != AutoDevice || c.Admin.Socket != DefaultSocket("client") || !c.Tunnel.tableAuto {
 		t.Fatalf("unexpected example config: %+v", c)
 	}
 }
