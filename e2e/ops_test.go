@@ -216,7 +216,7 @@ policies = []
 		t.Errorf("policy test, one wrong expectation: exit %d, want 1 and a diff:\n%s", code, out)
 	}
 
-	if out, code := spRun(t, "server", "check", "-c", conf); code != 0 || !strings.Contains(out, "ok (1 policies") {
+	if out, code := spRun(t, "server", "check", "-c", conf); code != 0 || !strings.Contains(out, "ok (1 policy: ") {
 		t.Errorf("server check of a good config: exit %d\n%s", code, out)
 	}
 	_, key := k.Server(gwName)

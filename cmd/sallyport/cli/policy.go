@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -216,8 +217,8 @@ out and the chgrp/chmod that lets it in. --as USER checks as another user;
 			for _, w := range r.Warnings {
 				fmt.Fprintf(out, "warning: %s\n", w)
 			}
-			fmt.Fprintf(out, "%s: ok (%d policies: %s; %d client CA certificates; CRL %s; renewal %s)\n", config, r.Policies,
-				strings.Join(policyNames(r.Config), ", "), r.CAs, r.CRL, r.Renewal)
+			fmt.Fprintf(out, "%s: ok (%s: %s; %s; CRL %s; renewal %s)\n", config, count(r.Policies, "policy", "policies"),
+				strings.Join(policyNames(r.Config), ", "), count(r.CAs, "client CA certificate", "client CA certificates"), r.CRL, r.Renewal)
 			if r.CheckedAs != "" {
 				fmt.Fprintf(out, "files read as user %s: ok\n", r.CheckedAs)
 			}
@@ -267,4 +268,12 @@ to end, then exits with status 0.`,
 	}
 	f.add(cmd)
 	return cmd
+}
+
+// count is "1 policy" or "2 policies".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
