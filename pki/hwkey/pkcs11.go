@@ -35,7 +35,17 @@ type pkcs11Signer struct {
 	ctx *crypto11.Context
 	key crypto11.Signer
 	pub crypto.PublicKey
+	// refused is the login error of a PIN the token refused, and
+	// refusedPIN that PIN: it is never tried again (a smart card locks
+	// after three), only a changed PIN source is.
+	refused    error
+	refusedPIN string
 }
+
+// pinError is a login the token refused for its PIN (wrong or locked).
+type pinError struct{ msg string }
+
+func (e *pinError) Error() string { return e.msg }
 
 func openPKCS11(u *PKCS11URI) (Signer, error) {
 	pin, err := ReadPIN(u.PINSource)
@@ -46,10 +56,12 @@ func openPKCS11(u *PKCS11URI) (Signer, error) {
 	if err := s.open(); err != nil {
 		return nil, err
 	}
+	s.pub = s.key.Public()
 	return s, nil
 }
 
-// open logs in to the token and finds the key.
+// open logs in to the token and finds the key. The public key the signer
+// was opened with (s.pub) stays: a key found later must be that one.
 func (s *pkcs11Signer) open() error {
 	ctx, err := configure(s.u, s.pin)
 	if err != nil {
@@ -60,7 +72,7 @@ func (s *pkcs11Signer) open() error {
 		ctx.Close()
 		return err
 	}
-	s.ctx, s.key, s.pub = ctx, key, key.Public()
+	s.ctx, s.key = ctx, key
 	return nil
 }
 
@@ -97,7 +109,7 @@ func (s *pkcs11Signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 		s.ctx.Close()
 		s.ctx, s.key = nil, nil
 	}
-	if err := s.open(); err != nil {
+	if err := s.relogin(); err != nil {
 		return nil, err
 	}
 	if !publicEqual(s.key.Public(), s.pub) {
@@ -107,6 +119,30 @@ func (s *pkcs11Signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 	}
 	sig, err := s.key.Sign(r, digest, opts)
 	return sig, s.wrap("sign", err)
+}
+
+// relogin opens the token again after its session was lost (pulled out
+// and put back), with the PIN its source holds now. A PIN the token
+// refused before is not tried again: every handshake of a reconnecting
+// client would spend one of the token's few tries until it locks.
+func (s *pkcs11Signer) relogin() error {
+	pin, err := ReadPIN(s.u.PINSource)
+	if err != nil {
+		return err
+	}
+	if s.refused != nil && pin == s.refusedPIN {
+		return fmt.Errorf("%w; not trying this PIN again (each wrong try brings the token closer to locking): put the right one in %s", s.refused, s.u.PINSource)
+	}
+	s.pin = pin
+	if err := s.open(); err != nil {
+		var pe *pinError
+		if errors.As(err, &pe) {
+			s.refused, s.refusedPIN = err, pin
+		}
+		return err
+	}
+	s.refused, s.refusedPIN = nil, ""
+	return nil
 }
 
 func (s *pkcs11Signer) wrap(doing string, err error) error {
@@ -248,7 +284,7 @@ func configure(u *PKCS11URI, pin string) (*crypto11.Context, error) {
 					msg += "; " + st
 				}
 			}
-			return nil, fmt.Errorf("PKCS#11 %s: %s (PIN from %s)", u.Describe(), msg, u.PINSource)
+			return nil, &pinError{fmt.Sprintf("PKCS#11 %s: %s (PIN from %s)", u.Describe(), msg, u.PINSource)}
 		}
 		return nil, pkcs11Error(u, "log in", err)
 	}

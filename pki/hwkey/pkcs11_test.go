@@ -147,3 +147,142 @@ func TestPKCS11PinState(t *testing.T) {
 		}
 	}
 }
+
+// tokenOp runs op on a raw session with the token of h, from this process
+// (the module is shared with crypto11's contexts, so what op does, they
+// see): the test's hand on the token.
+func tokenOp(t *testing.T, h *hwtest.SoftHSM, op func(p *pkcs11.Ctx, slot uint)) {
+	t.Helper()
+	p := pkcs11.New(h.Module)
+	if p == nil {
+		t.Fatal("load the module")
+	}
+	defer p.Destroy()
+	if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		t.Fatal(err)
+	}
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, slot := range slots {
+		if ti, err := p.GetTokenInfo(slot); err == nil && strings.TrimRight(ti.Label, " \x00") == h.Label {
+			op(p, slot)
+			return
+		}
+	}
+	t.Fatalf("token %q not found", h.Label)
+}
+
+// pullOut ends every session with the token, as pulling it out and
+// putting it back does (the login is gone with them).
+func pullOut(t *testing.T, h *hwtest.SoftHSM) {
+	t.Helper()
+	tokenOp(t, h, func(p *pkcs11.Ctx, slot uint) {
+		if err := p.CloseAllSessions(slot); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// asUser runs op in a read-write session logged in with pin.
+func asUser(t *testing.T, h *hwtest.SoftHSM, pin string, op func(p *pkcs11.Ctx, se pkcs11.SessionHandle)) {
+	t.Helper()
+	tokenOp(t, h, func(p *pkcs11.Ctx, slot uint) {
+		se, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.CloseSession(se)
+		if err := p.Login(se, pkcs11.CKU_USER, pin); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+			t.Fatal(err)
+		}
+		defer p.Logout(se)
+		op(p, se)
+	})
+}
+
+// TestPKCS11TokenPulledOut: a token taken out and put back mid-session
+// (its sessions and login gone) signs again after a new login; a PIN the
+// token refuses is tried once, not at every reconnect (a smart card locks
+// after three), and the PIN file is read again, so fixing it heals the
+// connection; a different key under the same label (another card) is
+// refused. Mutations caught: sessionLost not seeing the lost session, the
+// refused-PIN guard, keeping the PIN read at start instead of reading the
+// source again, dropping the same-key check after a new login.
+func TestPKCS11TokenPulledOut(t *testing.T) {
+	h, pinFile := newToken(t)
+	uri := h.URI("dev", pinFile)
+	first, err := GeneratePKCS11(uri, ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	s, err := Open(Ref{PKCS11: uri})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sign := func() error {
+		d := sha256.Sum256([]byte("handshake"))
+		sig, err := s.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err == nil && !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), d[:], sig) {
+			return errors.New("the signature does not verify")
+		}
+		return err
+	}
+	if err := sign(); err != nil {
+		t.Fatal(err)
+	}
+	pullOut(t, h)
+	if err := sign(); err != nil {
+		t.Fatalf("after the token came back: %v", err)
+	}
+
+	// The token's PIN was changed (by its owner, elsewhere); the PIN file
+	// still has the old one.
+	asUser(t, h, h.PIN, func(p *pkcs11.Ctx, se pkcs11.SessionHandle) {
+		if err := p.SetPIN(se, h.PIN, "24682468"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	pullOut(t, h)
+	if err := sign(); err == nil || !strings.Contains(err.Error(), "wrong PIN") {
+		t.Fatalf("old PIN after the token came back: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := sign(); err == nil || !strings.Contains(err.Error(), "not trying this PIN again") {
+			t.Fatalf("reconnect %d with the PIN the token refused: %v", i, err)
+		}
+	}
+	hwtest.WritePIN(t, pinFile, "24682468")
+	if err := sign(); err != nil {
+		t.Fatalf("after the PIN file was fixed: %v", err)
+	}
+
+	// Another card with a key of the same label.
+	asUser(t, h, "24682468", func(p *pkcs11.Ctx, se pkcs11.SessionHandle) {
+		if err := p.FindObjectsInit(se, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, "dev")}); err != nil {
+			t.Fatal(err)
+		}
+		objs, _, err := p.FindObjects(se, 10)
+		p.FindObjectsFinal(se)
+		if err != nil || len(objs) == 0 {
+			t.Fatalf("find the key: %v (%d objects)", err, len(objs))
+		}
+		for _, o := range objs {
+			if err := p.DestroyObject(se, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	other, err := GeneratePKCS11(uri, ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	pullOut(t, h)
+	if err := sign(); err == nil || !strings.Contains(err.Error(), "not the key this device was enrolled with") {
+		t.Fatalf("another key under the same label: %v", err)
+	}
+}
