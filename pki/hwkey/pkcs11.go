@@ -35,6 +35,9 @@ type pkcs11Signer struct {
 	ctx *crypto11.Context
 	key crypto11.Signer
 	pub crypto.PublicKey
+	// imported: the token says the key was not made there or was once
+	// extractable, so a copy may exist outside it (said in Where).
+	imported bool
 	// refused is the login error of a PIN the token refused, and
 	// refusedPIN that PIN: it is never tried again (a smart card locks
 	// after three), only a changed PIN source is.
@@ -68,6 +71,9 @@ func (s *pkcs11Signer) open() error {
 		return err
 	}
 	key, err := findKey(ctx, s.u)
+	if err == nil {
+		s.imported, err = keyStaysOnToken(ctx, key, s.u)
+	}
 	if err != nil {
 		ctx.Close()
 		return err
@@ -76,10 +82,33 @@ func (s *pkcs11Signer) open() error {
 	return nil
 }
 
+// keyStaysOnToken asks the token about a private key: one it would hand
+// out (extractable, or not sensitive) is refused, whoever made it. It
+// reports whether the key was imported or once extractable (not made on
+// the token and never extractable since), so a copy may exist outside.
+func keyStaysOnToken(ctx *crypto11.Context, key crypto11.Signer, u *PKCS11URI) (imported bool, err error) {
+	attrs, err := ctx.GetAttributes(key, []crypto11.AttributeType{pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE})
+	if err != nil {
+		return false, fmt.Errorf("PKCS#11 %s: cannot tell whether the token would export the key: %w", u.Describe(), err)
+	}
+	if !attrTrue(attrs, pkcs11.CKA_SENSITIVE) || attrTrue(attrs, pkcs11.CKA_EXTRACTABLE) {
+		return false, fmt.Errorf("PKCS#11 %s: the token would hand this key out (CKA_SENSITIVE false or CKA_EXTRACTABLE true): a device key must stay on it; make one there with sallyport pki csr --pkcs11", u.Describe())
+	}
+	origin, err := ctx.GetAttributes(key, []crypto11.AttributeType{pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_LOCAL})
+	if err != nil {
+		return true, nil // the token does not say: assume the worst, in words only
+	}
+	return !attrTrue(origin, pkcs11.CKA_NEVER_EXTRACTABLE) || !attrTrue(origin, pkcs11.CKA_LOCAL), nil
+}
+
 func (s *pkcs11Signer) Public() crypto.PublicKey { return s.pub }
 
 func (s *pkcs11Signer) Where() string {
-	return fmt.Sprintf("PKCS#11 %s (%s, module %s)", s.u.Describe(), describePublic(s.pub), s.u.ModulePath)
+	note := ""
+	if s.imported {
+		note = "; imported into the token, so a copy may exist outside it"
+	}
+	return fmt.Sprintf("PKCS#11 %s (%s, module %s%s)", s.u.Describe(), describePublic(s.pub), s.u.ModulePath, note)
 }
 
 func (s *pkcs11Signer) Close() error {
@@ -365,13 +394,7 @@ func GeneratePKCS11(uri string, alg Algorithm) (Signer, error) {
 		return nil, err
 	}
 	privAttrs := pubAttrs.Copy()
-	for _, a := range []struct {
-		t crypto11.AttributeType
-		v any
-	}{
-		{pkcs11.CKA_TOKEN, true}, {pkcs11.CKA_PRIVATE, true}, {pkcs11.CKA_SENSITIVE, true},
-		{pkcs11.CKA_EXTRACTABLE, false}, {pkcs11.CKA_SIGN, true}, {pkcs11.CKA_DECRYPT, false},
-	} {
+	for _, a := range privateTemplate {
 		if err := privAttrs.Set(a.t, a.v); err != nil {
 			return nil, err
 		}
@@ -390,20 +413,29 @@ func GeneratePKCS11(uri string, alg Algorithm) (Signer, error) {
 	}
 	// Read back what the token made: a token that ignored the template
 	// would leave an exportable key, so check rather than trust.
-	attrs, err := ctx.GetAttributes(key, []crypto11.AttributeType{pkcs11.CKA_EXTRACTABLE, pkcs11.CKA_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE})
-	if err != nil {
+	if imported, err := keyStaysOnToken(ctx, key, u); err != nil || imported {
 		_ = key.Delete()
-		return nil, pkcs11Error(u, "read the new key's attributes", err)
-	}
-	if !attrTrue(attrs, pkcs11.CKA_SENSITIVE) || attrTrue(attrs, pkcs11.CKA_EXTRACTABLE) || !attrTrue(attrs, pkcs11.CKA_NEVER_EXTRACTABLE) {
-		_ = key.Delete()
-		return nil, fmt.Errorf("PKCS#11 %s: the token made an exportable key despite the template; deleted it, refusing to use this token", u.Describe())
+		if err == nil {
+			err = errors.New("it says the key was not made there or was extractable")
+		}
+		return nil, fmt.Errorf("PKCS#11 %s: the token did not make the key as asked (%v); deleted it, refusing to use this token", u.Describe(), err)
 	}
 	ok = true
 	if u.ID == nil {
 		u.ID = id
 	}
 	return &pkcs11Signer{u: u, pin: pin, ctx: ctx, key: key, pub: key.Public()}, nil
+}
+
+// privateTemplate is what GeneratePKCS11 asks of a new private key: on
+// the token, behind the PIN, never readable or exportable, signing only.
+// (A variable so a test can play a token that ignores part of it.)
+var privateTemplate = []struct {
+	t crypto11.AttributeType
+	v any
+}{
+	{pkcs11.CKA_TOKEN, true}, {pkcs11.CKA_PRIVATE, true}, {pkcs11.CKA_SENSITIVE, true},
+	{pkcs11.CKA_EXTRACTABLE, false}, {pkcs11.CKA_SIGN, true}, {pkcs11.CKA_DECRYPT, false},
 }
 
 func attrTrue(set crypto11.AttributeSet, t crypto11.AttributeType) bool {

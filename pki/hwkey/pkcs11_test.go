@@ -5,8 +5,10 @@ package hwkey
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/asn1"
 	"errors"
 	"os"
 	"path/filepath"
@@ -284,5 +286,110 @@ func TestPKCS11TokenPulledOut(t *testing.T) {
 	pullOut(t, h)
 	if err := sign(); err == nil || !strings.Contains(err.Error(), "not the key this device was enrolled with") {
 		t.Fatalf("another key under the same label: %v", err)
+	}
+}
+
+// p256Params is CKA_EC_PARAMS for P-256 (the curve's OID, DER).
+var p256Params = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// TestPKCS11KeyTheTokenWouldExport: a key the token would hand out is no
+// device key, whether the token made it so against sallyport's template
+// (deleted at once) or someone else put it there (refused at open); a key
+// imported into the token is used but said to be so. Mutations caught:
+// the read-back after generation, the refusal at open, the imported note.
+func TestPKCS11KeyTheTokenWouldExport(t *testing.T) {
+	h, pinFile := newToken(t)
+
+	// A token that ignores "sensitive, not extractable".
+	saved := privateTemplate
+	t.Cleanup(func() { privateTemplate = saved })
+	privateTemplate = nil
+	for _, a := range saved {
+		switch a.t {
+		case pkcs11.CKA_SENSITIVE:
+			a.v = false
+		case pkcs11.CKA_EXTRACTABLE:
+			a.v = true
+		}
+		privateTemplate = append(privateTemplate, a)
+	}
+	if _, err := GeneratePKCS11(h.URI("careless", pinFile), ECDSAP256); err == nil || !strings.Contains(err.Error(), "did not make the key as asked") {
+		t.Fatalf("generation on a token that ignored the template: %v", err)
+	}
+	privateTemplate = saved
+	if _, err := Open(Ref{PKCS11: h.URI("careless", pinFile)}); err == nil || !strings.Contains(err.Error(), "no such key") {
+		t.Fatalf("the exportable key was left on the token: %v", err)
+	}
+
+	// Keys made with the token's own tools that it would hand out: one
+	// extractable (wrapped out with any key), one not sensitive (read out
+	// as it is).
+	for _, k := range []struct {
+		label                  string
+		sensitive, extractable bool
+	}{{"extractable", true, true}, {"readable", false, false}} {
+		asUser(t, h, h.PIN, func(p *pkcs11.Ctx, se pkcs11.SessionHandle) {
+			_, _, err := p.GenerateKeyPair(se, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
+				[]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256Params),
+					pkcs11.NewAttribute(pkcs11.CKA_LABEL, k.label), pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(k.label)), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)},
+				[]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+					pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, k.sensitive), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, k.extractable),
+					pkcs11.NewAttribute(pkcs11.CKA_LABEL, k.label), pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(k.label)), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true)})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+		if _, err := Open(Ref{PKCS11: h.URI(k.label, pinFile)}); err == nil || !strings.Contains(err.Error(), "would hand this key out") {
+			t.Errorf("a key the token would hand out (%s): %v", k.label, err)
+		}
+	}
+
+	// A key made in software and imported: sensitive and not extractable
+	// now, but a copy may exist.
+	soft, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := soft.ECDH()
+	if err != nil {
+		t.Fatal(err)
+	}
+	point, _ := asn1.Marshal(ek.PublicKey().Bytes()) // the uncompressed point as an octet string, as PKCS#11 wants it
+	asUser(t, h, h.PIN, func(p *pkcs11.Ctx, se pkcs11.SessionHandle) {
+		for _, tmpl := range [][]*pkcs11.Attribute{
+			{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256Params), pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, point),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, "imported"), pkcs11.NewAttribute(pkcs11.CKA_ID, []byte{2}), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)},
+			{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256Params),
+				pkcs11.NewAttribute(pkcs11.CKA_VALUE, soft.D.FillBytes(make([]byte, 32))),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, "imported"), pkcs11.NewAttribute(pkcs11.CKA_ID, []byte{2}), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true)},
+		} {
+			if _, err := p.CreateObject(se, tmpl); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	s, err := Open(Ref{PKCS11: h.URI("imported", pinFile)})
+	if err != nil {
+		t.Fatalf("an imported, non-extractable key: %v", err)
+	}
+	defer s.Close()
+	if w := s.Where(); !strings.Contains(w, "imported into the token") {
+		t.Errorf("Where() of an imported key = %q", w)
+	}
+	made, err := GeneratePKCS11(h.URI("made-here", pinFile), ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made.Close()
+	m, err := Open(Ref{PKCS11: h.URI("made-here", pinFile)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if w := m.Where(); strings.Contains(w, "imported") {
+		t.Errorf("Where() of a key made on the token = %q", w)
 	}
 }
