@@ -24,8 +24,11 @@ func TestUnits(t *testing.T) {
 			"User=sallyport", "Group=sallyport", "RuntimeDirectory=sallyport", "StateDirectory=sallyport"}},
 		// The laptop fails closed from the first second of a boot: its
 		// unit is in place before the network is configured.
+		// A TPM-held device key needs the TPM; a renewal rewrites the
+		// profile and writes the next TPM key file in /etc/sallyport.
 		{"sallyport-client@.service", "CAP_NET_ADMIN", []string{"StateDirectory=sallyport",
-			"Wants=network-pre.target", "Before=network-pre.target", "After=nftables.service"}},
+			"Wants=network-pre.target", "Before=network-pre.target", "After=nftables.service",
+			"DeviceAllow=/dev/tpmrm0 rw", "ReadWritePaths=-/etc/sallyport"}},
 	}
 	required := []string{
 		"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict",
