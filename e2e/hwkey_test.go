@@ -128,17 +128,27 @@ func TestHardwareKeyTunnel(t *testing.T) {
 	}
 }
 
-// noUsableKey fails when a file under dir holds a PEM private key.
+// noUsableKey fails when a file under dir holds a PEM private key, also
+// one quoted inside another format (a JSON state file, a TOML string),
+// where PEM parsing does not find it. A TPM key file ("TSS2 PRIVATE KEY",
+// wrapped by the TPM) is not one.
 func noUsableKey(t *testing.T, dir string) {
 	t.Helper()
 	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil
 		}
-		if data, err := os.ReadFile(path); err == nil {
-			if _, err := pki.ParseKey(data); err == nil {
-				t.Errorf("%s holds a usable private key", path)
-			}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		if _, err := pki.ParseKey(data); err == nil {
+			t.Errorf("%s holds a usable private key", path)
+			return nil
+		}
+		text := strings.ReplaceAll(string(data), "TSS2 PRIVATE KEY", "")
+		if strings.Contains(text, "PRIVATE KEY-----") {
+			t.Errorf("%s holds a private key block", path)
 		}
 		return nil
 	})
