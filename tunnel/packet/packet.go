@@ -43,7 +43,9 @@ const (
 type Info struct {
 	Version uint8 // 4 or 6
 	// Proto is the transport protocol: the IPv4 protocol field, or for IPv6
-	// the first header after the extension headers.
+	// the first header after the extension headers (for a non-first
+	// fragment, the next header its fragment header names: the headers
+	// after it are not in this fragment).
 	Proto    uint8
 	Src, Dst netip.Addr
 	// SrcPort and DstPort are the TCP/UDP ports. For ICMP/ICMPv6 echo request
@@ -190,9 +192,6 @@ func parse6(b []byte, info *Info) error {
 			info.FragOffset = fo &^ 7 // offset field is in 8-byte units, top 13 bits
 		default:
 			info.Proto = next
-			if info.FragOffset != 0 {
-				return nil
-			}
 			return parseL4(b[off:end], info, ProtoICMPv6)
 		}
 		if i >= maxExtHeaders {
@@ -202,6 +201,15 @@ func parse6(b []byte, info *Info) error {
 			return errExt6
 		}
 		next = b[off]
+		if info.FragOffset != 0 {
+			// A non-first fragment: what follows its header is data from
+			// the middle of the packet, never headers (the kernel's
+			// ipv6_skip_exthdr stops here too). Walking it would let data
+			// that looks like a second fragment header make this a first
+			// fragment with ports.
+			info.Proto = next
+			return nil
+		}
 		off += hlen
 	}
 }

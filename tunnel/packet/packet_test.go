@@ -136,6 +136,17 @@ func TestParse(t *testing.T) {
 			Info{Version: 6, Proto: ProtoUDP, Src: src6, Dst: dst6, SrcPort: 7, DstPort: 8, Fragment: true}, nil},
 		{"v6 later fragment", v6(protoFragment, fragHdr(ProtoUDP, 1448, true), []byte{1, 2, 3}),
 			Info{Version: 6, Proto: ProtoUDP, Src: src6, Dst: dst6, Fragment: true, FragOffset: 1448}, nil},
+		// A non-first fragment carries data, not headers: what follows its
+		// fragment header is never walked. Here the data looks like a
+		// second fragment header (offset 0) and a TCP header to port 443;
+		// read as headers it would make the fragment a first one with
+		// ports, judged by a port rule instead of an all-ports one.
+		{"v6 later fragment, data looks like a first fragment", v6(protoFragment, fragHdr(protoFragment, 8, false), append(fragHdr(ProtoTCP, 0, false), ports(40000, 443, 20)...)),
+			Info{Version: 6, Proto: protoFragment, Src: src6, Dst: dst6, Fragment: true, FragOffset: 8}, nil},
+		{"v6 later fragment, data looks like a long header chain", v6(protoFragment, fragHdr(protoDestOpts, 16, false), tooMany),
+			Info{Version: 6, Proto: protoDestOpts, Src: src6, Dst: dst6, Fragment: true, FragOffset: 16}, nil},
+		{"v6 first fragment, then a later one's header", v6(protoFragment, fragHdr(protoFragment, 0, true), append(fragHdr(ProtoTCP, 8, false), ports(40000, 443, 20)...)),
+			Info{Version: 6, Proto: ProtoTCP, Src: src6, Dst: dst6, Fragment: true, FragOffset: 8}, nil},
 		{"v6 atomic fragment", v6(protoFragment, fragHdr(ProtoTCP, 0, false), ports(1, 2, 20)),
 			Info{Version: 6, Proto: ProtoTCP, Src: src6, Dst: dst6, SrcPort: 1, DstPort: 2, Fragment: true}, nil},
 		{"v6 no next header", v6(59, nil, nil),
