@@ -374,3 +374,36 @@ func linkAddrs(t *testing.T, name string, family int) []netip.Prefix {
 	}
 	return out
 }
+
+// TestValidateVnetAgreesWithKernel: every header ValidateVnet accepts, the
+// kernel takes too. A header the kernel refuses (EINVAL) that passed would
+// lose its packet as a TUN write error, uncounted, instead of being
+// counted as malformed (the partial checksum beyond the packet did).
+func TestValidateVnetAgreesWithKernel(t *testing.T) {
+	inNetns(t, func() {
+		name := testDevName()
+		d, err := OpenDevice(name, DriverWireguard, 1500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := LinkUp(name, 1500); err != nil {
+			t.Fatal(err)
+		}
+		v, ok := AsVnet(d)
+		if !ok {
+			t.Fatal("the wireguard TUN has no offloads")
+		}
+		for _, c := range vnetCases() {
+			if ValidateVnet(c.h, c.pkt, 1500) != nil {
+				continue
+			}
+			buf := make([]byte, Headroom+len(c.pkt))
+			c.h.Encode(buf[Headroom-VnetHdrLen:])
+			copy(buf[Headroom:], c.pkt)
+			if err := v.WriteVnet(buf, Headroom); err != nil {
+				t.Errorf("%s: ValidateVnet accepts it, the kernel refuses it: %v", c.name, err)
+			}
+		}
+	})
+}

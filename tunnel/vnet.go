@@ -126,10 +126,12 @@ func l4HeaderLen(pkt []byte, ipLen int, proto byte) (int, error) {
 }
 
 // ValidateVnet checks a header from the network against the packet it came
-// with, so only well-formed offload requests reach the kernel: a known GSO
-// type matching the packet's IP version and protocol, checksum fields that
-// point at that protocol's checksum, a segment size from 1 to mtu, and no
-// more than 64 segments.
+// with, so only well-formed offload requests reach the kernel: an IP
+// packet whose length fields match its length, a known GSO type matching
+// its IP version and protocol, checksum fields that point at that
+// protocol's checksum inside a complete transport header, a segment size
+// from 1 to mtu, no more than 64 segments, and a header length within the
+// packet. An all-zero header (a plain packet) passes unchecked.
 func ValidateVnet(h VnetHdr, pkt []byte, mtu int) error {
 	if h.Flags&^(VnetFlagNeedsCsum|VnetFlagDataValid) != 0 {
 		return fmt.Errorf("%w: flags %#x", errVnet, h.Flags)
@@ -141,6 +143,7 @@ func ValidateVnet(h VnetHdr, pkt []byte, mtu int) error {
 	if err != nil {
 		return err
 	}
+	l4 := 0 // the transport header's length, known when a checksum is asked for
 	if h.Flags&VnetFlagNeedsCsum != 0 {
 		want := uint16(16)
 		if proto == 17 {
@@ -150,6 +153,12 @@ func ValidateVnet(h VnetHdr, pkt []byte, mtu int) error {
 		}
 		if int(h.CsumStart) != ipLen || h.CsumOffset != want {
 			return fmt.Errorf("%w: checksum at %d+%d, want %d+%d", errVnet, h.CsumStart, h.CsumOffset, ipLen, want)
+		}
+		// The checksum field must be in the packet: the kernel refuses
+		// the write otherwise (EINVAL), and the packet would be lost as a
+		// write error instead of counted as malformed.
+		if l4, err = l4HeaderLen(pkt, ipLen, proto); err != nil {
+			return err
 		}
 	}
 	gso := h.GSOType &^ VnetGSOECN
@@ -167,10 +176,6 @@ func ValidateVnet(h VnetHdr, pkt []byte, mtu int) error {
 	}
 	if h.Flags&VnetFlagNeedsCsum == 0 {
 		return fmt.Errorf("%w: GSO without checksum offload", errVnet)
-	}
-	l4, err := l4HeaderLen(pkt, ipLen, proto)
-	if err != nil {
-		return err
 	}
 	payload := len(pkt) - ipLen - l4
 	if h.GSOSize == 0 || int(h.GSOSize)+ipLen+l4 > mtu || payload > 64*int(h.GSOSize) {

@@ -155,16 +155,43 @@ func TestCompleteChecksum(t *testing.T) {
 	}
 }
 
-func TestValidateVnet(t *testing.T) {
+// cut4 is the first n bytes of the IPv4 packet p with its total length
+// saying n.
+func cut4(p []byte, n int) []byte {
+	q := bytes.Clone(p[:n])
+	binary.BigEndian.PutUint16(q[2:], uint16(n))
+	return q
+}
+
+// csumOnly is a header asking only for a partial checksum of an IPv4
+// packet's TCP (6) or UDP (17) header.
+func csumOnly(proto byte) VnetHdr {
+	off := uint16(16)
+	if proto == 17 {
+		off = 6
+	}
+	return VnetHdr{Flags: VnetFlagNeedsCsum, CsumStart: 20, CsumOffset: off}
+}
+
+// vnetCase is a virtio-net header from the network and the packet it came
+// with: ok when ValidateVnet must accept it at MTU 1500.
+type vnetCase struct {
+	name string
+	h    VnetHdr
+	pkt  []byte
+	ok   bool
+}
+
+// vnetCases are the headers a thief would send, each at the edge of a rule
+// of ValidateVnet, and honest ones beside them.
+func vnetCases() []vnetCase {
 	p := superPacket(false, 6, 1448*3)
+	p6 := superPacket(true, 6, 1428*3)
+	icmp4 := superPacket(false, 17, 100)
+	icmp4[9] = 1
 	good := hdrFor(p, 6, 1448)
 	mod := func(f func(*VnetHdr)) VnetHdr { h := good; f(&h); return h }
-	tests := []struct {
-		name string
-		h    VnetHdr
-		pkt  []byte
-		ok   bool
-	}{
+	return []vnetCase{
 		{"good", good, p, true},
 		{"plain", VnetHdr{}, p, true},
 		{"unknown flag", mod(func(h *VnetHdr) { h.Flags |= 0x10 }), p, false},
@@ -179,8 +206,35 @@ func TestValidateVnet(t *testing.T) {
 		{"ecn ok", mod(func(h *VnetHdr) { h.GSOType |= VnetGSOECN }), p, true},
 		{"length mismatch", good, p[:len(p)-1], false},
 		{"udp type on tcp", mod(func(h *VnetHdr) { h.GSOType = VnetGSOUDPL4 }), p, false},
+		// The thief's headers: each at the edge of what the kernel takes.
+		{"segment exactly at the mtu", mod(func(h *VnetHdr) { h.GSOSize = 1460 }), p, true},
+		{"segment one byte over the mtu", mod(func(h *VnetHdr) { h.GSOSize = 1461 }), p, false},
+		{"64 segments", mod(func(h *VnetHdr) { h.GSOSize = 68 }), p, true}, // 64*68 >= 4344
+		{"65 segments", mod(func(h *VnetHdr) { h.GSOSize = 67 }), p, false},
+		{"header length at the packet's end", mod(func(h *VnetHdr) { h.HdrLen = uint16(len(p)) }), p, true},
+		{"header length beyond the packet", mod(func(h *VnetHdr) { h.HdrLen = uint16(len(p) + 1) }), p, false},
+		{"ecn without gso", VnetHdr{GSOType: VnetGSOECN}, p, false},
+		{"segment size without gso", VnetHdr{GSOSize: 1400}, p, false},
+		{"data-valid alone", VnetHdr{Flags: VnetFlagDataValid}, p, true},
+		{"ipv4 total length lies", good, func() []byte { q := bytes.Clone(p); binary.BigEndian.PutUint16(q[2:], uint16(len(q)-1)); return q }(), false},
+		{"ipv4 header length beyond the packet", good, func() []byte { q := cut4(p, 40); q[0] = 0x4f; return q }(), false},
+		{"ipv6 payload length lies", hdrFor(p6, 6, 1428), p6[:len(p6)-1], false},
+		{"ipv6 extension header with offload", hdrFor(p6, 6, 1428), func() []byte { q := bytes.Clone(p6); q[6] = 0; return q }(), false},
+		{"ip version 5", good, func() []byte { q := bytes.Clone(p); q[0] = 0x55; return q }(), false},
+		{"tcp header length beyond the packet", good, func() []byte { q := cut4(p, 60); q[32] = 15 << 4; return q }(), false},
+		// A partial checksum (no GSO) whose field lies beyond the packet:
+		// the kernel refuses the write (EINVAL), so it must be refused
+		// here, counted as malformed, not lost as a write error.
+		{"partial checksum, tcp", csumOnly(6), superPacket(false, 6, 100), true},
+		{"partial checksum, udp", csumOnly(17), superPacket(false, 17, 100), true},
+		{"partial checksum, tcp header cut short", csumOnly(6), cut4(superPacket(false, 6, 100), 36), false},
+		{"partial checksum, no udp header", csumOnly(17), cut4(superPacket(false, 17, 100), 20), false},
+		{"partial checksum of icmp", VnetHdr{Flags: VnetFlagNeedsCsum, CsumStart: 20, CsumOffset: 2}, icmp4, false},
 	}
-	for _, tt := range tests {
+}
+
+func TestValidateVnet(t *testing.T) {
+	for _, tt := range vnetCases() {
 		if err := ValidateVnet(tt.h, tt.pkt, 1500); (err == nil) != tt.ok {
 			t.Errorf("%s: err=%v, want ok=%v", tt.name, err, tt.ok)
 		}
