@@ -11,9 +11,13 @@
  *      the bytes still unread behind the batch), one bulk packet is the
  *      victim (BulkVictim), dropped as DropCongestion.
  *   3. Header validation, one rule and one limit on both sides: a packet
- *      behind a non-zero virtio-net header reaches the kernel only if
- *      ValidateVnet accepts the header for the tunnel MTU (else
- *      DropMalformed).
+ *      must begin as IPv4 or IPv6 (the TUN refuses the write of anything
+ *      else, and wireguard's GRO a whole run holding an empty packet), and
+ *      a packet behind a non-zero virtio-net header reaches the kernel
+ *      only if ValidateVnet accepts the header for the tunnel MTU; else
+ *      DropMalformed. A plain packet is not parsed further here (the
+ *      gateway's verdict parses it) and is bounded by the frame, not the
+ *      MTU: the kernel takes an oversize packet as a router does.
  *   4. Verdict, optional: the gateway passes its packet rules
  *      (anti-spoofing, policy, conntrack; server/verdict.go), the laptop
  *      none. A verdict sees only the packet, so any transport that yields
@@ -83,6 +87,8 @@ func (in *Inbound) Deliver(b *Batch, n int, now time.Time, backlog int) InboundR
 		switch {
 		case i == victim:
 			why = DropCongestion
+		case len(pkt) == 0 || pkt[0]>>4 != 4 && pkt[0]>>4 != 6:
+			why = DropMalformed // the kernel refuses the write (and GRO the whole run for an empty one)
 		case b.GSO[i] && ValidateVnet(DecodeVnetHdr(b.Bufs[i][Headroom-VnetHdrLen:]), pkt, in.MTU) != nil:
 			why = DropMalformed
 		case in.Verdict != nil:

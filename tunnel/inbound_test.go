@@ -110,7 +110,8 @@ func TestInboundNoCongestion(t *testing.T) {
 
 // TestInboundHeaderValidation: one rule and one limit on both sides: a
 // super-packet reaches the TUN only with a header that describes it for
-// the tunnel MTU; plain packets are not parsed at all (no verdict).
+// the tunnel MTU; of a plain packet only the IP version is looked at (no
+// verdict): bytes that are neither IPv4 nor IPv6 are malformed.
 func TestInboundHeaderValidation(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	super := superPacket(false, 6, 8000)
@@ -125,10 +126,10 @@ func TestInboundHeaderValidation(t *testing.T) {
 	var drops DropCounts
 	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops}
 	res := in.Deliver(batchOf(pkts, map[int]VnetHdr{1: good, 2: tooBig, 3: lying, 4: atMTU}), len(pkts), now, 0)
-	if got, want := sizes(dev.got), []int{60, VnetHdrLen + len(super), VnetHdrLen + len(super), 3}; !equalInts(got, want) {
+	if got, want := sizes(dev.got), []int{60, VnetHdrLen + len(super), VnetHdrLen + len(super)}; !equalInts(got, want) {
 		t.Fatalf("TUN got %v, want %v", got, want)
 	}
-	if drops.Load(DropMalformed) != 2 || res.Written != 4 {
+	if drops.Load(DropMalformed) != 3 || res.Written != 3 {
 		t.Fatalf("malformed %d, written %d", drops.Load(DropMalformed), res.Written)
 	}
 	if h := DecodeVnetHdr(dev.got[1]); h != good {
@@ -138,7 +139,7 @@ func TestInboundHeaderValidation(t *testing.T) {
 	dev2 := &recDev{}
 	in2 := Inbound{Dev: dev2, MTU: 1280, Drops: &drops}
 	in2.Deliver(batchOf([][]byte{super}, map[int]VnetHdr{0: good}), 1, now, 0)
-	if len(dev2.got) != 0 || drops.Load(DropMalformed) != 3 {
+	if len(dev2.got) != 0 || drops.Load(DropMalformed) != 4 {
 		t.Fatalf("segment of 1400 at MTU 1280 reached the TUN")
 	}
 }
@@ -277,4 +278,105 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestInboundThief: one batch of what a thief sends, honest packets
+// between: every lying virtio-net header (vnetCases) and every plain
+// packet the kernel would refuse (empty, not IPv4 or IPv6) is dropped as
+// malformed and counted; everything else reaches the TUN in the order it
+// came, whatever was dropped around it. Plain packets are bounded by the
+// frame, not the MTU (a router takes an oversize packet and answers it
+// with ICMP), so one at the MTU and one over it both pass.
+func TestInboundThief(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	var pkts [][]byte
+	hdrs := map[int]VnetHdr{}
+	var want [][]byte // what the TUN must get, in order (GSO ones with their header)
+	malformed := 0
+	honest := 100
+	add := func(p []byte, h *VnetHdr, pass bool) {
+		if h != nil {
+			hdrs[len(pkts)] = *h
+		}
+		pkts = append(pkts, p)
+		switch {
+		case !pass:
+			malformed++
+		case h != nil:
+			var hb [VnetHdrLen]byte
+			h.Encode(hb[:])
+			want = append(want, append(hb[:], p...))
+		default:
+			want = append(want, p)
+		}
+		honest++
+		pkts = append(pkts, tagged(honest)) // an honest packet after each
+		want = append(want, tagged(honest))
+	}
+	for _, c := range vnetCases() {
+		add(c.pkt, &c.h, c.ok)
+	}
+	add(tagged(1500), nil, true) // a plain packet at the MTU
+	add(tagged(1501), nil, true) // and one byte over it
+	add(superPacket(true, 17, 100), nil, true)
+	add([]byte{}, nil, false) // empty: the kernel refuses it, and wireguard's GRO refuses the whole write
+	add([]byte{0x50, 1, 2, 3}, nil, false)
+	add(bytes.Repeat([]byte{0x45}, 3), nil, true) // a short IPv4 packet: the kernel drops it, not the write
+
+	dev := &recDev{}
+	var drops DropCounts
+	var packets, byts atomic.Uint64
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, Packets: &packets, Bytes: &byts}
+	res := in.Deliver(batchOf(pkts, hdrs), len(pkts), now, 0)
+	if len(dev.got) != len(want) {
+		t.Fatalf("TUN got %d packets, want %d", len(dev.got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(dev.got[i], want[i]) {
+			t.Fatalf("TUN packet %d is %d bytes, want %d (order kept)", i, len(dev.got[i]), len(want[i]))
+		}
+	}
+	if got := drops.Load(DropMalformed); got != uint64(malformed) || res.Written != len(want) || res.Packets != len(pkts) || packets.Load() != uint64(len(pkts)) {
+		t.Fatalf("malformed %d (want %d), result %+v, counted %d", got, malformed, res, packets.Load())
+	}
+}
+
+// TestInboundAllDropped: a batch in which nothing survives writes nothing
+// and counts every packet once: all malformed, and a one-packet batch
+// whose one bulk packet is the congestion victim.
+func TestInboundAllDropped(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	super := superPacket(false, 6, 4000)
+	bad := hdrFor(super, 6, 1400)
+	bad.GSOSize = 0
+	for _, tc := range []struct {
+		name  string
+		pkts  [][]byte
+		hdrs  map[int]VnetHdr
+		aqm   *AQM
+		why   DropReason
+		drops uint64
+	}{
+		{"every header lies", [][]byte{super, super, super}, map[int]VnetHdr{0: bad, 1: bad, 2: bad}, nil, DropMalformed, 3},
+		{"every packet empty", [][]byte{{}, {}}, nil, nil, DropMalformed, 2},
+		{"one packet, the congestion victim", [][]byte{tagged(1400)}, nil, congested(now), DropCongestion, 1},
+	} {
+		dev := &recDev{}
+		var drops DropCounts
+		in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, AQM: tc.aqm}
+		res := in.Deliver(batchOf(tc.pkts, tc.hdrs), len(tc.pkts), now, 1<<30)
+		if res.Written != 0 || dev.writes != 0 || res.WriteErr != nil || res.Packets != len(tc.pkts) {
+			t.Errorf("%s: result %+v, %d writes", tc.name, res, dev.writes)
+		}
+		if got := drops.Load(tc.why); got != tc.drops {
+			t.Errorf("%s: %s drops %d, want %d", tc.name, tc.why, got, tc.drops)
+		}
+	}
+	// A one-packet batch of a small packet is never thinned.
+	dev := &recDev{}
+	var drops DropCounts
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, AQM: congested(now)}
+	if res := in.Deliver(batchOf([][]byte{tagged(100)}, nil), 1, now, 1<<30); res.Written != 1 || drops.Load(DropCongestion) != 0 {
+		t.Errorf("a lone ACK-sized packet: result %+v, congestion %d", res, drops.Load(DropCongestion))
+	}
 }

@@ -187,6 +187,7 @@ type vnetCase struct {
 func vnetCases() []vnetCase {
 	p := superPacket(false, 6, 1448*3)
 	p6 := superPacket(true, 6, 1428*3)
+	u6 := superPacket(true, 17, 1400*3)
 	icmp4 := superPacket(false, 17, 100)
 	icmp4[9] = 1
 	good := hdrFor(p, 6, 1448)
@@ -218,6 +219,8 @@ func vnetCases() []vnetCase {
 		{"data-valid alone", VnetHdr{Flags: VnetFlagDataValid}, p, true},
 		{"ipv4 total length lies", good, func() []byte { q := bytes.Clone(p); binary.BigEndian.PutUint16(q[2:], uint16(len(q)-1)); return q }(), false},
 		{"ipv4 header length beyond the packet", good, func() []byte { q := cut4(p, 40); q[0] = 0x4f; return q }(), false},
+		{"good ipv6", hdrFor(p6, 6, 1428), p6, true},
+		{"good udp gso over ipv6", hdrFor(u6, 17, 1400), u6, true},
 		{"ipv6 payload length lies", hdrFor(p6, 6, 1428), p6[:len(p6)-1], false},
 		{"ipv6 extension header with offload", hdrFor(p6, 6, 1428), func() []byte { q := bytes.Clone(p6); q[6] = 0; return q }(), false},
 		{"ip version 5", good, func() []byte { q := bytes.Clone(p); q[0] = 0x55; return q }(), false},
