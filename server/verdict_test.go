@@ -198,3 +198,43 @@ func TestDeviceToLANNoAllocs(t *testing.T) {
 		t.Fatalf("spoofed %d policy %d", ss.drops.Load(tunnel.DropSpoofed), ss.drops.Load(tunnel.DropPolicy))
 	}
 }
+
+// FuzzVerdicts: arbitrary bytes as a device's packet (fromDevice) and as a
+// packet from the network for it (admit) never panic, and nothing passes
+// that does not parse: from the device only from one of its addresses,
+// to a destination its grant allows; for the device only to it.
+func FuzzVerdicts(f *testing.F) {
+	const me, me6, host = "10.8.0.2", "fd00:8::2", "192.168.77.10"
+	f.Add(udp4(me, host, 5000, 53))
+	f.Add(udp4(host, me, 53, 5000))
+	f.Add(udp4("10.8.0.9", host, 5000, 53)) // spoofed
+	f.Add(ipv4(packet.ProtoTCP, me, host, l4(packet.ProtoTCP, 40000, 443, 0, 0)))
+	f.Add(udp6(me6, "fd00:77::10", 5000, 53))
+	f.Add(icmp6(icmpv6RouterSolicit, "fe80::1", "ff02::2"))
+	f.Add(icmpErr(false, 3, host, me, udp4(me, host, 5000, 53)[:28], 0))
+	f.Add([]byte{0x45})
+	set, err := policy.Compile([]policy.Policy{{Name: "p", Match: policy.Match{CN: []string{"*"}},
+		Allow: []string{"192.168.77.0/24 udp/53", "192.168.77.0/24 tcp/443", "fd00:77::/64"}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	grant := set.Lookup(pki.Identity{Device: "alice"})
+	addr, addr6 := netip.MustParseAddr(me), netip.MustParseAddr(me6)
+	ss := &session{srv: &Server{}, addr: addr, addr6: addr6, flows: conntrack.New(64)}
+	ss.grant.Store(grant)
+	now := time.Unix(1e9, 0)
+	ss.fromDevice(udp4(me, host, 5000, 53), now) // a flow for admit's replies
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		var info packet.Info
+		parses := packet.Parse(pkt, &info) == nil
+		if ss.fromDevice(pkt, now) == tunnel.Accept {
+			if !parses || info.Src != addr && info.Src != addr6 || !grant.Allows(&info) {
+				t.Fatalf("from the device, passed: %+v (parses %v)", info, parses)
+			}
+		}
+		var scratch packet.Info
+		if ss.admit(pkt, &scratch, now) && (!parses || info.Dst != addr && info.Dst != addr6) {
+			t.Fatalf("for the device, passed: %+v (parses %v)", info, parses)
+		}
+	})
+}

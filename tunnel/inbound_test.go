@@ -380,3 +380,84 @@ func TestInboundAllDropped(t *testing.T) {
 		t.Errorf("a lone ACK-sized packet: result %+v, congestion %d", res, drops.Load(DropCongestion))
 	}
 }
+
+// FuzzInbound: arbitrary bytes from the peer's stream through
+// Inbound.ReadStream (gso negotiated, or not; under congestion, or not).
+// It never panics; every packet it counts is written or counted dropped
+// exactly once; what reaches the TUN is what the stream carried, in the
+// order it came, with a header ValidateVnet accepts for the MTU or none,
+// and never a packet the TUN would refuse.
+func FuzzInbound(f *testing.F) {
+	var s []byte
+	s, _ = AppendFrame(s, FrameData, tagged(100))
+	s, _ = AppendFrame(s, FrameKeepalive, nil)
+	s, _ = AppendFrame(s, FrameData, []byte{0x50, 1, 2})
+	super := superPacket(false, 6, 300) // small seeds: the fuzzer minimizes what it finds byte by byte
+	var hb [VnetHdrLen]byte
+	hdrFor(super, 6, 100).Encode(hb[:])
+	s, _ = AppendFrame(s, FrameDataGSO, append(hb[:], super...))
+	s, _ = AppendFrame(s, FrameData, tagged(600)) // bulk: a congestion victim
+	f.Add(s, byte(0))
+	f.Add(s, byte(3))
+	f.Add([]byte{FrameDataGSO, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x45, 0}, byte(1))
+	f.Add([]byte{FrameData, 0, 0, 1, 0x60}, byte(0))
+	const mtu = 1500
+	b := NewBatch(8, Headroom+MaxPayload)
+	f.Fuzz(func(t *testing.T, in []byte, mode byte) {
+		gso, congestion := mode&1 != 0, mode&2 != 0
+		// What the stream carries, in order, as the TUN would get it.
+		var sent [][]byte
+		r := NewReader(bytes.NewReader(in), 0)
+		for {
+			typ, p, err := r.Next()
+			if err != nil || typ == FrameDataGSO && !gso {
+				break
+			}
+			if typ == FrameData || typ == FrameDataGSO {
+				sent = append(sent, bytes.Clone(p))
+			}
+		}
+		dev := &recDev{}
+		var drops DropCounts
+		inb := Inbound{Dev: dev, MTU: mtu, Drops: &drops}
+		now := time.Unix(1e9, 0)
+		if congestion {
+			inb.AQM = congested(now)
+		}
+		r = NewReader(bytes.NewReader(in), 0)
+		received, written := 0, 0
+		for range 1000 {
+			res, err := inb.ReadStream(r, b, gso, nil, func(byte, []byte) error { return nil })
+			received += res.Packets
+			written += res.Written
+			if err != nil {
+				break
+			}
+		}
+		var dropped uint64
+		for r := Accept; r < numDropReasons; r++ {
+			dropped += drops.Load(r)
+		}
+		if written != len(dev.got) || uint64(received) != uint64(written)+dropped || received > len(sent) {
+			t.Fatalf("received %d (stream carried %d), written %d, TUN got %d, dropped %d", received, len(sent), written, len(dev.got), dropped)
+		}
+		next := 0 // dev.got must be a subsequence of sent
+		for _, g := range dev.got {
+			for next < len(sent) && !bytes.Equal(sent[next], g) {
+				next++
+			}
+			if next == len(sent) {
+				t.Fatalf("TUN got a packet the stream did not carry in that order (%d bytes)", len(g))
+			}
+			next++
+			if len(g) == 0 || g[0]>>4 != 4 && g[0]>>4 != 6 {
+				if len(g) <= VnetHdrLen {
+					t.Fatalf("TUN got a %d-byte packet", len(g))
+				}
+				if err := ValidateVnet(DecodeVnetHdr(g), g[VnetHdrLen:], mtu); err != nil {
+					t.Fatalf("TUN got a header ValidateVnet refuses: %v", err)
+				}
+			}
+		}
+	})
+}
