@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -237,4 +239,104 @@ func FuzzVerdicts(f *testing.F) {
 			t.Fatalf("for the device, passed: %+v (parses %v)", info, parses)
 		}
 	})
+}
+
+// TestThiefBatch: one batch of what a device with a stolen certificate
+// sends, through the gateway's receive half (tunnel.Inbound with the
+// session's verdict), honest packets between. Each lie gets its reason and
+// is counted (neighbour discovery dropped uncounted), and the honest ones
+// and the packets that are allowed reach the TUN in the order they came.
+func TestThiefBatch(t *testing.T) {
+	const me, me6, host, host6 = "10.8.0.2", "fd00:8::2", "192.168.77.10", "fd00:77::10"
+	set, err := policy.Compile([]policy.Policy{{Name: "p", Match: policy.Match{CN: []string{"*"}},
+		Allow: []string{"192.168.77.0/24 udp/53", "192.168.77.0/24 tcp/443", "fd00:77::/64 udp/53"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &session{srv: &Server{}, addr: netip.MustParseAddr(me), addr6: netip.MustParseAddr(me6), flows: conntrack.New(64)}
+	ss.grant.Store(set.Lookup(pki.Identity{Device: "alice"}))
+
+	frag4 := func(p []byte, word uint16) []byte { binary.BigEndian.PutUint16(p[6:], word); return p }
+	// IPv6 extension headers: hop-by-hop then destination options (8
+	// bytes each), then UDP; nine destination options are one too many.
+	chain := func(n int, last []byte) []byte {
+		var b []byte
+		for i := range n {
+			next := byte(60) // destination options
+			if i == n-1 {
+				next = packet.ProtoUDP
+			}
+			b = append(b, next, 0, 0, 0, 0, 0, 0, 0)
+		}
+		return append(b, last...)
+	}
+	fragHdr6 := func(next byte, off uint16) []byte {
+		h := []byte{next, 0, 0, 0, 0, 0, 0, 1}
+		binary.BigEndian.PutUint16(h[2:], off)
+		return h
+	}
+	udp := l4(packet.ProtoUDP, 5000, 53, 0, 0)
+	tcp443 := l4(packet.ProtoTCP, 40000, 443, 0, 0)
+	trailing := append(udp4(me, host, 5001, 53), 0xde, 0xad) // total length shorter than the frame
+	super := ipv4(packet.ProtoTCP, me, host, append(l4(packet.ProtoTCP, 40001, 443, 0, 0)[:20], make([]byte, 3000)...))
+	lying := [tunnel.VnetHdrLen]byte{tunnel.VnetFlagNeedsCsum, tunnel.VnetGSOTCPv4, 40, 0, 0, 0, 20, 0, 16, 0} // segment size 0
+
+	type pkt struct {
+		name string
+		b    []byte
+		gso  bool
+		why  tunnel.DropReason
+	}
+	lies := []pkt{
+		{"spoofed source", udp4("10.8.0.9", host, 5000, 53), false, tunnel.DropSpoofed},
+		{"the gateway's address as source", udp4("10.8.0.1", host, 5000, 53), false, tunnel.DropSpoofed},
+		{"port outside the grant", udp4(me, host, 5000, 54), false, tunnel.DropPolicy},
+		{"ipv4 total length beyond the frame", udp4(me, host, 5000, 53)[:27], false, tunnel.DropMalformed},
+		{"ipv4 total length shorter than the frame (the kernel trims)", trailing, false, tunnel.Accept},
+		{"ipv6 extension chain to an allowed port", ipv6(0, me6, host6, chain(2, udp)), false, tunnel.Accept},
+		{"ipv6 nine extension headers", ipv6(60, me6, host6, chain(9, udp)), false, tunnel.DropMalformed},
+		{"tiny first fragment", frag4(ipv4(packet.ProtoTCP, me, host, tcp443[:8]), 0x2000), false, tunnel.DropMalformed},
+		{"first fragment to an allowed port", frag4(ipv4(packet.ProtoTCP, me, host, tcp443), 0x2000), false, tunnel.Accept},
+		{"non-first ipv4 fragment under a port rule", frag4(ipv4(packet.ProtoTCP, me, host, tcp443), 185), false, tunnel.DropPolicy},
+		{"non-first ipv6 fragment dressed as a first one", ipv6(44, me6, host6, append(fragHdr6(44, 8), append(fragHdr6(packet.ProtoUDP, 0), udp...)...)), false, tunnel.DropPolicy},
+		{"router solicitation", icmp6(icmpv6RouterSolicit, "fe80::1", "ff02::2"), false, tunnel.DropQuiet},
+		{"not ip", []byte{0x00, 1, 2, 3}, false, tunnel.DropMalformed},
+		{"ipv4 header only", udp4(me, host, 5000, 53)[:20], false, tunnel.DropMalformed},
+		{"super-packet with segment size 0", super, true, tunnel.DropMalformed},
+	}
+	var in []pkt
+	for i, l := range lies {
+		in = append(in, pkt{"honest", udp4(me, host, 6000+uint16(i), 53), false, tunnel.Accept}, l)
+	}
+	b := tunnel.NewBatch(len(in), tunnel.Headroom+tunnel.MaxPayload)
+	var want [][]byte
+	counts := map[tunnel.DropReason]uint64{}
+	for i, p := range in {
+		b.Sizes[i] = copy(b.Bufs[i][tunnel.Headroom:], p.b)
+		if p.gso {
+			copy(b.Bufs[i][tunnel.Headroom-tunnel.VnetHdrLen:], lying[:])
+			b.GSO[i] = true
+		}
+		if p.why == tunnel.Accept {
+			want = append(want, p.b)
+		}
+		counts[p.why]++
+	}
+	tun := newFakeTUN()
+	inb := tunnel.Inbound{Dev: tun, MTU: 1500, Verdict: ss.fromDevice, Drops: &ss.drops}
+	res := inb.Deliver(b, len(in), time.Now(), 0)
+	got := tun.packets()
+	if len(got) != len(want) || res.Written != len(want) {
+		t.Fatalf("TUN got %d packets (result %+v), want %d", len(got), res, len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("TUN packet %d differs (order kept?)", i)
+		}
+	}
+	for _, r := range tunnel.GatewayDrops {
+		if ss.drops.Load(r) != counts[r] {
+			t.Errorf("dropped %s: %d, want %d", r, ss.drops.Load(r), counts[r])
+		}
+	}
 }
