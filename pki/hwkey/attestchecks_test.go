@@ -133,23 +133,11 @@ func TestCertifiedSoftwareKeyRefused(t *testing.T) {
 		t.Fatalf("LoadExternal of a software key (the premise): %v", err)
 	}
 	defer flush(tp, le.ObjectHandle)
-	ak, err := parseTSSAK(akFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent, flushParent, err := loadParent(tp, tpm.Socket, ak.parent, ak.rsaParent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flushParent()
-	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: ak.private, InPublic: ak.public}.Execute(tp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flush(tp, akl.ObjectHandle)
+	ak, flushAK := loadAK(t, tp, tpm.Socket, akFile)
+	defer flushAK()
 	cr, err := tpm2.Certify{
 		ObjectHandle: tpm2.AuthHandle{Handle: le.ObjectHandle, Name: le.Name, Auth: tpm2.PasswordAuth(nil)},
-		SignHandle:   tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)},
+		SignHandle:   ak,
 		InScheme:     tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
 	}.Execute(tp)
 	if err != nil {

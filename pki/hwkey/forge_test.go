@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/sallyport/sallyport/pki/hwkey/hwtest"
 )
@@ -33,31 +34,19 @@ func forgeCertify(t *testing.T, tpm *hwtest.SWTPM, akFile []byte, soft *ecdsa.Pu
 		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestCertify, &tpm2.TPMSCertifyInfo{Name: *name, QualifiedName: *name}),
 	}
 	info = tpm2.Marshal(att)
-	ak, err := parseTSSAK(akFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tp, err := openTPM(tpm.Socket)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tp.Close()
-	parent, flushParent, err := loadParent(tp, tpm.Socket, ak.parent, ak.rsaParent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flushParent()
-	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: ak.private, InPublic: ak.public}.Execute(tp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flush(tp, akl.ObjectHandle)
+	ak, flushAK := loadAK(t, tp, tpm.Socket, akFile)
+	defer flushAK()
 	h, err := tpm2.Hash{Data: tpm2.TPM2BMaxBuffer{Buffer: info}, HashAlg: tpm2.TPMAlgSHA256, Hierarchy: tpm2.TPMRHOwner}.Execute(tp)
 	if err != nil {
 		t.Fatalf("TPM2_Hash: %v", err)
 	}
 	sr, err := tpm2.Sign{
-		KeyHandle:  tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)},
+		KeyHandle:  ak,
 		Digest:     h.OutHash,
 		InScheme:   tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
 		Validation: h.Validation,
@@ -66,6 +55,27 @@ func forgeCertify(t *testing.T, tpm *hwtest.SWTPM, akFile []byte, soft *ecdsa.Pu
 		return nil, nil, nil, err
 	}
 	return tpm2.Marshal(tpm2.New2B(fake)), info, tpm2.Marshal(sr.Signature), nil
+}
+
+// loadAK loads the attestation key of akFile into the open TPM tp, as a
+// thief with root on the laptop can; flush it before closing tp (swtpm has
+// no resource manager to do it).
+func loadAK(t *testing.T, tp transport.TPM, device string, akFile []byte) (ak tpm2.AuthHandle, flushAK func()) {
+	t.Helper()
+	k, err := parseTSSAK(akFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, flushParent, err := loadParent(tp, device, k.parent, k.rsaParent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flushParent()
+	akl, err := tpm2.Load{ParentHandle: parent, InPrivate: k.private, InPublic: k.public}.Execute(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tpm2.AuthHandle{Handle: akl.ObjectHandle, Name: akl.Name, Auth: tpm2.PasswordAuth(nil)}, func() { flush(tp, akl.ObjectHandle) }
 }
 
 // TestForgedCertifyRefused: a laptop's genuine AK, in a TPM whose EK
