@@ -234,3 +234,62 @@ func TestWithHint(t *testing.T) {
 		}
 	}
 }
+
+// docCommand is a sallyport command line in the documentation: in a code
+// block or a `code span`, up to a comment, a pipe or the span's end.
+var docCommand = regexp.MustCompile("(?:^|[\\s`(])sallyport ([a-z][^`#|;)\n]*)")
+
+// TestDocsCommands: every sallyport command the user documentation
+// (README.md, docs/*.md, ARCHITECTURE.md, the annotated configs, the
+// units) shows exists, and every flag it gives it has: an admin who
+// copies a line from the docs gets that command, not "unknown flag".
+func TestDocsCommands(t *testing.T) {
+	root := moduleRoot(t)
+	files := []string{"README.md", "ARCHITECTURE.md", "configs/server.toml", "configs/client.toml"}
+	for _, glob := range []string{"docs/*.md", "systemd/*.in"} {
+		m, _ := filepath.Glob(filepath.Join(root, glob))
+		for _, f := range m {
+			rel, _ := filepath.Rel(root, f)
+			files = append(files, rel)
+		}
+	}
+	cmdRoot := NewRoot("test")
+	cmdRoot.InitDefaultHelpCmd()
+	cmdRoot.InitDefaultCompletionCmd()
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Shell lines continued with a backslash are one command.
+		text := strings.ReplaceAll(string(b), "\\\n", " ")
+		for i, line := range strings.Split(text, "\n") {
+			for _, m := range docCommand.FindAllStringSubmatch(line, -1) {
+				words := strings.Fields(m[1])
+				var path []string
+				for _, w := range words {
+					if strings.HasPrefix(w, "-") {
+						break
+					}
+					path = append(path, w)
+				}
+				c, rest, err := cmdRoot.Find(path)
+				if err != nil || c == cmdRoot {
+					continue // prose ("sallyport is a VPN"), not a command
+				}
+				// A word after the command that names no subcommand of one
+				// that has them is a misspelt subcommand.
+				if len(rest) > 0 && c.HasSubCommands() && rest[0] == strings.ToLower(rest[0]) && !strings.ContainsAny(rest[0], "<[.") {
+					t.Errorf("%s:%d: %q: %q has no subcommand %q", f, i+1, m[1], c.CommandPath(), rest[0])
+					continue
+				}
+				n++
+				checkFlagRefs(t, fmt.Sprintf("%s:%d", f, i+1), c, strings.Join(words[len(path)-len(rest):], " "))
+			}
+		}
+	}
+	if n < 50 {
+		t.Errorf("found only %d sallyport command lines in the docs", n)
+	}
+}
