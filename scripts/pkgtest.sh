@@ -5,7 +5,8 @@
 # systemd-analyze, check the layout and that nothing was started; then
 # follow the installed README's "First gateway" steps as an admin would and
 # check the result as the gateway's user (sallyport), and the admin guide's
-# credential option; then purge it and check that its files are gone.
+# credential option; then the README's "First laptop" (bundle, profile by
+# name); then purge it and check that its files are gone.
 # Anything missing fails the run.
 #
 # It writes /etc/sallyport (the package's directory) and removes what it
@@ -22,7 +23,7 @@ done
 if dpkg -s sallyport >/dev/null 2>&1; then
 	fail "a sallyport package is already installed here; not touching it"
 fi
-for f in /etc/sallyport/pki /etc/sallyport/server.toml; do
+for f in /etc/sallyport/pki /etc/sallyport/server.toml /etc/sallyport/acme.toml; do
 	[ ! -e "$f" ] || fail "$f exists here (someone's gateway?); not touching it"
 done
 
@@ -40,7 +41,7 @@ echo "pkgtest: lintian: no errors or warnings"
 
 made_etc=0
 cleanup() {
-	if [ "$made_etc" = 1 ]; then rm -rf /etc/sallyport/pki /etc/sallyport/server.toml; fi
+	if [ "$made_etc" = 1 ]; then rm -rf /etc/sallyport/pki /etc/sallyport/server.toml /etc/sallyport/acme.toml; fi
 	dpkg_wait --purge sallyport >/dev/null 2>&1 || true
 	rm -rf "${tmp:-}"
 }
@@ -180,7 +181,47 @@ out=$(SYSTEMD_UNIT_PATH="$tmp/units:" /usr/bin/sallyport server check 2>&1) ||
 	fail "server check with the key as a credential: $out"
 grep -q '^files read as user sallyport' <<<"$out" || fail "credential check not read as sallyport: $out"
 echo "pkgtest: README first gateway and credential option: ok"
-rm -rf /etc/sallyport/pki /etc/sallyport/server.toml
+
+# --- The README's "First laptop": the admin's block (issue, bundle) runs
+# as written; the laptop's block installs the bundle as the profile acme
+# in the package's /etc/sallyport, with systemctl recorded and `down`
+# recorded too (it would look for a crashed client's kill switch and
+# routes in this machine's own network). `status` runs for real: it only
+# reads, and must find the profile by name.
+laptop_blocks() { awk -v n="$1" '/^## First laptop/{s=1; next} /^## /{s=0} s && /^```sh$/{c++; b=(c==n); next} b && /^```$/{b=0} b{print}' /usr/share/doc/sallyport/README.md; }
+admin_steps=$(laptop_blocks 1)
+laptop_steps=$(laptop_blocks 2)
+grep -q 'sallyport pki bundle' <<<"$admin_steps" && grep -q 'sallyport up\|sallyport-client@' <<<"$laptop_steps" ||
+	fail "the README's first-laptop blocks no longer bundle a device and bring it up:
+$admin_steps
+$laptop_steps"
+log="$tmp/first-laptop.log"
+{
+	echo 'set -e -x'
+	echo 'cd "$1"'
+	echo 'sudo() { "$@"; }'
+	echo 'systemctl() { echo "recorded: systemctl $*"; }'
+	echo 'sallyport() {'
+	echo '	if [ "${1:-}" = down ]; then echo "recorded: sallyport $*"; return 0; fi'
+	echo '	command sallyport "$@"'
+	echo '}'
+	echo "$admin_steps"
+	echo "$laptop_steps"
+} >"$tmp/first-laptop.sh"
+mkdir "$tmp/laptop"
+if ! bash "$tmp/first-laptop.sh" "$tmp/laptop" >"$log" 2>&1; then
+	cat "$log" >&2
+	fail "the README's first-laptop steps failed"
+fi
+cat "$log"
+[ "$(stat -c '%a %U' /etc/sallyport/acme.toml)" = "600 root" ] || fail "the profile is $(stat -c '%a %U' /etc/sallyport/acme.toml), want 600 root"
+grep -q '^no tunnel is up (start one with: sudo sallyport up NAME; profiles: acme)$' "$log" ||
+	fail "sallyport status in the README's laptop steps did not list the profile acme"
+out=$(/usr/bin/sallyport status acme 2>&1) && code=0 || code=$?
+[ "$code" = 3 ] && [ "$out" = "acme: not up" ] || fail "sallyport status acme: exit $code, $out (want 3, acme: not up)"
+SYSTEMD_UNIT_PATH="$tmp/units:" /usr/bin/sallyport server check >/dev/null || fail "server check fails with a laptop profile beside server.toml"
+echo "pkgtest: README first laptop: ok"
+rm -rf /etc/sallyport/pki /etc/sallyport/server.toml /etc/sallyport/acme.toml
 made_etc=0
 
 dpkg_wait --purge sallyport || fail "dpkg --purge failed"
