@@ -8,17 +8,26 @@
 # it the gateway listens on 127.0.0.1:8443 with tls.max_handshakes =
 # ATTACK_MAX_HANDSHAKES (8), and `scale attack` (bench/scale/attack.go)
 # holds ATTACK_SILENT silent and ATTACK_DRIP dripping connections (one byte
-# a second), each re-opened as soon as the gateway closes it, while a valid
+# a second) and ATTACK_STALL stalled ones (a whole ClientHello, then
+# silence), each re-opened as soon as the gateway closes it, while a valid
 # device connects ATTACK_TRIALS times from 127.0.0.1 and the time from its
 # first attempt to its config is measured (a failed attempt is retried
 # after 500 ms, a laptop's reconnect.min_delay). Three scenarios per
 # gateway binary: no attack; the attack from one address (127.0.0.2); the
-# attack from 16 addresses (127.0.0.2-17).
+# attack from ATTACK_ADDRS (16) addresses (127.0.0.2-17). With
+# ATTACK_FAMILY=6 the gateway listens on [::1], the device connects from
+# ::1 and the attackers use one address in each of as many IPv6 /64s of
+# one /48 (fd00:17:0:N::1, added to the namespace's loopback): the /64
+# rotation a holder of a /48 can do.
 #
 # Environment:
 #   ATTACK_MAX_HANDSHAKES=8  tls.max_handshakes of the gateway
 #   ATTACK_SILENT=16         silent connections
 #   ATTACK_DRIP=16           dripping connections
+#   ATTACK_STALL=0           stalled connections (a whole ClientHello, then
+#                            silence: past the pre-hello limits)
+#   ATTACK_ADDRS=16          addresses of the many-address scenario (1..256)
+#   ATTACK_FAMILY=4          4, or 6 (attackers rotate /64s of one /48)
 #   ATTACK_TRIALS=5          connects of the valid device per scenario
 #   ATTACK_TRIAL_LIMIT=15    seconds before a trial is given up
 #   ATTACK_BEFORE_REF=REF    also run the gateway built from git REF (e.g.
@@ -37,6 +46,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MAXHS=${ATTACK_MAX_HANDSHAKES:-8}
 SILENT=${ATTACK_SILENT:-16}
 DRIP=${ATTACK_DRIP:-16}
+STALL=${ATTACK_STALL:-0}
+NADDR=${ATTACK_ADDRS:-16}
+FAMILY=${ATTACK_FAMILY:-4}
 TRIALS=${ATTACK_TRIALS:-5}
 LIMIT=${ATTACK_TRIAL_LIMIT:-15}
 BEFORE_REF=${ATTACK_BEFORE_REF:-}
@@ -49,11 +61,13 @@ die() {
 	exit 1
 }
 
-for v in MAXHS SILENT DRIP TRIALS LIMIT; do
+for v in MAXHS SILENT DRIP STALL NADDR TRIALS LIMIT; do
 	case ${!v} in '' | *[!0-9]*) die "$v must be a whole number, got '${!v}'" ;; esac
 done
 [ "$TRIALS" -ge 1 ] && [ "$TRIALS" -le 20 ] || die "ATTACK_TRIALS must be 1..20"
-[ "$((SILENT + DRIP))" -le 512 ] || die "ATTACK_SILENT + ATTACK_DRIP must be at most 512"
+[ "$NADDR" -ge 1 ] && [ "$NADDR" -le 256 ] || die "ATTACK_ADDRS must be 1..256"
+case $FAMILY in 4 | 6) ;; *) die "ATTACK_FAMILY must be 4 or 6" ;; esac
+[ "$((SILENT + DRIP + STALL))" -le 512 ] || die "ATTACK_SILENT + ATTACK_DRIP + ATTACK_STALL must be at most 512"
 [ "$LIMIT" -ge 1 ] && [ "$LIMIT" -le 60 ] || die "ATTACK_TRIAL_LIMIT must be 1..60 seconds"
 [ "$(id -u)" = 0 ] || die "needs root (a network namespace and the gateway's TUN)"
 command -v ip >/dev/null || die "needs iproute2 (ip)"
@@ -122,13 +136,29 @@ ip netns add "$NS" && ip -n "$NS" link set lo up || die "namespace setup failed"
 PKI=$W/pki
 {
 	"$BIN" pki init --dir "$PKI" --name "Attack CA" &&
-		"$BIN" pki server --dir "$PKI" --name gw.attack --ip 127.0.0.1 &&
+		"$BIN" pki server --dir "$PKI" --name gw.attack --ip 127.0.0.1 --ip ::1 &&
 		"$SCALE" issue --dir "$PKI" --devices 1
 } >"$W/pki.log" 2>&1 || die "PKI setup failed: $(tail -3 "$W/pki.log")"
 
+if [ "$FAMILY" = 6 ]; then
+	GWADDR="[::1]:$PORT"
+	LAPTOP=::1
+	ONE=fd00:17:0:1::1
+	MANY=$(for i in $(seq 1 "$NADDR"); do printf 'fd00:17:0:%x::1,' "$i"; done)
+	for i in $(seq 1 "$NADDR"); do
+		ip -n "$NS" addr add "fd00:17:0:$(printf %x "$i")::1/128" dev lo nodad || die "adding attacker addresses failed"
+	done
+else
+	GWADDR="127.0.0.1:$PORT"
+	LAPTOP=127.0.0.1
+	ONE=127.0.0.2
+	MANY=$(for i in $(seq 2 $((NADDR + 1))); do printf '127.0.%s.%s,' $((i / 256)) $((i % 256)); done)
+fi
+MANY=${MANY%,}
+
 cat >"$W/server.toml" <<EOF
 # make attack gateway
-listen = "127.0.0.1:$PORT"
+listen = "$GWADDR"
 
 [tls]
 cert = "$PKI/servers/gw.attack.crt"
@@ -151,15 +181,11 @@ allow = ["198.19.0.0/16"]
 EOF
 chmod 600 "$W/server.toml"
 
-ONE=127.0.0.2
-MANY=$(for i in $(seq 2 17); do printf '127.0.0.%s,' "$i"; done)
-MANY=${MANY%,}
-
 # scenario LABEL ADDRS: one `scale attack` run; prints its summary line.
 scenario() {
 	local label=$1 addrs=$2 out
-	out=$(nsx "$SCALE" attack --gateway "127.0.0.1:$PORT" --server-name gw.attack --dir "$PKI" \
-		--attack-addrs "$addrs" --silent "$SILENT" --drip "$DRIP" --trials "$TRIALS" \
+	out=$(nsx "$SCALE" attack --gateway "$GWADDR" --server-name gw.attack --dir "$PKI" --laptop-addr "$LAPTOP" \
+		--attack-addrs "$addrs" --silent "$SILENT" --drip "$DRIP" --stall "$STALL" --trials "$TRIALS" \
 		--trial-limit "${LIMIT}s" --timeout 4m 2>>"$W/attack-$GW_LABEL.log") || {
 		log "scale attack failed: $(tail -3 "$W/attack-$GW_LABEL.log")"
 		return 1
@@ -191,7 +217,7 @@ gateway() {
 	sleep 0.5
 	scenario "no attack" ""
 	scenario "attack from 1 address" "$ONE"
-	scenario "attack from 16 addrs" "$MANY"
+	scenario "attack from $NADDR addrs" "$MANY"
 	nsx "$bin" server status --socket "$W/server.sock" --json >"$W/status-$GW_LABEL.json" 2>/dev/null
 	stop_pid "$pid"
 	# The next gateway must not find this one's listener.
@@ -201,7 +227,7 @@ gateway() {
 	fi
 }
 
-log "namespace $NS; max_handshakes $MAXHS; $SILENT silent + $DRIP dripping connections; $TRIALS trials per scenario"
+log "namespace $NS; IPv$FAMILY; max_handshakes $MAXHS; $SILENT silent + $DRIP dripping + $STALL stalled connections; $TRIALS trials per scenario"
 printf '%-8s %-22s %8s %8s %8s %11s %9s  %s\n' gateway scenario "min ms" "med ms" "max ms" failed "attempts" "goal<=3s"
 if [ -n "$BEFORE_BIN" ]; then
 	gateway before "$BEFORE_BIN"

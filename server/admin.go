@@ -52,6 +52,7 @@ type Status struct {
 type HandshakeStatus struct {
 	InFlight     int `json:"in_flight"`
 	WaitingHello int `json:"waiting_hello"` // not past their ClientHello: evictable
+	PastHello    int `json:"past_hello"`    // past it, certificate not checked yet: evictable to share slots out
 	Sources      int `json:"sources"`       // addresses (IPv6: /64s) holding slots
 	Max          int `json:"max"`           // tls.max_handshakes
 	MaxPerSource int `json:"max_per_source"`
@@ -158,7 +159,7 @@ func (s *Server) Status() Status {
 	if s.dev != nil {
 		st.Device = s.dev.Name()
 	}
-	st.Handshakes.InFlight, st.Handshakes.WaitingHello, st.Handshakes.Sources = s.shakes.counts()
+	st.Handshakes.InFlight, st.Handshakes.WaitingHello, st.Handshakes.PastHello, st.Handshakes.Sources = s.shakes.counts()
 	st.Handshakes.Max, st.Handshakes.MaxPerSource = cfg.TLS.MaxHandshakes, cfg.TLS.MaxHandshakesPerSource
 	st.Duplicates = s.dups.list(time.Now())
 	st.CAs = map[string]int{}

@@ -60,8 +60,14 @@ func (s *Server) admitHandshake(c net.Conn) *shakeSlot {
 // error says.
 func (s *Server) handshakeFailure(err error, sc *shakeConn) *refusal {
 	tc := s.config().TLS
+	var evicted, pastHello bool
+	if sc.slot != nil {
+		evicted, pastHello = s.shakes.wasEvicted(sc.slot)
+	}
 	switch {
-	case sc.slot != nil && s.shakes.wasEvicted(sc.slot):
+	case pastHello:
+		return &refusal{tunnel.ReasonEvicted, "-", errors.New("closed after its ClientHello, before it proved a certificate, to share the handshake slots out (all tls.max_handshakes busy, more of them from its network than from the newcomer's)")}
+	case evicted:
 		return &refusal{tunnel.ReasonEvicted, "-", errors.New("closed before its ClientHello to make room for a new connection (all tls.max_handshakes busy)")}
 	case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		switch r := timeoutReason(sc.stage); r {

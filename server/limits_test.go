@@ -149,6 +149,13 @@ func stallAfterHello(t *testing.T, c net.Conn) {
 // from and reports whether it got its config.
 func (h *gatewayHarness) deviceOn(t *testing.T, from, addr, cn string) bool {
 	t.Helper()
+	_, ok := h.deviceConn(t, from, addr, cn)
+	return ok
+}
+
+// deviceConn is deviceOn, returning the device's connection too.
+func (h *gatewayHarness) deviceConn(t *testing.T, from, addr, cn string) (*tls.Conn, bool) {
+	t.Helper()
 	raw := dialFrom(t, from, addr)
 	cert := h.ca.leafWithKey(t, cn, []string{"eng"}, x509.ExtKeyUsageClientAuth)
 	tc := tls.Client(raw, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.gwPool, ServerName: "gw.test",
@@ -157,10 +164,10 @@ func (h *gatewayHarness) deviceOn(t *testing.T, from, addr, cn string) bool {
 	d := &device{tc: tc, w: tunnel.NewWriter(tc, 0), r: tunnel.NewReader(tc, 0)}
 	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := d.w.WriteHello(tunnel.Hello{Version: tunnel.ProtocolVersion}); err != nil {
-		return false
+		return tc, false
 	}
 	typ, _, ok := d.next(10 * time.Second)
-	return ok && typ == tunnel.FrameConfig
+	return tc, ok && typ == tunnel.FrameConfig
 }
 
 // closedBeforeTLS reports whether the gateway closed c without a byte.
@@ -173,7 +180,7 @@ func closedBeforeTLS(c net.Conn) bool {
 func (h *gatewayHarness) refused(r tunnel.Reason) uint64 { return h.s.refusals.counts()[string(r)] }
 
 func (h *gatewayHarness) slots() (inFlight, waiting int) {
-	i, w, _ := h.s.shakes.counts()
+	i, w, _, _ := h.s.shakes.counts()
 	return i, w
 }
 
@@ -234,6 +241,70 @@ func TestPastHelloNotEvicted(t *testing.T) {
 	if n := h.refused(tunnel.ReasonOverload); n != 1 {
 		t.Fatalf("%d refusals counted as handshakes-full, want 1", n)
 	}
+}
+
+// TestStalledAfterHelloShared: connections that send a whole ClientHello
+// and then nothing (a canned ClientHello costs the attacker nothing) from
+// one address hold every slot; a valid device from another address still
+// gets in: the flooding address's oldest is evicted (after its
+// ClientHello, counted as evicted), and the device, alone on its address,
+// keeps its slot against the next newcomer of the flood.
+func TestStalledAfterHelloShared(t *testing.T) {
+	h, addr := acceptHarness(t, func(c *TLSConfig) { c.MaxHandshakes = 3; c.MaxHandshakesPerSource = 8 })
+	first := dialFrom(t, "127.0.0.2", addr)
+	stallAfterHello(t, first)
+	waitFor(t, func() bool { i, w := h.slots(); return i == 1 && w == 0 })
+	for range 2 {
+		stallAfterHello(t, dialFrom(t, "127.0.0.2", addr))
+	}
+	waitFor(t, func() bool { i, w := h.slots(); return i == 3 && w == 0 })
+	if !h.deviceOn(t, "127.0.0.1", addr, "alice") {
+		t.Fatal("three stalled connections from one address kept a valid device out")
+	}
+	if !closedBeforeEOF(first) {
+		t.Fatal("the oldest stalled connection was not the one closed")
+	}
+	waitFor(t, func() bool { return h.refused(tunnel.ReasonEvicted) == 1 })
+}
+
+// TestProvenNotEvicted: once its certificate is checked a connection is
+// no stranger: while it waits for its session (here, the duplicate-device
+// probe of the device's live session, which does not answer), a newcomer
+// from a lighter network evicts a stalled stranger of the same address,
+// never the authenticated one, though it is older.
+func TestProvenNotEvicted(t *testing.T) {
+	h, addr := acceptHarness(t, func(c *TLSConfig) { c.MaxHandshakes = 2; c.MaxHandshakesPerSource = 8 })
+	h.s.probeTimeout = time.Minute // ends when the first session does
+	first, ok := h.deviceConn(t, "127.0.0.1", addr, "alice")
+	if !ok {
+		t.Fatal("alice did not connect")
+	}
+	second := make(chan bool, 1)
+	go func() { _, ok := h.deviceConn(t, "127.0.0.1", addr, "alice"); second <- ok }()
+	// The second connection is past its certificate, waiting for the probe.
+	waitFor(t, func() bool { i, _, u, _ := h.s.shakes.counts(); return i == 1 && u == 0 })
+	stall := dialFrom(t, "127.0.0.1", addr)
+	stallAfterHello(t, stall)
+	waitFor(t, func() bool { i, _, u, _ := h.s.shakes.counts(); return i == 2 && u == 1 })
+	if !h.deviceOn(t, "127.0.0.2", addr, "bob") {
+		t.Fatal("bob was kept out")
+	}
+	if !closedBeforeEOF(stall) {
+		t.Fatal("the stalled stranger was not the one evicted")
+	}
+	first.Close() // the probe ends
+	<-second
+	if n := h.refused(tunnel.ReasonEvicted); n != 1 {
+		t.Fatalf("%d connections evicted, want only the stalled one (%v)", n, h.s.refusals.counts())
+	}
+}
+
+// closedBeforeEOF reports whether the gateway closed c (whatever it sent
+// first: a stalled connection has the gateway's flight waiting).
+func closedBeforeEOF(c net.Conn) bool {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	return err == nil
 }
 
 // TestPreauthTimeouts: a silent connection is closed at

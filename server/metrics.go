@@ -144,7 +144,7 @@ func (s *Server) MetricsSnapshot() metrics.Snapshot {
 
 	s.sessMu.Lock()
 	snap.HandshakesActive = s.shaking
-	_, snap.HandshakesWaitingHello, _ = s.shakes.counts()
+	_, snap.HandshakesWaitingHello, snap.HandshakesPastHello, _ = s.shakes.counts()
 	snap.DuplicateDevices = len(s.dups.list(now))
 	s.sessMu.Unlock()
 	snap.SessionsPerCA = map[string]int{}

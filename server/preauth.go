@@ -5,9 +5,10 @@ package server
 // client-hello timeouts, Go's ReadHeaderTimeout).
 //
 // Every TCP connection takes one of tls.max_handshakes slots from accept
-// until its session is live (or it fails). Until it has sent its whole TLS
-// ClientHello it is a stranger that has proved nothing and cost the
-// gateway nothing but a socket, so:
+// until its session is live (or it fails). Until its certificate has been
+// checked it is a stranger: it has proved nothing. Until it has sent its
+// whole TLS ClientHello it has cost the gateway nothing but a socket
+// either, so:
 //
 //   - it must send its first byte within tls.first_byte_timeout and the
 //     whole ClientHello within tls.hello_timeout of the accept (a silent
@@ -20,11 +21,24 @@ package server
 //     oldest connection that has not finished its ClientHello is closed to
 //     make room (counted as evicted) instead of the newcomer being
 //     refused: of the newcomer's own source when that source is full, else
-//     of the source holding the most slots (so an address flooding the
+//     of the network holding the most slots (so an address flooding the
 //     gateway loses its own connections first). A real laptop sends its
 //     ClientHello within a round trip of connecting, so a waiting stranger
-//     is older than it; only when every busy slot is past its ClientHello
-//     is the newcomer closed (handshakes-full, per-source-limit).
+//     is older than it;
+//   - when every busy slot is past its ClientHello, a stranger that sent a
+//     ClientHello and then went silent (it costs the attacker nothing: the
+//     same bytes serve every connection) would hold its slot until
+//     tls.handshake_timeout. So the oldest such stranger of the network
+//     holding the most slots is closed too (evicted), but only for a
+//     newcomer whose own network holds at least two slots fewer: slots are
+//     shared out fairly between networks, never taken from one as light as
+//     the newcomer's. A laptop's handshake in progress, alone on its
+//     network, is never evicted; a few stalled connections from each of
+//     many addresses cannot keep a newcomer from a fresh address out;
+//     only when every network holds as few slots as the newcomer's is it
+//     closed (handshakes-full, per-source-limit). A network, for this
+//     sharing, is an IPv4 address or an IPv6 /48 (groupOf): IPv6 /64s are
+//     plentiful to anyone holding a /48.
 //
 // shakeTable is that bookkeeping, free of sockets and clocks so that its
 // rules are unit-tested deterministically; shakeConn applies the deadlines
@@ -75,13 +89,26 @@ func sourceOf(addr net.Addr) netip.Prefix {
 	return p
 }
 
+// groupOf is the network a source belongs to when slots are shared out
+// between networks: the address itself for IPv4, the /48 for IPv6 (a
+// site's allocation; one holder can use 65,536 /64s of it).
+func groupOf(src netip.Prefix) netip.Prefix {
+	if !src.IsValid() || src.Addr().Is4() {
+		return src
+	}
+	p, _ := src.Addr().Prefix(48)
+	return p
+}
+
 // shakeSlot is one connection holding a handshake slot.
 type shakeSlot struct {
-	src     netip.Prefix
-	conn    io.Closer     // closed when the slot is taken from it
-	pending *list.Element // in shakeTable.pending until its ClientHello is read
-	gone    bool          // no longer in the table (released or evicted)
-	evicted bool          // closed to make room for a newcomer
+	src, group netip.Prefix
+	conn       io.Closer     // closed when the slot is taken from it
+	elem       *list.Element // in shakeTable.waiting or .unproven while a stranger
+	list       *list.List    // which of the two elem is in (nil: proven)
+	gone       bool          // no longer in the table (released or evicted)
+	evicted    bool          // closed to make room for a newcomer
+	pastHello  bool          // evicted after its ClientHello
 }
 
 // shakeTable admits connections into the handshake slots. Safe for
@@ -90,45 +117,54 @@ type shakeTable struct {
 	mu       sync.Mutex
 	inFlight int
 	bySource map[netip.Prefix]int
-	pending  list.List // *shakeSlot before their ClientHello, oldest first
+	byGroup  map[netip.Prefix]int
+	waiting  list.List // *shakeSlot before their ClientHello, oldest first
+	unproven list.List // *shakeSlot past it, certificate not yet checked, oldest first
 }
 
 // admit takes a slot for a connection from src under the limits (0: no
 // limit). When the source or every slot is full it evicts the oldest
-// connection still waiting for its ClientHello (of that source, or of
-// any) and returns it as victim: the caller closes it. When nothing can be
-// evicted the newcomer gets no slot (nil) and the reason.
+// connection still waiting for its ClientHello (of that source, or of the
+// heaviest network), or, with every slot full, the oldest stranger past
+// its ClientHello of a network holding at least two slots more than
+// src's, and returns it as victim: the caller closes it. When nothing can
+// be evicted the newcomer gets no slot (nil) and the reason.
 func (t *shakeTable) admit(src netip.Prefix, c io.Closer, max, perSource int) (slot, victim *shakeSlot, refused tunnel.Reason) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.bySource == nil {
-		t.bySource = map[netip.Prefix]int{}
+		t.bySource, t.byGroup = map[netip.Prefix]int{}, map[netip.Prefix]int{}
 	}
+	group := groupOf(src)
 	switch {
 	case perSource > 0 && t.bySource[src] >= perSource:
-		if victim = t.oldestPending(src); victim == nil {
+		if victim = t.oldestWaiting(src); victim == nil {
 			return nil, nil, tunnel.ReasonPerSource
 		}
 	case max > 0 && t.inFlight >= max:
-		if victim = t.oldestOfHeaviest(); victim == nil {
-			return nil, nil, tunnel.ReasonOverload
+		if victim = t.oldestOfHeaviest(&t.waiting, 1); victim == nil {
+			if victim = t.oldestOfHeaviest(&t.unproven, t.byGroup[group]+2); victim == nil {
+				return nil, nil, tunnel.ReasonOverload
+			}
+			victim.pastHello = true
 		}
 	}
 	if victim != nil {
 		victim.evicted = true
 		t.releaseLocked(victim)
 	}
-	slot = &shakeSlot{src: src, conn: c}
-	slot.pending = t.pending.PushBack(slot)
+	slot = &shakeSlot{src: src, group: group, conn: c, list: &t.waiting}
+	slot.elem = t.waiting.PushBack(slot)
 	t.inFlight++
 	t.bySource[src]++
+	t.byGroup[group]++
 	return slot, victim, ""
 }
 
-// oldestPending is the oldest slot of source src waiting for its
+// oldestWaiting is the oldest slot of source src waiting for its
 // ClientHello, or nil.
-func (t *shakeTable) oldestPending(src netip.Prefix) *shakeSlot {
-	for e := t.pending.Front(); e != nil; e = e.Next() {
+func (t *shakeTable) oldestWaiting(src netip.Prefix) *shakeSlot {
+	for e := t.waiting.Front(); e != nil; e = e.Next() {
 		if s := e.Value.(*shakeSlot); s.src == src {
 			return s
 		}
@@ -136,29 +172,60 @@ func (t *shakeTable) oldestPending(src netip.Prefix) *shakeSlot {
 	return nil
 }
 
-// oldestOfHeaviest is the oldest slot waiting for its ClientHello among
-// those of the sources holding the most slots, or nil. One pass over the
-// waiting slots (at most tls.max_handshakes), oldest first.
-func (t *shakeTable) oldestOfHeaviest() *shakeSlot {
+// oldestOfHeaviest is the oldest slot of l (waiting or unproven) among
+// those of the networks holding the most slots, if that network holds at
+// least atLeast slots; else nil. One pass over l (at most
+// tls.max_handshakes), oldest first.
+func (t *shakeTable) oldestOfHeaviest(l *list.List, atLeast int) *shakeSlot {
 	var best *shakeSlot
-	for e := t.pending.Front(); e != nil; e = e.Next() {
-		if s := e.Value.(*shakeSlot); best == nil || t.bySource[s.src] > t.bySource[best.src] {
+	for e := l.Front(); e != nil; e = e.Next() {
+		if s := e.Value.(*shakeSlot); best == nil || t.byGroup[s.group] > t.byGroup[best.group] {
 			best = s
 		}
+	}
+	if best == nil || t.byGroup[best.group] < atLeast {
+		return nil
 	}
 	return best
 }
 
-// helloDone marks the slot's ClientHello as read: it can no longer be
-// evicted. Reports false when the slot was evicted already.
+// move puts a live slot on list to (nil: out of both lists).
+func (t *shakeTable) move(s *shakeSlot, to *list.List) {
+	if s.list != nil {
+		s.list.Remove(s.elem)
+	}
+	s.list, s.elem = to, nil
+	if to != nil {
+		s.elem = to.PushBack(s)
+	}
+}
+
+// helloDone marks the slot's ClientHello as read: from now on it is
+// evicted only to share the slots out between networks. Reports false
+// when the slot was evicted already.
 func (t *shakeTable) helloDone(s *shakeSlot) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s.pending != nil {
-		t.pending.Remove(s.pending)
-		s.pending = nil
+	if s.gone {
+		return false
 	}
-	return !s.gone
+	if s.list == &t.waiting {
+		t.move(s, &t.unproven)
+	}
+	return true
+}
+
+// proven marks the slot's certificate as checked: it is no longer a
+// stranger and is never evicted. Reports false when the slot was evicted
+// already.
+func (t *shakeTable) proven(s *shakeSlot) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.gone {
+		return false
+	}
+	t.move(s, nil)
+	return true
 }
 
 // release frees the slot (idempotent: an evicted slot is released
@@ -174,29 +241,31 @@ func (t *shakeTable) releaseLocked(s *shakeSlot) {
 		return
 	}
 	s.gone = true
-	if s.pending != nil {
-		t.pending.Remove(s.pending)
-		s.pending = nil
-	}
+	t.move(s, nil)
 	t.inFlight--
 	if t.bySource[s.src]--; t.bySource[s.src] <= 0 {
 		delete(t.bySource, s.src)
 	}
+	if t.byGroup[s.group]--; t.byGroup[s.group] <= 0 {
+		delete(t.byGroup, s.group)
+	}
 }
 
-// wasEvicted reports whether the slot was taken from its connection.
-func (t *shakeTable) wasEvicted(s *shakeSlot) bool {
+// wasEvicted reports whether the slot was taken from its connection, and
+// whether that was after its ClientHello.
+func (t *shakeTable) wasEvicted(s *shakeSlot) (evicted, pastHello bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return s.evicted
+	return s.evicted, s.pastHello
 }
 
 // counts is the slots in flight, those still waiting for their
-// ClientHello, and the sources holding slots.
-func (t *shakeTable) counts() (inFlight, waitingHello, sources int) {
+// ClientHello, those past it whose certificate is not checked yet, and
+// the sources holding slots.
+func (t *shakeTable) counts() (inFlight, waitingHello, unproven, sources int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.inFlight, t.pending.Len(), len(t.bySource)
+	return t.inFlight, t.waiting.Len(), t.unproven.Len(), len(t.bySource)
 }
 
 // Stages of a connection before its session, for its deadline and for the
@@ -276,8 +345,9 @@ func (c *shakeConn) Read(b []byte) (int, error) {
 }
 
 // helloRead is called once the whole ClientHello is read (the TLS
-// config's GetConfigForClient): the slot can no longer be evicted and the
-// rest of the handshake gets tls.handshake_timeout from the accept.
+// config's GetConfigForClient): the slot is evicted only to share the
+// slots out fairly, and the rest of the handshake gets
+// tls.handshake_timeout from the accept.
 func (c *shakeConn) helloRead() {
 	if c.stage == stageHello {
 		return
@@ -286,6 +356,15 @@ func (c *shakeConn) helloRead() {
 		c.table.helloDone(c.slot)
 	}
 	c.setStage(stageHello)
+}
+
+// certChecked is called once the device's certificate has been decided
+// on (VerifyConnection): the connection is no stranger any more and keeps
+// its slot until its session is live.
+func (c *shakeConn) certChecked() {
+	if c.slot != nil {
+		c.table.proven(c.slot)
+	}
 }
 
 func (c *shakeConn) setStage(st shakeStage) {

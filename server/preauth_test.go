@@ -40,7 +40,7 @@ func TestShakeTable(t *testing.T) {
 		}
 		if victim != nil {
 			evicted = victim.conn.(*fakeCloser).name
-			if !tb.wasEvicted(victim) {
+			if ev, _ := tb.wasEvicted(victim); !ev {
 				t.Fatalf("%s: victim %s not marked evicted", name, evicted)
 			}
 		}
@@ -48,7 +48,7 @@ func TestShakeTable(t *testing.T) {
 	}
 	want := func(step string, inFlight, waiting, sources int) {
 		t.Helper()
-		if i, w, s := tb.counts(); i != inFlight || w != waiting || s != sources {
+		if i, w, _, s := tb.counts(); i != inFlight || w != waiting || s != sources {
 			t.Fatalf("%s: in flight %d, waiting %d, sources %d; want %d %d %d", step, i, w, s, inFlight, waiting, sources)
 		}
 	}
@@ -72,14 +72,15 @@ func TestShakeTable(t *testing.T) {
 	}
 	want("after the shares", 4, 4, 2)
 
-	// Past their ClientHello, a2 and a3 cannot be evicted: a is refused.
+	// Past their ClientHello, a2 and a3 are not evicted for their own
+	// source: a is refused.
 	tb.helloDone(slots["a2"])
 	tb.helloDone(slots["a3"])
 	if ev, r := admit("a4", a, max, per); ev != "" || r != tunnel.ReasonPerSource {
 		t.Fatalf("a4: evicted %q refused %q, want per-source-limit", ev, r)
 	}
 	// A third source finds every slot busy: the oldest waiting one (b2)
-	// goes, though a2 and a3 are older.
+	// goes, though a2 and a3 (past their ClientHello) are older.
 	c := netip.MustParsePrefix("198.51.100.7/32")
 	if ev, r := admit("c1", c, max, per); ev != "b2" || r != "" {
 		t.Fatalf("c1: evicted %q refused %q, want b2", ev, r)
@@ -87,6 +88,8 @@ func TestShakeTable(t *testing.T) {
 	tb.helloDone(slots["b3"])
 	tb.helloDone(slots["c1"])
 	want("all past their ClientHello", 4, 0, 3)
+	// a holds 2, b and c 1: c's newcomer would hold as many as a after an
+	// eviction, so nothing is taken from a.
 	if ev, r := admit("c2", c, max, per); ev != "" || r != tunnel.ReasonOverload {
 		t.Fatalf("c2: evicted %q refused %q, want handshakes-full", ev, r)
 	}
@@ -111,8 +114,8 @@ func TestShakeTable(t *testing.T) {
 		tb.release(slots[name])
 	}
 	want("all released", 0, 0, 0)
-	if len(tb.bySource) != 0 || tb.pending.Len() != 0 {
-		t.Fatalf("leftovers: %v, %d pending", tb.bySource, tb.pending.Len())
+	if len(tb.bySource) != 0 || len(tb.byGroup) != 0 || tb.waiting.Len() != 0 || tb.unproven.Len() != 0 {
+		t.Fatalf("leftovers: %v %v, %d waiting, %d unproven", tb.bySource, tb.byGroup, tb.waiting.Len(), tb.unproven.Len())
 	}
 
 	// When all slots are full, the heaviest source pays first: the laptop
@@ -132,6 +135,95 @@ func TestShakeTable(t *testing.T) {
 		if ev, r := admit(step.name, step.src, 4, 0); ev != step.evicted || r != "" {
 			t.Fatalf("%s: evicted %q refused %q, want %q", step.name, ev, r, step.evicted)
 		}
+	}
+}
+
+// TestShakeTableFairShare: strangers past their ClientHello (a whole
+// ClientHello, then silence) are evicted only to share the slots out
+// between networks: the oldest of the network holding the most, and only
+// for a newcomer whose network holds at least two fewer. A stranger
+// alone on its network (a laptop mid-handshake) is never evicted; a
+// proven connection never is. IPv6 sources share by /48.
+func TestShakeTableFairShare(t *testing.T) {
+	var tb shakeTable
+	names := map[*shakeSlot]string{}
+	slots := map[string]*shakeSlot{}
+	const max = 6
+	step := func(name, src string, wantEvicted string, wantRefused tunnel.Reason) {
+		t.Helper()
+		slot, victim, r := tb.admit(netip.MustParsePrefix(src), &fakeCloser{name: name}, max, 0)
+		got := ""
+		if victim != nil {
+			got = names[victim]
+			if ev, past := tb.wasEvicted(victim); !ev || !past {
+				t.Fatalf("%s: victim %s evicted %v past hello %v", name, got, ev, past)
+			}
+		}
+		if got != wantEvicted || r != wantRefused {
+			t.Fatalf("%s: evicted %q refused %q, want %q %q", name, got, r, wantEvicted, wantRefused)
+		}
+		if slot != nil {
+			names[slot], slots[name] = name, slot
+			tb.helloDone(slot) // every one of them sends its ClientHello at once
+		}
+	}
+	const (
+		laptop = "203.0.113.5/32"
+		x      = "192.0.2.1/32"
+		y      = "192.0.2.2/32"
+		z      = "198.51.100.9/32"
+	)
+	// The flood: x and y stall after their ClientHello; a laptop is
+	// mid-handshake.
+	step("x1", x, "", "")
+	step("laptop", laptop, "", "")
+	step("x2", x, "", "")
+	step("x3", x, "", "")
+	step("y1", y, "", "")
+	step("y2", y, "", "")                                     // full: x 3, y 2, laptop 1
+	step("z1", z, "x1", "")                                   // x holds 3, z none: x's oldest
+	step("z2", z, "", tunnel.ReasonOverload)                  // x 2, y 2, z 1: taking one would only move the imbalance
+	step("w1", "198.51.100.10/32", "x2", "")                  // x and y hold 2, w none: the oldest of the heaviest
+	step("v1", "198.51.100.11/32", "y1", "")                  // y still holds 2
+	step("u1", "198.51.100.12/32", "", tunnel.ReasonOverload) // one each: nothing to share out
+	if _, w, u, _ := tb.counts(); w != 0 || u != max {
+		t.Fatalf("waiting %d unproven %d", w, u)
+	}
+	// The laptop is alone on its network: never taken, however old.
+	for _, n := range []string{"x1", "x2", "y1"} {
+		if !slots[n].gone {
+			t.Fatalf("%s still holds a slot", n)
+		}
+	}
+	if slots["laptop"].gone {
+		t.Fatal("the laptop's handshake was evicted")
+	}
+
+	// A proven connection is never evicted, even from the heaviest network.
+	var pt shakeTable
+	p1, _, _ := pt.admit(netip.MustParsePrefix(x), &fakeCloser{}, 3, 0)
+	p2, _, _ := pt.admit(netip.MustParsePrefix(x), &fakeCloser{}, 3, 0)
+	p3, _, _ := pt.admit(netip.MustParsePrefix(x), &fakeCloser{}, 3, 0)
+	for _, p := range []*shakeSlot{p1, p2, p3} {
+		pt.helloDone(p)
+		pt.proven(p)
+	}
+	if _, v, r := pt.admit(netip.MustParsePrefix(laptop), &fakeCloser{}, 3, 0); v != nil || r != tunnel.ReasonOverload {
+		t.Fatalf("proven slots: victim %v refused %q", v, r)
+	}
+	if pt.proven(p1) != true || pt.helloDone(p1) != true {
+		t.Fatal("proven/helloDone on a live slot")
+	}
+
+	// IPv6: 3 /64s of one /48 count as one network against a fourth /64
+	// elsewhere.
+	var vt shakeTable
+	for _, src := range []string{"2001:db8:1:1::/64", "2001:db8:1:2::/64", "2001:db8:1:3::/64"} {
+		s, _, _ := vt.admit(netip.MustParsePrefix(src), &fakeCloser{}, 3, 0)
+		vt.helloDone(s)
+	}
+	if _, v, r := vt.admit(netip.MustParsePrefix("2001:db8:2:1::/64"), &fakeCloser{}, 3, 0); v == nil || r != "" {
+		t.Fatalf("a /48 rotating /64s kept a newcomer out: refused %q", r)
 	}
 }
 
@@ -205,7 +297,7 @@ func TestShakeDeadlines(t *testing.T) {
 			t.Fatalf("deadline %d: %v, want %v", i, dc.deadlines[i], want[i])
 		}
 	}
-	if _, waiting, _ := tb.counts(); waiting != 0 {
+	if _, waiting, _, _ := tb.counts(); waiting != 0 {
 		t.Fatal("the slot still waits for its ClientHello after helloRead")
 	}
 	// A handshake timeout shorter than the others caps them.

@@ -423,7 +423,7 @@ func (s *Server) tlsConfigFor(alpn string) *tls.Config {
 		t := s.trustNow()
 		sc, _ := hi.Conn.(*shakeConn)
 		if sc != nil {
-			sc.helloRead() // the whole ClientHello is in: no longer a stranger that can be evicted
+			sc.helloRead() // the whole ClientHello is in: evicted only to share the slots out
 		}
 		c := base.Clone()
 		c.GetConfigForClient = nil
@@ -441,6 +441,7 @@ func (s *Server) tlsConfigFor(alpn string) *tls.Config {
 			if r, ok := err.(*refusal); ok && !r.authenticated() {
 				return err
 			}
+			sc.certChecked() // no longer a stranger: its slot is never evicted
 			return nil
 		}
 		return c, nil

@@ -24,13 +24,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 type attackOpts struct {
 	gateway, serverName, dir, caFile, device string
 	laptop                                   netip.Addr   // the device's source address
 	sources                                  []netip.Addr // the attackers'
-	silent, drip, trials                     int
+	silent, drip, stall, trials              int
 	warmup, retry, trialLimit, pause         time.Duration
 	timeout                                  time.Duration
 }
@@ -48,6 +50,7 @@ func parseAttack(args []string) (*attackOpts, error) {
 	sources := fs.String("attack-addrs", "", "comma-separated source addresses of the attackers, used in turn (empty: no attack)")
 	fs.IntVar(&o.silent, "silent", 16, "silent connections held")
 	fs.IntVar(&o.drip, "drip", 16, "dripping connections held (one byte a second)")
+	fs.IntVar(&o.stall, "stall", 0, "stalled connections held (a whole ClientHello, then silence)")
 	fs.IntVar(&o.trials, "trials", 5, "times the valid device connects")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "attack time before the first trial")
 	fs.DurationVar(&o.retry, "retry", 500*time.Millisecond, "the device's wait after a failed attempt (a laptop's reconnect.min_delay)")
@@ -68,8 +71,8 @@ func parseAttack(args []string) (*attackOpts, error) {
 		return nil, fmt.Errorf("--attack-addrs: %w", err)
 	}
 	switch {
-	case o.silent < 0 || o.drip < 0 || o.silent+o.drip > 4096:
-		return nil, errors.New("--silent and --drip: 0..4096 together")
+	case o.silent < 0 || o.drip < 0 || o.stall < 0 || o.silent+o.drip+o.stall > 4096:
+		return nil, errors.New("--silent, --drip and --stall: 0..4096 together")
 	case o.trials < 1 || o.trials > 100:
 		return nil, errors.New("--trials: 1..100")
 	case o.timeout <= 0 || o.trialLimit <= 0 || o.retry < 0 || o.warmup < 0 || o.pause < time.Millisecond:
@@ -101,6 +104,10 @@ func runAttack(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	hello, err := clientHello(o.serverName)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
@@ -108,17 +115,23 @@ func runAttack(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	actx, stopAttack := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if len(o.sources) > 0 {
-		for i := range o.silent + o.drip {
+		for i := range o.silent + o.drip + o.stall {
 			src := o.sources[i%len(o.sources)]
-			dripping := i >= o.silent
+			var send func(c net.Conn, tick int)
+			switch {
+			case i >= o.silent+o.drip:
+				send = stallSender(hello)
+			case i >= o.silent:
+				send = dripSender
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				attacker(actx, o, src, dripping, &st)
+				attacker(actx, o, src, send, &st)
 			}()
 		}
-		fmt.Fprintf(stderr, "attack: %d silent + %d dripping connections from %d address(es); device from %s\n",
-			o.silent, o.drip, len(o.sources), o.laptop)
+		fmt.Fprintf(stderr, "attack: %d silent + %d dripping + %d stalled connections from %d address(es); device from %s\n",
+			o.silent, o.drip, o.stall, len(o.sources), o.laptop)
 		sleepCtx(ctx, o.warmup)
 	}
 
@@ -174,18 +187,17 @@ func timeConnect(ctx context.Context, d *dialer, devs []*device, o *attackOpts) 
 }
 
 // attacker holds one connection from src at a time, re-opening it when the
-// gateway closes it, until ctx ends. A dripping one sends a TLS handshake
-// record header, then a byte a second.
-func attacker(ctx context.Context, o *attackOpts, src netip.Addr, dripping bool, st *attackStats) {
+// gateway closes it, until ctx ends. send (nil: a silent connection) is
+// called at once and then every second with the tick count.
+func attacker(ctx context.Context, o *attackOpts, src netip.Addr, send func(c net.Conn, tick int), st *attackStats) {
 	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
-	drip := []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
 	for ctx.Err() == nil {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		c, err := nd.DialContext(dctx, "tcp", o.gateway)
 		cancel()
 		if err == nil {
 			st.opened.Add(1)
-			if hold(ctx, c, dripping, drip) {
+			if hold(ctx, c, send) {
 				st.closedByGateway.Add(1)
 			}
 			c.Close()
@@ -194,24 +206,64 @@ func attacker(ctx context.Context, o *attackOpts, src netip.Addr, dripping bool,
 	}
 }
 
+// dripSender sends a TLS handshake record header and the start of a
+// ClientHello, one byte a tick.
+func dripSender(c net.Conn, tick int) {
+	drip := []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(drip[tick%len(drip) : tick%len(drip)+1])
+}
+
+// stallSender sends a whole ClientHello at once and nothing after it: the
+// gateway answers with its flight and waits for the client's certificate.
+func stallSender(hello []byte) func(net.Conn, int) {
+	return func(c net.Conn, tick int) {
+		if tick == 0 {
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write(hello)
+		}
+	}
+}
+
+// clientHello is the first flight of a crypto/tls client for serverName
+// (one TLS record holding a whole ClientHello), captured over a pipe.
+func clientHello(serverName string) ([]byte, error) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		_ = tls.Client(a, &tls.Config{ServerName: serverName, InsecureSkipVerify: true, NextProtos: []string{tunnel.ALPN}}).Handshake()
+	}()
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		return nil, fmt.Errorf("capture a ClientHello: %w", err)
+	}
+	rec := make([]byte, 5+int(hdr[3])<<8|int(hdr[4]))
+	copy(rec, hdr)
+	if _, err := io.ReadFull(b, rec[5:]); err != nil {
+		return nil, fmt.Errorf("capture a ClientHello: %w", err)
+	}
+	return rec, nil
+}
+
 // hold keeps c open until the gateway closes it (true) or ctx ends.
-func hold(ctx context.Context, c net.Conn, dripping bool, drip []byte) bool {
+func hold(ctx context.Context, c net.Conn, send func(net.Conn, int)) bool {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		_, _ = c.Read(make([]byte, 1)) // returns when the gateway closes (or we do)
+		_, _ = io.Copy(io.Discard, c) // returns when the gateway closes (or we do)
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	sent := 0
-	send := func() {
-		if dripping {
-			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = c.Write(drip[sent%len(drip) : sent%len(drip)+1])
-			sent++
+	n := 0
+	step := func() {
+		if send != nil {
+			send(c, n)
 		}
+		n++
 	}
-	send()
+	step()
 	for {
 		select {
 		case <-closed:
@@ -221,7 +273,7 @@ func hold(ctx context.Context, c net.Conn, dripping bool, drip []byte) bool {
 			<-closed
 			return false
 		case <-tick.C:
-			send()
+			step()
 		}
 	}
 }

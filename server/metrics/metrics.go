@@ -53,6 +53,10 @@ type Snapshot struct {
 	// HandshakesWaitingHello are those not past their TLS ClientHello
 	// (the ones a newcomer may evict when all slots are busy).
 	HandshakesWaitingHello int
+	// HandshakesPastHello are those past their ClientHello whose
+	// certificate is not checked yet (evicted only to share the slots out
+	// between networks).
+	HandshakesPastHello int
 	// DuplicateDevices are devices found in use on two machines within the
 	// last minute (their refusals count in Refused, duplicate-device).
 	DuplicateDevices  int
@@ -90,6 +94,7 @@ var (
 	dHandshaking                         = desc("handshakes_in_flight", "TLS handshakes in progress.")
 	dDuplicates                          = desc("duplicate_devices", "Devices found in use on two machines within the last minute (the session in place kept each; see server status).")
 	dWaitingHello                        = desc("handshakes_waiting_hello", "Connections holding a handshake slot that have not sent their whole TLS ClientHello yet (evictable).")
+	dPastHello                           = desc("handshakes_past_hello", "Connections holding a handshake slot past their TLS ClientHello whose certificate is not checked yet (evictable to share the slots out between networks).")
 	dHandshakes                          = desc("handshakes_total", "Completed handshake attempts by result (accepted, refused) and refusal reason.", "result", "reason")
 	dCloses                              = desc("session_closes_total", "Sessions closed, by close reason.", "reason")
 	dBytes                               = desc("tunnel_bytes_total", "IP bytes relayed; direction in is from devices, out is to devices.", "direction")
@@ -112,7 +117,7 @@ var (
 	dRenewSeconds                        = desc("cert_renewal_seconds_total", "Wall time spent deciding and issuing the renewals that were issued.")
 	dPerCA                               = desc("sessions_per_ca", "Live sessions by the CA their device chain ends at (subject).", "ca")
 	dIssuerExpiry                        = desc("renewal_issuer_expiry_timestamp_seconds", "When the online issuer's certificate expires, as a Unix time.")
-	allDescs                             = []*prometheus.Desc{dSessions, dHandshaking, dWaitingHello, dDuplicates, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
+	allDescs                             = []*prometheus.Desc{dSessions, dHandshaking, dWaitingHello, dPastHello, dDuplicates, dHandshakes, dCloses, dBytes, dPackets, dDrops, dExpiryMin, dDevBytes, dDevPackets, dDevDrops, dDevExpiry, dCRLNext, dCRLNumber, dReloadTime, dReloadAge, dReloadFailures, dPoolSize, dPoolUsed, dBuild, dRenewals, dRenewSeconds, dPerCA, dIssuerExpiry}
 	_               prometheus.Collector = (*Collector)(nil)
 )
 
@@ -141,6 +146,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dSessions, float64(s.Sessions))
 	gauge(dHandshaking, float64(s.HandshakesActive))
 	gauge(dWaitingHello, float64(s.HandshakesWaitingHello))
+	gauge(dPastHello, float64(s.HandshakesPastHello))
 	gauge(dDuplicates, float64(s.DuplicateDevices))
 	counter(dHandshakes, s.Accepted, "accepted", "")
 	for r, n := range s.Refused {
