@@ -310,12 +310,17 @@ func (c *Client) checkRenewed(old *material, next *NextKey, r tunnel.RenewReply,
 // acceptBundle decides whether the laptop takes the CA bundle a gateway
 // sent with a renewal as its trust for gateways. A gateway that could
 // push any CA could make the laptop trust anything from then on, so each
-// CA of the new bundle must be one the laptop trusts already, or signed by
-// one it trusts, or a new root for which the bundle carries a
-// cross-certificate (same subject and key) signed by one it trusts: only
-// the holder of a trusted CA key, the admin, introduces a CA. And the new
-// bundle must still verify the gateway of this session, or the laptop
-// would lock itself out. It returns nil and "" when nothing changes.
+// CA of the new bundle must be one the laptop trusts already, or one that
+// a CA it trusts (or one of the bundle's CAs vouched for that way) has
+// certified as a CA: a valid chain to a trusted CA now, in which every
+// issuer's path length allows one more CA below it, so the online issuer
+// (path length 0, its key on every gateway) and an intermediate certify
+// none. A new root counts as certified when the bundle carries its
+// cross-certificate (same subject and key) certified that way: what
+// `sallyport pki rotate` makes. Only the holder of a root key, the admin,
+// introduces a CA. And the new bundle must still verify the gateway of
+// this session, or the laptop would lock itself out. It returns nil and
+// "" when nothing changes.
 func acceptBundle(cur []*x509.Certificate, ders [][]byte, cs tls.ConnectionState) ([]*x509.Certificate, string) {
 	if len(ders) == 0 {
 		return nil, ""
@@ -334,27 +339,29 @@ func acceptBundle(cur []*x509.Certificate, ders [][]byte, cs tls.ConnectionState
 	if slices.EqualFunc(cur, next, (*x509.Certificate).Equal) {
 		return nil, ""
 	}
-	trusted := func(x *x509.Certificate) bool {
-		for _, t := range cur {
-			if t.Equal(x) || x.CheckSignatureFrom(t) == nil && !x.Equal(t) && bytes.Equal(x.RawIssuer, t.RawSubject) {
-				return true
-			}
-		}
-		return false
-	}
+	trusted := slices.Clone(cur)
+	var pending []*x509.Certificate
 	for _, x := range next {
-		if trusted(x) {
-			continue
+		if !slices.ContainsFunc(cur, x.Equal) {
+			pending = append(pending, x)
 		}
-		vouched := false
-		for _, cross := range next {
-			if cross != x && bytes.Equal(cross.RawSubject, x.RawSubject) && pki.SamePublicKey(cross.PublicKey, x.PublicKey) && trusted(cross) {
-				vouched = true
+	}
+	// A CA vouched for may vouch for the next (a new root, then the
+	// intermediate it signed): repeat until nothing more is certified.
+	for progress := true; progress && len(pending) > 0; {
+		progress = false
+		for i := 0; i < len(pending); {
+			if !certifiedCA(pending[i], trusted, next) {
+				i++
+				continue
 			}
+			trusted = append(trusted, pending[i])
+			pending = slices.Delete(pending, i, i+1)
+			progress = true
 		}
-		if !vouched {
-			return nil, fmt.Sprintf("CA %q is neither trusted now nor vouched for by a CA this laptop trusts (a cross-certificate from `sallyport pki rotate`)", x.Subject.CommonName)
-		}
+	}
+	if len(pending) > 0 {
+		return nil, fmt.Sprintf("CA %q is neither trusted now nor vouched for (certified as a CA) by one this laptop trusts; a new root needs its cross-certificate from `sallyport pki rotate`", pending[0].Subject.CommonName)
 	}
 	if len(cs.PeerCertificates) > 0 {
 		inter := x509.NewCertPool()
@@ -367,6 +374,47 @@ func acceptBundle(cur []*x509.Certificate, ders [][]byte, cs tls.ConnectionState
 		}
 	}
 	return next, ""
+}
+
+// certifiedCA reports whether x is certified as a CA by one of trusted:
+// it (or, for a self-signed x, a certificate of bundle with its subject
+// and key: a cross-certificate) has a chain to trusted that is valid now,
+// through certificates of bundle, and no issuer in it has a path length
+// that forbids a CA below it.
+func certifiedCA(x *x509.Certificate, trusted, bundle []*x509.Certificate) bool {
+	cands := []*x509.Certificate{x}
+	if bytes.Equal(x.RawIssuer, x.RawSubject) {
+		for _, c := range bundle {
+			if c != x && !bytes.Equal(c.RawIssuer, c.RawSubject) && bytes.Equal(c.RawSubject, x.RawSubject) && pki.SamePublicKey(c.PublicKey, x.PublicKey) {
+				cands = append(cands, c)
+			}
+		}
+	}
+	opts := x509.VerifyOptions{Roots: pki.NewPool(trusted), Intermediates: pki.NewPool(bundle), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	for _, c := range cands {
+		chains, err := c.Verify(opts)
+		if err != nil {
+			continue
+		}
+		for _, ch := range chains {
+			if allowsCABelow(ch) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allowsCABelow reports whether every issuer of chain (chain[0] a CA,
+// then its issuers up to a trust anchor) may have as many CAs below it
+// as it has in the chain: the issuer at i has i.
+func allowsCABelow(chain []*x509.Certificate) bool {
+	for i, c := range chain[1:] {
+		if c.BasicConstraintsValid && c.MaxPathLen >= 0 && i+1 > c.MaxPathLen {
+			return false
+		}
+	}
+	return true
 }
 
 // takeRenewed makes mat the device's identity: written into the profile,

@@ -371,3 +371,101 @@ func TestReleaseKey(t *testing.T) {
 		t.Fatalf("the dropped previous key was not closed (%d)", a.n)
 	}
 }
+
+// caCert makes a CA certificate named name for key (a new key when nil),
+// signed by parent (self-signed when parent is nil), with edit applied to
+// the template (path length, EKU, dates).
+func caCert(t *testing.T, parent *testCA, name string, key *ecdsa.PrivateKey, edit func(*x509.Certificate)) *testCA {
+	t.Helper()
+	if key == nil {
+		key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	tmpl := &x509.Certificate{SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	if edit != nil {
+		edit(tmpl)
+	}
+	signer, signKey := tmpl, key
+	if parent != nil {
+		signer, signKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &testCA{cert: c, key: key}
+}
+
+func pathLen(n int) func(*x509.Certificate) {
+	return func(c *x509.Certificate) { c.MaxPathLen, c.MaxPathLenZero = n, n == 0 }
+}
+
+// TestAcceptBundleCAs: the CAs a renewal's bundle may introduce are the
+// ones the admin's roots certified as CAs. A rotation of a PKI with an
+// issuing intermediate (`pki init --intermediate`, then `pki rotate`:
+// new root, its intermediate, the old root and intermediate, the
+// cross-certificate) is taken, and so is its end. A CA certified by a CA
+// whose path length forbids it is not: the online issuer's key is on
+// every gateway, so a gateway that could vouch with it would plant any CA
+// it likes, in two renewals. Before, the rotation was refused (the new
+// intermediate's issuer was not yet trusted) and the plant was taken
+// (only the signature was checked).
+func TestAcceptBundleCAs(t *testing.T) {
+	root := caCert(t, nil, "Acme", nil, pathLen(1))
+	inter := caCert(t, root, "Acme Issuing CA", nil, pathLen(0))
+	issuer := caCert(t, root, "Acme Online Issuer", nil, both(pathLen(0), func(c *x509.Certificate) {
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}))
+	g2 := caCert(t, nil, "Acme G2", nil, pathLen(1))
+	g2inter := caCert(t, g2, "Acme G2 Issuing CA", nil, pathLen(0))
+	cross := caCert(t, root, "Acme G2", g2.key, pathLen(1))
+	expiredCross := caCert(t, root, "Acme G2", g2.key, both(pathLen(1), func(c *x509.Certificate) { c.NotAfter = time.Now().Add(-time.Minute) }))
+	evil := caCert(t, issuer, "Evil", nil, nil)
+	evilRoot := caCert(t, nil, "Evil Root", nil, nil)
+	evilCross := caCert(t, issuer, "Evil Root", evilRoot.key, nil)
+	underInter := caCert(t, inter, "Sub CA", nil, nil)
+	gw := func(ca *testCA) tls.ConnectionState {
+		c, _, _ := ca.leaf(t, "gw.test", gatewayLeaf)
+		return tls.ConnectionState{PeerCertificates: []*x509.Certificate{c.Leaf, ca.cert}}
+	}
+	ders := func(cas ...*testCA) [][]byte {
+		var out [][]byte
+		for _, c := range cas {
+			out = append(out, c.cert.Raw)
+		}
+		return out
+	}
+	certs := func(cas ...*testCA) []*x509.Certificate {
+		var out []*x509.Certificate
+		for _, c := range cas {
+			out = append(out, c.cert)
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		cur    []*testCA
+		bundle []*testCA
+		gw     *testCA
+		take   bool
+	}{
+		{"rotation with an intermediate", []*testCA{root, inter}, []*testCA{g2, g2inter, root, inter, cross}, inter, true},
+		{"the same, the intermediate before its root", []*testCA{root, inter}, []*testCA{g2inter, root, inter, cross, g2}, inter, true},
+		{"its end, the gateway on the next CA", []*testCA{g2, g2inter, root, inter, cross}, []*testCA{g2, g2inter}, g2inter, true},
+		{"rotation without an intermediate", []*testCA{root}, []*testCA{g2, root, cross}, root, true},
+		{"the online issuer itself", []*testCA{root, inter}, []*testCA{root, inter, issuer}, inter, true},
+		{"a CA signed by the online issuer", []*testCA{root, inter}, []*testCA{root, inter, issuer, evil}, inter, false},
+		{"the same, once the issuer is trusted", []*testCA{root, inter, issuer}, []*testCA{root, inter, issuer, evil}, inter, false},
+		{"a root cross-certified by the online issuer", []*testCA{root, inter, issuer}, []*testCA{root, inter, issuer, evilRoot, evilCross}, inter, false},
+		{"a CA signed by the intermediate", []*testCA{root, inter}, []*testCA{root, inter, underInter}, inter, false},
+		{"an expired cross-certificate", []*testCA{root}, []*testCA{g2, root, expiredCross}, root, false},
+	}
+	for _, tc := range cases {
+		got, why := acceptBundle(certs(tc.cur...), ders(tc.bundle...), gw(tc.gw))
+		if (got != nil) != tc.take || (!tc.take && !strings.Contains(why, "vouched")) {
+			t.Errorf("%s: took %v (%s), want %v", tc.name, got != nil, why, tc.take)
+		}
+	}
+}
