@@ -5,11 +5,17 @@ package pki
 // admin first issued to the device (its enrollment), in a non-critical
 // extension. Revoking the enrollment serial then refuses every renewal of
 // it, on every gateway that reads the CRL, with no state shared between
-// gateways.
+// gateways. It also carries the serial of every CA below the trust anchor
+// that signed a certificate of the lineage (the enrollment's intermediate,
+// each online issuer that renewed it): revoking one of those CAs cuts the
+// renewals descending from what it signed too, which a renewed
+// certificate's own chain (the current online issuer) no longer shows.
 //
 //	SallyportLineage ::= SEQUENCE {
 //	    serial  INTEGER,  -- serial of the enrollment certificate
-//	    issuer  Name      -- issuer of the enrollment certificate, as in it
+//	    issuer  Name,     -- issuer of the enrollment certificate, as in it
+//	    cas     SEQUENCE SIZE (1..16) OF INTEGER OPTIONAL
+//	                      -- serials of the CAs that signed the lineage
 //	}
 
 import (
@@ -36,11 +42,19 @@ var OIDLineage = append(append(asn1.ObjectIdentifier{}, OIDArc...), 1)
 // octets and an issuer name a few hundred.
 const maxLineageLen = 4096
 
+// MaxLineageCAs bounds Lineage.CAs: a lineage gains a CA only when a
+// different CA signs its next certificate (a new online issuer, a CA
+// rotation), a few times in a device's life.
+const MaxLineageCAs = 16
+
 // Lineage names the enrollment certificate a renewed certificate descends
 // from.
 type Lineage struct {
 	Serial    *big.Int // the enrollment certificate's serial
 	RawIssuer []byte   // its issuer Name, DER
+	// CAs are the serials of the CAs below the trust anchor that signed a
+	// certificate of the lineage, oldest first (none for an enrollment).
+	CAs []*big.Int
 }
 
 // SerialString is FormatSerial(l.Serial).
@@ -61,6 +75,7 @@ func (l Lineage) IssuerString() string {
 type lineageASN1 struct {
 	Serial *big.Int
 	Issuer asn1.RawValue
+	CAs    []*big.Int `asn1:"optional,omitempty"`
 }
 
 // LineageExtension encodes l as the (non-critical) lineage extension.
@@ -71,11 +86,27 @@ func LineageExtension(l Lineage) (pkix.Extension, error) {
 	if err := checkName(l.RawIssuer); err != nil {
 		return pkix.Extension{}, fmt.Errorf("lineage: issuer: %w", err)
 	}
-	der, err := asn1.Marshal(lineageASN1{Serial: l.Serial, Issuer: asn1.RawValue{FullBytes: l.RawIssuer}})
+	if err := checkLineageCAs(l.CAs); err != nil {
+		return pkix.Extension{}, fmt.Errorf("lineage: %w", err)
+	}
+	der, err := asn1.Marshal(lineageASN1{Serial: l.Serial, Issuer: asn1.RawValue{FullBytes: l.RawIssuer}, CAs: l.CAs})
 	if err != nil {
 		return pkix.Extension{}, fmt.Errorf("lineage: %w", err)
 	}
 	return pkix.Extension{Id: OIDLineage, Value: der}, nil
+}
+
+// checkLineageCAs accepts at most MaxLineageCAs positive serials.
+func checkLineageCAs(cas []*big.Int) error {
+	if len(cas) > MaxLineageCAs {
+		return fmt.Errorf("%d CAs in the lineage, at most %d", len(cas), MaxLineageCAs)
+	}
+	for _, s := range cas {
+		if s == nil || s.Sign() <= 0 {
+			return errors.New("a CA serial of the lineage is not positive")
+		}
+	}
+	return nil
 }
 
 // checkName accepts the DER of one X.501 Name (a SEQUENCE of RDNs).
@@ -136,5 +167,8 @@ func parseLineage(der []byte) (Lineage, error) {
 	if err := checkName(v.Issuer.FullBytes); err != nil {
 		return Lineage{}, fmt.Errorf("lineage extension: issuer: %w", err)
 	}
-	return Lineage{Serial: v.Serial, RawIssuer: bytes.Clone(v.Issuer.FullBytes)}, nil
+	if err := checkLineageCAs(v.CAs); err != nil {
+		return Lineage{}, fmt.Errorf("lineage extension: %w", err)
+	}
+	return Lineage{Serial: v.Serial, RawIssuer: bytes.Clone(v.Issuer.FullBytes), CAs: v.CAs}, nil
 }

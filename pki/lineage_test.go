@@ -81,6 +81,8 @@ func TestLineage(t *testing.T) {
 		{"zero serial", []pkix.Extension{{Id: OIDLineage, Value: mustMarshal(t, lineageASN1{Serial: big.NewInt(0), Issuer: asn1.RawValue{FullBytes: enroll.RawIssuer}})}}, "not positive"},
 		{"trailing", []pkix.Extension{{Id: OIDLineage, Value: append(bytes.Clone(ext.Value), 0)}}, "trailing"},
 		{"issuer not a name", []pkix.Extension{{Id: OIDLineage, Value: mustMarshal(t, lineageASN1{Serial: big.NewInt(1), Issuer: asn1.RawValue{FullBytes: []byte{0x04, 0x01, 0x00}}})}}, "issuer"},
+		{"CA serial zero", []pkix.Extension{{Id: OIDLineage, Value: mustMarshal(t, lineageASN1{Serial: big.NewInt(1), Issuer: asn1.RawValue{FullBytes: enroll.RawIssuer}, CAs: []*big.Int{big.NewInt(0)}})}}, "not positive"},
+		{"too many CAs", []pkix.Extension{{Id: OIDLineage, Value: mustMarshal(t, lineageASN1{Serial: big.NewInt(1), Issuer: asn1.RawValue{FullBytes: enroll.RawIssuer}, CAs: make17()})}}, "at most"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,6 +98,41 @@ func TestLineage(t *testing.T) {
 	}
 	if _, err := LineageExtension(Lineage{Serial: big.NewInt(1), RawIssuer: []byte{1, 2}}); err == nil {
 		t.Fatal("LineageExtension accepted an issuer that is not a name")
+	}
+}
+
+func make17() []*big.Int {
+	var out []*big.Int
+	for i := range MaxLineageCAs + 1 {
+		out = append(out, big.NewInt(int64(i+1)))
+	}
+	return out
+}
+
+// TestLineageCAs: the CAs of a lineage survive encoding, a lineage of an
+// earlier release (serial and issuer only) still reads, with no CAs, and
+// LineageExtension refuses what LineageOf would.
+func TestLineageCAs(t *testing.T) {
+	root := newTestCA(t, "Acme Root")
+	l := Lineage{Serial: big.NewInt(0x5eed), RawIssuer: root.cert.RawSubject, CAs: []*big.Int{big.NewInt(3), big.NewInt(2)}}
+	ext, err := LineageExtension(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, renewed, err := LineageOf(root.leafWith(t, 8, ext))
+	if err != nil || !renewed || len(got.CAs) != 2 || got.CAs[0].Int64() != 3 || got.CAs[1].Int64() != 2 {
+		t.Fatalf("lineage with CAs read back as %+v (%v)", got, err)
+	}
+	old := mustMarshal(t, struct {
+		Serial *big.Int
+		Issuer asn1.RawValue
+	}{big.NewInt(0x5eed), asn1.RawValue{FullBytes: root.cert.RawSubject}})
+	got, _, err = LineageOf(root.leafWith(t, 9, pkix.Extension{Id: OIDLineage, Value: old}))
+	if err != nil || got.Serial.Int64() != 0x5eed || len(got.CAs) != 0 {
+		t.Fatalf("lineage without CAs read as %+v (%v)", got, err)
+	}
+	if _, err := LineageExtension(Lineage{Serial: big.NewInt(1), RawIssuer: root.cert.RawSubject, CAs: make17()}); err == nil {
+		t.Fatal("LineageExtension encoded more CAs than LineageOf reads")
 	}
 }
 

@@ -336,7 +336,7 @@ func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.C
 		}
 		reissue = rn.issuer.ReissueAttested
 	}
-	cert, err := reissue(v.chain[0], csr.PublicKey, now, rn.lifetime)
+	cert, err := reissue(v.chain, csr.PublicKey, now, rn.lifetime)
 	if err != nil {
 		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, time.Hour, err}
 	}

@@ -435,3 +435,102 @@ func TestRenewalOneAtATime(t *testing.T) {
 		t.Fatalf("first request: %+v", r)
 	}
 }
+
+// TestRenewalLineageCAsRevoked: revoking a CA that signed a certificate of
+// a device's lineage cuts the device, though its renewed certificate's own
+// chain no longer holds that CA: the intermediate its enrollment came
+// from, and an online issuer that renewed it before another did. Before,
+// one renewal put a device out of reach of both revocations (a leaked
+// intermediate or issuer key minted certificates that then lived on
+// through renewals). A CA only retired (superseded) cuts nobody.
+// Mutations caught: checkLineage without the CA loop, and with every
+// reason cutting.
+func TestRenewalLineageCAsRevoked(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	const crl = "crl = \"crl.pem\"\n"
+	inter := h.ca.intermediate(t, "Harness Issuing CA", 50, time.Now().Add(12*time.Hour))
+	alice := inter.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	alice.Certificate = append(alice.Certificate, inter.cert.Raw)
+	// renewAndReconnect renews d's certificate and connects again with the
+	// renewed one, as the laptop does.
+	renewAndReconnect := func(d *device, name string) *device {
+		t.Helper()
+		key := newP256(t)
+		r := d.renew(t, request(t, key, d.binding(t)))
+		if r.Reason != "" {
+			t.Fatalf("renewal of %s: %s", name, r.Reason)
+		}
+		next := h.dial(tls.Certificate{Certificate: r.Certs, PrivateKey: key})
+		h.connectCaps(next, name, tunnel.CapRenew)
+		d.wantClose(t, tunnel.ReasonReplaced)
+		return next
+	}
+	connect := func(c tls.Certificate, name string) *device {
+		d := h.dial(c)
+		h.connectCaps(d, name, tunnel.CapRenew)
+		return d
+	}
+	da := renewAndReconnect(connect(alice, "alice"), "alice")
+	entry := func(serial int64, reason int) x509.RevocationListEntry {
+		return x509.RevocationListEntry{SerialNumber: big.NewInt(serial), RevocationTime: time.Now(), ReasonCode: reason}
+	}
+	// The intermediate retired: alice stays.
+	h.writeCRLEntries(1, time.Now().Add(time.Hour), entry(50, 4)) // superseded
+	h.reload(crl + renewalTOML + engPolicyTOML)
+	if _, ok := h.sessionOf("alice"); !ok || h.s.trustNow().crl.Len() != 1 {
+		t.Fatal("a retired intermediate cut a device renewed since")
+	}
+	// The intermediate's key leaked: alice is cut.
+	h.writeCRLEntries(2, time.Now().Add(time.Hour), entry(50, 1)) // keyCompromise
+	h.reload(crl + renewalTOML + engPolicyTOML)
+	da.wantClose(t, tunnel.ReasonRevoked)
+
+	// bob renews under the first online issuer (serial 77), then, once a
+	// second one is installed, under it.
+	db := renewAndReconnect(connect(h.ca.leafWithKey(t, "bob", []string{"eng"}, x509.ExtKeyUsageClientAuth), "bob"), "bob")
+	ic, ik := h.ca.sign(t, &x509.Certificate{SerialNumber: big.NewInt(78), Subject: pkix.Name{CommonName: "Harness Online Issuer 2"},
+		NotAfter: time.Now().Add(12 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	writePEM(t, filepath.Join(h.dir(), "issuer.crt"), "CERTIFICATE", ic.Raw)
+	kd, _ := x509.MarshalPKCS8PrivateKey(ik)
+	writePEM(t, filepath.Join(h.dir(), "issuer.key"), "PRIVATE KEY", kd)
+	h.reload(crl + renewalTOML + engPolicyTOML)
+	if got := h.s.trustNow().renew.issuer.Cert().SerialNumber.Int64(); got != 78 {
+		t.Fatalf("issuer %d after the reload", got)
+	}
+	db = renewAndReconnect(db, "bob")
+	h.writeCRLEntries(3, time.Now().Add(time.Hour), entry(50, 1), entry(77, 1))
+	h.reload(crl + renewalTOML + engPolicyTOML)
+	db.wantClose(t, tunnel.ReasonRevoked)
+}
+
+// TestRenewalForgedLineage: a certificate the admin's CA signed that
+// carries a lineage extension (a CA that copies extensions from requests,
+// or a forged one) is renewed as the enrollment it is: its renewals name
+// its own serial, so revoking it cuts them. Before, the renewal copied the
+// lineage it carried, and revoking the certificate the admin issued did
+// not touch its renewals. Mutation caught: NextLineage carrying the
+// extension whatever signed it.
+func TestRenewalForgedLineage(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	other, _ := pki.LineageExtension(pki.Lineage{Serial: big.NewInt(1), RawIssuer: h.ca.cert.RawSubject})
+	cert, key := h.ca.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "carol", OrganizationalUnit: []string{"eng"}},
+		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtraExtensions: []pkix.Extension{other}})
+	d := h.dial(tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key})
+	h.connectCaps(d, "carol", tunnel.CapRenew)
+	next := newP256(t)
+	r := d.renew(t, request(t, next, d.binding(t)))
+	if r.Reason != "" {
+		t.Fatalf("renewal: %s", r.Reason)
+	}
+	if got := pki.IdentityOf(parseChain(t, r.Certs)[0]).Lineage; got != pki.FormatSerial(cert.SerialNumber) {
+		t.Fatalf("renewed lineage %s, want the certificate's own serial %s", got, pki.FormatSerial(cert.SerialNumber))
+	}
+	d2 := h.dial(tls.Certificate{Certificate: r.Certs, PrivateKey: next})
+	h.connectCaps(d2, "carol", tunnel.CapRenew)
+	d.wantClose(t, tunnel.ReasonReplaced)
+	h.writeCRL(1, time.Now().Add(time.Hour), cert.SerialNumber)
+	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
+	d2.wantClose(t, tunnel.ReasonRevoked)
+}

@@ -400,8 +400,13 @@ func (t *trust) checkRevoked(certs []*x509.Certificate, id pki.Identity) error {
 // checkLineage refuses a renewed certificate when its enrollment serial
 // (its lineage) or its own serial is listed by any CRL in force, whatever
 // the CRL's issuer: `pki revoke --device` revokes the enrollment and so
-// cuts every renewal of it (pki/lineage.go). A lineage extension that does
-// not decode is refused: whether its enrollment was revoked cannot be told.
+// cuts every renewal of it (pki/lineage.go). It also refuses one when a
+// CA that signed a certificate of its lineage (the enrollment's
+// intermediate, an online issuer that renewed it before) is listed, unless
+// that CA was only retired (reason superseded or cessationOfOperation):
+// what a compromised CA signed must not live on through renewals by
+// another. A lineage extension that does not decode is refused: whether
+// its enrollment was revoked cannot be told.
 func (t *trust) checkLineage(leaf *x509.Certificate, id pki.Identity) error {
 	l, renewed, err := pki.LineageOf(leaf)
 	if err != nil {
@@ -418,8 +423,17 @@ func (t *trust) checkLineage(leaf *x509.Certificate, id pki.Identity) error {
 			return &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("%s revoked (%s)", s.what, why)}
 		}
 	}
+	for _, ca := range l.CAs {
+		if revoked, why := t.crl.RevokedSerial(ca); revoked && !retiredCA[why] {
+			return &refusal{tunnel.ReasonRevoked, id.Device, fmt.Errorf("CA serial %s, which signed a certificate of its lineage, revoked (%s)", pki.FormatSerial(ca), why)}
+		}
+	}
 	return nil
 }
+
+// retiredCA are the revocation reasons that retire a CA without doubting
+// what it signed: the renewals descending from it live on (checkLineage).
+var retiredCA = map[string]bool{pki.ReasonString(4): true, pki.ReasonString(5): true} // superseded, cessationOfOperation
 
 // checkCRLFresh refuses new sessions while the CRL is past its nextUpdate
 // (unless tls.crl_stale = "warn").

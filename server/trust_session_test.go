@@ -47,6 +47,12 @@ func (h *gatewayHarness) writeCRL(number int64, next time.Time, serials ...*big.
 	for _, s := range serials {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
 	}
+	h.writeCRLEntries(number, next, entries...)
+}
+
+// writeCRLEntries writes crl.pem with the given entries (reasons and all).
+func (h *gatewayHarness) writeCRLEntries(number int64, next time.Time, entries ...x509.RevocationListEntry) {
+	h.t.Helper()
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: time.Now().Add(-time.Hour),
 		NextUpdate: next, RevokedCertificateEntries: entries}, h.ca.cert, h.ca.key)
 	if err != nil {

@@ -49,11 +49,15 @@ func TestMakeIssuer(t *testing.T) {
 			t.Fatal(err)
 		}
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		renewed, err := ri.Reissue(dev.Cert, k.Public(), time.Now(), time.Hour)
+		bundle, _ := p.TrustBundle()
+		chains, err := dev.Cert.Verify(x509.VerifyOptions{Roots: pki.NewPool(bundle), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		bundle, _ := p.TrustBundle()
+		renewed, err := ri.Reissue(chains[0], k.Public(), time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := renewed.Verify(x509.VerifyOptions{Roots: pki.NewPool(bundle), Intermediates: pki.NewPool(ri.Chain()),
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			t.Fatalf("intermediate %v: a renewed certificate does not verify against ca.crt: %v", inter, err)

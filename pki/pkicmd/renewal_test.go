@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,7 +87,7 @@ func TestListRenewed(t *testing.T) {
 		for _, name := range []string{"alice", "bob"} {
 			enroll := loadLeaf(t, filepath.Join(dir, "devices", name+".crt"))[0]
 			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			c, err := is.Reissue(enroll, k.Public(), time.Now().Add(time.Duration(i)*time.Minute), time.Hour)
+			c, err := is.Reissue(append([]*x509.Certificate{enroll}, loadLeaf(t, filepath.Join(dir, "root.crt"))...), k.Public(), time.Now().Add(time.Duration(i)*time.Minute), time.Hour)
 			if err != nil {
 				t.Fatal(err)
 			}

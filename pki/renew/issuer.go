@@ -2,9 +2,10 @@
 // "Renewal"): it re-issues the identity of a device certificate the gateway
 // has just verified, for the new key of a renewal request, and keeps the
 // record of what it issued. It is the only signing code the gateway links,
-// and it can sign nothing else: Reissue takes the certificate to renew and
-// a public key, and copies subject, subject alternative names and lineage
-// from the certificate, never from the request. It imports only pki; the
+// and it can sign nothing else: Reissue takes the verified chain of the
+// certificate to renew and a public key, and copies subject and subject
+// alternative names from the certificate (the lineage from it and its
+// chain), never from the request. It imports only pki; the
 // CA (pki/ca) stays out of the gateway and the laptop.
 package renew
 
@@ -17,6 +18,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"slices"
 	"time"
@@ -112,17 +114,57 @@ func (is *Issuer) Cert() *x509.Certificate { return is.cert }
 // issuer, then the rest of its file.
 func (is *Issuer) Chain() []*x509.Certificate { return slices.Clone(is.chain) }
 
-// Reissue signs a certificate for pub with the identity of leaf, a device
-// certificate the caller has verified in full just now. Everything but the
-// key comes from leaf or from the issuer: the subject (byte for byte: CN,
-// groups, user), the subject alternative names (the extension byte for
-// byte), the lineage (leaf's own, or leaf's serial and issuer when leaf is
-// the enrollment), clientAuth only, not a CA. The validity starts Backdate
-// (at most a tenth of lifetime) before now and ends lifetime after now,
-// cut at the issuer's own expiry. The caller
-// has checked pub (pki.CheckRenewalKey) and that it is not leaf's own.
-func (is *Issuer) Reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
-	return is.reissue(leaf, pub, now, lifetime, false)
+// Reissue signs a certificate for pub with the identity of chain[0], a
+// device certificate the caller has verified in full just now; chain is
+// that verified chain, leaf first, its trust anchor last. Everything but
+// the key comes from the leaf, its chain or the issuer: the subject (byte
+// for byte: CN, groups, user), the subject alternative names (the
+// extension byte for byte), the lineage (NextLineage), clientAuth only,
+// not a CA. The validity starts Backdate (at most a tenth of lifetime)
+// before now and ends lifetime after now, cut at the issuer's own expiry.
+// The caller has checked pub (pki.CheckRenewalKey) and that it is not the
+// leaf's own.
+func (is *Issuer) Reissue(chain []*x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
+	return is.reissue(chain, pub, now, lifetime, false)
+}
+
+// NextLineage is the lineage of a certificate renewed from chain (the
+// verified chain of the certificate in use, leaf first, trust anchor
+// last). It is the leaf's own lineage when an online issuer signed the
+// leaf (CheckIssuer: a renewal), and the leaf itself otherwise (its
+// enrollment): a lineage extension that any other CA signed, copied from
+// a request by a careless CA or forged, would let the device's renewals
+// escape the revocation of its enrollment, so it is not carried. Every CA
+// of chain below its anchor joins the lineage's CAs (once), so revoking
+// any CA that ever signed a certificate of the lineage still cuts it when
+// another issuer has renewed it since.
+func NextLineage(chain []*x509.Certificate) (pki.Lineage, error) {
+	if len(chain) == 0 || chain[0] == nil {
+		return pki.Lineage{}, errors.New("no certificate")
+	}
+	leaf := chain[0]
+	l := pki.Lineage{Serial: leaf.SerialNumber, RawIssuer: leaf.RawIssuer}
+	if len(chain) > 1 && CheckIssuer(chain[1]) == nil {
+		got, renewed, err := pki.LineageOf(leaf)
+		if err != nil {
+			return pki.Lineage{}, err
+		}
+		if renewed {
+			l = got
+		}
+	}
+	cas := slices.Clone(l.CAs)
+	for i := 1; i < len(chain)-1; i++ {
+		s := chain[i].SerialNumber
+		if !slices.ContainsFunc(cas, func(c *big.Int) bool { return c.Cmp(s) == 0 }) {
+			cas = append(cas, s)
+		}
+	}
+	if len(cas) > pki.MaxLineageCAs {
+		return pki.Lineage{}, fmt.Errorf("the lineage has been signed by %d CAs, more than %d: enroll the device again", len(cas), pki.MaxLineageCAs)
+	}
+	l.CAs = cas
+	return l, nil
 }
 
 // ReissueAttested is Reissue for a certificate whose TPM origin was
@@ -131,24 +173,25 @@ func (is *Issuer) Reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time
 // VerifyRenewalAttestation): the renewed certificate keeps the attested
 // origin and the attestation key, copied from leaf. Vouched-for origins
 // are never carried: nothing proves where the new key was made.
-func (is *Issuer) ReissueAttested(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
-	if !pki.KeyOriginAttested(leaf) || pki.AttestationKeyOf(leaf) == nil {
+func (is *Issuer) ReissueAttested(chain []*x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration) (*x509.Certificate, error) {
+	if len(chain) == 0 || chain[0] == nil || !pki.KeyOriginAttested(chain[0]) || pki.AttestationKeyOf(chain[0]) == nil {
 		return nil, errors.New("renew: the certificate's key origin is not attested")
 	}
-	return is.reissue(leaf, pub, now, lifetime, true)
+	return is.reissue(chain, pub, now, lifetime, true)
 }
 
-func (is *Issuer) reissue(leaf *x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration, attested bool) (*x509.Certificate, error) {
-	if leaf == nil || leaf.IsCA {
+func (is *Issuer) reissue(chain []*x509.Certificate, pub crypto.PublicKey, now time.Time, lifetime time.Duration, attested bool) (*x509.Certificate, error) {
+	if len(chain) == 0 || chain[0] == nil || chain[0].IsCA {
 		return nil, errors.New("renew: only a device certificate can be renewed")
 	}
+	leaf := chain[0]
 	if err := pki.CheckRenewalKey(pub); err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}
 	if lifetime < MinLifetime {
 		return nil, fmt.Errorf("renew: lifetime %v is shorter than %v", lifetime, MinLifetime)
 	}
-	l, _, err := pki.LineageOf(leaf)
+	l, err := NextLineage(chain)
 	if err != nil {
 		return nil, fmt.Errorf("renew: %w", err)
 	}

@@ -105,7 +105,7 @@ func TestReissue(t *testing.T) {
 	enroll := root.enrollment(t)
 	now := time.Now()
 	newKey := newKey(t)
-	got, err := is.Reissue(enroll, newKey.Public(), now, 2*time.Minute)
+	got, err := is.Reissue(chainOf(enroll, root.cert), newKey.Public(), now, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestReissue(t *testing.T) {
 		t.Fatalf("renewed identity %+v", id)
 	}
 	// Renewing the renewal keeps the enrollment's lineage.
-	again, err := is.Reissue(got, newKeyT(t).Public(), now, time.Hour)
+	again, err := is.Reissue(chainOf(got, icert, root.cert), newKeyT(t).Public(), now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +138,12 @@ func TestReissue(t *testing.T) {
 		t.Fatalf("second renewal %+v", id2)
 	}
 	// A week-long certificate starts Backdate before now.
-	week, err := is.Reissue(got, newKeyT(t).Public(), now, 7*24*time.Hour)
+	week, err := is.Reissue(chainOf(got, icert, root.cert), newKeyT(t).Public(), now, 7*24*time.Hour)
 	if err != nil || !week.NotBefore.Equal(now.Add(-Backdate).Truncate(time.Second)) {
 		t.Fatalf("week: not before %v (%v), want %v", week.NotBefore, err, now.Add(-Backdate))
 	}
 	// The issuer's own end cuts the lifetime.
-	long, err := is.Reissue(got, newKeyT(t).Public(), now, 1000*time.Hour)
+	long, err := is.Reissue(chainOf(got, icert, root.cert), newKeyT(t).Public(), now, 1000*time.Hour)
 	if err != nil || !long.NotAfter.Equal(icert.NotAfter) {
 		t.Fatalf("long lifetime: not after %v, want the issuer's %v (%v)", long.NotAfter, icert.NotAfter, err)
 	}
@@ -165,13 +165,16 @@ func TestReissue(t *testing.T) {
 		{"issuer expired", enroll, newKeyT(t).Public(), icert.NotAfter.Add(time.Minute), time.Hour, "expired"},
 	}
 	for _, tc := range bad {
-		if _, err := is.Reissue(tc.leaf, tc.pub, tc.now, tc.lifetime); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := is.Reissue(chainOf(tc.leaf, root.cert), tc.pub, tc.now, tc.lifetime); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
 		}
 	}
 }
 
 func newKeyT(t *testing.T) *ecdsa.PrivateKey { return newKey(t) }
+
+// chainOf is a verified chain, leaf first, trust anchor last.
+func chainOf(certs ...*x509.Certificate) []*x509.Certificate { return certs }
 
 func TestCheckIssuer(t *testing.T) {
 	root := newRoot(t)
@@ -270,14 +273,14 @@ func TestReissueKeyOrigin(t *testing.T) {
 	attested := leaf([]x509.OID{pki.KeyOriginAttestedPolicy()}, true)
 	now := time.Now()
 
-	got, err := is.ReissueAttested(attested, newKey(t).Public(), now, time.Hour)
+	got, err := is.ReissueAttested(chainOf(attested, root.cert), newKey(t).Public(), now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !pki.KeyOriginAttested(got) || !bytes.Equal(pki.AttestationKeyOf(got), pki.AttestationKeyOf(attested)) {
 		t.Fatalf("attested renewal: attested %v, AK %x", pki.KeyOriginAttested(got), pki.AttestationKeyOf(got))
 	}
-	plain, err := is.Reissue(attested, newKey(t).Public(), now, time.Hour)
+	plain, err := is.Reissue(chainOf(attested, root.cert), newKey(t).Public(), now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,8 +296,100 @@ func TestReissueKeyOrigin(t *testing.T) {
 		{"attested and token origins at once", leaf([]x509.OID{pki.KeyOriginAttestedPolicy(), token}, true)},
 		{"no origin", leaf(nil, true)},
 	} {
-		if c, err := is.ReissueAttested(tc.leaf, newKey(t).Public(), now, time.Hour); err == nil {
+		if c, err := is.ReissueAttested(chainOf(tc.leaf, root.cert), newKey(t).Public(), now, time.Hour); err == nil {
 			t.Errorf("%s: renewed as attested (%q)", tc.name, pki.KeyOriginOf(c))
 		}
+	}
+}
+
+// TestNextLineage: a renewal's lineage names the enrollment and every CA
+// below the anchor that signed a certificate of it (the enrollment's
+// intermediate, each online issuer), each once; a lineage extension is
+// carried only from a certificate an online issuer signed, so one that
+// another CA signed (copied from a request, forged) cannot move a
+// device's renewals away from its enrollment. Mutations caught: carrying
+// the extension whatever signed it, CAs not gathered, gathered twice, the
+// trust anchor gathered, no bound.
+func TestNextLineage(t *testing.T) {
+	root := newRoot(t)
+	interKey := newKey(t)
+	inter := sign(t, &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "Acme Issuing CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign}, root.cert, interKey.Public(), root.key)
+	byInter := func(serial int64, exts ...pkix.Extension) *x509.Certificate {
+		return sign(t, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "alice-laptop"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtraExtensions: exts,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, inter, newKey(t).Public(), interKey)
+	}
+	icert, ikey := root.issuer(t, nil)
+	is, _ := New([]*x509.Certificate{icert}, ikey)
+	icert2, ikey2 := root.issuer(t, func(c *x509.Certificate) { c.SerialNumber = big.NewInt(9) })
+	is2, _ := New([]*x509.Certificate{icert2}, ikey2)
+	serials := func(l pki.Lineage) string {
+		var out []string
+		for _, s := range l.CAs {
+			out = append(out, s.String())
+		}
+		return l.Serial.String() + ":" + strings.Join(out, ",")
+	}
+	lineage := func(c *x509.Certificate) pki.Lineage {
+		l, _, err := pki.LineageOf(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	now := time.Now()
+	enroll := byInter(0x5eed)
+	r1, err := is.Reissue(chainOf(enroll, inter, root.cert), newKey(t).Public(), now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := serials(lineage(r1)); got != "24301:3" || !bytes.Equal(lineage(r1).RawIssuer, inter.RawSubject) {
+		t.Fatalf("first renewal: lineage %s, want the enrollment 24301 and its intermediate 3", got)
+	}
+	r2, _ := is.Reissue(chainOf(r1, icert, root.cert), newKey(t).Public(), now, time.Hour)
+	r3, _ := is.Reissue(chainOf(r2, icert, root.cert), newKey(t).Public(), now, time.Hour)
+	r4, _ := is2.Reissue(chainOf(r3, icert, root.cert), newKey(t).Public(), now, time.Hour)
+	r5, _ := is2.Reissue(chainOf(r4, icert2, root.cert), newKey(t).Public(), now, time.Hour)
+	for _, tc := range []struct {
+		c    *x509.Certificate
+		want string
+	}{{r2, "24301:3,2"}, {r3, "24301:3,2"}, {r4, "24301:3,2"}, {r5, "24301:3,2,9"}} {
+		if got := serials(lineage(tc.c)); got != tc.want {
+			t.Errorf("lineage %s, want %s", got, tc.want)
+		}
+	}
+
+	// Every CA between the enrollment and the anchor: a sub-CA of the
+	// intermediate too.
+	subKey := newKey(t)
+	sub := sign(t, &x509.Certificate{SerialNumber: big.NewInt(4), Subject: pkix.Name{CommonName: "Acme Sub CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, inter, subKey.Public(), interKey)
+	deep := sign(t, &x509.Certificate{SerialNumber: big.NewInt(0xdee9), Subject: pkix.Name{CommonName: "alice-laptop"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, sub, newKey(t).Public(), subKey)
+	if l, err := NextLineage(chainOf(deep, sub, inter, root.cert)); err != nil || serials(l) != "57065:4,3" {
+		t.Fatalf("lineage of an enrollment two CAs below the anchor: %s (%v), want 57065:4,3", serials(l), err)
+	}
+
+	// A lineage extension another CA signed is not carried.
+	forged, _ := pki.LineageExtension(pki.Lineage{Serial: big.NewInt(1), RawIssuer: root.cert.RawSubject})
+	copied := byInter(0xc0b1, forged)
+	if l, err := NextLineage(chainOf(copied, inter, root.cert)); err != nil || serials(l) != "49329:3" {
+		t.Fatalf("lineage of a certificate with a lineage another CA signed: %s (%v), want its own serial 49329", serials(l), err)
+	}
+	// Nor is anything of a lineage gathered past the bound.
+	var many []*big.Int
+	for i := range pki.MaxLineageCAs {
+		many = append(many, big.NewInt(int64(100+i)))
+	}
+	full, _ := pki.LineageExtension(pki.Lineage{Serial: big.NewInt(0x5eed), RawIssuer: inter.RawSubject, CAs: many})
+	long := sign(t, &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "alice-laptop"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtraExtensions: []pkix.Extension{full},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, icert, newKey(t).Public(), ikey)
+	if _, err := is2.Reissue(chainOf(long, icert, root.cert), newKey(t).Public(), now, time.Hour); err == nil || !strings.Contains(err.Error(), "enroll the device again") {
+		t.Fatalf("a lineage past %d CAs: %v", pki.MaxLineageCAs, err)
 	}
 }
