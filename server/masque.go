@@ -11,11 +11,13 @@ package server
 //             gets no capabilities), then the steps of newSession: the
 //             duplicate-device rule (duplicate.go), session slot, address, 200 + capsules (ADDRESS_ASSIGN,
 //             ROUTE_ADVERTISEMENT, the sallyport config), register.
-//   device -> LAN  routineReadDatagrams: masque.Link.ReadPackets takes the
-//             datagrams that arrived as one batch; the session's
-//             tunnel.Inbound (dataplane.go inbound) decides and writes them
-//             exactly as it does the TLS stream's, with the same verdict
-//             (verdict.go), without AQM (datagrams queue nowhere).
+//   device -> LAN  routineReadDatagrams: masque.Link.Wait waits for a
+//             datagram holding no batch; then, with a batch from the shared
+//             pool, the session's tunnel.Inbound (dataplane.go inbound)
+//             takes the datagrams that arrived as one batch
+//             (ReadDatagrams) and decides and writes them exactly as it
+//             does the TLS stream's, with the same verdict (verdict.go),
+//             without AQM (datagrams queue nowhere).
 //   LAN -> device  routineWriteStream (todevice.go), unchanged: tunnel.Round
 //             writes to the Link (one datagram per packet; super-packets
 //             segmented as for a peer without gso). A packet larger than
@@ -270,24 +272,26 @@ func (ss *session) startDatagrams(wg *sync.WaitGroup) {
 }
 
 // routineReadDatagrams filters and forwards what the device sends on the
-// datagram path, one batch of what arrived at a time.
+// datagram path, one batch of what arrived at a time. It waits for a
+// datagram holding no batch and takes one from the shared pool only then,
+// giving it back after the round, so an idle session holds none (as
+// routineReadStream).
 func (ss *session) routineReadDatagrams() {
 	pool := &ss.srv.dataPools().stream
 	in := ss.inbound(nil)
 	for {
-		b := pool.Get()
-		clear(b.GSO)
-		n, bad, err := ss.link.ReadPackets(b.Bufs, b.Sizes, tunnel.Headroom)
-		if bad > 0 {
-			ss.drops.Add(tunnel.DropMalformed, uint64(bad))
-		}
-		if n > 0 {
-			now := time.Now()
-			ss.heard(now)
+		err := ss.link.Wait()
+		if err == nil {
 			in.MTU = ss.srv.config().Tunnel.MTU
-			ss.received(in.Deliver(b, n, now, 0))
+			b := pool.Get()
+			var res tunnel.InboundResult
+			res, err = in.ReadDatagrams(ss.link, b)
+			pool.Put(b)
+			if res.Packets > 0 {
+				ss.heard(time.Now())
+			}
+			ss.received(res)
 		}
-		pool.Put(b)
 		if err != nil {
 			ss.close(tunnel.ReasonPeerClosed, nil)
 			return

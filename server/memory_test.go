@@ -9,6 +9,9 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
+
+	connectip "github.com/quic-go/connect-ip-go"
 
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
@@ -150,5 +153,61 @@ func TestSessionChurnAllocs(t *testing.T) {
 	t.Logf("allocated per connect/packet/disconnect cycle: %d bytes", per)
 	if per > bound {
 		t.Errorf("a session cycle allocates %d KiB, want at most %d KiB", per>>10, bound>>10)
+	}
+}
+
+// wideTUN is a TUN with wireguard's batch size of 128: a relay batch is
+// then 128 x 64 KiB, so a session that holds one while idle shows.
+type wideTUN struct{ *fakeTUN }
+
+func (wideTUN) BatchSize() int { return 128 }
+
+// TestIdleDatagramSessionMemory: memory follows traffic on the datagram
+// path too. A device on CONNECT-IP that sent a packet and went quiet holds
+// no relay batch (8 MiB with wireguard's TUN); before, the datagram reader
+// took one from the pool and then waited for the next datagram holding
+// it. The bound is far above what a QUIC connection and the test's own
+// client cost, and far below one batch.
+func TestIdleDatagramSessionMemory(t *testing.T) {
+	const n = 8
+	h := newGatewayHarnessOn(t, engPolicy, netip.Prefix{}, func(f *fakeTUN) tunnel.Device { return wideTUN{f} })
+	defer h.close()
+	addr := h.startQUIC()
+	certs := make([]tls.Certificate, n+1)
+	for i := range certs {
+		certs[i] = h.ca.leafWithKey(t, fmt.Sprintf("idle%d", i), []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	}
+	// One device moves a packet first, so the pool is warm.
+	connect := func(cert tls.Certificate) *connectip.Conn {
+		c, err := h.dialConnectIP(addr, &cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assigned, err := c.ReceiveAddressAssignment(ctx)
+		if err != nil || len(assigned) != 1 {
+			t.Fatalf("address assignment %v: %v", assigned, err)
+		}
+		if _, err := c.Routes(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sent := len(h.tun.packets())
+		if _, err := c.WritePacket(csum4(udp4(assigned[0].IPPrefix.Addr().String(), "192.168.88.5", 4000, 53))); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return len(h.tun.packets()) == sent+1 })
+		return c
+	}
+	defer connect(certs[n]).Close()
+	before := heapNow()
+	for i := range n {
+		defer connect(certs[i]).Close()
+	}
+	after := heapNow()
+	per := (int64(after) - int64(before)) / n
+	t.Logf("heap+stacks per idle datagram session: %d KiB (%d sessions)", per>>10, n)
+	if bound := int64(1 << 20); per > bound {
+		t.Errorf("an idle datagram session costs %d KiB of heap and stacks, want at most %d KiB (a relay batch is %d KiB)", per>>10, bound>>10, 128*(tunnel.Headroom+tunnel.MaxPayload)>>10)
 	}
 }

@@ -28,8 +28,12 @@
  *   6. WritePackets: each run of plain packets with one Device.Write (GRO),
  *      each super-packet whole.
  *
- * Deliver (steps 2 to 6) takes packets, not a stream: a second transport
- * fills a Batch its own way and calls Deliver.
+ * Deliver (steps 2 to 6) takes packets, not a stream. The datagram path
+ * (CONNECT-IP, one packet per datagram) uses ReadDatagrams: its reader
+ * waits for a datagram holding no batch (DatagramReader.Wait), takes a
+ * batch, and ReadDatagrams takes what has arrived and delivers it without
+ * AQM (nothing queues behind a lost datagram); a datagram the transport
+ * could not take (empty, another context, too large) is malformed.
  */
 
 package tunnel
@@ -132,4 +136,32 @@ func (in *Inbound) ReadStream(r *Reader, b *Batch, gso bool, backlog *Backlog, c
 		return InboundResult{}, err
 	}
 	return in.Deliver(b, n, time.Now(), backlog.Bytes()+r.Buffered()), err
+}
+
+// DatagramReader is a transport that carries one packet per datagram (the
+// datagram path's masque.Link).
+type DatagramReader interface {
+	// Wait blocks until a datagram has arrived (or the transport ended,
+	// with its error) and holds nothing of the caller's, so the caller
+	// takes its batch only then.
+	Wait() error
+	// ReadPackets copies what has arrived, up to len(bufs) packets, to
+	// offset in bufs, waiting only when nothing has; bad counts the
+	// datagrams it could not take.
+	ReadPackets(bufs [][]byte, sizes []int, offset int) (n, bad int, err error)
+}
+
+// ReadDatagrams reads one batch of what r received into b and delivers it
+// (plain packets: a datagram carries no virtio-net header; no backlog for
+// AQM). The datagrams r could not take count as malformed. Call it after
+// r.Wait. It returns what the batch did and r's error, after delivering
+// what came before it.
+func (in *Inbound) ReadDatagrams(r DatagramReader, b *Batch) (InboundResult, error) {
+	clear(b.GSO) // the batch may come from a stream that had CapGSO
+	n, bad, err := r.ReadPackets(b.Bufs, b.Sizes, Headroom)
+	in.Drops.Add(DropMalformed, uint64(bad))
+	if n == 0 {
+		return InboundResult{}, err
+	}
+	return in.Deliver(b, n, time.Now(), 0), err
 }

@@ -461,3 +461,75 @@ func FuzzInbound(f *testing.F) {
 		}
 	})
 }
+
+// fakeDatagrams is a DatagramReader over a script of arrivals: each
+// ReadPackets returns the next arrival (packets, bad count), then err.
+type fakeDatagrams struct {
+	arrivals []arrival
+	err      error
+}
+
+// arrival is what one ReadPackets of fakeDatagrams returns.
+type arrival struct {
+	pkts [][]byte
+	bad  int
+}
+
+func (f *fakeDatagrams) Wait() error {
+	if len(f.arrivals) == 0 {
+		return f.err
+	}
+	return nil
+}
+
+func (f *fakeDatagrams) ReadPackets(bufs [][]byte, sizes []int, offset int) (int, int, error) {
+	if len(f.arrivals) == 0 {
+		return 0, 0, f.err
+	}
+	a := f.arrivals[0]
+	f.arrivals = f.arrivals[1:]
+	for i, p := range a.pkts {
+		sizes[i] = copy(bufs[i][offset:], p)
+	}
+	return len(a.pkts), a.bad, nil
+}
+
+// TestInboundReadDatagrams: the datagram path's batches go through the
+// same receive half: counted, validated, written in order with one write;
+// datagrams the transport could not take count as malformed; a batch left
+// with gso marks by a stream session is read as plain packets; the
+// transport's end comes back as the error.
+func TestInboundReadDatagrams(t *testing.T) {
+	f := &fakeDatagrams{err: io.EOF, arrivals: []arrival{{[][]byte{tagged(100), {0x50, 1}, tagged(120)}, 2}, {nil, 1}}}
+	dev := &recDev{}
+	var drops DropCounts
+	var packets, byts atomic.Uint64
+	in := Inbound{Dev: dev, MTU: 1500, Drops: &drops, Packets: &packets, Bytes: &byts}
+	b := NewBatch(4, Headroom+2048)
+	for i := range b.GSO {
+		b.GSO[i] = true // left over from a stream with CapGSO; the header room holds zeros or junk
+		b.Bufs[i][Headroom-VnetHdrLen] = 0xff
+	}
+	var results []InboundResult
+	var err error
+	for err == nil {
+		if err = f.Wait(); err != nil {
+			break
+		}
+		var res InboundResult
+		res, err = in.ReadDatagrams(f, b)
+		results = append(results, res)
+	}
+	if err != io.EOF || len(results) != 2 {
+		t.Fatalf("ended with %v after %d batches", err, len(results))
+	}
+	if got := sizes(dev.got); !equalInts(got, []int{100, 120}) || dev.writes != 1 {
+		t.Fatalf("TUN got %v in %d writes, want [100 120] in 1", got, dev.writes)
+	}
+	if drops.Load(DropMalformed) != 4 || packets.Load() != 3 || byts.Load() != 222 {
+		t.Fatalf("malformed %d (want 2 bad + 1 + 1 bad), packets %d, bytes %d", drops.Load(DropMalformed), packets.Load(), byts.Load())
+	}
+	if results[0].Packets != 3 || results[0].Written != 2 || results[1] != (InboundResult{}) {
+		t.Fatalf("results %+v", results)
+	}
+}

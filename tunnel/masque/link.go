@@ -9,10 +9,13 @@ package masque
 //            copies once into its frame). A packet larger than the datagram
 //            the path takes now goes to TooBig instead (the owner answers
 //            with ICMP Packet Too Big / Fragmentation Needed).
-//   ingress  ReadPackets waits for one datagram of the stream, then takes
-//            what else is queued without waiting (one batch), so the TUN
-//            write after it is batched (GRO) like the TLS stream's; no
-//            goroutine or queue of its own between http3's and the relay.
+//   ingress  Wait waits for one datagram of the stream without holding the
+//            relay's batch; ReadPackets takes it and what else is queued
+//            without waiting (one batch), so the TUN write after it is
+//            batched (GRO) like the TLS stream's; no goroutine or queue of
+//            its own between http3's and the relay. Link is a
+//            tunnel.DatagramReader: the relays hand it to
+//            tunnel.Inbound.ReadDatagrams.
 //   control  capsules on the stream: WriteControl/Finish send a sallyport
 //            control frame in CapsuleSallyport (under one lock, with the
 //            write deadline of the session timeout), WriteCapsule the
@@ -50,6 +53,11 @@ type Link struct {
 	str Stream
 	br  *bufio.Reader
 	buf []byte // capsule read buffer (NextCapsule's caller owns the value until the next call)
+
+	// first is the datagram Wait received for the next ReadPackets
+	// (waited: it did); only the reading goroutine touches them.
+	first  []byte
+	waited bool
 
 	// TooBig, if set, gets each packet WritePackets could not send because
 	// it is larger than mtu, the largest IP packet the path takes now.
@@ -252,13 +260,36 @@ func (l *Link) NextCapsule() (typ uint64, value []byte, err error) {
 	return typ, value, err
 }
 
-// ReadPackets waits for a datagram of the stream, then takes what else is
-// queued without waiting, and copies the IP packets of up to len(bufs) of
-// them to offset in bufs, their lengths in sizes. Datagrams of another
-// context, empty ones and packets larger than a buffer are skipped (bad
-// counts them). It returns the stream's error, with n == 0, once it ended.
-func (l *Link) ReadPackets(bufs [][]byte, sizes []int, offset int) (n, bad int, err error) {
+// Wait blocks until a datagram of the stream has arrived (it is kept for
+// the next ReadPackets) or the stream ended, and returns the stream's
+// error then. It holds nothing of the caller's, so a relay takes its
+// batch only once there is something to read into it: an idle session
+// holds none. Call it from the goroutine that calls ReadPackets.
+func (l *Link) Wait() error {
+	if l.waited {
+		return nil
+	}
 	d, err := l.str.ReceiveDatagram(context.Background()) // ends with the stream
+	if err != nil {
+		return err
+	}
+	l.first, l.waited = d, true
+	return nil
+}
+
+// ReadPackets waits for a datagram of the stream (or takes the one Wait
+// kept), then takes what else is queued without waiting, and copies the
+// IP packets of up to len(bufs) of them to offset in bufs, their lengths
+// in sizes. Datagrams of another context, empty ones and packets larger
+// than a buffer are skipped (bad counts them). It returns the stream's
+// error, with n == 0, once it ended.
+func (l *Link) ReadPackets(bufs [][]byte, sizes []int, offset int) (n, bad int, err error) {
+	var d []byte
+	if l.waited {
+		d, l.first, l.waited = l.first, nil, false
+	} else {
+		d, err = l.str.ReceiveDatagram(context.Background()) // ends with the stream
+	}
 	for err == nil && d != nil {
 		pkt, ok := Packet(d)
 		if ok && offset+len(pkt) <= len(bufs[n]) {

@@ -94,6 +94,29 @@ func TestLinkReadPackets(t *testing.T) {
 	}
 }
 
+// TestLinkWait: Wait takes one datagram and keeps it (twice in a row
+// takes no second one); the next ReadPackets returns it first, with what
+// else is queued; once the stream ended Wait returns its error.
+func TestLinkWait(t *testing.T) {
+	f := &fakeStream{queue: [][]byte{{0, 0x45, 1}, {0, 0x60, 2}}}
+	l := NewLink(f)
+	if err := l.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Wait(); err != nil || len(f.queue) != 1 {
+		t.Fatalf("second Wait: %v, %d left queued (want 1)", err, len(f.queue))
+	}
+	bufs := [][]byte{make([]byte, 64), make([]byte, 64), make([]byte, 64)}
+	sizes := make([]int, 3)
+	if n, bad, err := l.ReadPackets(bufs, sizes, 16); n != 2 || bad != 0 || err != nil || bufs[0][16] != 0x45 || bufs[1][16] != 0x60 {
+		t.Fatalf("ReadPackets after Wait = %d, %d, %v (%x %x)", n, bad, err, bufs[0][16], bufs[1][16])
+	}
+	f.closed = io.EOF
+	if err := l.Wait(); err != io.EOF {
+		t.Fatalf("Wait after the end: %v", err)
+	}
+}
+
 func TestParseFrame(t *testing.T) {
 	typ, p, err := ParseFrame(frame(0x11, []byte(`{"v":1}`)))
 	if err != nil || typ != 0x11 || string(p) != `{"v":1}` {
