@@ -738,10 +738,7 @@ func closeFrame(payload []byte) error {
 func (c *Client) readStream(cn *conn) error {
 	b := recvBatch(c.dev.BatchSize())
 	defer recvBatches.Put(b)
-	c.mu.Lock()
-	mtu := c.pushed.MTU
-	c.mu.Unlock()
-	in := tunnel.Inbound{Dev: c.dev, MTU: mtu, Drops: &c.drops, AQM: tunnel.NewAQM(), Packets: &c.packetsIn, Bytes: &c.bytesIn}
+	in := tunnel.Inbound{Dev: c.dev, MTU: c.pushedMTU(), Drops: &c.drops, AQM: tunnel.NewAQM(), Packets: &c.packetsIn, Bytes: &c.bytesIn}
 	onControl := func(typ byte, payload []byte) error {
 		switch typ {
 		case tunnel.FrameKeepalive:
@@ -758,9 +755,7 @@ func (c *Client) readStream(cn *conn) error {
 			if err := c.onPush(payload); err != nil {
 				return err
 			}
-			c.mu.Lock()
-			in.MTU = c.pushed.MTU
-			c.mu.Unlock()
+			in.MTU = c.pushedMTU()
 			return nil
 		}
 		return fmt.Errorf("unexpected control frame %#x from gateway", typ)
@@ -768,15 +763,28 @@ func (c *Client) readStream(cn *conn) error {
 	for {
 		res, err := in.ReadStream(cn.r, b, cn.gso, cn.backlog, onControl)
 		cn.lastRecv.Store(time.Now().UnixNano())
-		if res.WriteErr != nil {
-			c.log.Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
-		}
+		c.received(res)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return errors.New("gateway closed the connection")
 			}
 			return err
 		}
+	}
+}
+
+// pushedMTU is the tunnel MTU the gateway pushed last.
+func (c *Client) pushedMTU() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pushed.MTU
+}
+
+// received logs what one batch from the gateway did (its Inbound counted
+// it).
+func (c *Client) received(res tunnel.InboundResult) {
+	if res.WriteErr != nil {
+		c.log.Debug("write TUN failed", "err", res.WriteErr, "packets", res.Written)
 	}
 }
 

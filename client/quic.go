@@ -19,8 +19,9 @@ package client
 //              masque.Link, one datagram per packet; a packet larger than
 //              the path takes is answered with ICMP Packet Too Big /
 //              Fragmentation Needed on the TUN (tooBig).
-//   ingress    readDatagrams: Link.ReadPackets takes what arrived as one
-//              batch, tunnel.WritePackets writes it to the TUN (GRO).
+//   ingress    readDatagrams: tunnel.Inbound.ReadDatagrams takes what
+//              arrived on the Link as one batch and writes it to the TUN
+//              (order kept, GRO), as readStream's Inbound does the stream's.
 //   control    readCapsules: push and close frames as on the stream.
 //   retry      while on the TLS stream after a fallback, routineRetryUDP
 //              tries the QUIC handshake every transport.retry_udp; when it
@@ -513,26 +514,20 @@ func (c *Client) readCapsules(cn *conn) error {
 	}
 }
 
-// readDatagrams relays gateway -> TUN on the datagram path until it ends.
+// readDatagrams relays gateway -> TUN on the datagram path until it ends:
+// each batch of what arrived goes through tunnel.Inbound, the receive half
+// of the TLS stream too (header validation, order, one TUN write; no AQM
+// and no verdict).
 func (c *Client) readDatagrams(cn *conn) error {
 	b := recvBatch(c.dev.BatchSize())
 	defer recvBatches.Put(b)
-	clear(b.GSO)
+	in := tunnel.Inbound{Dev: c.dev, MTU: c.pushedMTU(), Drops: &c.drops, Packets: &c.packetsIn, Bytes: &c.bytesIn}
 	for {
-		n, bad, err := cn.link.ReadPackets(b.Bufs, b.Sizes, tunnel.Headroom)
-		if bad > 0 {
-			c.drops.Add(tunnel.DropMalformed, uint64(bad))
-		}
-		if n > 0 {
-			var bytes uint64
-			for i := 0; i < n; i++ {
-				bytes += uint64(b.Sizes[i])
-			}
-			c.bytesIn.Add(bytes)
-			c.packetsIn.Add(uint64(n))
-			if werr := tunnel.WritePackets(c.dev, b, n, tunnel.Headroom); werr != nil {
-				c.log.Debug("write TUN failed", "err", werr, "packets", n)
-			}
+		err := cn.link.Wait()
+		if err == nil {
+			var res tunnel.InboundResult
+			res, err = in.ReadDatagrams(cn.link, b)
+			c.received(res)
 		}
 		if err != nil {
 			return fmt.Errorf("datagram path closed: %w", err)
