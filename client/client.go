@@ -535,7 +535,7 @@ func (c *Client) sessionTLS(ctx context.Context, tc *tls.Conn, addr string, m *m
 	cn.hangup = func() { _ = tc.NetConn().Close() }
 	// Shutdown (SIGTERM, `sallyport down`) tells the gateway and closes the
 	// stream, which ends the blocked read below.
-	stopClose := context.AfterFunc(ctx, func() { cn.hangUp("client shutdown") })
+	stopClose := context.AfterFunc(ctx, func() { cn.hangUp(tunnel.ReasonClientShutdown) })
 	defer stopClose()
 	_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
 	caps := []string{tunnel.CapPush}

@@ -425,11 +425,9 @@ func (c *Client) sessionQUIC(ctx context.Context, q *quicPath, m *material, up f
 		}
 	}
 	link.SetTimeout(pc.Timeout)
-	stopClose := context.AfterFunc(ctx, func() {
-		msg, _ := tunnel.EncodeClose(tunnel.CloseMsg{Reason: "client shutdown"})
-		_ = link.Finish(tunnel.FrameClose, msg, time.Second)
-		q.close("client shutdown")
-	})
+	// Shutdown tells the gateway and closes the QUIC connection, as on
+	// the TLS stream.
+	stopClose := context.AfterFunc(ctx, func() { cn.hangUp(tunnel.ReasonClientShutdown) })
 	defer stopClose()
 	c.mtuCap.Store(int32(masque.MaxPacket(q.qc)))
 	renew, err := c.live(cn, addr, pc, hello.Caps, m, km, whyNot, up)
@@ -614,7 +612,7 @@ func (c *Client) routineRetryUDP(ctx context.Context, cn *conn) {
 			continue
 		}
 		if old := c.upgrade.Swap(q); old != nil {
-			old.close("replaced")
+			old.close(string(tunnel.ReasonReplaced)) // a newer connection of this device replaces it
 		}
 		c.log.Info("the datagram path (UDP) works again; moving the session to it")
 		cn.fail(errUpgrade)

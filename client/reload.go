@@ -147,7 +147,7 @@ func (c *Client) Reload(trigger string) error {
 	if cn := c.cur.Load(); cn != nil && connected {
 		c.log.Info("reconnecting to apply the reload", "why", why)
 		cn.closeErr.CompareAndSwap(nil, &errReload)
-		cn.hangUp("client reload")
+		cn.hangUp(tunnel.ReasonClientReload)
 		return nil
 	}
 	// Between attempts (a refusal may wait refused_delay): try the new
@@ -206,17 +206,18 @@ func (n *netState) setServers(servers []string) {
 	}
 }
 
-// hangUp ends the session from outside its goroutines: on the TLS stream
-// it tells the gateway why (a Close frame, within a second) and closes the
-// connection, which ends readStream; the datagram path closes its QUIC
-// connection.
-func (cn *conn) hangUp(reason string) {
+// hangUp ends the session from outside its goroutines, on either path: it
+// tells the gateway why (a Close frame, within a second) and closes the
+// connection (the TLS stream's, or the datagram path's QUIC connection),
+// which ends the session's readers.
+func (cn *conn) hangUp(reason tunnel.Reason) {
+	msg, _ := tunnel.EncodeClose(tunnel.CloseMsg{Reason: string(reason)})
+	told := cn.w.Finish(tunnel.FrameClose, msg, time.Second) == nil
 	if cn.tls == nil {
 		cn.hangup()
 		return
 	}
-	msg, _ := tunnel.EncodeClose(tunnel.CloseMsg{Reason: reason})
-	if cn.w.Finish(tunnel.FrameClose, msg, time.Second) != nil {
+	if !told {
 		cn.drop(nil) // a gateway that does not read would hold tls.Conn.Close 5 s
 	}
 	cn.tls.Close()

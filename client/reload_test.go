@@ -101,7 +101,7 @@ func TestReload(t *testing.T) {
 	if err := e.c.Reload("SIGHUP"); err != nil {
 		t.Fatal(err)
 	}
-	if typ, p := s.next(t); typ != tunnel.FrameClose || !strings.Contains(string(p), "client reload") {
+	if typ, p := s.next(t); typ != tunnel.FrameClose || !strings.Contains(string(p), `"`+string(tunnel.ReasonClientReload)+`"`) {
 		t.Fatalf("the gateway in use got frame %#x %q, want a close saying why", typ, p)
 	}
 	s2 := other.accept(t)

@@ -73,8 +73,8 @@ func TestSessionRelay(t *testing.T) {
 			e.status("one packet out", func(st Status) bool { return st.PacketsOut == 1 })
 
 			e.stop()
-			if typ, p := s.next(t); typ != tunnel.FrameClose || !strings.Contains(string(p), "client shutdown") {
-				t.Fatalf("on shutdown the gateway got %s %q, want a Close frame", tunnel.FrameName(typ), p)
+			if typ, p := s.next(t); typ != tunnel.FrameClose || !strings.Contains(string(p), `"`+string(tunnel.ReasonClientShutdown)+`"`) {
+				t.Fatalf("on shutdown the gateway got %s %q, want a Close frame saying %s", tunnel.FrameName(typ), p, tunnel.ReasonClientShutdown)
 			}
 			calls = e.sys.log()
 			for _, want := range []string{"route- 10.1.0.0/16 dev fake0 table 21328", "rule- v4 32700: not fwmark 0x5350 lookup 21328 suppress_prefixlength 0", "dns-"} {

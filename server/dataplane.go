@@ -81,7 +81,7 @@ func (ss *session) routineReadStream() {
 			var pc *peerClosed
 			switch {
 			case errors.As(err, &pc):
-				ss.close(tunnel.ReasonPeerClosed, nil)
+				ss.closedByDevice(pc)
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 				ss.close(tunnel.ReasonPeerClosed, nil)
 			default:

@@ -320,8 +320,7 @@ func (ss *session) routineReadCapsules() {
 				err = ss.onControl(ft, payload)
 			}
 			if pc, ok := errors.AsType[*peerClosed](err); ok {
-				ss.logger().Debug("device closed the session", "reason", pc.reason)
-				ss.close(tunnel.ReasonPeerClosed, nil)
+				ss.closedByDevice(pc)
 				return
 			}
 			if err != nil {

@@ -47,7 +47,7 @@ func (ss *session) repush() {
 	if ss.link != nil && !slices.Equal(c.Routes, p.last.Routes) {
 		// Any CONNECT-IP client takes new routes (ROUTE_ADVERTISEMENT).
 		if err := ss.advertise(c); err != nil {
-			ss.close("error", fmt.Errorf("advertise new routes: %w", err))
+			ss.close(tunnel.ReasonError, fmt.Errorf("advertise new routes: %w", err))
 			return
 		}
 		if !tunnel.HasCap(p.caps, tunnel.CapPush) {

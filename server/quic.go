@@ -123,7 +123,7 @@ func (q *quicListener) close() {
 		_ = q.ln.Close()
 		_ = q.h3.Close()
 		q.conns.Range(func(c, _ any) bool {
-			_ = c.(*quic.Conn).CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "shutdown")
+			_ = c.(*quic.Conn).CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), string(tunnel.ReasonShutdown))
 			return true
 		})
 		q.wg.Wait()

@@ -528,9 +528,18 @@ func (ss *session) onControl(typ byte, payload []byte) error {
 	}
 }
 
+// peerClosed is the device's Close frame: reason is what it said
+// (tunnel.LaptopReasons from a sallyport laptop).
 type peerClosed struct{ reason string }
 
 func (p *peerClosed) Error() string { return "device closed the session: " + p.reason }
+
+// closedByDevice ends a session whose device sent a Close frame, on either
+// path: peer-closed, with what the device said logged (debug).
+func (ss *session) closedByDevice(pc *peerClosed) {
+	ss.logger().Debug("device closed the session", "reason", pc.reason)
+	ss.close(tunnel.ReasonPeerClosed, nil)
+}
 
 // status is one row of `sallyport server status`.
 func (ss *session) status() SessionStatus {

@@ -119,6 +119,17 @@ const (
 	ReasonError            Reason = "error"              // the stream failed
 )
 
+// Reasons a laptop gives in the Close frame it sends the gateway. The
+// gateway logs them (debug) and ends the session as peer-closed; the
+// laptop never receives them.
+const (
+	ReasonClientShutdown Reason = "client-shutdown" // the laptop's client is stopping (down, SIGTERM)
+	ReasonClientReload   Reason = "client-reload"   // a reload changed what the session rests on; the laptop reconnects at once
+)
+
+// LaptopReasons are the reasons a laptop tells the gateway.
+var LaptopReasons = []Reason{ReasonClientShutdown, ReasonClientReload}
+
 // ReasonGatewayCert: the device refused the gateway's certificate (a
 // certificate alert from it), so tls.cert, or the laptop's server_name or
 // CA, is wrong, not the device's certificate.

@@ -42,6 +42,17 @@ func TestReasonVocabulary(t *testing.T) {
 	if _, ok := LookupReason("no-such-reason"); ok {
 		t.Error("an unknown code is in the vocabulary")
 	}
+	// What a laptop tells the gateway is a code of the same form, and
+	// none of the gateway's (a laptop's shutdown is no gateway shutdown).
+	for _, r := range LaptopReasons {
+		if _, ok := LookupReason(string(r)); ok || seen[r] {
+			t.Errorf("laptop reason %s is also a gateway reason", r)
+		}
+		if len(r) > MaxReasonLen || strings.ContainsAny(string(r), " \t\n") {
+			t.Errorf("laptop reason %q is not a short code", r)
+		}
+		seen[r] = true
+	}
 }
 
 func TestDropCounts(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 // Bounds of the load phases.
@@ -552,7 +554,7 @@ func churn(ctx context.Context, d *dialer, devs []*device, ops, conc int) (int, 
 		}
 		ok.Add(1)
 		_ = s.tc.SetWriteDeadline(time.Now().Add(closeWrite))
-		_ = s.w.WriteClose("client shutdown")
+		_ = s.w.WriteClose(string(tunnel.ReasonClientShutdown))
 		s.closeNow()
 	})
 	return int(ok.Load()), time.Since(t).Seconds()

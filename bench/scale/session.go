@@ -246,7 +246,7 @@ func (s *session) Close(graceful bool) {
 		close(s.stop)
 		if graceful {
 			_ = s.tc.SetWriteDeadline(time.Now().Add(closeWrite))
-			_ = s.w.WriteClose("client shutdown")
+			_ = s.w.WriteClose(string(tunnel.ReasonClientShutdown))
 		} else if tcp, ok := s.tc.NetConn().(*net.TCPConn); ok {
 			_ = tcp.SetLinger(0)
 		}
