@@ -310,15 +310,7 @@ func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.C
 	// 1. The full trust decision on the certificate in use, chain rebuilt.
 	v, err := t.decide(cur.peer, nil, now, forNewSession)
 	if err != nil {
-		var r *refusal
-		if errors.As(err, &r) {
-			retry := time.Duration(0)
-			if r.reason == tunnel.ReasonCRLStale {
-				retry = 10 * time.Minute
-			}
-			return nil, nil, &renewRefusal{r.reason, retry, r.err}
-		}
-		return nil, nil, err
+		return nil, nil, refusedInUse(err)
 	}
 	// 2. Only devices of the CAs laptops are told to trust.
 	if !rn.renews(v.chain) {
@@ -348,15 +340,40 @@ func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.C
 	return cert, chain, nil
 }
 
+// refusedInUse is the answer to a renewal whose certificate in use the
+// trust decision refuses: the decision's own reason.
+func refusedInUse(err error) error {
+	var r *refusal
+	if !errors.As(err, &r) {
+		return err
+	}
+	retry := time.Duration(0)
+	if r.reason == tunnel.ReasonCRLStale {
+		retry = 10 * time.Minute
+	}
+	return &renewRefusal{r.reason, retry, r.err}
+}
+
 // moveTo decides trust for the renewed chain and makes it the session's
-// certificate. Like register, it decides again if a reload stored new
-// trust meanwhile; certMu orders it with recheckSessions, so a reload
-// re-checks either the old certificate (and the move then decides with
-// the new trust) or the new one.
+// certificate. t is the trust that decided for the certificate in use
+// (step 1). Like register, it decides again if a reload stored new trust
+// meanwhile, for the certificate in use as well as for the new one: the
+// reload is about to re-check the session, and a device it refuses must
+// not leave with a new certificate that passes (a new serial, say, where
+// the old one was revoked). certMu orders it with recheckSessions, so a
+// reload re-checks either the old certificate (and the move then decides
+// with the new trust) or the new one.
 func (ss *session) moveTo(chain []*x509.Certificate, t *trust, now time.Time) error {
 	ss.certMu.Lock()
 	defer ss.certMu.Unlock()
+	decided := t
 	for {
+		if t != decided {
+			if _, err := t.decide(ss.cert.Load().peer, nil, now, forNewSession); err != nil {
+				return refusedInUse(err)
+			}
+			decided = t
+		}
 		nv, err := t.decide(chain, nil, now, forNewSession)
 		if err != nil {
 			var r *refusal

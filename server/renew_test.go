@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/netip"
 	"os"
@@ -533,4 +534,61 @@ func TestRenewalForgedLineage(t *testing.T) {
 	h.writeCRL(1, time.Now().Add(time.Hour), cert.SerialNumber)
 	h.reload("crl = \"crl.pem\"\n" + renewalTOML + engPolicyTOML)
 	d2.wantClose(t, tunnel.ReasonRevoked)
+}
+
+// TestRenewalRaceWithReload: a reload that stores new trust after a
+// renewal decided for the certificate in use, and before the session
+// moves, is applied to that certificate too: a device the reload refuses
+// (here its renewed certificate's own serial revoked) gets no certificate,
+// though the new one, with a new serial, would pass. Before, the move
+// decided for the new chain alone and the device left the cut with a
+// fresh certificate. Mutation caught: moveTo without the second decision
+// for the certificate in use.
+func TestRenewalRaceWithReload(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	d, _ := h.renewDevice(h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth))
+	key := newP256(t)
+	r := d.renew(t, request(t, key, d.binding(t)))
+	if r.Reason != "" {
+		t.Fatalf("renewal: %s", r.Reason)
+	}
+	d2 := h.dial(tls.Certificate{Certificate: r.Certs, PrivateKey: key})
+	h.connectCaps(d2, "alice", tunnel.CapRenew)
+	d.wantClose(t, tunnel.ReasonReplaced)
+	renewed := parseChain(t, r.Certs)
+	ss := h.s.byKey[deviceKey(pki.IdentityOf(renewed[0]))]
+
+	// The renewal: trust t1 decides for the certificate in use and the
+	// issuer signs ...
+	now := time.Now()
+	t1 := h.s.trustNow()
+	v, err := t1.decide(ss.cert.Load().peer, nil, now, forNewSession)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := t1.renew.issuer.Reissue(v.chain, newP256(t).Public(), now, t1.renew.lifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ... then a reload stores trust that revokes the certificate in use,
+	// and has not re-checked the sessions yet ...
+	h.writeCRL(1, time.Now().Add(time.Hour), renewed[0].SerialNumber)
+	writeFile(t, h.s.config().Path, harnessTOML("crl = \"crl.pem\"\n"+renewalTOML+engPolicyTOML))
+	cfg, t2, err := load(h.s.config().Path, t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s.snap.Store(&snapshot{cfg: cfg, trust: t2})
+	if _, err := t2.decide(append([]*x509.Certificate{next}, t1.renew.issuer.Chain()...), nil, now, forNewSession); err != nil {
+		t.Fatalf("the new certificate itself is refused by the new trust (the test would prove nothing): %v", err)
+	}
+	// ... and the session moves.
+	err = ss.moveTo(append([]*x509.Certificate{next}, t1.renew.issuer.Chain()...), t1, now)
+	var rr *renewRefusal
+	if !errors.As(err, &rr) || rr.reason != tunnel.ReasonRevoked {
+		t.Fatalf("move after a reload that revoked the certificate in use: %v, want a refusal (revoked)", err)
+	}
+	if !ss.cert.Load().peer[0].Equal(renewed[0]) {
+		t.Fatal("the session moved to the new certificate")
+	}
 }
