@@ -354,6 +354,11 @@ type material struct {
 	roots   *x509.CertPool
 	pin     string
 	srvName string
+	// keySet are the profile's [tls] settings naming this key (key_pem,
+	// key_tpm or key_pkcs11 and its value), as the profile held them when
+	// this pair was loaded or a renewal wrote it: what a later renewal
+	// keeps aside with the certificate (previousFile).
+	keySet map[string]string
 }
 
 func readPEM(file, inline, what string) ([]byte, error) {
@@ -401,7 +406,7 @@ func (c *Config) loadMaterial() (*material, error) {
 		return nil, fmt.Errorf("load device certificate and key: %w", err)
 	}
 	return &material{cert: cert, leaf: cert.Leaf, cas: cas, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
-		keyKind: hwkey.KindFile, keyAt: keyWhere(c.TLS.Key, c.Path)}, nil
+		keyKind: hwkey.KindFile, keyAt: keyWhere(c.TLS.Key, c.Path), keySet: c.TLS.keySettings()}, nil
 }
 
 // keyWhere says where a key file lives: its own file, or inline (key_pem)
@@ -437,5 +442,5 @@ func (c *Config) hardwareMaterial(ref hwkey.Ref, cas []*x509.Certificate, certPE
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	return &material{cert: cert, leaf: chain[0], cas: cas, roots: pki.NewPool(cas), pin: c.TLS.PinSHA256, srvName: c.ServerName,
-		keyKind: ref.Kind(), keyAt: key.Where(), closer: key}, nil
+		keyKind: ref.Kind(), keyAt: key.Where(), closer: key, keySet: c.TLS.keySettings()}, nil
 }

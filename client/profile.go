@@ -178,6 +178,18 @@ func writeProfile(path string, set map[string]string) error {
 	return atomicfile.Write(path, out, fi.Mode().Perm())
 }
 
+// keySettings are the [tls] settings naming the device key in the
+// profile, by their TOML names (none for a key file, tls.key).
+func (t *TLSConfig) keySettings() map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{"key_pem", "key_tpm", "key_pkcs11"} {
+		if v, _ := tlsValue(t, k); v != "" {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // tlsValue is the value of a [tls] key by its TOML name.
 func tlsValue(t *TLSConfig, key string) (string, bool) {
 	switch key {

@@ -288,6 +288,7 @@ func (c *Client) checkRenewed(old *material, next *NextKey, r tunnel.RenewReply,
 	mat := *old
 	mat.cert = tls.Certificate{Certificate: r.Certs, PrivateKey: next.Signer, Leaf: leaf}
 	mat.leaf = leaf
+	mat.keySet = maps(next.Settings)
 	mat.closer = nil
 	if c, ok := next.Signer.(interface{ Close() error }); ok {
 		mat.closer = c
@@ -497,12 +498,7 @@ type previousPair struct {
 
 // savePrevious keeps old aside (mode 0600: it may hold a key).
 func (c *Client) savePrevious(old *material) error {
-	p := previousPair{CertPEM: pemChain(old.cert.Certificate), Key: map[string]string{}}
-	for _, k := range []string{"key_pem", "key_tpm", "key_pkcs11"} {
-		if v, _ := tlsValue(&c.cfg.TLS, k); v != "" {
-			p.Key[k] = v
-		}
-	}
+	p := previousPair{CertPEM: pemChain(old.cert.Certificate), Key: maps(old.keySet)}
 	if c.prev.Load() != nil {
 		// A second renewal in one session: the pair kept aside is the one
 		// that last connected, not the one never used.
@@ -534,7 +530,7 @@ func loadPrevious(cfg *Config, cur *material) *material {
 		return nil
 	}
 	m := *cur
-	m.cert, m.leaf, m.closer = cert, cert.Leaf, nil
+	m.cert, m.leaf, m.closer, m.keySet = cert, cert.Leaf, nil, maps(p.Key)
 	return &m
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 
 	"os"
 	"path/filepath"
@@ -467,5 +468,33 @@ func TestAcceptBundleCAs(t *testing.T) {
 		if (got != nil) != tc.take || (!tc.take && !strings.Contains(why, "vouched")) {
 			t.Errorf("%s: took %v (%s), want %v", tc.name, got != nil, why, tc.take)
 		}
+	}
+}
+
+// TestRenewalKeepsAsideTheRightPair: the pair kept aside at a second
+// renewal (in a later session of the same client) is the first renewal's
+// certificate with its own key, which the profile holds by then, not the
+// key the profile held when the client started.
+func TestRenewalKeepsAsideTheRightPair(t *testing.T) {
+	e := startClient(t, envOpt{editCA: renewProfile(t, time.Minute, 50*time.Second)})
+	s, _ := e.up(renewConfig(0.5))
+	first := answerRenewal(t, s, e.ca, 30*time.Second) // due again at once
+	e.status("one renewal", func(st Status) bool { return st.Renewals == 1 })
+	s.tls.Close()
+	s2, _ := e.up(renewConfig(0.5))
+	waitUntil(t, "the previous pair removed", func() bool { _, err := os.Stat(previousFile(e.c.cfg)); return os.IsNotExist(err) })
+	answerRenewal(t, s2, e.ca, time.Hour)
+	e.status("two renewals", func(st Status) bool { return st.Renewals == 2 })
+	b, err := os.ReadFile(previousFile(e.c.cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p previousPair
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair([]byte(p.CertPEM), []byte(p.Key["key_pem"]))
+	if err != nil || !pair.Leaf.Equal(first) {
+		t.Fatalf("the pair kept aside at the second renewal: %v", err)
 	}
 }
