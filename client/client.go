@@ -148,13 +148,26 @@ func New(cfg *Config, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkValidity(mat.leaf, cfg.certSource(), time.Now()); err != nil {
-		return nil, err
+	now := time.Now()
+	fellBack := false
+	if err := checkValidity(mat.leaf, cfg.certSource(), now); err != nil {
+		// A renewed certificate that is not valid on this laptop's clock
+		// (the issuer's expiry cut it short, the gateway's clock runs
+		// ahead): the pair it replaced, kept for this, if that one is.
+		prev := loadPrevious(cfg, mat)
+		if prev == nil || checkValidity(prev.leaf, "", now) != nil {
+			return nil, err
+		}
+		log.Warn("the profile's certificate is not valid now; using the pair its renewal replaced, kept in the state directory, until the next renewal",
+			"err", err, "file", previousFile(cfg), "serial", pki.IdentityOf(prev.leaf).Serial, "not_after", prev.leaf.NotAfter.Format(time.RFC3339))
+		mat, fellBack = prev, true
 	}
 	c := &Client{cfg: cfg, log: log.With("device", pki.IdentityOf(mat.leaf).Device), sys: osSystem{stateDir: cfg.stateDirectory()}, inPlace: liveOf(cfg, mat),
 		retry: make(chan struct{}, 1)}
 	c.matp.Store(mat)
-	if prev := loadPrevious(cfg, mat); prev != nil {
+	if prev := loadPrevious(cfg, mat); prev != nil && !fellBack {
+		// Not when it is in use already: its file stays until a renewal
+		// replaces the profile's certificate.
 		c.prev.Store(prev)
 	}
 	c.log.Debug("device key", "kind", mat.keyKind, "where", mat.keyAt)

@@ -498,3 +498,71 @@ func TestRenewalKeepsAsideTheRightPair(t *testing.T) {
 		t.Fatalf("the pair kept aside at the second renewal: %v", err)
 	}
 }
+
+// TestNewUsesPreviousWhenProfileNotValid: a profile whose renewed
+// certificate is not valid on this laptop's clock (cut short by an
+// expiring issuer, or from a gateway whose clock runs ahead) starts with
+// the pair its renewal replaced, when that one is valid; otherwise `up`
+// fails as before. The file of the pair kept aside stays. Before, `up`
+// failed while a valid pair sat in the state directory. Mutation caught:
+// New without the fallback.
+func TestNewUsesPreviousWhenProfileNotValid(t *testing.T) {
+	ca := newTestCA(t, "CA")
+	_, oldCert, oldKey := ca.leaf(t, "alice-laptop", deviceLeaf)
+	for _, tc := range []struct {
+		name   string
+		nb, na time.Time
+	}{
+		{"not yet valid", time.Now().Add(time.Hour), time.Now().Add(2 * time.Hour)},
+		{"expired", time.Now().Add(-2 * time.Hour), time.Now().Add(-time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, certPEM, keyPEM := ca.leaf(t, "alice-laptop", both(deviceLeaf, func(c *x509.Certificate) { c.NotBefore, c.NotAfter = tc.nb, tc.na }))
+			path := filepath.Join(t.TempDir(), "alice.toml")
+			text := "server = \"127.0.0.1:1\"\nserver_name = \"gw.test\"\n\n[tls]\nca_pem = \"\"\"\n" + string(ca.pem) + "\"\"\"\ncert_pem = \"\"\"\n" + string(certPEM) +
+				"\"\"\"\nkey_pem = \"\"\"\n" + string(keyPEM) + "\"\"\"\n"
+			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			load := func() *Config {
+				cfg, err := LoadConfig(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.stateDir = filepath.Join(filepath.Dir(path), "state")
+				return cfg
+			}
+			if _, err := New(load(), testLogger(&syncBuffer{})); err == nil {
+				t.Fatal("a certificate not valid now was taken with nothing kept aside")
+			}
+			cfg := load()
+			keep := func(certPEM, keyPEM []byte) {
+				b, _ := json.Marshal(previousPair{CertPEM: string(certPEM), Key: map[string]string{"key_pem": string(keyPEM)}})
+				if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(previousFile(cfg), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, laterCert, laterKey := ca.leaf(t, "alice-laptop", both(deviceLeaf, func(c *x509.Certificate) { c.NotBefore = time.Now().Add(time.Hour) }))
+			keep(laterCert, laterKey)
+			if _, err := New(cfg, testLogger(&syncBuffer{})); err == nil {
+				t.Fatal("a kept pair that is not valid yet either was taken")
+			}
+			keep(oldCert, oldKey)
+			c, err := New(cfg, testLogger(&syncBuffer{}))
+			if err != nil {
+				t.Fatalf("the pair kept aside was not used: %v", err)
+			}
+			want, _ := tls.X509KeyPair(oldCert, oldKey)
+			if !c.material().leaf.Equal(want.Leaf) || c.prev.Load() != nil {
+				t.Fatalf("started with serial %s (fallback %v), want the kept pair", c.material().leaf.SerialNumber, c.prev.Load() != nil)
+			}
+			c.dropPrevious()
+			if _, err := os.Stat(previousFile(cfg)); err != nil {
+				t.Fatal("the pair in use was removed from the state directory")
+			}
+		})
+	}
+}
