@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // Device is a TUN interface with a batch API (the shape of
@@ -99,6 +100,13 @@ func OpenDevice(name, driver string, mtu int) (Device, error) {
 		}
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("open TUN %s: %w (needs root or CAP_NET_ADMIN, and read-write access to /dev/net/tun)", what, err)
+		}
+		if errors.Is(err, syscall.EBUSY) {
+			// The kernel lets one process attach a TUN name (without
+			// multi-queue from several): most often a second gateway or
+			// client started by hand beside the service.
+			return nil, fmt.Errorf("open TUN %s: %w (another process has %s open: is a sallyport already running on it? "+
+				"sallyport server status or sallyport status says; else set another tunnel.device)", what, err, name)
 		}
 		return nil, fmt.Errorf("open TUN %s: %w", what, err)
 	}

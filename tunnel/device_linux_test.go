@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,6 +98,29 @@ func udp4(b []byte, off int, src, dst netip.Addr, sport, dport uint16, payload [
 	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
 	copy(p[28:], payload)
 	return n
+}
+
+// TestOpenDeviceBusy: a TUN name another process (here: this one) holds
+// says so and what to look at, not only the kernel's "device or resource
+// busy" (a second gateway started by hand beside the service).
+func TestOpenDeviceBusy(t *testing.T) {
+	inNetns(t, func() {
+		name := testDevName()
+		d, err := OpenDevice(name, DriverWireguard, 1420)
+		if err != nil {
+			t.Errorf("open: %v", err)
+			return
+		}
+		defer d.Close()
+		d2, err := OpenDevice(name, DriverWireguard, 1420)
+		if err == nil {
+			d2.Close()
+			t.Skip("the kernel let a second process attach the TUN")
+		}
+		if !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "another process has "+name+" open: is a sallyport already running on it?") {
+			t.Errorf("second open: %v", err)
+		}
+	})
 }
 
 // TestDeviceIO opens each driver in a private namespace, configures it with
