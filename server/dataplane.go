@@ -75,7 +75,9 @@ func (ss *session) routineReadStream() {
 		b := pool.Get()
 		res, err := in.ReadStream(ss.r, b, ss.gso, ss.backlog, ss.onControl)
 		pool.Put(b)
-		ss.heard(time.Now()) // data or control frames
+		if res.Packets > 0 {
+			ss.heard(time.Now()) // packets (control frames: onControl); not an error or EOF alone
+		}
 		ss.received(res)
 		if err != nil {
 			var pc *peerClosed

@@ -292,8 +292,10 @@ func TestProvenNotEvicted(t *testing.T) {
 	if !closedBeforeEOF(stall) {
 		t.Fatal("the stalled stranger was not the one evicted")
 	}
-	first.Close() // the probe ends
-	<-second
+	first.Close() // the probe ends unanswered: the second connection takes over
+	if !<-second {
+		t.Fatalf("alice's second connection got no session (refusals %v)", h.s.refusals.counts())
+	}
 	if n := h.refused(tunnel.ReasonEvicted); n != 1 {
 		t.Fatalf("%d connections evicted, want only the stalled one (%v)", n, h.s.refusals.counts())
 	}

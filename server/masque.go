@@ -201,6 +201,7 @@ func (s *Server) newDatagramSession(qc *quicConn, hello tunnel.Hello) (*session,
 // attach makes link the session's path to its device.
 func (ss *session) attach(link *masque.Link, conn *quic.Conn) {
 	ss.link = link
+	ss.qc = conn
 	ss.w = link
 	var last atomic.Int64
 	link.TooBig = func(pkt []byte, mtu int) {
@@ -312,7 +313,9 @@ func (ss *session) routineReadCapsules() {
 			}
 			return
 		}
-		ss.heard(time.Now()) // a capsule from the device (a probe's answer too)
+		if typ != masque.CapsuleSallyport {
+			ss.heard(time.Now()) // sallyport's frames: onControl (a Close is no answer)
+		}
 		switch typ {
 		case masque.CapsuleSallyport:
 			ft, payload, err := masque.ParseFrame(v)

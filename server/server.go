@@ -75,10 +75,14 @@ type Server struct {
 	// probeTimeout bounds the duplicate-device probe (0:
 	// defaultProbeTimeout; tests shorten it).
 	probeTimeout time.Duration
-	crlStale     atomic.Bool
-	meters       meters  // Prometheus counters not kept elsewhere (metrics.go)
-	drops        dropLog // log_drops (audit.go)
-	drainReq     drainer // `sallyport server drain` (drain.go)
+	// probeNoTransport makes the probe ignore what the connection received
+	// (tests: harness devices play a laptop that is gone by not reading,
+	// while their kernel still acknowledges).
+	probeNoTransport bool
+	crlStale         atomic.Bool
+	meters           meters  // Prometheus counters not kept elsewhere (metrics.go)
+	drops            dropLog // log_drops (audit.go)
+	drainReq         drainer // `sallyport server drain` (drain.go)
 
 	memReturn memReturn // freed memory back to the OS after sessions close (memreturn.go); routineWatch only
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/conntrack"
 	"github.com/sallyport/sallyport/server/policy"
@@ -53,7 +55,9 @@ type session struct {
 	// reused while the CAs stay the same), set by register,
 	// recheckSessions and a renewal.
 	verdict atomic.Pointer[verdict]
-	conn    *tls.Conn // the TLS stream; nil on the datagram path
+	conn    *tls.Conn  // the TLS stream; nil on the datagram path
+	raw     net.Conn   // the TLS stream's TCP connection (duplicate.go transportMark)
+	qc      *quic.Conn // the datagram path's QUIC connection (attach)
 	// tlsState is the TLS state of the session's connection on either path
 	// (renewal binds its request to it).
 	tlsState func() tls.ConnectionState
@@ -80,7 +84,8 @@ type session struct {
 	lastRecv              atomic.Int64              // unix nanos of the last frame from the device (heard)
 	heardFrom             atomic.Pointer[liveProbe] // a probe waiting for the device (duplicate.go)
 	probeMu               sync.Mutex
-	probing               *liveProbe // probeMu
+	probing               *liveProbe  // probeMu
+	probeWriting          atomic.Bool // a probe's keepalive is being written
 	bytesIn, bytesOut     atomic.Uint64
 	packetsIn, packetsOut atomic.Uint64
 	drops                 tunnel.DropCounts
@@ -145,7 +150,7 @@ func (ss *session) setCertLog(id pki.Identity) {
 func (s *Server) newSession(conn *tls.Conn, raw net.Conn, v verdict, remote string) (*session, error) {
 	ss := &session{
 		srv: s, key: deviceKey(v.id), id: v.id,
-		conn: conn, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
+		conn: conn, raw: raw, remote: remote, since: time.Now(), flows: conntrack.New(conntrackMax),
 		r:       tunnel.NewReader(conn, streamBufSize),
 		queue:   tunnel.NewQueue(),
 		backlog: tunnel.NewBacklog(raw),
@@ -514,14 +519,16 @@ func (ss *session) expiry() time.Time {
 func (ss *session) onControl(typ byte, payload []byte) error {
 	switch typ {
 	case tunnel.FrameKeepalive:
+		ss.heard(time.Now()) // a probe's answer too (duplicate.go)
 		return nil
-	case tunnel.FrameClose:
+	case tunnel.FrameClose: // a device leaving: not an answer to a probe
 		m, err := tunnel.DecodeClose(payload)
 		if err != nil {
 			return fmt.Errorf("close frame from device: %w", err)
 		}
 		return &peerClosed{m.Reason}
 	case tunnel.FrameRenew:
+		ss.heard(time.Now())
 		return ss.onRenew(payload)
 	default:
 		return fmt.Errorf("unexpected control frame %#x from device", typ)

@@ -243,9 +243,11 @@ func newGatewayHarnessWith(t *testing.T, policies []policy.Policy, loop netip.Pr
 	h.tun.loop = loop
 	h.gwPool.AddCert(ca.cert)
 	s.dev = h.tun
-	// Devices of the harness do not answer keepalives: a second connect of
-	// a certificate replaces the first after a short probe (duplicate.go).
+	// Devices of the harness do not answer keepalives, and the probe
+	// ignores their kernels' ACKs: a second connect of a certificate
+	// replaces the first after a short probe (duplicate.go).
 	s.probeTimeout = 50 * time.Millisecond
+	s.probeNoTransport = true
 	if wrap != nil {
 		s.dev = wrap(h.tun)
 	}

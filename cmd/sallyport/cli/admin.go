@@ -116,7 +116,7 @@ func serverStatusCmd() *cobra.Command {
 // last minute, with what to do about it.
 func printDuplicates(w io.Writer, st server.Status) {
 	for _, d := range st.Duplicates {
-		fmt.Fprintf(w, "DUPLICATE: device %s (serial %s) is in use on two machines: the session from %s keeps it; %d connection(s) refused, the last from %s at %s. If that machine is not the owner's: sallyport pki revoke %s\n",
+		fmt.Fprintf(w, "DUPLICATE: device %s (serial %s) is in use on two machines: the session from %s holds it; %d connection(s) refused, the last from %s at %s. One of the two is not the owner's (either may be the copy): sallyport pki revoke %s --reason keyCompromise, then issue the owner a new certificate\n",
 			d.Device, shortSerial(d.Serial), d.Holder, d.Refused, d.Other, d.Last.UTC().Format(time.RFC3339), d.Serial)
 	}
 }

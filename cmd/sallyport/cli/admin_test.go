@@ -105,7 +105,7 @@ func TestServerAdminCommands(t *testing.T) {
 		if len(lines) != 9 {
 			t.Fatalf("server status: %d lines, want header, column names, 2 sessions, the CA count, renewal, the two handshake lines and the duplicate:\n%s", len(lines), out)
 		}
-		if want := "DUPLICATE: device alice-laptop (serial 1c0ffee012345678…) is in use on two machines: the session from 198.51.100.7:50123 keeps it; 5 connection(s) refused, the last from 203.0.113.9:40000 at 2026-11-30T08:01:00Z. If that machine is not the owner's: sallyport pki revoke 1c0ffee0123456789abcdef0123456789"; lines[8] != want {
+		if want := "DUPLICATE: device alice-laptop (serial 1c0ffee012345678…) is in use on two machines: the session from 198.51.100.7:50123 holds it; 5 connection(s) refused, the last from 203.0.113.9:40000 at 2026-11-30T08:01:00Z. One of the two is not the owner's (either may be the copy): sallyport pki revoke 1c0ffee0123456789abcdef0123456789 --reason keyCompromise, then issue the owner a new certificate"; lines[8] != want {
 			t.Errorf("duplicate line:\n%s\nwant\n%s", lines[8], want)
 		}
 		if lines[6] != "handshakes: 9 in flight (6 waiting for their ClientHello, 2 past it and not yet authenticated) from 3 sources; max 512, 32 per source" ||
