@@ -43,6 +43,45 @@ func Decode(name, text string, v any) error {
 	if und := md.Undecoded(); len(und) > 0 {
 		return unknownKeys(name, text, und, reflect.TypeOf(v), raw)
 	}
+	if err := checkCase(md, reflect.TypeOf(v)); err != nil {
+		return Where(name, err, text)
+	}
+	return nil
+}
+
+// checkCase refuses a key spelt in another case than the one the config
+// declares: TOML keys are case-sensitive, but BurntSushi/toml matches a
+// struct field case-insensitively, so "IPV4_POOL" would set ipv4_pool
+// without a word (and "KEEPALIVE = 10" would slip past checkDurations as
+// ten nanoseconds).
+func checkCase(md toml.MetaData, t reflect.Type) error {
+	for _, key := range md.Keys() {
+		typ := t
+		for i, part := range key {
+			for typ != nil && (typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Array) {
+				typ = typ.Elem()
+			}
+			if typ == nil || typ.Kind() != reflect.Struct {
+				break // a map's keys are the file's own
+			}
+			var next reflect.Type
+			for _, f := range fields(typ) {
+				if f.name == part {
+					next = f.typ
+					break
+				}
+			}
+			if next == nil {
+				for _, f := range fields(typ) {
+					if strings.EqualFold(f.name, part) {
+						return fmt.Errorf("key %q: keys are case-sensitive: write %q", toml.Key(key[:i+1]).String(), f.name)
+					}
+				}
+				break
+			}
+			typ = next
+		}
+	}
 	return nil
 }
 

@@ -36,6 +36,10 @@ func TestDecode(t *testing.T) {
 		{"bare float duration", "[tls]\ntimeout = 1.5\n", `key "tls.timeout": a duration is a string with a unit`},
 		{"bare duration in array of tables", "[[rule]]\nwait = 3\n", `key "rule.wait"`},
 		{"bare duration in map", "[waits]\na = 3\n", `key "waits.a"`},
+		// TOML keys are case-sensitive; the library is not.
+		{"key in another case", "LISTEN = \"a:1\"\n", `test.toml:1: key "LISTEN": keys are case-sensitive: write "listen"`},
+		{"bare duration in another case", "[tls]\nTIMEOUT = 10\n", `test.toml:2: key "tls.TIMEOUT": keys are case-sensitive: write "timeout"`},
+		{"table in another case", "[TLS]\ncert = \"x\"\n", `key "TLS": keys are case-sensitive: write "tls"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
