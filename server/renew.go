@@ -132,6 +132,52 @@ type renewalState struct {
 	moved    chan struct{} // a renewal moved the session: routineTimers re-arms the expiry
 }
 
+// renewGaps remembers when each device (by the lineage its renewals
+// carry) last renewed on this gateway, so that connecting again does not
+// buy another renewal within the gap: the session's own memory
+// (renewalState.last) ends with the session. Entries older than the gap
+// are swept once a gap, so it holds about the renewals of the last minute.
+type renewGaps struct {
+	mu    sync.Mutex
+	last  map[string]time.Time
+	swept time.Time
+}
+
+// recent reports how long ago key renewed, when that is less than gap.
+func (g *renewGaps) recent(key string, now time.Time, gap time.Duration) (time.Duration, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, ok := g.last[key]
+	if !ok || now.Sub(t) >= gap {
+		return 0, false
+	}
+	return now.Sub(t), true
+}
+
+// note records that key renewed at now.
+func (g *renewGaps) note(key string, now time.Time, gap time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = map[string]time.Time{}
+	}
+	if now.Sub(g.swept) >= gap {
+		for k, t := range g.last {
+			if now.Sub(t) >= gap {
+				delete(g.last, k)
+			}
+		}
+		g.swept = now
+	}
+	g.last[key] = now
+}
+
+// lineageKey names a device across its renewals: its lineage's
+// enrollment serial and issuer.
+func lineageKey(l pki.Lineage) string {
+	return pki.FormatSerial(l.Serial) + "\x00" + string(l.RawIssuer)
+}
+
 // renewJournal is the issuance record, opened on the first renewal.
 type renewJournal struct {
 	mu   sync.Mutex
@@ -316,6 +362,17 @@ func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.C
 	if !rn.renews(v.chain) {
 		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, 24 * time.Hour, fmt.Errorf("the device's chain ends at %q, a CA outside renewal.ca_bundle", v.chain[len(v.chain)-1].Subject.CommonName)}
 	}
+	// At most once a gap per device on this gateway, whichever session
+	// asks: by the lineage the renewal will carry (a lineage extension
+	// another CA signed names no one: NextLineage).
+	l, err := renew.NextLineage(v.chain)
+	if err != nil {
+		return nil, nil, &renewRefusal{tunnel.ReasonRenewUnavailable, 24 * time.Hour, err}
+	}
+	key := lineageKey(l)
+	if ago, ok := ss.srv.renewGaps.recent(key, now, rn.minRenewGap()); ok {
+		return nil, nil, &renewRefusal{tunnel.ReasonRenewTooSoon, rn.minRenewGap() - ago, fmt.Errorf("the device renewed %s ago on another session; at most one renewal every %s", ago.Round(time.Second), rn.minRenewGap())}
+	}
 	// 3. The verified identity, the request's key. A certificate whose
 	// TPM origin was attested keeps it only when the same attestation key
 	// certified the new key in that TPM (pki/hwkey); otherwise the renewed
@@ -337,6 +394,7 @@ func (ss *session) renewCert(csrDER, attestation []byte, now time.Time) (*x509.C
 	if err := ss.moveTo(chain, t, now); err != nil {
 		return nil, nil, err
 	}
+	ss.srv.renewGaps.note(key, now, rn.minRenewGap())
 	return cert, chain, nil
 }
 

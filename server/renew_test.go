@@ -161,6 +161,7 @@ func TestRenewal(t *testing.T) {
 	}
 	d.wantClose(t, tunnel.ReasonReplaced)
 	// And renews again, keeping the lineage.
+	h.forgetRenewals()
 	r = d2.renew(t, request(t, newP256(t), d2.binding(t)))
 	if len(r.Certs) == 0 || pki.IdentityOf(parseChain(t, r.Certs)[0]).Lineage != pki.FormatSerial(old) {
 		t.Fatalf("second generation: %+v", r)
@@ -313,6 +314,7 @@ func TestRenewalLineageRevoked(t *testing.T) {
 		old := d
 		d, _ = h.renewDevice(cert) // the laptop's next session, with the renewed certificate
 		old.wantClose(t, tunnel.ReasonReplaced)
+		h.forgetRenewals()
 	}
 	third := chains[2]
 	if pki.IdentityOf(third[0]).Lineage != pki.FormatSerial(serialOf(t, enroll)) {
@@ -456,6 +458,7 @@ func TestRenewalLineageCAsRevoked(t *testing.T) {
 	// renewed one, as the laptop does.
 	renewAndReconnect := func(d *device, name string) *device {
 		t.Helper()
+		h.forgetRenewals()
 		key := newP256(t)
 		r := d.renew(t, request(t, key, d.binding(t)))
 		if r.Reason != "" {
@@ -592,3 +595,54 @@ func TestRenewalRaceWithReload(t *testing.T) {
 		t.Fatal("the session moved to the new certificate")
 	}
 }
+
+// TestRenewalGapAcrossSessions: a device renews at most once per gap
+// (a tenth of the lifetime, at most a minute) on a gateway, whatever
+// session it asks from: connecting again, with the renewed certificate
+// or with the one it replaced, does not buy another renewal at once.
+// Before, the gap was the session's, and a device (a thief with a copied
+// bundle, a client in a loop) minted a certificate per connection.
+// Mutation caught: the gateway-wide check removed.
+func TestRenewalGapAcrossSessions(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	enroll := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	d, _ := h.renewDevice(enroll)
+	key := newP256(t)
+	r := d.renew(t, request(t, key, d.binding(t)))
+	if r.Reason != "" {
+		t.Fatalf("renewal: %s", r.Reason)
+	}
+	gap := h.s.trustNow().renew.minRenewGap()
+	at := time.Now()
+	for i, tc := range []struct {
+		name string
+		cert tls.Certificate
+	}{
+		{"the renewed certificate", tls.Certificate{Certificate: r.Certs, PrivateKey: key}},
+		{"the replaced one", enroll},
+	} {
+		d2 := h.dial(tc.cert)
+		h.connectCaps(d2, "alice", tunnel.CapRenew)
+		if i == 0 {
+			d.wantClose(t, tunnel.ReasonReplaced)
+		}
+		got := d2.renew(t, request(t, newP256(t), d2.binding(t)))
+		// (retry_after is what is left of the gap, and a quarter more of
+		// jitter; the second time, the last renewal is a test's future)
+		if got.Reason != string(tunnel.ReasonRenewTooSoon) || got.RetryAfter <= 0 || i == 0 && time.Duration(got.RetryAfter)*time.Second > 2*gap {
+			t.Fatalf("a new session with %s renewed again at once: reason %q, retry_after %d", tc.name, got.Reason, got.RetryAfter)
+		}
+		// Once the gap has passed, it renews.
+		ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, tc.cert)))]
+		at = at.Add(gap + time.Second)
+		if rr := ss.renewNow(tunnel.RenewRequest{CSR: request(t, newP256(t), d2.binding(t))}, at); rr.Reason != "" {
+			t.Fatalf("%s after the gap: %s", tc.name, rr.Reason)
+		}
+		d2.tc.Close()
+		waitFor(t, func() bool { _, ok := h.sessionOf("alice"); return !ok })
+	}
+}
+
+// forgetRenewals clears the gateway's memory of recent renewals, for
+// tests that renew a device on consecutive sessions.
+func (h *gatewayHarness) forgetRenewals() { h.s.renewGaps = renewGaps{} }

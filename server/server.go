@@ -90,6 +90,7 @@ type Server struct {
 
 	journal    renewJournal  // the issuance record of renewals (renew.go)
 	renewSlots chan struct{} // renewals decided and signed at once (renew.go onRenew)
+	renewGaps  renewGaps     // when each lineage last renewed here (renew.go)
 }
 
 // rescaleLocked sizes GOMAXPROCS to the live sessions plus the handshakes

@@ -214,6 +214,7 @@ const (
 	// ReasonRenewInvalid: the request does not verify, is not bound to
 	// this session, or its key is not accepted.
 	ReasonRenewInvalid Reason = "renew-invalid"
-	// ReasonRenewTooSoon: the session renewed a moment ago, or is renewing.
+	// ReasonRenewTooSoon: the device renewed a moment ago (on any session),
+	// or this session is renewing.
 	ReasonRenewTooSoon Reason = "renew-too-soon"
 )
