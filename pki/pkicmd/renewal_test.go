@@ -66,6 +66,31 @@ func TestRotateCommand(t *testing.T) {
 	}
 }
 
+// TestRotateLateMovers: a device whose certificate of the old CA lives
+// longer than renewal.lifetime (issued before renewal, or with --days)
+// moves to the new CA only when it first renews, at two thirds of its own
+// life: the runbook's date is that one, and names the device. Before, it
+// was one renewal.lifetime away, and a gateway moved to the new CA on that
+// date cut such devices. Mutation caught: lateMovers ignored.
+func TestRotateLateMovers(t *testing.T) {
+	dir := newPKI(t)
+	mustRun(t, "issuer", "--dir", dir)
+	issue(t, dir, "--device", "short")
+	issue(t, dir, "--device", "old-laptop", "--days", "90")
+	issue(t, dir, "--device", "revoked", "--days", "300")
+	mustRun(t, "revoke", "--dir", dir, "--device", "revoked")
+	out := mustRun(t, "rotate", "--dir", dir)
+	week := time.Now().Add(7 * 24 * time.Hour).Format("2006-01-02")
+	late := time.Now().Add(time.Duration((2.0/3 + 0.05) * 90 * 24 * float64(time.Hour)))
+	if strings.Contains(out, week+"  every device") || !strings.Contains(out, "1 device certificate(s)") || !strings.Contains(out, "old-laptop") ||
+		!(strings.Contains(out, late.Format("2006-01-02")) || strings.Contains(out, late.Add(-24*time.Hour).Format("2006-01-02"))) {
+		t.Fatalf("pki rotate with a 90-day device of the old CA:\n%s", out)
+	}
+	if code, _, errs := run(t, "rotate", "--dir", newPKI(t), "--renew-at", "1.5"); code != 2 || !strings.Contains(errs, "renew_at") {
+		t.Fatalf("--renew-at 1.5: %d %q", code, errs)
+	}
+}
+
 // TestListRenewed: pki list --renewed shows what each device holds now
 // per the gateways' issuance records, with a revoked lineage marked.
 func TestListRenewed(t *testing.T) {

@@ -183,7 +183,7 @@ func TestHelpWalk(t *testing.T) {
 }
 
 // helpTypes are the value types --help may show (pflag's own words).
-var helpTypes = map[string]bool{"bool": true, "string": true, "int": true, "uint": true, "strings": true, "stringArray": true, "duration": true, "time": true}
+var helpTypes = map[string]bool{"bool": true, "string": true, "int": true, "uint": true, "strings": true, "stringArray": true, "duration": true, "time": true, "float64": true}
 
 // checkFlagRefs fails t for a flag named in text that c does not have.
 func checkFlagRefs(t *testing.T, name string, c *cobra.Command, text string) {
