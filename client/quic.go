@@ -480,7 +480,7 @@ func (c *Client) readCapsules(cn *conn) error {
 	for {
 		typ, v, err := cn.link.NextCapsule()
 		if err != nil {
-			return fmt.Errorf("gateway closed the connection: %w", err)
+			return quicClosed(err)
 		}
 		if typ != masque.CapsuleSallyport {
 			continue // new routes come in the push as well
@@ -510,6 +510,20 @@ func (c *Client) readCapsules(cn *conn) error {
 			return fmt.Errorf("unexpected control frame %#x from gateway", ft)
 		}
 	}
+}
+
+// quicClosed is why the gateway ended a datagram-path session, from the
+// error the connection ended with. The gateway sends a Close capsule and
+// then closes the QUIC connection with the same reason (server/masque.go
+// hangup); the connection's close can overtake the capsule, so a reason
+// in the gateway's CONNECTION_CLOSE ("revoked", "drain", "kicked") is the
+// Close frame's: classified as a refusal, not as a lost connection.
+func quicClosed(err error) error {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == quic.ApplicationErrorCode(http3.ErrCodeNoError) && ae.ErrorMessage != "" {
+		return &closeError{reason: ae.ErrorMessage}
+	}
+	return fmt.Errorf("gateway closed the connection: %w", err)
 }
 
 // readDatagrams relays gateway -> TUN on the datagram path until it ends:

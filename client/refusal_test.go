@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -92,5 +95,36 @@ func TestRefusalsFromVocabulary(t *testing.T) {
 		if r.Code != string(ri.Reason) || r.Message != ri.Sentence || r.Permanent != ri.Permanent {
 			t.Errorf("%s classified as %+v", ri.Reason, r)
 		}
+	}
+}
+
+// TestQUICCloseReason: a datagram-path session the gateway ends (its
+// CONNECTION_CLOSE carries the reason, and may overtake the Close
+// capsule) is classified by that reason, as a Close frame on the TLS
+// stream is: revoked waits refused_delay, drain moves on at once. A close
+// without a reason, or one of ours, stays a lost connection.
+func TestQUICCloseReason(t *testing.T) {
+	remote := func(code http3.ErrCode, msg string) error {
+		return fmt.Errorf("read capsule: %w", &quic.ApplicationError{Remote: true, ErrorCode: quic.ApplicationErrorCode(code), ErrorMessage: msg})
+	}
+	for _, tt := range []struct {
+		name      string
+		err       error
+		code      string
+		permanent bool
+	}{
+		{"revoked", remote(http3.ErrCodeNoError, "revoked"), "revoked", true},
+		{"drain", remote(http3.ErrCodeNoError, "drain"), codeDrain, false},
+		{"kicked", remote(http3.ErrCodeNoError, "kicked"), "kicked", false},
+		{"no reason", remote(http3.ErrCodeNoError, ""), codeNetwork, false},
+		{"an error, not a close", remote(http3.ErrCodeInternalError, "x"), codeNetwork, false},
+		{"our own close", &quic.ApplicationError{Remote: false, ErrorMessage: "client reload"}, codeNetwork, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := classify(quicClosed(tt.err))
+			if r.Code != tt.code || r.Permanent != tt.permanent {
+				t.Errorf("classify(quicClosed(%v)) = %+v, want code %q permanent %v", tt.err, r, tt.code, tt.permanent)
+			}
+		})
 	}
 }

@@ -144,6 +144,12 @@ func TestDatagramRevocation(t *testing.T) {
 	if !strings.Contains(msg, "revoked") {
 		t.Errorf("laptop refusal message %q, want it to say revoked", msg)
 	}
+	// The cut itself is the refusal (the gateway's CONNECTION_CLOSE says
+	// why, whether or not its Close capsule got there first), not a lost
+	// connection retried at once.
+	if log := lap.Proc.Err(); strings.Contains(log, "disconnected from gateway") {
+		t.Errorf("the revocation was logged as a lost connection:\n%s", tail(log, 10))
+	}
 }
 
 // TestConnectIPInterop: connect-ip-go's own client (not sallyport's),
