@@ -116,7 +116,7 @@ type Client struct {
 type conn struct {
 	tls      *tls.Conn
 	backlog  *tunnel.Backlog
-	w        connWriter
+	w        tunnel.SessionWriter
 	r        *tunnel.Reader
 	link     *masque.Link
 	qc       *quic.Conn
@@ -129,17 +129,6 @@ type conn struct {
 	// renewed carries the gateway's answer to a renewal request to
 	// routineRenew (renew.go); nil when renewal was not negotiated.
 	renewed chan tunnel.RenewReply
-}
-
-// connWriter is how a session writes to the gateway, whatever the path:
-// rounds of packets (tunnel.Round), keepalives, the last Close, the stall
-// clock. *tunnel.Writer and *masque.Link are ones.
-type connWriter interface {
-	tunnel.PacketWriter
-	WriteControl(typ byte, payload []byte) error
-	TryWriteControl(typ byte, payload []byte) (sent bool, err error)
-	Finish(typ byte, payload []byte, d time.Duration) error
-	Busy(now time.Time) time.Duration
 }
 
 // New loads the TLS material named by cfg.

@@ -68,8 +68,8 @@ type session struct {
 	grant    atomic.Pointer[policy.Grant]
 	flows    *conntrack.Table
 
-	w sessionWriter  // the TLS stream's *tunnel.Writer, or the datagram path's *masque.Link
-	r *tunnel.Reader // TLS stream only
+	w tunnel.SessionWriter // the TLS stream's *tunnel.Writer, or the datagram path's *masque.Link
+	r *tunnel.Reader       // TLS stream only
 	// link is the datagram path (CONNECT-IP over QUIC, masque.go) of a
 	// session that came over it; nil for one on the TLS stream.
 	link *masque.Link
@@ -94,16 +94,6 @@ type session struct {
 	reason                atomic.Pointer[tunnel.Reason]
 	push                  pushState    // what the device was last pushed (push.go)
 	renew                 renewalState // renew.go
-}
-
-// sessionWriter is how a session writes to its device, whatever the path:
-// packets in rounds (tunnel.Round), control frames, and the stall clock.
-type sessionWriter interface {
-	tunnel.PacketWriter
-	WriteControl(typ byte, payload []byte) error
-	TryWriteControl(typ byte, payload []byte) (sent bool, err error)
-	Finish(typ byte, payload []byte, d time.Duration) error
-	Busy(now time.Time) time.Duration
 }
 
 // path is the name of the session's path in logs and status: "tls" (the

@@ -76,6 +76,20 @@ var ErrStalled = errors.New("stream stalled: peer not reading")
 // ErrWriterClosed is returned by every call after Finish.
 var ErrWriterClosed = errors.New("frame writer closed")
 
+// SessionWriter is how a session writes to its peer, on either side and
+// whatever the path: rounds of packets (Round), control frames, the last
+// Close, and the stall clock. *Writer (the TLS stream) and the datagram
+// path's masque.Link are ones.
+type SessionWriter interface {
+	PacketWriter
+	WriteControl(typ byte, payload []byte) error
+	TryWriteControl(typ byte, payload []byte) (sent bool, err error)
+	Finish(typ byte, payload []byte, d time.Duration) error
+	Busy(now time.Time) time.Duration
+}
+
+var _ SessionWriter = (*Writer)(nil)
+
 // NewWriter returns a Writer buffering up to bufSize bytes (at least
 // MinReadBuffer) before writing to w.
 func NewWriter(w io.Writer, bufSize int) *Writer {
