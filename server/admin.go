@@ -116,29 +116,41 @@ type DropStatus struct {
 }
 
 func dropStatus(c *tunnel.DropCounts) DropStatus {
-	return DropStatus{
-		Spoofed: c.Load(tunnel.DropSpoofed), Policy: c.Load(tunnel.DropPolicy), NoFlow: c.Load(tunnel.DropNoFlow),
-		QueueFull: c.Load(tunnel.DropQueueFull), Malformed: c.Load(tunnel.DropMalformed), Congestion: c.Load(tunnel.DropCongestion),
+	var d DropStatus
+	for _, r := range tunnel.GatewayDrops {
+		if f := d.field(r); f != nil { // a reason without its field fails TestDropStatusFields
+			*f = c.Load(r)
+		}
 	}
+	return d
 }
 
 // Get returns the count for r (0 for a reason the gateway does not count).
 func (d DropStatus) Get(r tunnel.DropReason) uint64 {
-	switch r {
-	case tunnel.DropSpoofed:
-		return d.Spoofed
-	case tunnel.DropPolicy:
-		return d.Policy
-	case tunnel.DropNoFlow:
-		return d.NoFlow
-	case tunnel.DropQueueFull:
-		return d.QueueFull
-	case tunnel.DropMalformed:
-		return d.Malformed
-	case tunnel.DropCongestion:
-		return d.Congestion
+	if f := d.field(r); f != nil {
+		return *f
 	}
 	return 0
+}
+
+// field is d's counter of r, nil for a reason the gateway does not count:
+// the one place that pairs a field with its reason.
+func (d *DropStatus) field(r tunnel.DropReason) *uint64 {
+	switch r {
+	case tunnel.DropSpoofed:
+		return &d.Spoofed
+	case tunnel.DropPolicy:
+		return &d.Policy
+	case tunnel.DropNoFlow:
+		return &d.NoFlow
+	case tunnel.DropQueueFull:
+		return &d.QueueFull
+	case tunnel.DropMalformed:
+		return &d.Malformed
+	case tunnel.DropCongestion:
+		return &d.Congestion
+	}
+	return nil
 }
 
 // Status reports the gateway and its sessions, sorted by device.
