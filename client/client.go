@@ -828,11 +828,16 @@ type Status struct {
 	PacketsIn  uint64    `json:"packets_in"`
 	PacketsOut uint64    `json:"packets_out"`
 	// DroppedCongestion counts bulk packets dropped on purpose because
-	// the laptop fell behind the gateway's stream (tunnel.AQM).
-	DroppedCongestion uint64    `json:"dropped_congestion"`
-	Device            string    `json:"device"`
-	CertNotAfter      time.Time `json:"cert_not_after"`
-	CertDaysLeft      int       `json:"cert_days_left"`
+	// the laptop fell behind the gateway's stream (tunnel.AQM); it is
+	// Dropped["congestion"], kept for scripts that read it.
+	DroppedCongestion uint64 `json:"dropped_congestion"`
+	// Dropped counts the packets the laptop dropped, by reason
+	// (tunnel.LaptopDrops: congestion; offline, read from the TUN while
+	// no session was up; malformed, from the gateway and refused).
+	Dropped      map[string]uint64 `json:"dropped"`
+	Device       string            `json:"device"`
+	CertNotAfter time.Time         `json:"cert_not_after"`
+	CertDaysLeft int               `json:"cert_days_left"`
 	// CertSerial is the serial of the certificate in use, CertLineage the
 	// serial of the one the admin issued (equal until the first renewal).
 	CertSerial  string `json:"cert_serial"`
@@ -883,8 +888,8 @@ func (c *Client) Status() Status {
 		Connected: c.connected, Server: c.server, Path: c.path, PathReason: c.pathWhy, Since: c.since, LastError: c.lastError,
 		Refused: c.refused, Message: c.message, RetryAt: c.retryAt,
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(), PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
-		DroppedCongestion: c.drops.Load(tunnel.DropCongestion),
-		Device:            id.Device, CertNotAfter: m.leaf.NotAfter, CertSerial: id.Serial, CertLineage: id.Lineage,
+		DroppedCongestion: c.drops.Load(tunnel.DropCongestion), Dropped: c.drops.Map(tunnel.LaptopDrops),
+		Device: id.Device, CertNotAfter: m.leaf.NotAfter, CertSerial: id.Serial, CertLineage: id.Lineage,
 		CertDaysLeft: int(time.Until(m.leaf.NotAfter).Hours() / 24), Routes: []string{}, DNS: []string{},
 		KeyKind: string(m.keyKind), KeyLocation: m.keyAt,
 		Profile: Profile(c.cfg.Path), Config: c.cfg.Path,

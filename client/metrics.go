@@ -2,7 +2,8 @@ package client
 
 // The laptop's optional Prometheus metrics ([metrics] listen, off by
 // default): whether the tunnel is up, how often it connected, bytes and
-// packets, certificate expiry. Read from Status at scrape time.
+// packets, drops by reason (tunnel.LaptopDrops), certificate expiry. Read
+// from the client's counters at scrape time.
 
 import (
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sallyport/sallyport/internal/metricsrv"
+	"github.com/sallyport/sallyport/tunnel"
 )
 
 var (
@@ -19,13 +21,14 @@ var (
 	dBytes    = prometheus.NewDesc("sallyport_client_tunnel_bytes_total", "IP bytes through the tunnel; in is from the gateway.", []string{"direction"}, nil)
 	dPackets  = prometheus.NewDesc("sallyport_client_tunnel_packets_total", "IP packets through the tunnel; in is from the gateway.", []string{"direction"}, nil)
 	dExpiry   = prometheus.NewDesc("sallyport_client_cert_expiry_seconds", "Seconds until this device's certificate expires.", nil, nil)
+	dDropped  = prometheus.NewDesc("sallyport_client_dropped_packets_total", "Packets the laptop dropped, by reason (congestion, offline, malformed).", []string{"reason"}, nil)
 )
 
 // collector exports one client's state.
 type collector struct{ c *Client }
 
 func (m collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dUp, dConnects, dBytes, dPackets, dExpiry} {
+	for _, d := range []*prometheus.Desc{dUp, dConnects, dBytes, dPackets, dExpiry, dDropped} {
 		ch <- d
 	}
 }
@@ -46,6 +49,9 @@ func (m collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.val), v.dir)
 	}
 	ch <- prometheus.MustNewConstMetric(dExpiry, prometheus.GaugeValue, time.Until(c.material().leaf.NotAfter).Seconds())
+	for _, r := range tunnel.LaptopDrops {
+		ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(c.drops.Load(r)), r.String())
+	}
 }
 
 // registry is the laptop's metrics with the Go runtime's.
