@@ -6,6 +6,11 @@ import (
 )
 
 // ipNet and prefixOf convert between netip and the net types netlink uses.
+// tunnel/netlink_linux.go has the same two, on purpose: the only package
+// both could share is one tunnel may import, and tunnel imports nothing of
+// ours (ARCHITECTURE.md); exporting them from tunnel would tie the
+// laptop's routing back to the data plane it was moved out of, for twenty
+// lines.
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{
 		IP:   net.IP(p.Addr().AsSlice()),
