@@ -133,7 +133,7 @@ func TestRenewal(t *testing.T) {
 	if st.Serial != id.Serial || !st.CertNotAfter.Equal(leaf.NotAfter) || st.Lineage != id.Lineage || st.Renewals != 1 || !st.Renewal || st.CA != h.ca.cert.Subject.String() {
 		t.Fatalf("status after renewal %+v, want serial %s", st, id.Serial)
 	}
-	ss := h.s.byKey[deviceKey(pki.IdentityOf(oldX))]
+	ss := h.liveSession("alice")
 	if !ss.expiry().Equal(leaf.NotAfter) {
 		t.Fatalf("session expiry %v, want the new certificate's %v", ss.expiry(), leaf.NotAfter)
 	}
@@ -236,7 +236,7 @@ func TestRenewalRefusals(t *testing.T) {
 	}
 	// The answer is out only once the session may ask again: a device
 	// that asks right after reading it is not told "in progress".
-	if ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, enroll)))]; ss.renew.inFlight.Load() {
+	if ss := h.liveSession("alice"); ss.renew.inFlight.Load() {
 		t.Fatal("the renewal is still in flight after its answer arrived")
 	}
 	// The current key again is no renewal.
@@ -247,7 +247,7 @@ func TestRenewalRefusals(t *testing.T) {
 		t.Fatalf("session after refused renewals: %+v %v", st, ok)
 	}
 	// An expired certificate never renews, whatever the clock says.
-	ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, enroll)))]
+	ss := h.liveSession("alice")
 	if r := ss.renewNow(tunnel.RenewRequest{CSR: request(t, newP256(t), d.binding(t))}, mustLeaf(t, enroll).NotAfter.Add(time.Second)); r.Reason != string(tunnel.ReasonExpired) {
 		t.Fatalf("expired certificate: %+v", r)
 	}
