@@ -30,6 +30,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net/netip"
 	"path"
@@ -38,6 +39,7 @@ import (
 	"time"
 
 	"github.com/sallyport/sallyport/internal/tomlconf"
+	"github.com/sallyport/sallyport/internal/userfile"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/policy"
 	"github.com/sallyport/sallyport/tunnel"
@@ -72,15 +74,26 @@ type trust struct {
 // revocation off by dropping tls.crl, nor replace the CRL with an older one.
 func loadTrust(c *Config, prev *trust) (*trust, error) {
 	if err := pki.CheckKeyPerm(c.TLS.Key); err != nil {
-		return nil, fmt.Errorf("gateway key (tls.key): %w", err)
+		return nil, &fileError{"gateway key tls.key", c.TLS.Key, err}
 	}
 	cert, err := pki.LoadKeyPair(c.TLS.Cert, c.TLS.Key)
 	if err != nil {
-		return nil, fmt.Errorf("load gateway certificate %s / key %s: %w", c.TLS.Cert, c.TLS.Key, err)
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &pe) && pe.Path == c.TLS.Key:
+			return nil, &fileError{"gateway key tls.key", c.TLS.Key, err}
+		case errors.As(err, &pe) && pe.Path == c.TLS.Cert:
+			return nil, &fileError{"gateway certificate tls.cert", c.TLS.Cert, err}
+		}
+		return nil, fmt.Errorf("gateway certificate tls.cert %s and key tls.key %s: %w", c.TLS.Cert, c.TLS.Key, err)
 	}
-	cas, err := pki.LoadCertificates(c.TLS.ClientCA)
+	data, err := pki.ReadPEMFile(c.TLS.ClientCA)
 	if err != nil {
-		return nil, fmt.Errorf("load tls.client_ca %s: %w", c.TLS.ClientCA, err)
+		return nil, &fileError{"tls.client_ca", c.TLS.ClientCA, err}
+	}
+	cas, err := pki.ParseCertificatesPEM(data)
+	if err != nil {
+		return nil, &fileError{"tls.client_ca", c.TLS.ClientCA, err}
 	}
 	t := &trust{
 		cert:     cert,
@@ -136,6 +149,20 @@ func loadTrust(c *Config, prev *trust) (*trust, error) {
 	return t, nil
 }
 
+// fileError is a file a key names that cannot be used, said once: "tls.crl
+// /etc/sallyport/pki/crl.pem: no such file or directory", not the read's
+// own "load CRL: stat /etc/...: ..." after it. It wraps the cause (an
+// *fs.PathError stays findable for the hints that name a fix).
+type fileError struct {
+	what, path string
+	err        error
+}
+
+func (e *fileError) Error() string {
+	return e.what + " " + e.path + ": " + userfile.Cause(e.err).Error()
+}
+func (e *fileError) Unwrap() error { return e.err }
+
 // policyWhere puts an error of policy.CompileOwn at the line of the
 // [[policy]] and key it is about: "server.toml:31: [[policy]] #2 "eng":
 // allow ...", the form of the loader's own errors.
@@ -186,12 +213,16 @@ func (t *trust) loadCRL(c *Config, prev *trust) error {
 		}
 		return nil
 	}
-	crl, err := pki.LoadCRL(c.TLS.CRL, t.caCerts)
+	data, err := pki.ReadPEMFile(c.TLS.CRL)
 	if err != nil {
-		return fmt.Errorf("load tls.crl %s: %w", c.TLS.CRL, err)
+		return &fileError{"tls.crl", c.TLS.CRL, err}
+	}
+	crl, err := pki.ParseCRL(data, t.caCerts)
+	if err != nil {
+		return &fileError{"tls.crl", c.TLS.CRL, err}
 	}
 	if err := crlNotOlder(crl, old); err != nil {
-		return fmt.Errorf("load tls.crl %s: %w", c.TLS.CRL, err)
+		return &fileError{"tls.crl", c.TLS.CRL, err}
 	}
 	t.crl, t.crlPath = crl, c.TLS.CRL
 	return nil
