@@ -92,6 +92,13 @@ allow = ["10.0.0.0/8"]
 			t.Errorf("private PKI: exit %d, want 1 with %q:\n%s", code, want, out)
 		}
 	}
+	// The admin in the config's directory, naming it as "server.toml":
+	// the same files, the same fixes.
+	cmd := exec.Command(nobodyBin, "server", "check", "-c", "server.toml")
+	cmd.Dir, cmd.Env = etc, append(os.Environ(), "SYSTEMD_UNIT_PATH="+units)
+	if rel, _ := cmd.CombinedOutput(); !strings.Contains(string(rel), "fix: "+pkiDir+" is root:root 0700") || strings.Contains(string(rel), "no such file") {
+		t.Errorf("private PKI, config named relative to the admin's directory:\n%s", rel)
+	}
 	if out, code := check("--as", "root"); code != 0 || strings.Contains(out, "as user") {
 		t.Errorf("--as root: exit %d, want 0 without a second pass:\n%s", code, out)
 	}

@@ -180,7 +180,13 @@ func CheckFilesAs(cfg *Config, r *RunAs, exe string) error {
 		if _, ok := creds[f[1]]; ok {
 			continue
 		}
-		for _, fix := range accessFix(f[1], filepath.Dir(cfg.Path), r, isKey(f[0]), statFile, systemNames) {
+		// accessFix walks from /: a config given as "-c server.toml" names
+		// its files relative to the admin's directory.
+		abs, err := filepath.Abs(f[1])
+		if err != nil {
+			continue
+		}
+		for _, fix := range accessFix(abs, filepath.Dir(config), r, isKey(f[0]), statFile, systemNames) {
 			if !slices.Contains(fixes, fix) {
 				fixes = append(fixes, fix)
 			}
