@@ -533,3 +533,30 @@ func TestInboundReadDatagrams(t *testing.T) {
 		t.Fatalf("results %+v", results)
 	}
 }
+
+// TestInboundReadStreamEmptyFrame: a zero-length data frame (or a
+// data-gso frame that is only a header) is a protocol error that ends the
+// stream, after the packets before it reached the TUN in order.
+func TestInboundReadStreamEmptyFrame(t *testing.T) {
+	for _, empty := range [][]byte{{FrameData, 0, 0, 0}, append([]byte{FrameDataGSO, 0, 0, VnetHdrLen}, make([]byte, VnetHdrLen)...)} {
+		var s []byte
+		s, _ = AppendFrame(s, FrameData, tagged(100))
+		s, _ = AppendFrame(s, FrameData, tagged(101))
+		s = append(s, empty...)
+		s, _ = AppendFrame(s, FrameData, tagged(102))
+		dev := &recDev{}
+		var drops DropCounts
+		in := Inbound{Dev: dev, MTU: 1500, Drops: &drops}
+		r := NewReader(bytes.NewReader(s), 0)
+		b := NewBatch(8, Headroom+MaxPayload)
+		var err error
+		for range 10 {
+			if _, err = in.ReadStream(r, b, true, nil, nil); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, ErrProtocol) || !equalInts(sizes(dev.got), []int{100, 101}) {
+			t.Fatalf("frame %x: TUN got %v, stream ended with %v", empty[:4], sizes(dev.got), err)
+		}
+	}
+}
