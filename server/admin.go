@@ -51,10 +51,11 @@ type Status struct {
 // HandshakeStatus is the handshake slots in `server status` (preauth.go).
 type HandshakeStatus struct {
 	InFlight     int `json:"in_flight"`
-	WaitingHello int `json:"waiting_hello"` // not past their ClientHello: evictable
-	PastHello    int `json:"past_hello"`    // past it, certificate not checked yet: evictable to share slots out
-	Sources      int `json:"sources"`       // addresses (IPv6: /64s) holding slots
-	Max          int `json:"max"`           // tls.max_handshakes
+	WaitingHello int `json:"waiting_hello"`  // not past their ClientHello: evictable
+	PastHello    int `json:"past_hello"`     // past it, certificate not checked yet: evictable to share slots out
+	Sources      int `json:"sources"`        // addresses (IPv6: /64s) holding slots
+	QUICInFlight int `json:"quic_in_flight"` // QUIC handshakes of the datagram path (their own slots; quic.go)
+	Max          int `json:"max"`            // tls.max_handshakes
 	MaxPerSource int `json:"max_per_source"`
 }
 
@@ -173,6 +174,7 @@ func (s *Server) Status() Status {
 	}
 	st.Handshakes.InFlight, st.Handshakes.WaitingHello, st.Handshakes.PastHello, st.Handshakes.Sources = s.shakes.counts()
 	st.Handshakes.Max, st.Handshakes.MaxPerSource = cfg.TLS.MaxHandshakes, cfg.TLS.MaxHandshakesPerSource
+	st.Handshakes.QUICInFlight, _, _, _ = s.qshakes.counts()
 	st.Duplicates = s.dups.list(time.Now())
 	st.CAs = map[string]int{}
 	for _, ss := range s.sessions() {

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -385,4 +387,94 @@ func (h *gatewayHarness) sallyportQUIC(addr string, cert tls.Certificate, caps .
 		waitFor(t, func() bool { st, ok := h.sessionOf("alice"); return ok && st.Path == pathQUIC })
 		return qc, link, pc
 	}
+}
+
+// garbageInitials sends n made-up QUIC Initial packets to addr (a valid
+// long header with fresh connection IDs, 1,200 bytes of nothing
+// decryptable) from c: what quic-go would make a connection for each.
+func garbageInitials(t *testing.T, c *net.UDPConn, addr string, n int) {
+	t.Helper()
+	to, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := make([]byte, 1200)
+	for range n {
+		_, _ = rand.Read(pkt)
+		pkt[0] = 0xc3                               // long header, fixed bit, Initial
+		pkt[1], pkt[2], pkt[3], pkt[4] = 0, 0, 0, 1 // QUIC v1
+		pkt[5], pkt[14], pkt[23] = 8, 8, 0          // DCID and SCID of 8 bytes, no token
+		rest := len(pkt) - 26
+		pkt[24], pkt[25] = 0x40|byte(rest>>8), byte(rest)
+		if _, err := c.WriteToUDP(pkt, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestQUICHandshakeLimits (review of issue 17): a flood of made-up QUIC
+// Initials costs the gateway no state past a quarter of its handshake
+// slots (every further one is answered with a stateless Retry), QUIC
+// handshakes hold slots of their own under tls.max_handshakes and the
+// per-source cap (past them: CONNECTION_REFUSED, counted), and a laptop
+// gets in through the Retry and once the slots come back.
+func TestQUICHandshakeLimits(t *testing.T) {
+	h := newGatewayHarnessWith(t, engPolicy, netip.Prefix{}, nil, func(c *Config) {
+		c.TLS.MaxHandshakes, c.TLS.MaxHandshakesPerSource = 8, 4
+		c.TLS.HandshakeTimeout = 2 * time.Second // how long a silent QUIC handshake holds its slot
+	})
+	defer h.close()
+	addr := h.startQUIC()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const flood = 100
+	garbageInitials(t, c, addr, flood)
+	// quic-go answers with a Retry as fast as it can and drops the rest:
+	// either way no state.
+	buf := make([]byte, 2048)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no Retry for %d made-up Initials: %v", flood, err)
+		}
+		if n > 0 && buf[0]&0xf0 == 0xf0 { // long header, type Retry
+			break
+		}
+	}
+	garbageInitials(t, c, addr, flood) // more, after the first Retry: still none admitted
+	time.Sleep(100 * time.Millisecond)
+	if i, _, _, _ := h.s.qshakes.counts(); i != 2 {
+		t.Fatalf("%d QUIC handshakes in flight after %d made-up Initials, want 2 (a quarter of 8; the rest got a Retry or were dropped)", i, 2*flood)
+	}
+
+	// A laptop answers the Retry and takes a slot.
+	cert := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	qc, _, _ := h.sallyportQUIC(addr, cert)
+	if i, _, _, _ := h.s.qshakes.counts(); i != 2 { // its handshake is done: a session holds no slot
+		t.Fatalf("%d QUIC handshakes in flight with the laptop's session live, want the flood's 2", i)
+	}
+	qc.CloseWithError(0, "")
+
+	// Its source at its share: refused before any handshake, and counted.
+	cfg := *h.s.config()
+	cfg.TLS.MaxHandshakesPerSource = 2
+	h.s.setConfig(&cfg)
+	tc := &tls.Config{RootCAs: h.gwPool, ServerName: "gw.test", NextProtos: []string{masque.ALPN}, Certificates: []tls.Certificate{cert}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if conn, err := quic.DialAddr(ctx, addr, tc, &quic.Config{InitialPacketSize: quicPacketSize}); err == nil {
+		conn.CloseWithError(0, "")
+		t.Fatal("a QUIC handshake over tls.max_handshakes_per_source was admitted")
+	} else if te, ok := errors.AsType[*quic.TransportError](err); !ok || te.ErrorCode != quic.ConnectionRefused {
+		t.Fatalf("over the per-source cap: %v, want CONNECTION_REFUSED", err)
+	}
+	if n := h.refused(tunnel.ReasonPerSource); n < 1 { // one per Initial the client sent
+		t.Fatalf("%d refusals counted as per-source-limit, want the refused handshake's", n)
+	}
+	// The flood's two handshakes time out and give their slots back.
+	waitFor(t, func() bool { i, _, _, _ := h.s.qshakes.counts(); return i == 0 })
 }

@@ -161,6 +161,27 @@ func (t *shakeTable) admit(src netip.Prefix, c io.Closer, max, perSource int) (s
 	return slot, victim, ""
 }
 
+// take is admit without eviction, for the datagram path's QUIC handshakes
+// (quic.go), which the table cannot close: a slot, or none and the reason.
+func (t *shakeTable) take(src netip.Prefix, max, perSource int) (*shakeSlot, tunnel.Reason) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bySource == nil {
+		t.bySource, t.byGroup = map[netip.Prefix]int{}, map[netip.Prefix]int{}
+	}
+	switch {
+	case perSource > 0 && t.bySource[src] >= perSource:
+		return nil, tunnel.ReasonPerSource
+	case max > 0 && t.inFlight >= max:
+		return nil, tunnel.ReasonOverload
+	}
+	slot := &shakeSlot{src: src, group: groupOf(src)}
+	t.inFlight++
+	t.bySource[src]++
+	t.byGroup[slot.group]++
+	return slot, ""
+}
+
 // oldestWaiting is the oldest slot of source src waiting for its
 // ClientHello, or nil.
 func (t *shakeTable) oldestWaiting(src netip.Prefix) *shakeSlot {

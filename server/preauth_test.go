@@ -227,6 +227,34 @@ func TestShakeTableFairShare(t *testing.T) {
 	}
 }
 
+// TestShakeTableTake: the datagram path's slots (take) follow the same
+// caps without evicting anyone, and come back on release.
+func TestShakeTableTake(t *testing.T) {
+	var tb shakeTable
+	a, b := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
+	a1, r1 := tb.take(a, 3, 2)
+	a2, r2 := tb.take(a, 3, 2)
+	if a1 == nil || a2 == nil || r1 != "" || r2 != "" {
+		t.Fatal("slots under the caps refused")
+	}
+	if s, r := tb.take(a, 3, 2); s != nil || r != tunnel.ReasonPerSource {
+		t.Fatalf("third from a: %v %q, want per-source-limit", s, r)
+	}
+	b1, _ := tb.take(b, 3, 2)
+	if s, r := tb.take(b, 3, 2); s != nil || r != tunnel.ReasonOverload {
+		t.Fatalf("fourth in all: %v %q, want handshakes-full", s, r)
+	}
+	for _, s := range []*shakeSlot{a1, a2, b1} {
+		if s.gone {
+			t.Fatal("take evicted a slot")
+		}
+	}
+	tb.release(a1)
+	if s, r := tb.take(b, 3, 2); s == nil || r != "" {
+		t.Fatalf("after a release: %q", r)
+	}
+}
+
 // TestSourceOf: IPv4 by address (mapped ones too), IPv6 by /64.
 func TestSourceOf(t *testing.T) {
 	for in, want := range map[net.Addr]string{

@@ -94,7 +94,7 @@ func (s *Server) startQUIC(ctx context.Context) (*quicListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s/udp (quic.enabled): %w", cfg.Listen, err)
 	}
-	tr := &quic.Transport{Conn: udp}
+	tr := &quic.Transport{Conn: udp, VerifySourceAddress: s.quicRetry, ConnContext: s.quicAdmit}
 	ln, err := tr.Listen(s.tlsConfigFor(masque.ALPN), quicConfig(cfg.Tunnel.Keepalive, cfg.Tunnel.Timeout, cfg.TLS.HandshakeTimeout))
 	if err != nil {
 		udp.Close()
@@ -141,6 +141,7 @@ func (s *Server) routineAcceptQUIC(q *quicListener) {
 		if err != nil {
 			return // listener closed
 		}
+		s.quicHandshakeDone(conn.Context())
 		q.wg.Add(1)
 		go func() {
 			defer q.wg.Done()
@@ -172,6 +173,60 @@ func (s *Server) serveQUIC(q *quicListener, conn *quic.Conn) {
 	q.conns.Store(conn, &quicConn{conn: conn, v: v, remote: remote})
 	defer q.conns.Delete(conn)
 	_ = q.h3.ServeQUICConn(conn)
+}
+
+// Pre-authentication limits of the datagram path. quic-go creates a
+// connection (about 40 KiB, two goroutines, the TLS state) for every
+// Initial packet that parses, before anything is decrypted, and keeps it
+// until the handshake idle timeout: 20,000 made-up 1,200-byte Initials
+// grew the gateway from 22 to 830 MiB, and UDP source addresses can be
+// spoofed. So:
+//   - once a quarter of tls.max_handshakes QUIC handshakes are in flight,
+//     a new connection must first prove its address with a QUIC Retry
+//     (RFC 9000 8.1.2; quicRetry): one round trip more for a laptop, no
+//     state at all for a packet from a spoofed or silent source;
+//   - QUIC handshakes take slots of a table of their own (Server.qshakes,
+//     the rules of preauth.go without eviction: quic-go hands out no
+//     connection to close): at most tls.max_handshakes in flight, and
+//     tls.max_handshakes_per_source from one IPv4 address or IPv6 /64.
+//     Past them quic-go answers CONNECTION_REFUSED (counted as
+//     handshakes-full, per-source-limit) and a laptop in transport auto
+//     mode falls back to the TLS stream, where strangers are evicted.
+//     The slot is freed when the handshake completes or fails.
+
+// quicSlotKey holds a QUIC connection's handshake slot in its context.
+type quicSlotKey struct{}
+
+// quicRetry is quic.Transport.VerifySourceAddress: a Retry for every new
+// connection while a quarter of the handshake slots are busy.
+func (s *Server) quicRetry(net.Addr) bool {
+	inFlight, _, _, _ := s.qshakes.counts()
+	return inFlight >= max(1, s.config().TLS.MaxHandshakes/4)
+}
+
+// quicAdmit is quic.Transport.ConnContext: a QUIC handshake takes a slot
+// or the connection is refused before any state is made.
+func (s *Server) quicAdmit(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	tc := s.config().TLS
+	src := sourceOf(info.RemoteAddr)
+	slot, refused := s.qshakes.take(src, tc.MaxHandshakes, tc.MaxHandshakesPerSource)
+	if slot == nil {
+		err := fmt.Errorf("%d QUIC handshakes in flight (tls.max_handshakes): connection refused", tc.MaxHandshakes)
+		if refused == tunnel.ReasonPerSource {
+			err = fmt.Errorf("%d QUIC handshakes in flight from %s (tls.max_handshakes_per_source): connection refused", tc.MaxHandshakesPerSource, src)
+		}
+		s.logRefusal(info.RemoteAddr.String(), &refusal{refused, "-", err}, pki.Identity{})
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { s.qshakes.release(slot) }) // the handshake failed, or the connection ended
+	return context.WithValue(ctx, quicSlotKey{}, slot), nil
+}
+
+// quicHandshakeDone frees the handshake slot of an accepted connection.
+func (s *Server) quicHandshakeDone(ctx context.Context) {
+	if slot, ok := ctx.Value(quicSlotKey{}).(*shakeSlot); ok {
+		s.qshakes.release(slot)
+	}
 }
 
 // quicRefusal is the VerifyConnection verdict of the QUIC listener: every

@@ -69,6 +69,7 @@ type Server struct {
 	procs    *procs.Scaler // GOMAXPROCS follows the sessions and handshakes
 	shaking  int           // handshakes in flight; sessMu
 	shakes   shakeTable    // the handshake slots (preauth.go)
+	qshakes  shakeTable    // the datagram path's QUIC handshakes (quic.go)
 
 	refusals refusalLog // rate-limited "handshake refused" lines and counts by reason
 	dups     dupGuard   // one certificate on two machines (duplicate.go)

@@ -125,8 +125,8 @@ func printDuplicates(w io.Writer, st server.Status) {
 // authentication since start (a flood of strangers shows here).
 func printHandshakes(w io.Writer, st server.Status) {
 	h := st.Handshakes
-	fmt.Fprintf(w, "handshakes: %d in flight (%d waiting for their ClientHello, %d past it and not yet authenticated) from %d sources; max %d, %d per source\n",
-		h.InFlight, h.WaitingHello, h.PastHello, h.Sources, h.Max, h.MaxPerSource)
+	fmt.Fprintf(w, "handshakes: %d in flight (%d waiting for their ClientHello, %d past it and not yet authenticated) from %d sources, %d on the datagram path; max %d, %d per source\n",
+		h.InFlight, h.WaitingHello, h.PastHello, h.Sources, h.QUICInFlight, h.Max, h.MaxPerSource)
 	var closed []string
 	for _, r := range []tunnel.Reason{tunnel.ReasonFirstByteTimeout, tunnel.ReasonHelloTimeout, tunnel.ReasonEvicted, tunnel.ReasonPerSource, tunnel.ReasonOverload} {
 		closed = append(closed, fmt.Sprintf("%s %d", r, st.Refused[string(r)]))

@@ -60,7 +60,7 @@ var gwStatus = server.Status{
 	Started: started, Listen: "0.0.0.0:443", Device: "sp0", Address: "10.8.0.1", Address6: "fd00:8::1",
 	Refused:    map[string]uint64{"revoked": 2, "first-byte-timeout": 40, "evicted": 7},
 	CAs:        map[string]int{"CN=Acme Device CA": 2},
-	Handshakes: server.HandshakeStatus{InFlight: 9, WaitingHello: 6, PastHello: 2, Sources: 3, Max: 512, MaxPerSource: 32},
+	Handshakes: server.HandshakeStatus{InFlight: 9, WaitingHello: 6, PastHello: 2, Sources: 3, QUICInFlight: 4, Max: 512, MaxPerSource: 32},
 	Duplicates: []server.DuplicateStatus{{Device: "alice-laptop", Serial: "1c0ffee0123456789abcdef0123456789", Holder: "198.51.100.7:50123",
 		Other: "203.0.113.9:40000", Refused: 5, First: started, Last: started.Add(time.Minute)}},
 	Renewal: &server.RenewalStatus{Issuer: "CN=Acme Online Issuer", IssuerNotAfter: started.Add(90 * 24 * time.Hour), Lifetime: "168h0m0s", RenewAt: 2.0 / 3, Renewed: 7, Refused: 1},
@@ -108,7 +108,7 @@ func TestServerAdminCommands(t *testing.T) {
 		if want := "DUPLICATE: device alice-laptop (serial 1c0ffee012345678…) is in use on two machines: the session from 198.51.100.7:50123 holds it; 5 connection(s) refused, the last from 203.0.113.9:40000 at 2026-11-30T08:01:00Z. One of the two is not the owner's (either may be the copy): sallyport pki revoke 1c0ffee0123456789abcdef0123456789 --reason keyCompromise, then issue the owner a new certificate"; lines[8] != want {
 			t.Errorf("duplicate line:\n%s\nwant\n%s", lines[8], want)
 		}
-		if lines[6] != "handshakes: 9 in flight (6 waiting for their ClientHello, 2 past it and not yet authenticated) from 3 sources; max 512, 32 per source" ||
+		if lines[6] != "handshakes: 9 in flight (6 waiting for their ClientHello, 2 past it and not yet authenticated) from 3 sources, 4 on the datagram path; max 512, 32 per source" ||
 			lines[7] != "closed before authentication since start: first-byte-timeout 40, hello-timeout 0, evicted 7, per-source-limit 0, handshakes-full 0" {
 			t.Errorf("handshake lines:\n%s\n%s", lines[6], lines[7])
 		}
