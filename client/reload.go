@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/tunnel"
 )
 
@@ -120,12 +121,12 @@ func (c *Client) Reload(trigger string) error {
 	if old.serverNm != live.serverNm {
 		applied = append(applied, "server_name")
 	}
-	applied = append(applied, fieldChanges("tls", old.tls, live.tls)...)
+	applied = append(applied, tomlconf.Changed("tls", old.tls, live.tls)...)
 	if old.files != live.files && !slices.ContainsFunc(applied, func(k string) bool { return strings.HasPrefix(k, "tls.") }) {
 		// The same file names (or none: a bundle), new certificates in them.
 		applied = append(applied, "tls (file contents)")
 	}
-	applied = append(applied, fieldChanges("reconnect", old.reconnect, live.reconnect)...)
+	applied = append(applied, tomlconf.Changed("reconnect", old.reconnect, live.reconnect)...)
 	if len(applied) == 0 {
 		applied = []string{"nothing changed"}
 	}
@@ -169,25 +170,7 @@ func changedKeys(a, b *Config, tables ...string) []string {
 		f := va.Type().Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		if slices.Contains(tables, name) {
-			out = append(out, fieldChanges(name, va.Field(i).Interface(), vb.Field(i).Interface())...)
-		}
-	}
-	return out
-}
-
-// fieldChanges lists "table.key" for each exported field of the structs a
-// and b (of one type) that differs.
-func fieldChanges(table string, a, b any) []string {
-	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
-	var out []string
-	for i := 0; i < va.NumField(); i++ {
-		f := va.Type().Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if !f.IsExported() || name == "" || name == "-" {
-			continue
-		}
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			out = append(out, table+"."+name)
+			out = append(out, tomlconf.Changed(name, va.Field(i).Interface(), vb.Field(i).Interface())...)
 		}
 	}
 	return out

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/sallyport/sallyport/internal/adminsock"
 	"github.com/sallyport/sallyport/internal/procs"
+	"github.com/sallyport/sallyport/internal/tomlconf"
 	"github.com/sallyport/sallyport/pki"
 	"github.com/sallyport/sallyport/server/metrics"
 	"github.com/sallyport/sallyport/tunnel"
@@ -350,31 +350,13 @@ func restartOnly(a, b *Config) []string {
 	if a.QUIC.On() != b.QUIC.On() {
 		out = append(out, "quic.enabled")
 	}
-	out = append(out, changedFields("tunnel", a.Tunnel, b.Tunnel)...)
-	out = append(out, changedFields("admin", a.Admin, b.Admin)...)
+	out = append(out, tomlconf.Changed("tunnel", a.Tunnel, b.Tunnel)...)
+	out = append(out, tomlconf.Changed("admin", a.Admin, b.Admin)...)
 	if a.Metrics.Listen != b.Metrics.Listen {
 		out = append(out, "metrics.listen")
 	}
 	if a.Log.Format != b.Log.Format {
 		out = append(out, "log.format")
-	}
-	return out
-}
-
-// changedFields names the fields (by their toml keys, under table) whose
-// values differ between the structs a and b of one type.
-func changedFields(table string, a, b any) []string {
-	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
-	var out []string
-	for i := range va.NumField() {
-		f := va.Type().Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if !f.IsExported() || name == "" || name == "-" {
-			continue
-		}
-		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
-			out = append(out, table+"."+name)
-		}
 	}
 	return out
 }

@@ -151,3 +151,22 @@ func Resolve(cfgPath, p string) string {
 	}
 	return filepath.Join(filepath.Dir(cfgPath), p)
 }
+
+// Changed lists "table.key" for each exported field of the structs a and
+// b (values of one config table's type) whose values differ, by the field's
+// toml key: what a reload names when keys that need a restart changed.
+func Changed(table string, a, b any) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		f := va.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if !f.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, table+"."+name)
+		}
+	}
+	return out
+}
