@@ -337,3 +337,79 @@ func TestPreauthTimeouts(t *testing.T) {
 		t.Fatal("a valid device did not get in after the timeouts")
 	}
 }
+
+// helloRecords is a real ClientHello re-framed as TLS records of at most
+// size bytes of payload each.
+func helloRecords(t *testing.T, size int) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go tls.Client(a, &tls.Config{MinVersion: tls.VersionTLS13, ServerName: "gw.test", InsecureSkipVerify: true, NextProtos: []string{tunnel.ALPN}}).Handshake() //nolint:gosec // never completes
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for len(body) > 0 {
+		n := min(size, len(body))
+		out = append(out, 0x16, 0x03, 0x01, byte(n>>8), byte(n))
+		out = append(out, body[:n]...)
+		body = body[n:]
+	}
+	return out
+}
+
+// TestPreauthMalformedHellos: what a stranger can put in its first bytes.
+// A ClientHello split into one-byte records is a ClientHello (the slot
+// moves past it); a record header that lies about its length, a record of
+// the wrong type, a handshake message over crypto/tls's 64 KiB bound end
+// the connection within the pre-authentication deadlines, each counted,
+// and every slot comes back.
+func TestPreauthMalformedHellos(t *testing.T) {
+	h, addr := acceptHarness(t, func(c *TLSConfig) {
+		c.FirstByteTimeout = 500 * time.Millisecond
+		c.HelloTimeout = time.Second // room for 1,000 one-byte records on a loaded machine
+		c.HandshakeTimeout = 1200 * time.Millisecond
+	})
+	huge := make([]byte, 5+16384) // a full record announcing a ClientHello of 65,537 bytes
+	copy(huge, []byte{0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x01, 0x00, 0x01})
+	for _, tc := range []struct {
+		name   string
+		bytes  []byte
+		hello  bool // crypto/tls read a whole ClientHello
+		reason tunnel.Reason
+	}{
+		{"one-byte records", helloRecords(t, 1), true, tunnel.ReasonHandshake},
+		{"record longer than sent", []byte{0x16, 0x03, 0x01, 0x10, 0x00, 0x01}, false, tunnel.ReasonHelloTimeout},
+		{"record over the TLS maximum", []byte{0x16, 0x03, 0x01, 0xff, 0xff}, false, tunnel.ReasonHandshake},
+		{"application data first", []byte{0x17, 0x03, 0x03, 0x00, 0x01, 0x00}, false, tunnel.ReasonHandshake},
+		{"handshake message over 64 KiB", huge, false, tunnel.ReasonHandshake},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.s.refusals.counts()
+			c := dialFrom(t, "127.0.0.2", addr)
+			if _, err := c.Write(tc.bytes); err != nil {
+				t.Fatal(err)
+			}
+			if tc.hello {
+				waitFor(t, func() bool { i, w := h.slots(); return i == 1 && w == 0 }) // past its ClientHello
+			}
+			if !closedBeforeEOF(c) {
+				t.Fatal("the gateway did not close the connection")
+			}
+			waitFor(t, func() bool { i, _ := h.slots(); return i == 0 })
+			after, total := h.s.refusals.counts(), 0
+			for r, n := range after {
+				total += int(n - before[r])
+			}
+			if total != 1 || after[string(tc.reason)] != before[string(tc.reason)]+1 {
+				t.Fatalf("refusals %v -> %v, want one more %s", before, after, tc.reason)
+			}
+		})
+	}
+}
