@@ -282,6 +282,10 @@ func (c *Client) checkRenewed(old *material, next *NextKey, r tunnel.RenewReply,
 		return nil, nil, fmt.Errorf("the renewed certificate is for %q, not this device %q", pki.NameString(leaf.Subject), pki.NameString(old.leaf.Subject))
 	case now.After(leaf.NotAfter) || !leaf.NotAfter.After(old.leaf.NotBefore):
 		return nil, nil, fmt.Errorf("the renewed certificate is not valid now (until %s)", leaf.NotAfter.Format(time.RFC3339))
+	case leaf.IsCA || !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth):
+		// What no gateway takes (ca-leaf, bad-eku) is not written over a
+		// pair that works.
+		return nil, nil, errors.New("the renewed certificate is not a device certificate (a CA, or no clientAuth usage)")
 	case len(chain) > 1 && leaf.CheckSignatureFrom(chain[1]) != nil:
 		return nil, nil, errors.New("the renewed certificate is not signed by the issuer sent with it")
 	}
@@ -552,7 +556,8 @@ func (c *Client) dropPrevious() {
 // gateway's certificate, or a passing refusal).
 func certRefused(err error) bool {
 	switch classify(err).Code {
-	case codeBadCert, string(tunnel.ReasonRevoked), string(tunnel.ReasonExpired), string(tunnel.ReasonUnknownCA), string(tunnel.ReasonNotAllowlisted), string(tunnel.ReasonNoPolicy):
+	case codeBadCert, string(tunnel.ReasonRevoked), string(tunnel.ReasonExpired), string(tunnel.ReasonUnknownCA), string(tunnel.ReasonNotAllowlisted), string(tunnel.ReasonNoPolicy),
+		string(tunnel.ReasonCALeaf), string(tunnel.ReasonBadEKU), string(tunnel.ReasonHardwareKey):
 		return true
 	}
 	return false

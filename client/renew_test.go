@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 
 	"os"
 	"path/filepath"
@@ -219,15 +220,28 @@ func TestRenewedAnswerChecked(t *testing.T) {
 	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	c := &Client{log: testLogger(&syncBuffer{})}
+	issueWith := func(edit func(*x509.Certificate)) []byte {
+		tmpl := &x509.Certificate{SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: "alice-laptop"},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		edit(tmpl)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, next.Signer.Public(), ca.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
 	for name, certs := range map[string][][]byte{
 		"another key":    {issue("alice-laptop", &other.PublicKey)},
 		"another device": {issue("bob-laptop", next.Signer.Public())},
+		"a CA":           {issueWith(func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true })},
+		"no clientAuth":  {issueWith(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })},
+		"no EKU":         {issueWith(func(c *x509.Certificate) { c.ExtKeyUsage = nil })},
 	} {
 		if _, _, err := c.checkRenewed(old, next, tunnel.RenewReply{Certs: certs}, tls.ConnectionState{}); err == nil {
 			t.Errorf("%s: taken", name)
 		}
 	}
-	if _, _, err := c.checkRenewed(old, next, tunnel.RenewReply{Certs: [][]byte{issue("alice-laptop", next.Signer.Public())}}, tls.ConnectionState{}); err != nil {
+	if _, _, err := c.checkRenewed(old, next, tunnel.RenewReply{Certs: [][]byte{issueWith(func(*x509.Certificate) {})}}, tls.ConnectionState{}); err != nil {
 		t.Fatalf("good answer refused: %v", err)
 	}
 }
@@ -564,5 +578,26 @@ func TestNewUsesPreviousWhenProfileNotValid(t *testing.T) {
 				t.Fatal("the pair in use was removed from the state directory")
 			}
 		})
+	}
+}
+
+// TestCertRefused: every refusal of the device's certificate itself makes
+// the laptop try the pair a renewal replaced; a passing refusal or the
+// network does not. Before, a renewed certificate refused as ca-leaf,
+// bad-eku or hardware-key-required was retried alone, forever.
+func TestCertRefused(t *testing.T) {
+	for _, r := range []tunnel.Reason{tunnel.ReasonRevoked, tunnel.ReasonExpired, tunnel.ReasonUnknownCA, tunnel.ReasonNotAllowlisted,
+		tunnel.ReasonNoPolicy, tunnel.ReasonCALeaf, tunnel.ReasonBadEKU, tunnel.ReasonHardwareKey} {
+		if !certRefused(&closeError{reason: string(r)}) {
+			t.Errorf("%s: the previous pair is not tried", r)
+		}
+	}
+	for _, r := range []tunnel.Reason{tunnel.ReasonCRLStale, tunnel.ReasonDuplicate, tunnel.ReasonCapacity} {
+		if certRefused(&closeError{reason: string(r)}) {
+			t.Errorf("%s: taken for a refusal of the certificate", r)
+		}
+	}
+	if certRefused(errors.New("connection reset")) {
+		t.Error("a network error taken for a refusal of the certificate")
 	}
 }
