@@ -203,45 +203,47 @@ func TestNoRenewalWithFiles(t *testing.T) {
 	}
 }
 
-// TestRenewedAnswerChecked: a certificate for another key or another
-// device is not taken.
+// TestRenewedAnswerChecked: an answer that breaks any one rule is not
+// taken: another key, another device, a CA, no clientAuth, not signed by
+// the issuer sent with it, expired, not valid now.
 func TestRenewedAnswerChecked(t *testing.T) {
 	ca := newTestCA(t, "CA")
+	stranger := newTestCA(t, "Stranger CA")
 	oldTLS, _, _ := ca.leaf(t, "alice-laptop", deviceLeaf)
 	old := &material{cert: oldTLS, leaf: oldTLS.Leaf, cas: []*x509.Certificate{ca.cert}}
 	next, _ := softKeyMaker{like: oldTLS.Leaf.PublicKey}.NewKey()
-	issue := func(cn string, pub any) []byte {
-		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}, ca.cert, pub, ca.key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	c := &Client{log: testLogger(&syncBuffer{})}
-	issueWith := func(edit func(*x509.Certificate)) []byte {
+	// issue makes a proper answer with edit applied, for key pub.
+	issue := func(pub any, edit func(*x509.Certificate)) []byte {
 		tmpl := &x509.Certificate{SerialNumber: nextSerial(), Subject: pkix.Name{CommonName: "alice-laptop"},
 			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-		edit(tmpl)
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, next.Signer.Public(), ca.key)
+		if edit != nil {
+			edit(tmpl)
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return der
 	}
+	mine := next.Signer.Public()
 	for name, certs := range map[string][][]byte{
-		"another key":    {issue("alice-laptop", &other.PublicKey)},
-		"another device": {issue("bob-laptop", next.Signer.Public())},
-		"a CA":           {issueWith(func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true })},
-		"no clientAuth":  {issueWith(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })},
-		"no EKU":         {issueWith(func(c *x509.Certificate) { c.ExtKeyUsage = nil })},
+		"another key":    {issue(&other.PublicKey, nil)},
+		"another device": {issue(mine, func(c *x509.Certificate) { c.Subject.CommonName = "bob-laptop" })},
+		"a CA":           {issue(mine, func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true })},
+		"no clientAuth":  {issue(mine, func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })},
+		"no EKU":         {issue(mine, func(c *x509.Certificate) { c.ExtKeyUsage = nil })},
+		"expired": {issue(mine, func(c *x509.Certificate) {
+			c.NotBefore, c.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+		})},
+		"another issuer": {issue(mine, nil), stranger.cert.Raw},
 	} {
 		if _, _, err := c.checkRenewed(old, next, tunnel.RenewReply{Certs: certs}, tls.ConnectionState{}); err == nil {
 			t.Errorf("%s: taken", name)
 		}
 	}
-	if _, _, err := c.checkRenewed(old, next, tunnel.RenewReply{Certs: [][]byte{issueWith(func(*x509.Certificate) {})}}, tls.ConnectionState{}); err != nil {
+	if _, _, err := c.checkRenewed(old, next, tunnel.RenewReply{Certs: [][]byte{issue(mine, nil), ca.cert.Raw}}, tls.ConnectionState{}); err != nil {
 		t.Fatalf("good answer refused: %v", err)
 	}
 }
@@ -347,6 +349,23 @@ func TestRewriteTLS(t *testing.T) {
 	if err := writeProfile(path, map[string]string{"bogus_key": "z"}); err == nil {
 		t.Fatal("a key the loader does not know was written")
 	}
+	// Nor one whose value would not read back the same (a carriage return
+	// the multi-line form drops): the check after the rewrite catches it.
+	if err := writeProfile(path, map[string]string{"cert_pem": "-----BEGIN CERTIFICATE-----\r\nAAAA\r\n-----END CERTIFICATE-----\n"}); err == nil {
+		t.Fatal("a value the profile does not hold as given was written")
+	}
+}
+
+// TestUnaskedRenewalAnswer: a renewal answer from a gateway the laptop did
+// not negotiate renewal with ends the session as a protocol error.
+func TestUnaskedRenewalAnswer(t *testing.T) {
+	e := startClient(t, envOpt{})
+	s, _ := e.up(testConfig())
+	b, _ := tunnel.EncodeRenewReply(tunnel.RenewReply{Reason: string(tunnel.ReasonRenewUnavailable)})
+	if err := s.w.WriteControl(tunnel.FrameRenewed, b); err != nil {
+		t.Fatal(err)
+	}
+	e.status("protocol error", func(st Status) bool { return strings.Contains(st.LastError, "did not negotiate renewal") })
 }
 
 // TestRenewAt: renew_at with jitter stays within 5% of the lifetime.

@@ -646,3 +646,70 @@ func TestRenewalGapAcrossSessions(t *testing.T) {
 // forgetRenewals clears the gateway's memory of recent renewals, for
 // tests that renew a device on consecutive sessions.
 func (h *gatewayHarness) forgetRenewals() { h.s.renewGaps = renewGaps{} }
+
+// TestRenewalConfigRefused: a [renewal] the gateway cannot honour keeps
+// the running configuration: an issuer that does not chain to client_ca
+// (every certificate it signed would be refused), a CA bundle holding a
+// leaf, or more CAs than a renewal answer carries. And a certificate whose
+// lineage does not decode is refused (whether its enrollment was revoked
+// cannot be told).
+func TestRenewalConfigRefused(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	other := newTestCA(t, "Other CA")
+	ic, ik := other.sign(t, &x509.Certificate{SerialNumber: big.NewInt(88), Subject: pkix.Name{CommonName: "Stray Online Issuer"},
+		NotAfter: time.Now().Add(12 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	writePEM(t, filepath.Join(h.dir(), "stray.crt"), "CERTIFICATE", ic.Raw)
+	kd, _ := x509.MarshalPKCS8PrivateKey(ik)
+	writePEM(t, filepath.Join(h.dir(), "stray.key"), "PRIVATE KEY", kd)
+	leaf := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	writePEM(t, filepath.Join(h.dir(), "leaf.crt"), "CERTIFICATE", leaf.Certificate[0])
+	var many []byte
+	for range tunnel.MaxRenewCAs + 1 {
+		many = append(many, pemOf(h.ca.cert)...)
+	}
+	if err := os.WriteFile(filepath.Join(h.dir(), "many.crt"), many, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stray := strings.NewReplacer(`"issuer.crt"`, `"stray.crt"`, `"issuer.key"`, `"stray.key"`).Replace(renewalTOML)
+	for _, tc := range []struct{ name, toml, want string }{
+		{"issuer of another CA", stray, "does not chain to a CA of tls.client_ca"},
+		{"a leaf in the bundle", renewalTOML + "ca_bundle = \"leaf.crt\"\n", "is not a CA certificate"},
+		{"too many CAs", renewalTOML + "ca_bundle = \"many.crt\"\n", "at most 16"},
+	} {
+		writeFile(t, h.s.config().Path, harnessTOML(tc.toml+engPolicyTOML))
+		if _, _, err := load(h.s.config().Path, h.s.trustNow()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+	garbled, _ := h.ca.sign(t, &x509.Certificate{Subject: pkix.Name{CommonName: "mallory", OrganizationalUnit: []string{"eng"}},
+		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtraExtensions: []pkix.Extension{{Id: pki.OIDLineage, Value: []byte{0x30, 0x03, 0x02, 0x01, 0x01}}}})
+	if _, err := h.s.trustNow().decide([]*x509.Certificate{garbled}, nil, time.Now(), forNewSession); classify(err).reason != tunnel.ReasonRevoked {
+		t.Fatalf("a lineage that does not decode: %v", err)
+	}
+}
+
+// TestRenewalSessionEnded: a session that ended while its renewal was
+// being decided does not move to the new certificate.
+func TestRenewalSessionEnded(t *testing.T) {
+	h := newRenewalHarness(t, "")
+	alice := h.ca.leafWithKey(t, "alice", []string{"eng"}, x509.ExtKeyUsageClientAuth)
+	h.renewDevice(alice)
+	ss := h.s.byKey[deviceKey(pki.IdentityOf(mustLeaf(t, alice)))]
+	now := time.Now()
+	tr := h.s.trustNow()
+	v, err := tr.decide(ss.cert.Load().peer, nil, now, forNewSession)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := tr.renew.issuer.Reissue(v.chain, newP256(t).Public(), now, tr.renew.lifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := ss.cert.Load()
+	ss.close(tunnel.ReasonKicked, nil)
+	if err := ss.moveTo(append([]*x509.Certificate{next}, tr.renew.issuer.Chain()...), tr, now); err == nil || ss.cert.Load() != old {
+		t.Fatalf("an ended session moved to its renewal: %v", err)
+	}
+}
