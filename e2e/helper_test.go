@@ -106,10 +106,12 @@ func runHelper(kind string, args []string) int {
 		err = helperTCPFetch(arg(0), time.Duration(atoi(arg(1), 3000))*time.Millisecond)
 	case "udplisten":
 		err = helperUDPListen("udp4", arg(0))
+	case "udplisten6":
+		err = helperUDPListen("udp6", arg(0))
 	case "udpsend":
 		err = helperUDPSend(arg(0), arg(1))
 	case "udpforge":
-		err = helperUDPForge(arg(0), arg(1), arg(2))
+		err = helperUDPForge(arg(0), arg(1), arg(2), arg(3))
 	case "httpget":
 		err = helperHTTPGet(arg(0))
 	case "capture":
@@ -368,8 +370,9 @@ func helperUDPSend(addr, payload string) error {
 
 // helperUDPForge writes a UDP datagram with an arbitrary IPv4 source
 // through a raw socket (IPPROTO_RAW implies IP_HDRINCL); the kernel routes
-// it by destination, i.e. into the tunnel.
-func helperUDPForge(src, dst, payload string) error {
+// it by destination, i.e. into the tunnel. dev (IPv6 only, optional) binds
+// the socket to an interface.
+func helperUDPForge(src, dst, payload, dev string) error {
 	s, err := netip.ParseAddr(src)
 	if err != nil {
 		return fmt.Errorf("source: %w", err)
@@ -379,13 +382,18 @@ func helperUDPForge(src, dst, payload string) error {
 		return fmt.Errorf("destination: %w", err)
 	}
 	if s.Is6() {
-		return helperUDPForge6(s, dap, payload)
+		return helperUDPForge6(s, dap, payload, dev)
 	}
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 	if err != nil {
 		return fmt.Errorf("raw socket: %w", err)
 	}
 	defer syscall.Close(fd)
+	// A device may aim at broadcast addresses too (the kernel refuses
+	// without SO_BROADCAST).
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); err != nil {
+		return fmt.Errorf("SO_BROADCAST: %w", err)
+	}
 	pl := []byte(payload)
 	pkt := make([]byte, 20+8+len(pl))
 	pkt[0] = 0x45
@@ -521,12 +529,17 @@ func readAllFrames(c net.Conn, since time.Time) error {
 
 // helperUDPForge6 is helperUDPForge for IPv6: an IPPROTO_RAW socket of
 // AF_INET6 takes the whole IPv6 header (IPV6_HDRINCL) from us.
-func helperUDPForge6(s netip.Addr, dap netip.AddrPort, payload string) error {
+func helperUDPForge6(s netip.Addr, dap netip.AddrPort, payload, dev string) error {
 	fd, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 	if err != nil {
 		return fmt.Errorf("raw socket: %w", err)
 	}
 	defer syscall.Close(fd)
+	if dev != "" { // a link-scope destination (ff02::1) leaves by this interface
+		if err := syscall.BindToDevice(fd, dev); err != nil {
+			return fmt.Errorf("bind to %s: %w", dev, err)
+		}
+	}
 	pl := []byte(payload)
 	ulen := 8 + len(pl)
 	pkt := make([]byte, 40+ulen)

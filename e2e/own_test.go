@@ -122,3 +122,65 @@ func TestDuplicateDevice(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayOwnBroadcast (review of issue 17): a device whose policy
+// allows everything still cannot reach the gateway's own sockets through
+// the addresses Linux delivers to the host besides its unicast ones: the
+// limited broadcast, the tunnel pool's and the LAN's broadcast addresses,
+// multicast (224.0.0.1, ff02::1), and the IPv6 subnet-router anycast
+// addresses of the pool and the LAN. A UDP service bound to the wildcard
+// address on the gateway hears none of them, while the same datagram to
+// the LAN host arrives. The device here is hostile: it routes multicast
+// and broadcast into its tunnel itself.
+func TestGatewayOwnBroadcast(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tp := newTopo(t, false)
+	tp.lanIPv6()
+	k := stdPKI(t)
+	sock := shortTempDir(t)
+	all := Policy{Name: "engineering", Match: map[string][]string{"ou": {"eng"}}, Allow: []string{"0.0.0.0/0", "::/0"}, Routes: []string{lanNet, lanNet6}}
+	sc := defaultServerConf(k, "wireguard", sock, all)
+	sc.Pool6 = pool6Net
+	gw := tp.startGateway(sc)
+	alice := tp.startLaptop(tp.Lap, "alice", clientConf(k, "alice", "wireguard", sock))
+	st := alice.waitUp(15 * time.Second)
+	dev, dev6 := strings.Split(st.Address, "/")[0], strings.Split(st.Address6, "/")[0]
+	for _, r := range []string{"224.0.0.0/4", "255.255.255.255/32"} {
+		run(t, "ip", "-n", tp.Lap, "route", "add", r, "dev", alice.Dev)
+	}
+	gw4 := tp.helper(tp.GW, "udplisten", "0.0.0.0:9999")
+	gw6 := tp.helper(tp.GW, "udplisten6", "[::]:9999")
+	lan4 := tp.helper(tp.LAN, "udplisten", "0.0.0.0:9999")
+	lan6 := tp.helper(tp.LAN, "udplisten6", "[::]:9999")
+	for _, h := range []*Proc{gw4, gw6, lan4, lan6} {
+		waitReady(t, h)
+	}
+	pool4 := strings.TrimSuffix(poolNet, "0/24")
+	for _, dst := range []string{pool4 + "255", "255.255.255.255", "224.0.0.1", "198.19.77.255", "[ff02::1]", "[fd00:213::]", "[fd00:77::]"} {
+		src := dev
+		if strings.HasPrefix(dst, "[") {
+			src = dev6
+		}
+		if out, _ := tp.helperRun(15*time.Second, tp.Lap, "udpforge", src, dst+":9999", "to-"+dst, alice.Dev); field(out, "sent") != "1" {
+			t.Fatalf("udpforge to %s: %s", dst, out)
+		}
+	}
+	for src, dst := range map[string]string{dev: lanHost + ":9999", dev6: "[" + lanHost6b + "]:9999"} {
+		if out, _ := tp.helperRun(15*time.Second, tp.Lap, "udpforge", src, dst, "control"); field(out, "sent") != "1" {
+			t.Fatalf("udpforge control to %s: %s", dst, out)
+		}
+	}
+	if !waitFor(5*time.Second, func() bool {
+		return strings.Contains(lan4.Out(), "payload=control") && strings.Contains(lan6.Out(), "payload=control")
+	}) {
+		t.Fatalf("the control datagrams did not reach the LAN host: %q %q", lan4.Out(), lan6.Out())
+	}
+	time.Sleep(time.Second) // the others were sent first; give them the same time
+	if got := gw4.Out() + gw6.Out(); strings.Contains(got, "recv") {
+		t.Errorf("the gateway's own wildcard sockets heard the device:\n%s", got)
+	}
+	if s, ok := gw.Session("alice"); !ok || s.Dropped.Policy < 7 {
+		t.Errorf("policy drops %d, want the 7 datagrams to the gateway counted", s.Dropped.Policy)
+	}
+}

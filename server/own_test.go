@@ -60,6 +60,8 @@ func TestOwnAddrsFromConfig(t *testing.T) {
 	}
 	if host := hostAddrs(); !slices.ContainsFunc(host, netip.Addr.IsLoopback) {
 		t.Errorf("host addresses %v lack loopback", host)
+	} else if !slices.Contains(host, netip.MustParseAddr("127.255.255.255")) {
+		t.Errorf("host addresses %v lack the broadcast address of lo's 127.0.0.1/8", host)
 	}
 	h := newGatewayHarness(t, engPolicy, netip.Prefix{})
 	defer h.close()
@@ -72,6 +74,39 @@ func TestOwnAddrsFromConfig(t *testing.T) {
 	h.s.refreshOwn()
 	if !slices.Contains(before.Addrs(), netip.MustParseAddr("10.8.0.1")) {
 		t.Fatal("refreshOwn did not read the addresses again")
+	}
+}
+
+// TestSubnetOwn: with an interface address, its subnet's broadcast and
+// network address (IPv4 below /31) or subnet-router anycast address (IPv6
+// below /127) reach the host itself.
+func TestSubnetOwn(t *testing.T) {
+	for in, want := range map[string]string{
+		"198.19.77.1/24":  "198.19.77.1 198.19.77.0 198.19.77.255",
+		"10.8.0.1/24":     "10.8.0.1 10.8.0.0 10.8.0.255",
+		"10.0.0.9/8":      "10.0.0.9 10.0.0.0 10.255.255.255",
+		"192.0.2.4/30":    "192.0.2.4 192.0.2.4 192.0.2.7",
+		"192.0.2.4/31":    "192.0.2.4",
+		"192.0.2.4/32":    "192.0.2.4",
+		"fd00:77::1/64":   "fd00:77::1 fd00:77::",
+		"fd00:213::1/112": "fd00:213::1 fd00:213::",
+		"2001:db8::5/127": "2001:db8::5",
+		"2001:db8::5/128": "2001:db8::5",
+	} {
+		var got []string
+		for _, a := range subnetOwn(netip.MustParsePrefix(in)) {
+			got = append(got, a.String())
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("subnetOwn(%s) = %v, want %s", in, got, want)
+		}
+	}
+	cfg := &Config{Tunnel: TunnelConfig{IPv4Pool: "10.8.0.0/24", IPv6Pool: "fd00:8::/64"}}
+	got := configOwnAddrs(cfg)
+	for _, want := range []string{"10.8.0.255", "10.8.0.0", "fd00:8::"} {
+		if !slices.Contains(got, netip.MustParseAddr(want)) {
+			t.Errorf("config own addresses %v lack the pool's %s", got, want)
+		}
 	}
 }
 

@@ -8,7 +8,13 @@ package policy
 // treats the gateway's own addresses apart: a device reaches one only
 // through a rule that names that address alone (a /32 or /128 prefix,
 // "10.0.0.2 tcp/9580"), with that rule's protocol and ports. Loopback
-// addresses are always the gateway's own.
+// addresses are always the gateway's own, and so is every multicast
+// address and the IPv4 limited broadcast 255.255.255.255: Linux delivers
+// such a packet from a device to the gateway's own sockets bound to a
+// wildcard address (a member of 224.0.0.1 and ff02::1 on every
+// interface) and routes it nowhere else. The gateway adds its subnets'
+// broadcast and subnet-router anycast addresses to the set (server/own.go)
+// for the same reason.
 
 import (
 	"fmt"
@@ -22,7 +28,8 @@ import (
 // Own is the set of the gateway's own addresses that the grants of a Set
 // consult on every packet. The gateway replaces it whole when the host's
 // addresses change; safe for concurrent use. The zero value and a nil
-// *Own hold no address (loopback still counts as own).
+// *Own hold no address (loopback, multicast and 255.255.255.255 still
+// count as own).
 type Own struct {
 	set atomic.Pointer[ownSet]
 }
@@ -75,9 +82,14 @@ func (o *Own) Addrs() []netip.Addr {
 	return nil
 }
 
-// Has reports whether a is one of the gateway's own addresses.
+// limitedBroadcast is 255.255.255.255.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// Has reports whether a is one of the gateway's own addresses (an
+// IPv4-mapped IPv6 address as its IPv4 address).
 func (o *Own) Has(a netip.Addr) bool {
-	if a.IsLoopback() {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsMulticast() || a == limitedBroadcast {
 		return true
 	}
 	if o == nil {

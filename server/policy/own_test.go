@@ -37,6 +37,13 @@ func TestOwnAddresses(t *testing.T) {
 		{"v6 named for icmp", []string{"fd00:8::/64", gwTun6 + " icmp"}, info(gwTun6, packet.ProtoICMPv6, 0), true},
 		{"loopback under any", []string{"any"}, info("127.0.0.1", packet.ProtoTCP, 22), false},
 		{"v6 loopback under any", []string{"any"}, info("::1", packet.ProtoTCP, 22), false},
+		{"all-hosts multicast under any", []string{"any"}, info("224.0.0.1", packet.ProtoUDP, 161), false},
+		{"mDNS multicast under any", []string{"any"}, info("224.0.0.251", packet.ProtoUDP, 5353), false},
+		{"limited broadcast under any", []string{"any"}, info("255.255.255.255", packet.ProtoUDP, 67), false},
+		{"v6 all-nodes under any", []string{"any"}, info("ff02::1", packet.ProtoUDP, 161), false},
+		{"v6 site multicast under any", []string{"any"}, info("ff05::1:3", packet.ProtoUDP, 547), false},
+		{"v4-mapped gateway address under any", []string{"any"}, info("::ffff:"+gwTun, packet.ProtoUDP, 161), false},
+		{"multicast named alone", []string{"224.0.0.251 udp/5353"}, info("224.0.0.251", packet.ProtoUDP, 5353), true},
 	}
 	for _, lm := range []int{16, 0} {
 		for _, tt := range tests {
