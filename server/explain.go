@@ -1,8 +1,8 @@
 package server
 
 // The steps of the trust decision besides the policies, for `sallyport
-// policy explain` and `policy test` (docs/policy.md): the allowlists and
-// the CRL, run by the same methods trust.decide runs, so an explanation's
+// policy explain` and `policy test` (docs/policy.md): the leaf is not a
+// CA, the allowlists, the hardware-key rule and the CRL, run by the same methods trust.decide runs, so an explanation's
 // "allow" means the device would get in, not only that a rule covers the
 // destination.
 
@@ -44,7 +44,7 @@ func AdmissionGates(cfg *Config, crlFile string) ([]policy.Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	gates := []policy.Gate{t.allowlistGate, hardwareKeyGate(set)}
+	gates := []policy.Gate{certificateGate, t.allowlistGate, hardwareKeyGate(set)}
 	if crlFile == "" {
 		crlFile = cfg.TLS.CRL
 	}
@@ -62,6 +62,25 @@ func AdmissionGates(cfg *Config, crlFile string) ([]policy.Gate, error) {
 	}
 	t.crlPath = crlFile
 	return append(gates, t.revocationGate), nil
+}
+
+// certificateGate is checkNotCA as a gate: a CA certificate given as
+// the device's (ca.crt for alice.crt, or a chain file with the CA first)
+// is refused by the gateway whatever the policies say, and the line says
+// so plainly.
+func certificateGate(id pki.Identity, certs []*x509.Certificate) policy.GateResult {
+	g := policy.GateResult{Name: "certificate", OK: true}
+	if certs == nil {
+		g.Line = "not checked: no certificate (--cert FILE checks one)"
+		return g
+	}
+	if err := checkNotCA(certs[0], id); err != nil {
+		g.OK = false
+		g.Line = fmt.Sprintf("refused, the gateway answers %s: %v; give the device's own certificate (pki issue writes devices/NAME.crt)", classify(err).reason, classify(err).err)
+		return g
+	}
+	g.Line = "a device certificate (not a CA)"
+	return g
 }
 
 // allowlistGate is checkAllowlists as a gate.

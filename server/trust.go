@@ -369,8 +369,8 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 				c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))}
 		}
 	}
-	if leaf.IsCA {
-		return v, &refusal{tunnel.ReasonCALeaf, id.Device, errors.New("certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate")}
+	if err := checkNotCA(leaf, id); err != nil {
+		return v, err
 	}
 	if err := t.checkEKU(v.chain); err != nil {
 		return v, &refusal{tunnel.ReasonBadEKU, id.Device, err}
@@ -399,6 +399,15 @@ func (t *trust) decide(peer []*x509.Certificate, prev *verdict, now time.Time, w
 		return v, err
 	}
 	return v, nil
+}
+
+// checkNotCA refuses a leaf that is a CA certificate (basicConstraints
+// CA:TRUE): a device presents its own certificate, never an issuer's.
+func checkNotCA(leaf *x509.Certificate, id pki.Identity) error {
+	if leaf.IsCA {
+		return &refusal{tunnel.ReasonCALeaf, id.Device, errors.New("certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate")}
+	}
+	return nil
 }
 
 // checkHardwareKey refuses an identity whose grant comes with a policy

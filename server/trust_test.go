@@ -554,3 +554,43 @@ func crlOf(t *testing.T, a, b []byte, cas ...*x509.Certificate) *pki.RevocationL
 	}
 	return r
 }
+
+// TestCertificateGate: policy explain/test of a CA certificate (ca.crt
+// given for a device's) is denied with the gateway's reason ca-leaf, even
+// under a policy that matches every name, and says it is a CA certificate;
+// a device certificate and an identity without one pass the gate.
+func TestCertificateGate(t *testing.T) {
+	ca := newTestCA(t, "Acme CA")
+	alice := ca.issue(t, "alice", 2, []string{"eng"}, time.Now().Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	cfg := &Config{Policies: []policy.Policy{{Name: "all", Match: policy.Match{CN: []string{"*"}}, Allow: []string{"10.0.0.0/8"}}}}
+	gates, err := AdmissionGates(cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.Compile(cfg.Policies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := policy.ParseDestination("10.0.0.5:22/tcp")
+	for _, tt := range []struct {
+		name  string
+		certs []*x509.Certificate
+		want  string
+		line  string
+	}{
+		{"CA certificate", []*x509.Certificate{ca.cert}, "deny", "certificate: refused, the gateway answers ca-leaf: certificate is a CA certificate (basicConstraints CA:TRUE), not a device certificate"},
+		{"device certificate", []*x509.Certificate{alice, ca.cert}, "allow", "certificate: a device certificate"},
+		{"no certificate", nil, "allow", "certificate: not checked"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := pki.Identity{Device: "alice"}
+			if tt.certs != nil {
+				id = pki.IdentityOf(tt.certs[0])
+			}
+			e := set.Explain(id, tt.certs, dst, gates...)
+			if out := e.Format(); e.Verdict() != tt.want || !strings.Contains(out, tt.line) {
+				t.Errorf("verdict %s, want %s and %q in\n%s", e.Verdict(), tt.want, tt.line, out)
+			}
+		})
+	}
+}

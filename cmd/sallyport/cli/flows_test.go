@@ -265,3 +265,41 @@ allow = ["192.168.77.0/24"]
 		t.Errorf("mallory:\n%s", out)
 	}
 }
+
+// TestPolicyExplainCACert: the CA's certificate given where a device's
+// belongs is said to be a CA certificate and denied (exit 1, the verdict
+// the gateway gives it: ca-leaf), even under a policy matching every name;
+// a case file can keep "the CA certificate never gets in" as a case.
+func TestPolicyExplainCACert(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "pki")
+	sp(t, 0, "pki", "init", "--dir", d, "--name", "Acme CA", "--key", "ed25519")
+	conf := filepath.Join(dir, "server.toml")
+	writeFile(t, conf, `[tls]
+cert = "gw.crt"
+key = "gw.key"
+client_ca = "pki/ca.crt"
+[tunnel]
+ipv4_pool = "10.8.0.0/24"
+[[policy]]
+name = "everyone"
+match = { cn = ["*"] }
+allow = ["192.168.77.0/24"]
+`)
+	caCrt := filepath.Join(d, "ca.crt")
+	out, _ := sp(t, 1, "policy", "explain", "-c", conf, "--cert", caCrt, "192.168.77.5:22/tcp")
+	for _, w := range []string{
+		caCrt + " is a CA certificate, not a device certificate",
+		"certificate: refused, the gateway answers ca-leaf",
+		"verdict: deny",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("explain of ca.crt lacks %q:\n%s", w, out)
+		}
+	}
+	cases := filepath.Join(d, "cases.toml")
+	writeFile(t, cases, "[[case]]\nname = \"the CA certificate is no device\"\ncert = \"ca.crt\"\ndst = \"192.168.77.5:22/tcp\"\nwant = \"deny\"\n")
+	if out, _ = sp(t, 0, "policy", "test", "-c", conf, cases); !strings.Contains(out, "the CA certificate is no device") {
+		t.Errorf("policy test:\n%s", out)
+	}
+}

@@ -77,7 +77,8 @@ func policyExplainCmd() *cobra.Command {
 the identity (key by key), the allow rule that admits the destination or that
 none does, whether the allowlists (tls.allow_fingerprints, tls.allow_subjects)
 and the CRL (--crl, or the config's tls.crl; with --cert) let the device in,
-and the verdict. DST is ADDR, ADDR:PORT/tcp, ADDR:PORT/udp or ADDR/icmp; a
+and the verdict. A CA certificate (ca.crt given for a device's) is said to
+be one and denied, as the gateway refuses it (reason ca-leaf). DST is ADDR, ADDR:PORT/tcp, ADDR:PORT/udp or ADDR/icmp; a
 bare ADDR asks whether some traffic to it is allowed. The verdict is the
 gateway's own packet filter and trust steps. An address of the gateway
 itself (its tunnel address, its listeners', and with --local-addresses this
@@ -112,6 +113,11 @@ certificate or CRL), like grep.`,
 			e := set.Explain(id, certs, dst, gates...)
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "identity: cn=%q ou=%v o=%v user=%q issuer=%q\n", id.Device, id.Groups, id.Orgs, id.User, id.Issuer)
+			if len(certs) > 0 && certs[0].IsCA {
+				// The "certificate:" line below refuses it; say at once why
+				// nothing else here is about a device.
+				fmt.Fprintf(out, "%s is a CA certificate, not a device certificate: the gateway refuses it whatever the policies say\n", cert)
+			}
 			fmt.Fprint(out, e.Format())
 			if !e.Allowed {
 				return cmdutil.ExitError{Code: 1}
