@@ -32,24 +32,36 @@ func CheckModule(path string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("PKCS#11 module %s is not a regular file", path)
 	}
+	return checkOwners("PKCS#11 module "+path, path, real, true, "replace the library this client", "install the module as root")
+}
+
+// checkOwners walks path and real (where path's links lead), each up to
+// "/", and refuses the first entry that belongs to neither root nor this
+// process's user, or (directories always; the end itself when leafMode is
+// set) that others may write: group-writable only for group root, a
+// sticky world-writable directory above the end allowed. what names the
+// object in the error; harm says what its owner could do ("replace the
+// library this client"), fix what the admin should do instead.
+func checkOwners(what, path, real string, leafMode bool, harm, fix string) error {
 	euid := os.Geteuid()
 	for _, p := range []string{path, real} {
 		for q := p; ; q = filepath.Dir(q) {
 			fi, err := os.Lstat(q)
 			if err != nil {
-				return fmt.Errorf("PKCS#11 module %s: %w", path, err)
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			st, ok := fi.Sys().(*syscall.Stat_t)
 			if !ok {
-				return fmt.Errorf("PKCS#11 module %s: cannot tell who owns %s", path, q)
+				return fmt.Errorf("%s: cannot tell who owns %s", what, q)
 			}
 			if st.Uid != 0 && int(st.Uid) != euid {
-				return fmt.Errorf("PKCS#11 module %s: %s belongs to uid %d, who could replace the library this client (uid %d) loads; install the module as root", path, q, st.Uid, euid)
+				return fmt.Errorf("%s: %s belongs to uid %d, who could %s (uid %d) uses; %s", what, q, st.Uid, harm, euid, fix)
 			}
 			m := fi.Mode()
 			sticky := m.IsDir() && m&fs.ModeSticky != 0 && q != p
-			if m&fs.ModeSymlink == 0 && !sticky && (m&0o002 != 0 || (m&0o020 != 0 && st.Gid != 0)) {
-				return fmt.Errorf("PKCS#11 module %s: %s is writable by others (mode %04o), who could replace the library this client loads", path, q, m.Perm())
+			checkMode := leafMode || q != p
+			if checkMode && m&fs.ModeSymlink == 0 && !sticky && (m&0o002 != 0 || (m&0o020 != 0 && st.Gid != 0)) {
+				return fmt.Errorf("%s: %s is writable by others (mode %04o), who could %s uses; %s", what, q, m.Perm(), harm, fix)
 			}
 			if q == "/" {
 				break

@@ -13,7 +13,8 @@ import (
 )
 
 // openTPM opens the TPM at path: a character device (/dev/tpmrm0) or the
-// unix socket of a software TPM (swtpm socket --server type=unixio).
+// unix socket of a software TPM (swtpm socket --server type=unixio), one
+// nobody but root (or this user) could have put there (checkTPMPath).
 func openTPM(path string) (transport.TPMCloser, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -21,6 +22,9 @@ func openTPM(path string) (transport.TPMCloser, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("TPM %s: %w", path, err)
+	}
+	if err := checkTPMPath(path); err != nil {
+		return nil, err
 	}
 	var t transport.TPMCloser
 	if fi.Mode()&fs.ModeSocket != 0 {
